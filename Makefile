@@ -1,0 +1,46 @@
+# Everything a fresh machine needs is installed from here: uv (pinned, from PyPI)
+# into a cache folder, the virtual environment from uv.lock, and the Go-built
+# test binaries through hack/ (see `make binaries`).
+SHELL := /bin/bash
+CACHE_DIR ?= $(HOME)/.cache/azure-keyvault-issuer
+UV_VERSION := 0.13.9
+UV_HOME := $(CACHE_DIR)/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: all venv lint typecheck unit test demo binaries bench clean
+
+all: test
+
+$(UV):
+	python3 -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --quiet
+	touch $@
+
+venv: $(VENV)/.synced
+
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# Go-built upstream binaries (kube-apiserver, etcd, kubectl, ...) cached under $(CACHE_DIR).
+binaries: venv
+	$(PY) -m akv_issuer.devcluster.binaries ensure
+
+test: lint typecheck binaries
+	$(VENV)/bin/pytest
+
+demo: venv
+	bash hack/demo.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

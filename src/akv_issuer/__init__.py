@@ -1,0 +1,1 @@
+"""cert-manager external issuer signing with an Azure Key Vault key."""
