@@ -1,0 +1,206 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease.
+
+The semantics are those of client-go's leader election:
+
+- A candidate may take the lease when nobody holds it (empty holderIdentity,
+  which is how a leader releases it on shutdown) or when the record has not
+  changed for ``lease_duration`` as measured on the candidate's own monotonic
+  clock since it last *observed* a change. The holder's renewTime is never
+  compared with the local wall clock, so clock skew between nodes does not
+  matter.
+- Every write is an update guarded by the object's resourceVersion, so two
+  candidates can never both succeed.
+- The leader renews every ``retry_period``; if no renewal succeeds within
+  ``renew_deadline`` of the last one it stops leading *before* the lease can
+  expire for the others (renew_deadline < lease_duration), so two replicas
+  never work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lightkube import ApiError, AsyncClient
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    namespace: str
+    name: str
+    identity: str
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
+            raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
+
+
+def _now_micro() -> dt.datetime:
+    now = dt.datetime.now(dt.UTC)
+    # A zero fraction would be encoded without digits, which MicroTime rejects.
+    return now if now.microsecond else now.replace(microsecond=1)
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        client: AsyncClient,
+        config: LeaderElectionConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.config = config
+        self._clock = clock
+        self._observed: tuple[str | None, object] | None = None
+        self._observed_at = 0.0
+        self._lease: Lease | None = None
+        self.is_leader = False
+        self.healthy = True
+        self.became_leader = asyncio.Event()
+        self.lost = asyncio.Event()
+
+    async def acquire(self) -> None:
+        """Block until this candidate holds the lease."""
+        while True:
+            try:
+                if await self._try_acquire_or_renew():
+                    self.is_leader = True
+                    self.healthy = True
+                    self.became_leader.set()
+                    log.info(
+                        "became leader (lease %s/%s as %s)",
+                        self.config.namespace,
+                        self.config.name,
+                        self.config.identity,
+                    )
+                    return
+                self.healthy = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.healthy = False
+                log.warning("leader election: cannot reach the lease (%s)", _brief(exc))
+            await asyncio.sleep(self.config.retry_period)
+
+    async def hold(self) -> None:
+        """Renew until a renewal deadline is missed; then mark the lease lost and return."""
+        last_renew = self._clock()
+        while True:
+            await asyncio.sleep(self.config.retry_period)
+            try:
+                attempt = self._try_acquire_or_renew()
+                remaining = self.config.renew_deadline - (self._clock() - last_renew)
+                ok = await asyncio.wait_for(attempt, timeout=max(remaining, 0.001))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                ok = False
+                log.warning("leader election: renewal failed (%s)", _brief(exc))
+            if ok:
+                last_renew = self._clock()
+                continue
+            if self._clock() - last_renew >= self.config.renew_deadline or self._lost_to_other():
+                log.error("leader election: lost the lease, stopping work")
+                self.is_leader = False
+                self.lost.set()
+                return
+
+    def _lost_to_other(self) -> bool:
+        return self._observed is not None and self._observed[0] not in (
+            None,
+            "",
+            self.config.identity,
+        )
+
+    async def release(self) -> None:
+        """Give the lease up at once so a standby takes over without waiting."""
+        if not self.is_leader or self._lease is None:
+            return
+        self.is_leader = False
+        lease = self._lease
+        assert lease.spec is not None
+        lease.spec.holderIdentity = ""
+        lease.spec.leaseDurationSeconds = 1
+        lease.spec.renewTime = _now_micro()
+        try:
+            await self._client.replace(lease)
+            log.info("released the leader lease")
+        except Exception as exc:
+            log.warning("could not release the leader lease (%s)", _brief(exc))
+
+    async def _try_acquire_or_renew(self) -> bool:
+        cfg = self.config
+        now = _now_micro()
+        try:
+            lease = await self._client.get(Lease, cfg.name, namespace=cfg.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+            fresh = Lease(
+                metadata=ObjectMeta(name=cfg.name, namespace=cfg.namespace),
+                spec=LeaseSpec(
+                    holderIdentity=cfg.identity,
+                    leaseDurationSeconds=round(cfg.lease_duration),
+                    acquireTime=now,
+                    renewTime=now,
+                    leaseTransitions=0,
+                ),
+            )
+            try:
+                self._lease = await self._client.create(fresh)
+            except ApiError as create_exc:
+                if create_exc.status.code == 409:
+                    return False
+                raise
+            self._observe(self._lease)
+            return True
+
+        spec = lease.spec or LeaseSpec()
+        record = (spec.holderIdentity, spec.renewTime)
+        if self._observed != record:
+            self._observe(lease)
+        holder = spec.holderIdentity or ""
+        duration = float(spec.leaseDurationSeconds or cfg.lease_duration)
+        expired = self._clock() >= self._observed_at + duration
+        if holder and holder != cfg.identity and not expired:
+            return False
+
+        ours = holder == cfg.identity
+        spec.holderIdentity = cfg.identity
+        spec.leaseDurationSeconds = round(cfg.lease_duration)
+        spec.renewTime = now
+        if not ours:
+            spec.acquireTime = now
+            spec.leaseTransitions = (spec.leaseTransitions or 0) + 1
+        lease.spec = spec
+        try:
+            # replace() carries metadata.resourceVersion: a concurrent writer
+            # makes this fail with 409 instead of both believing they lead.
+            self._lease = await self._client.replace(lease)
+        except ApiError as exc:
+            if exc.status.code == 409:
+                return False
+            raise
+        self._observe(self._lease)
+        return True
+
+    def _observe(self, lease: Lease) -> None:
+        spec = lease.spec or LeaseSpec()
+        self._observed = (spec.holderIdentity, spec.renewTime)
+        self._observed_at = self._clock()
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

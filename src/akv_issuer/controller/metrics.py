@@ -1,0 +1,105 @@
+"""Prometheus series of the controller, on a registry of its own.
+
+An own registry (rather than the process-global default) keeps tests and
+several controllers in one process from colliding; the process collectors are
+added explicitly so the usual ``process_*`` series are still exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+PREFIX = "akv_issuer"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        issuer = ["issuer_kind", "issuer_namespace", "issuer_name"]
+        self.issued = Counter(
+            f"{PREFIX}_certificaterequests_issued",
+            "CertificateRequests signed and written as Issued.",
+            issuer,
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            f"{PREFIX}_certificaterequests_failed",
+            "CertificateRequests ended as Failed or Denied, by reason.",
+            [*issuer, "reason"],
+            registry=self.registry,
+        )
+        self.pending = Counter(
+            f"{PREFIX}_certificaterequests_pending_transitions",
+            "Times a CertificateRequest was left Pending, by reason.",
+            [*issuer, "reason"],
+            registry=self.registry,
+        )
+        self.sign_seconds = Histogram(
+            f"{PREFIX}_sign_duration_seconds",
+            "Time to build and sign one certificate (Key Vault round trip included).",
+            issuer,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.keyvault_calls = Counter(
+            f"{PREFIX}_keyvault_requests",
+            "Key Vault operations made by the controller, by operation and HTTP status.",
+            ["operation", "status_code"],
+            registry=self.registry,
+        )
+        self.ca_expiry = Gauge(
+            f"{PREFIX}_ca_certificate_expiry_timestamp_seconds",
+            "NotAfter of each issuer's CA certificate, as a Unix timestamp.",
+            issuer,
+            registry=self.registry,
+        )
+        self.ca_expiring = Gauge(
+            f"{PREFIX}_ca_certificate_expiring",
+            "1 when the issuer's CA certificate expires within the warning window.",
+            issuer,
+            registry=self.registry,
+        )
+        self.issuer_ready = Gauge(
+            f"{PREFIX}_issuer_ready",
+            "1 when the issuer is Ready, else 0.",
+            issuer,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_workqueue_depth",
+            "Keys waiting in a work queue (ready now).",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.queue_delayed = Gauge(
+            f"{PREFIX}_workqueue_delayed",
+            "Keys scheduled for a later retry in a work queue.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.is_leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this replica holds the leader lease (or runs without election).",
+            registry=self.registry,
+        )
+        self.status_write_retries = Counter(
+            f"{PREFIX}_status_write_retries",
+            "Status writes retried with a result kept in memory (never re-signed).",
+            registry=self.registry,
+        )
+
+    def forget_issuer(self, kind: str, namespace: str, name: str) -> None:
+        for gauge in (self.ca_expiry, self.ca_expiring, self.issuer_ready):
+            with contextlib.suppress(KeyError):
+                gauge.remove(kind, namespace, name)
