@@ -1,0 +1,96 @@
+"""Pure X.509 logic for the issuer: no I/O, no Kubernetes, no Key Vault.
+
+CSR checks (:func:`parse_csr`), the certificate template
+(:func:`build_certificate`), remote-signature assembly
+(:func:`sign_certificate`, :func:`sign_csr`), the root CA template
+(:func:`build_root_ca`), CA checks (:func:`check_ca`) and chains
+(:func:`load_ca_chain`, :func:`split_chain`). Every failure is a
+:class:`PKIError` subclass with a one-line ``reason``.
+"""
+
+from akv_issuer.pki.ca import build_root_ca, check_ca, seconds_until_expiry
+from akv_issuer.pki.chain import (
+    is_self_signed,
+    issued_by,
+    load_ca_chain,
+    load_certificates,
+    order_chain,
+    split_chain,
+    to_pem,
+)
+from akv_issuer.pki.csr import MAX_RSA_BITS, MIN_RSA_BITS, check_csr, parse_csr
+from akv_issuer.pki.errors import (
+    AlgorithmError,
+    CAError,
+    CAErrorKind,
+    CSRError,
+    PKIError,
+    PolicyError,
+    SignatureError,
+)
+from akv_issuer.pki.issuance import (
+    DEFAULT_DURATION,
+    CertificatePlan,
+    ClampReason,
+    IssuancePolicy,
+    IssuanceRequest,
+    IssuerProfile,
+    authority_key_identifier,
+    build_certificate,
+    random_serial_number,
+)
+from akv_issuer.pki.signing import (
+    CAPublicKey,
+    RemoteSigner,
+    SignatureAlgorithm,
+    check_algorithm,
+    default_algorithm,
+    sign_certificate,
+    sign_csr,
+    verify_signature,
+)
+from akv_issuer.pki.usages import DEFAULT_USAGES, KNOWN_USAGES, resolve_usages
+
+__all__ = [
+    "DEFAULT_DURATION",
+    "DEFAULT_USAGES",
+    "KNOWN_USAGES",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "AlgorithmError",
+    "CAError",
+    "CAErrorKind",
+    "CAPublicKey",
+    "CSRError",
+    "CertificatePlan",
+    "ClampReason",
+    "IssuancePolicy",
+    "IssuanceRequest",
+    "IssuerProfile",
+    "PKIError",
+    "PolicyError",
+    "RemoteSigner",
+    "SignatureAlgorithm",
+    "SignatureError",
+    "authority_key_identifier",
+    "build_certificate",
+    "build_root_ca",
+    "check_algorithm",
+    "check_ca",
+    "check_csr",
+    "default_algorithm",
+    "is_self_signed",
+    "issued_by",
+    "load_ca_chain",
+    "load_certificates",
+    "order_chain",
+    "parse_csr",
+    "random_serial_number",
+    "resolve_usages",
+    "seconds_until_expiry",
+    "sign_certificate",
+    "sign_csr",
+    "split_chain",
+    "to_pem",
+    "verify_signature",
+]

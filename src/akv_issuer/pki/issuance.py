@@ -1,0 +1,367 @@
+"""The certificate template: what gets signed for a CertificateRequest.
+
+Parity baseline is cert-manager's CA issuer; see docs/architecture.md for the
+points where this deliberately does better.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from akv_issuer.pki.csr import check_csr
+from akv_issuer.pki.errors import CAError, CAErrorKind, CSRError, PolicyError
+from akv_issuer.pki.usages import (
+    DEFAULT_USAGES,
+    ResolvedUsages,
+    describe_extended_key_usages,
+    describe_key_usage_bits,
+    key_usage_bits,
+    resolve_usages,
+)
+
+__all__ = [
+    "DEFAULT_DURATION",
+    "CertificatePlan",
+    "ClampReason",
+    "IssuancePolicy",
+    "IssuanceRequest",
+    "IssuerProfile",
+    "authority_key_identifier",
+    "build_certificate",
+    "random_serial_number",
+]
+
+DEFAULT_DURATION = datetime.timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceRequest:
+    """What the requester asked for, beside the CSR itself.
+
+    ``usages`` empty means cert-manager's default (``digital signature``,
+    ``key encipherment``), as an unset ``spec.usages`` does. ``path_length`` is
+    only read when ``is_ca``; cert-manager has no field for it, the CLI does.
+    """
+
+    duration: datetime.timedelta = DEFAULT_DURATION
+    usages: Sequence[str] = DEFAULT_USAGES
+    is_ca: bool = False
+    path_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuancePolicy:
+    """Limits the issuer enforces on every request.
+
+    ``max_duration`` clamps (it does not refuse): a Certificate asking for the
+    default 90 days must not end up Failed with an hour-long backoff because
+    an issuer allows 30; the shorter NotAfter is visible and cert-manager
+    schedules the renewal from it.
+    """
+
+    max_duration: datetime.timedelta | None = None
+    allow_ca: bool = False
+    max_path_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_duration is not None and self.max_duration <= datetime.timedelta(0):
+            raise PolicyError("policy maxDuration must be positive")
+        if self.max_path_length is not None and self.max_path_length < 0:
+            raise PolicyError("policy maxPathLength must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerProfile:
+    """Issuer-level settings that shape every certificate it signs."""
+
+    policy: IssuancePolicy = field(default_factory=IssuancePolicy)
+    backdate: datetime.timedelta = datetime.timedelta(0)
+    crl_distribution_points: Sequence[str] = ()
+    ocsp_servers: Sequence[str] = ()
+    issuing_certificate_urls: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.backdate < datetime.timedelta(0):
+            raise PolicyError("backdate must not be negative")
+
+
+class ClampReason(enum.StrEnum):
+    CA_EXPIRY = "ca-expiry"
+    MAX_DURATION = "max-duration"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatePlan:
+    """A builder with every field fixed (serial, times), so that signing it
+    twice yields the same to-be-signed bytes, plus what the caller should know."""
+
+    builder: x509.CertificateBuilder
+    serial_number: int
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    is_ca: bool
+    path_length: int | None
+    clamped_by: ClampReason | None = None
+    """Why NotAfter is earlier than NotBefore-free ``now + duration``, if it is."""
+
+    @property
+    def clamped(self) -> bool:
+        return self.clamped_by is not None
+
+
+def random_serial_number() -> int:
+    """A random positive serial of at most 159 bits, so its DER INTEGER takes
+    at most 20 octets (RFC 5280 section 4.1.2.2)."""
+    while True:
+        serial = x509.random_serial_number()
+        if serial > 0:
+            return serial
+
+
+def authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """Point at the CA's own subject key id, so chain builders match them exactly;
+    fall back to the RFC 5280 method-1 id of its key when it carries none."""
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def build_certificate(
+    csr: x509.CertificateSigningRequest,
+    request: IssuanceRequest,
+    ca_cert: x509.Certificate,
+    profile: IssuerProfile,
+    now: datetime.datetime,
+) -> CertificatePlan:
+    """Build the certificate for ``csr`` as ``ca_cert`` would issue it.
+
+    Raises :class:`CSRError` when the CSR is invalid or disagrees with the
+    request, :class:`PolicyError` when the request or the issuer's policy
+    forbids it, :class:`CAError` when ``ca_cert`` is not valid at ``now``.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    check_csr(csr)
+    if request.duration <= datetime.timedelta(0):
+        raise PolicyError(f"duration must be positive, got {request.duration}")
+    usages = resolve_usages(request.usages or DEFAULT_USAGES)
+    requested_bits = set(usages.key_usage)
+    if request.is_ca:
+        requested_bits.add("key_cert_sign")
+    issued_bits = set(requested_bits)
+    if request.is_ca:
+        # A CA that cannot sign CRLs cannot revoke what it issued.
+        issued_bits.add("crl_sign")
+
+    csr_extensions = csr.extensions
+    _check_csr_key_usage(csr_extensions, frozenset(requested_bits), frozenset(issued_bits))
+    _check_csr_extended_key_usage(csr_extensions, frozenset(usages.extended_key_usage))
+    csr_path_length = _check_csr_basic_constraints(csr_extensions, request.is_ca)
+    path_length = (
+        _ca_path_length(request, csr_path_length, ca_cert, profile.policy)
+        if request.is_ca
+        else None
+    )
+
+    san = _optional(csr_extensions, x509.SubjectAlternativeName)
+    subject_empty = len(csr.subject) == 0
+    if subject_empty and (san is None or len(san.value) == 0):
+        raise CSRError("CSR has neither a subject nor subject alternative names")
+    name_constraints = _optional(csr_extensions, x509.NameConstraints)
+    if name_constraints is not None and not request.is_ca:
+        raise CSRError("CSR carries NameConstraints, which are only allowed with isCA: true")
+
+    not_before, not_after, clamped_by = _validity(now, request.duration, ca_cert, profile)
+    serial = random_serial_number()
+    public_key = csr.public_key()
+
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(request.is_ca, path_length), critical=True)
+    )
+    key_usage = ResolvedUsages(frozenset(issued_bits), ()).key_usage_extension()
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
+    extended_key_usage = usages.extended_key_usage_extension()
+    if extended_key_usage is not None:
+        builder = builder.add_extension(extended_key_usage, critical=False)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+    ).add_extension(authority_key_identifier(ca_cert), critical=False)
+    if san is not None:
+        # RFC 5280 4.2.1.6: with an empty subject the SAN is the identity and
+        # must be critical.
+        builder = builder.add_extension(san.value, critical=subject_empty or san.critical)
+    if name_constraints is not None:
+        builder = builder.add_extension(name_constraints.value, critical=name_constraints.critical)
+    builder = _add_profile_extensions(builder, profile)
+
+    return CertificatePlan(
+        builder=builder,
+        serial_number=serial,
+        not_before=not_before,
+        not_after=not_after,
+        is_ca=request.is_ca,
+        path_length=path_length,
+        clamped_by=clamped_by,
+    )
+
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+def _optional(extensions: x509.Extensions, kind: type[_E]) -> x509.Extension[_E] | None:
+    try:
+        return extensions.get_extension_for_class(kind)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_csr_key_usage(
+    extensions: x509.Extensions, requested: frozenset[str], issued: frozenset[str]
+) -> None:
+    extension = _optional(extensions, x509.KeyUsage)
+    if extension is None:
+        return
+    found = key_usage_bits(extension.value)
+    # cert-manager puts exactly the requested bits in its CSRs; cRLSign, which
+    # this issuer adds to CA certificates, is tolerated on top.
+    if found not in (requested, issued):
+        raise CSRError(
+            f"CSR key usages ({describe_key_usage_bits(found)}) do not match "
+            f"the requested usages ({describe_key_usage_bits(requested)})"
+        )
+
+
+def _check_csr_extended_key_usage(
+    extensions: x509.Extensions, requested: frozenset[x509.ObjectIdentifier]
+) -> None:
+    extension = _optional(extensions, x509.ExtendedKeyUsage)
+    if extension is None:
+        return
+    found = frozenset(extension.value)
+    if found != requested:
+        raise CSRError(
+            f"CSR extended key usages ({describe_extended_key_usages(found)}) do not "
+            f"match the requested usages ({describe_extended_key_usages(requested)})"
+        )
+
+
+def _check_csr_basic_constraints(extensions: x509.Extensions, is_ca: bool) -> int | None:
+    extension = _optional(extensions, x509.BasicConstraints)
+    if extension is None:
+        return None
+    if extension.value.ca != is_ca:
+        raise CSRError(
+            f"CSR basic constraints say CA={str(extension.value.ca).lower()} "
+            f"but the request has isCA: {str(is_ca).lower()}"
+        )
+    return extension.value.path_length
+
+
+def _ca_path_length(
+    request: IssuanceRequest,
+    csr_path_length: int | None,
+    ca_cert: x509.Certificate,
+    policy: IssuancePolicy,
+) -> int | None:
+    if not policy.allow_ca:
+        raise PolicyError("the issuer's policy does not allow CA certificates (isCA: true)")
+    if request.path_length is not None and request.path_length < 0:
+        raise PolicyError(f"path length must not be negative, got {request.path_length}")
+    ca_constraints = _optional(ca_cert.extensions, x509.BasicConstraints)
+    ca_path_length = None if ca_constraints is None else ca_constraints.value.path_length
+    if ca_path_length == 0:
+        raise PolicyError(
+            "the issuing CA has path length 0 and cannot issue CA certificates (isCA: true)"
+        )
+    limits = [
+        limit
+        for limit in (
+            request.path_length,
+            csr_path_length,
+            policy.max_path_length,
+            None if ca_path_length is None else ca_path_length - 1,
+        )
+        if limit is not None
+    ]
+    return min(limits) if limits else None
+
+
+def _validity(
+    now: datetime.datetime,
+    duration: datetime.timedelta,
+    ca_cert: x509.Certificate,
+    profile: IssuerProfile,
+) -> tuple[datetime.datetime, datetime.datetime, ClampReason | None]:
+    # X.509 times have whole seconds; dropping the fraction here makes the
+    # plan's times equal to the certificate's.
+    now = now.astimezone(datetime.UTC).replace(microsecond=0)
+    ca_not_before = ca_cert.not_valid_before_utc
+    ca_not_after = ca_cert.not_valid_after_utc
+    if now < ca_not_before:
+        raise CAError(
+            CAErrorKind.NOT_YET_VALID,
+            f"the CA certificate is not valid before {ca_not_before.isoformat()}",
+        )
+    if now >= ca_not_after:
+        raise CAError(
+            CAErrorKind.EXPIRED, f"the CA certificate expired at {ca_not_after.isoformat()}"
+        )
+    # A certificate valid before its issuer confuses path validators.
+    not_before = max(now - profile.backdate, ca_not_before)
+    not_after = now + duration
+    clamped_by: ClampReason | None = None
+    max_duration = profile.policy.max_duration
+    if max_duration is not None and duration > max_duration:
+        not_after = now + max_duration
+        clamped_by = ClampReason.MAX_DURATION
+    if not_after > ca_not_after:
+        not_after = ca_not_after
+        clamped_by = ClampReason.CA_EXPIRY
+    return not_before, not_after, clamped_by
+
+
+def _add_profile_extensions(
+    builder: x509.CertificateBuilder, profile: IssuerProfile
+) -> x509.CertificateBuilder:
+    if profile.crl_distribution_points:
+        points = [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+            for url in profile.crl_distribution_points
+        ]
+        builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
+    access = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
+        )
+        for url in profile.ocsp_servers
+    ] + [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url)
+        )
+        for url in profile.issuing_certificate_urls
+    ]
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+    return builder

@@ -1,0 +1,137 @@
+"""cert-manager usage strings mapped to X.509 KeyUsage and ExtendedKeyUsage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from akv_issuer.pki.errors import PolicyError
+
+__all__ = [
+    "DEFAULT_USAGES",
+    "KEY_USAGE_BITS",
+    "KNOWN_USAGES",
+    "ResolvedUsages",
+    "describe_extended_key_usages",
+    "describe_key_usage_bits",
+    "key_usage_bits",
+    "resolve_usages",
+]
+
+DEFAULT_USAGES: tuple[str, ...] = ("digital signature", "key encipherment")
+
+# Values are the keyword names of cryptography's x509.KeyUsage.
+KEY_USAGE_BITS: tuple[str, ...] = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+_KEY_USAGES: dict[str, str] = {
+    "digital signature": "digital_signature",
+    "signing": "digital_signature",
+    "content commitment": "content_commitment",
+    "key encipherment": "key_encipherment",
+    "key agreement": "key_agreement",
+    "data encipherment": "data_encipherment",
+    "cert sign": "key_cert_sign",
+    "crl sign": "crl_sign",
+    "encipher only": "encipher_only",
+    "decipher only": "decipher_only",
+}
+
+_EXTENDED_KEY_USAGES: dict[str, ObjectIdentifier] = {
+    "any": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+    "server auth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "code signing": ExtendedKeyUsageOID.CODE_SIGNING,
+    "email protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "s/mime": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "ipsec end system": ObjectIdentifier("1.3.6.1.5.5.7.3.5"),
+    "ipsec tunnel": ObjectIdentifier("1.3.6.1.5.5.7.3.6"),
+    "ipsec user": ObjectIdentifier("1.3.6.1.5.5.7.3.7"),
+    "timestamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "ocsp signing": ExtendedKeyUsageOID.OCSP_SIGNING,
+    "microsoft sgc": ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"),
+    "netscape sgc": ObjectIdentifier("2.16.840.1.113730.4.1"),
+}
+
+KNOWN_USAGES: frozenset[str] = frozenset(_KEY_USAGES) | frozenset(_EXTENDED_KEY_USAGES)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedUsages:
+    """What a list of usage strings means in X.509 terms."""
+
+    key_usage: frozenset[str]
+    """Set keyword names of x509.KeyUsage (see KEY_USAGE_BITS)."""
+    extended_key_usage: tuple[ObjectIdentifier, ...]
+    """In first-mention order, without duplicates."""
+
+    def key_usage_extension(self) -> x509.KeyUsage | None:
+        if not self.key_usage:
+            return None
+        return x509.KeyUsage(**{bit: bit in self.key_usage for bit in KEY_USAGE_BITS})
+
+    def extended_key_usage_extension(self) -> x509.ExtendedKeyUsage | None:
+        if not self.extended_key_usage:
+            return None
+        return x509.ExtendedKeyUsage(list(self.extended_key_usage))
+
+
+def resolve_usages(usages: Iterable[str]) -> ResolvedUsages:
+    """Map cert-manager usage strings; an unknown one raises :class:`PolicyError`."""
+    bits: set[str] = set()
+    extended: dict[ObjectIdentifier, None] = {}
+    for usage in usages:
+        if usage in _KEY_USAGES:
+            bits.add(_KEY_USAGES[usage])
+        elif usage in _EXTENDED_KEY_USAGES:
+            extended.setdefault(_EXTENDED_KEY_USAGES[usage])
+        else:
+            raise PolicyError(f"unknown usage {usage!r}")
+    if bits & {"encipher_only", "decipher_only"} and "key_agreement" not in bits:
+        # RFC 5280 defines both bits only together with keyAgreement.
+        raise PolicyError("usages 'encipher only' and 'decipher only' require 'key agreement'")
+    return ResolvedUsages(frozenset(bits), tuple(extended))
+
+
+def key_usage_bits(key_usage: x509.KeyUsage) -> frozenset[str]:
+    """The set bits of a KeyUsage extension, as KEY_USAGE_BITS names."""
+    bits = set()
+    for bit in KEY_USAGE_BITS:
+        if bit in ("encipher_only", "decipher_only") and not key_usage.key_agreement:
+            # cryptography refuses to read these two without keyAgreement.
+            continue
+        if getattr(key_usage, bit):
+            bits.add(bit)
+    return frozenset(bits)
+
+
+# For messages: the cert-manager name of each bit / OID (first name wins, so
+# "digital signature" over "signing" and "email protection" over "s/mime").
+_BIT_NAMES: dict[str, str] = {}
+for _name, _bit in _KEY_USAGES.items():
+    _BIT_NAMES.setdefault(_bit, _name)
+_OID_NAMES: dict[ObjectIdentifier, str] = {}
+for _name, _oid in _EXTENDED_KEY_USAGES.items():
+    _OID_NAMES.setdefault(_oid, _name)
+
+
+def describe_key_usage_bits(bits: Iterable[str]) -> str:
+    names = sorted(_BIT_NAMES[bit] for bit in bits)
+    return ", ".join(names) if names else "none"
+
+
+def describe_extended_key_usages(oids: Iterable[ObjectIdentifier]) -> str:
+    names = sorted(_OID_NAMES.get(oid, oid.dotted_string) for oid in oids)
+    return ", ".join(names) if names else "none"
