@@ -1,0 +1,1193 @@
+"""The emulator's HTTPS server: Key Vault data plane, Entra-like token endpoint, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import secrets
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from . import crypto
+from .state import (
+    DEFAULT_TENANT_ID,
+    FEDERATION_AUDIENCE,
+    KEY_PERMISSIONS,
+    SECRET_CLIENT_ID,
+    SECRET_PERMISSIONS,
+    WORKLOAD_CLIENT_ID,
+    WORKLOAD_SUBJECT,
+    AdminInputError,
+    AssertionRejected,
+    Counters,
+    Faults,
+    FederatedCredential,
+    FederationIssuer,
+    Identity,
+    KeyVersion,
+    SecretVersion,
+    TokenRecord,
+    WindowLimiter,
+    load_public_key,
+    new_secret,
+    new_version,
+    now,
+    parse_faults,
+    verify_jwt,
+)
+from .tls import ensure_tls
+
+log = logging.getLogger("akv_emulator")
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DEFAULT_API_VERSION = "2025-07-01"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_ERROR_CODES = {
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+Handler = Callable[[], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class EmulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: Path = field(default_factory=lambda: Path(".akv-emulator"))
+    tenant_id: str = DEFAULT_TENANT_ID
+    token_lifetime: int = 3600
+    challenge_resource: str | None = None
+    env_auth: str = "workload"
+    tls_names: list[str] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+
+
+def kv_error(
+    status: int,
+    code: str,
+    message: str,
+    inner: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner:
+        error["innererror"] = {"code": inner}
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def entra_error(status: int, error: str, description: str, codes: list[int]) -> web.Response:
+    body = {
+        "error": error,
+        "error_description": description,
+        "error_codes": codes,
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+        "trace_id": secrets.token_hex(16),
+        "correlation_id": secrets.token_hex(16),
+    }
+    return web.json_response(body, status=status)
+
+
+def _attributes(item: KeyVersion | SecretVersion) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "enabled": item.enabled,
+        "created": item.created,
+        "updated": item.updated,
+        "recoveryLevel": "Recoverable+Purgeable",
+        "recoverableDays": 90,
+    }
+    if item.not_before is not None:
+        attrs["nbf"] = item.not_before
+    if item.expires is not None:
+        attrs["exp"] = item.expires
+    return attrs
+
+
+def _int_or_none(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"The attribute '{name}' must be a Unix timestamp.")
+    return int(value)
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.keys: dict[str, dict[str, KeyVersion]] = {}
+        self.secrets: dict[str, dict[str, SecretVersion]] = {}
+        self.tokens: dict[str, TokenRecord] = {}
+        self.faults = config.faults
+        self._initial_faults = json.loads(json.dumps(config.faults.describe()))
+        self.counters = Counters()
+        self.limiter = WindowLimiter()
+        self.rng = secrets.SystemRandom()
+        self.shutdown = asyncio.Event()
+        self.base_url = ""  # set once the socket is bound
+        self.issuer: FederationIssuer | None = None
+        self.trusted_issuers: dict[str, list[Any]] = {}
+        self.sp_secret = new_secret()
+        self.identities: dict[str, Identity] = {}
+
+    # ---- identities --------------------------------------------------------------------
+
+    def default_identities(self) -> dict[str, Identity]:
+        assert self.issuer is not None
+        return {
+            WORKLOAD_CLIENT_ID: Identity(
+                WORKLOAD_CLIENT_ID,
+                federated=[FederatedCredential(self.issuer.issuer, WORKLOAD_SUBJECT)],
+            ),
+            SECRET_CLIENT_ID: Identity(SECRET_CLIENT_ID, secret=self.sp_secret),
+        }
+
+    def bind(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.issuer = FederationIssuer(f"{base_url}/_emulator/oidc")
+        self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
+        self.identities = self.default_identities()
+
+    # ---- application -------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._count_responses], client_max_size=4 * 1024**2)
+        admin = [
+            ("GET", "/_emulator/health", self.admin_health),
+            ("GET", "/_emulator/counters", self.admin_counters),
+            ("DELETE", "/_emulator/counters", self.admin_reset_counters),
+            ("GET", "/_emulator/faults", self.admin_get_faults),
+            ("PUT", "/_emulator/faults", self.admin_put_faults),
+            ("PATCH", "/_emulator/faults", self.admin_patch_faults),
+            ("DELETE", "/_emulator/faults", self.admin_clear_faults),
+            ("GET", "/_emulator/identities", self.admin_identities),
+            ("PUT", "/_emulator/identities/{client_id}", self.admin_put_identity),
+            ("DELETE", "/_emulator/identities/{client_id}", self.admin_delete_identity),
+            ("POST", "/_emulator/identities/{client_id}/assertion", self.admin_assertion),
+            ("GET", "/_emulator/trusted-issuers", self.admin_trusted_issuers),
+            ("PUT", "/_emulator/trusted-issuers", self.admin_put_trusted_issuer),
+            ("POST", "/_emulator/tokens/revoke", self.admin_revoke_tokens),
+            ("POST", "/_emulator/reset", self.admin_reset),
+            ("DELETE", "/_emulator/data", self.admin_clear_data),
+            ("GET", "/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
+            ("GET", "/{tenant}/.well-known/openid-configuration", self.openid_configuration),
+            ("POST", "/{tenant}/oauth2/v2.0/token", self.token),
+        ]
+        for method, path, handler in admin:
+            app.router.add_route(method, path, handler)
+        app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
+        app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
+        return app
+
+    @web.middleware
+    async def _count_responses(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self._record(request, exc.status)
+            raise
+        self._record(request, response.status)
+        return response
+
+    def _record(self, request: web.Request, status: int) -> None:
+        op = request.get("op")
+        if op:
+            self.counters.responses[op][str(status)] += 1
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def vault_base(self, request: web.Request) -> str:
+        return f"https://{request.host}"
+
+    def resource_for(self, request: web.Request) -> str:
+        """The challenge resource: the vault host's parent domain, as Key Vault does.
+
+        A real vault at myvault.vault.azure.net names resource https://vault.azure.net, and the
+        SDK accepts a resource only if the vault host ends with ".<resource host>". Dropping the
+        first label of our own host (127.0.0.1 -> 0.0.1) keeps that check satisfied and on.
+        """
+        if self.config.challenge_resource:
+            return self.config.challenge_resource
+        parts = urlsplit(f"https://{request.host}")
+        hostname = parts.hostname or "localhost"
+        parent = hostname.split(".", 1)[1] if "." in hostname and ":" not in hostname else hostname
+        if ":" in parent:
+            parent = f"[{parent}]"
+        port = parts.port
+        return f"https://{parent}" + (f":{port}" if port and port != 443 else "")
+
+    def challenge(self, request: web.Request, message: str) -> web.Response:
+        header = (
+            f'Bearer authorization="{self.vault_base(request)}/{self.config.tenant_id}", '
+            f'resource="{self.resource_for(request)}"'
+        )
+        return kv_error(401, "Unauthorized", message, headers={"WWW-Authenticate": header})
+
+    def authenticate(self, request: web.Request) -> Identity | web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            request["op"] = "challenge"
+            self.counters.requests["challenge"] += 1
+            return self.challenge(request, "AKV10000: Request is missing a Bearer or PoP token.")
+        rejected = self._check_token(request, auth)
+        if isinstance(rejected, web.Response):
+            request["op"] = "unauthorized"
+            self.counters.requests["unauthorized"] += 1
+        return rejected
+
+    def _check_token(self, request: web.Request, auth: str) -> Identity | web.Response:
+        scheme, _, token = auth.partition(" ")
+        record = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if record is None:
+            return self.challenge(request, "AKV10032: Invalid issuer or token.")
+        if record.expires_at <= time.time():
+            self.tokens.pop(token.strip(), None)
+            return self.challenge(request, "AKV10022: Invalid audience or expired token.")
+        if record.audience.rstrip("/") != self.resource_for(request).rstrip("/"):
+            return self.challenge(
+                request,
+                f"AKV10022: Invalid audience. Expected {self.resource_for(request)}, "
+                f"found: {record.audience}.",
+            )
+        if record.tenant_id != self.config.tenant_id:
+            return self.challenge(request, "AKV10032: Invalid issuer.")
+        identity = self.identities.get(record.client_id)
+        if identity is None:
+            return self.challenge(request, "AKV10032: The caller's identity no longer exists.")
+        return identity
+
+    async def apply_faults(self, request: web.Request, op: str) -> web.StreamResponse | None:
+        faults = self.faults
+        if faults.latency_applies(op):
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.stall.fire(op, self.rng):
+            await self.shutdown.wait()
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        throttle = faults.throttle
+        if throttle.fire(op, self.rng):
+            return self.throttled(throttle.retry_after, "the emulator was told to throttle")
+        if faults.errors.fire(op, self.rng):
+            status = faults.errors.status
+            return kv_error(
+                status,
+                _ERROR_CODES.get(status, "InternalServerError"),
+                "The emulator was told to fail this request.",
+            )
+        return None
+
+    def throttled(self, retry_after: float | None, reason: str) -> web.Response:
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = f"{retry_after:g}"
+        return kv_error(
+            429,
+            "Throttled",
+            f"Request was not processed because too many requests were received. Reason: {reason}.",
+            headers=headers,
+        )
+
+    def rate_limit(self, limit_class: str) -> web.Response | None:
+        throttle = self.faults.throttle
+        limit = throttle.effective_limits().get(limit_class)
+        if limit is None:
+            return None
+        wait = self.limiter.admit(limit_class, limit, throttle.window_seconds)
+        if wait is None:
+            return None
+        retry_after = throttle.retry_after
+        if retry_after is not None and retry_after == 0:
+            retry_after = float(math.ceil(wait))
+        return self.throttled(
+            retry_after, f"{limit_class} limit of {limit} per {throttle.window_seconds:g} s"
+        )
+
+    async def vault_call(
+        self,
+        request: web.Request,
+        op: str,
+        permission: tuple[str, str],
+        handler: Callable[[Identity], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        who = self.authenticate(request)
+        if isinstance(who, web.Response):
+            return who
+        request["op"] = op
+        self.counters.requests[op] += 1
+        faulted = await self.apply_faults(request, op)
+        if faulted is not None:
+            return faulted
+        area, action = permission
+        allowed = who.key_permissions if area == "keys" else who.secret_permissions
+        if action not in allowed:
+            return kv_error(
+                403,
+                "Forbidden",
+                f"Caller is not authorized to perform action on resource. If role assignments, "
+                f"deny assignments or role definitions were changed recently, please observe "
+                f"propagation time.\r\nCaller: appid={who.client_id}\r\n"
+                f"Action: 'Microsoft.KeyVault/vaults/{area}/{action}'",
+                inner="ForbiddenByRbac",
+            )
+        return await handler(who)
+
+    @staticmethod
+    async def body(request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError("The request body is not valid JSON.") from exc
+        if not isinstance(data, dict):
+            raise ValueError("The request body must be a JSON object.")
+        return data
+
+    @staticmethod
+    def bad(message: str) -> web.Response:
+        return kv_error(400, "BadParameter", message)
+
+    # ---- keys --------------------------------------------------------------------------
+
+    async def keys_entry(self, request: web.Request) -> web.StreamResponse:
+        parts = request.match_info["tail"].split("/")[1:] if request.match_info["tail"] else []
+        if len(parts) > 2 and parts[-1] == "":
+            parts = parts[:-1]
+        method = request.method
+        if parts in ([], [""]) and method == "GET":
+            return await self.vault_call(
+                request, "list_keys", ("keys", "list"), lambda who: self._list_keys(request)
+            )
+        if not parts or not all(ch in _NAME_CHARS for ch in parts[0]) or not parts[0]:
+            return self.bad("The key name is invalid: use 1-127 letters, digits and dashes.")
+        name = parts[0]
+        rest = parts[1:]
+        if rest == ["create"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "create_key",
+                ("keys", "create"),
+                lambda who: self._create_key(request, name),
+            )
+        if rest == ["versions"] and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_key_versions",
+                ("keys", "list"),
+                lambda who: self._list_key_versions(request, name),
+            )
+        if len(rest) <= 1 and method == "GET":
+            version = rest[0] if rest else ""
+            return await self.vault_call(
+                request,
+                "get_key",
+                ("keys", "get"),
+                lambda who: self._get_key(request, name, version),
+            )
+        if len(rest) <= 1 and method == "PATCH":
+            version = rest[0] if rest else ""
+            return await self.vault_call(
+                request,
+                "update_key",
+                ("keys", "update"),
+                lambda who: self._update_key(request, name, version),
+            )
+        if len(rest) == 2 and rest[1] in ("sign", "verify") and method == "POST":
+            op = rest[1]
+            return await self.vault_call(
+                request, op, ("keys", op), lambda who: self._key_crypto(request, name, rest[0], op)
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    def find_key(self, name: str, version: str) -> KeyVersion | web.Response:
+        versions = self.keys.get(name)
+        item = None
+        if versions:
+            item = versions.get(version) if version else next(reversed(versions.values()))
+        if item is None:
+            ident = f"{name}/{version}" if version else name
+            return kv_error(
+                404,
+                "KeyNotFound",
+                f"A key with (name/id) {ident} was not found in this key vault. If you recently "
+                f"deleted this key you may be able to recover it using the correct recovery "
+                f"command.",
+            )
+        return item
+
+    def key_bundle(self, request: web.Request, item: KeyVersion) -> dict[str, Any]:
+        jwk: dict[str, Any] = {
+            "kid": f"{self.vault_base(request)}/keys/{item.name}/{item.version}",
+            "kty": item.material.kty,
+            "key_ops": list(item.key_ops),
+            **item.material.public_jwk(),
+        }
+        bundle: dict[str, Any] = {"key": jwk, "attributes": _attributes(item)}
+        if item.tags:
+            bundle["tags"] = dict(item.tags)
+        return bundle
+
+    async def _create_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        try:
+            data = await self.body(request)
+            kty = data.get("kty")
+            if not isinstance(kty, str):
+                return self.bad("The parameter 'kty' is required.")
+            material = crypto.generate(
+                kty,
+                key_size=data.get("key_size"),
+                crv=data.get("crv"),
+                public_exponent=data.get("public_exponent"),
+            )
+            attrs = data.get("attributes") or {}
+            default_ops = (
+                ["sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey"]
+                if material.is_rsa
+                else ["sign", "verify"]
+            )
+            key_ops = data.get("key_ops") or default_ops
+            item = KeyVersion(
+                name=name,
+                version=new_version(),
+                material=material,
+                key_ops=[str(op) for op in key_ops],
+                enabled=bool(attrs.get("enabled", True)),
+                not_before=_int_or_none(attrs.get("nbf"), "nbf"),
+                expires=_int_or_none(attrs.get("exp"), "exp"),
+                tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self.bad(str(exc) or "Invalid key parameters.")
+        self.keys.setdefault(name, {})[item.version] = item
+        return web.json_response(self.key_bundle(request, item))
+
+    async def _get_key(self, request: web.Request, name: str, version: str) -> web.StreamResponse:
+        item = self.find_key(name, version)
+        if isinstance(item, web.Response):
+            return item
+        return web.json_response(self.key_bundle(request, item))
+
+    async def _update_key(
+        self, request: web.Request, name: str, version: str
+    ) -> web.StreamResponse:
+        item = self.find_key(name, version)
+        if isinstance(item, web.Response):
+            return item
+        try:
+            data = await self.body(request)
+            attrs = data.get("attributes") or {}
+            if "enabled" in attrs and attrs["enabled"] is not None:
+                item.enabled = bool(attrs["enabled"])
+            if "nbf" in attrs:
+                item.not_before = _int_or_none(attrs["nbf"], "nbf")
+            if "exp" in attrs:
+                item.expires = _int_or_none(attrs["exp"], "exp")
+            if data.get("key_ops") is not None:
+                item.key_ops = [str(op) for op in data["key_ops"]]
+            if data.get("tags") is not None:
+                item.tags = {str(k): str(v) for k, v in data["tags"].items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self.bad(str(exc) or "Invalid key attributes.")
+        item.updated = now()
+        return web.json_response(self.key_bundle(request, item))
+
+    def _page(
+        self, request: web.Request, items: list[dict[str, Any]], path: str
+    ) -> web.StreamResponse:
+        try:
+            size = int(request.query.get("maxresults", "25"))
+            start = int(request.query.get("$skiptoken", "0"))
+        except ValueError:
+            return self.bad("maxresults and $skiptoken must be integers.")
+        size = max(1, min(size, 25))
+        page = items[start : start + size]
+        next_link = None
+        if start + size < len(items):
+            api = request.query.get("api-version", DEFAULT_API_VERSION)
+            next_link = (
+                f"{self.vault_base(request)}{path}?api-version={api}"
+                f"&$skiptoken={start + size}&maxresults={size}"
+            )
+        return web.json_response({"value": page, "nextLink": next_link})
+
+    def _key_item(
+        self, request: web.Request, item: KeyVersion, with_version: bool
+    ) -> dict[str, Any]:
+        kid = f"{self.vault_base(request)}/keys/{item.name}"
+        entry: dict[str, Any] = {
+            "kid": f"{kid}/{item.version}" if with_version else kid,
+            "attributes": _attributes(item),
+        }
+        if item.tags:
+            entry["tags"] = dict(item.tags)
+        return entry
+
+    async def _list_keys(self, request: web.Request) -> web.StreamResponse:
+        items = [
+            self._key_item(request, next(reversed(versions.values())), False)
+            for versions in self.keys.values()
+        ]
+        return self._page(request, items, "/keys")
+
+    async def _list_key_versions(self, request: web.Request, name: str) -> web.StreamResponse:
+        items = [self._key_item(request, v, True) for v in self.keys.get(name, {}).values()]
+        return self._page(request, items, f"/keys/{name}/versions")
+
+    async def _key_crypto(
+        self, request: web.Request, name: str, version: str, op: str
+    ) -> web.StreamResponse:
+        item = self.find_key(name, version)
+        if isinstance(item, web.Response):
+            return item
+        throttled = self.rate_limit(item.material.limit_class)
+        if throttled is not None:
+            return throttled
+        if not item.enabled and op == "sign":
+            return kv_error(
+                403, "Forbidden", "Operation sign is not allowed on a disabled key.", "KeyDisabled"
+            )
+        stamp = now()
+        if op == "sign" and item.not_before is not None and stamp < item.not_before:
+            return kv_error(
+                403,
+                "Forbidden",
+                "Operation sign is not allowed before the key's nbf.",
+                "KeyNotYetValid",
+            )
+        if op == "sign" and item.expires is not None and stamp >= item.expires:
+            return kv_error(
+                403, "Forbidden", "Operation sign is not allowed on an expired key.", "KeyExpired"
+            )
+        if op not in item.key_ops:
+            return kv_error(
+                403,
+                "Forbidden",
+                f"Operation {op} is not permitted on this key.",
+                "KeyOperationForbidden",
+            )
+        try:
+            data = await self.body(request)
+            alg = data.get("alg")
+            if not isinstance(alg, str) or not alg:
+                return self.bad("The parameter 'alg' is required.")
+            if op == "sign":
+                value = data.get("value")
+                if not isinstance(value, str):
+                    return self.bad("The parameter 'value' is required.")
+                signature = item.material.sign(alg, crypto.b64url_decode(value))
+                return web.json_response(
+                    {
+                        "kid": f"{self.vault_base(request)}/keys/{name}/{item.version}",
+                        "value": crypto.b64url_encode(signature),
+                    }
+                )
+            digest, value = data.get("digest"), data.get("value")
+            if not isinstance(digest, str) or not isinstance(value, str):
+                return self.bad("The parameters 'digest' and 'value' are required.")
+            ok = item.material.verify(
+                alg, crypto.b64url_decode(digest), crypto.b64url_decode(value)
+            )
+            return web.json_response({"value": ok})
+        except crypto.CryptoParameterError as exc:
+            return self.bad(str(exc))
+        except (ValueError, TypeError) as exc:
+            return self.bad(f"Invalid request: {exc}")
+
+    # ---- secrets -----------------------------------------------------------------------
+
+    async def secrets_entry(self, request: web.Request) -> web.StreamResponse:
+        parts = request.match_info["tail"].split("/")[1:] if request.match_info["tail"] else []
+        if len(parts) > 2 and parts[-1] == "":
+            parts = parts[:-1]
+        method = request.method
+        if parts in ([], [""]) and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_secrets",
+                ("secrets", "list"),
+                lambda who: self._list_secrets(request),
+            )
+        if not parts or not parts[0] or not all(ch in _NAME_CHARS for ch in parts[0]):
+            return self.bad("The secret name is invalid: use 1-127 letters, digits and dashes.")
+        name, rest = parts[0], parts[1:]
+        if rest == ["versions"] and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_secret_versions",
+                ("secrets", "list"),
+                lambda who: self._list_secret_versions(request, name),
+            )
+        if len(rest) <= 1 and method == "GET":
+            version = rest[0] if rest else ""
+            return await self.vault_call(
+                request,
+                "get_secret",
+                ("secrets", "get"),
+                lambda who: self._get_secret(request, name, version),
+            )
+        if rest in ([], [""]) and method == "PUT":
+            return await self.vault_call(
+                request,
+                "set_secret",
+                ("secrets", "set"),
+                lambda who: self._set_secret(request, name),
+            )
+        if len(rest) <= 1 and method == "PATCH":
+            version = rest[0] if rest else ""
+            return await self.vault_call(
+                request,
+                "update_secret",
+                ("secrets", "update"),
+                lambda who: self._update_secret(request, name, version),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    def secret_bundle(
+        self, request: web.Request, item: SecretVersion, *, with_value: bool = True
+    ) -> dict[str, Any]:
+        bundle: dict[str, Any] = {
+            "id": f"{self.vault_base(request)}/secrets/{item.name}/{item.version}",
+            "attributes": _attributes(item),
+        }
+        if with_value:
+            bundle["value"] = item.value
+        if item.content_type is not None:
+            bundle["contentType"] = item.content_type
+        if item.tags:
+            bundle["tags"] = dict(item.tags)
+        return bundle
+
+    def find_secret(self, name: str, version: str) -> SecretVersion | web.Response:
+        versions = self.secrets.get(name)
+        item = None
+        if versions:
+            item = versions.get(version) if version else next(reversed(versions.values()))
+        if item is None:
+            ident = f"{name}/{version}" if version else name
+            return kv_error(
+                404,
+                "SecretNotFound",
+                f"A secret with (name/id) {ident} was not found in this key vault. If you "
+                f"recently deleted this secret you may be able to recover it using the correct "
+                f"recovery command.",
+            )
+        return item
+
+    async def _get_secret(
+        self, request: web.Request, name: str, version: str
+    ) -> web.StreamResponse:
+        item = self.find_secret(name, version)
+        if isinstance(item, web.Response):
+            return item
+        if not item.enabled:
+            return kv_error(
+                403,
+                "Forbidden",
+                "Operation get is not allowed on a disabled secret.",
+                "SecretDisabled",
+            )
+        return web.json_response(self.secret_bundle(request, item))
+
+    async def _set_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        try:
+            data = await self.body(request)
+            value = data.get("value")
+            if not isinstance(value, str):
+                return self.bad("The parameter 'value' is required and must be a string.")
+            content_type = data.get("contentType")
+            if content_type is not None and not isinstance(content_type, str):
+                return self.bad("The parameter 'contentType' must be a string.")
+            attrs = data.get("attributes") or {}
+            item = SecretVersion(
+                name=name,
+                version=new_version(),
+                value=value,
+                content_type=content_type,
+                enabled=bool(attrs.get("enabled", True)),
+                not_before=_int_or_none(attrs.get("nbf"), "nbf"),
+                expires=_int_or_none(attrs.get("exp"), "exp"),
+                tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self.bad(str(exc) or "Invalid secret parameters.")
+        self.secrets.setdefault(name, {})[item.version] = item
+        return web.json_response(self.secret_bundle(request, item))
+
+    async def _update_secret(
+        self, request: web.Request, name: str, version: str
+    ) -> web.StreamResponse:
+        item = self.find_secret(name, version)
+        if isinstance(item, web.Response):
+            return item
+        try:
+            data = await self.body(request)
+            attrs = data.get("attributes") or {}
+            if attrs.get("enabled") is not None:
+                item.enabled = bool(attrs["enabled"])
+            if "contentType" in data and data["contentType"] is not None:
+                item.content_type = str(data["contentType"])
+            if data.get("tags") is not None:
+                item.tags = {str(k): str(v) for k, v in data["tags"].items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self.bad(str(exc) or "Invalid secret attributes.")
+        item.updated = now()
+        return web.json_response(self.secret_bundle(request, item, with_value=False))
+
+    async def _list_secrets(self, request: web.Request) -> web.StreamResponse:
+        items = []
+        for name, versions in self.secrets.items():
+            latest = next(reversed(versions.values()))
+            entry = self.secret_bundle(request, latest, with_value=False)
+            entry["id"] = f"{self.vault_base(request)}/secrets/{name}"
+            items.append(entry)
+        return self._page(request, items, "/secrets")
+
+    async def _list_secret_versions(self, request: web.Request, name: str) -> web.StreamResponse:
+        items = [
+            self.secret_bundle(request, v, with_value=False)
+            for v in self.secrets.get(name, {}).values()
+        ]
+        return self._page(request, items, f"/secrets/{name}/versions")
+
+    # ---- token endpoint ----------------------------------------------------------------
+
+    async def openid_configuration(self, request: web.Request) -> web.StreamResponse:
+        request["op"] = "discovery"
+        self.counters.requests["discovery"] += 1
+        tenant = request.match_info["tenant"]
+        base = self.vault_base(request)
+        return web.json_response(
+            {
+                "issuer": f"{base}/{tenant}/v2.0",
+                "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",
+                "jwks_uri": f"{base}/{tenant}/discovery/v2.0/keys",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "tenant_region_scope": None,
+                "cloud_instance_name": "akv-emulator",
+            }
+        )
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        request["op"] = "token"
+        self.counters.requests["token"] += 1
+        faulted = await self.apply_faults(request, "token")
+        if faulted is not None:
+            return faulted
+        form = await request.post()
+        tenant = request.match_info["tenant"]
+        if tenant.lower() != self.config.tenant_id.lower():
+            return entra_error(
+                400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.", [90002]
+            )
+        grant = str(form.get("grant_type") or "")
+        if grant != "client_credentials":
+            return entra_error(
+                400,
+                "unsupported_grant_type",
+                f"AADSTS70003: The app requested an unsupported grant type '{grant}'.",
+                [70003],
+            )
+        client_id = str(form.get("client_id") or "")
+        identity = self.identities.get(client_id)
+        if identity is None:
+            return entra_error(
+                400,
+                "unauthorized_client",
+                f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
+                f"directory '{tenant}'.",
+                [700016],
+            )
+        scope_text = str(form.get("scope") or "")
+        scopes = [s for s in scope_text.split() if s not in ("openid", "profile", "offline_access")]
+        if not scopes:
+            return entra_error(
+                400,
+                "invalid_request",
+                "AADSTS90014: The required field 'scope' is missing from the credential.",
+                [90014],
+            )
+        secret = form.get("client_secret")
+        assertion = form.get("client_assertion")
+        if isinstance(secret, str):
+            if identity.secret is None or not hmac.compare_digest(
+                secret.encode(), identity.secret.encode()
+            ):
+                return entra_error(
+                    401,
+                    "invalid_client",
+                    f"AADSTS7000215: Invalid client secret provided for app '{client_id}'.",
+                    [7000215],
+                )
+        elif isinstance(assertion, str):
+            if form.get("client_assertion_type") != JWT_BEARER:
+                return entra_error(
+                    400,
+                    "invalid_request",
+                    "AADSTS50027: client_assertion_type must be "
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+                    [50027],
+                )
+            problem = self.check_assertion(identity, assertion)
+            if problem is not None:
+                return entra_error(400, "invalid_client", problem, [700211])
+        else:
+            return entra_error(
+                400,
+                "invalid_client",
+                "AADSTS7000218: The request body must contain the following parameter: "
+                "'client_assertion' or 'client_secret'.",
+                [7000218],
+            )
+        # CAE clients send a claims parameter; accepting and ignoring it is what tokens need here.
+        resource = scopes[0]
+        if resource.endswith("/.default"):
+            resource = resource[: -len("/.default")]
+        access_token = "akv-emu." + secrets.token_urlsafe(32)
+        lifetime = self.config.token_lifetime
+        self.tokens[access_token] = TokenRecord(
+            client_id, self.config.tenant_id, resource, time.time() + lifetime
+        )
+        return web.json_response(
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": access_token,
+            }
+        )
+
+    def check_assertion(self, identity: Identity, assertion: str) -> str | None:
+        try:
+            _, body, _ = assertion.split(".")
+            unverified = json.loads(crypto.b64url_decode(body))
+            issuer = str(unverified.get("iss", ""))
+        except (ValueError, AttributeError):
+            return "AADSTS50027: JWT token is invalid or malformed."
+        keys = self.trusted_issuers.get(issuer)
+        if not keys:
+            return (
+                f"AADSTS700211: No matching federated identity record found for presented "
+                f"assertion issuer '{issuer}'."
+            )
+        try:
+            claims = verify_jwt(assertion, keys)
+        except AssertionRejected as exc:
+            return str(exc)
+        stamp = time.time()
+        if float(claims.get("exp", 0)) <= stamp:
+            return "AADSTS700024: Client assertion is not within its valid time range."
+        if float(claims.get("nbf", 0)) > stamp + 300:
+            return "AADSTS700024: Client assertion is not within its valid time range."
+        audiences = claims.get("aud")
+        audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+        for cred in identity.federated:
+            if (
+                cred.issuer == issuer
+                and cred.subject == claims.get("sub")
+                and cred.audience in audiences
+            ):
+                return None
+        return (
+            f"AADSTS70021: No matching federated identity record found for presented assertion. "
+            f"Assertion Issuer: '{issuer}'. Assertion Subject: '{claims.get('sub')}'. "
+            f"Assertion Audience: '{','.join(map(str, audiences))}'."
+        )
+
+    # ---- admin API ---------------------------------------------------------------------
+
+    @staticmethod
+    async def admin_body(request: web.Request) -> Any:
+        if not request.can_read_body:
+            return {}
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AdminInputError("the request body is not valid JSON") from exc
+
+    @staticmethod
+    def admin_error(exc: Exception) -> web.Response:
+        return web.json_response({"error": str(exc)}, status=400)
+
+    async def admin_health(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "vault_url": self.base_url})
+
+    async def admin_counters(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.counters.describe())
+
+    async def admin_reset_counters(self, request: web.Request) -> web.StreamResponse:
+        self.counters.clear()
+        return web.json_response(self.counters.describe())
+
+    async def admin_get_faults(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.faults.describe())
+
+    async def admin_put_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self.faults = parse_faults(await self.admin_body(request))
+        except AdminInputError as exc:
+            return self.admin_error(exc)
+        self.limiter.clear()
+        return web.json_response(self.faults.describe())
+
+    async def admin_patch_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            update = await self.admin_body(request)
+            if not isinstance(update, dict):
+                raise AdminInputError("the fault update must be a JSON object")
+            merged = self.faults.describe()
+            merged.update(update)
+            self.faults = parse_faults(merged)
+        except AdminInputError as exc:
+            return self.admin_error(exc)
+        return web.json_response(self.faults.describe())
+
+    async def admin_clear_faults(self, request: web.Request) -> web.StreamResponse:
+        self.faults = Faults()
+        self.limiter.clear()
+        return web.json_response(self.faults.describe())
+
+    async def admin_identities(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response([i.describe() for i in self.identities.values()])
+
+    async def admin_put_identity(self, request: web.Request) -> web.StreamResponse:
+        client_id = request.match_info["client_id"]
+        try:
+            data = await self.admin_body(request)
+            if not isinstance(data, dict):
+                raise AdminInputError("the identity must be a JSON object")
+            unknown = sorted(set(data) - {"secret", "federated", "permissions"})
+            if unknown:
+                raise AdminInputError(f"unknown identity field(s): {', '.join(unknown)}")
+            identity = self.identities.get(client_id) or Identity(client_id)
+            generated = None
+            if "secret" in data:
+                secret = data["secret"]
+                if secret is True:
+                    generated = secret = new_secret()
+                if secret is not None and not isinstance(secret, str):
+                    raise AdminInputError("secret must be a string, true (generate) or null")
+                identity.secret = secret
+            if "federated" in data:
+                creds = data["federated"]
+                if not isinstance(creds, list):
+                    raise AdminInputError("federated must be a list")
+                parsed = []
+                for cred in creds:
+                    if not isinstance(cred, dict) or not isinstance(cred.get("subject"), str):
+                        raise AdminInputError("each federated credential needs a subject string")
+                    assert self.issuer is not None
+                    parsed.append(
+                        FederatedCredential(
+                            issuer=str(cred.get("issuer") or self.issuer.issuer),
+                            subject=cred["subject"],
+                            audience=str(cred.get("audience") or FEDERATION_AUDIENCE),
+                        )
+                    )
+                identity.federated = parsed
+            if "permissions" in data:
+                perms = data["permissions"]
+                if not isinstance(perms, dict) or set(perms) - {"keys", "secrets"}:
+                    raise AdminInputError(
+                        "permissions must be an object with 'keys' and/or 'secrets'"
+                    )
+                for area, allowed in (("keys", KEY_PERMISSIONS), ("secrets", SECRET_PERMISSIONS)):
+                    if area not in perms:
+                        continue
+                    values = perms[area]
+                    if not isinstance(values, list) or not set(values) <= allowed:
+                        raise AdminInputError(
+                            f"permissions.{area} must be a list drawn from "
+                            f"{', '.join(sorted(allowed))}"
+                        )
+                    if area == "keys":
+                        identity.key_permissions = set(values)
+                    else:
+                        identity.secret_permissions = set(values)
+        except AdminInputError as exc:
+            return self.admin_error(exc)
+        self.identities[client_id] = identity
+        result = identity.describe()
+        if generated is not None:
+            result["secret"] = generated
+        return web.json_response(result)
+
+    async def admin_delete_identity(self, request: web.Request) -> web.StreamResponse:
+        client_id = request.match_info["client_id"]
+        if self.identities.pop(client_id, None) is None:
+            return web.json_response({"error": f"no identity {client_id}"}, status=404)
+        self.tokens = {k: v for k, v in self.tokens.items() if v.client_id != client_id}
+        return web.json_response({"deleted": client_id})
+
+    async def admin_assertion(self, request: web.Request) -> web.StreamResponse:
+        assert self.issuer is not None
+        client_id = request.match_info["client_id"]
+        identity = self.identities.get(client_id)
+        try:
+            data = await self.admin_body(request)
+            if not isinstance(data, dict):
+                raise AdminInputError("the request must be a JSON object")
+            subject = data.get("subject")
+            if subject is None and identity is not None:
+                own = [c for c in identity.federated if c.issuer == self.issuer.issuer]
+                subject = own[0].subject if own else None
+            if not isinstance(subject, str):
+                raise AdminInputError(
+                    f"identity {client_id} has no federated credential with the emulator's "
+                    f"issuer; pass a subject"
+                )
+            lifetime = int(data.get("lifetime", 86400))
+            audience = str(data.get("audience", FEDERATION_AUDIENCE))
+        except (AdminInputError, TypeError, ValueError) as exc:
+            return self.admin_error(exc)
+        token = self.issuer.mint(subject, audience=audience, lifetime=lifetime)
+        return web.json_response({"assertion": token, "issuer": self.issuer.issuer})
+
+    async def admin_trusted_issuers(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"issuers": sorted(self.trusted_issuers)})
+
+    async def admin_put_trusted_issuer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = await self.admin_body(request)
+            if not isinstance(data, dict) or not isinstance(data.get("issuer"), str):
+                raise AdminInputError("expected {'issuer': str, 'public_keys_pem': [str, ...]}")
+            pems = data.get("public_keys_pem")
+            if not isinstance(pems, list) or not pems:
+                raise AdminInputError("public_keys_pem must be a non-empty list of PEM strings")
+            keys = [load_public_key(str(pem)) for pem in pems]
+        except AdminInputError as exc:
+            return self.admin_error(exc)
+        self.trusted_issuers[data["issuer"]] = keys
+        return web.json_response({"issuers": sorted(self.trusted_issuers)})
+
+    async def admin_revoke_tokens(self, request: web.Request) -> web.StreamResponse:
+        revoked = len(self.tokens)
+        self.tokens.clear()
+        return web.json_response({"revoked": revoked})
+
+    async def admin_reset(self, request: web.Request) -> web.StreamResponse:
+        """Back to the start-up faults, empty counters and the default identities."""
+        self.faults = parse_faults(self._initial_faults)
+        self.limiter.clear()
+        self.counters.clear()
+        self.identities = self.default_identities()
+        assert self.issuer is not None
+        self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
+        self.tokens = {k: v for k, v in self.tokens.items() if v.client_id in self.identities}
+        return web.json_response({"reset": True})
+
+    async def admin_clear_data(self, request: web.Request) -> web.StreamResponse:
+        self.keys.clear()
+        self.secrets.clear()
+        return web.json_response({"cleared": True})
+
+    # ---- environment file --------------------------------------------------------------
+
+    def env_lines(self, ca_file: Path, token_file: Path) -> dict[str, str]:
+        values = {
+            "AKV_VAULT_URL": self.base_url,
+            "AKV_TLS_CA_FILE": str(ca_file),
+            "AKV_EMULATOR_ADMIN_URL": f"{self.base_url}/_emulator",
+            "AKV_EMULATOR_TENANT_ID": self.config.tenant_id,
+            "AKV_EMULATOR_WORKLOAD_CLIENT_ID": WORKLOAD_CLIENT_ID,
+            "AKV_EMULATOR_SP_CLIENT_ID": SECRET_CLIENT_ID,
+            "AKV_EMULATOR_SP_CLIENT_SECRET": self.sp_secret,
+            "AKV_EMULATOR_FEDERATED_TOKEN_FILE": str(token_file),
+            "AZURE_AUTHORITY_HOST": self.base_url,
+            "AZURE_TENANT_ID": self.config.tenant_id,
+        }
+        if self.config.env_auth == "secret":
+            values["AZURE_CLIENT_ID"] = SECRET_CLIENT_ID
+            values["AZURE_CLIENT_SECRET"] = self.sp_secret
+        else:
+            values["AZURE_CLIENT_ID"] = WORKLOAD_CLIENT_ID
+            values["AZURE_FEDERATED_TOKEN_FILE"] = str(token_file)
+        return values
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(mode=mode)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+async def _refresh_token_file(emulator: Emulator, token_file: Path, every: float) -> None:
+    # Mirrors the kubelet's projected service account token rotation.
+    while True:
+        await asyncio.sleep(every)
+        assert emulator.issuer is not None
+        _write_atomic(token_file, emulator.issuer.mint(WORKLOAD_SUBJECT), 0o644)
+
+
+async def serve(
+    config: EmulatorConfig, ready: Callable[[dict[str, str]], None] | None = None
+) -> None:
+    """Run until emulator.shutdown is set; write state_dir/env once listening."""
+    state_dir = config.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env_file = state_dir / "env"
+    env_file.unlink(missing_ok=True)
+    extra = [config.host] if config.host not in ("0.0.0.0", "::", "") else []  # noqa: S104
+    tls = ensure_tls(state_dir, [*extra, *config.tls_names])
+    emulator = Emulator(config)
+    runner = web.AppRunner(emulator.app(), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=tls.server_context())
+    await site.start()
+    server = site._server  # the only way to learn the port chosen for port 0
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    public_host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host  # noqa: S104
+    if ":" in public_host:
+        public_host = f"[{public_host}]"
+    emulator.bind(f"https://{public_host}:{port}")
+    assert emulator.issuer is not None
+    token_file = state_dir / "federated-token"
+    _write_atomic(token_file, emulator.issuer.mint(WORKLOAD_SUBJECT), 0o644)
+    refresher = asyncio.create_task(_refresh_token_file(emulator, token_file, 3600))
+    values = emulator.env_lines(tls.ca_file, token_file)
+    _write_atomic(env_file, "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
+    log.info("akv-emulator listening on %s (state in %s)", emulator.base_url, state_dir)
+    if ready is not None:
+        ready(values)
+    _SERVING.append(emulator)
+    try:
+        await emulator.shutdown.wait()
+    finally:
+        _SERVING.remove(emulator)
+        refresher.cancel()
+        env_file.unlink(missing_ok=True)
+        await runner.cleanup()
+        log.info("akv-emulator stopped")
+
+
+_SERVING: list[Emulator] = []
+
+
+def request_shutdown() -> None:
+    """Ask every emulator served by this process to stop (used by signal handlers)."""
+    for emulator in _SERVING:
+        emulator.shutdown.set()
