@@ -105,7 +105,12 @@ def check_ca(
         version = ca_cert.version
         extensions = ca_cert.extensions
         cert_key = ca_cert.public_key()
-    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+    except (
+        ValueError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
         raise CAError(CAErrorKind.INVALID, f"the CA certificate cannot be decoded: {exc}") from None
     if version is not x509.Version.v3:
         raise CAError(CAErrorKind.INVALID, "the CA certificate is not an X.509 v3 certificate")

@@ -30,7 +30,7 @@ _PEM_BLOCK = re.compile(
     rb"-----BEGIN (?P<label>[A-Z0-9 ]+)-----(?P<body>.*?)-----END (?P=label)-----", re.DOTALL
 )
 _CERTIFICATE_LABELS = (b"CERTIFICATE", b"X509 CERTIFICATE")
-_DECODE_ERRORS = (ValueError, UnsupportedAlgorithm)
+_DECODE_ERRORS = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
 def load_certificates(data: bytes | str) -> list[x509.Certificate]:

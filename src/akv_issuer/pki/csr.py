@@ -24,7 +24,13 @@ _PEM_BEGIN = b"-----BEGIN "
 
 # Everything cryptography raises for malformed input. TypeError is absent on
 # purpose: it would only ever signal a bug in this module.
-_PARSE_ERRORS = (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension)
+_PARSE_ERRORS = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.InvalidVersion,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
