@@ -1,0 +1,202 @@
+"""parse_issuer_spec: what a user writes becomes the IssuerSpec the controller uses."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from api_schema_helpers import SAMPLES, load_one
+
+from akv_issuer.controller import api
+
+
+def _spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "keyVaultBaseURL": "https://my-vault.vault.azure.net/",
+        "keyName": "my-ca-key",
+    }
+    spec.update(overrides)
+    return spec
+
+
+def _error(spec: Any) -> api.SpecError:
+    with pytest.raises(api.SpecError) as caught:
+        api.parse_issuer_spec(spec)
+    return caught.value
+
+
+def test_go_version_manifest_parses_with_the_old_meaning() -> None:
+    spec = api.parse_issuer_spec(load_one(SAMPLES / "issuer-go-version.yaml")["spec"])
+    assert spec == api.IssuerSpec(
+        key_vault_base_url="https://my-vault.vault.azure.net",
+        key_name="my-ca-key",
+        key_version="8a4dd0d7f0e34b3ab2b4d1c0e3f2a1b0",
+        ca_secret_name="my-ca-key",  # the Go version read the secret named like the key
+        ca_secret_version=None,
+        signature_algorithm=None,
+        auth=api.AmbientAuth(),
+        policy=api.PolicySpec(
+            max_duration=None, allow_ca=False, max_path_length=None, backdate=timedelta(0)
+        ),
+    )
+
+
+def test_full_manifest_parses_every_field() -> None:
+    spec = api.parse_issuer_spec(load_one(SAMPLES / "issuer.yaml")["spec"])
+    assert spec == api.IssuerSpec(
+        key_vault_base_url="https://my-vault.vault.azure.net",
+        key_name="team-a-intermediate",
+        key_version=None,
+        ca_secret_name="team-a-intermediate-chain",
+        ca_secret_version="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        signature_algorithm="PS384",
+        auth=api.WorkloadIdentityAuth(
+            client_id="11111111-2222-3333-4444-555555555555",
+            tenant_id="66666666-7777-8888-9999-000000000000",
+        ),
+        policy=api.PolicySpec(
+            max_duration=timedelta(days=90),
+            allow_ca=True,
+            max_path_length=0,
+            backdate=timedelta(minutes=5),
+        ),
+        crl_distribution_points=("http://pki.example.com/crl/team-a.crl",),
+        ocsp_servers=("http://ocsp.example.com",),
+        issuing_certificate_urls=("http://pki.example.com/ca/team-a.crt",),
+    )
+
+
+def test_client_secret_auth_has_no_namespace() -> None:
+    spec = api.parse_issuer_spec(load_one(SAMPLES / "clusterissuer.yaml")["spec"])
+    assert spec.auth == api.ClientSecretAuth(
+        tenant_id="contoso.onmicrosoft.com",
+        client_id="11111111-2222-3333-4444-555555555555",
+        secret_ref=api.SecretKeyRef(name="keyvault-client-secret", key="clientSecret"),
+    )
+    assert spec.policy.max_duration == timedelta(hours=720)
+
+
+@pytest.mark.parametrize("empty", ["", None])
+def test_empty_versions_mean_latest(empty: str | None) -> None:
+    spec = api.parse_issuer_spec(_spec(keyVersion=empty, caSecretVersion=empty))
+    assert spec.key_version is None
+    assert spec.ca_secret_version is None
+
+
+def test_empty_auth_is_ambient() -> None:
+    assert api.parse_issuer_spec(_spec(auth={})).auth == api.AmbientAuth()
+
+
+def test_workload_identity_tenant_is_optional() -> None:
+    auth = {"workloadIdentity": {"clientID": "11111111-2222-3333-4444-555555555555"}}
+    spec = api.parse_issuer_spec(_spec(auth=auth))
+    assert spec.auth == api.WorkloadIdentityAuth(
+        client_id="11111111-2222-3333-4444-555555555555", tenant_id=None
+    )
+
+
+def test_policy_defaults_apply_when_policy_is_partial() -> None:
+    spec = api.parse_issuer_spec(_spec(policy={"maxDuration": "1h30m"}))
+    assert spec.policy == api.PolicySpec(
+        max_duration=timedelta(minutes=90), allow_ca=False, max_path_length=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("90d", "2160h"),  # days are not a Go unit
+        ("2160", "2160h"),  # a unit is required
+        ("h", "2160h"),
+        ("-1h", "2160h"),
+        ("1.5.5h", "2160h"),
+        ("1 h", "2160h"),
+        ("300000000h", "292 years"),  # passes the pattern, overflows Go's int64
+        ("0s", "longer than 0s"),
+        ("0", "longer than 0s"),
+    ],
+)
+def test_bad_max_duration_is_rejected_with_a_hint(value: str, hint: str) -> None:
+    error = _error(_spec(policy={"maxDuration": value}))
+    assert error.field == "policy.maxDuration"
+    assert hint in error.reason
+    assert str(error).startswith("spec.policy.maxDuration: ")
+
+
+@pytest.mark.parametrize(("value", "hint"), [("1w", "2160h"), ("25h", "more than")])
+def test_bad_backdate_is_rejected(value: str, hint: str) -> None:
+    error = _error(_spec(policy={"backdate": value}))
+    assert error.field == "policy.backdate"
+    assert hint in error.reason
+
+
+def test_backdate_of_a_day_is_allowed() -> None:
+    spec = api.parse_issuer_spec(_spec(policy={"backdate": "24h"}))
+    assert spec.policy.backdate == timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "text"),
+    [
+        ({"keyVaultBaseURL": "http://my-vault.vault.azure.net"}, "keyVaultBaseURL", "https"),
+        ({"keyVaultBaseURL": "https://v.vault.azure.net/keys"}, "keyVaultBaseURL", "https"),
+        ({"keyName": "a" * 128}, "keyName", "1-127"),
+        ({"keyName": "my_key"}, "keyName", "1-127"),
+        ({"keyName": "my-key\n"}, "keyName", "1-127"),
+        ({"caSecretName": "ca.pem"}, "caSecretName", "1-127"),
+        ({"keyVersion": "v1/2"}, "keyVersion", "letters and digits"),
+        ({"signatureAlgorithm": "RS1024"}, "signatureAlgorithm", "RS256"),
+        ({"signatureAlgorithm": "ES256K"}, "signatureAlgorithm", "not one of"),
+        ({"policy": {"maxPathLength": -1}}, "policy.maxPathLength", ">= 0"),
+        ({"policy": {"maxPathLength": True}}, "policy.maxPathLength", "integer"),
+        ({"policy": {"allowCA": "true"}}, "policy.allowCA", "boolean"),
+        ({"crlDistributionPoints": ["pki.example.com/x.crl"]}, "crlDistributionPoints[0]", ""),
+        ({"ocspServers": ["http://a"] * 11}, "ocspServers", "at most 10"),
+        ({"issuingCertificateURLs": "http://a"}, "issuingCertificateURLs", "list"),
+        (
+            {"auth": {"workloadIdentity": {"clientID": "my-app"}}},
+            "auth.workloadIdentity.clientID",
+            "GUID",
+        ),
+        ({"policy": "strict"}, "policy", "object"),
+    ],
+)
+def test_invalid_fields_name_the_field(overrides: dict[str, Any], field: str, text: str) -> None:
+    error = _error(_spec(**overrides))
+    assert error.field == field
+    assert text in error.reason
+
+
+def test_missing_required_field() -> None:
+    error = _error({"keyVaultBaseURL": "https://v.vault.azure.net"})
+    assert str(error) == "spec.keyName: is required"
+
+
+def test_both_auth_methods_are_rejected() -> None:
+    auth = {
+        "workloadIdentity": {"clientID": "11111111-2222-3333-4444-555555555555"},
+        "clientSecret": {
+            "tenantID": "t",
+            "clientID": "11111111-2222-3333-4444-555555555555",
+            "secretRef": {"name": "s", "key": "k"},
+        },
+    }
+    error = _error(_spec(auth=auth))
+    assert error.field == "auth"
+    assert "at most one" in error.reason
+
+
+def test_client_secret_needs_a_secret_ref() -> None:
+    auth = {"clientSecret": {"tenantID": "t", "clientID": "11111111-2222-3333-4444-555555555555"}}
+    assert str(_error(_spec(auth=auth))) == "spec.auth.clientSecret.secretRef: is required"
+
+
+def test_spec_must_be_an_object() -> None:
+    assert str(_error(["keyName"])) == "spec: must be an object, got list"
+
+
+def test_spec_error_is_a_value_error_with_the_field() -> None:
+    error = _error(_spec(keyName=""))
+    assert isinstance(error, ValueError)
+    assert error.field == "keyName"
