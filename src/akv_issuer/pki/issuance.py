@@ -109,7 +109,7 @@ class CertificatePlan:
     is_ca: bool
     path_length: int | None
     clamped_by: ClampReason | None = None
-    """Why NotAfter is earlier than NotBefore-free ``now + duration``, if it is."""
+    """Why NotAfter is earlier than ``now + duration`` (to the second), if it is."""
 
     @property
     def clamped(self) -> bool:
@@ -324,12 +324,12 @@ def _validity(
             CAErrorKind.EXPIRED, f"the CA certificate expired at {ca_not_after.isoformat()}"
         )
     # A certificate valid before its issuer confuses path validators.
-    not_before = max(now - profile.backdate, ca_not_before)
-    not_after = now + duration
+    not_before = max((now - profile.backdate).replace(microsecond=0), ca_not_before)
+    not_after = (now + duration).replace(microsecond=0)
     clamped_by: ClampReason | None = None
     max_duration = profile.policy.max_duration
     if max_duration is not None and duration > max_duration:
-        not_after = now + max_duration
+        not_after = (now + max_duration).replace(microsecond=0)
         clamped_by = ClampReason.MAX_DURATION
     if not_after > ca_not_after:
         not_after = ca_not_after
