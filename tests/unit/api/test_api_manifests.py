@@ -22,7 +22,9 @@ CACHE = Path(os.environ.get("HOME", "/root")) / ".cache" / "azure-keyvault-issue
 
 def _kubectl() -> str:
     """The pinned kubectl from the Go-module build if present, else the system one."""
-    pinned = sorted(p for p in CACHE.glob("**/kubectl") if p.is_file() and os.access(p, os.X_OK))
+    # Bounded depth: the cache may also hold a large Go module cache.
+    candidates = [p for depth in range(3) for p in CACHE.glob("*/" * depth + "kubectl")]
+    pinned = sorted(p for p in candidates if p.is_file() and os.access(p, os.X_OK))
     if pinned:
         return str(pinned[-1])
     system = Path("/usr/bin/kubectl")
