@@ -93,11 +93,16 @@ class WorkQueue(Generic[K]):
 
     def add_rate_limited(self, key: K, at_least: float = 0.0) -> float:
         """Requeue after this key's next backoff step (at least ``at_least``)."""
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
+        failures = self.note_failure(key)
         delay = max(self.backoff.delay(failures), at_least)
         self.add_after(key, delay)
         return delay
+
+    def note_failure(self, key: K) -> int:
+        """Count a failure without scheduling (the caller picks the delay)."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        return failures
 
     def forget(self, key: K) -> None:
         """Reset the backoff of ``key`` (call after it succeeded or vanished)."""

@@ -1,0 +1,265 @@
+"""``akv-issuer controller``: run the cert-manager external issuer controller.
+
+Every flag has an environment variable fallback (shown in ``--help``), so a
+Deployment can be configured either way; a flag given on the command line
+wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from akv_issuer.controller.api import parse_go_duration
+from akv_issuer.controller.config import (
+    LEADER_ELECTION_ID,
+    ControllerConfig,
+    default_identity,
+    default_namespace,
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(name: str, default: Any) -> Any:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _duration(text: str) -> dt.timedelta:
+    try:
+        value = parse_go_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if value <= dt.timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def flag(name: str, env: str, helptext: str, **kwargs: Any) -> None:
+        parser.add_argument(name, help=f"{helptext} [env {env}]", **kwargs)
+
+    flag(
+        "--kubeconfig",
+        "KUBECONFIG",
+        "kubeconfig file (default: in-cluster, then $KUBECONFIG)",
+        default=_env("KUBECONFIG", None),
+    )
+    flag(
+        "--cluster-resource-namespace",
+        "AKV_CLUSTER_RESOURCE_NAMESPACE",
+        "namespace a ClusterIssuer's Secrets are read from (default: POD_NAMESPACE, the "
+        "in-cluster namespace, else azure-keyvault-issuer-system)",
+        default=_env("AKV_CLUSTER_RESOURCE_NAMESPACE", None),
+    )
+    flag(
+        "--leader-elect",
+        "AKV_LEADER_ELECT",
+        "elect a leader on a Lease; standbys wait",
+        action="store_true",
+        default=_env_bool("AKV_LEADER_ELECT"),
+    )
+    flag(
+        "--leader-election-namespace",
+        "AKV_LEADER_ELECTION_NAMESPACE",
+        "namespace of the leader Lease (default: as --cluster-resource-namespace)",
+        default=_env("AKV_LEADER_ELECTION_NAMESPACE", None),
+    )
+    flag(
+        "--leader-election-id",
+        "AKV_LEADER_ELECTION_ID",
+        "name of the leader Lease",
+        default=_env("AKV_LEADER_ELECTION_ID", LEADER_ELECTION_ID),
+    )
+    flag(
+        "--leader-election-identity",
+        "POD_NAME",
+        "this replica's identity in the Lease (default: hostname plus a random suffix)",
+        default=None,
+    )
+    flag(
+        "--lease-duration",
+        "AKV_LEASE_DURATION",
+        "Lease duration",
+        type=_duration,
+        default=_env("AKV_LEASE_DURATION", "15s"),
+    )
+    flag(
+        "--renew-deadline",
+        "AKV_RENEW_DEADLINE",
+        "leader gives up if not renewed within",
+        type=_duration,
+        default=_env("AKV_RENEW_DEADLINE", "10s"),
+    )
+    flag(
+        "--retry-period",
+        "AKV_RETRY_PERIOD",
+        "interval of Lease renewals and attempts",
+        type=_duration,
+        default=_env("AKV_RETRY_PERIOD", "2s"),
+    )
+    flag(
+        "--metrics-bind-address",
+        "AKV_METRICS_BIND_ADDRESS",
+        "address of /metrics; 0 disables",
+        default=_env("AKV_METRICS_BIND_ADDRESS", ":8080"),
+    )
+    flag(
+        "--health-probe-bind-address",
+        "AKV_HEALTH_PROBE_BIND_ADDRESS",
+        "address of /healthz and /readyz; 0 disables",
+        default=_env("AKV_HEALTH_PROBE_BIND_ADDRESS", ":8081"),
+    )
+    flag(
+        "--concurrency",
+        "AKV_CONCURRENCY",
+        "CertificateRequests reconciled at once",
+        type=_positive_int,
+        default=_env("AKV_CONCURRENCY", "4"),
+    )
+    flag(
+        "--retry-budget",
+        "AKV_RETRY_BUDGET",
+        "how long (from a request's creation) throttling and transient Key Vault errors are "
+        "retried before the request is Failed",
+        type=_duration,
+        default=_env("AKV_RETRY_BUDGET", "1h"),
+    )
+    flag(
+        "--issuer-recheck-interval",
+        "AKV_ISSUER_RECHECK_INTERVAL",
+        "how often a Ready issuer's key and CA are checked again",
+        type=_duration,
+        default=_env("AKV_ISSUER_RECHECK_INTERVAL", "5m"),
+    )
+    flag(
+        "--ca-expiry-warning",
+        "AKV_CA_EXPIRY_WARNING",
+        "warn (event and metric) this long before a CA certificate expires",
+        type=_duration,
+        default=_env("AKV_CA_EXPIRY_WARNING", "720h"),
+    )
+    flag(
+        "--keyvault-timeout",
+        "AKV_KEYVAULT_TIMEOUT",
+        "timeout of one Key Vault call",
+        type=_duration,
+        default=_env("AKV_KEYVAULT_TIMEOUT", "30s"),
+    )
+    flag(
+        "--tls-ca-file",
+        "AKV_TLS_CA_FILE",
+        "extra CA bundle to trust for Key Vault (a local emulator)",
+        default=_env("AKV_TLS_CA_FILE", None),
+    )
+    flag(
+        "--emulator",
+        "AKV_EMULATOR",
+        "talk to a local Key Vault emulator: turns off the check that the auth challenge's "
+        "resource matches the vault's domain. Never use against Azure",
+        action="store_true",
+        default=_env_bool("AKV_EMULATOR"),
+    )
+    flag(
+        "--shutdown-timeout",
+        "AKV_SHUTDOWN_TIMEOUT",
+        "how long in-flight work may finish after SIGTERM",
+        type=_duration,
+        default=_env("AKV_SHUTDOWN_TIMEOUT", "30s"),
+    )
+    flag(
+        "--log-format",
+        "AKV_LOG_FORMAT",
+        "text or json",
+        choices=["text", "json"],
+        default=_env("AKV_LOG_FORMAT", "text"),
+    )
+    flag(
+        "--log-level",
+        "AKV_LOG_LEVEL",
+        "debug, info, warning or error",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("AKV_LOG_LEVEL", "info"),
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ControllerConfig:
+    def seconds(value: Any) -> float:
+        if isinstance(value, str):
+            value = _duration(value)
+        return float(value.total_seconds())
+
+    def delta(value: Any) -> dt.timedelta:
+        return _duration(value) if isinstance(value, str) else value
+
+    cluster_ns = args.cluster_resource_namespace or default_namespace()
+    return ControllerConfig(
+        cluster_resource_namespace=cluster_ns,
+        kubeconfig=args.kubeconfig,
+        concurrency=int(args.concurrency),
+        retry_budget=delta(args.retry_budget),
+        issuer_recheck_interval=delta(args.issuer_recheck_interval),
+        ca_expiry_warning=delta(args.ca_expiry_warning),
+        leader_elect=bool(args.leader_elect),
+        leader_election_namespace=args.leader_election_namespace or cluster_ns,
+        leader_election_id=args.leader_election_id,
+        identity=args.leader_election_identity or os.environ.get("POD_NAME") or default_identity(),
+        lease_duration=seconds(args.lease_duration),
+        renew_deadline=seconds(args.renew_deadline),
+        retry_period=seconds(args.retry_period),
+        metrics_bind_address=args.metrics_bind_address,
+        health_probe_bind_address=args.health_probe_bind_address,
+        keyvault_timeout=seconds(args.keyvault_timeout),
+        tls_ca_file=args.tls_ca_file,
+        emulator=bool(args.emulator),
+        shutdown_timeout=seconds(args.shutdown_timeout),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `akv-issuer --help` does not load the whole controller.
+    from akv_issuer.controller.logs import setup_logging
+    from akv_issuer.controller.manager import run_controller
+
+    setup_logging(args.log_format, args.log_level)
+    config = config_from_args(args)
+    return asyncio.run(run_controller(config))
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "controller",
+        help="run the cert-manager external issuer controller",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    handler: Callable[[argparse.Namespace], int] = run
+    # The main CLI dispatches on `handler`.
+    parser.set_defaults(handler=handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="akv-issuer controller",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,67 @@
+"""Settings of one controller process (filled from flags by the CLI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIELD_MANAGER = "azure-keyvault-issuer"
+DEFAULT_NAMESPACE = "azure-keyvault-issuer-system"
+LEADER_ELECTION_ID = "azure-keyvault-issuer-leader"
+_SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def default_namespace() -> str:
+    """POD_NAMESPACE, else the in-cluster namespace file, else the kustomize default."""
+    env = os.environ.get("POD_NAMESPACE", "").strip()
+    if env:
+        return env
+    try:
+        text = _SA_NAMESPACE_FILE.read_text().strip()
+    except OSError:
+        text = ""
+    return text or DEFAULT_NAMESPACE
+
+
+def default_identity() -> str:
+    # Pod name (the hostname) plus a random suffix: a restarted pod with the
+    # same name must not believe it still holds the lease of its predecessor.
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    cluster_resource_namespace: str = field(default_factory=default_namespace)
+    kubeconfig: str | None = None
+    concurrency: int = 4
+    issuer_concurrency: int = 2
+    retry_budget: dt.timedelta = dt.timedelta(hours=1)
+    issuer_recheck_interval: dt.timedelta = dt.timedelta(minutes=5)
+    ca_expiry_warning: dt.timedelta = dt.timedelta(days=30)
+    field_manager: str = FIELD_MANAGER
+    leader_elect: bool = False
+    leader_election_namespace: str = field(default_factory=default_namespace)
+    leader_election_id: str = LEADER_ELECTION_ID
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = field(default_factory=default_identity)
+    metrics_bind_address: str = ":8080"
+    health_probe_bind_address: str = ":8081"
+    keyvault_timeout: float = 30.0
+    tls_ca_file: str | None = None
+    emulator: bool = False
+    shutdown_timeout: float = 30.0
+    list_chunk_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.retry_budget <= dt.timedelta(0):
+            raise ValueError("retry budget must be positive")
+        if self.issuer_recheck_interval <= dt.timedelta(0):
+            raise ValueError("issuer re-check interval must be positive")

@@ -1,0 +1,374 @@
+"""The issuer check: can this Issuer / ClusterIssuer sign right now?
+
+Order of the check, each step naming its own Ready reason when it fails:
+spec -> credentials -> Key Vault key (exists, enabled, may sign, algorithm
+fits) -> CA secret (a PEM chain) -> CA certificate (a CA, valid now, public key
+equal to the Key Vault key's). A successful check leaves a
+:class:`CheckedIssuer` in memory: everything signing needs, so a
+CertificateRequest costs one Key Vault call (``sign``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+
+from akv_issuer.controller.api import (
+    CLUSTER_ISSUER_KIND,
+    AmbientAuth,
+    ClientSecretAuth,
+    IssuerReason,
+    IssuerSpec,
+    SpecError,
+    WorkloadIdentityAuth,
+    parse_issuer_spec,
+)
+from akv_issuer.controller.metrics import Metrics
+from akv_issuer.keyvault import (
+    Ambient,
+    AuthConfig,
+    ClientSecret,
+    ErrorKind,
+    KeyVaultAccess,
+    KeyVaultError,
+    WorkloadIdentity,
+)
+from akv_issuer.pki import (
+    AlgorithmError,
+    CAError,
+    CAErrorKind,
+    IssuancePolicy,
+    IssuerProfile,
+    PKIError,
+    SignatureAlgorithm,
+    check_algorithm,
+    check_ca,
+    default_algorithm,
+    load_certificates,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class IssuerKey:
+    kind: str
+    namespace: str  # "" for a ClusterIssuer
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class CheckedIssuer:
+    key: IssuerKey
+    uid: str
+    generation: int
+    spec: IssuerSpec
+    auth: AuthConfig
+    key_info: Any  # akv_issuer.keyvault.KeyInfo
+    algorithm: SignatureAlgorithm
+    ca_cert: x509.Certificate
+    ca_chain: tuple[x509.Certificate, ...]  # the CA first, then its issuers
+    profile: IssuerProfile
+    checked_at: dt.datetime
+
+    @property
+    def ca_pem(self) -> bytes:
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.ca_chain)
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.ca_cert.not_valid_after_utc
+
+    @property
+    def key_version(self) -> str:
+        return str(getattr(self.key_info, "version", "") or "")
+
+    @property
+    def key_id(self) -> str:
+        return str(getattr(self.key_info, "kid", "") or "")
+
+
+class CheckFailed(Exception):
+    """The issuer cannot sign. ``retryable``: check again soon with backoff;
+    else only a spec change (or the periodic re-check) can help."""
+
+    def __init__(
+        self,
+        reason: IssuerReason,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> CheckFailed:
+    """Map a Key Vault error met while reading ``what`` to an issuer reason."""
+    detail = f"{what}: {err.message}" if err.message else what
+    if err.code:
+        detail += f" ({err.code})"
+    if err.kind == ErrorKind.THROTTLED:
+        return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
+    if err.kind == ErrorKind.TRANSIENT:
+        return CheckFailed(IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after)
+    if err.status in (401, 403):
+        return CheckFailed(IssuerReason.FORBIDDEN, detail)
+    if err.status == 404:
+        return CheckFailed(not_found, detail)
+    return CheckFailed(
+        IssuerReason.KEY_NOT_USABLE
+        if not_found == IssuerReason.KEY_NOT_FOUND
+        else IssuerReason.CA_INVALID,
+        detail,
+    )
+
+
+_CA_REASONS = {
+    CAErrorKind.INVALID: IssuerReason.CA_INVALID,
+    CAErrorKind.NOT_A_CA: IssuerReason.CA_INVALID,
+    CAErrorKind.MISMATCH: IssuerReason.CA_KEY_MISMATCH,
+    CAErrorKind.EXPIRED: IssuerReason.CA_EXPIRED,
+    CAErrorKind.NOT_YET_VALID: IssuerReason.CA_NOT_YET_VALID,
+}
+
+
+def _spki(cert_or_key: Any) -> bytes:
+    key = cert_or_key.public_key() if isinstance(cert_or_key, x509.Certificate) else cert_or_key
+    der: bytes = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
+def order_ca_chain(
+    certificates: list[x509.Certificate], key_public: Any
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """Pick the certificate of the Key Vault key and follow its issuers upward.
+
+    The secret may hold the CA alone or a chain in any order; only the
+    certificate whose public key is the Key Vault key's can be the signer.
+    Certificates that are not on the CA's path upward are left out.
+    """
+    wanted = _spki(key_public)
+    ca = next((c for c in certificates if _spki(c) == wanted), certificates[0])
+    chain = [ca]
+    rest = [c for c in certificates if c is not ca]
+    current = ca
+    while current.issuer != current.subject:
+        parent = next((c for c in rest if c.subject == current.issuer), None)
+        if parent is None:
+            break
+        chain.append(parent)
+        rest.remove(parent)
+        current = parent
+    return ca, tuple(chain)
+
+
+class IssuerChecker:
+    def __init__(
+        self,
+        client: AsyncClient,
+        keyvault: KeyVaultAccess,
+        metrics: Metrics,
+        cluster_resource_namespace: str,
+    ) -> None:
+        self._client = client
+        self._kv = keyvault
+        self._metrics = metrics
+        self._cluster_ns = cluster_resource_namespace
+
+    async def check(self, key: IssuerKey, obj: dict[str, Any], now: dt.datetime) -> CheckedIssuer:
+        meta = obj.get("metadata") or {}
+        try:
+            spec = parse_issuer_spec(obj.get("spec") or {})
+        except SpecError as err:
+            raise CheckFailed(IssuerReason.INVALID_SPEC, str(err), retryable=False) from None
+
+        auth = await self._auth(key, spec)
+
+        try:
+            key_info = await self.kv_call(
+                "get_key",
+                self._kv.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(
+                err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
+            ) from None
+        if getattr(key_info, "enabled", True) is False:
+            raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
+        for attr, verb in (("not_before", "is not valid before"), ("expires", "expired at")):
+            moment = getattr(key_info, attr, None)
+            if isinstance(moment, dt.datetime) and (
+                (attr == "not_before" and moment > now) or (attr == "expires" and moment <= now)
+            ):
+                raise CheckFailed(
+                    IssuerReason.KEY_DISABLED,
+                    f"key {spec.key_name!r} {verb} {moment.isoformat()}",
+                )
+        key_ops = getattr(key_info, "key_ops", None)
+        if key_ops is not None and "sign" not in key_ops:
+            raise CheckFailed(
+                IssuerReason.KEY_NOT_USABLE,
+                f"key {spec.key_name!r} does not allow the sign operation "
+                f"(key_ops: {', '.join(key_ops) or 'none'})",
+            )
+        try:
+            if spec.signature_algorithm:
+                algorithm = SignatureAlgorithm(spec.signature_algorithm)
+            else:
+                algorithm = default_algorithm(key_info.public_key)
+            check_algorithm(key_info.public_key, algorithm)
+        except (AlgorithmError, ValueError) as err:
+            reason = err.reason if isinstance(err, PKIError) else str(err)
+            raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+
+        try:
+            secret = await self.kv_call(
+                "get_secret",
+                self._kv.get_secret(
+                    spec.key_vault_base_url, spec.ca_secret_name, spec.ca_secret_version, auth
+                ),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(
+                err, f"CA secret {spec.ca_secret_name!r}", IssuerReason.CA_SECRET_NOT_FOUND
+            ) from None
+        value = getattr(secret, "value", None) or ""
+        try:
+            certificates = load_certificates(
+                value.encode() if isinstance(value, str) else bytes(value)
+            )
+        except PKIError as err:
+            raise CheckFailed(
+                IssuerReason.CA_INVALID, f"CA secret {spec.ca_secret_name!r}: {err.reason}"
+            ) from None
+        except ValueError:
+            raise CheckFailed(
+                IssuerReason.CA_INVALID,
+                f"CA secret {spec.ca_secret_name!r} holds no PEM or DER certificate",
+            ) from None
+        if not certificates:
+            raise CheckFailed(
+                IssuerReason.CA_INVALID,
+                f"CA secret {spec.ca_secret_name!r} holds no certificate",
+            )
+        ca_cert, chain = order_ca_chain(certificates, key_info.public_key)
+        try:
+            check_ca(ca_cert, key_info.public_key, now)
+        except CAError as err:
+            raise CheckFailed(
+                _CA_REASONS.get(err.kind, IssuerReason.CA_INVALID),
+                f"CA secret {spec.ca_secret_name!r}: {err.reason}",
+            ) from None
+
+        try:
+            profile = IssuerProfile(
+                policy=IssuancePolicy(
+                    max_duration=spec.policy.max_duration,
+                    allow_ca=spec.policy.allow_ca,
+                    max_path_length=spec.policy.max_path_length,
+                ),
+                backdate=spec.policy.backdate,
+                crl_distribution_points=spec.crl_distribution_points,
+                ocsp_servers=spec.ocsp_servers,
+                issuing_certificate_urls=spec.issuing_certificate_urls,
+            )
+        except PKIError as err:
+            raise CheckFailed(IssuerReason.INVALID_SPEC, err.reason, retryable=False) from None
+
+        return CheckedIssuer(
+            key=key,
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            auth=auth,
+            key_info=key_info,
+            algorithm=algorithm,
+            ca_cert=ca_cert,
+            ca_chain=chain,
+            profile=profile,
+            checked_at=now,
+        )
+
+    async def kv_call(self, operation: str, call: Awaitable[T]) -> T:
+        """Await a Key Vault call, counting it by operation and HTTP status."""
+        try:
+            result = await call
+        except KeyVaultError as err:
+            status = str(err.status) if err.status else err.kind.name.lower()
+            self._metrics.keyvault_calls.labels(operation, status).inc()
+            raise
+        self._metrics.keyvault_calls.labels(operation, "200").inc()
+        return result
+
+    async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
+        auth = spec.auth
+        if isinstance(auth, AmbientAuth):
+            return Ambient()
+        if isinstance(auth, WorkloadIdentityAuth):
+            tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
+            return WorkloadIdentity(client_id=auth.client_id, tenant_id=tenant)
+        assert isinstance(auth, ClientSecretAuth)
+        # A ClusterIssuer's secret comes from the cluster resource namespace,
+        # an Issuer's from its own namespace; the spec never names a namespace.
+        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        ref = auth.secret_ref
+        where = f"Secret {namespace}/{ref.name}"
+        try:
+            secret = await self._client.get(Secret, ref.name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                raise CheckFailed(
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
+                ) from None
+            if err.status.code == 403:
+                raise CheckFailed(
+                    IssuerReason.AUTH_SECRET_NOT_FOUND,
+                    f"{where}: the controller may not read it (forbidden)",
+                ) from None
+            raise CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
+            ) from None
+        raw = (secret.data or {}).get(ref.key)
+        if raw is None and secret.stringData:
+            raw_text = secret.stringData.get(ref.key)
+            value = raw_text if raw_text is not None else None
+        else:
+            value = base64.b64decode(raw).decode() if raw is not None else None
+        if not value:
+            raise CheckFailed(
+                IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {ref.key!r}"
+            )
+        return ClientSecret(
+            tenant_id=auth.tenant_id, client_id=auth.client_id, secret=value.strip()
+        )
+
+
+CheckFn = Callable[[IssuerKey, dict[str, Any], dt.datetime], Awaitable[CheckedIssuer]]

@@ -1,0 +1,272 @@
+"""Process lifecycle: probes, leader election, informers, workers, shutdown.
+
+Order of events in one process:
+
+1. serve ``/healthz``, ``/readyz`` and ``/metrics`` at once (a standby must
+   answer its probes);
+2. with ``--leader-elect``, wait for the Lease; a standby keeps no caches;
+3. as leader: list-then-watch issuers, cluster issuers and
+   CertificateRequests, and run the workers;
+4. on SIGTERM: stop taking new work, let in-flight reconciles finish (bounded
+   by ``shutdown_timeout``), then release the Lease by clearing its holder so
+   a standby takes over at once;
+5. on losing the Lease: cancel all work at once (another replica may start
+   ``lease_duration - renew_deadline`` seconds later) and exit non-zero so
+   the pod restarts as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient, KubeConfig
+
+from akv_issuer.controller.api import (
+    CLUSTER_ISSUER_KIND,
+    ISSUER_KIND,
+    CertificateRequest,
+    ClusterIssuer,
+    Issuer,
+)
+from akv_issuer.controller.config import ControllerConfig
+from akv_issuer.controller.events import EventRecorder
+from akv_issuer.controller.informer import Informer
+from akv_issuer.controller.leader import LeaderElectionConfig, LeaderElector
+from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.reconciler import Reconciler
+from akv_issuer.controller.servers import Probes, Servers
+from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_LOST_LEASE = 2
+EXIT_FAILED = 1
+
+
+def make_client(config: ControllerConfig) -> AsyncClient:
+    kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
+    return AsyncClient(
+        config=kube,
+        field_manager=config.field_manager,
+        timeout=httpx2.Timeout(30.0),
+    )
+
+
+def make_keyvault(config: ControllerConfig) -> KeyVaultAccess:
+    options: dict[str, Any] = {
+        "timeout": config.keyvault_timeout,
+        # Off only on the explicit emulator opt-in; never by default.
+        "verify_challenge_resource": not config.emulator,
+    }
+    if config.tls_ca_file:
+        options["tls_ca_file"] = config.tls_ca_file
+    return KeyVaultAccess(KeyVaultOptions.from_env(**options))
+
+
+class Manager:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        client: AsyncClient | None = None,
+        keyvault: KeyVaultAccess | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.client = client or make_client(config)
+        self.keyvault = keyvault or make_keyvault(config)
+        self.events = EventRecorder(self.client, config.identity)
+        self.reconciler = Reconciler(config, self.client, self.keyvault, self.metrics, self.events)
+        self.elector: LeaderElector | None = None
+        if config.leader_elect:
+            self.elector = LeaderElector(
+                self.client,
+                LeaderElectionConfig(
+                    namespace=config.leader_election_namespace,
+                    name=config.leader_election_id,
+                    identity=config.identity,
+                    lease_duration=config.lease_duration,
+                    renew_deadline=config.renew_deadline,
+                    retry_period=config.retry_period,
+                ),
+            )
+        chunk = config.list_chunk_size
+        r = self.reconciler
+        self.informers = [
+            Informer(
+                self.client, Issuer, r.issuer_handler(ISSUER_KIND), name="issuers", chunk_size=chunk
+            ),
+            Informer(
+                self.client,
+                ClusterIssuer,
+                r.issuer_handler(CLUSTER_ISSUER_KIND),
+                name="clusterissuers",
+                namespace=None,
+                chunk_size=chunk,
+            ),
+            Informer(
+                self.client,
+                CertificateRequest,
+                r.cr_handler(),
+                name="certificaterequests",
+                chunk_size=chunk,
+            ),
+        ]
+        self.servers = Servers(
+            Probes(healthy=self._healthy, ready=self._ready),
+            self.metrics.registry,
+            config.health_probe_bind_address,
+            config.metrics_bind_address,
+        )
+        self._informer_tasks: list[asyncio.Task[None]] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._leading = False
+
+    # -- probes ------------------------------------------------------------
+
+    def _healthy(self) -> tuple[bool, str]:
+        dead = [t.get_name() for t in self._informer_tasks if t.done()]
+        if dead:
+            return False, f"informer stopped: {', '.join(dead)}"
+        return True, ""
+
+    def _ready(self) -> tuple[bool, str]:
+        if self.elector is not None and not self._leading:
+            # A standby is ready while it can reach the Lease (so it could take over).
+            return (True, "") if self.elector.healthy else (False, "cannot reach the leader lease")
+        unsynced = [i.name for i in self.informers if not i.synced.is_set()]
+        if unsynced or not self._leading:
+            return False, f"caches not synced: {', '.join(unsynced) or 'starting'}"
+        return True, ""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        await self.servers.start()
+        try:
+            return await self._run(stop)
+        finally:
+            await self.servers.stop()
+            with contextlib.suppress(Exception):
+                await self.keyvault.close()
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+    async def _run(self, stop: asyncio.Event) -> int:
+        stop_wait = asyncio.create_task(stop.wait(), name="stop")
+        lost_wait: asyncio.Task[Any] | None = None
+        try:
+            if self.elector is not None:
+                log.info(
+                    "waiting to become leader (lease %s/%s, identity %s)",
+                    self.config.leader_election_namespace,
+                    self.config.leader_election_id,
+                    self.config.identity,
+                )
+                acquire = asyncio.create_task(self.elector.acquire(), name="acquire")
+                await asyncio.wait({acquire, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if stop_wait.done():
+                    acquire.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await acquire
+                    return EXIT_OK
+                lost_wait = asyncio.create_task(self.elector.hold(), name="hold-lease")
+            self._leading = True
+            self.metrics.is_leader.set(1)
+            self._start_work()
+            waiters: set[asyncio.Task[Any]] = {stop_wait, *self._informer_tasks}
+            if lost_wait is not None:
+                waiters.add(lost_wait)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if lost_wait is not None and lost_wait.done() and not stop_wait.done():
+                await self._abort_work()
+                return EXIT_LOST_LEASE
+            if not stop_wait.done():
+                log.error("an informer stopped unexpectedly; shutting down")
+                await self._abort_work()
+                return EXIT_FAILED
+            await self._drain_work()
+            return EXIT_OK
+        finally:
+            self._leading = False
+            self.metrics.is_leader.set(0)
+            for task in (stop_wait, lost_wait):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self.elector is not None:
+                await self.elector.release()
+
+    def _start_work(self) -> None:
+        r = self.reconciler
+        self._informer_tasks = [
+            asyncio.create_task(i.run(), name=f"informer-{i.name}") for i in self.informers
+        ]
+        self._worker_tasks = [
+            asyncio.create_task(
+                r.run_worker(r.cr_queue, r.reconcile_request), name=f"cr-worker-{n}"
+            )
+            for n in range(self.config.concurrency)
+        ] + [
+            asyncio.create_task(
+                r.run_worker(r.issuer_queue, r.reconcile_issuer), name=f"issuer-worker-{n}"
+            )
+            for n in range(self.config.issuer_concurrency)
+        ]
+        log.info("started %d CertificateRequest workers", self.config.concurrency)
+
+    async def _stop_informers(self) -> None:
+        for task in self._informer_tasks:
+            task.cancel()
+        await asyncio.gather(*self._informer_tasks, return_exceptions=True)
+
+    async def _drain_work(self) -> None:
+        """Graceful: no new keys; in-flight reconciles run to completion."""
+        log.info("shutting down: finishing in-flight work")
+        await self._stop_informers()
+        r = self.reconciler
+        await r.cr_queue.shut_down()
+        await r.issuer_queue.shut_down()
+        _done, pending = await asyncio.wait(
+            self._worker_tasks, timeout=self.config.shutdown_timeout
+        )
+        if pending:
+            log.warning(
+                "%d reconciles still running after %.0fs; cancelling them",
+                len(pending),
+                self.config.shutdown_timeout,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info("shutdown complete")
+
+    async def _abort_work(self) -> None:
+        """Lease lost: stop everything now, in-flight work included."""
+        log.error("stopping all work at once")
+        for task in self._worker_tasks:
+            task.cancel()
+        await self._stop_informers()
+        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+
+
+async def run_controller(config: ControllerConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    manager = Manager(config)
+    log.info(
+        "controller starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        config.cluster_resource_namespace,
+        config.concurrency,
+        config.retry_budget,
+    )
+    return await manager.run(stop)
