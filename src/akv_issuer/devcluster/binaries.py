@@ -1,0 +1,455 @@
+"""Build or locate the upstream binaries the local control plane needs.
+
+kube-apiserver, kubectl and etcd are compiled from Go modules (the only
+upstream source reachable from the project's machines) by the wrapper modules
+under ``hack/``, and cached per version under the user's cache folder. When
+``KUBEBUILDER_ASSETS`` names a folder holding ``etcd`` and ``kube-apiserver``
+(the envtest layout real users already have), those are used and nothing is
+built. cert-manager's CRDs are read from its Go module after ``go mod download``.
+
+Usage: ``python -m akv_issuer.devcluster.binaries ensure|gen-gomod|crds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+# cert-manager v1.21.1 is built against k8s.io 0.36.x, which is why the
+# kube-apiserver above is pinned to 1.36.
+CERT_MANAGER_VERSION = "v1.21.1"
+ETCD_VERSION = "v3.6.16"
+
+KUBERNETES_MODULE = "k8s.io/kubernetes"
+ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager"
+
+HACK_DIR = Path(__file__).resolve().parents[3] / "hack"
+
+
+class BinariesError(Exception):
+    """A build or lookup failed; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class GoBinary:
+    """One executable built from a wrapper module under hack/."""
+
+    name: str
+    version: str
+    module_dir: str
+    package: str
+    version_vars: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def source_dir(self) -> Path:
+        return HACK_DIR / self.module_dir
+
+    def ldflags(self) -> str:
+        flags = ["-s", "-w"]
+        flags += [f"-X {var}={value}" for var, value in self.version_vars]
+        return " ".join(flags)
+
+
+def _kube_version_vars(version: str) -> tuple[tuple[str, str], ...]:
+    # Without these the binaries report v0.0.0-master, which makes kubectl warn
+    # about version skew and hides which server a test talked to.
+    major, minor, _ = version.lstrip("v").split(".")
+    pairs: list[tuple[str, str]] = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        pairs += [
+            (f"{pkg}.gitVersion", version),
+            (f"{pkg}.gitMajor", major),
+            (f"{pkg}.gitMinor", minor),
+            (f"{pkg}.gitTreeState", "clean"),
+        ]
+    return tuple(pairs)
+
+
+KUBE_APISERVER = GoBinary(
+    "kube-apiserver",
+    KUBERNETES_VERSION,
+    "kube-apiserver",
+    ".",
+    _kube_version_vars(KUBERNETES_VERSION),
+)
+KUBECTL = GoBinary(
+    "kubectl",
+    KUBERNETES_VERSION,
+    "kube-apiserver",
+    "./cmd/kubectl",
+    _kube_version_vars(KUBERNETES_VERSION),
+)
+ETCD = GoBinary("etcd", ETCD_VERSION, "etcd", ".")
+
+ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Where the control-plane executables and cert-manager's CRDs are."""
+
+    etcd: Path
+    kube_apiserver: Path
+    kubectl: Path | None
+    crd_dir: Path | None = None
+
+    def crd_files(self) -> list[Path]:
+        if self.crd_dir is None:
+            raise BinariesError("cert-manager CRDs were not located")
+        return sorted(self.crd_dir.glob("*.yaml"))
+
+
+def cache_root() -> Path:
+    override = os.environ.get("AKV_ISSUER_CACHE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "azure-keyvault-issuer"
+
+
+def _log(message: str) -> None:
+    print(f"[binaries] {message}", file=sys.stderr, flush=True)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        for candidate in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go"):
+            if Path(candidate).is_file():
+                return candidate
+        raise BinariesError(
+            "the Go toolchain is needed to build kube-apiserver/etcd/kubectl "
+            "but `go` is not on PATH (or set KUBEBUILDER_ASSETS)"
+        )
+    return go
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Static binaries need no C toolchain and match upstream release builds.
+    env.setdefault("CGO_ENABLED", "0")
+    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -trimpath").strip()
+    return env
+
+
+def _run_go(args: list[str], cwd: Path, *, what: str) -> str:
+    proc = subprocess.run(
+        [_go(), *args],
+        cwd=cwd,
+        env=_go_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-5:]
+        raise BinariesError(f"{what} failed: {' | '.join(tail) or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def download_module(module: str, version: str) -> dict[str, str]:
+    """`go mod download` one module version; returns go's JSON description."""
+    with tempfile.TemporaryDirectory(prefix="akv-gomod-") as tmp:
+        # Outside any module, so the download does not touch hack/*/go.mod.
+        out = _run_go(
+            ["mod", "download", "-json", f"{module}@{version}"],
+            Path(tmp),
+            what=f"go mod download {module}@{version}",
+        )
+    info: dict[str, str] = json.loads(out)
+    if info.get("Error"):
+        raise BinariesError(f"go mod download {module}@{version}: {info['Error']}")
+    return info
+
+
+# --- go.mod generation -------------------------------------------------------
+
+_REPLACE_STAGING = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/\1\s*$")
+_GO_DIRECTIVE = re.compile(r"^go\s+(\S+)\s*$", re.MULTILINE)
+_GODEBUG = re.compile(r"^godebug\s+.*$", re.MULTILINE)
+
+
+def staging_replacements(upstream_gomod: str, kube_version: str) -> list[tuple[str, str]]:
+    """Map every staging module of k8s.io/kubernetes to its published version.
+
+    Upstream requires its staging modules at v0.0.0 and points them at
+    ./staging/src; a consumer must replace each with the published v0.MINOR.PATCH.
+    """
+    major, minor, patch = kube_version.lstrip("v").split(".")
+    if major != "1":
+        raise BinariesError(f"unexpected Kubernetes version {kube_version}")
+    staging_version = f"v0.{minor}.{patch}"
+    modules = sorted(
+        {m.group(1) for line in upstream_gomod.splitlines() if (m := _REPLACE_STAGING.match(line))}
+    )
+    if not modules:
+        raise BinariesError("no staging replace lines found in the upstream go.mod")
+    return [(module, staging_version) for module in modules]
+
+
+def _module_header(name: str, upstream_gomod: str) -> str:
+    go_line = _GO_DIRECTIVE.search(upstream_gomod)
+    lines = [
+        "// Code generated by `python -m akv_issuer.devcluster.binaries gen-gomod`. DO NOT EDIT.",
+        "",
+        f"module azure-keyvault-issuer/hack/{name}",
+        "",
+        f"go {go_line.group(1) if go_line else '1.24'}",
+        "",
+    ]
+    godebug = _GODEBUG.search(upstream_gomod)
+    if godebug:
+        lines += [godebug.group(0), ""]
+    return "\n".join(lines)
+
+
+def render_kube_gomod(upstream_gomod: str, kube_version: str) -> str:
+    out = _module_header("kube-apiserver", upstream_gomod)
+    out += f"require {KUBERNETES_MODULE} {kube_version}\n\nreplace (\n"
+    for module, version in staging_replacements(upstream_gomod, kube_version):
+        out += f"\t{module} => {module} {version}\n"
+    return out + ")\n"
+
+
+def render_etcd_gomod(upstream_gomod: str, etcd_version: str) -> str:
+    return _module_header("etcd", upstream_gomod) + f"require {ETCD_MODULE} {etcd_version}\n"
+
+
+def _read_gomod(info: dict[str, str]) -> str:
+    return Path(info["GoMod"]).read_text()
+
+
+def generate_gomods() -> None:
+    """Regenerate hack/*/go.mod and go.sum from the pinned upstream versions."""
+    kube = download_module(KUBERNETES_MODULE, KUBERNETES_VERSION)
+    etcd = download_module(ETCD_MODULE, ETCD_VERSION)
+    targets = [
+        (HACK_DIR / "kube-apiserver", render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION)),
+        (HACK_DIR / "etcd", render_etcd_gomod(_read_gomod(etcd), ETCD_VERSION)),
+    ]
+    for directory, gomod in targets:
+        (directory / "go.mod").write_text(gomod)
+        (directory / "go.sum").unlink(missing_ok=True)
+        _log(f"go mod tidy in {directory} (downloads the module graph)")
+        _run_go(["mod", "tidy"], directory, what=f"go mod tidy in {directory.name}")
+        _log(f"wrote {directory / 'go.mod'} and go.sum")
+
+
+def _required_version(gomod: Path, module: str) -> str | None:
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(\S+)", gomod.read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def check_gomods() -> None:
+    """Fail clearly when a committed go.mod no longer matches the pinned version."""
+    for directory, module, version in (
+        (HACK_DIR / "kube-apiserver", KUBERNETES_MODULE, KUBERNETES_VERSION),
+        (HACK_DIR / "etcd", ETCD_MODULE, ETCD_VERSION),
+    ):
+        gomod = directory / "go.mod"
+        if not gomod.is_file():
+            raise BinariesError(
+                f"{gomod} is missing (the hack/ wrapper modules ship with the repo)"
+            )
+        found = _required_version(gomod, module)
+        if found != version:
+            raise BinariesError(
+                f"{gomod} pins {module} {found}, expected {version}; run "
+                "`python -m akv_issuer.devcluster.binaries gen-gomod`"
+            )
+
+
+# --- building ----------------------------------------------------------------
+
+
+def _inputs_digest(binary: GoBinary) -> str:
+    # Rebuild when the wrapper sources, the module graph or the flags change;
+    # the Go toolchain version is deliberately left out so a toolchain update
+    # does not cost a multi-minute rebuild of an identical program.
+    digest = hashlib.sha256()
+    digest.update(binary.ldflags().encode())
+    digest.update(binary.package.encode())
+    for path in sorted(binary.source_dir.rglob("*")):
+        if path.is_file() and (path.suffix == ".go" or path.name in ("go.mod", "go.sum")):
+            digest.update(str(path.relative_to(binary.source_dir)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def binary_path(binary: GoBinary) -> Path:
+    return cache_root() / f"{binary.name}-{binary.version}" / binary.name
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".build.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log("another build holds the cache lock; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_fresh(binary: GoBinary) -> bool:
+    target = binary_path(binary)
+    stamp = target.with_name(".inputs-sha256")
+    return (
+        target.is_file() and stamp.is_file() and stamp.read_text().strip() == _inputs_digest(binary)
+    )
+
+
+def _build(binary: GoBinary) -> Path:
+    target = binary_path(binary)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{binary.name}.partial")
+    _log(
+        f"building {binary.name} {binary.version} from Go modules; a cold build downloads "
+        "the module graph and compiles for several minutes (kube-apiserver/kubectl: "
+        "~5-15 min and a few GB of RAM on 2 cores); later runs reuse the cache"
+    )
+    started = time.monotonic()
+    cmd = [
+        _go(),
+        "build",
+        "-v",
+        "-mod=readonly",
+        "-ldflags",
+        binary.ldflags(),
+        "-o",
+        str(partial),
+        binary.package,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=binary.source_dir,
+        env=_go_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    compiled = 0
+    last_report = started
+    tail: list[str] = []
+    for line in proc.stderr:
+        line = line.rstrip()
+        tail = [*tail[-9:], line]
+        if line.startswith("go: downloading"):
+            continue
+        compiled += 1
+        now = time.monotonic()
+        if now - last_report >= 20:
+            last_report = now
+            _log(f"  {binary.name}: {compiled} packages compiled, {now - started:.0f}s elapsed")
+    code = proc.wait()
+    if code != 0:
+        partial.unlink(missing_ok=True)
+        errors = [t for t in tail if t and not t.startswith("go: downloading")][-3:]
+        raise BinariesError(f"go build {binary.name} failed (exit {code}): {' | '.join(errors)}")
+    partial.replace(target)
+    target.with_name(".inputs-sha256").write_text(_inputs_digest(binary) + "\n")
+    _log(f"built {target} in {time.monotonic() - started:.0f}s")
+    return target
+
+
+def ensure_binary(binary: GoBinary) -> Path:
+    if _is_fresh(binary):
+        return binary_path(binary)
+    with _build_lock():
+        # Another process may have finished the same build while we waited.
+        if _is_fresh(binary):
+            return binary_path(binary)
+        return _build(binary)
+
+
+def _from_kubebuilder_assets() -> Binaries | None:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if not assets:
+        return None
+    folder = Path(assets)
+    etcd, apiserver, kubectl = (folder / n for n in ("etcd", "kube-apiserver", "kubectl"))
+    if not (etcd.is_file() and apiserver.is_file()):
+        raise BinariesError(
+            f"KUBEBUILDER_ASSETS={assets} does not hold both etcd and kube-apiserver"
+        )
+    if not kubectl.is_file():
+        on_path = shutil.which("kubectl")
+        kubectl = Path(on_path) if on_path else None  # type: ignore[assignment]
+    return Binaries(etcd=etcd, kube_apiserver=apiserver, kubectl=kubectl)
+
+
+def cert_manager_crd_dir() -> Path:
+    info = download_module(CERT_MANAGER_MODULE, CERT_MANAGER_VERSION)
+    crds = Path(info["Dir"]) / "deploy" / "crds"
+    if not any(crds.glob("*.yaml")):
+        raise BinariesError(f"no CRDs found under {crds}")
+    return crds
+
+
+def locate(*, build: bool = True) -> Binaries:
+    """Return the binaries, building missing ones unless build is False."""
+    found = _from_kubebuilder_assets()
+    if found is None:
+        paths: dict[str, Path] = {}
+        if build:
+            check_gomods()
+        for binary in ALL_BINARIES:
+            if build:
+                paths[binary.name] = ensure_binary(binary)
+            elif _is_fresh(binary):
+                paths[binary.name] = binary_path(binary)
+            else:
+                raise BinariesError(
+                    f"{binary.name} {binary.version} is not built yet; run `make binaries`"
+                )
+        found = Binaries(paths["etcd"], paths["kube-apiserver"], paths["kubectl"])
+    return Binaries(found.etcd, found.kube_apiserver, found.kubectl, cert_manager_crd_dir())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m akv_issuer.devcluster.binaries")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ensure", help="build or reuse kube-apiserver, kubectl, etcd; fetch CRDs")
+    sub.add_parser("gen-gomod", help="regenerate hack/*/go.mod and go.sum")
+    sub.add_parser("crds", help="print the folder holding cert-manager's CRDs")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "gen-gomod":
+            generate_gomods()
+        elif args.command == "crds":
+            print(cert_manager_crd_dir())
+        else:
+            found = locate(build=True)
+            print(f"etcd            {found.etcd}")
+            print(f"kube-apiserver  {found.kube_apiserver}")
+            print(f"kubectl         {found.kubectl or '(not found)'}")
+            print(f"cert-manager CRDs {found.crd_dir}")
+    except BinariesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
