@@ -76,7 +76,7 @@ def make_csr(
     subject: x509.Name | None = None,
     sans: Sequence[x509.GeneralName] = (x509.DNSName("app.example.com"),),
     extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
-    hash_algorithm: hashes.HashAlgorithm | None = None,
+    hash_algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None = None,
 ) -> x509.CertificateSigningRequest:
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         name("app.example.com") if subject is None else subject

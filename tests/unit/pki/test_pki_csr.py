@@ -63,8 +63,9 @@ class _OversizedRSAKey(rsa.RSAPrivateKey):
     to exercise the upper size bound without generating a huge key."""
 
     def __init__(self) -> None:
-        self._inner = private_key("rsa2048")
-        assert isinstance(self._inner, rsa.RSAPrivateKey)
+        inner = private_key("rsa2048")
+        assert isinstance(inner, rsa.RSAPrivateKey)
+        self._inner = inner
         modulus = (1 << 8199) | 0xFFFF_FFFF_FFFF_FFFF  # odd, exactly 8200 bits
         self._public = rsa.RSAPublicNumbers(65537, modulus).public_key()
 
@@ -89,7 +90,7 @@ class _OversizedRSAKey(rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         raise NotImplementedError
 
-    def private_bytes(self, *args: object) -> bytes:  # type: ignore[override]
+    def private_bytes(self, *args: object) -> bytes:
         raise NotImplementedError
 
     def __copy__(self) -> _OversizedRSAKey:

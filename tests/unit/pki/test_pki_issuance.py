@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -84,9 +85,10 @@ def _issue(
     return plan, sign_locally(plan.builder, ca_key("p256"))
 
 
-def _ext(
-    cert: x509.Certificate, kind: type[x509.ExtensionType]
-) -> x509.Extension[x509.ExtensionType]:
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+def _ext(cert: x509.Certificate, kind: type[_E]) -> x509.Extension[_E]:
     return cert.extensions.get_extension_for_class(kind)
 
 
