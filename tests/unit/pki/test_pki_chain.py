@@ -1,0 +1,175 @@
+"""CA bundles: loading, ordering and the cert-manager status split."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pki_support import ca_key, der, make_csr, pem, private_key, sign_locally
+
+from akv_issuer import pki
+from akv_issuer.pki import CAError, CAErrorKind
+
+NOW = datetime.datetime.now(datetime.UTC)
+DAY = datetime.timedelta(days=1)
+ALLOW_CA = pki.IssuerProfile(policy=pki.IssuancePolicy(allow_ca=True))
+
+
+def _root(kind: str, subject: str) -> x509.Certificate:
+    key = ca_key(kind)
+    plan = pki.build_root_ca(key.public_key(), subject, lifetime=30 * DAY, now=NOW - DAY)
+    return sign_locally(plan.builder, key)
+
+
+def _issue(
+    csr_kind: str, parent: x509.Certificate, parent_kind: str, *, is_ca: bool
+) -> x509.Certificate:
+    plan = pki.build_certificate(
+        make_csr(private_key(csr_kind)),
+        pki.IssuanceRequest(is_ca=is_ca),
+        parent,
+        ALLOW_CA,
+        NOW,
+    )
+    return sign_locally(plan.builder, ca_key(parent_kind))
+
+
+ROOT = _root("p384", "Chain Root")
+INTERMEDIATE = _issue("p256", ROOT, "p384", is_ca=True)
+LEAF = _issue("rsa2048", INTERMEDIATE, "p256", is_ca=False)
+OTHER_ROOT = _root("p521", "Unrelated Root")
+
+
+def test_loads_pem_with_text_whitespace_and_other_blocks() -> None:
+    key_block = ca_key("p256").private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    data = (
+        b"\n  Bag Attributes: friendlyName ca\n"
+        + pem(INTERMEDIATE)
+        + b"\n"
+        + key_block
+        + b"subject=/CN=Chain Root\n"
+        + pem(ROOT)
+        + b"\n\n"
+    )
+    assert pki.load_certificates(data) == [INTERMEDIATE, ROOT]
+    assert pki.load_certificates(data.decode()) == [INTERMEDIATE, ROOT]
+
+
+def test_loads_der() -> None:
+    assert pki.load_certificates(b"\n" + der(ROOT) + b"\n") == [ROOT]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "the CA bundle is empty"),
+        ("  \n ", "the CA bundle is empty"),
+        (b"not a certificate", "the CA bundle is neither PEM nor a DER certificate"),
+        (b"\x30\x03\x02\x01\x01", "the CA bundle is neither PEM nor a DER certificate"),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "the CA bundle holds no PEM certificate",
+        ),
+        (b"-----BEGIN CERTIFICATE-----\nMIIB", "the CA bundle holds no PEM certificate"),
+    ],
+)
+def test_load_refuses(data: bytes | str, reason: str) -> None:
+    with pytest.raises(CAError) as info:
+        pki.load_certificates(data)
+    assert info.value.kind is CAErrorKind.INVALID
+    assert info.value.reason == reason
+
+
+def test_load_names_the_broken_block() -> None:
+    broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    with pytest.raises(CAError, match="PEM block 2 of the CA bundle is not a certificate"):
+        pki.load_certificates(pem(ROOT) + broken)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300)))
+def test_arbitrary_bundle_raises_only_ca_error(data: bytes | str) -> None:
+    outcome = _load_outcome(data)
+    assert outcome is CAErrorKind.INVALID or all(
+        isinstance(cert, x509.Certificate) for cert in outcome
+    )
+
+
+def _load_outcome(data: bytes | str) -> CAErrorKind | list[x509.Certificate]:
+    """The certificates, or the CAError kind; any other exception escapes."""
+    try:
+        return pki.load_certificates(data)
+    except CAError as exc:
+        return exc.kind
+
+
+@pytest.mark.parametrize(
+    "given_order",
+    [
+        [LEAF, INTERMEDIATE, ROOT],
+        [ROOT, INTERMEDIATE, LEAF],
+        [INTERMEDIATE, LEAF, ROOT],
+        [ROOT, LEAF, INTERMEDIATE, LEAF],
+    ],
+)
+def test_order_chain(given_order: list[x509.Certificate]) -> None:
+    assert pki.order_chain(given_order) == [LEAF, INTERMEDIATE, ROOT]
+
+
+def test_order_chain_refuses_unrelated_certificates() -> None:
+    with pytest.raises(CAError, match="do not form a single chain"):
+        pki.order_chain([LEAF, INTERMEDIATE, ROOT, OTHER_ROOT])
+
+
+def test_order_chain_refuses_gaps() -> None:
+    # Leaf and root without the intermediate are two separate chains.
+    with pytest.raises(CAError, match="do not form a single chain"):
+        pki.order_chain([LEAF, ROOT])
+
+
+def test_ca_secret_with_the_ca_alone_or_with_its_parents() -> None:
+    assert pki.load_ca_chain(pem(ROOT)) == [ROOT]
+    assert pki.load_ca_chain(pem(INTERMEDIATE)) == [INTERMEDIATE]
+    assert pki.load_ca_chain(pem(INTERMEDIATE) + pem(ROOT)) == [INTERMEDIATE, ROOT]
+    assert pki.load_ca_chain(pem(ROOT) + pem(INTERMEDIATE)) == [INTERMEDIATE, ROOT]
+
+
+def test_split_with_the_root_held() -> None:
+    certificate, ca = pki.split_chain(LEAF, [INTERMEDIATE, ROOT])
+    assert certificate == pem(LEAF) + pem(INTERMEDIATE)
+    assert ca == pem(ROOT)
+
+
+def test_split_directly_under_a_root() -> None:
+    leaf = _issue("p256", ROOT, "p384", is_ca=False)
+    certificate, ca = pki.split_chain(leaf, [ROOT])
+    assert certificate == pem(leaf)
+    assert ca == pem(ROOT)
+
+
+def test_split_without_the_root_gives_the_top_as_ca() -> None:
+    certificate, ca = pki.split_chain(LEAF, [INTERMEDIATE])
+    assert certificate == pem(LEAF) + pem(INTERMEDIATE)
+    assert ca == pem(INTERMEDIATE)
+
+
+def test_split_refuses_a_leaf_from_another_ca() -> None:
+    with pytest.raises(CAError):
+        pki.split_chain(LEAF, [OTHER_ROOT])
+    with pytest.raises(CAError, match="no CA certificate"):
+        pki.split_chain(LEAF, [])
+
+
+def test_self_signed() -> None:
+    assert pki.is_self_signed(ROOT)
+    assert not pki.is_self_signed(INTERMEDIATE)
+    assert pki.issued_by(LEAF, INTERMEDIATE)
+    assert not pki.issued_by(LEAF, ROOT)
