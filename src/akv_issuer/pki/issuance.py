@@ -154,6 +154,10 @@ def build_certificate(
     if request.duration <= datetime.timedelta(0):
         raise PolicyError(f"duration must be positive, got {request.duration}")
     usages = resolve_usages(request.usages or DEFAULT_USAGES)
+    if "key_cert_sign" in usages.key_usage and not request.is_ca:
+        # Validators reject keyCertSign without CA basic constraints
+        # (OpenSSL: "keyCertSign without CA"), so such a certificate is useless.
+        raise PolicyError("usage 'cert sign' requires isCA: true")
     requested_bits = set(usages.key_usage)
     if request.is_ca:
         requested_bits.add("key_cert_sign")

@@ -277,6 +277,17 @@ def test_unknown_usage_is_named() -> None:
         _issue(request=IssuanceRequest(usages=("digital signature", "teleport")))
 
 
+def test_cert_sign_without_is_ca_is_refused() -> None:
+    with pytest.raises(PolicyError) as info:
+        _issue(request=IssuanceRequest(usages=("digital signature", "cert sign")))
+    assert info.value.reason == "usage 'cert sign' requires isCA: true"
+    plan, _ = _issue(
+        request=IssuanceRequest(usages=("digital signature", "cert sign"), is_ca=True),
+        profile=ALLOW_CA,
+    )
+    assert plan.is_ca
+
+
 def _key_usage(**bits: bool) -> x509.KeyUsage:
     names = (
         "digital_signature",
