@@ -1,0 +1,35 @@
+"""Key Vault access: credentials, one client set per (vault, identity), caching, timeouts,
+a per-vault concurrency limit and error classification (see docs/architecture.md)."""
+
+from .access import (
+    KeyInfo,
+    KeyVaultAccess,
+    KeyVaultOptions,
+    KeyVaultSigner,
+    SecretInfo,
+    SecretVersionInfo,
+    check_algorithm,
+    normalize_vault_url,
+)
+from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
+from .errors import ErrorKind, KeyVaultError, classify, parse_retry_after
+
+__all__ = [
+    "Ambient",
+    "AuthConfig",
+    "ClientSecret",
+    "CredentialConfigError",
+    "ErrorKind",
+    "KeyInfo",
+    "KeyVaultAccess",
+    "KeyVaultError",
+    "KeyVaultOptions",
+    "KeyVaultSigner",
+    "SecretInfo",
+    "SecretVersionInfo",
+    "WorkloadIdentity",
+    "check_algorithm",
+    "classify",
+    "normalize_vault_url",
+    "parse_retry_after",
+]

@@ -1,0 +1,628 @@
+"""The only code that talks to Key Vault: clients per (vault, identity), caching, timeouts,
+a per-vault concurrency limit, bounded retries and error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.keyvault.keys import JsonWebKey, KeyType, KeyVaultKey
+from azure.keyvault.keys.aio import KeyClient
+from azure.keyvault.keys.crypto import SignatureAlgorithm as AzureSignatureAlgorithm
+from azure.keyvault.keys.crypto.aio import CryptographyClient
+from azure.keyvault.secrets.aio import SecretClient
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from akv_issuer.pki import SignatureAlgorithm
+
+from .auth import AuthConfig, CredentialConfigError, make_credential
+from .errors import ErrorKind, KeyVaultError, classify
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "P-256": ec.SECP256R1(),
+    "P-384": ec.SECP384R1(),
+    "P-521": ec.SECP521R1(),
+    "P-256K": ec.SECP256K1(),
+}
+_DIGEST_SIZES = {"256": 32, "384": 48, "512": 64}
+_EC_ALGORITHM_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES256K": "P-256K"}
+
+
+@dataclass(frozen=True)
+class KeyVaultOptions:
+    """Behaviour of KeyVaultAccess.
+
+    timeout: seconds for one call including retries, backoff and token acquisition.
+    max_retries: extra attempts for THROTTLED/TRANSIENT failures inside that time; a wait
+        longer than max_retry_wait (e.g. a long Retry-After) is not slept but surfaced.
+    tls_ca_file: CA bundle trusted for a non-Azure endpoint (emulator, TLS-inspecting proxy);
+        passed to the Key Vault clients and to the credential's pipeline.
+    verify_challenge_resource: keep the SDK's check that the challenge resource matches the
+        vault host; turn off only for endpoints that cannot satisfy it.
+    """
+
+    timeout: float = 10.0
+    max_concurrency: int = 32
+    tls_ca_file: str | None = None
+    verify_challenge_resource: bool = True
+    latest_ttl: float = 60.0
+    version_ttl: float = 900.0
+    max_retries: int = 2
+    max_retry_wait: float = 2.0
+    backoff: float = 0.2
+    api_version: str | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> KeyVaultOptions:
+        """Options with tls_ca_file taken from AKV_TLS_CA_FILE unless given."""
+        if "tls_ca_file" not in overrides and os.environ.get("AKV_TLS_CA_FILE"):
+            overrides["tls_ca_file"] = os.environ["AKV_TLS_CA_FILE"]
+        return cls(**overrides)
+
+    def validate(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"Key Vault timeout must be positive, got {self.timeout}")
+        if self.max_concurrency < 1:
+            raise ValueError(
+                f"Key Vault concurrency must be at least 1, got {self.max_concurrency}"
+            )
+        if self.max_retries < 0:
+            raise ValueError(f"Key Vault retries must not be negative, got {self.max_retries}")
+        if self.tls_ca_file is not None and not os.path.isfile(self.tls_ca_file):
+            raise ValueError(f"TLS CA file {self.tls_ca_file!r} (AKV_TLS_CA_FILE) does not exist")
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    vault_url: str
+    name: str
+    version: str
+    kid: str
+    kty: str
+    public_key: PublicKey = field(repr=False, compare=False)
+    enabled: bool
+    key_ops: tuple[str, ...]
+    not_before: dt.datetime | None = None
+    expires: dt.datetime | None = None
+
+    @property
+    def can_sign(self) -> bool:
+        return self.enabled and "sign" in self.key_ops
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    vault_url: str
+    name: str
+    version: str
+    id: str
+    value: str = field(repr=False)
+    content_type: str | None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SecretVersionInfo:
+    version: str
+    enabled: bool
+    content_type: str | None
+    created_on: dt.datetime | None
+    updated_on: dt.datetime | None
+
+
+def normalize_vault_url(vault_url: str) -> str:
+    """https://host[:port] without trailing slash; raises KeyVaultError for anything else."""
+    parts = urlsplit(vault_url.strip())
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise KeyVaultError(
+            ErrorKind.PERMANENT,
+            f"vault URL {vault_url!r} must be an https URL such as https://myvault.vault.azure.net",
+            code="BadParameter",
+        )
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise KeyVaultError(
+            ErrorKind.PERMANENT,
+            f"vault URL {vault_url!r} must not have a path, query or fragment",
+            code="BadParameter",
+        )
+    return f"https://{parts.netloc.lower()}"
+
+
+def _check_name(kind: str, name: str) -> None:
+    if (
+        not name
+        or len(name) > 127
+        or not all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+    ):
+        raise KeyVaultError(
+            ErrorKind.PERMANENT,
+            f"{kind} name {name!r} is invalid: use 1-127 letters, digits and dashes",
+            code="BadParameter",
+        )
+
+
+def _text(value: Any) -> str:
+    """An SDK enum member or plain string as its wire text (str() of an enum is its name)."""
+    return str(getattr(value, "value", value) or "")
+
+
+def _public_key(jwk: JsonWebKey) -> PublicKey:
+    # JsonWebKey sets its fields dynamically, so they are read with getattr for the type checker.
+    kty = _text(getattr(jwk, "kty", None))
+    n, e = getattr(jwk, "n", None), getattr(jwk, "e", None)
+    x, y, crv = getattr(jwk, "x", None), getattr(jwk, "y", None), getattr(jwk, "crv", None)
+    if kty in (KeyType.rsa, KeyType.rsa_hsm) and n and e:
+        numbers = rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big"))
+        return numbers.public_key()
+    if kty in (KeyType.ec, KeyType.ec_hsm) and x and y:
+        curve = _CURVES.get(_text(crv))
+        if curve is None:
+            raise KeyVaultError(
+                ErrorKind.PERMANENT, f"unsupported EC curve {crv!r}", code="UnsupportedKeyType"
+            )
+        point = ec.EllipticCurvePublicNumbers(
+            int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
+        )
+        return point.public_key()
+    raise KeyVaultError(
+        ErrorKind.PERMANENT,
+        f"key type {kty or 'unknown'} cannot sign certificates; use RSA, RSA-HSM, EC or EC-HSM",
+        code="UnsupportedKeyType",
+    )
+
+
+def _key_info(vault_url: str, key: KeyVaultKey) -> KeyInfo:
+    props = key.properties
+    return KeyInfo(
+        vault_url=vault_url,
+        name=key.name,
+        version=str(props.version or ""),
+        kid=str(key.id),
+        kty=_text(key.key_type),
+        public_key=_public_key(key.key),
+        enabled=bool(props.enabled),
+        key_ops=tuple(_text(op) for op in (key.key_operations or [])),
+        not_before=props.not_before,
+        expires=props.expires_on,
+    )
+
+
+def check_algorithm(key: KeyInfo, algorithm: str, digest: bytes) -> None:
+    """Refuse locally what Key Vault would refuse: wrong key type or digest length."""
+    alg = str(algorithm)
+    if alg[:2] in ("RS", "PS") and alg[2:] in _DIGEST_SIZES:
+        if not isinstance(key.public_key, rsa.RSAPublicKey):
+            raise KeyVaultError(
+                ErrorKind.PERMANENT,
+                f"algorithm {alg} needs an RSA key but {key.name} is {key.kty}",
+                code="BadParameter",
+                operation="sign",
+            )
+        size = _DIGEST_SIZES[alg[2:]]
+    elif alg in _EC_ALGORITHM_CURVES:
+        curve = _CURVES[_EC_ALGORITHM_CURVES[alg]]
+        if (
+            not isinstance(key.public_key, ec.EllipticCurvePublicKey)
+            or key.public_key.curve.name != curve.name
+        ):
+            raise KeyVaultError(
+                ErrorKind.PERMANENT,
+                f"algorithm {alg} needs an EC {_EC_ALGORITHM_CURVES[alg]} key but {key.name} is "
+                f"{key.kty}"
+                + (
+                    f" on {key.public_key.curve.name}"
+                    if isinstance(key.public_key, ec.EllipticCurvePublicKey)
+                    else ""
+                ),
+                code="BadParameter",
+                operation="sign",
+            )
+        size = 32 if alg == "ES256K" else _DIGEST_SIZES[alg[2:]]
+    else:
+        raise KeyVaultError(
+            ErrorKind.PERMANENT,
+            f"unknown signature algorithm {alg!r}",
+            code="BadParameter",
+            operation="sign",
+        )
+    if len(digest) != size:
+        raise KeyVaultError(
+            ErrorKind.PERMANENT,
+            f"{alg} needs a {size}-byte digest, got {len(digest)} bytes",
+            code="BadParameter",
+            operation="sign",
+        )
+
+
+class _VaultClients:
+    """One credential and one set of SDK clients for a (vault, identity)."""
+
+    def __init__(
+        self, vault_url: str, credential: AsyncTokenCredential, client_kwargs: dict[str, Any]
+    ) -> None:
+        self.vault_url = vault_url
+        self.credential = credential
+        self._kwargs = client_kwargs
+        self.keys = KeyClient(vault_url, credential, **client_kwargs)
+        self.secrets = SecretClient(vault_url, credential, **client_kwargs)
+        self._crypto: dict[str, CryptographyClient] = {}
+
+    def crypto(self, key: KeyInfo) -> CryptographyClient:
+        client = self._crypto.get(key.kid)
+        if client is None:
+            # Built from the public JWK so the SDK does not fetch the key again before signing.
+            jwk: dict[str, Any] = {"kid": key.kid, "kty": key.kty, "key_ops": list(key.key_ops)}
+            if isinstance(key.public_key, rsa.RSAPublicKey):
+                numbers = key.public_key.public_numbers()
+                jwk["n"] = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+                jwk["e"] = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+            else:
+                pub = key.public_key.public_numbers()
+                length = (key.public_key.curve.key_size + 7) // 8
+                crv = next(n for n, c in _CURVES.items() if c.name == key.public_key.curve.name)
+                jwk.update(
+                    crv=crv, x=pub.x.to_bytes(length, "big"), y=pub.y.to_bytes(length, "big")
+                )
+            client = CryptographyClient(
+                KeyVaultKey(key_id=key.kid, jwk=jwk), self.credential, **self._kwargs
+            )
+            self._crypto[key.kid] = client
+        return client
+
+    async def close(self) -> None:
+        clients: list[Any] = [self.keys, self.secrets, *self._crypto.values()]
+        for client in clients:
+            try:
+                await client.close()
+            except Exception:
+                log.debug("closing a Key Vault client failed", exc_info=True)
+        self._crypto.clear()
+        try:
+            await self.credential.close()
+        except Exception:
+            log.debug("closing a credential failed", exc_info=True)
+
+
+_KeyCacheKey = tuple[AuthConfig, str, str, str]
+
+
+class KeyVaultAccess:
+    """One per process. All methods raise KeyVaultError, never SDK exceptions.
+
+    Retries: the SDK's own retry policy is switched off (retry_total=0) so that one call is
+    bounded by `timeout`. This layer retries THROTTLED and TRANSIENT failures at most
+    `max_retries` times within that timeout, sleeping Retry-After when given (else a short
+    jittered backoff) -- also for sign, which azure-core does not retry on a 429 without
+    Retry-After. A wait longer than `max_retry_wait` or than the time left is not slept: the
+    error is raised with retry_after so the caller's work queue can back off instead.
+    """
+
+    def __init__(self, options: KeyVaultOptions | None = None) -> None:
+        self.options = options or KeyVaultOptions.from_env()
+        self.options.validate()
+        self._clients: dict[tuple[str, AuthConfig], _VaultClients] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._keys: dict[_KeyCacheKey, tuple[KeyInfo, float]] = {}
+        self._latest: dict[tuple[AuthConfig, str, str], tuple[str, float]] = {}
+        self._inflight: dict[_KeyCacheKey, asyncio.Future[KeyInfo]] = {}
+        self._closed = False
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        opts = self.options
+        kwargs: dict[str, Any] = {
+            "retry_total": 0,
+            "connection_timeout": opts.timeout,
+            "read_timeout": opts.timeout,
+            "verify_challenge_resource": opts.verify_challenge_resource,
+        }
+        if opts.api_version:
+            kwargs["api_version"] = opts.api_version
+        if opts.tls_ca_file:
+            kwargs["connection_verify"] = opts.tls_ca_file
+        return kwargs
+
+    def _credential_kwargs(self) -> dict[str, Any]:
+        opts = self.options
+        kwargs: dict[str, Any] = {
+            "retry_total": 1,
+            "connection_timeout": opts.timeout,
+            "read_timeout": opts.timeout,
+        }
+        if opts.tls_ca_file:
+            kwargs["connection_verify"] = opts.tls_ca_file
+        return kwargs
+
+    def clients(self, vault_url: str, auth: AuthConfig) -> _VaultClients:
+        if self._closed:
+            raise KeyVaultError(ErrorKind.PERMANENT, "KeyVaultAccess is closed", code="Closed")
+        vault = normalize_vault_url(vault_url)
+        found = self._clients.get((vault, auth))
+        if found is None:
+            try:
+                credential = make_credential(auth, **self._credential_kwargs())
+            except (CredentialConfigError, ValueError) as exc:
+                raise KeyVaultError(
+                    ErrorKind.PERMANENT, str(exc), code="CredentialConfiguration"
+                ) from None
+            found = _VaultClients(vault, credential, self._client_kwargs())
+            self._clients[(vault, auth)] = found
+        return found
+
+    def _semaphore(self, vault: str) -> asyncio.Semaphore:
+        sem = self._semaphores.get(vault)
+        if sem is None:
+            sem = self._semaphores[vault] = asyncio.Semaphore(self.options.max_concurrency)
+        return sem
+
+    async def _call(self, operation: str, vault: str, fn: Callable[[], Awaitable[T]]) -> T:
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.timeout
+        last: KeyVaultError | None = None
+        attempt = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    try:
+                        async with self._semaphore(vault):
+                            return await fn()
+                    except (asyncio.CancelledError, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        if isinstance(exc, TimeoutError) and loop.time() >= deadline:
+                            raise
+                        last = classify(exc, operation=operation, vault_url=vault)
+                    log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
+                    if last.kind is ErrorKind.PERMANENT or attempt >= opts.max_retries:
+                        raise last
+                    wait = last.retry_after
+                    if wait is None:
+                        wait = opts.backoff * (2**attempt) * (0.5 + random.random())
+                    if wait > opts.max_retry_wait or loop.time() + wait >= deadline:
+                        raise last
+                    attempt += 1
+                    await asyncio.sleep(wait)
+        except TimeoutError:
+            if last is not None and last.kind is ErrorKind.THROTTLED:
+                raise last from None
+            raise KeyVaultError(
+                ErrorKind.TRANSIENT,
+                f"no answer within {opts.timeout:g} s"
+                + (f" (last error: {last})" if last is not None else ""),
+                code="Timeout",
+                operation=operation,
+            ) from None
+
+    # ---- keys --------------------------------------------------------------------------
+
+    async def get_key(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo:
+        """The key's public part and state; cached (latest briefly, versions longer)."""
+        vault = normalize_vault_url(vault_url)
+        _check_name("key", name)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        resolved = version or None
+        if resolved is None:
+            pointer = self._latest.get((auth, vault, name))
+            if pointer is not None and pointer[1] > now:
+                resolved = pointer[0]
+        if resolved is not None:
+            cached = self._keys.get((auth, vault, name, resolved))
+            if cached is not None and cached[1] > now:
+                return cached[0]
+        flight_key = (auth, vault, name, version or "")
+        inflight = self._inflight.get(flight_key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[KeyInfo] = loop.create_future()
+        self._inflight[flight_key] = future
+        try:
+            info = await self._fetch_key(vault, name, version or None, auth)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # a lone caller must not leave "exception never retrieved"
+            raise
+        else:
+            future.set_result(info)
+            return info
+        finally:
+            self._inflight.pop(flight_key, None)
+
+    async def _fetch_key(
+        self, vault: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo:
+        clients = self.clients(vault, auth)
+
+        async def fetch() -> KeyInfo:
+            key = await clients.keys.get_key(name, version)
+            return _key_info(vault, key)
+
+        info = await self._call("get_key", vault, fetch)
+        now = asyncio.get_running_loop().time()
+        self._keys[(auth, vault, name, info.version)] = (info, now + self.options.version_ttl)
+        if version is None:
+            self._latest[(auth, vault, name)] = (info.version, now + self.options.latest_ttl)
+        return info
+
+    def invalidate(self, key: KeyInfo) -> None:
+        """Forget what is cached about key (any identity), e.g. after it was refused."""
+        for cache_key in [k for k in self._keys if k[1:] == (key.vault_url, key.name, key.version)]:
+            del self._keys[cache_key]
+        for latest in [k for k in self._latest if k[1:] == (key.vault_url, key.name)]:
+            del self._latest[latest]
+
+    async def sign(
+        self, key: KeyInfo, algorithm: SignatureAlgorithm | str, digest: bytes, auth: AuthConfig
+    ) -> bytes:
+        """Key Vault's sign: the raw signature (EC: r||s) over digest with key's exact version."""
+        check_algorithm(key, str(algorithm), digest)
+        clients = self.clients(key.vault_url, auth)
+        crypto = clients.crypto(key)
+        azure_alg = AzureSignatureAlgorithm(str(algorithm))
+
+        async def sign() -> bytes:
+            result = await crypto.sign(azure_alg, digest)
+            return bytes(result.signature)
+
+        try:
+            return await self._call("sign", clients.vault_url, sign)
+        except KeyVaultError as err:
+            if err.kind is ErrorKind.PERMANENT:
+                self.invalidate(key)
+            raise
+
+    def signer(self, key: KeyInfo, auth: AuthConfig) -> KeyVaultSigner:
+        return KeyVaultSigner(self, key, auth)
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+        key_ops: list[str] | None = None,
+    ) -> KeyInfo:
+        """Create a key (a new version if the name exists); kty RSA, RSA-HSM, EC or EC-HSM."""
+        _check_name("key", name)
+        if kty not in ("RSA", "RSA-HSM", "EC", "EC-HSM"):
+            raise KeyVaultError(
+                ErrorKind.PERMANENT,
+                f"key type {kty!r} is not one of RSA, RSA-HSM, EC, EC-HSM",
+                code="BadParameter",
+            )
+        clients = self.clients(vault_url, auth)
+        options: dict[str, Any] = {}
+        if size is not None:
+            options["size"] = size
+        if curve is not None:
+            options["curve"] = curve
+        options["key_operations"] = key_ops if key_ops is not None else ["sign", "verify"]
+
+        async def create() -> KeyInfo:
+            key = await clients.keys.create_key(name, KeyType(kty), **options)
+            return _key_info(clients.vault_url, key)
+
+        return await self._call("create_key", clients.vault_url, create)
+
+    # ---- secrets -----------------------------------------------------------------------
+
+    async def get_secret(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> SecretInfo:
+        _check_name("secret", name)
+        clients = self.clients(vault_url, auth)
+
+        async def fetch() -> SecretInfo:
+            secret = await clients.secrets.get_secret(name, version or None)
+            return SecretInfo(
+                vault_url=clients.vault_url,
+                name=secret.name or name,
+                version=str(secret.properties.version or ""),
+                id=str(secret.id),
+                value=secret.value or "",
+                content_type=secret.properties.content_type,
+                enabled=bool(secret.properties.enabled),
+            )
+
+        return await self._call("get_secret", clients.vault_url, fetch)
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig
+    ) -> list[SecretVersionInfo]:
+        """All versions of a secret, oldest first (values are not read)."""
+        _check_name("secret", name)
+        clients = self.clients(vault_url, auth)
+
+        async def fetch() -> list[SecretVersionInfo]:
+            found = [
+                SecretVersionInfo(
+                    version=str(props.version or ""),
+                    enabled=bool(props.enabled),
+                    content_type=props.content_type,
+                    created_on=props.created_on,
+                    updated_on=props.updated_on,
+                )
+                async for props in clients.secrets.list_properties_of_secret_versions(name)
+            ]
+            epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+            return sorted(found, key=lambda item: item.created_on or epoch)
+
+        return await self._call("list_secret_versions", clients.vault_url, fetch)
+
+    async def set_secret(
+        self,
+        vault_url: str,
+        name: str,
+        value: str,
+        auth: AuthConfig,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        _check_name("secret", name)
+        clients = self.clients(vault_url, auth)
+
+        async def put() -> SecretInfo:
+            secret = await clients.secrets.set_secret(
+                name, value, content_type=content_type, tags=tags
+            )
+            return SecretInfo(
+                vault_url=clients.vault_url,
+                name=secret.name or name,
+                version=str(secret.properties.version or ""),
+                id=str(secret.id),
+                value=value,
+                content_type=secret.properties.content_type,
+                enabled=bool(secret.properties.enabled),
+            )
+
+        return await self._call("set_secret", clients.vault_url, put)
+
+    async def close(self) -> None:
+        self._closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for item in clients:
+            await item.close()
+        self._keys.clear()
+        self._latest.clear()
+
+    async def __aenter__(self) -> KeyVaultAccess:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class KeyVaultSigner:
+    """The pki RemoteSigner for one Key Vault key version and identity."""
+
+    def __init__(self, access: KeyVaultAccess, key: KeyInfo, auth: AuthConfig) -> None:
+        self.access = access
+        self.key = key
+        self.auth = auth
+
+    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
+        return await self.access.sign(self.key, algorithm, digest, self.auth)
+
+    def __repr__(self) -> str:
+        return f"KeyVaultSigner(kid={self.key.kid!r})"

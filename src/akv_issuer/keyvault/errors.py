@@ -1,0 +1,186 @@
+"""Key Vault failures, classified by what the caller should do about them."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import json
+import time
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+
+class ErrorKind(enum.Enum):
+    """THROTTLED: back off (retry_after if known); TRANSIENT: retry later; PERMANENT: give up."""
+
+    THROTTLED = "throttled"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+class KeyVaultError(Exception):
+    """A failed Key Vault (or token) call. Carries no tokens, secrets or key material."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        operation: str | None = None,
+        inner_code: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.operation = operation
+        self.inner_code = inner_code
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.operation}: " if self.operation else ""
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        code = f"{self.code}" if self.code else self.kind.value
+        inner = f"/{self.inner_code}" if self.inner_code else ""
+        after = f" (retry after {self.retry_after:g} s)" if self.retry_after is not None else ""
+        return f"{where}{status}{code}{inner}: {self.message}{after}"
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyVaultError(kind={self.kind.name}, status={self.status!r}, code={self.code!r}, "
+            f"message={self.message!r}, retry_after={self.retry_after!r})"
+        )
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is not ErrorKind.PERMANENT
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _error_body(response: Any) -> tuple[str | None, str | None, str | None]:
+    """(code, message, inner code) from a Key Vault or Entra error body."""
+    try:
+        body = json.loads(response.text())
+    except (ValueError, TypeError, AttributeError):
+        return None, None, None
+    if not isinstance(body, dict):
+        return None, None, None
+    error = body.get("error")
+    if isinstance(error, dict):
+        inner = error.get("innererror") or error.get("innerError")
+        inner_code = inner.get("code") if isinstance(inner, dict) else None
+        return error.get("code"), error.get("message"), inner_code
+    if isinstance(error, str):  # Entra ID token endpoint
+        return error, body.get("error_description"), None
+    return None, None, None
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:500]
+
+
+def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultError:
+    """Map an SDK, transport or timeout exception to a KeyVaultError."""
+    if isinstance(exc, KeyVaultError):
+        return exc
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return KeyVaultError(
+            ErrorKind.TRANSIENT, "no answer in time", code="Timeout", operation=operation
+        )
+    if isinstance(exc, HttpResponseError) and exc.response is not None:
+        response = exc.response
+        status = exc.status_code
+        code, message, inner = _error_body(response)
+        request_url = str(getattr(getattr(response, "request", None), "url", "") or "")
+        # The token endpoint may share the vault's host (an emulator, a proxy): compare paths too.
+        from_vault = request_url.lower().startswith(
+            (f"{vault_url.lower()}/keys", f"{vault_url.lower()}/secrets")
+        )
+        message = message or _first_line(exc.message or "") or f"HTTP {status}"
+        retry_after = parse_retry_after(getattr(response, "headers", {}).get("Retry-After"))
+        if isinstance(exc, ClientAuthenticationError) and not from_vault:
+            # The token endpoint refused or failed: credentials may refresh or Entra may recover.
+            return KeyVaultError(
+                ErrorKind.TRANSIENT,
+                f"token request failed: {message}",
+                code=code or "TokenAcquisitionFailed",
+                operation=operation,
+                retry_after=retry_after,
+            )
+        if status == 429:
+            kind = ErrorKind.THROTTLED
+        elif status is not None and (status >= 500 or status == 408):
+            kind = ErrorKind.TRANSIENT
+        else:
+            kind = ErrorKind.PERMANENT
+        return KeyVaultError(
+            kind,
+            message,
+            status=status,
+            code=code,
+            retry_after=retry_after,
+            operation=operation,
+            inner_code=inner,
+        )
+    if isinstance(exc, ClientAuthenticationError):
+        # No HTTP response: the credential could not even ask (no config, no reachable endpoint).
+        return KeyVaultError(
+            ErrorKind.TRANSIENT,
+            f"could not get a token: {_first_line(str(exc.message or exc))}",
+            code="CredentialUnavailable",
+            operation=operation,
+        )
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return KeyVaultError(
+            ErrorKind.TRANSIENT,
+            _first_line(str(exc.message or exc)) or type(exc).__name__,
+            code="ConnectionError",
+            operation=operation,
+        )
+    if isinstance(exc, ValueError) and "challenge" in str(exc).lower():
+        return KeyVaultError(
+            ErrorKind.PERMANENT,
+            _first_line(str(exc)),
+            code="ChallengeResourceMismatch",
+            operation=operation,
+        )
+    if isinstance(exc, AzureError | OSError):
+        return KeyVaultError(
+            ErrorKind.TRANSIENT,
+            _first_line(str(exc)) or type(exc).__name__,
+            code=type(exc).__name__,
+            operation=operation,
+        )
+    return KeyVaultError(
+        ErrorKind.PERMANENT,
+        _first_line(str(exc)) or type(exc).__name__,
+        code=type(exc).__name__,
+        operation=operation,
+    )

@@ -1,0 +1,473 @@
+"""akv_issuer.keyvault against the emulator: real aio SDK clients, TLS verified, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from azure.identity import ClientSecretCredential
+from azure.keyvault.keys import KeyClient
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+from akv_emulator.testing import EmulatorEnv, EmulatorProcess
+from akv_issuer.keyvault import (
+    Ambient,
+    ClientSecret,
+    ErrorKind,
+    KeyInfo,
+    KeyVaultAccess,
+    KeyVaultError,
+    KeyVaultOptions,
+    WorkloadIdentity,
+)
+from akv_issuer.pki import SignatureAlgorithm
+
+HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+KEY_CASES = [
+    ("RSA", 2048, None, ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]),
+    ("RSA", 3072, None, ["RS384", "PS384"]),
+    ("RSA", 4096, None, ["RS512", "PS512"]),
+    ("RSA-HSM", 3072, None, ["RS256", "PS512"]),
+    ("EC", None, "P-256", ["ES256"]),
+    ("EC", None, "P-384", ["ES384"]),
+    ("EC", None, "P-521", ["ES512"]),
+    ("EC-HSM", None, "P-384", ["ES384"]),
+]
+
+
+def wi_auth(env: EmulatorEnv) -> WorkloadIdentity:
+    return WorkloadIdentity(
+        client_id=env.workload_client_id,
+        tenant_id=env.tenant_id,
+        token_file=env.federated_token_file,
+        authority_host=env.authority_host,
+    )
+
+
+def sp_auth(env: EmulatorEnv, secret: str | None = None) -> ClientSecret:
+    return ClientSecret(
+        tenant_id=env.tenant_id,
+        client_id=env.sp_client_id,
+        secret=secret or env.sp_client_secret,
+        authority_host=env.authority_host,
+    )
+
+
+def options(env: EmulatorEnv, **overrides: Any) -> KeyVaultOptions:
+    return KeyVaultOptions(tls_ca_file=env.ca_file, **overrides)
+
+
+@pytest.fixture
+async def access(emulator_env: EmulatorEnv) -> AsyncIterator[KeyVaultAccess]:
+    kv = KeyVaultAccess(options(emulator_env, backoff=0.05))
+    yield kv
+    await kv.close()
+
+
+def digest_for(alg: str, data: bytes = b"tbs") -> bytes:
+    return hashlib.new("sha" + alg[2:], data).digest()
+
+
+def verify_locally(key: KeyInfo, alg: str, digest: bytes, signature: bytes) -> None:
+    digest_alg = HASHES[alg[2:]]
+    prehashed = utils.Prehashed(digest_alg)
+    public_key = key.public_key
+    if isinstance(public_key, rsa.RSAPublicKey):
+        pad: padding.AsymmetricPadding = (
+            padding.PSS(padding.MGF1(digest_alg), digest_alg.digest_size)
+            if alg.startswith("PS")
+            else padding.PKCS1v15()
+        )
+        public_key.verify(signature, digest, pad, prehashed)
+        return
+    half = len(signature) // 2
+    der = utils.encode_dss_signature(
+        int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+    )
+    public_key.verify(der, digest, ec.ECDSA(prehashed))
+
+
+async def new_key(access: KeyVaultAccess, env: EmulatorEnv, name: str, **kwargs: Any) -> KeyInfo:
+    return await access.create_key(env.vault_url, name, wi_auth(env), **kwargs)
+
+
+@pytest.mark.parametrize(("kty", "size", "curve", "algorithms"), KEY_CASES)
+async def test_get_key_and_sign_every_key_type(
+    access: KeyVaultAccess,
+    emulator_env: EmulatorEnv,
+    unique_name: str,
+    kty: str,
+    size: int | None,
+    curve: str | None,
+    algorithms: list[str],
+) -> None:
+    created = await new_key(access, emulator_env, unique_name, kty=kty, size=size, curve=curve)
+    auth = wi_auth(emulator_env)
+    key = await access.get_key(emulator_env.vault_url, unique_name, None, auth)
+    assert key.kty == kty
+    assert key.version == created.version
+    assert key.kid == f"{emulator_env.vault_url}/keys/{unique_name}/{created.version}"
+    assert key.enabled and key.can_sign
+    if kty.startswith("RSA"):
+        assert isinstance(key.public_key, rsa.RSAPublicKey)
+        assert key.public_key.key_size == size
+    else:
+        assert isinstance(key.public_key, ec.EllipticCurvePublicKey)
+    signer = access.signer(key, auth)
+    for alg in algorithms:
+        digest = digest_for(alg)
+        signature = await signer.sign_digest(SignatureAlgorithm(alg), digest)
+        verify_locally(key, alg, digest, signature)
+
+
+async def test_key_cached_and_one_token_for_many_calls(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    await new_key(access, env, unique_name)
+    await access.set_secret(env.vault_url, unique_name, "pem", auth)
+    emulator.admin.reset_counters()
+    first = await access.get_key(env.vault_url, unique_name, None, auth)
+    again = await access.get_key(env.vault_url, unique_name, None, auth)
+    pinned = await access.get_key(env.vault_url, unique_name, first.version, auth)
+    assert again == first == pinned
+    for _ in range(5):
+        await access.sign(first, "RS256", digest_for("RS256"), auth)
+        await access.get_secret(env.vault_url, unique_name, None, auth)
+    counters = emulator.admin.counters()
+    assert counters["get_key"] == 1
+    assert counters["sign"] == 5
+    assert counters["get_secret"] == 5
+    assert counters.get("token", 0) == 0  # the token from create_key is still in use
+
+
+async def test_fresh_access_gets_exactly_one_token(
+    emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    kv = KeyVaultAccess(options(env))
+    try:
+        key = await new_key(kv, env, unique_name, kty="EC", curve="P-256")
+        for _ in range(10):
+            await kv.sign(key, "ES256", digest_for("ES256"), wi_auth(env))
+    finally:
+        await kv.close()
+    assert emulator.admin.counters()["token"] == 1
+
+
+async def test_concurrent_cold_lookups_hit_the_vault_once(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"latency_ms": 200})
+    emulator.admin.reset_counters()
+    results = await asyncio.gather(
+        *(access.get_key(env.vault_url, unique_name, None, wi_auth(env)) for _ in range(20))
+    )
+    assert len({r.kid for r in results}) == 1
+    assert emulator.admin.counters()["get_key"] == 1
+
+
+async def test_latest_is_refreshed_so_rotation_is_noticed(
+    emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    kv = KeyVaultAccess(options(env, latest_ttl=0.3))
+    try:
+        auth = wi_auth(env)
+        old = await new_key(kv, env, unique_name)
+        assert (await kv.get_key(env.vault_url, unique_name, None, auth)).version == old.version
+        rotated = await new_key(kv, env, unique_name)
+        await asyncio.sleep(0.5)
+        latest = await kv.get_key(env.vault_url, unique_name, None, auth)
+        assert latest.version == rotated.version != old.version
+        # The explicit old version stays cached; it needs no request.
+        emulator.admin.reset_counters()
+        pinned = await kv.get_key(env.vault_url, unique_name, old.version, auth)
+        assert pinned.version == old.version
+        assert emulator.admin.counters().get("get_key", 0) == 0
+    finally:
+        await kv.close()
+
+
+async def test_sign_429_without_retry_after_is_retried(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"throttle": {"next": 1, "operations": ["sign"]}})
+    signature = await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    verify_locally(key, "RS256", digest_for("RS256"), signature)
+    assert emulator.admin.responses()["sign"] == {"429": 1, "200": 1}
+
+
+async def test_sign_429_with_short_retry_after_is_retried(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"throttle": {"next": 1, "retry_after": 0.2}})
+    await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    assert emulator.admin.responses()["sign"] == {"429": 1, "200": 1}
+
+
+async def test_long_retry_after_is_surfaced_not_slept(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"throttle": {"probability": 1.0, "retry_after": 30}})
+    started = time.monotonic()
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    assert err.value.kind is ErrorKind.THROTTLED
+    assert (err.value.status, err.value.code, err.value.retry_after) == (429, "Throttled", 30)
+    assert emulator.admin.counters()["sign"] == 1
+    assert time.monotonic() - started < 10
+
+
+async def test_persistent_429_without_retry_after_gives_throttled(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"throttle": {"probability": 1.0}})
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    assert err.value.kind is ErrorKind.THROTTLED
+    assert err.value.retry_after is None
+    assert emulator.admin.counters()["sign"] == 1 + access.options.max_retries
+
+
+async def test_5xx_once_is_retried_and_persistent_5xx_is_transient(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_faults({"errors": {"next": 1, "status": 500}})
+    await access.sign(key, "RS256", digest_for("RS256"), auth)
+    emulator.admin.set_faults({"errors": {"probability": 1.0, "status": 503}})
+    with pytest.raises(KeyVaultError) as err:
+        await access.get_secret(env.vault_url, unique_name, None, auth)
+    assert err.value.kind is ErrorKind.TRANSIENT
+    assert (err.value.status, err.value.code) == (503, "ServiceUnavailable")
+
+
+async def test_stalled_connection_times_out_as_transient(
+    emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    kv = KeyVaultAccess(options(env, timeout=1.5))
+    try:
+        key = await new_key(kv, env, unique_name)
+        emulator.admin.set_faults({"stall": {"next": 1}})
+        started = time.monotonic()
+        with pytest.raises(KeyVaultError) as err:
+            await kv.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+        assert err.value.kind is ErrorKind.TRANSIENT
+        assert err.value.code == "Timeout"
+        assert time.monotonic() - started < 10  # bounded: no retries multiplying the timeout
+        # The stall is over; the same access keeps working.
+        await kv.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    finally:
+        await kv.close()
+
+
+async def test_missing_sign_permission_is_permanent_forbidden(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    emulator.admin.set_identity(env.workload_client_id, key_permissions=["get"])
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    assert err.value.kind is ErrorKind.PERMANENT
+    assert (err.value.status, err.value.code, err.value.inner_code) == (
+        403,
+        "Forbidden",
+        "ForbiddenByRbac",
+    )
+    assert "keys/sign" in err.value.message
+
+
+async def test_disabled_key_is_reported_and_refused(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    key = await new_key(access, env, unique_name)
+    sync_credential = ClientSecretCredential(
+        env.tenant_id,
+        env.sp_client_id,
+        env.sp_client_secret,
+        authority=env.authority_host,
+        connection_verify=env.ca_file,
+        disable_instance_discovery=True,
+    )
+    KeyClient(env.vault_url, sync_credential, connection_verify=env.ca_file).update_key_properties(
+        unique_name, key.version, enabled=False
+    )
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), auth)
+    assert err.value.kind is ErrorKind.PERMANENT
+    assert (err.value.status, err.value.inner_code) == (403, "KeyDisabled")
+    # A refused sign drops the cached key, so the next lookup shows the new state.
+    refreshed = await access.get_key(env.vault_url, unique_name, key.version, auth)
+    assert refreshed.enabled is False
+    assert not refreshed.can_sign
+
+
+async def test_key_without_sign_operation(
+    access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    key = await new_key(access, emulator_env, unique_name, key_ops=["verify"])
+    assert key.key_ops == ("verify",)
+    assert not key.can_sign
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(emulator_env))
+    assert err.value.kind is ErrorKind.PERMANENT
+    assert err.value.inner_code == "KeyOperationForbidden"
+
+
+async def test_wrong_algorithm_is_refused_before_any_request(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await new_key(access, env, unique_name, kty="EC", curve="P-256")
+    emulator.admin.reset_counters()
+    with pytest.raises(KeyVaultError) as err:
+        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    assert err.value.kind is ErrorKind.PERMANENT
+    assert "needs an RSA key" in err.value.message
+    with pytest.raises(KeyVaultError) as short:
+        await access.sign(key, "ES256", b"short", wi_auth(env))
+    assert "32-byte digest" in short.value.message
+    assert emulator.admin.counters().get("sign", 0) == 0
+
+
+async def test_not_found_is_permanent_with_code(
+    access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    auth = wi_auth(emulator_env)
+    with pytest.raises(KeyVaultError) as key_err:
+        await access.get_key(emulator_env.vault_url, unique_name, None, auth)
+    with pytest.raises(KeyVaultError) as secret_err:
+        await access.get_secret(emulator_env.vault_url, unique_name, None, auth)
+    assert (key_err.value.kind, key_err.value.status, key_err.value.code) == (
+        ErrorKind.PERMANENT,
+        404,
+        "KeyNotFound",
+    )
+    assert (secret_err.value.status, secret_err.value.code) == (404, "SecretNotFound")
+
+
+async def test_secrets_round_trip_and_versions(
+    access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    auth = sp_auth(emulator_env)
+    vault = emulator_env.vault_url
+    first = await access.set_secret(vault, unique_name, "one", auth, content_type="text/plain")
+    second = await access.set_secret(
+        vault, unique_name, "two", auth, content_type="application/x-pem-file"
+    )
+    latest = await access.get_secret(vault, unique_name, None, auth)
+    assert (latest.value, latest.version, latest.content_type) == (
+        "two",
+        second.version,
+        "application/x-pem-file",
+    )
+    old = await access.get_secret(vault, unique_name, first.version, auth)
+    assert (old.value, old.content_type) == ("one", "text/plain")
+    versions = await access.list_secret_versions(vault, unique_name, auth)
+    assert {v.version for v in versions} == {first.version, second.version}
+    assert "two" not in repr(latest)
+
+
+async def test_wrong_client_secret_is_transient_and_never_shown(
+    access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    auth = sp_auth(emulator_env, secret="wrong-secret-value")
+    assert "wrong-secret-value" not in repr(auth)
+    with pytest.raises(KeyVaultError) as err:
+        await access.get_secret(emulator_env.vault_url, unique_name, None, auth)
+    assert err.value.kind is ErrorKind.TRANSIENT
+    assert err.value.code == "invalid_client"
+    assert "wrong-secret-value" not in str(err.value)
+
+
+async def test_token_endpoint_outage_is_transient(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    emulator.admin.set_faults({"errors": {"probability": 1.0, "operations": ["token"]}})
+    with pytest.raises(KeyVaultError) as err:
+        await access.get_key(env.vault_url, unique_name, None, wi_auth(env))
+    assert err.value.kind is ErrorKind.TRANSIENT
+
+
+async def test_revoked_token_gives_permanent_401(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    await new_key(access, env, unique_name)
+    emulator.admin.revoke_tokens()
+    with pytest.raises(KeyVaultError) as err:
+        await access.get_key(env.vault_url, unique_name, None, wi_auth(env))
+    assert (err.value.kind, err.value.status) == (ErrorKind.PERMANENT, 401)
+
+
+async def test_ambient_credential_from_environment(
+    emulator_env: EmulatorEnv, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in emulator_env.azure_environ().items():
+        monkeypatch.setenv(name, value)
+    kv = KeyVaultAccess(KeyVaultOptions.from_env())
+    try:
+        assert kv.options.tls_ca_file == emulator_env.ca_file
+        key = await kv.create_key(emulator_env.vault_url, unique_name, Ambient(), kty="EC")
+        fetched = await kv.get_key(emulator_env.vault_url, unique_name, None, Ambient())
+        assert fetched.kid == key.kid
+    finally:
+        await kv.close()
+
+
+async def test_tls_is_verified_without_the_ca_file(
+    emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    kv = KeyVaultAccess(KeyVaultOptions(tls_ca_file=None, max_retries=0))
+    try:
+        with pytest.raises(KeyVaultError) as err:
+            await kv.get_key(emulator_env.vault_url, unique_name, None, wi_auth(emulator_env))
+        assert err.value.kind is ErrorKind.TRANSIENT
+        assert "certificate" in err.value.message.lower()
+    finally:
+        await kv.close()
+
+
+@pytest.mark.parametrize(
+    ("vault_url", "fragment"),
+    [
+        ("http://127.0.0.1:1", "must be an https URL"),
+        ("https://vault.example/keys", "must not have a path"),
+    ],
+)
+async def test_bad_vault_url_is_permanent(
+    access: KeyVaultAccess, emulator_env: EmulatorEnv, vault_url: str, fragment: str
+) -> None:
+    with pytest.raises(KeyVaultError) as err:
+        await access.get_key(vault_url, "k", None, wi_auth(emulator_env))
+    assert err.value.kind is ErrorKind.PERMANENT
+    assert fragment in err.value.message
+
+
+async def test_missing_ca_file_is_a_clear_configuration_error(tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        KeyVaultAccess(KeyVaultOptions(tls_ca_file=str(tmp_path / "missing.pem")))
