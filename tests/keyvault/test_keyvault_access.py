@@ -112,7 +112,8 @@ async def test_get_key_and_sign_every_key_type(
     assert key.kty == kty
     assert key.version == created.version
     assert key.kid == f"{emulator_env.vault_url}/keys/{unique_name}/{created.version}"
-    assert key.enabled and key.can_sign
+    assert key.enabled
+    assert key.can_sign
     if kty.startswith("RSA"):
         assert isinstance(key.public_key, rsa.RSAPublicKey)
         assert key.public_key.key_size == size
