@@ -1,0 +1,92 @@
+"""`akv-devcluster`: start and stop the local control plane.
+
+akv-devcluster up --dir DIR      start etcd + kube-apiserver + cert-manager CRDs
+akv-devcluster down --dir DIR    stop everything started in DIR, remove its state
+akv-devcluster status --dir DIR  exit 0 if the control plane in DIR is ready
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from akv_issuer.devcluster.binaries import BinariesError, locate
+from akv_issuer.devcluster.cluster import DevCluster, DevClusterError, start_with_ports_retry
+from akv_issuer.devcluster.process import ProcessError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="akv-devcluster",
+        description="A real kube-apiserver + etcd on loopback for tests and the demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the control plane and return once it is ready")
+    up.add_argument("--dir", required=True, type=Path, help="state folder (kubeconfig, logs)")
+    up.add_argument(
+        "--no-build",
+        dest="build",
+        action="store_false",
+        help="fail instead of building missing binaries (a cold build takes several minutes)",
+    )
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    down = sub.add_parser("down", help="stop every process started in --dir, remove its state")
+    down.add_argument("--dir", required=True, type=Path)
+    status = sub.add_parser("status", help="exit 0 if the control plane in --dir is ready")
+    status.add_argument("--dir", required=True, type=Path)
+    return parser
+
+
+def _up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    found = locate(build=args.build)
+    cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout)
+    elapsed = time.monotonic() - started
+    print(f"dev cluster ready in {elapsed:.1f}s at {cluster.server_url}")
+    print(f"export KUBECONFIG={cluster.kubeconfig_path}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    directory: Path = args.dir
+    if not directory.exists():
+        print(f"nothing to stop: {directory} does not exist")
+        return 0
+    try:
+        cluster = DevCluster.attach(directory)
+    except DevClusterError:
+        print(f"nothing to stop in {directory}")
+        return 0
+    names = [r.name for r in cluster.processes.records]
+    cluster.stop()
+    print(f"stopped {', '.join(names) or 'nothing'}; removed state in {directory}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    cluster = DevCluster.attach(args.dir)
+    if cluster.is_running():
+        print(f"ready at {cluster.server_url} (kubeconfig {cluster.kubeconfig_path})")
+        return 0
+    print(f"not running (state in {args.dir})")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"up": _up, "down": _down, "status": _status}
+    try:
+        return handlers[args.command](args)
+    except (DevClusterError, BinariesError, ProcessError) as exc:
+        print(f"akv-devcluster: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # DevCluster.start already stopped whatever it had started.
+        print("akv-devcluster: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

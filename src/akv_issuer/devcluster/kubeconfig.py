@@ -1,0 +1,164 @@
+"""Key material and kubeconfig files for the dev cluster."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# The first address of the service range is the in-cluster `kubernetes`
+# Service; it is in the serving certificate so in-cluster style clients verify.
+_KUBERNETES_SERVICE_IP = "10.0.0.1"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only (keys, tokens, kubeconfigs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    ca_file: Path
+    serving_cert_file: Path
+    serving_key_file: Path
+    sa_signing_key_file: Path
+    sa_public_key_file: Path
+
+
+def create_pki(folder: Path) -> ClusterPKI:
+    """A throwaway CA, the API server's serving certificate, and SA token keys."""
+    now = datetime.datetime.now(datetime.UTC)
+    validity = datetime.timedelta(days=30)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "akv-devcluster CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address(_KUBERNETES_SERVICE_IP)),
+    ]
+    serving_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(serving_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pki = ClusterPKI(
+        ca_file=folder / "ca.crt",
+        serving_cert_file=folder / "apiserver.crt",
+        serving_key_file=folder / "apiserver.key",
+        sa_signing_key_file=folder / "sa.key",
+        sa_public_key_file=folder / "sa.pub",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pki.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.serving_cert_file.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
+    write_private(pki.serving_key_file, _pem_key(serving_key))
+    write_private(pki.sa_signing_key_file, _pem_key(sa_key))
+    pki.sa_public_key_file.write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    # The CA key is not kept: nothing else is ever signed by it.
+    return pki
+
+
+def write_kubeconfig(
+    path: Path,
+    *,
+    server_url: str,
+    ca_pem: bytes,
+    user: str,
+    token: str,
+    namespace: str | None = None,
+) -> Path:
+    """A single-context kubeconfig with the CA inline, so it can be copied alone."""
+    context: dict[str, str] = {"cluster": "akv-devcluster", "user": user}
+    if namespace:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "akv-devcluster",
+                "cluster": {
+                    "server": server_url,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": context}],
+        "current-context": user,
+        "preferences": {},
+    }
+    write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+    return path
