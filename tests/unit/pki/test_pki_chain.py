@@ -94,7 +94,7 @@ def test_load_names_the_broken_block() -> None:
         pki.load_certificates(pem(ROOT) + broken)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300)))
 def test_arbitrary_bundle_raises_only_ca_error(data: bytes | str) -> None:
     outcome = _load_outcome(data)

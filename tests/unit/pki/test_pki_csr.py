@@ -221,7 +221,7 @@ def _outcome(data: bytes | str) -> str | None:
     return None
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=400), st.text(max_size=400)))
 def test_arbitrary_input_raises_only_csr_error(data: bytes | str) -> None:
     reason = _outcome(data)
@@ -231,7 +231,7 @@ def test_arbitrary_input_raises_only_csr_error(data: bytes | str) -> None:
 _VALID_DER = der(make_csr(private_key("p256")))
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.tuples(st.integers(0, len(_VALID_DER) - 1), st.integers(0, 255)), max_size=4),
     st.integers(1, len(_VALID_DER)),

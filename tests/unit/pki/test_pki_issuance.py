@@ -17,7 +17,7 @@ from cryptography.x509.oid import (
     NameOID,
     ObjectIdentifier,
 )
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pki_support import (
     LocalSigner,
@@ -579,7 +579,7 @@ _dns_names = st.lists(
 _CAS = {days: _root(lifetime=datetime.timedelta(days=days)) for days in (2, 30, 3650)}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     duration=st.timedeltas(min_value=datetime.timedelta(seconds=1), max_value=20 * 365 * DAY),
     ca_days=st.sampled_from(sorted(_CAS)),
