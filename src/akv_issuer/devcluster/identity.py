@@ -55,7 +55,8 @@ async def create_identity(
     # to pods, with an expiry and the API server's audience.
     issued = await client.create(
         ServiceAccountToken(
-            spec=TokenRequestSpec(audiences=[], expirationSeconds=expiration_seconds)
+            metadata=ObjectMeta(name=name, namespace=namespace),
+            spec=TokenRequestSpec(audiences=[], expirationSeconds=expiration_seconds),
         ),
         name=name,
         namespace=namespace,
