@@ -1,0 +1,1 @@
+"""`akv-issuer`: a thin command-line shell over the pki and keyvault layers."""

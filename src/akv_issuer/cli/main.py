@@ -1,0 +1,63 @@
+"""Entry point of ``akv-issuer``: argument parsing and error-to-exit-code mapping.
+
+Every expected failure (bad input, Key Vault refusing, a CA that does not fit
+its key) becomes one ``akv-issuer: error: ...`` line and exit code 1; argparse
+usage errors exit 2. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from akv_issuer.cli import ca, controller, sign
+from akv_issuer.cli.errors import CLIError
+from akv_issuer.keyvault import KeyVaultError
+from akv_issuer.pki import PKIError
+
+PROG = "akv-issuer"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "cert-manager external issuer signing with an Azure Key Vault key, "
+            "and the tools to create and use its CA offline."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    ca.register(subparsers)
+    sign.register(subparsers)
+    controller.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # The Azure SDK logs request details at INFO; a CLI user wants only our output.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    try:
+        result = args.handler(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+    except (CLIError, PKIError, KeyVaultError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
