@@ -58,6 +58,26 @@ def free_port() -> int:
         return port
 
 
+_ETCD_DATA_PREFIX = "akv-devcluster-etcd-"
+
+
+def _sweep_orphaned_etcd_data() -> None:
+    """Remove etcd data folders left in tmpfs by clusters whose owner was killed."""
+    in_use: set[str] = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            for arg in cmdline.read_bytes().split(b"\0"):
+                if arg.startswith(b"--data-dir="):
+                    in_use.add(arg.split(b"=", 1)[1].decode(errors="replace"))
+    now = time.time()
+    for folder in _tmpfs_root().glob(f"{_ETCD_DATA_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            # The age check spares a folder another start has just created and
+            # not yet handed to its etcd.
+            if str(folder) not in in_use and now - folder.stat().st_mtime > 60:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def _tmpfs_root() -> Path:
     shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp() folder is made inside
     return shm if shm.is_dir() else Path(tempfile.gettempdir())
@@ -213,7 +233,8 @@ class DevCluster:
 
     def _boot(self, found: bins.Binaries, timeout: float) -> None:
         directory = self.directory
-        etcd_data = Path(tempfile.mkdtemp(prefix="akv-devcluster-etcd-", dir=_tmpfs_root()))
+        _sweep_orphaned_etcd_data()
+        etcd_data = Path(tempfile.mkdtemp(prefix=_ETCD_DATA_PREFIX, dir=_tmpfs_root()))
         self._state["etcd_data_dir"] = str(etcd_data)
         _write_state(directory, self._state)
 

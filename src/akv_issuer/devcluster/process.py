@@ -93,10 +93,13 @@ def is_alive(record: ProcessRecord) -> bool:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGTERM it
-    # when the (test-runner) parent dies, even by SIGKILL.
+    # Runs in the child between fork and exec: ask the kernel to kill it when
+    # the (test-runner) parent dies, even by SIGKILL. SIGKILL, not SIGTERM:
+    # kube-apiserver ignores SIGTERM until its storage is up (it keeps trying
+    # to reach an etcd that died with it), and a throwaway test control plane
+    # has no state worth a graceful shutdown.
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessGroup:
