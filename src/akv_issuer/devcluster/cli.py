@@ -8,12 +8,14 @@ akv-devcluster status --dir DIR  exit 0 if the control plane in DIR is ready
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
 
 from akv_issuer.devcluster.binaries import BinariesError, locate
 from akv_issuer.devcluster.cluster import DevCluster, DevClusterError, start_with_ports_retry
+from akv_issuer.devcluster.identity import Identity, create_identity
 from akv_issuer.devcluster.process import ProcessError
 
 
@@ -36,7 +38,48 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--dir", required=True, type=Path)
     status = sub.add_parser("status", help="exit 0 if the control plane in --dir is ready")
     status.add_argument("--dir", required=True, type=Path)
+    ident = sub.add_parser(
+        "identity",
+        help="create a ServiceAccount, mint a token for it, write its kubeconfig",
+    )
+    ident.add_argument("--dir", required=True, type=Path)
+    ident.add_argument("--namespace", required=True)
+    ident.add_argument("--name", required=True, help="ServiceAccount name")
+    ident.add_argument(
+        "--expiration-seconds", type=int, default=3600, help="token lifetime (min 600)"
+    )
     return parser
+
+
+async def _mint(cluster: DevCluster, args: argparse.Namespace) -> Identity:
+    from lightkube import AsyncClient
+    from lightkube.config.kubeconfig import KubeConfig
+    from lightkube.core.exceptions import ApiError
+
+    client = AsyncClient(config=KubeConfig.from_file(cluster.kubeconfig_path))
+    try:
+        return await create_identity(
+            client,
+            namespace=args.namespace,
+            name=args.name,
+            server_url=cluster.server_url,
+            ca_pem=cluster.ca_file.read_bytes(),
+            kubeconfig_dir=cluster.directory / "identities",
+            expiration_seconds=args.expiration_seconds,
+        )
+    except ApiError as exc:
+        raise DevClusterError(f"cannot create identity: {exc.status.message}") from exc
+    finally:
+        await client.close()
+
+
+def _identity(args: argparse.Namespace) -> int:
+    cluster = DevCluster.attach(args.dir)
+    if not cluster.is_running():
+        raise DevClusterError(f"the dev cluster in {args.dir} is not running")
+    identity = asyncio.run(_mint(cluster, args))
+    print(identity.kubeconfig_path)
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -76,7 +119,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"up": _up, "down": _down, "status": _status}
+    handlers = {"up": _up, "down": _down, "status": _status, "identity": _identity}
     try:
         return handlers[args.command](args)
     except (DevClusterError, BinariesError, ProcessError) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from akv_issuer.devcluster import DevCluster
 from akv_issuer.devcluster.binaries import locate
 from akv_issuer.devcluster.process import ProcessRecord, is_alive
 
@@ -90,3 +91,37 @@ def test_down_without_cluster_is_harmless(tmp_path: Path) -> None:
     down = _run("down", "--dir", str(tmp_path / "nothing"))
     assert down.returncode == 0
     assert "nothing to stop" in down.stdout
+
+
+def test_identity_kubeconfig_authenticates_as_the_service_account(
+    devcluster: DevCluster, namespace: str
+) -> None:
+    minted = _run(
+        "identity",
+        "--dir",
+        str(devcluster.directory),
+        "--namespace",
+        namespace,
+        "--name",
+        "demo-controller",
+    )
+    assert minted.returncode == 0, minted.stderr
+    kubeconfig = Path(minted.stdout.strip())
+    assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
+    kubectl = devcluster.kubectl_path
+    assert kubectl is not None
+
+    def kubectl_as_identity(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kubectl), "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    whoami = kubectl_as_identity("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == f"system:serviceaccount:{namespace}:demo-controller", whoami.stderr
+    can_i = kubectl_as_identity("auth", "can-i", "list", "certificaterequests.cert-manager.io")
+    assert can_i.stdout.strip() == "no"
+    assert can_i.returncode == 1
