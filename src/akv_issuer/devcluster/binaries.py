@@ -35,8 +35,6 @@ CERT_MANAGER_VERSION = "v1.21.1"
 ETCD_VERSION = "v3.6.16"
 # helm only renders and lints the chart under deploy/ (tests/deploy).
 HELM_VERSION = "v3.22.0"
-# helm only renders and lints the chart under deploy/ (tests/deploy).
-HELM_VERSION = "v3.22.0"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -99,22 +97,6 @@ KUBECTL = GoBinary(
     _kube_version_vars(KUBERNETES_VERSION),
 )
 ETCD = GoBinary("etcd", ETCD_VERSION, "etcd", ".")
-HELM = GoBinary(
-    "helm",
-    HELM_VERSION,
-    "helm",
-    "helm.sh/helm/v3/cmd/helm",
-    (
-        ("helm.sh/helm/v3/internal/version.version", HELM_VERSION),
-        ("helm.sh/helm/v3/internal/version.gitTreeState", "clean"),
-        # Helm's default .Capabilities.KubeVersion, from its k8s.io modules (0.37).
-        ("helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor", "1"),
-        ("helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor", "37"),
-        ("helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor", "1"),
-        ("helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor", "37"),
-    ),
-)
-
 HELM = GoBinary(
     "helm",
     HELM_VERSION,
@@ -486,7 +468,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kube-apiserver  {found.kube_apiserver}")
             print(f"kubectl         {found.kubectl or '(not found)'}")
             print(f"cert-manager CRDs {found.crd_dir}")
-            print(f"helm            {ensure_binary(HELM)}")
             print(f"helm            {ensure_binary(HELM)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
