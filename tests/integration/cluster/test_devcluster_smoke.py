@@ -147,6 +147,7 @@ async def test_stale_resource_version_is_a_conflict(
     assert caught.value.status.code == 409
     assert caught.value.status.reason == "Conflict"
     current = await kube_client.get(CertificateRequest, "stale", namespace=namespace)
+    assert current.metadata is not None
     assert current.metadata.labels == {"touched": "first"}
 
 
