@@ -383,6 +383,23 @@ class Env:
                 found.append((str(event.type), str(event.reason), str(event.message)))
         return found
 
+    async def wait_event(
+        self, name: str, reason: str, *, type_: str | None = None, namespace: str | None = None
+    ) -> tuple[str, str, str]:
+        """Events are recorded just after the status write they describe."""
+        found: list[tuple[str, str, str]] = []
+
+        async def check() -> bool:
+            found[:] = [
+                e
+                for e in await self.events_for(name, namespace)
+                if e[1] == reason and (type_ is None or e[0] == type_)
+            ]
+            return bool(found)
+
+        await wait_for(check, what=f"event {reason} on {name}", env=self)
+        return found[0]
+
     def openssl_verify(self, request: dict[str, Any], ca: CA) -> x509.Certificate:
         """``openssl verify`` the issued chain against the CA; return the leaf."""
         status = request["status"]

@@ -32,8 +32,7 @@ async def test_issuer_serves_only_its_own_namespace(env: Env) -> None:
             "intruder", "Pending", namespace=other, message="IssuerNotFound"
         )
         assert "certificate" not in pending["status"]
-        events = await env.events_for("intruder", namespace=other)
-        assert any(r == "WaitingForIssuerExist" for _, r, _ in events)
+        await env.wait_event("intruder", "WaitingForIssuerExist", namespace=other)
 
         # A request in the issuer's own namespace is served meanwhile.
         await env.create_request("member", csr_pem(), "team-ca")
@@ -100,8 +99,7 @@ async def test_ca_that_does_not_match_the_key_keeps_issuer_not_ready_and_request
     env.start_controller()
     issuer = await env.wait_issuer("mismatch", "False", "CAKeyMismatch")
     assert "caCertificate" not in issuer["status"]
-    events = await env.events_for("mismatch")
-    assert ("Warning", "CAKeyMismatch") in [(t, r) for t, r, _ in events]
+    await env.wait_event("mismatch", "CAKeyMismatch", type_="Warning")
 
     await env.create_request("cr", csr_pem(), "mismatch")
     await env.approve("cr")
@@ -169,9 +167,8 @@ async def test_exhausted_retry_budget_ends_failed_without_invalid_request(env: E
     assert failed["status"]["failureTime"]
     assert condition(failed, "InvalidRequest") is None
     assert "retry budget" in condition(failed, "Ready")["message"]
-    events = await env.events_for("cr")
-    assert any(r == "RetryableError" for _, r, _ in events)
-    assert any(r == "PermanentError" for _, r, _ in events)
+    await env.wait_event("cr", "RetryableError", type_="Warning")
+    await env.wait_event("cr", "PermanentError", type_="Warning")
 
 
 async def test_key_disabled_while_signing_flips_the_issuer_and_requests_wait(env: Env) -> None:

@@ -46,9 +46,8 @@ async def test_issuer_signs_rsa_ec_and_ed25519_requests_after_approval(
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.DNSName) == [f"{key_type}.example.com"]
         assert condition(done, "Ready")["status"] == "True"
-        assert ("Normal", "Issued", "Certificate issued") in [
-            (t, r, m) for t, r, m in await env.events_for(f"cr-{key_type}")
-        ]
+        event = await env.wait_event(f"cr-{key_type}", "Issued")
+        assert event == ("Normal", "Issued", "Certificate issued")
 
     # Never signs an unapproved request: it has no Ready condition at all.
     waiting = await env.get_request("cr-unapproved")
@@ -101,7 +100,7 @@ async def test_denied_malformed_and_policy_requests_end_with_failure_time(env: E
         assert failed["status"]["failureTime"]
         assert condition(failed, "InvalidRequest")["status"] == "True"
         assert "certificate" not in failed["status"]
-        assert any(r == "PermanentError" for _, r, _ in await env.events_for(name))
+        assert (await env.wait_event(name, "PermanentError"))[0] == "Warning"
 
     allowed = await env.wait_request("ca-allowed", "Issued")
     leaf = env.openssl_verify(allowed, ca)
