@@ -65,7 +65,7 @@ async def test_only_the_leader_signs_and_a_standby_finishes_after_sigkill(env: E
     assert second.metric("akv_issuer_certificaterequests_issued_total") == 0
 
     # Slow signing down so that work is in flight when the leader dies.
-    env.emulator.admin.update_faults({"latency_ms": 300, "latency_operations": ["sign"]})
+    env.emulator.admin.update_faults({"latency_ms": 1000, "latency_operations": ["sign"]})
     names = await _request_many(env, "storm", 12, "ha")
 
     async def some_issued() -> bool:
@@ -99,7 +99,7 @@ async def test_sigterm_releases_the_lease_to_the_standby(env: Env) -> None:
 async def test_graceful_restart_mid_flight_loses_and_double_signs_nothing(env: Env) -> None:
     ca = await env.make_ca("EC", curve="P-256")
     await env.create_issuer("steady", env.issuer_spec(ca))
-    env.emulator.admin.update_faults({"latency_ms": 200, "latency_operations": ["sign"]})
+    env.emulator.admin.update_faults({"latency_ms": 500, "latency_operations": ["sign"]})
     signs_before = env.sign_calls()
     first = env.start_controller("--concurrency", "2")
     names = await _request_many(env, "cr", 16, "steady")
