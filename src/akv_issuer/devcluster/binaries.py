@@ -112,6 +112,16 @@ HELM = GoBinary(
         ("helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor", "37"),
     ),
 )
+# cert-manager's controller, from our own main over cert-manager's exported
+# packages (the upstream controller-binary module is not served by the proxy);
+# see hack/cert-manager/main.go and akv_issuer.devcluster.certmanager.
+CERT_MANAGER_CONTROLLER = GoBinary(
+    "cert-manager-controller",
+    CERT_MANAGER_VERSION,
+    "cert-manager",
+    ".",
+    (("github.com/cert-manager/cert-manager/pkg/util.AppVersion", CERT_MANAGER_VERSION),),
+)
 
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
 
@@ -469,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kubectl         {found.kubectl or '(not found)'}")
             print(f"cert-manager CRDs {found.crd_dir}")
             print(f"helm            {ensure_binary(HELM)}")
+            print(f"cert-manager    {ensure_binary(CERT_MANAGER_CONTROLLER)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
