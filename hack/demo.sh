@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# `make demo`: the whole journey on the embedded defaults (Key Vault emulator,
-# and later the local control plane). Everything it starts is stopped on exit.
+# `make demo`: the whole journey on the embedded defaults: a real kube-apiserver
+# (built from Go modules, see docs/devcluster.md) and the Key Vault emulator.
+#
+#   CA key created in "Key Vault" -> root CA signed by it (akv-issuer ca create)
+#   -> kustomize base applied -> controller running under its own ServiceAccount
+#   -> Issuer Ready -> CertificateRequest approved -> Issued -> openssl verify
+#
+# Everything it starts is stopped on exit, also on Ctrl-C or failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
+BIN=$PWD/.venv/bin
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/akv-demo.XXXXXX")
+NS_SYSTEM=azure-keyvault-issuer-system
+NS=demo
 EMU_PID=""
+CTRL_PID=""
 
 cleanup() {
   local rc=$?
-  if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
-    kill -TERM "$EMU_PID" 2>/dev/null || true
-    wait "$EMU_PID" 2>/dev/null || true
+  trap - EXIT INT TERM
+  for pid in "$CTRL_PID" "$EMU_PID"; do
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  if [[ -f "$WORK/cluster/devcluster.json" ]]; then
+    "$BIN/akv-devcluster" down --dir "$WORK/cluster" >/dev/null 2>&1 || true
+  fi
+  if [[ $rc -ne 0 ]]; then
+    echo "demo failed (exit $rc); logs:" >&2
+    tail -n 30 "$WORK"/*.log 2>/dev/null >&2 || true
   fi
   rm -rf "$WORK"
   exit "$rc"
@@ -20,16 +39,26 @@ trap cleanup EXIT INT TERM
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "Test binaries (built from Go modules on first use; several minutes on 2 cores)"
+KUBECTL=$("$BIN/python" -m akv_issuer.devcluster.binaries ensure | awk '$1 == "kubectl" {print $2}')
+[[ -x "$KUBECTL" ]] || { echo "kubectl was not built" >&2; exit 1; }
+
+step "Starting the local control plane (etcd + kube-apiserver, cert-manager CRDs)"
+"$BIN/akv-devcluster" up --dir "$WORK/cluster"
+export KUBECONFIG="$WORK/cluster/kubeconfig"
+k() { "$KUBECTL" "$@"; }
+
 step "Starting the Key Vault emulator"
 "$BIN/akv-emulator" serve --host 127.0.0.1 --port 0 --state-dir "$WORK/emulator" \
   >"$WORK/emulator.log" 2>&1 &
 EMU_PID=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 150); do
   [[ -s "$WORK/emulator/env" ]] && break
-  kill -0 "$EMU_PID" 2>/dev/null || { cat "$WORK/emulator.log"; exit 1; }
+  kill -0 "$EMU_PID" 2>/dev/null || exit 1
   sleep 0.1
 done
 [[ -s "$WORK/emulator/env" ]] || { echo "emulator did not become ready" >&2; exit 1; }
+# AKV_VAULT_URL, AKV_TLS_CA_FILE and the AZURE_* variables of a workload identity.
 set -a; source "$WORK/emulator/env"; set +a
 echo "vault: $AKV_VAULT_URL"
 
@@ -38,22 +67,82 @@ step "Creating an RSA-2048 CA key in Key Vault and a root CA signed by it"
   --create-key rsa-2048 --common-name "Demo Internal CA" --lifetime 365d \
   --upload-secret --out "$WORK/ca.pem"
 
-step "Making a key and CSR with openssl (EC P-256)"
+step "Installing the kustomize base (CRDs, RBAC, approver role, Deployment)"
+k apply --server-side -k config/default >/dev/null
+k wait --for=condition=Established --timeout=60s \
+  crd/issuers.azure-keyvault-issuer.gonicus.de crd/clusterissuers.azure-keyvault-issuer.gonicus.de
+echo "applied config/default to namespace $NS_SYSTEM"
+
+step "Running the controller under its ServiceAccount (no kubelet here, so as a local process)"
+SA_KUBECONFIG=$("$BIN/akv-devcluster" identity --dir "$WORK/cluster" \
+  --namespace "$NS_SYSTEM" --name azure-keyvault-issuer-controller-manager)
+PROBE_PORT=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+METRICS_PORT=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+POD_NAMESPACE=$NS_SYSTEM "$BIN/akv-issuer" controller --kubeconfig "$SA_KUBECONFIG" \
+  --leader-elect --metrics-bind-address "127.0.0.1:$METRICS_PORT" \
+  --health-probe-bind-address "127.0.0.1:$PROBE_PORT" >"$WORK/controller.log" 2>&1 &
+CTRL_PID=$!
+for _ in $(seq 1 300); do
+  curl -fs "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$CTRL_PID" 2>/dev/null || exit 1
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null || { echo "controller not ready" >&2; exit 1; }
+echo "controller ready (pid $CTRL_PID)"
+
+step "Creating an Issuer for the Key Vault key"
+k create namespace "$NS" >/dev/null
+k apply -f - <<EOF
+apiVersion: azure-keyvault-issuer.gonicus.de/v1alpha1
+kind: Issuer
+metadata:
+  name: demo-issuer
+  namespace: $NS
+spec:
+  keyVaultBaseURL: $AKV_VAULT_URL
+  keyName: demo-ca
+EOF
+k -n "$NS" wait --for=condition=Ready --timeout=60s issuer/demo-issuer
+k get issuers.azure-keyvault-issuer.gonicus.de -A
+
+step "Requesting a certificate (EC P-256 key made with openssl) and approving it"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$WORK/leaf.key" -out "$WORK/leaf.csr" \
-  -subj "/CN=demo.example.internal" -addext "subjectAltName=DNS:demo.example.internal" \
-  2>/dev/null
+  -keyout "$WORK/leaf.key" -out "$WORK/leaf.csr" -subj "/CN=web.demo.svc" \
+  -addext "subjectAltName=DNS:web.demo.svc,DNS:web.demo.svc.cluster.local" 2>/dev/null
+k apply -f - <<EOF
+apiVersion: cert-manager.io/v1
+kind: CertificateRequest
+metadata:
+  name: web
+  namespace: $NS
+spec:
+  request: $(base64 -w0 "$WORK/leaf.csr")
+  duration: 720h
+  usages: ["digital signature", "key encipherment", "server auth"]
+  issuerRef:
+    group: azure-keyvault-issuer.gonicus.de
+    kind: Issuer
+    name: demo-issuer
+EOF
+# cert-manager's approver would do this; the controller signs nothing before it.
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+k -n "$NS" patch certificaterequest web --subresource=status --type=merge -p \
+  "{\"status\":{\"conditions\":[{\"type\":\"Approved\",\"status\":\"True\",\"reason\":\"demo\",\"message\":\"approved by make demo\",\"lastTransitionTime\":\"$NOW\"}]}}" \
+  >/dev/null
+k -n "$NS" wait --for=condition=Ready --timeout=60s certificaterequest/web
+k -n "$NS" get certificaterequest web
 
-step "Signing the CSR with the Key Vault key"
-"$BIN/akv-issuer" sign --vault-url "$AKV_VAULT_URL" --key-name demo-ca \
-  --csr "$WORK/leaf.csr" --duration 720h --usage "digital signature" --usage "server auth" \
-  --out "$WORK/leaf.pem" --ca-out "$WORK/root.pem"
-
-step "Verifying the chain with openssl"
-openssl verify -x509_strict -CAfile "$WORK/root.pem" "$WORK/leaf.pem"
+step "Verifying the issued chain with openssl"
+k -n "$NS" get certificaterequest web -o jsonpath='{.status.certificate}' | base64 -d >"$WORK/web.pem"
+k -n "$NS" get certificaterequest web -o jsonpath='{.status.ca}' | base64 -d >"$WORK/web-ca.pem"
+cmp -s "$WORK/web-ca.pem" "$WORK/ca.pem" || { echo "status.ca is not the CA created above" >&2; exit 1; }
+openssl verify -x509_strict -purpose sslserver -CAfile "$WORK/web-ca.pem" "$WORK/web.pem"
 
 echo
 echo "Summary:"
-echo "  CA:   $(openssl x509 -in "$WORK/ca.pem" -noout -subject -enddate | tr '\n' ' ')"
-echo "  leaf: $(openssl x509 -in "$WORK/leaf.pem" -noout -subject -ext subjectAltName 2>/dev/null | tr '\n' ' ')"
-echo "DEMO OK: a certificate signed by a Key Vault key verified with openssl"
+echo "  CA (key in Key Vault): $(openssl x509 -in "$WORK/ca.pem" -noout -subject -enddate | paste -sd ' ')"
+echo "  issued:                $(openssl x509 -in "$WORK/web.pem" -noout -subject -enddate | paste -sd ' ')"
+echo "  controller metrics:"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" \
+  | grep -E '^akv_issuer_(certificaterequests_issued_total|keyvault_requests_total)' | sed 's/^/    /'
+echo "DEMO OK: Issuer Ready, CertificateRequest issued by the Key Vault key, chain verified with openssl"
