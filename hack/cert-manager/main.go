@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	cliflag "k8s.io/component-base/cli/flag"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 
@@ -74,6 +76,7 @@ type options struct {
 	healthzAddress  string
 	logging         *logsapi.LoggingConfiguration
 	showVersion     bool
+	featureGates    map[string]bool
 	shutdownTimeout time.Duration
 }
 
@@ -101,6 +104,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.metricsAddress, "metrics-listen-address", "0.0.0.0:9402", "Prometheus metrics address (empty: off).")
 	fs.StringVar(&o.healthzAddress, "healthz-listen-address", "0.0.0.0:9403", "Liveness (/livez) address (empty: off).")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "How long to wait for controllers to stop on SIGTERM.")
+	fs.Var(cliflag.NewMapStringBool(&o.featureGates), "feature-gates", "cert-manager feature gates, e.g. ServerSideApply=true.")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the cert-manager version and exit.")
 	logf.AddFlags(o.logging, fs)
 	return fs
@@ -279,6 +283,10 @@ func main() {
 	if o.showVersion {
 		fmt.Println(util.AppVersion)
 		return
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(o.featureGates); err != nil {
+		fmt.Fprintf(os.Stderr, "error: --feature-gates: %v\n", err)
+		os.Exit(2)
 	}
 	logf.InitLogs()
 	if err := logf.ValidateAndApply(o.logging); err != nil {
