@@ -184,7 +184,6 @@ class Env:
             f"127.0.0.1:{probe_port}",
             "--tls-ca-file",
             self.emulator.env.ca_file,
-            "--emulator",
             "--log-level",
             "debug",
             *extra,

@@ -123,7 +123,6 @@ def start_controller(
         f"127.0.0.1:{free_port()}",
         "--tls-ca-file",
         emu.env.ca_file,
-        "--emulator",
         "--concurrency",
         str(concurrency),
     ]
