@@ -1,6 +1,7 @@
 """`akv-devcluster`: start and stop the local control plane.
 
 akv-devcluster up --dir DIR      start etcd + kube-apiserver + cert-manager CRDs
+                                 (--with-cert-manager: and cert-manager's controller)
 akv-devcluster down --dir DIR    stop everything started in DIR, remove its state
 akv-devcluster status --dir DIR  exit 0 if the control plane in DIR is ready
 """
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         help="fail instead of building missing binaries (a cold build takes several minutes)",
     )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    up.add_argument(
+        "--with-cert-manager",
+        action="store_true",
+        help="also run cert-manager's controller (its chart's RBAC + our approver RBAC)",
+    )
     down = sub.add_parser("down", help="stop every process started in --dir, remove its state")
     down.add_argument("--dir", required=True, type=Path)
     status = sub.add_parser("status", help="exit 0 if the control plane in --dir is ready")
@@ -86,6 +92,15 @@ def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     found = locate(build=args.build)
     cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout)
+    if args.with_cert_manager:
+        from akv_issuer.devcluster.certmanager import start_cert_manager
+
+        try:
+            manager = start_cert_manager(cluster, build=args.build)
+        except BaseException:
+            cluster.stop()
+            raise
+        print(f"cert-manager controller running (log: {manager.log_file})")
     elapsed = time.monotonic() - started
     print(f"dev cluster ready in {elapsed:.1f}s at {cluster.server_url}")
     print(f"export KUBECONFIG={cluster.kubeconfig_path}")
