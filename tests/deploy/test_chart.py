@@ -1,0 +1,449 @@
+"""The Helm chart rendered by the pinned helm: lint, CRDs, RBAC, controller flags.
+
+Everything here runs helm/kubectl only; tests that need the API server are in
+test_apply.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_helpers import (
+    CHART,
+    CONFIG,
+    NAMESPACE,
+    RELEASE,
+    Doc,
+    controller_args,
+    controller_config,
+    controller_parser,
+    docs,
+    grants,
+    helm,
+    helm_template,
+    helm_template_result,
+    identities,
+    kustomize_default,
+    load_file,
+    manager_container,
+    one,
+    run,
+)
+
+from akv_issuer.controller import api
+
+CRD_BASES = CONFIG / "crd" / "bases"
+PREFIX = f"{RELEASE}-"
+
+
+@pytest.fixture(scope="module")
+def default_chart() -> list[Doc]:
+    return docs(helm_template())
+
+
+@pytest.fixture(scope="module")
+def kustomized() -> list[Doc]:
+    return docs(kustomize_default())
+
+
+# --- lint and CRDs ----------------------------------------------------------
+
+
+def test_helm_lint_strict_passes() -> None:
+    result = run([helm(), "lint", "--strict", str(CHART)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_chart_crds_are_byte_equal_to_config_crd_bases() -> None:
+    chart_crds = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    bases = {p.name: p.read_bytes() for p in CRD_BASES.glob("*.yaml")}
+    assert set(chart_crds) == set(bases)
+    for name, content in bases.items():
+        assert chart_crds[name] == content, f"crds/{name} differs from config/crd/bases/{name}"
+
+
+def test_include_crds_renders_both_kinds(tmp_path: Path) -> None:
+    rendered = docs(helm_template(include_crds=True))
+    crds = {d["spec"]["names"]["kind"] for d in rendered if d["kind"] == "CustomResourceDefinition"}
+    assert crds == {api.ISSUER_KIND, api.CLUSTER_ISSUER_KIND}
+
+
+# --- RBAC -------------------------------------------------------------------
+
+
+def test_manager_role_rules_equal_config_rbac(default_chart: list[Doc]) -> None:
+    # config/rbac/role.yaml is what the controller integration tests bind the
+    # controller under test to, so these rules are proven sufficient there.
+    (reference,) = load_file(CONFIG / "rbac" / "role.yaml")
+    role = one(default_chart, "ClusterRole", f"{PREFIX}manager-role")
+    assert role["rules"] == reference["rules"]
+
+
+def test_leader_election_role_equals_config_rbac(default_chart: list[Doc]) -> None:
+    (reference,) = load_file(CONFIG / "rbac" / "leader_election_role.yaml")
+    role = one(default_chart, "Role", f"{PREFIX}leader-election-role")
+    assert role["rules"] == reference["rules"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize(
+    "name", ["cert-manager-approver", "issuer-viewer-role", "secret-reader-role"]
+)
+def test_other_cluster_roles_equal_config_rbac(default_chart: list[Doc], name: str) -> None:
+    file = {"cert-manager-approver": "approver_role.yaml"}.get(
+        name, f"{name.replace('-', '_')}.yaml"
+    )
+    (reference,) = load_file(CONFIG / "rbac" / file)
+    role = one(default_chart, "ClusterRole", f"{PREFIX}{name}")
+    assert role["rules"] == reference["rules"]
+    aggregation = {k: v for k, v in reference["metadata"]["labels"].items() if "aggregate" in k}
+    assert aggregation.items() <= role["metadata"]["labels"].items()
+
+
+def test_approver_role_names_exactly_our_signers(default_chart: list[Doc]) -> None:
+    (rule,) = one(default_chart, "ClusterRole", f"{PREFIX}cert-manager-approver")["rules"]
+    assert (rule["apiGroups"], rule["resources"], rule["verbs"]) == (
+        [api.CERT_MANAGER_GROUP],
+        ["signers"],
+        ["approve"],
+    )
+    assert sorted(rule["resourceNames"]) == sorted(
+        f"{plural}.{api.GROUP}/*" for plural in (api.ISSUER_PLURAL, api.CLUSTER_ISSUER_PLURAL)
+    )
+    # Every signer name cert-manager asks about for our kinds is covered, and
+    # nothing of another issuer group is.
+    ours = [
+        api.signer_resource_name(api.ISSUER_KIND, "ca", "team-a"),
+        api.signer_resource_name(api.CLUSTER_ISSUER_KIND, "root"),
+    ]
+    foreign = ["issuers.cert-manager.io/team-a.ca", "clusterissuers.awspca.cert-manager.io/x"]
+    for signer in ours:
+        assert any(fnmatch.fnmatchcase(signer, p) for p in rule["resourceNames"]), signer
+    for signer in foreign:
+        assert not any(fnmatch.fnmatchcase(signer, p) for p in rule["resourceNames"]), signer
+
+
+def test_approver_bound_to_cert_manager_by_default(default_chart: list[Doc]) -> None:
+    binding = one(default_chart, "ClusterRoleBinding", f"{PREFIX}cert-manager-approver")
+    assert binding["roleRef"]["name"] == f"{PREFIX}cert-manager-approver"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "cert-manager", "namespace": "cert-manager"}
+    ]
+
+
+def test_approver_can_be_bound_to_approver_policy_instead() -> None:
+    subject = {
+        "kind": "ServiceAccount",
+        "name": "cert-manager-approver-policy",
+        "namespace": "cert-manager",
+    }
+    rendered = docs(helm_template({"approver": {"subjects": [subject]}}))
+    binding = one(rendered, "ClusterRoleBinding", f"{PREFIX}cert-manager-approver")
+    assert binding["subjects"] == [subject]
+
+
+def test_approver_rbac_can_be_skipped() -> None:
+    rendered = docs(helm_template({"approver": {"enabled": False}}))
+    names = {d["metadata"]["name"] for d in rendered}
+    assert f"{PREFIX}cert-manager-approver" not in names
+    grants_all = set().union(*(grants(d.get("rules", [])) for d in rendered))
+    assert not any(g[1] == "signers" for g in grants_all)
+
+
+def test_controller_bindings_name_the_chart_service_account(default_chart: list[Doc]) -> None:
+    sa = one(default_chart, "ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    for kind, name in (
+        ("ClusterRoleBinding", "manager-rolebinding"),
+        ("RoleBinding", "leader-election-rolebinding"),
+    ):
+        binding = one(default_chart, kind, f"{PREFIX}{name}")
+        assert binding["subjects"] == [subject]
+    deployment = one(default_chart, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_narrow_secret_access_binds_reader_per_namespace() -> None:
+    rendered = docs(
+        helm_template(
+            {
+                "rbac": {"clusterWideSecrets": False, "secretNamespaces": ["team-a", "team-b"]},
+                "controller": {"clusterResourceNamespace": "pki"},
+            }
+        )
+    )
+    role = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
+    assert not any(g[1] == "secrets" for g in grants(role["rules"]))
+    bindings = [
+        d
+        for d in rendered
+        if d["kind"] == "RoleBinding" and "secret-reader" in d["metadata"]["name"]
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["pki", "team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["name"] == f"{PREFIX}secret-reader-role"
+
+
+def test_no_rule_uses_wildcards_or_touches_kubernetes_csrs(default_chart: list[Doc]) -> None:
+    for doc in default_chart:
+        for rule in doc.get("rules", []):
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], doc
+            assert "certificates.k8s.io" not in rule["apiGroups"], doc
+
+
+# --- workload identity and pod security ------------------------------------
+
+
+def test_workload_identity_annotation_and_label() -> None:
+    client_id = "11111111-2222-3333-4444-555555555555"
+    rendered = docs(helm_template({"workloadIdentity": {"clientID": client_id}}))
+    sa = one(rendered, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"azure.workload.identity/client-id": client_id}
+    pod = one(rendered, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+
+
+def test_schema_refuses_a_client_id_that_is_not_a_guid() -> None:
+    result = helm_template_result({"workloadIdentity": {"clientID": "my-identity"}})
+    assert result.returncode != 0
+    assert "/workloadIdentity/clientID" in result.stderr
+
+
+def test_pod_meets_the_restricted_profile(default_chart: list[Doc]) -> None:
+    spec = one(default_chart, "Deployment")["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = manager_container(one(default_chart, "Deployment"))
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert container[probe]["httpGet"]["path"] == path
+        assert ports[container[probe]["httpGet"]["port"]] == 8081
+
+
+# --- controller flags -------------------------------------------------------
+
+
+def _help_flags() -> set[str]:
+    return {
+        opt
+        for action in controller_parser()._actions
+        for opt in action.option_strings
+        if opt.startswith("--")
+    }
+
+
+# Flags deliberately without a chart value: in a pod the controller uses its
+# in-cluster config, and the Lease identity must stay the default (hostname
+# plus a random suffix) so that a restarted container never inherits a lease.
+NOT_IN_CHART = {"--help", "--kubeconfig", "--leader-election-identity"}
+
+EVERYTHING_CHANGED: dict[str, Any] = {
+    "replicaCount": 2,
+    "controller": {
+        "clusterResourceNamespace": "pki",
+        "concurrency": 9,
+        "retryBudget": "3h",
+        "issuerRecheckInterval": "2m",
+        "caExpiryWarning": "1440h",
+        "keyvaultTimeout": "12s",
+        "shutdownTimeout": "20s",
+        "tlsCAFile": "/etc/akv-ca/ca.pem",
+        "emulator": True,
+        "logFormat": "json",
+        "logLevel": "debug",
+    },
+    "leaderElection": {
+        "namespace": "kube-system",
+        "id": "akv-leader",
+        "leaseDuration": "30s",
+        "renewDeadline": "20s",
+        "retryPeriod": "5s",
+    },
+    "metrics": {"port": 9402, "service": {"port": 9402}},
+    "health": {"port": 9403},
+}
+
+
+def test_every_controller_flag_has_a_chart_value() -> None:
+    deployment = one(docs(helm_template(EVERYTHING_CHANGED)), "Deployment")
+    used = {arg.split("=", 1)[0] for arg in controller_args(deployment)}
+    assert used == _help_flags() - NOT_IN_CHART
+
+
+def test_chart_values_reach_the_controller_config() -> None:
+    deployment = one(docs(helm_template(EVERYTHING_CHANGED)), "Deployment")
+    config = controller_config(controller_args(deployment), NAMESPACE)
+    parsed = controller_parser().parse_args(controller_args(deployment))
+    assert (parsed.log_format, parsed.log_level) == ("json", "debug")
+    assert config.cluster_resource_namespace == "pki"
+    assert config.concurrency == 9
+    assert config.retry_budget.total_seconds() == 3 * 3600
+    assert config.issuer_recheck_interval.total_seconds() == 120
+    assert config.ca_expiry_warning.total_seconds() == 1440 * 3600
+    assert config.keyvault_timeout == 12.0
+    assert config.shutdown_timeout == 20.0
+    assert config.tls_ca_file == "/etc/akv-ca/ca.pem"
+    assert config.emulator is True
+    assert config.leader_elect is True
+    assert config.leader_election_namespace == "kube-system"
+    assert config.leader_election_id == "akv-leader"
+    assert (config.lease_duration, config.renew_deadline, config.retry_period) == (30, 20, 5)
+    assert config.metrics_bind_address == ":9402"
+    assert config.health_probe_bind_address == ":9403"
+    container = manager_container(deployment)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "metrics": 9402,
+        "health": 9403,
+    }
+
+
+def test_default_chart_flags_are_the_cli_defaults_with_leader_election(
+    default_chart: list[Doc],
+) -> None:
+    rendered = controller_config(controller_args(one(default_chart, "Deployment")), NAMESPACE)
+    cli_defaults = controller_config(["--leader-elect"], NAMESPACE)
+    assert rendered == cli_defaults
+
+
+def test_leader_election_lease_role_follows_its_namespace() -> None:
+    rendered = docs(helm_template({"leaderElection": {"namespace": "kube-system"}}))
+    assert one(rendered, "Role")["metadata"]["namespace"] == "kube-system"
+    assert one(rendered, "RoleBinding")["metadata"]["namespace"] == "kube-system"
+
+
+def test_several_replicas_need_leader_election() -> None:
+    result = helm_template_result({"replicaCount": 2, "leaderElection": {"enabled": False}})
+    assert result.returncode != 0
+    assert "needs leaderElection.enabled" in result.stderr
+    single = docs(helm_template({"leaderElection": {"enabled": False}}))
+    assert "--leader-elect" not in controller_args(one(single, "Deployment"))
+
+
+def test_metrics_off_renders_bind_address_zero_and_no_service() -> None:
+    rendered = docs(helm_template({"metrics": {"enabled": False}}))
+    assert "--metrics-bind-address=0" in controller_args(one(rendered, "Deployment"))
+    assert not [d for d in rendered if d["kind"] == "Service"]
+
+
+@pytest.mark.parametrize(
+    ("values", "pointer"),
+    [
+        ({"controller": {"retryBudget": "2d"}}, "/controller/retryBudget"),
+        ({"controller": {"concurrency": 0}}, "/controller/concurrency"),
+        ({"controller": {"logLevel": "trace"}}, "/controller/logLevel"),
+        ({"controler": {"concurrency": 2}}, "controler"),
+        ({"approver": {"subjects": [{"kind": "ServiceAccount"}]}}, "/approver/subjects/0"),
+    ],
+)
+def test_schema_refuses_bad_values(values: dict[str, Any], pointer: str) -> None:
+    result = helm_template_result(values)
+    assert result.returncode != 0
+    assert pointer in result.stderr
+
+
+def test_schema_is_valid_json_and_closed_at_the_top() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+
+
+# --- metrics, ServiceMonitor, PDB ------------------------------------------
+
+
+def test_metrics_service_selects_the_controller_pod(default_chart: list[Doc]) -> None:
+    service = one(default_chart, "Service")
+    pod_labels = one(default_chart, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8080, "metrics")
+
+
+def test_service_monitor_is_optional_and_selects_the_metrics_service(
+    default_chart: list[Doc],
+) -> None:
+    assert not [d for d in default_chart if d["kind"] == "ServiceMonitor"]
+    rendered = docs(
+        helm_template(
+            {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}}
+        )
+    )
+    monitor = one(rendered, "ServiceMonitor")
+    service = one(rendered, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+
+def test_pdb_selects_the_controller_pods(default_chart: list[Doc]) -> None:
+    pdb = one(default_chart, "PodDisruptionBudget")
+    pod_labels = one(default_chart, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    blocking = one(
+        docs(helm_template({"podDisruptionBudget": {"maxUnavailable": None, "minAvailable": 1}})),
+        "PodDisruptionBudget",
+    )
+    assert blocking["spec"] == {"selector": pdb["spec"]["selector"], "minAvailable": 1}
+
+
+# --- kustomize base equivalence --------------------------------------------
+
+
+def test_kustomize_base_and_chart_render_the_same_objects(
+    default_chart: list[Doc], kustomized: list[Doc]
+) -> None:
+    with_crds = docs(helm_template(include_crds=True))
+    # Helm installs into an existing (or --create-namespace) namespace; the
+    # kustomize base creates its own. Everything else has the same identity.
+    kustomize_ids = identities([d for d in kustomized if d["kind"] != "Namespace"])
+    assert identities(with_crds) == kustomize_ids
+
+
+def test_kustomize_base_and_chart_configure_the_controller_alike(
+    default_chart: list[Doc], kustomized: list[Doc]
+) -> None:
+    ours = one(default_chart, "Deployment")
+    theirs = one(kustomized, "Deployment")
+    assert controller_config(controller_args(ours), NAMESPACE) == controller_config(
+        controller_args(theirs), NAMESPACE
+    )
+    assert manager_container(ours)["image"] == manager_container(theirs)["image"]
+
+
+@pytest.mark.parametrize("kind", ["ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"])
+def test_kustomize_base_and_chart_grant_the_same(
+    default_chart: list[Doc], kustomized: list[Doc], kind: str
+) -> None:
+    def by_name(items: list[Doc]) -> dict[str, Any]:
+        return {
+            d["metadata"]["name"]: (d.get("rules"), d.get("roleRef"), d.get("subjects"))
+            for d in items
+            if d["kind"] == kind
+        }
+
+    assert by_name(default_chart) == by_name(kustomized)
+
+
+def test_values_doc_comments_name_existing_flags() -> None:
+    # values.yaml comments say which flag each value sets: they must exist.
+    named = set(re.findall(r"`(--[a-z-]+)`", (CHART / "values.yaml").read_text()))
+    assert named
+    assert named <= _help_flags()
