@@ -51,10 +51,10 @@ def kubectl() -> str:
 
 
 def run(
-    args: list[str], *, stdin: str | None = None, timeout: float = 120
+    args: list[str], *, stdin: str | None = None, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
     )
 
 

@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# Controller image: `docker build -t <registry>/azure-keyvault-issuer:<tag> .`
+# or, without a local Docker engine, `az acr build` (see docs/aks-quickstart.md).
+#
+# Build stage: the locked dependencies (uv.lock, hash-checked) into a virtual
+# environment, then the project's wheel on top. tests/deploy/test_package.py
+# runs the same steps on the host and starts the result.
+# Pin the base by digest in your fork (python:3.12-slim-bookworm@sha256:...).
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG UV_VERSION=0.13.9
+RUN python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+ENV UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_NO_CACHE=1
+WORKDIR /src
+# Dependencies first: this layer is reused while only the source changes.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv export --frozen --no-dev --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
+ && uv venv --python /usr/local/bin/python3 /opt/venv \
+ && uv pip install --python /opt/venv/bin/python --require-hashes --no-deps -r /tmp/requirements.txt
+COPY src ./src
+RUN uv build --wheel --out-dir /tmp/dist \
+ && uv pip install --python /opt/venv/bin/python --no-deps /tmp/dist/*.whl
+
+# Run stage: the same slim Python, the virtual environment, nothing else.
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="azure-keyvault-issuer" \
+      org.opencontainers.image.description="cert-manager external issuer signing with an Azure Key Vault key" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# A numeric non-root user (no passwd entry needed), so Kubernetes can verify
+# runAsNonRoot; the manifests run it with a read-only root filesystem.
+USER 65532:65532
+EXPOSE 8080 8081
+# Exec form: no shell is involved at run time.
+ENTRYPOINT ["/opt/venv/bin/akv-issuer", "controller"]
