@@ -112,3 +112,27 @@ def test_parser_sees_flags_and_subcommands() -> None:
     assert parse(line) == (("ca", "create"), ["--vault-url", "--key-name", "--pss"])
     assert "--no-such-flag" not in help_flags(("ca", "create"))
     assert "--upload-secret" in help_flags(("ca", "create"))
+
+
+def _table_first_cells(text: str) -> set[str]:
+    return set(re.findall(r"^\| `([A-Za-z]+)` \|", text, re.MULTILINE))
+
+
+def test_troubleshooting_explains_every_condition_reason() -> None:
+    from akv_issuer.controller.api import CertificateRequestReason, IssuerReason, PendingReason
+
+    documented = _table_first_cells((REPO / "docs" / "troubleshooting.md").read_text())
+    for enum in (IssuerReason, CertificateRequestReason, PendingReason):
+        missing = {str(member) for member in enum} - documented
+        assert not missing, f"{enum.__name__} reasons without a row: {sorted(missing)}"
+
+
+def test_metrics_reference_lists_every_series() -> None:
+    from akv_issuer.controller.metrics import Metrics
+
+    text = (REPO / "docs" / "metrics.md").read_text()
+    for family in Metrics().registry.collect():
+        if family.name.startswith(("process_", "python_")):
+            continue
+        suffix = "_total" if family.type == "counter" else ""
+        assert f"`{family.name}{suffix}`" in text, family.name
