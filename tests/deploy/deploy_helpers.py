@@ -64,11 +64,10 @@ def helm_template(
     namespace: str = NAMESPACE,
     release: str = RELEASE,
     include_crds: bool = False,
-    tmp: Path | None = None,
 ) -> str:
     """`helm template` of the chart; raises AssertionError with helm's stderr on failure."""
     result = helm_template_result(
-        values, namespace=namespace, release=release, include_crds=include_crds, tmp=tmp
+        values, namespace=namespace, release=release, include_crds=include_crds
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -80,7 +79,6 @@ def helm_template_result(
     namespace: str = NAMESPACE,
     release: str = RELEASE,
     include_crds: bool = False,
-    tmp: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     args = [helm(), "template", release, str(CHART), "--namespace", namespace]
     if include_crds:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,7 +68,7 @@ def test_chart_crds_are_byte_equal_to_config_crd_bases() -> None:
         assert chart_crds[name] == content, f"crds/{name} differs from config/crd/bases/{name}"
 
 
-def test_include_crds_renders_both_kinds(tmp_path: Path) -> None:
+def test_include_crds_renders_both_kinds() -> None:
     rendered = docs(helm_template(include_crds=True))
     crds = {d["spec"]["names"]["kind"] for d in rendered if d["kind"] == "CustomResourceDefinition"}
     assert crds == {api.ISSUER_KIND, api.CLUSTER_ISSUER_KIND}
