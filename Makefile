@@ -42,5 +42,16 @@ test: lint typecheck binaries
 demo: venv
 	bash hack/demo.sh
 
+# Benchmarks on the local control plane + emulator (docs/benchmarks.md): writes
+# bench/results.json and bench/RESULTS.md. Run it on a quiet machine (< 15 min on 2 cores).
+bench: venv binaries
+	$(PY) -m bench
+
+# The same harness with small N, one concurrency, one latency (< 3 min), output in a
+# temp folder; `make test` runs it through tests/bench to keep the harness working.
+.PHONY: bench-quick
+bench-quick: venv binaries
+	BENCH_QUICK=1 $(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

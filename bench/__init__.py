@@ -1,0 +1,1 @@
+"""Benchmarks of the controller against its baselines (`make bench`, docs/benchmarks.md)."""

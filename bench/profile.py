@@ -1,0 +1,132 @@
+"""Turn a py-spy ``--format raw`` profile (collapsed stacks, on-CPU samples only)
+into a split of the controller's CPU by kind of work.
+
+A sample is charged to the innermost frame that belongs to one of the kinds
+below; standard-library frames (json, ssl, re, asyncio internals) are charged
+to the library or module that called them. Samples with no such frame (the
+event loop itself: selector, socket reads, TLS record decryption in the
+transport callbacks, task scheduling) form their own bucket.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from pathlib import Path
+from typing import Any
+
+# (bucket, path fragments); the innermost matching frame of a sample wins.
+KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("logging", ("/logging/",)),
+    ("thread pool (run_in_executor: getaddrinfo, to_thread)", ("/concurrent/futures/thread.py",)),
+    ("metrics (prometheus_client)", ("/prometheus_client/",)),
+    ("probe/metrics HTTP servers", ("/aiohttp/web", "/controller/servers.py")),
+    (
+        "Key Vault calls (azure SDK, aiohttp client, azure-identity)",
+        ("/azure/", "/aiohttp/", "/msal/", "/yarl/", "/multidict/", "/akv_issuer/keyvault/"),
+    ),
+    ("PKI work (cryptography, akv_issuer.pki)", ("/cryptography/", "/akv_issuer/pki/")),
+    (
+        "Kubernetes I/O (lightkube, httpx, h11/h2, JSON, informers, events)",
+        (
+            "/lightkube/",
+            "/httpx",
+            "/httpcore",
+            "/h11/",
+            "/h2/",
+            "/hpack/",
+            "/anyio/",
+            "/controller/informer.py",
+            "/controller/events.py",
+            "/controller/leader.py",
+        ),
+    ),
+    ("controller logic (reconciler, queue, state machine)", ("/akv_issuer/controller/",)),
+)
+LOOP = "event loop (selector, socket/TLS in transports, task scheduling)"
+OTHER = "other"
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def classify(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        match = _FRAME.match(frame.strip())
+        path = "/" + (match.group("file") if match else frame)
+        for kind, fragments in KINDS:
+            if any(f in path for f in fragments):
+                return kind
+    if any("asyncio" in f or "selectors" in f or "ssl" in f for f in frames):
+        return LOOP
+    return OTHER
+
+
+def summarize(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Buckets and the hottest innermost frames of a raw py-spy profile."""
+    kinds: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f]
+        total += count
+        kinds[classify(frames)] += count
+        if frames:
+            leaves[_short(frames[-1])] += count
+        for frame in {_short(f) for f in frames}:
+            inclusive[frame] += count
+    return {
+        "samples": total,
+        "split": {k: {"samples": v, "share": v / total} for k, v in kinds.most_common()}
+        if total
+        else {},
+        "top_self": [{"frame": f, "share": c / total} for f, c in leaves.most_common(top)]
+        if total
+        else [],
+        "top_inclusive": [
+            {"frame": f, "share": c / total}
+            for f, c in inclusive.most_common(top + 15)
+            if not _is_scaffolding(f)
+        ][:top]
+        if total
+        else [],
+    }
+
+
+def _short(frame: str) -> str:
+    """``func (…/site-packages/pkg/mod.py:12)`` -> ``func (pkg/mod.py:12)``."""
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match.group("file")
+    for marker in ("site-packages/", "/src/", "/lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    line = frame.strip().rsplit(":", 1)[-1].rstrip(")")
+    return f"{match.group('func')} ({path}:{line})"
+
+
+def _is_scaffolding(frame: str) -> bool:
+    return any(
+        s in frame
+        for s in ("asyncio/", "<module>", "runpy.py", "akv_issuer/controller/__main__", "main (")
+    )
+
+
+def render(summary: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", f"{summary['samples']} on-CPU samples (py-spy, 200 Hz).", ""]
+    lines += ["## CPU by kind of work", "", "| kind | share |", "| --- | ---: |"]
+    for kind, row in summary["split"].items():
+        lines.append(f"| {kind} | {row['share'] * 100:.1f}% |")
+    lines += ["", "## Hottest functions, inclusive", "", "| function | share |", "| --- | ---: |"]
+    for row in summary["top_inclusive"]:
+        lines.append(f"| `{row['frame']}` | {row['share'] * 100:.1f}% |")
+    lines += ["", "## Hottest functions, self", "", "| function | share |", "| --- | ---: |"]
+    for row in summary["top_self"]:
+        lines.append(f"| `{row['frame']}` | {row['share'] * 100:.1f}% |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,246 @@
+"""RESULTS.md from results.json."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# key -> (comparison, target, unit/meaning)
+TARGETS: dict[str, tuple[str, float]] = {
+    "throughput_ratio_vs_ceiling": (">=", 0.9),
+    "throughput_ratio_vs_apiserver": (">=", 0.5),
+    "cpu_ms_per_cert": ("<=", 10.0),
+    "rss_mib_10k": ("<=", 128.0),
+    "startup_s": ("<=", 2.0),
+    "kv_calls_per_cert": ("<=", 1.05),
+}
+
+MEANING = {
+    "throughput_per_s": "best burst throughput at 0 ms sign latency (certificates/s)",
+    "throughput_ratio_vs_ceiling": "at 50 ms, best concurrency: throughput / min(c / 50 ms, 400/s)",
+    "throughput_ratio_vs_apiserver": "best at 0 ms / plain script writing the same statuses",
+    "latency_ms_p50": "trickle, approval -> Ready=True, 0 ms sign latency",
+    "latency_ms_p99": "same, p99",
+    "cpu_ms_per_cert": "controller utime+stime per issued certificate (best 0 ms burst)",
+    "rss_mib_idle": "VmRSS, one Ready issuer, nothing to do",
+    "rss_mib_10k": "VmHWM of a controller started with 10,000 finished requests (listed), +5 s",
+    "startup_s": "spawn -> /readyz 200 (median of all starts, small cluster)",
+    "kv_calls_per_cert": "emulator counters during the best 0 ms burst / issued",
+    "throughput_ratio_vs_cm_ca": "same Certificates via cert-manager: ours / its CA issuer",
+    "latency_ratio_vs_cm_ca": "Certificate create -> Ready p50: ours / its CA issuer",
+}
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def verdict(key: str, value: float | None) -> str:
+    if key not in TARGETS:
+        return ""
+    op, target = TARGETS[key]
+    if value is None:
+        return f"{op} {target:g}: not measured"
+    ok = value >= target if op == ">=" else value <= target
+    return f"{op} {target:g}: {'met' if ok else '**missed**'}"
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    raw = r["scenarios"]
+    cfg = r["config"]
+    out: list[str] = []
+    add = out.append
+    add("# Benchmark results")
+    add("")
+    quick = (
+        "Quick run (BENCH_QUICK=1): a harness check, numbers mean little. " if cfg["quick"] else ""
+    )
+    add(
+        f"{quick}Run {r['started_at']} on commit `{r['commit'][:12]}`"
+        f"{' (src/ modified)' if r['dirty_src'] else ''}, {r['duration_s']:.0f} s."
+    )
+    add(
+        f"Machine: {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Python "
+        f"{m['python']}, kernel {m['kernel']}. Load average at start "
+        f"{', '.join(f'{x:.2f}' for x in m['load_average_start'])}; at end "
+        f"{', '.join(f'{x:.2f}' for x in m.get('load_average_end', []))}. The control plane "
+        "(etcd, kube-apiserver), the Key Vault emulator, the controller and the load "
+        "generator all share these cores."
+    )
+    add("")
+    add("How to read and reproduce: docs/benchmarks.md. Raw numbers: results.json.")
+    add("")
+    add("## Headline")
+    add("")
+    add("| key | value | target | meaning |")
+    add("| --- | ---: | --- | --- |")
+    for key, meaning in MEANING.items():
+        value = r.get(key)
+        cell = fmt(value) if value is not None else f"null: {r['null_reasons'].get(key, '')}"
+        add(f"| `{key}` | {cell} | {verdict(key, value)} | {meaning} |")
+    notes = {k: v for k, v in r["null_reasons"].items() if k.endswith("_note")}
+    for note in notes.values():
+        add(f"\nNote: {note}")
+    add("")
+
+    add(f"## Throughput and burst latency ({cfg['n']} requests per burst)")
+    add("")
+    add(
+        "All requests are created, then all approved at once (64 approvals in flight); "
+        "throughput = issued / (last Ready=True - first approval). Ceiling (a) = "
+        "min(concurrency / sign latency, Key Vault's 4,000 per 10 s for RSA-2048 software "
+        "keys), enforced by the emulator's `azure` throttle preset."
+    )
+    add("")
+    add(
+        "| sign latency | concurrency | certs/s | ceiling (a) | ratio (a) | vs API server (b) "
+        "| p50 ms | p95 ms | p99 ms | CPU ms/cert | KV calls/cert | 429s | RSS peak MiB |"
+    )
+    add("|" + " ---: |" * 13)
+    api = raw.get("apiserver_baseline") or {}
+    api_tp = api.get("throughput_per_s")
+    for b in raw.get("bursts", []):
+        lat = b["latency"]
+        tp = b["throughput_per_s"] or 0.0
+        add(
+            f"| {b['latency_ms']} ms | {b['concurrency']} | {fmt(tp, 1)} | "
+            f"{fmt(b['ceiling_per_s'], 0)} | {fmt(tp / b['ceiling_per_s'])} | "
+            f"{fmt(tp / api_tp) if api_tp else 'n/a'} | {fmt(lat['p50_ms'], 0)} | "
+            f"{fmt(lat['p95_ms'], 0)} | {fmt(lat['p99_ms'], 0)} | {fmt(b['cpu_ms_per_cert'], 1)} | "
+            f"{fmt(b['kv']['calls_per_cert'], 3)} | {b['kv']['responses_429']} | "
+            f"{fmt(b['rss_mib_hwm'], 1)} |"
+        )
+    if api:
+        add("")
+        add(
+            f"Baseline (b), API server alone: {api['n']} requests created, then a plain script "
+            f"({api['client_concurrency']} in flight) approves each and applies Ready=True/Issued "
+            f"with a same-size certificate, no signing: **{fmt(api['throughput_per_s'], 1)}/s** "
+            f"(approval -> Ready p50 {fmt(api['latency']['p50_ms'], 0)} ms, p99 "
+            f"{fmt(api['latency']['p99_ms'], 0)} ms)."
+        )
+    add("")
+
+    st = raw.get("startup")
+    if st:
+        add("## Trickle latency (one request at a time, approval -> Ready=True)")
+        add("")
+        add("| sign latency | samples | p50 ms | p95 ms | p99 ms | max ms |")
+        add("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for latency, t in st["trickle"].items():
+            add(
+                f"| {latency} ms | {t['count']} | {fmt(t['p50_ms'], 0)} | {fmt(t['p95_ms'], 0)} "
+                f"| {fmt(t['p99_ms'], 0)} | {fmt(t['max_ms'], 0)} |"
+            )
+        add("")
+
+    add("## Memory and start-up")
+    add("")
+    add("| what | value |")
+    add("| --- | ---: |")
+    if st:
+        add(f"| RSS idle (one Ready issuer) | {fmt(st['idle']['rss_mib'], 1)} MiB |")
+        add(f"| CPU while idle | {fmt(st['idle']['cpu_ms_per_s'], 1)} ms/s |")
+        add(f"| start-up (spawn -> /readyz), first start | {fmt(st['startup_s'])} s |")
+    bursts = raw.get("bursts", [])
+    if bursts:
+        peak = max(b["rss_mib_hwm"] for b in bursts)
+        add(f"| RSS peak during bursts (VmHWM, max) | {fmt(peak, 1)} MiB |")
+        starts = sorted(b["startup_s"] for b in bursts)
+        add(f"| start-up, each burst's controller | {fmt(starts[0])}..{fmt(starts[-1])} s |")
+    fin = raw.get("finished")
+    if fin:
+        k = fin["finished_requests"]
+        add(f"| {k:,} finished requests written directly | {fmt(fin['created_in_s'], 0)} s |")
+        add(f"| start-up with {k:,} finished requests listed | {fmt(fin['startup_s'])} s |")
+        add(f"| RSS after that sync (+5 s) | {fmt(fin['after_sync']['rss_mib'], 1)} MiB |")
+        add(f"| RSS peak (VmHWM) through that sync | {fmt(fin['after_sync']['hwm_mib'], 1)} MiB |")
+        add(
+            f"| RSS peak (VmHWM) after sync + {fin['trickle']['count']} issued | "
+            f"{fmt(fin['rss_mib_hwm'], 1)} MiB |"
+        )
+    add("")
+
+    if bursts:
+        top = max(bursts, key=lambda b: (b["latency_ms"] == 0, b["throughput_per_s"] or 0))
+        kv = top["kv"]
+        add("## Key Vault pressure")
+        add("")
+        add(
+            f"Emulator counters during the {top['latency_ms']} ms / concurrency "
+            f"{top['concurrency']} burst ({top['issued']} issued):"
+        )
+        add("")
+        add("| operation | calls | per certificate |")
+        add("| --- | ---: | ---: |")
+        for op, n in kv["calls"].items():
+            add(f"| {op} | {n} | {fmt(n / max(top['issued'], 1), 3)} |")
+        add(f"| **total** | {kv['calls_total']} | {fmt(kv['calls_per_cert'], 3)} |")
+        other = {k: v for k, v in kv["counters"].items() if k not in kv["calls"]}
+        if other:
+            add("")
+            add(f"Other counters (not Key Vault calls): {other}.")
+        add("")
+
+    cm = raw.get("cert_manager")
+    add("## Against cert-manager's own CA issuer")
+    add("")
+    if cm and "ours" in cm:
+        add(
+            f"The real cert-manager controller (v1.21.1, dev cluster) issues the same "
+            f"Certificates (EC P-256 keys) through its `ca` Issuer (RSA-2048 CA key in a Secret) "
+            f"and through ours (RSA-2048 key in the emulator, 0 ms sign latency): "
+            f"{cm['rounds']} alternating round(s) of {cm['n']} Certificates created at once; "
+            f"latency = Certificate create -> Ready."
+        )
+        add("")
+        add("| issuer | certs/s | p50 ms | p95 ms | p99 ms |")
+        add("| --- | ---: | ---: | ---: | ---: |")
+        for key, label in (("cm_ca", "cert-manager `ca`"), ("ours", "azure-keyvault-issuer")):
+            row = cm[key]
+            add(
+                f"| {label} | {fmt(row['throughput_per_s'], 1)} | "
+                f"{fmt(row['latency']['p50_ms'], 0)} | {fmt(row['latency']['p95_ms'], 0)} | "
+                f"{fmt(row['latency']['p99_ms'], 0)} |"
+            )
+    else:
+        add(f"Not measured: {r['null_reasons'].get('throughput_ratio_vs_cm_ca', '')}")
+    add("")
+
+    p = raw.get("profile")
+    add("## Where the controller's CPU goes")
+    add("")
+    if p:
+        run = p["run"]
+        add(
+            f"py-spy (on-CPU samples, 200 Hz, non-blocking) over a separate burst of {run['n']} at "
+            f"{run['latency_ms']} ms, concurrency {run['concurrency']} "
+            f"({fmt(run['cpu_ms_per_cert'], 1)} ms CPU/cert under the profiler). Full summary: "
+            "[profile.md](profile.md); collapsed stacks: profile.raw.txt."
+        )
+        add("")
+        add("| kind of work | share of CPU | ms per certificate |")
+        add("| --- | ---: | ---: |")
+        per_cert = r.get("cpu_ms_per_cert")
+        for kind, row in p["summary"]["split"].items():
+            ms = fmt(row["share"] * per_cert, 2) if per_cert else "n/a"
+            add(f"| {kind} | {row['share'] * 100:.1f}% | {ms} |")
+        add("")
+        add("ms per certificate = share x the unprofiled `cpu_ms_per_cert`.")
+    else:
+        add("No profile in this run.")
+    add("")
+    if raw.get("errors"):
+        add("## Errors")
+        add("")
+        for err in raw["errors"]:
+            add(f"- {err.splitlines()[0]}")
+        add("")
+    return "\n".join(out)

@@ -1,0 +1,385 @@
+"""`make bench` / `python -m bench`: every scenario beside its baseline, in one run.
+
+Writes ``results.json`` and ``RESULTS.md`` (and ``profile.md``, the CPU profile
+summary) into the output folder: ``bench/`` for the full run, a temporary
+folder for ``--quick`` (``BENCH_QUICK=1``) unless ``--out-dir`` is given.
+See docs/benchmarks.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import profile as prof
+from bench import report
+from bench.env import REPO, BenchEnv, csr_pool
+from bench.scenarios import (
+    apiserver_baseline,
+    burst,
+    cert_manager_comparison,
+    finished_requests,
+    startup_and_trickle,
+)
+
+HEADLINE_KEYS = (
+    "throughput_per_s",
+    "throughput_ratio_vs_ceiling",
+    "throughput_ratio_vs_apiserver",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "cpu_ms_per_cert",
+    "rss_mib_idle",
+    "rss_mib_10k",
+    "startup_s",
+    "kv_calls_per_cert",
+    "throughput_ratio_vs_cm_ca",
+    "latency_ratio_vs_cm_ca",
+)
+
+
+@dataclass
+class Config:
+    quick: bool
+    n: int = 1000
+    concurrencies: list[int] = field(default_factory=lambda: [4, 16, 64])
+    latencies_ms: list[int] = field(default_factory=lambda: [0, 50])
+    trickle_samples: int = 100
+    trickle_latencies_ms: list[int] = field(default_factory=lambda: [0, 50])
+    finished: int = 10_000
+    cm_n: int = 200
+    cm_rounds: int = 2
+    profile: bool = True
+    burst_timeout: float = 600.0
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Config:
+        if not quick:
+            return cls(quick=False)
+        return cls(
+            quick=True,
+            n=20,
+            concurrencies=[4],
+            latencies_ms=[50],
+            trickle_samples=5,
+            trickle_latencies_ms=[0],
+            finished=200,
+            cm_n=3,
+            cm_rounds=1,
+            burst_timeout=120.0,
+        )
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        # Only the code measured matters for "dirty": src/ (bench/ changes are the harness).
+        "dirty_src": bool(git("status", "--porcelain", "--", "src")),
+    }
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def headline(cfg: Config, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The keys of results.json from the raw scenario results."""
+    out: dict[str, Any] = dict.fromkeys(HEADLINE_KEYS)
+    why: dict[str, str] = {}
+    bursts = [b for b in raw.get("bursts", []) if b.get("throughput_per_s")]
+
+    def best(latency: int) -> dict[str, Any] | None:
+        runs = [b for b in bursts if b["latency_ms"] == latency]
+        return max(runs, key=lambda b: b["throughput_per_s"]) if runs else None
+
+    zero, fifty = best(0), best(50)
+    top = zero or (max(bursts, key=lambda b: b["throughput_per_s"]) if bursts else None)
+    if top:
+        out["throughput_per_s"] = top["throughput_per_s"]
+        out["cpu_ms_per_cert"] = top["cpu_ms_per_cert"]
+        out["kv_calls_per_cert"] = top["kv"]["calls_per_cert"]
+    else:
+        for key in ("throughput_per_s", "cpu_ms_per_cert", "kv_calls_per_cert"):
+            why[key] = "no burst completed (see errors)"
+    if fifty:
+        out["throughput_ratio_vs_ceiling"] = fifty["throughput_per_s"] / fifty["ceiling_per_s"]
+    else:
+        why["throughput_ratio_vs_ceiling"] = "no burst at 50 ms sign latency in this run"
+    api = raw.get("apiserver_baseline")
+    if zero and api:
+        out["throughput_ratio_vs_apiserver"] = zero["throughput_per_s"] / api["throughput_per_s"]
+    else:
+        why["throughput_ratio_vs_apiserver"] = (
+            "needs a burst at 0 ms sign latency and the API server baseline; "
+            + ("quick mode measures 50 ms only" if cfg.quick else "one of them failed")
+        )
+    trickle = (raw.get("startup") or {}).get("trickle", {}).get("0")
+    if trickle and trickle.get("count"):
+        out["latency_ms_p50"] = trickle["p50_ms"]
+        out["latency_ms_p99"] = trickle["p99_ms"]
+    else:
+        why["latency_ms_p50"] = why["latency_ms_p99"] = "no trickle at 0 ms completed"
+    idle = (raw.get("startup") or {}).get("idle")
+    if idle:
+        out["rss_mib_idle"] = idle["rss_mib"]
+    else:
+        why["rss_mib_idle"] = "start-up scenario failed"
+    finished = raw.get("finished")
+    if finished:
+        out["rss_mib_10k"] = finished["after_sync"]["hwm_mib"]
+        if finished["finished_requests"] != 10_000:
+            why["rss_mib_10k_note"] = (
+                f"quick mode: {finished['finished_requests']} finished requests, not 10,000"
+            )
+    else:
+        why["rss_mib_10k"] = "finished-requests scenario failed"
+    starts = [b["startup_s"] for b in raw.get("bursts", [])]
+    if raw.get("startup"):
+        starts.append(raw["startup"]["startup_s"])
+    if starts:
+        out["startup_s"] = statistics.median(starts)
+    else:
+        why["startup_s"] = "no controller start measured"
+    cm = raw.get("cert_manager")
+    if cm and "ours" in cm:
+        out["throughput_ratio_vs_cm_ca"] = (
+            cm["ours"]["throughput_per_s"] / cm["cm_ca"]["throughput_per_s"]
+        )
+        out["latency_ratio_vs_cm_ca"] = (
+            cm["ours"]["latency"]["p50_ms"] / cm["cm_ca"]["latency"]["p50_ms"]
+        )
+    else:
+        reason = (cm or {}).get("skipped") or "cert-manager comparison failed (see errors)"
+        why["throughput_ratio_vs_cm_ca"] = why["latency_ratio_vs_cm_ca"] = reason
+    for key in HEADLINE_KEYS:
+        out[key] = _num(out[key])
+        if out[key] is None and key not in why:
+            why[key] = "not measured (see errors)"
+    return out, why
+
+
+async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    info = {"machine": machine(), **commit()}
+    raw: dict[str, Any] = {"bursts": [], "errors": []}
+    print(f"bench: load average {info['machine']['load_average_start']}", flush=True)
+
+    def step(name: str) -> None:
+        print(f"bench: [{time.monotonic() - t0:6.0f}s] {name}", flush=True)
+
+    env = await BenchEnv.create(work)
+    try:
+        csrs = await asyncio.to_thread(csr_pool, max(cfg.n, 50))
+
+        async def issuer_in(namespace: str) -> dict[str, str]:
+            return await env.create_issuer(namespace)
+
+        async def attempt(name: str, coro: Any) -> Any:
+            try:
+                return await coro
+            except Exception as exc:
+                traceback.print_exc()
+                raw["errors"].append(f"{name}: {type(exc).__name__}: {exc}"[:2000])
+                return None
+
+        step("start-up, idle, trickle")
+        ns = await env.namespace("bench-trickle")
+        ref = await env.create_issuer(ns)
+        raw["startup"] = await attempt(
+            "startup",
+            startup_and_trickle(env, ns, ref, csrs, cfg.trickle_samples, cfg.trickle_latencies_ms),
+        )
+        payload: dict[str, str] = {}
+        if raw["startup"]:
+            for row in raw["startup"]["trickle"].values():
+                payload = row.pop("status_payload", payload)
+        if not payload:
+            raise RuntimeError("no issued certificate to size the baselines' status payload")
+
+        step(f"API server baseline, {cfg.n} requests")
+        raw["apiserver_baseline"] = await attempt(
+            "apiserver", apiserver_baseline(env, issuer_in, csrs, cfg.n, payload, "bench-api")
+        )
+        for latency in cfg.latencies_ms:
+            for concurrency in cfg.concurrencies:
+                step(f"burst {cfg.n} at {latency} ms, concurrency {concurrency}")
+                result = await attempt(
+                    f"burst-{latency}-{concurrency}",
+                    burst(
+                        env,
+                        issuer_in,
+                        csrs,
+                        cfg.n,
+                        concurrency,
+                        latency,
+                        f"bench-burst-{latency}-{concurrency}",
+                        wait_s=cfg.burst_timeout,
+                    ),
+                )
+                if result:
+                    raw["bursts"].append(result)
+                    print(
+                        f"bench:   {result['throughput_per_s']:.1f}/s, "
+                        f"cpu {result['cpu_ms_per_cert']:.1f} ms/cert, "
+                        f"p50 {result['latency']['p50_ms']:.0f} ms",
+                        flush=True,
+                    )
+
+        if cfg.profile:
+            runs = [b for b in raw["bursts"] if b["throughput_per_s"]]
+            zero = [b for b in runs if b["latency_ms"] == 0] or runs
+            concurrency = (
+                max(zero, key=lambda b: b["throughput_per_s"])["concurrency"] if zero else 4
+            )
+            latency = zero[0]["latency_ms"] if zero else 0
+            step(f"profiled burst {cfg.n} at {latency} ms, concurrency {concurrency} (py-spy)")
+            raw_profile = work / "profile.raw.txt"
+            result = await attempt(
+                "profile",
+                burst(
+                    env,
+                    issuer_in,
+                    csrs,
+                    cfg.n,
+                    concurrency,
+                    latency,
+                    "bench-profile",
+                    profile=raw_profile,
+                    wait_s=cfg.burst_timeout,
+                ),
+            )
+            if result and raw_profile.is_file():
+                summary = prof.summarize(raw_profile)
+                raw["profile"] = {"run": result, "summary": summary}
+                title = (
+                    f"Controller CPU profile: burst of {cfg.n} at {latency} ms sign latency, "
+                    f"concurrency {concurrency}"
+                )
+                (out_dir / "profile.md").write_text(prof.render(summary, title))
+                shutil.copy(raw_profile, out_dir / "profile.raw.txt")
+
+        step("cert-manager CA issuer vs ours")
+        try:
+            from akv_issuer.devcluster.certmanager import controller_binary
+
+            controller_binary(build=False)
+        except Exception as exc:
+            raw["cert_manager"] = {"skipped": f"cert-manager controller unavailable: {exc}"}
+        else:
+            raw["cert_manager"] = await attempt(
+                "cert-manager", cert_manager_comparison(env, cfg.cm_n, cfg.cm_rounds, 4)
+            )
+
+        step(f"{cfg.finished} finished requests, then a controller start")
+        raw["finished"] = await attempt(
+            "finished",
+            finished_requests(env, issuer_in, csrs, cfg.finished, payload, cfg.trickle_samples),
+        )
+    finally:
+        await env.close()
+
+    info["machine"]["load_average_end"] = list(os.getloadavg())
+    values, why = headline(cfg, raw)
+    results: dict[str, Any] = {
+        **values,
+        "null_reasons": why,
+        "machine": info["machine"],
+        "commit": info["commit"],
+        "dirty_src": info["dirty_src"],
+        "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "config": asdict(cfg),
+        "scenarios": raw,
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    (out_dir / "RESULTS.md").write_text(report.render(results))
+    step(f"wrote {out_dir / 'results.json'} and RESULTS.md")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+        help="small N, one concurrency, one latency (also BENCH_QUICK=1)",
+    )
+    parser.add_argument("--out-dir", type=Path, help="default: bench/ (full) or a temp dir")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("-n", type=int, help="requests per burst (override)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="override the list")
+    parser.add_argument("--latency-ms", type=int, nargs="+", help="override the list")
+    parser.add_argument("--finished", type=int, help="finished requests present (override)")
+    parser.add_argument("--cm-n", type=int, help="Certificates per cert-manager round (override)")
+    args = parser.parse_args(argv)
+    cfg = Config.for_mode(args.quick)
+    if args.n:
+        cfg.n = args.n
+    if args.concurrency:
+        cfg.concurrencies = args.concurrency
+    if args.latency_ms:
+        cfg.latencies_ms = args.latency_ms
+    if args.finished:
+        cfg.finished = args.finished
+    if args.cm_n:
+        cfg.cm_n = args.cm_n
+    out_dir: Path = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix="akv-bench-quick-")) if cfg.quick else REPO / "bench"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="akv-bench-work-"))  # created here, sync
+    try:
+        results = asyncio.run(run(cfg, out_dir, work))
+    finally:
+        if args.keep:
+            print(f"bench: work folder kept at {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    for key in HEADLINE_KEYS:
+        print(f"{key:32} {results[key]}")
+    print(f"results: {out_dir / 'results.json'}")
+    return 1 if results["scenarios"]["errors"] else 0
