@@ -111,6 +111,9 @@ def commit() -> dict[str, Any]:
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
         ).stdout.strip()
 
+    if os.environ.get("BENCH_COMMIT"):
+        # Measuring a clean export (`git archive`) of that commit: see docs/benchmarks.md.
+        return {"commit": os.environ["BENCH_COMMIT"], "dirty_src": False}
     return {
         "commit": git("rev-parse", "HEAD"),
         # Only the code measured matters for "dirty": src/ (bench/ changes are the harness).
