@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
@@ -12,7 +11,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from akv_issuer.devtls import CLOCK_SKEW, server_certificate, subject_alt_name
+from akv_issuer.pki import build_root_ca
 
 DEFAULT_NAMES = ("127.0.0.1", "::1", "localhost")
 
@@ -37,16 +38,6 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _san(names: list[str]) -> x509.SubjectAlternativeName:
-    entries: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            entries.append(x509.DNSName(name))
-    return x509.SubjectAlternativeName(entries)
-
-
 def _current(cert_file: Path, ca_file: Path, names: list[str]) -> bool:
     """True when the stored server certificate is still usable for all requested names."""
     try:
@@ -63,7 +54,7 @@ def _current(cert_file: Path, ca_file: Path, names: list[str]) -> bool:
         present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return False
-    return all(entry in present for entry in _san(names))
+    return all(entry in present for entry in subject_alt_name(names))
 
 
 def ensure_tls(state_dir: Path, extra_names: list[str] | None = None) -> TLSFiles:
@@ -75,66 +66,23 @@ def ensure_tls(state_dir: Path, extra_names: list[str] | None = None) -> TLSFile
     if _current(files.cert_file, files.ca_file, names) and files.key_file.exists():
         return files
 
-    now = datetime.datetime.now(datetime.UTC)
+    issued = datetime.datetime.now(datetime.UTC) - CLOCK_SKEW
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "akv-emulator local CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_plan = build_root_ca(
+        ca_key.public_key(),
+        "akv-emulator local CA",
+        lifetime=datetime.timedelta(days=365),
+        now=issued,
+        path_length=0,
     )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "akv-emulator")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=90))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(_san(names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_cert = ca_plan.builder.sign(ca_key, hashes.SHA256())
+    server_key, server_cert = server_certificate(
+        ca_key,
+        ca_cert,
+        names,
+        common_name="akv-emulator",
+        lifetime=datetime.timedelta(days=90),
+        now=issued,
     )
     # The CA key is not kept: the server certificate is re-issued with a fresh CA when needed.
     _write_private(

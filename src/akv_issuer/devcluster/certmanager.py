@@ -325,10 +325,10 @@ def make_local_ca(
     key_type: str = "ecdsa-p256", common_name: str = "cert-manager CA baseline"
 ) -> LocalCA:
     """A self-signed CA whose key sits in a Secret: what cert-manager's CA issuer uses."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import NameOID
+
+    from akv_issuer.pki import build_root_ca
 
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     if key_type == "ecdsa-p256":
@@ -337,34 +337,13 @@ def make_local_ca(
         key = rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
     else:
         raise ValueError(f"unsupported CA key type {key_type!r}")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    plan = build_root_ca(
+        key.public_key(),
+        common_name,
+        lifetime=dt.timedelta(days=365),
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
     )
+    cert = plan.builder.sign(key, hashes.SHA256())
     return LocalCA(
         cert.public_bytes(serialization.Encoding.PEM),
         key.private_bytes(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+
+from akv_issuer.devtls import CLOCK_SKEW, server_certificate
+from akv_issuer.pki import build_root_ca
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # The first address of the service range is the in-cluster `kubernetes`
@@ -48,65 +48,28 @@ class ClusterPKI:
 
 def create_pki(folder: Path) -> ClusterPKI:
     """A throwaway CA, the API server's serving certificate, and SA token keys."""
-    now = datetime.datetime.now(datetime.UTC)
+    issued = datetime.datetime.now(datetime.UTC) - CLOCK_SKEW
     validity = datetime.timedelta(days=30)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "akv-devcluster CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_plan = build_root_ca(
+        ca_key.public_key(), "akv-devcluster CA", lifetime=validity, now=issued, path_length=0
     )
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address(_KUBERNETES_SERVICE_IP)),
-    ]
-    serving_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(serving_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_cert = ca_plan.builder.sign(ca_key, hashes.SHA256())
+    serving_key, serving_cert = server_certificate(
+        ca_key,
+        ca_cert,
+        [
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "127.0.0.1",
+            _KUBERNETES_SERVICE_IP,
+        ],
+        common_name="kube-apiserver",
+        lifetime=validity,
+        now=issued,
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pki = ClusterPKI(
