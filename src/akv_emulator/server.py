@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -60,6 +60,7 @@ _ERROR_CODES = {
 }
 
 Handler = Callable[[], Awaitable[web.StreamResponse]]
+_Item = TypeVar("_Item", KeyVersion, SecretVersion)
 
 
 @dataclass
@@ -121,6 +122,53 @@ def _int_or_none(value: Any, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"The attribute '{name}' must be a Unix timestamp.")
     return int(value)
+
+
+def _tags(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _new_item_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields a new key or secret version takes from its request's attributes and tags."""
+    attrs = data.get("attributes") or {}
+    return {
+        "enabled": bool(attrs.get("enabled", True)),
+        "not_before": _int_or_none(attrs.get("nbf"), "nbf"),
+        "expires": _int_or_none(attrs.get("exp"), "exp"),
+        "tags": _tags(data.get("tags") or {}),
+    }
+
+
+def _object_path(request: web.Request) -> list[str]:
+    """The path below /keys or /secrets, split at "/" (one trailing slash ignored)."""
+    parts = request.match_info["tail"].split("/")[1:] if request.match_info["tail"] else []
+    if len(parts) > 2 and parts[-1] == "":
+        parts = parts[:-1]
+    return parts
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and all(ch in _NAME_CHARS for ch in name)
+
+
+def _find(
+    store: dict[str, dict[str, _Item]], kind: str, name: str, version: str
+) -> _Item | web.Response:
+    """The given version of a key or secret (kind), the latest when version is empty, or a 404."""
+    versions = store.get(name)
+    item = None
+    if versions:
+        item = versions.get(version) if version else next(reversed(versions.values()))
+    if item is None:
+        ident = f"{name}/{version}" if version else name
+        return kv_error(
+            404,
+            f"{kind.capitalize()}NotFound",
+            f"A {kind} with (name/id) {ident} was not found in this key vault. If you "
+            f"recently deleted this {kind} you may be able to recover it using the correct "
+            f"recovery command.",
+        )
+    return item
 
 
 class Emulator:
@@ -362,15 +410,13 @@ class Emulator:
     # ---- keys --------------------------------------------------------------------------
 
     async def keys_entry(self, request: web.Request) -> web.StreamResponse:
-        parts = request.match_info["tail"].split("/")[1:] if request.match_info["tail"] else []
-        if len(parts) > 2 and parts[-1] == "":
-            parts = parts[:-1]
+        parts = _object_path(request)
         method = request.method
         if parts in ([], [""]) and method == "GET":
             return await self.vault_call(
                 request, "list_keys", ("keys", "list"), lambda who: self._list_keys(request)
             )
-        if not parts or not all(ch in _NAME_CHARS for ch in parts[0]) or not parts[0]:
+        if not parts or not _valid_name(parts[0]):
             return self.bad("The key name is invalid: use 1-127 letters, digits and dashes.")
         name = parts[0]
         rest = parts[1:]
@@ -412,20 +458,7 @@ class Emulator:
         return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
 
     def find_key(self, name: str, version: str) -> KeyVersion | web.Response:
-        versions = self.keys.get(name)
-        item = None
-        if versions:
-            item = versions.get(version) if version else next(reversed(versions.values()))
-        if item is None:
-            ident = f"{name}/{version}" if version else name
-            return kv_error(
-                404,
-                "KeyNotFound",
-                f"A key with (name/id) {ident} was not found in this key vault. If you recently "
-                f"deleted this key you may be able to recover it using the correct recovery "
-                f"command.",
-            )
-        return item
+        return _find(self.keys, "key", name, version)
 
     def key_bundle(self, request: web.Request, item: KeyVersion) -> dict[str, Any]:
         jwk: dict[str, Any] = {
@@ -451,7 +484,6 @@ class Emulator:
                 crv=data.get("crv"),
                 public_exponent=data.get("public_exponent"),
             )
-            attrs = data.get("attributes") or {}
             default_ops = (
                 ["sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey"]
                 if material.is_rsa
@@ -463,10 +495,7 @@ class Emulator:
                 version=new_version(),
                 material=material,
                 key_ops=[str(op) for op in key_ops],
-                enabled=bool(attrs.get("enabled", True)),
-                not_before=_int_or_none(attrs.get("nbf"), "nbf"),
-                expires=_int_or_none(attrs.get("exp"), "exp"),
-                tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+                **_new_item_fields(data),
             )
         except (ValueError, TypeError, AttributeError) as exc:
             return self.bad(str(exc) or "Invalid key parameters.")
@@ -497,7 +526,7 @@ class Emulator:
             if data.get("key_ops") is not None:
                 item.key_ops = [str(op) for op in data["key_ops"]]
             if data.get("tags") is not None:
-                item.tags = {str(k): str(v) for k, v in data["tags"].items()}
+                item.tags = _tags(data["tags"])
         except (ValueError, TypeError, AttributeError) as exc:
             return self.bad(str(exc) or "Invalid key attributes.")
         item.updated = now()
@@ -608,9 +637,7 @@ class Emulator:
     # ---- secrets -----------------------------------------------------------------------
 
     async def secrets_entry(self, request: web.Request) -> web.StreamResponse:
-        parts = request.match_info["tail"].split("/")[1:] if request.match_info["tail"] else []
-        if len(parts) > 2 and parts[-1] == "":
-            parts = parts[:-1]
+        parts = _object_path(request)
         method = request.method
         if parts in ([], [""]) and method == "GET":
             return await self.vault_call(
@@ -619,7 +646,7 @@ class Emulator:
                 ("secrets", "list"),
                 lambda who: self._list_secrets(request),
             )
-        if not parts or not parts[0] or not all(ch in _NAME_CHARS for ch in parts[0]):
+        if not parts or not _valid_name(parts[0]):
             return self.bad("The secret name is invalid: use 1-127 letters, digits and dashes.")
         name, rest = parts[0], parts[1:]
         if rest == ["versions"] and method == "GET":
@@ -670,20 +697,7 @@ class Emulator:
         return bundle
 
     def find_secret(self, name: str, version: str) -> SecretVersion | web.Response:
-        versions = self.secrets.get(name)
-        item = None
-        if versions:
-            item = versions.get(version) if version else next(reversed(versions.values()))
-        if item is None:
-            ident = f"{name}/{version}" if version else name
-            return kv_error(
-                404,
-                "SecretNotFound",
-                f"A secret with (name/id) {ident} was not found in this key vault. If you "
-                f"recently deleted this secret you may be able to recover it using the correct "
-                f"recovery command.",
-            )
-        return item
+        return _find(self.secrets, "secret", name, version)
 
     async def _get_secret(
         self, request: web.Request, name: str, version: str
@@ -709,16 +723,12 @@ class Emulator:
             content_type = data.get("contentType")
             if content_type is not None and not isinstance(content_type, str):
                 return self.bad("The parameter 'contentType' must be a string.")
-            attrs = data.get("attributes") or {}
             item = SecretVersion(
                 name=name,
                 version=new_version(),
                 value=value,
                 content_type=content_type,
-                enabled=bool(attrs.get("enabled", True)),
-                not_before=_int_or_none(attrs.get("nbf"), "nbf"),
-                expires=_int_or_none(attrs.get("exp"), "exp"),
-                tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+                **_new_item_fields(data),
             )
         except (ValueError, TypeError, AttributeError) as exc:
             return self.bad(str(exc) or "Invalid secret parameters.")
@@ -739,7 +749,7 @@ class Emulator:
             if "contentType" in data and data["contentType"] is not None:
                 item.content_type = str(data["contentType"])
             if data.get("tags") is not None:
-                item.tags = {str(k): str(v) for k, v in data["tags"].items()}
+                item.tags = _tags(data["tags"])
         except (ValueError, TypeError, AttributeError) as exc:
             return self.bad(str(exc) or "Invalid secret attributes.")
         item.updated = now()
