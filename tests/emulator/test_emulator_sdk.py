@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 import urllib.error
@@ -19,12 +18,11 @@ from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.keys.crypto.aio import CryptographyClient as AioCryptographyClient
 from azure.keyvault.secrets import SecretClient
 from azure.keyvault.secrets.aio import SecretClient as AioSecretClient
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
+from fixtures.emulator import digest_for, verify_locally
 
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 # (kty, size, curve, algorithms that key can sign with)
 KEY_CASES = [
     ("RSA", 2048, None, ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]),
@@ -60,27 +58,6 @@ def wi_credential(env: EmulatorEnv) -> WorkloadIdentityCredential:
     )
 
 
-def verify_locally(public_key: Any, alg: str, digest: bytes, signature: bytes) -> None:
-    """Raise InvalidSignature unless signature is alg over digest by public_key."""
-    digest_alg = HASHES[alg[2:]]
-    prehashed = utils.Prehashed(digest_alg)
-    if isinstance(public_key, rsa.RSAPublicKey):
-        pad: padding.AsymmetricPadding = (
-            padding.PSS(padding.MGF1(digest_alg), digest_alg.digest_size)
-            if alg.startswith("PS")
-            else padding.PKCS1v15()
-        )
-        public_key.verify(signature, digest, pad, prehashed)
-        return
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
-    half = len(signature) // 2
-    assert half == (public_key.curve.key_size + 7) // 8, "EC signature must be raw r||s"
-    der = utils.encode_dss_signature(
-        int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
-    )
-    public_key.verify(der, digest, ec.ECDSA(prehashed))
-
-
 def public_key_of(key: Any) -> Any:
     jwk = key.key
     if jwk.kty in (KeyType.rsa, KeyType.rsa_hsm):
@@ -91,10 +68,6 @@ def public_key_of(key: Any) -> Any:
     return ec.EllipticCurvePublicNumbers(
         int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve
     ).public_key()
-
-
-def digest_for(alg: str, data: bytes = b"to be signed") -> bytes:
-    return hashlib.new("sha" + alg[2:], data).digest()
 
 
 @pytest.mark.parametrize(("kty", "size", "curve", "algorithms"), KEY_CASES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,8 +10,7 @@ from typing import Any
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
 from akv_issuer.keyvault import (
@@ -26,8 +24,8 @@ from akv_issuer.keyvault import (
     WorkloadIdentity,
 )
 from akv_issuer.pki import SignatureAlgorithm
+from fixtures.emulator import digest_for, verify_locally
 
-HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 KEY_CASES = [
     ("RSA", 2048, None, ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]),
     ("RSA", 3072, None, ["RS384", "PS384"]),
@@ -69,29 +67,6 @@ async def access(emulator_env: EmulatorEnv) -> AsyncIterator[KeyVaultAccess]:
     await kv.close()
 
 
-def digest_for(alg: str, data: bytes = b"tbs") -> bytes:
-    return hashlib.new("sha" + alg[2:], data).digest()
-
-
-def verify_locally(key: KeyInfo, alg: str, digest: bytes, signature: bytes) -> None:
-    digest_alg = HASHES[alg[2:]]
-    prehashed = utils.Prehashed(digest_alg)
-    public_key = key.public_key
-    if isinstance(public_key, rsa.RSAPublicKey):
-        pad: padding.AsymmetricPadding = (
-            padding.PSS(padding.MGF1(digest_alg), digest_alg.digest_size)
-            if alg.startswith("PS")
-            else padding.PKCS1v15()
-        )
-        public_key.verify(signature, digest, pad, prehashed)
-        return
-    half = len(signature) // 2
-    der = utils.encode_dss_signature(
-        int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
-    )
-    public_key.verify(der, digest, ec.ECDSA(prehashed))
-
-
 async def new_key(access: KeyVaultAccess, env: EmulatorEnv, name: str, **kwargs: Any) -> KeyInfo:
     return await access.create_key(env.vault_url, name, wi_auth(env), **kwargs)
 
@@ -123,7 +98,7 @@ async def test_get_key_and_sign_every_key_type(
     for alg in algorithms:
         digest = digest_for(alg)
         signature = await signer.sign_digest(SignatureAlgorithm(alg), digest)
-        verify_locally(key, alg, digest, signature)
+        verify_locally(key.public_key, alg, digest, signature)
 
 
 async def test_key_cached_and_one_token_for_many_calls(
@@ -205,7 +180,7 @@ async def test_sign_429_without_retry_after_is_retried(
     key = await new_key(access, env, unique_name)
     emulator.admin.set_faults({"throttle": {"next": 1, "operations": ["sign"]}})
     signature = await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
-    verify_locally(key, "RS256", digest_for("RS256"), signature)
+    verify_locally(key.public_key, "RS256", digest_for("RS256"), signature)
     assert emulator.admin.responses()["sign"] == {"429": 1, "200": 1}
 
 
