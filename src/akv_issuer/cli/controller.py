@@ -53,6 +53,10 @@ def _positive_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     def flag(name: str, env: str, helptext: str, **kwargs: Any) -> None:
+        default = kwargs.get("default")
+        # Show the effective default (environment included) unless the text explains it.
+        if default not in (None, False) and "(default" not in helptext:
+            helptext = f"{helptext} (default {default})"
         parser.add_argument(name, help=f"{helptext} [env {env}]", **kwargs)
 
     flag(
