@@ -302,7 +302,7 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
                     f"concurrency {concurrency}"
                 )
                 (out_dir / "profile.md").write_text(prof.render(summary, title))
-                shutil.copy(raw_profile, out_dir / "profile.raw.txt")
+                prof.write_folded(raw_profile, out_dir / "profile.folded.txt")
 
         step("cert-manager CA issuer vs ours")
         try:
@@ -343,6 +343,24 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
     return results
 
 
+def rerender(out_dir: Path) -> int:
+    """Re-classify the saved profile and re-render the Markdown (no measuring)."""
+    results = json.loads((out_dir / "results.json").read_text())
+    raw_profile = out_dir / "profile.raw.txt"  # copy it there from a --keep work folder
+    found = results["scenarios"].get("profile")
+    if found and raw_profile.is_file():
+        found["summary"] = prof.summarize(raw_profile)
+        run = found["run"]
+        title = (
+            f"Controller CPU profile: burst of {run['n']} at {run['latency_ms']} ms sign "
+            f"latency, concurrency {run['concurrency']}"
+        )
+        (out_dir / "profile.md").write_text(prof.render(found["summary"], title))
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "RESULTS.md").write_text(report.render(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -358,7 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, nargs="+", help="override the list")
     parser.add_argument("--finished", type=int, help="finished requests present (override)")
     parser.add_argument("--cm-n", type=int, help="Certificates per cert-manager round (override)")
+    parser.add_argument(
+        "--render-only",
+        type=Path,
+        metavar="DIR",
+        help="re-render DIR/RESULTS.md and profile.md from DIR/results.json and profile.raw.txt",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        return rerender(args.render_only)
     cfg = Config.for_mode(args.quick)
     if args.n:
         cfg.n = args.n

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,7 +165,12 @@ async def startup_and_trickle(
         "hwm_mib": controller.hwm_mib(),
         "cpu_ms_per_s": (controller.cpu_seconds() - cpu0) * 1000 / 5,
     }
-    result: dict[str, Any] = {"startup_s": startup, "idle": idle, "trickle": {}}
+    result: dict[str, Any] = {
+        "startup_s": startup,
+        "import_s": await asyncio.to_thread(import_seconds),
+        "idle": idle,
+        "trickle": {},
+    }
     for latency in latencies_ms:
         env.set_sign_latency(latency)
         result["trickle"][str(latency)] = await trickle(
@@ -172,6 +178,22 @@ async def startup_and_trickle(
         )
     controller.stop()
     return result
+
+
+def import_seconds(runs: int = 3) -> float:
+    """Median time to import what the controller process imports before serving."""
+    code = (
+        "import time; t = time.perf_counter(); "
+        "import akv_issuer.cli.controller, akv_issuer.controller.manager; "
+        "print(time.perf_counter() - t)"
+    )
+    found = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        found.append(float(out.strip()))
+    return statistics.median(found)
 
 
 async def trickle(
