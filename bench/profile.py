@@ -170,7 +170,7 @@ def render(summary: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_folded(raw: Path, out: Path, limit: int = 400) -> None:
+def write_folded(raw: Path, out: Path, limit: int = 120) -> None:
     """The ``limit`` heaviest stacks, paths shortened: a small flame-graph input
     (the full raw profile stays in the run's work folder)."""
     stacks: collections.Counter[str] = collections.Counter()
