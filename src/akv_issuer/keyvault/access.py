@@ -8,12 +8,15 @@ import datetime as dt
 import logging
 import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.keys import JsonWebKey, KeyType, KeyVaultKey
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm as AzureSignatureAlgorithm
@@ -318,6 +321,7 @@ class KeyVaultAccess:
         self._keys: dict[_KeyCacheKey, tuple[KeyInfo, float]] = {}
         self._latest: dict[tuple[AuthConfig, str, str], tuple[str, float]] = {}
         self._inflight: dict[_KeyCacheKey, asyncio.Future[KeyInfo]] = {}
+        self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     # ---- plumbing ----------------------------------------------------------------------
@@ -332,9 +336,29 @@ class KeyVaultAccess:
         }
         if opts.api_version:
             kwargs["api_version"] = opts.api_version
-        if opts.tls_ca_file:
-            kwargs["connection_verify"] = opts.tls_ca_file
+        kwargs["transport"] = AioHttpTransport(session=self._http_session(), session_owner=False)
         return kwargs
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        """One connection pool for every Key Vault client of this process.
+
+        The SDK, given ``connection_verify=<file>``, builds a new SSL context per
+        request, and aiohttp reuses a pooled connection only for the same context
+        object: every sign would pay a fresh TLS handshake. One session whose
+        connector holds one context keeps connections alive (and shares them
+        between the keys, secrets and crypto clients).
+        """
+        if self._session is None:
+            context = ssl.create_default_context(cafile=self.options.tls_ca_file)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context),
+                # As the SDK's own sessions: proxies from the environment, no
+                # cookies, bodies left as sent.
+                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        return self._session
 
     def _credential_kwargs(self) -> dict[str, Any]:
         opts = self.options
@@ -603,6 +627,9 @@ class KeyVaultAccess:
         clients, self._clients = list(self._clients.values()), {}
         for item in clients:
             await item.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         self._keys.clear()
         self._latest.clear()
 
