@@ -137,10 +137,12 @@ class Manager:
         return True, ""
 
     def _ready(self) -> tuple[bool, str]:
-        if self.elector is not None and not self._leading:
-            # A standby is ready while it can reach the Lease (so it could take over).
-            return (True, "") if self.elector.healthy else (False, "cannot reach the leader lease")
         unsynced = [i.name for i in self.informers if not i.synced.is_set()]
+        if self.elector is not None and (not self._leading or unsynced):
+            # A standby is ready while it can reach the Lease (so it could take
+            # over); a new leader stays so while its caches fill, rather than
+            # flapping to not-ready in the moment it takes over.
+            return (True, "") if self.elector.healthy else (False, "cannot reach the leader lease")
         if unsynced or not self._leading:
             return False, f"caches not synced: {', '.join(unsynced) or 'starting'}"
         return True, ""
