@@ -44,7 +44,7 @@ from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, Is
 from akv_issuer.devcluster import DevCluster, create_identity
 from akv_issuer.devcluster.binaries import locate
 from akv_issuer.devcluster.cluster import start_with_ports_retry
-from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,17 +256,7 @@ class BenchEnv:
             field_manager=MANAGER,
             timeout=httpx2.Timeout(600.0),
         )
-        kv = KeyVaultAccess(
-            KeyVaultOptions(
-                tls_ca_file=emulator.env.ca_file, verify_challenge_resource=False, timeout=60
-            )
-        )
-        auth = ClientSecret(
-            tenant_id=emulator.env.tenant_id,
-            client_id=emulator.env.sp_client_id,
-            secret=emulator.env.sp_client_secret,
-            authority_host=emulator.env.authority_host,
-        )
+        kv, auth = emulator.env.service_principal_access(timeout=60)
         env = cls(work, cluster, emulator, kube, kv, auth)
         await env._setup()
         return env

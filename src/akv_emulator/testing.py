@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
+
 
 class EmulatorError(RuntimeError):
     """The emulator could not be started, or an admin call was refused."""
@@ -84,6 +86,20 @@ class EmulatorEnv:
     @property
     def sp_client_secret(self) -> str:
         return self.values["AKV_EMULATOR_SP_CLIENT_SECRET"]
+
+    def service_principal_access(
+        self, *, timeout: float = 30.0
+    ) -> tuple[KeyVaultAccess, ClientSecret]:
+        """A Key Vault access layer and the emulator's service principal, for a test
+        or benchmark that sets up keys and CA secrets as an operator would."""
+        access = KeyVaultAccess(KeyVaultOptions(tls_ca_file=self.ca_file, timeout=timeout))
+        auth = ClientSecret(
+            tenant_id=self.tenant_id,
+            client_id=self.sp_client_id,
+            secret=self.sp_client_secret,
+            authority_host=self.authority_host,
+        )
+        return access, auth
 
     def azure_environ(self) -> dict[str, str]:
         """The AZURE_* and AKV_* variables, for a child process or monkeypatched os.environ."""

@@ -54,7 +54,6 @@ from akv_issuer.devcluster.certmanager import (
     start_cert_manager,
     stop_cert_manager,
 )
-from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
 
 WAIT = 90.0
 
@@ -97,17 +96,7 @@ async def session_env(
         kube_client, devcluster, namespace, "controller", tmp
     )
     binding = await _bind_controller(kube_client, namespace, manager_role, "controller")
-    kv = KeyVaultAccess(
-        KeyVaultOptions(
-            tls_ca_file=emulator_process.env.ca_file, verify_challenge_resource=False, timeout=30
-        )
-    )
-    auth = ClientSecret(
-        tenant_id=emulator_process.env.tenant_id,
-        client_id=emulator_process.env.sp_client_id,
-        secret=emulator_process.env.sp_client_secret,
-        authority_host=emulator_process.env.authority_host,
-    )
+    kv, auth = emulator_process.env.service_principal_access(timeout=30)
     env = Env(
         kube=kube_client,
         namespace=namespace,

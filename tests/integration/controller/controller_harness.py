@@ -50,7 +50,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.devcluster import DevCluster
 from akv_issuer.devcluster.kubeconfig import write_kubeconfig
-from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
 
 REPO = Path(__file__).resolve().parents[3]
@@ -559,17 +559,7 @@ async def env(
         kube_client, devcluster, namespace, "controller", tmp_path
     )
     binding = await _bind_controller(kube_client, namespace, manager_role, "controller")
-    kv = KeyVaultAccess(
-        KeyVaultOptions(
-            tls_ca_file=emulator.env.ca_file, verify_challenge_resource=False, timeout=30
-        )
-    )
-    auth = ClientSecret(
-        tenant_id=emulator.env.tenant_id,
-        client_id=emulator.env.sp_client_id,
-        secret=emulator.env.sp_client_secret,
-        authority_host=emulator.env.authority_host,
-    )
+    kv, auth = emulator.env.service_principal_access(timeout=30)
     test_env = Env(
         kube=kube_client,
         namespace=namespace,
