@@ -28,9 +28,8 @@ import pytest_asyncio
 from controller_harness import (
     CA,
     Env,
-    _bind_controller,
-    _service_account_kubeconfig,
     condition,
+    open_env,
     wait_for,
 )
 from cryptography import x509
@@ -92,21 +91,10 @@ async def session_env(
     tmp = tmp_path_factory.mktemp("e2e-controller")
     namespace = f"akv-e2e-{uuid.uuid4().hex[:6]}"
     await kube_client.create(Namespace(metadata=ObjectMeta(name=namespace)))
-    kubeconfig = await _service_account_kubeconfig(
-        kube_client, devcluster, namespace, "controller", tmp
+    env, binding = await open_env(
+        kube_client, devcluster, emulator_process, namespace, manager_role, tmp
     )
-    binding = await _bind_controller(kube_client, namespace, manager_role, "controller")
-    kv, auth = emulator_process.env.service_principal_access(timeout=30)
-    env = Env(
-        kube=kube_client,
-        namespace=namespace,
-        cluster_namespace=namespace,
-        emulator=emulator_process,
-        kv=kv,
-        kv_auth=auth,
-        kubeconfig=kubeconfig,
-        tmp=tmp,
-    )
+    kv = env.kv
     try:
         controller = env.start_controller()
         await env.wait_ready(controller)

@@ -545,6 +545,35 @@ async def _bind_controller(kube: AsyncClient, namespace: str, role: str, sa: str
     return binding_name
 
 
+async def open_env(
+    kube_client: AsyncClient,
+    devcluster: DevCluster,
+    emulator: EmulatorProcess,
+    namespace: str,
+    manager_role: str,
+    tmp: Path,
+) -> tuple[Env, str]:
+    """An Env whose controller identity lives in ``namespace`` (which doubles as its
+    cluster resource namespace) bound to the shipped manager role; returns the
+    Env and the name of the ClusterRoleBinding to delete afterwards."""
+    kubeconfig = await _service_account_kubeconfig(
+        kube_client, devcluster, namespace, "controller", tmp
+    )
+    binding = await _bind_controller(kube_client, namespace, manager_role, "controller")
+    kv, auth = emulator.env.service_principal_access(timeout=30)
+    env = Env(
+        kube=kube_client,
+        namespace=namespace,
+        cluster_namespace=namespace,
+        emulator=emulator,
+        kv=kv,
+        kv_auth=auth,
+        kubeconfig=kubeconfig,
+        tmp=tmp,
+    )
+    return env, binding
+
+
 @pytest_asyncio.fixture
 async def env(
     kube_client: AsyncClient,
@@ -554,22 +583,10 @@ async def env(
     emulator: EmulatorProcess,
     tmp_path: Path,
 ) -> AsyncIterator[Env]:
-    # The test namespace doubles as the controller's own (cluster resource) namespace.
-    kubeconfig = await _service_account_kubeconfig(
-        kube_client, devcluster, namespace, "controller", tmp_path
+    test_env, binding = await open_env(
+        kube_client, devcluster, emulator, namespace, manager_role, tmp_path
     )
-    binding = await _bind_controller(kube_client, namespace, manager_role, "controller")
-    kv, auth = emulator.env.service_principal_access(timeout=30)
-    test_env = Env(
-        kube=kube_client,
-        namespace=namespace,
-        cluster_namespace=namespace,
-        emulator=emulator,
-        kv=kv,
-        kv_auth=auth,
-        kubeconfig=kubeconfig,
-        tmp=tmp_path,
-    )
+    kv = test_env.kv
     try:
         yield test_env
     finally:
