@@ -41,12 +41,11 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
     ``invalid``) when no certificate can be read or one of them is malformed.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    raw = raw.strip()
-    if not raw:
+    if not raw.strip():
         raise CAError(CAErrorKind.INVALID, "the CA bundle is empty")
     if b"-----BEGIN " not in raw:
         try:
-            return [x509.load_der_x509_certificate(raw)]
+            return [x509.load_der_x509_certificate(_der_certificate(raw))]
         except _DECODE_ERRORS:
             raise CAError(
                 CAErrorKind.INVALID, "the CA bundle is neither PEM nor a DER certificate"
@@ -65,6 +64,30 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
     if not certificates:
         raise CAError(CAErrorKind.INVALID, "the CA bundle holds no PEM certificate")
     return certificates
+
+
+def _der_certificate(raw: bytes) -> bytes:
+    """The DER certificate in ``raw``, without the whitespace around it.
+
+    A certificate ends with its signature, whose last bytes may well be 0x20 or
+    0x0a, so trailing whitespace cannot simply be stripped: the outer SEQUENCE's
+    length says where the certificate ends. Raises ValueError when the bytes
+    around it are not whitespace or the length is malformed.
+    """
+    body = raw.lstrip()
+    if len(body) < 2 or body[0] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    first = body[1]
+    if first < 0x80:
+        end = 2 + first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(body) < 2 + count:
+            raise ValueError("unsupported DER length")
+        end = 2 + count + int.from_bytes(body[2 : 2 + count], "big")
+    if end > len(body) or body[end:].strip():
+        raise ValueError("bytes after the DER certificate")
+    return body[:end]
 
 
 def issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:

@@ -7,6 +7,8 @@ import datetime
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pki_support import ca_key, der, make_csr, pem, private_key, sign_locally
@@ -65,6 +67,41 @@ def test_loads_pem_with_text_whitespace_and_other_blocks() -> None:
 
 def test_loads_der() -> None:
     assert pki.load_certificates(b"\n" + der(ROOT) + b"\n") == [ROOT]
+
+
+def _root_whose_der_ends_in_whitespace() -> x509.Certificate:
+    # A fixed Ed25519 key signs deterministically, so this search finds the same
+    # certificate every run: the regression for a loader that stripped the last
+    # signature byte (CI failed on it about once in 40 runs with random keys).
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Whitespace Root")])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    for serial in range(1, 10_000):
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(start)
+            .not_valid_after(start + 30 * DAY)
+            .sign(key, None)
+        )
+        if der(cert)[-1:].isspace():
+            return cert
+    raise AssertionError("no certificate whose DER ends in a whitespace byte")
+
+
+def test_loads_der_whose_signature_ends_in_a_whitespace_byte() -> None:
+    cert = _root_whose_der_ends_in_whitespace()
+    assert der(cert)[-1:].isspace()
+    assert pki.load_certificates(der(cert)) == [cert]
+    assert pki.load_certificates(b" \r\n" + der(cert) + b"\n\n") == [cert]
+
+
+def test_refuses_der_followed_by_other_bytes() -> None:
+    with pytest.raises(CAError, match="neither PEM nor a DER certificate"):
+        pki.load_certificates(der(ROOT) + b"trailing")
 
 
 @pytest.mark.parametrize(
