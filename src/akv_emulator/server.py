@@ -322,6 +322,10 @@ class Emulator:
         if faults.latency_applies(op):
             await asyncio.sleep(faults.latency_ms / 1000)
         if faults.stall.fire(op, self.rng):
+            # A stalled call is never answered: it stops counting as in flight
+            # now, or it would inflate every later peak_in_flight.
+            request["stalled"] = True
+            self.counters.leave(op)
             await self.shutdown.wait()
             if request.transport is not None:
                 request.transport.abort()
@@ -376,6 +380,21 @@ class Emulator:
             return who
         request["op"] = op
         self.counters.requests[op] += 1
+        self.counters.enter(op)
+        try:
+            return await self._authorized_call(request, op, who, permission, handler)
+        finally:
+            if not request.get("stalled"):
+                self.counters.leave(op)
+
+    async def _authorized_call(
+        self,
+        request: web.Request,
+        op: str,
+        who: Identity,
+        permission: tuple[str, str],
+        handler: Callable[[Identity], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         faulted = await self.apply_faults(request, op)
         if faulted is not None:
             return faulted

@@ -343,16 +343,30 @@ class Counters:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.responses: dict[str, Counter[str]] = defaultdict(Counter)
+        # Calls being served right now and the most seen at once, per
+        # operation: lets a test check a client's concurrency bound.
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()
+
+    def enter(self, op: str) -> None:
+        self.in_flight[op] += 1
+        self.peak_in_flight[op] = max(self.peak_in_flight[op], self.in_flight[op])
+
+    def leave(self, op: str) -> None:
+        self.in_flight[op] -= 1
 
     def describe(self) -> dict[str, Any]:
         return {
             "requests": dict(self.requests),
             "responses": {op: dict(statuses) for op, statuses in self.responses.items()},
+            "peak_in_flight": dict(self.peak_in_flight),
         }
 
     def clear(self) -> None:
         self.requests.clear()
         self.responses.clear()
+        # Calls still running keep counting, so a peak starts at what is in flight.
+        self.peak_in_flight = Counter({op: n for op, n in self.in_flight.items() if n})
 
 
 # --- a minimal JWT issuer/verifier for federated (workload identity) assertions ---------------

@@ -145,6 +145,11 @@ class AdminClient:
         result: dict[str, dict[str, int]] = self.call("GET", "counters")["responses"]
         return result
 
+    def peak_in_flight(self) -> dict[str, int]:
+        """The most calls served at once per operation since the counters were reset."""
+        result: dict[str, int] = self.call("GET", "counters")["peak_in_flight"]
+        return result
+
     def reset_counters(self) -> None:
         self.call("DELETE", "counters")
 

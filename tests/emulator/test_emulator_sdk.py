@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import ssl
 import urllib.error
@@ -9,7 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 from azure.identity.aio import WorkloadIdentityCredential as AioWorkloadIdentityCredential
 from azure.keyvault.keys import KeyClient, KeyType
@@ -308,3 +309,31 @@ def test_admin_rejects_bad_faults_clearly(
         emulator.admin.set_faults(faults)
     assert "HTTP 400" in str(err.value)
     assert fragment in str(err.value)
+
+
+def test_peak_in_flight_counts_calls_served_at_once(
+    emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    credential = sp_credential(env)
+    keys = KeyClient(env.vault_url, credential, connection_verify=env.ca_file)
+    key = keys.create_ec_key(unique_name, curve="P-256")
+    crypto = CryptographyClient(key, credential, connection_verify=env.ca_file)
+    digest = digest_for("ES256")
+    crypto.sign(SignatureAlgorithm.es256, digest)  # token and key fetched before the race
+    # A stalled call is never answered; it must not count as in flight forever.
+    emulator.admin.set_faults({"stall": {"next": 1, "operations": ["sign"]}})
+    stalled = CryptographyClient(key, credential, connection_verify=env.ca_file, retry_total=0)
+    with pytest.raises(AzureError):
+        stalled.sign(SignatureAlgorithm.es256, digest, read_timeout=1)
+    emulator.admin.reset_counters()
+    assert emulator.admin.peak_in_flight() == {}
+    emulator.admin.set_faults({"latency_ms": 300, "latency_operations": ["sign"]})
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: crypto.sign(SignatureAlgorithm.es256, digest), range(3)))
+    crypto.sign(SignatureAlgorithm.es256, digest)  # a lone call does not raise the peak
+    assert len(results) == 3
+    assert emulator.admin.counters()["sign"] == 4
+    assert emulator.admin.peak_in_flight()["sign"] == 3
+    emulator.admin.reset_counters()
+    assert emulator.admin.peak_in_flight() == {}
