@@ -1,11 +1,18 @@
 """Kubernetes Events on issuers and CertificateRequests (``core/v1`` Events).
 
 Events are best effort: a failure to record one is logged and never fails the
-reconcile that wanted to record it.
+reconcile that wanted to record it. Once :meth:`EventRecorder.start` has run,
+they are also sent off the reconcile path: a worker queues the event and goes
+on, so the API round trip of an Event never holds a worker (and a slow events
+endpoint never slows signing). The queue is bounded; if the API server cannot
+keep up, events beyond the bound are dropped and counted, as client-go's
+broadcaster does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -16,6 +23,7 @@ from lightkube import AsyncClient
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
+from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +31,8 @@ COMPONENT = "azure-keyvault-issuer"
 NORMAL = "Normal"
 WARNING = "Warning"
 _MAX_MESSAGE = 1024
+_QUEUE_BOUND = 5000
+_SENDERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +56,70 @@ class ObjectRef:
 
 
 class EventRecorder:
-    def __init__(self, client: AsyncClient, instance: str) -> None:
+    def __init__(self, client: AsyncClient, instance: str, dropped: Counter | None = None) -> None:
         self._client = client
         self._instance = instance
+        self._dropped = dropped
         self.recorded = 0
+        self.dropped = 0
+        self._queue: asyncio.Queue[Event] | None = None
+        self._senders: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Send events from background tasks from now on (call inside the loop)."""
+        if self._queue is not None:
+            return
+        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_BOUND)
+        self._queue = queue
+        self._senders = [
+            asyncio.create_task(self._send_loop(queue), name=f"event-sender-{n}")
+            for n in range(_SENDERS)
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Send what is queued (for at most ``grace`` seconds), then stop."""
+        queue, self._queue = self._queue, None
+        if queue is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(queue.join(), grace)
+        for task in self._senders:
+            task.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        self._senders = []
+        if queue.qsize():
+            self._drop(queue.qsize())
+            log.warning("%d events not sent before shutdown", queue.qsize())
 
     async def record(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        event = self._event(ref, type_, reason, message)
+        if self._queue is None:
+            await self._send(event)
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._drop(1)
+            log.warning("event queue full: dropped event %s on %s %s", reason, ref.kind, ref.name)
+
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self._dropped is not None:
+            self._dropped.inc(count)
+
+    async def _send_loop(self, queue: asyncio.Queue[Event]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._send(event)
+            finally:
+                queue.task_done()
+
+    def _event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> Event:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         # Events of cluster-scoped objects live in "default", as client-go does.
         namespace = ref.namespace or "default"
-        event = Event(
+        return Event(
             metadata=ObjectMeta(
                 name=f"{ref.name}.{secrets.token_hex(8)}",
                 namespace=namespace,
@@ -77,14 +141,17 @@ class EventRecorder:
             lastTimestamp=now,
             count=1,
         )
+
+    async def _send(self, event: Event) -> None:
         try:
             await self._client.create(event)
             self.recorded += 1
         except Exception as exc:
+            involved = event.involvedObject
             log.warning(
                 "could not record event %s on %s %s: %s",
-                reason,
-                ref.kind,
-                ref.name,
+                event.reason,
+                involved.kind if involved else "",
+                involved.name if involved else "",
                 type(exc).__name__,
             )

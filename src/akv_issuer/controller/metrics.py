@@ -99,6 +99,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.events_dropped = Counter(
+            f"{PREFIX}_events_dropped",
+            "Kubernetes Events not sent because the event queue was full or the "
+            "process was shutting down.",
+            registry=self.registry,
+        )
+        self.signs_in_flight = Gauge(
+            f"{PREFIX}_keyvault_signs_in_flight",
+            "Key Vault sign calls in flight (at most --concurrency).",
+            registry=self.registry,
+        )
+
     def forget_issuer(self, kind: str, namespace: str, name: str) -> None:
         for gauge in (self.ca_expiry, self.ca_expiring, self.issuer_ready):
             with contextlib.suppress(KeyError):
