@@ -153,7 +153,16 @@ def test_approver_rbac_can_be_skipped() -> None:
     names = {d["metadata"]["name"] for d in rendered}
     assert f"{PREFIX}cert-manager-approver" not in names
     grants_all = set().union(*(grants(d.get("rules", [])) for d in rendered))
-    assert not any(g[1] == "signers" for g in grants_all)
+    # Nothing may approve any more; signing Kubernetes CSRs is the controller's own.
+    assert not any(g[1] == "signers" and g[2] == "approve" for g in grants_all)
+    assert {g for g in grants_all if g[1] == "signers"} == {
+        (
+            "certificates.k8s.io",
+            "signers",
+            "sign",
+            "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
+        )
+    }
 
 
 def test_controller_bindings_name_the_chart_service_account(default_chart: list[Doc]) -> None:
@@ -190,11 +199,10 @@ def test_narrow_secret_access_binds_reader_per_namespace() -> None:
         assert binding["roleRef"]["name"] == f"{PREFIX}secret-reader-role"
 
 
-def test_no_rule_uses_wildcards_or_touches_kubernetes_csrs(default_chart: list[Doc]) -> None:
+def test_no_rule_uses_wildcards(default_chart: list[Doc]) -> None:
     for doc in default_chart:
         for rule in doc.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], doc
-            assert "certificates.k8s.io" not in rule["apiGroups"], doc
 
 
 # --- workload identity and pod security ------------------------------------
@@ -246,7 +254,8 @@ def _help_flags() -> set[str]:
 # Flags deliberately without a chart value: in a pod the controller uses its
 # in-cluster config, and the Lease identity must stay the default (hostname
 # plus a random suffix) so that a restarted container never inherits a lease.
-NOT_IN_CHART = {"--help", "--kubeconfig", "--leader-election-identity"}
+# --kubernetes-csrs is the default; the chart only ever passes its off switch.
+NOT_IN_CHART = {"--help", "--kubeconfig", "--leader-election-identity", "--kubernetes-csrs"}
 
 EVERYTHING_CHANGED: dict[str, Any] = {
     "replicaCount": 2,
@@ -260,6 +269,7 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "shutdownTimeout": "20s",
         "tlsCAFile": "/etc/akv-ca/ca.pem",
         "emulator": True,
+        "kubernetesCSRs": False,
         "logFormat": "json",
         "logLevel": "debug",
     },
@@ -295,6 +305,7 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.shutdown_timeout == 20.0
     assert config.tls_ca_file == "/etc/akv-ca/ca.pem"
     assert config.emulator is True
+    assert config.kubernetes_csrs is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"
     assert config.leader_election_id == "akv-leader"
@@ -446,3 +457,28 @@ def test_values_doc_comments_name_existing_flags() -> None:
     named = set(re.findall(r"`(--[a-z-]+)`", (CHART / "values.yaml").read_text()))
     assert named
     assert named <= _help_flags()
+
+
+def _csr_grants(rendered: list[Doc]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for doc in rendered
+        for rule in doc.get("rules") or ()
+        if "certificates.k8s.io" in rule["apiGroups"]
+    ]
+
+
+def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None:
+    signers = [r for r in _csr_grants(default_chart) if r["resources"] == ["signers"]]
+    assert signers == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": ["clusterissuers.azure-keyvault-issuer.gonicus.de/*"],
+            "verbs": ["sign"],
+        }
+    ]
+    assert "--no-kubernetes-csrs" not in controller_args(one(default_chart, "Deployment"))
+    off = docs(helm_template({"controller": {"kubernetesCSRs": False}}))
+    assert _csr_grants(off) == []
+    assert "--no-kubernetes-csrs" in controller_args(one(off, "Deployment"))

@@ -133,7 +133,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flag(
         "--concurrency",
         "AKV_CONCURRENCY",
-        "CertificateRequests reconciled at once",
+        "Key Vault sign calls in flight at once (requests are read and written by "
+        "this many workers plus 8)",
         type=_positive_int,
         default=_env("AKV_CONCURRENCY", "4"),
     )
@@ -179,6 +180,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "resource matches the vault's domain. Never use against Azure",
         action="store_true",
         default=_env_bool("AKV_EMULATOR"),
+    )
+    flag(
+        "--kubernetes-csrs",
+        "AKV_KUBERNETES_CSRS",
+        "also sign Kubernetes CertificateSigningRequests whose signerName is "
+        "clusterissuers.<group>/<name> (needs the CSR rules of the shipped ClusterRole); "
+        "--no-kubernetes-csrs turns it off (default on)",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_KUBERNETES_CSRS", "true").strip().lower() in _TRUE,
     )
     flag(
         "--shutdown-timeout",
@@ -232,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         keyvault_timeout=seconds(args.keyvault_timeout),
         tls_ca_file=args.tls_ca_file,
         emulator=bool(args.emulator),
+        kubernetes_csrs=bool(args.kubernetes_csrs),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )
 

@@ -101,6 +101,13 @@ CertificateRequest = create_namespaced_resource(
 )
 
 
+# Kubernetes' own CSRs, as a generic resource so that objects arrive as plain
+# dicts like our other resources (the informer and handlers expect those).
+KubeCertificateSigningRequest = create_global_resource(
+    "certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests"
+)
+
+
 def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> str:
     """The ``signers`` resourceName cert-manager's approver checks for one issuer.
 

@@ -55,6 +55,7 @@ class ControllerConfig:
     keyvault_timeout: float = 30.0
     tls_ca_file: str | None = None
     emulator: bool = False
+    kubernetes_csrs: bool = True
     shutdown_timeout: float = 30.0
     list_chunk_size: int = 500
 

@@ -215,28 +215,106 @@ def decide(
     if approved is None or approved.status != "True":
         return WaitForApproval()
     ref = request.issuer_ref
+    where = f" in namespace {request.namespace}" if ref.kind == "Issuer" else ""
+    return _wait_for_issuer(ref.kind, ref.name, where, issuer) or Sign()
+
+
+def _wait_for_issuer(
+    kind: str, name: str, where: str, issuer: IssuerView | None
+) -> SetPending | None:
+    """Why an approved request must wait for its issuer, or None when it may be signed."""
     if issuer is None:
-        where = f" in namespace {request.namespace}" if ref.kind == "Issuer" else ""
         return SetPending(
             PendingReason.ISSUER_NOT_FOUND,
-            f"{ref.kind} {ref.name}{where} does not exist",
+            f"{kind} {name}{where} does not exist",
             CertificateRequestEvent.WAITING_FOR_ISSUER_EXIST,
         )
-    if not issuer.is_ready():
-        ready = issuer.ready
-        detail = ""
-        if ready is None:
-            detail = "it has not been checked yet"
-        elif ready.status == "True":
-            detail = "its Ready condition is for an older generation"
-        else:
-            detail = f"{ready.reason}: {ready.message}" if ready.message else ready.reason
-        return SetPending(
-            PendingReason.ISSUER_NOT_READY,
-            f"{ref.kind} {ref.name} is not ready ({detail})",
-            CertificateRequestEvent.WAITING_FOR_ISSUER_READY,
+    if issuer.is_ready():
+        return None
+    ready = issuer.ready
+    detail = ""
+    if ready is None:
+        detail = "it has not been checked yet"
+    elif ready.status == "True":
+        detail = "its Ready condition is for an older generation"
+    else:
+        detail = f"{ready.reason}: {ready.message}" if ready.message else ready.reason
+    return SetPending(
+        PendingReason.ISSUER_NOT_READY,
+        f"{kind} {name} is not ready ({detail})",
+        CertificateRequestEvent.WAITING_FOR_ISSUER_READY,
+    )
+
+
+# -- Kubernetes CertificateSigningRequests (certificates.k8s.io/v1) --------------
+
+# Kubernetes' own condition types; a signer adds only Failed.
+CSR_APPROVED = "Approved"
+CSR_DENIED = "Denied"
+CSR_FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeCSRView:
+    name: str
+    uid: str
+    created: dt.datetime | None
+    signer_name: str
+    conditions: tuple[Condition, ...]
+    has_certificate: bool
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> KubeCSRView:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        return cls(
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            created=parse_time(meta.get("creationTimestamp")),
+            signer_name=str(spec.get("signerName") or ""),
+            conditions=tuple(Condition.from_dict(c) for c in status.get("conditions") or ()),
+            has_certificate=bool(status.get("certificate")),
         )
-    return Sign()
+
+    def condition_true(self, type_: str) -> bool:
+        found = find_condition(self.conditions, type_)
+        return found is not None and found.status == "True"
+
+    def is_finished(self) -> bool:
+        # Denied is final too: Kubernetes CSRs have no terminal condition for a
+        # signer to add after a denial, so there is nothing left to do.
+        return (
+            self.has_certificate
+            or self.condition_true(CSR_FAILED)
+            or self.condition_true(CSR_DENIED)
+        )
+
+
+def cluster_issuer_of_signer(signer_name: str, group: str) -> str | None:
+    """The ClusterIssuer a signerName ``clusterissuers.<group>/<name>`` names, else None.
+
+    Only ClusterIssuers sign Kubernetes CSRs: a CSR is cluster-scoped, so a
+    namespaced Issuer serving one would let anyone who may create CSRs use a
+    namespace's CA without any right in that namespace.
+    """
+    prefix = f"clusterissuers.{group}/"
+    if not signer_name.startswith(prefix):
+        return None
+    name = signer_name[len(prefix) :]
+    return name if name and "/" not in name else None
+
+
+def decide_kube_csr(csr: KubeCSRView, issuer: IssuerView | None, *, group: str) -> Action:
+    """What to do with a Kubernetes CSR given its ClusterIssuer (None if missing)."""
+    name = cluster_issuer_of_signer(csr.signer_name, group)
+    if name is None:
+        return Ignore("signerName names another signer")
+    if csr.is_finished():
+        return Ignore("already finished")
+    if not csr.condition_true(CSR_APPROVED):
+        return WaitForApproval()
+    return _wait_for_issuer("ClusterIssuer", name, "", issuer) or Sign()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,10 +32,12 @@ from akv_issuer.controller.api import (
     CertificateRequest,
     ClusterIssuer,
     Issuer,
+    KubeCertificateSigningRequest,
 )
 from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.events import EventRecorder
 from akv_issuer.controller.informer import Informer
+from akv_issuer.controller.kubecsr import KubeCSRSigner
 from akv_issuer.controller.leader import LeaderElectionConfig, LeaderElector
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.reconciler import Reconciler
@@ -47,6 +49,14 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_LOST_LEASE = 2
 EXIT_FAILED = 1
+
+# Workers beyond --concurrency: --concurrency bounds the Key Vault signs in
+# flight (the remote, throttled resource), and these extra workers read
+# requests and write statuses meanwhile, so a slow vault keeps its sign slots
+# busy instead of waiting on Kubernetes round trips between signs.
+KUBERNETES_WORKERS = 8
+# Kubernetes CSRs are rare next to CertificateRequests; they share the sign slots.
+KUBE_CSR_WORKERS = 2
 
 
 def make_client(config: ControllerConfig) -> AsyncClient:
@@ -81,7 +91,9 @@ class Manager:
         self.metrics = Metrics()
         self.client = client or make_client(config)
         self.keyvault = keyvault or make_keyvault(config)
-        self.events = EventRecorder(self.client, config.identity)
+        self.events = EventRecorder(
+            self.client, config.identity, dropped=self.metrics.events_dropped
+        )
         self.reconciler = Reconciler(config, self.client, self.keyvault, self.metrics, self.events)
         self.elector: LeaderElector | None = None
         if config.leader_elect:
@@ -118,6 +130,31 @@ class Manager:
                 chunk_size=chunk,
             ),
         ]
+        self.kube_csrs: KubeCSRSigner | None = None
+        if config.kubernetes_csrs:
+            self.kube_csrs = KubeCSRSigner(
+                config,
+                self.client,
+                r.signer,
+                self.metrics,
+                self.events,
+                issuers=r.issuers,
+                checked=r.checked,
+                recheck_issuer=r.issuer_queue.add,
+                issuer_fault=r.issuer_fault,
+            )
+            r.issuer_listeners.append(self.kube_csrs.issuer_changed)
+            r.extra_queues.append(self.kube_csrs.queue)
+            self.informers.append(
+                Informer(
+                    self.client,
+                    KubeCertificateSigningRequest,
+                    self.kube_csrs,
+                    name="certificatesigningrequests",
+                    namespace=None,
+                    chunk_size=chunk,
+                )
+            )
         self.servers = Servers(
             Probes(healthy=self._healthy, ready=self._ready),
             self.metrics.registry,
@@ -155,6 +192,7 @@ class Manager:
             return await self._run(stop)
         finally:
             await self.servers.stop()
+            await self.events.stop(grace=0.0)
             with contextlib.suppress(Exception):
                 await self.keyvault.close()
             with contextlib.suppress(Exception):
@@ -211,18 +249,32 @@ class Manager:
         self._informer_tasks = [
             asyncio.create_task(i.run(), name=f"informer-{i.name}") for i in self.informers
         ]
+        self.events.start()
+        workers = self.config.concurrency + KUBERNETES_WORKERS
         self._worker_tasks = [
             asyncio.create_task(
                 r.run_worker(r.cr_queue, r.reconcile_request), name=f"cr-worker-{n}"
             )
-            for n in range(self.config.concurrency)
+            for n in range(workers)
         ] + [
             asyncio.create_task(
                 r.run_worker(r.issuer_queue, r.reconcile_issuer), name=f"issuer-worker-{n}"
             )
             for n in range(self.config.issuer_concurrency)
         ]
-        log.info("started %d CertificateRequest workers", self.config.concurrency)
+        if self.kube_csrs is not None:
+            self._worker_tasks += [
+                asyncio.create_task(
+                    r.run_worker(self.kube_csrs.queue, self.kube_csrs.reconcile),
+                    name=f"csr-worker-{n}",
+                )
+                for n in range(KUBE_CSR_WORKERS)
+            ]
+        log.info(
+            "started %d CertificateRequest workers, at most %d Key Vault signs in flight",
+            workers,
+            self.config.concurrency,
+        )
 
     async def _stop_informers(self) -> None:
         for task in self._informer_tasks:
@@ -236,6 +288,8 @@ class Manager:
         r = self.reconciler
         await r.cr_queue.shut_down()
         await r.issuer_queue.shut_down()
+        if self.kube_csrs is not None:
+            await self.kube_csrs.queue.shut_down()
         _done, pending = await asyncio.wait(
             self._worker_tasks, timeout=self.config.shutdown_timeout
         )
@@ -248,6 +302,7 @@ class Manager:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.events.stop(grace=5.0)
         log.info("shutdown complete")
 
     async def _abort_work(self) -> None:
@@ -257,6 +312,7 @@ class Manager:
             task.cancel()
         await self._stop_informers()
         await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        await self.events.stop(grace=2.0)
 
 
 async def run_controller(config: ControllerConfig) -> int:

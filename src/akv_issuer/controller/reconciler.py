@@ -22,7 +22,6 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,24 +79,22 @@ from akv_issuer.controller.issuers import (
     CheckFailed,
     IssuerChecker,
     IssuerKey,
-    keyvault_failure,
 )
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.queue import Backoff, ShutDown, WorkQueue
-from akv_issuer.keyvault import ErrorKind, KeyVaultAccess, KeyVaultError
+from akv_issuer.controller.signing import (
+    IssuerFault,
+    Outcome,
+    Refused,
+    RequestSigner,
+    Signed,
+    Transient,
+)
+from akv_issuer.keyvault import KeyVaultAccess
 from akv_issuer.pki import (
     DEFAULT_DURATION,
     DEFAULT_USAGES,
-    AlgorithmError,
-    CSRError,
     IssuanceRequest,
-    PolicyError,
-    SignatureAlgorithm,
-    SignatureError,
-    build_certificate,
-    parse_csr,
-    sign_certificate,
-    split_chain,
 )
 
 log = logging.getLogger(__name__)
@@ -111,13 +108,6 @@ EVENT_CHECKED = "Checked"
 class PendingEntry:
     issuer: IssuerKey
     approval: tuple[str, str]  # (Approved status, Denied status)
-
-
-@dataclass(frozen=True, slots=True)
-class SignedResult:
-    certificate_pem: bytes
-    ca_pem: bytes
-    issuer: IssuerKey
 
 
 class _StatusConflict(Exception):
@@ -156,20 +146,6 @@ def _newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
         return True
 
 
-class _CountingSigner:
-    """Wraps the Key Vault signer to count sign calls by status code."""
-
-    def __init__(self, inner: Any, checker: IssuerChecker) -> None:
-        self._inner = inner
-        self._checker = checker
-
-    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        result: bytes = await self._checker.kv_call(
-            "sign", self._inner.sign_digest(algorithm, digest)
-        )
-        return result
-
-
 class Reconciler:
     def __init__(
         self,
@@ -187,6 +163,7 @@ class Reconciler:
         self.events = events
         self._now = now
         self.checker = IssuerChecker(client, keyvault, metrics, config.cluster_resource_namespace)
+        self.signer = RequestSigner(keyvault, self.checker, metrics, config.concurrency)
         recheck = config.issuer_recheck_interval.total_seconds()
         self.issuer_queue: WorkQueue[IssuerKey] = WorkQueue(
             "issuers", Backoff(base=2.0, cap=min(300.0, recheck))
@@ -199,7 +176,11 @@ class Reconciler:
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
         self._expiring: set[IssuerKey] = set()
         self.pending: dict[str, PendingEntry] = {}
-        self.signed: dict[str, SignedResult] = {}
+        self.signed: dict[str, Signed] = {}
+        # Called with an issuer's key whenever it changes (checked, failed,
+        # deleted): other request kinds waiting for it requeue themselves.
+        self.issuer_listeners: list[Callable[[IssuerKey], None]] = []
+        self.extra_queues: list[WorkQueue[Any]] = []
 
     # ------------------------------------------------------------------
     # Informer handlers (synchronous: they only update caches and queues)
@@ -251,6 +232,8 @@ class Reconciler:
         self.metrics.forget_issuer(*key.labels)
 
     def _requeue_requests_of(self, key: IssuerKey) -> None:
+        for listener in self.issuer_listeners:
+            listener(key)
         for cr_key, entry in self.pending.items():
             if (
                 entry.issuer == key
@@ -314,7 +297,8 @@ class Reconciler:
                 self.update_queue_metrics()
 
     def update_queue_metrics(self) -> None:
-        for queue in (self.issuer_queue, self.cr_queue):
+        queues: list[WorkQueue[Any]] = [self.issuer_queue, self.cr_queue, *self.extra_queues]
+        for queue in queues:
             self.metrics.queue_depth.labels(queue.name).set(len(queue))
             self.metrics.queue_delayed.labels(queue.name).set(queue.delayed)
 
@@ -588,12 +572,9 @@ class Reconciler:
         self, key: str, obj: dict[str, Any], view: RequestView, checked: CheckedIssuer
     ) -> None:
         spec = obj.get("spec") or {}
-        labels = checked.key.labels
-        now = self._now()
-        started = time.perf_counter()
+        outcome: Outcome
         try:
             csr_pem = base64.b64decode(spec.get("request") or "", validate=True)
-            csr = parse_csr(csr_pem)
             duration_raw = spec.get("duration")
             usages = spec.get("usages")
             request = IssuanceRequest(
@@ -601,80 +582,34 @@ class Reconciler:
                 usages=tuple(usages) if usages else DEFAULT_USAGES,
                 is_ca=bool(spec.get("isCA")),
             )
-            plan = build_certificate(csr, request, checked.ca_cert, checked.profile, now)
-        except (CSRError, PolicyError) as err:
-            kind = "InvalidCSR" if isinstance(err, CSRError) else "PolicyViolation"
-            await self._write_final(
-                obj, view, CertificateRequestReason.FAILED, f"{kind}: {err.reason}", invalid=True
-            )
-            self.metrics.failed.labels(*labels, kind).inc()
-            self._forget_request(key, view.uid)
-            return
         except ValueError as err:
             # Undecodable base64 in spec.request, or a duration Go would refuse.
-            await self._write_final(
-                obj, view, CertificateRequestReason.FAILED, f"InvalidRequest: {err}", invalid=True
-            )
-            self.metrics.failed.labels(*labels, "InvalidRequest").inc()
-            self._forget_request(key, view.uid)
-            return
+            outcome = Refused("InvalidRequest", str(err))
+        else:
+            outcome = await self.signer.sign(csr_pem, request, checked, self._now())
 
-        signer = _CountingSigner(self._kv.signer(checked.key_info, checked.auth), self.checker)
-        try:
-            certificate = await sign_certificate(
-                plan.builder, checked.key_info.public_key, checked.algorithm, signer
+        if isinstance(outcome, Refused):
+            await self._write_final(
+                obj, view, CertificateRequestReason.FAILED, outcome.message, invalid=True
             )
-        except KeyVaultError as err:
-            if err.kind == ErrorKind.PERMANENT:
-                failure = keyvault_failure(
-                    err, f"signing with key {checked.spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
-                )
-                await self.issuer_fault(checked.key, failure)
-                await self._write_pending(
-                    obj,
-                    view,
-                    PendingReason.ISSUER_NOT_READY,
-                    f"{checked.key} is not ready ({failure.reason}: {failure.message})",
-                    CertificateRequestEvent.WAITING_FOR_ISSUER_READY,
-                    WARNING,
-                )
-                return
-            await self._transient(
-                key,
-                obj,
-                view,
-                checked.key,
-                f"Key Vault: {err.message or err.kind.name}",
-                err.retry_after,
-            )
-            return
-        except SignatureError as err:
-            await self.issuer_fault(
-                checked.key, CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason)
-            )
+            self.metrics.failed.labels(*checked.key.labels, outcome.kind).inc()
+            self._forget_request(key, view.uid)
+        elif isinstance(outcome, Transient):
+            await self._transient(key, obj, view, checked.key, outcome.message, outcome.retry_after)
+        elif isinstance(outcome, IssuerFault):
+            failure = outcome.failure
+            await self.issuer_fault(checked.key, failure)
             await self._write_pending(
                 obj,
                 view,
                 PendingReason.ISSUER_NOT_READY,
-                f"{checked.key} is not ready ({IssuerReason.CA_KEY_MISMATCH}: {err.reason})",
+                f"{checked.key} is not ready ({failure.reason}: {failure.message})",
                 CertificateRequestEvent.WAITING_FOR_ISSUER_READY,
                 WARNING,
             )
-            return
-        except AlgorithmError as err:
-            await self.issuer_fault(
-                checked.key, CheckFailed(IssuerReason.KEY_NOT_USABLE, err.reason)
-            )
-            return
-        except (TimeoutError, OSError) as err:
-            await self._transient(key, obj, view, checked.key, f"{type(err).__name__}: {err}", None)
-            return
-        self.metrics.sign_seconds.labels(*labels).observe(time.perf_counter() - started)
-
-        cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
-        result = SignedResult(_as_bytes(cert_pem), _as_bytes(ca_pem), checked.key)
-        self.signed[view.uid] = result
-        await self._write_issued(key, obj, view, result)
+        else:
+            self.signed[view.uid] = outcome
+            await self._write_issued(key, obj, view, outcome)
 
     async def _transient(
         self,
@@ -820,7 +755,7 @@ class Reconciler:
         log.info("%s/%s ended %s: %s", view.namespace, view.name, reason, message)
 
     async def _write_issued(
-        self, key: str, obj: dict[str, Any], view: RequestView, result: SignedResult
+        self, key: str, obj: dict[str, Any], view: RequestView, result: Signed
     ) -> None:
         now = self._now()
         status = {

@@ -466,8 +466,10 @@ async def wait_for(
 
 def csr_pem(key_type: str = "rsa", cn: str = "app.example.com", *, is_ca: bool = False) -> bytes:
     key: Any
-    if key_type == "rsa":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type.startswith("rsa"):
+        # "rsa" is RSA-2048; "rsa1024" and the like ask for another size.
+        size = int(key_type[3:] or 2048)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=size)
     elif key_type == "ec":
         key = ec.generate_private_key(ec.SECP256R1())
     elif key_type == "ed25519":

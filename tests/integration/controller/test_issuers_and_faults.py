@@ -153,6 +153,26 @@ async def test_throttling_and_server_errors_end_issued_not_failed(env: Env) -> N
     assert controller.metric("akv_issuer_keyvault_requests_total", operation="sign") >= 3
 
 
+async def test_concurrency_bounds_the_key_vault_signs_in_flight(env: Env) -> None:
+    ca = await env.make_ca("RSA", size=2048)
+    await env.create_issuer("slow-vault", env.issuer_spec(ca))
+    controller = env.start_controller("--concurrency", "2")
+    await env.wait_issuer("slow-vault", "True")
+    # A slow vault: ten approved requests at once, ten workers, two sign slots.
+    env.emulator.admin.update_faults({"latency_ms": 500, "latency_operations": ["sign"]})
+    env.emulator.admin.reset_counters()
+    names = [f"cr-{i}" for i in range(10)]
+    for name in names:
+        await env.create_request(name, csr_pem("ec"), "slow-vault")
+    for name in names:
+        await env.approve(name)
+    for name in names:
+        env.openssl_verify(await env.wait_request(name, "Issued"), ca)
+    assert env.emulator.admin.counters()["sign"] == len(names)
+    assert env.emulator.admin.peak_in_flight()["sign"] == 2
+    assert controller.metric("akv_issuer_keyvault_signs_in_flight") == 0
+
+
 async def test_exhausted_retry_budget_ends_failed_without_invalid_request(env: Env) -> None:
     ca = await env.make_ca("RSA", size=2048)
     await env.create_issuer("down", env.issuer_spec(ca))

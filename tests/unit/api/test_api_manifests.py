@@ -127,7 +127,11 @@ def test_manager_role_is_least_privilege() -> None:
     for rule in role["rules"]:
         assert "*" not in rule["verbs"], rule
         assert "*" not in rule["resources"], rule
-        assert "resourceNames" not in rule, rule
+        if rule["resources"] == ["signers"]:
+            # Signing Kubernetes CSRs: only for our own ClusterIssuer signer names.
+            assert rule["resourceNames"] == [f"clusterissuers.{api.GROUP}/*"], rule
+        else:
+            assert "resourceNames" not in rule, rule
     ours, cm = api.GROUP, api.CERT_MANAGER_GROUP
     issuers, cluster = api.ISSUER_PLURAL, api.CLUSTER_ISSUER_PLURAL
     crs = api.CERTIFICATE_REQUEST_PLURAL
@@ -138,6 +142,15 @@ def test_manager_role_is_least_privilege() -> None:
         *((cm, f"{crs}/status", v) for v in ("patch", "update")),
         *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
         ("", "secrets", "get"),
+        *(
+            ("certificates.k8s.io", "certificatesigningrequests", v)
+            for v in ("get", "list", "watch")
+        ),
+        *(
+            ("certificates.k8s.io", "certificatesigningrequests/status", v)
+            for v in ("patch", "update")
+        ),
+        ("certificates.k8s.io", "signers", "sign"),
     }
     assert _grants(role["rules"]) == expected
 
@@ -235,7 +248,14 @@ def test_metrics_service_selects_the_manager_pod(rendered: list[dict[str, Any]])
     assert (port["port"], port["targetPort"]) == (8080, "metrics")
 
 
-def test_nothing_grants_kubernetes_csr_signing(rendered: list[dict[str, Any]]) -> None:
+def test_kubernetes_csr_grants_are_the_managers_and_only_for_our_signers(
+    rendered: list[dict[str, Any]],
+) -> None:
     for doc in rendered:
         for rule in doc.get("rules", ()):
-            assert "certificates.k8s.io" not in rule["apiGroups"], doc["metadata"]["name"]
+            if "certificates.k8s.io" not in rule["apiGroups"]:
+                continue
+            assert doc["metadata"]["name"] == f"{PREFIX}manager-role", doc["metadata"]["name"]
+            assert "approve" not in rule["verbs"], rule
+            if "signers" in rule["resources"]:
+                assert rule["resourceNames"] == [f"clusterissuers.{api.GROUP}/*"], rule

@@ -1,0 +1,238 @@
+"""Kubernetes CertificateSigningRequests (certificates.k8s.io/v1) signed by a
+ClusterIssuer: approved ones get a certificate that verifies, everything else
+is left alone or ends Failed with the documented reason. The controller runs
+under the shipped ClusterRole, so the API server's own check that a signer
+may sign for a signerName is part of every test."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from controller_harness import CA, Env, condition, csr_pem, wait_for
+from cryptography import x509
+from lightkube import AsyncClient
+from lightkube.models.certificates_v1 import (
+    CertificateSigningRequestCondition,
+    CertificateSigningRequestSpec,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.certificates_v1 import (
+    CertificateSigningRequest,
+    CertificateSigningRequestApproval,
+)
+
+from akv_issuer.controller.api import GROUP
+
+pytestmark = pytest.mark.integration
+
+
+class CSRs:
+    """Creates CSRs with unique names (they are cluster-scoped) and deletes them."""
+
+    def __init__(self, kube: AsyncClient) -> None:
+        self.kube = kube
+        self.names: list[str] = []
+        self.prefix = f"kcsr-{uuid.uuid4().hex[:6]}"
+
+    async def create(
+        self,
+        suffix: str,
+        signer: str,
+        *,
+        usages: list[str] | None = None,
+        expiration_seconds: int | None = None,
+        annotations: dict[str, str] | None = None,
+        request: bytes | None = None,
+    ) -> str:
+        name = f"{self.prefix}-{suffix}"
+        self.names.append(name)
+        await self.kube.create(
+            CertificateSigningRequest(
+                metadata=ObjectMeta(name=name, annotations=annotations),
+                spec=CertificateSigningRequestSpec(
+                    request=base64.b64encode(request or csr_pem("ec")).decode(),
+                    signerName=signer,
+                    usages=usages or ["digital signature", "key encipherment", "server auth"],
+                    expirationSeconds=expiration_seconds,
+                ),
+            )
+        )
+        return name
+
+    async def set_condition(self, name: str, type_: str) -> None:
+        """What `kubectl certificate approve|deny` does: the /approval subresource."""
+        csr = await self.kube.get(CertificateSigningRequest, name)
+        assert csr.status is not None
+        csr.status.conditions = [
+            *(csr.status.conditions or []),
+            CertificateSigningRequestCondition(
+                type=type_, status="True", reason="IntegrationTest", message=f"{type_} by test"
+            ),
+        ]
+        await self.kube.replace(CertificateSigningRequestApproval.from_dict(csr.to_dict()))
+
+    async def get(self, name: str) -> dict[str, Any]:
+        return (await self.kube.get(CertificateSigningRequest, name)).to_dict()
+
+    async def wait(self, name: str, what: str, done: Any, env: Env) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        async def check() -> bool:
+            found.clear()
+            found.update(await self.get(name))
+            return bool(done(found))
+
+        await wait_for(check, what=f"CSR {name} {what}", env=env)
+        return found
+
+    async def delete_all(self) -> None:
+        for name in self.names:
+            with contextlib.suppress(Exception):  # best-effort cleanup of a test object
+                await self.kube.delete(CertificateSigningRequest, name)
+
+
+@pytest_asyncio.fixture
+async def csrs(env: Env) -> AsyncIterator[CSRs]:
+    made = CSRs(env.kube)
+    try:
+        yield made
+    finally:
+        await made.delete_all()
+
+
+def _certificate(obj: dict[str, Any]) -> bytes:
+    return base64.b64decode((obj.get("status") or {}).get("certificate") or "")
+
+
+def _verify(env: Env, obj: dict[str, Any], ca: CA) -> x509.Certificate:
+    # The CA is not in a CSR's status; openssl_verify takes it from the ClusterIssuer's CA.
+    status = {"certificate": obj["status"]["certificate"], "ca": base64.b64encode(ca.pem).decode()}
+    return env.openssl_verify({"status": status}, ca)
+
+
+async def _cluster_issuer(env: Env, name: str, ca: CA, **extra: Any) -> str:
+    await env.create_issuer(name, env.issuer_spec(ca, **extra), cluster=True)
+    return f"clusterissuers.{GROUP}/{name}"
+
+
+async def test_approved_csr_is_signed_with_its_expiration_and_usages(env: Env, csrs: CSRs) -> None:
+    ca = await env.make_ca("RSA", size=2048)
+    name = f"kcsr-{uuid.uuid4().hex[:6]}"
+    signer = await _cluster_issuer(env, name, ca)
+    controller = env.start_controller()
+    await env.wait_issuer(name, "True", cluster=True)
+    signs_before = env.sign_calls()
+
+    unapproved = await csrs.create("unapproved", signer)
+    denied = await csrs.create("denied", signer)
+    other_signer = await csrs.create("other", "example.com/not-ours")
+    approved = await csrs.create(
+        "approved",
+        signer,
+        usages=["digital signature", "client auth"],
+        expiration_seconds=3600,
+    )
+    await csrs.set_condition(denied, "Denied")
+    await csrs.set_condition(other_signer, "Approved")
+    await csrs.set_condition(approved, "Approved")
+
+    issued = await csrs.wait(approved, "issued", _certificate, env)
+    leaf = _verify(env, issued, ca)
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(seconds=3600)
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    await env.wait_event(approved, "Issued", type_="Normal", namespace="default")
+
+    # Nothing else was touched: one signature in all.
+    for untouched in (unapproved, denied, other_signer):
+        obj = await csrs.get(untouched)
+        assert not _certificate(obj), untouched
+        assert condition(obj, "Failed") is None, untouched
+    assert env.sign_calls() - signs_before == 1
+    assert (
+        controller.metric(
+            "akv_issuer_certificaterequests_issued_total",
+            issuer_kind="ClusterIssuer",
+            issuer_namespace="",
+            issuer_name=name,
+        )
+        == 1
+    )
+
+
+async def test_annotations_set_duration_and_ca_and_policy_refusals_end_failed(
+    env: Env, csrs: CSRs
+) -> None:
+    ca = await env.make_ca("EC", curve="P-256")
+    strict = f"strict-{uuid.uuid4().hex[:6]}"
+    lenient = f"lenient-{uuid.uuid4().hex[:6]}"
+    strict_signer = await _cluster_issuer(env, strict, ca)
+    lenient_signer = await _cluster_issuer(env, lenient, ca, policy={"allowCA": True})
+    env.start_controller()
+    await env.wait_issuer(strict, "True", cluster=True)
+    await env.wait_issuer(lenient, "True", cluster=True)
+    ca_annotations = {
+        "experimental.cert-manager.io/request-is-ca": "true",
+        "experimental.cert-manager.io/request-duration": "48h",
+    }
+    sub_ca = await csrs.create(
+        "sub-ca", lenient_signer, usages=["cert sign", "crl sign"], annotations=ca_annotations
+    )
+    refused = await csrs.create(
+        "refused", strict_signer, usages=["cert sign"], annotations=ca_annotations
+    )
+    # The API server only checks that a CSR parses; its key size is ours to refuse.
+    weak = await csrs.create("weak", strict_signer, request=csr_pem("rsa1024"))
+    for name in (sub_ca, refused, weak):
+        await csrs.set_condition(name, "Approved")
+
+    issued = await csrs.wait(sub_ca, "issued", _certificate, env)
+    leaf = _verify(env, issued, ca)
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(hours=48)
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+
+    for name, reason in ((refused, "PolicyViolation"), (weak, "InvalidCSR")):
+        failed = await csrs.wait(name, "Failed", lambda o: condition(o, "Failed"), env)
+        assert (condition(failed, "Failed") or {}).get("status") == "True"
+        assert (condition(failed, "Failed") or {}).get("reason") == reason
+        # The Failed write kept the approval (a merge patch replaces the whole list).
+        assert (condition(failed, "Approved") or {}).get("status") == "True"
+        assert not _certificate(failed)
+        await env.wait_event(name, "PermanentError", type_="Warning", namespace="default")
+
+
+async def test_csr_waits_for_a_missing_cluster_issuer_and_is_signed_once_it_exists(
+    env: Env, csrs: CSRs
+) -> None:
+    ca = await env.make_ca("RSA", size=2048)
+    name = f"late-{uuid.uuid4().hex[:6]}"
+    env.start_controller()
+    waiting = await csrs.create("waiting", f"clusterissuers.{GROUP}/{name}")
+    await csrs.set_condition(waiting, "Approved")
+    await env.wait_event(waiting, "WaitingForIssuerExist", namespace="default")
+    await _cluster_issuer(env, name, ca)
+    issued = await csrs.wait(waiting, "issued", _certificate, env)
+    _verify(env, issued, ca)
+
+
+async def test_controller_with_csrs_off_leaves_them_alone(env: Env, csrs: CSRs) -> None:
+    ca = await env.make_ca("RSA", size=2048)
+    name = f"off-{uuid.uuid4().hex[:6]}"
+    signer = await _cluster_issuer(env, name, ca)
+    env.start_controller("--no-kubernetes-csrs")
+    await env.wait_issuer(name, "True", cluster=True)
+    csr = await csrs.create("ignored", signer)
+    await csrs.set_condition(csr, "Approved")
+    # The CertificateRequest path still works meanwhile, so the controller is busy, not dead.
+    await env.create_request("cr", csr_pem("ec"), name, kind="ClusterIssuer")
+    await env.approve("cr")
+    env.openssl_verify(await env.wait_request("cr", "Issued"), ca)
+    assert not _certificate(await csrs.get(csr))
+    assert condition(await csrs.get(csr), "Failed") is None
