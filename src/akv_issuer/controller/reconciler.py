@@ -5,15 +5,22 @@ What is cached (and why memory stays bounded):
 - issuers: the objects (few), and for each one that passed its check the
   :class:`CheckedIssuer` (key, CA chain) needed for signing;
 - CertificateRequests: only the keys of *unfinished* requests addressed to us,
-  with the issuer each names and its approval state. Finished ones are
-  forgotten as soon as they are seen finished;
+  with the issuer each names and its approval state, and for approved (or
+  denied) ones the object as the watch last delivered it: that is the work in
+  flight. Finished ones are forgotten as soon as they are seen finished;
 - signed certificates whose status write has not succeeded yet, by request
   uid, so a failed write is retried with the same certificate rather than a
-  new signature.
+  new signature;
+- the resourceVersion of each status write of ours until the watch delivers
+  it, so that an event older than our own write is not taken for news.
 
-Each request is read fresh from the API server before anything is decided, so
-a cache that lags behind can cause an extra no-op reconcile but never a second
-signature.
+A request's first attempt works from the watch's copy, saving a GET per
+certificate; every later attempt (after a conflict, a transient error or a
+failed write) reads it fresh. The Issued write carries the copy's
+resourceVersion as a precondition, so a copy that lags behind ends in a 409
+and a fresh read, never in a replaced certificate; and since an event older
+than our own last write is ignored, a request we just finished is not signed
+again because a stale event of it arrived late.
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ EVENT_CHECKED = "Checked"
 class PendingEntry:
     issuer: IssuerKey
     approval: tuple[str, str]  # (Approved status, Denied status)
+    obj: dict[str, Any] | None = None  # the watch's copy, once approved or denied
 
 
 class _StatusConflict(Exception):
@@ -131,6 +139,16 @@ def _approval_state(view: RequestView) -> tuple[str, str]:
 
 def _as_bytes(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+def _resource_version(obj: dict[str, Any]) -> int:
+    # resourceVersions are opaque to clients in general, but etcd-backed ones
+    # (every one this controller sees) are increasing integers; one that is
+    # not reads as 0, i.e. "not newer than anything we wrote".
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _b64(data: bytes) -> str:
@@ -177,6 +195,7 @@ class Reconciler:
         self._expiring: set[IssuerKey] = set()
         self.pending: dict[str, PendingEntry] = {}
         self.signed: dict[str, Signed] = {}
+        self._written_rv: dict[str, int] = {}
         # Called with an issuer's key whenever it changes (checked, failed,
         # deleted): other request kinds waiting for it requeue themselves.
         self.issuer_listeners: list[Callable[[IssuerKey], None]] = []
@@ -245,10 +264,16 @@ class Reconciler:
     def cr_upserted(self, obj: dict[str, Any]) -> None:
         view = RequestView.from_object(obj)
         key = object_key(obj)
+        written = self._written_rv.get(key)
+        if written is not None:
+            if _resource_version(obj) < written:
+                return  # older than our own last write: not news
+            del self._written_rv[key]
         if not is_ours(view.issuer_ref, GROUP, ISSUER_KINDS) or is_finished(view):
             self._forget_request(key, view.uid)
             return
-        entry = PendingEntry(issuer_key_for(view), _approval_state(view))
+        approval = _approval_state(view)
+        entry = PendingEntry(issuer_key_for(view), approval, obj if approval != ("", "") else None)
         previous = self.pending.get(key)
         self.pending[key] = entry
         if entry.approval == ("", ""):
@@ -264,11 +289,15 @@ class Reconciler:
         self.cr_queue.add(key)
 
     def cr_deleted(self, obj: dict[str, Any]) -> None:
-        self._forget_request(object_key(obj), str((obj.get("metadata") or {}).get("uid") or ""))
+        key = object_key(obj)
+        self._written_rv.pop(key, None)
+        self._forget_request(key, str((obj.get("metadata") or {}).get("uid") or ""))
 
     def crs_listed(self, keys: set[str]) -> None:
         for key in [k for k in self.pending if k not in keys]:
             self._forget_request(key, None)
+        for key in [k for k in self._written_rv if k not in keys]:
+            del self._written_rv[key]
 
     def _forget_request(self, key: str, uid: str | None) -> None:
         self.pending.pop(key, None)
@@ -511,16 +540,24 @@ class Reconciler:
     # CertificateRequests
 
     async def reconcile_request(self, key: str) -> None:
-        namespace, _, name = key.partition("/")
-        try:
-            obj: dict[str, Any] = dict(
-                await self._client.get(CertificateRequest, name, namespace=namespace)
-            )
-        except ApiError as err:
-            if err.status.code == 404:
-                self._forget_request(key, None)
-                return
-            raise
+        entry = self.pending.get(key)
+        obj: dict[str, Any]
+        if (
+            entry is not None
+            and entry.obj is not None
+            and self.cr_queue.failures(key) == 0
+            and key not in self._written_rv
+        ):
+            obj = entry.obj  # first attempt: the watch's copy is as fresh as a GET
+        else:
+            namespace, _, name = key.partition("/")
+            try:
+                obj = dict(await self._client.get(CertificateRequest, name, namespace=namespace))
+            except ApiError as err:
+                if err.status.code == 404:
+                    self._forget_request(key, None)
+                    return
+                raise
         view = RequestView.from_object(obj)
         if not is_ours(view.issuer_ref, GROUP, ISSUER_KINDS) or is_finished(view):
             self._forget_request(key, view.uid)
@@ -685,7 +722,7 @@ class Reconciler:
             "status": status,
         }
         try:
-            await self._client.patch(
+            written = await self._client.patch(
                 CertificateRequest.Status,
                 view.name,
                 body,
@@ -698,6 +735,7 @@ class Reconciler:
             if err.status.code == 409:
                 raise _StatusConflict from err
             raise
+        self._written_rv[f"{view.namespace}/{view.name}"] = _resource_version(dict(written))
 
     async def _write_pending(
         self,
