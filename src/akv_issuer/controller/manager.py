@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.core.exceptions import ConfigError
 
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
@@ -59,12 +61,30 @@ KUBERNETES_WORKERS = 8
 KUBE_CSR_WORKERS = 2
 
 
+# Event senders, issuer workers, the Lease and the informers' watches (each
+# holds a connection for as long as it streams) besides the request workers.
+_OTHER_CONNECTIONS = 4 + 2 + 1 + 4
+
+
 def make_client(config: ControllerConfig) -> AsyncClient:
     kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
+    single = kube.get()
+    if single is None or single.user is None:
+        raise ConfigError("the kubeconfig has no current context with a user")
+    # httpx keeps only 20 idle connections by default: with more requests in
+    # flight, every one beyond that opened a new TCP+TLS connection (and a
+    # getaddrinfo in the thread pool) and closed it after one use. Keep as
+    # many as can be busy at once. The TLS settings are lightkube's own.
+    busy = config.concurrency + KUBERNETES_WORKERS + KUBE_CSR_WORKERS + _OTHER_CONNECTIONS
+    transport = httpx2.AsyncHTTPTransport(
+        verify=verify_cluster(single.cluster, single.user, single.abs_file),
+        limits=httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
+    )
     return AsyncClient(
-        config=kube,
+        config=single,
         field_manager=config.field_manager,
         timeout=httpx2.Timeout(30.0),
+        transport=transport,
     )
 
 
