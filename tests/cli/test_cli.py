@@ -424,3 +424,33 @@ def test_tls_is_verified_unless_the_emulator_ca_is_trusted(
     )
     assert_one_line_error(result)
     assert "certificate" in result.stderr.lower()
+
+
+@pytest.mark.parametrize("how", ["akv-issuer controller", "python -m akv_issuer.controller"])
+def test_controller_with_an_unusable_kubeconfig_is_a_one_line_error(
+    emulator: EmulatorProcess, tmp_path: Path, how: str
+) -> None:
+    empty = tmp_path / "empty.kubeconfig"
+    empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    command = (
+        [AKV_ISSUER, "controller"]
+        if how.startswith("akv")
+        else [
+            sys.executable,
+            "-m",
+            "akv_issuer.controller",
+        ]
+    )
+    probes = ["--health-probe-bind-address", "0", "--metrics-bind-address", "0"]
+    for kubeconfig, fragment in (
+        (tmp_path / "missing.kubeconfig", "not found"),
+        (empty, "No current context"),
+    ):
+        result = subprocess.run(
+            [*command, "--kubeconfig", str(kubeconfig), *probes],
+            env={**os.environ, **emulator.env.values},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert_one_line_error(result, "kubeconfig: ", fragment)

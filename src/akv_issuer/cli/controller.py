@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
 from akv_issuer.controller.config import (
     LEADER_ELECTION_ID,
@@ -249,12 +251,18 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `akv-issuer --help` does not load the whole controller.
+    from lightkube.core.exceptions import ConfigError
+
     from akv_issuer.controller.logs import setup_logging
     from akv_issuer.controller.manager import run_controller
 
     setup_logging(args.log_format, args.log_level)
     config = config_from_args(args)
-    return asyncio.run(run_controller(config))
+    try:
+        return asyncio.run(run_controller(config))
+    except ConfigError as err:
+        # A missing or unusable kubeconfig: the user's input, not a bug.
+        raise CLIError(f"kubeconfig: {err}") from None
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -277,4 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except CLIError as err:
+        print(f"akv-issuer: error: {err}", file=sys.stderr)
+        return 1
