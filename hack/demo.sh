@@ -5,6 +5,8 @@
 #   CA key created in "Key Vault" -> root CA signed by it (akv-issuer ca create)
 #   -> kustomize base applied -> controller running under its own ServiceAccount
 #   -> Issuer Ready -> CertificateRequest approved -> Issued -> openssl verify
+#   -> ClusterIssuer -> Kubernetes CSR approved (kubectl certificate approve)
+#   -> status.certificate -> openssl verify
 #
 # Everything it starts is stopped on exit, also on Ctrl-C or failure.
 set -euo pipefail
@@ -138,11 +140,46 @@ k -n "$NS" get certificaterequest web -o jsonpath='{.status.ca}' | base64 -d >"$
 cmp -s "$WORK/web-ca.pem" "$WORK/ca.pem" || { echo "status.ca is not the CA created above" >&2; exit 1; }
 openssl verify -x509_strict -purpose sslserver -CAfile "$WORK/web-ca.pem" "$WORK/web.pem"
 
+step "A Kubernetes CSR (certificates.k8s.io) signed by a ClusterIssuer for the same key"
+k apply -f - <<EOF
+apiVersion: azure-keyvault-issuer.gonicus.de/v1alpha1
+kind: ClusterIssuer
+metadata:
+  name: demo-cluster-issuer
+spec:
+  keyVaultBaseURL: $AKV_VAULT_URL
+  keyName: demo-ca
+EOF
+k wait --for=condition=Ready --timeout=60s clusterissuer.azure-keyvault-issuer.gonicus.de/demo-cluster-issuer
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -keyout "$WORK/client.key" -out "$WORK/client.csr" -subj "/CN=demo-client" 2>/dev/null
+k apply -f - <<EOF
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata:
+  name: demo-client
+spec:
+  request: $(base64 -w0 "$WORK/client.csr")
+  signerName: clusterissuers.azure-keyvault-issuer.gonicus.de/demo-cluster-issuer
+  expirationSeconds: 86400
+  usages: ["digital signature", "client auth"]
+EOF
+k certificate approve demo-client >/dev/null
+for _ in $(seq 1 300); do
+  [[ -n "$(k get csr demo-client -o jsonpath='{.status.certificate}')" ]] && break
+  sleep 0.2
+done
+k get csr demo-client -o jsonpath='{.status.certificate}' | base64 -d >"$WORK/client.pem"
+[[ -s "$WORK/client.pem" ]] || { echo "the Kubernetes CSR was not signed" >&2; exit 1; }
+k get csr demo-client
+openssl verify -x509_strict -purpose sslclient -CAfile "$WORK/ca.pem" "$WORK/client.pem"
+
 echo
 echo "Summary:"
 echo "  CA (key in Key Vault): $(openssl x509 -in "$WORK/ca.pem" -noout -subject -enddate | paste -sd ' ')"
 echo "  issued:                $(openssl x509 -in "$WORK/web.pem" -noout -subject -enddate | paste -sd ' ')"
+echo "  Kubernetes CSR:        $(openssl x509 -in "$WORK/client.pem" -noout -subject -enddate | paste -sd ' ')"
 echo "  controller metrics:"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" \
   | grep -E '^akv_issuer_(certificaterequests_issued_total|keyvault_requests_total)' | sed 's/^/    /'
-echo "DEMO OK: Issuer Ready, CertificateRequest issued by the Key Vault key, chain verified with openssl"
+echo "DEMO OK: Issuer Ready, CertificateRequest and Kubernetes CSR issued by the Key Vault key, chains verified with openssl"
