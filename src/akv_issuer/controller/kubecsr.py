@@ -40,6 +40,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.decide import (
+    CSR_APPROVED,
     CSR_FAILED,
     GiveUp,
     Ignore,
@@ -148,7 +149,7 @@ class KubeCSRSigner:
         if issuer_name is None or view.is_finished():
             self._forget(view.name, view.uid)
             return
-        if not view.condition_true("Approved"):
+        if not view.condition_true(CSR_APPROVED):
             return  # nothing to do until it is approved (or denied)
         previous = self.waiting.get(view.name)
         key = IssuerKey(CLUSTER_ISSUER_KIND, "", issuer_name)
