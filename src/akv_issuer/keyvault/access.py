@@ -9,7 +9,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -302,6 +302,32 @@ class _VaultClients:
 _KeyCacheKey = tuple[AuthConfig, str, str, str]
 
 
+def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy ``environ`` names for an https ``url``, as curl and the Azure SDK
+    read it: ``HTTPS_PROXY`` (or ``https_proxy``, then ``ALL_PROXY``), unless
+    ``NO_PROXY`` (or ``no_proxy``) lists the host, a domain suffix of it, or ``*``.
+    """
+
+    def get(name: str) -> str:
+        return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip()
+
+    proxy = get("https_proxy") or get("all_proxy")
+    if not proxy:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    for raw in get("no_proxy").lower().split(","):
+        # "example.com", ".example.com" and "example.com:443" all cover the
+        # domain and its subdomains; an IPv6 literal keeps its colons.
+        entry = raw.strip().lstrip(".")
+        if entry.count(":") == 1:
+            entry = entry.split(":")[0]
+        if entry == "*":
+            return None
+        if entry and (host == entry or host.endswith("." + entry)):
+            return None
+    return proxy
+
+
 class KeyVaultAccess:
     """One per process. All methods raise KeyVaultError, never SDK exceptions.
 
@@ -326,7 +352,7 @@ class KeyVaultAccess:
 
     # ---- plumbing ----------------------------------------------------------------------
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, vault_url: str) -> dict[str, Any]:
         opts = self.options
         kwargs: dict[str, Any] = {
             "retry_total": 0,
@@ -336,6 +362,9 @@ class KeyVaultAccess:
         }
         if opts.api_version:
             kwargs["api_version"] = opts.api_version
+        proxy = proxy_for(vault_url, os.environ)
+        if proxy:
+            kwargs["proxies"] = {"https": proxy}
         kwargs["transport"] = AioHttpTransport(session=self._http_session(), session_owner=False)
         return kwargs
 
@@ -352,9 +381,11 @@ class KeyVaultAccess:
             context = ssl.create_default_context(cafile=self.options.tls_ca_file)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=context),
-                # As the SDK's own sessions: proxies from the environment, no
-                # cookies, bodies left as sent.
-                trust_env=True,
+                # No cookies and bodies left as sent, as the SDK's own sessions.
+                # The environment's proxy is resolved once per vault
+                # (_client_kwargs): with trust_env aiohttp would look up the
+                # proxy variables and ~/.netrc in a thread on every request.
+                trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
             )
@@ -383,7 +414,7 @@ class KeyVaultAccess:
                 raise KeyVaultError(
                     ErrorKind.PERMANENT, str(exc), code="CredentialConfiguration"
                 ) from None
-            found = _VaultClients(vault, credential, self._client_kwargs())
+            found = _VaultClients(vault, credential, self._client_kwargs(vault))
             self._clients[(vault, auth)] = found
         return found
 
