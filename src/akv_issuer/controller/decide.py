@@ -1,4 +1,4 @@
-"""The CertificateRequest state machine as pure functions.
+"""The state machine of CertificateRequests and Kubernetes CSRs as pure functions.
 
 Everything that decides *what* to do with a request lives here and takes its
 inputs as plain values (the request, the issuer's observed state, the time);

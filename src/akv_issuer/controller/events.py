@@ -32,7 +32,7 @@ NORMAL = "Normal"
 WARNING = "Warning"
 _MAX_MESSAGE = 1024
 _QUEUE_BOUND = 5000
-_SENDERS = 4
+EVENT_SENDERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ class EventRecorder:
         self._queue = queue
         self._senders = [
             asyncio.create_task(self._send_loop(queue), name=f"event-sender-{n}")
-            for n in range(_SENDERS)
+            for n in range(EVENT_SENDERS)
         ]
 
     async def stop(self, grace: float) -> None:

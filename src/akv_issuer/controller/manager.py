@@ -37,7 +37,7 @@ from akv_issuer.controller.api import (
     KubeCertificateSigningRequest,
 )
 from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.events import EventRecorder
+from akv_issuer.controller.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.controller.informer import Informer
 from akv_issuer.controller.kubecsr import KubeCSRSigner
 from akv_issuer.controller.leader import LeaderElectionConfig, LeaderElector
@@ -61,9 +61,9 @@ KUBERNETES_WORKERS = 8
 KUBE_CSR_WORKERS = 2
 
 
-# Event senders, issuer workers, the Lease and the informers' watches (each
-# holds a connection for as long as it streams) besides the request workers.
-_OTHER_CONNECTIONS = 4 + 2 + 1 + 4
+# Event senders, the Lease and the informers' watches (each holds a connection
+# for as long as it streams), besides the request and issuer workers.
+_OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4
 
 
 def make_client(config: ControllerConfig) -> AsyncClient:
@@ -75,7 +75,8 @@ def make_client(config: ControllerConfig) -> AsyncClient:
     # flight, every one beyond that opened a new TCP+TLS connection (and a
     # getaddrinfo in the thread pool) and closed it after one use. Keep as
     # many as can be busy at once. The TLS settings are lightkube's own.
-    busy = config.concurrency + KUBERNETES_WORKERS + KUBE_CSR_WORKERS + _OTHER_CONNECTIONS
+    workers = config.concurrency + KUBERNETES_WORKERS + KUBE_CSR_WORKERS
+    busy = workers + config.issuer_concurrency + _OTHER_CONNECTIONS
     transport = httpx2.AsyncHTTPTransport(
         verify=verify_cluster(single.cluster, single.user, single.abs_file),
         limits=httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
