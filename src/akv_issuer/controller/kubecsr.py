@@ -103,6 +103,12 @@ def issuance_request(obj: Mapping[str, Any]) -> IssuanceRequest:
     )
 
 
+def _issuer_key(view: KubeCSRView) -> IssuerKey | None:
+    """The ClusterIssuer a CSR's signerName names, None for another signer."""
+    name = cluster_issuer_of_signer(view.signer_name, GROUP)
+    return IssuerKey(CLUSTER_ISSUER_KIND, "", name) if name is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     issuer: IssuerKey
@@ -145,14 +151,13 @@ class KubeCSRSigner:
 
     def on_upsert(self, obj: dict[str, Any]) -> None:
         view = KubeCSRView.from_object(obj)
-        issuer_name = cluster_issuer_of_signer(view.signer_name, GROUP)
-        if issuer_name is None or view.is_finished():
+        key = _issuer_key(view)
+        if key is None or view.is_finished():
             self._forget(view.name, view.uid)
             return
         if not view.condition_true(CSR_APPROVED):
             return  # nothing to do until it is approved (or denied)
         previous = self.waiting.get(view.name)
-        key = IssuerKey(CLUSTER_ISSUER_KIND, "", issuer_name)
         self.waiting[view.name] = _Waiting(key, previous.last_event if previous else None)
         if previous is not None and self.queue.failures(view.name) > 0:
             return  # backing off: our own event must not cut the backoff short
@@ -192,12 +197,11 @@ class KubeCSRSigner:
         if kept is not None and not view.is_finished():
             await self._write_certificate(obj, view, kept)
             return
-        issuer_name = cluster_issuer_of_signer(view.signer_name, GROUP) or ""
-        key = IssuerKey(CLUSTER_ISSUER_KIND, "", issuer_name)
-        issuer_obj = self._issuers.get(key)
+        key = _issuer_key(view)
+        issuer_obj = self._issuers.get(key) if key is not None else None
         issuer = IssuerView.from_object(issuer_obj) if issuer_obj is not None else None
         action = decide_kube_csr(view, issuer, group=GROUP)
-        if isinstance(action, Ignore):
+        if key is None or isinstance(action, Ignore):
             self._forget(name, view.uid)
             return
         if isinstance(action, WaitForApproval):
@@ -272,10 +276,14 @@ class KubeCSRSigner:
 
     # -- writes -----------------------------------------------------------
 
-    async def _patch_status(self, view: KubeCSRView, body: dict[str, Any]) -> None:
+    async def _patch_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        """Merge ``status`` into the CSR, on condition that it is still the version
+        ``obj`` was read at (else the API server answers 409)."""
+        meta = obj.get("metadata") or {}
+        body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         await self._client.patch(
             KubeCertificateSigningRequest.Status,
-            view.name,
+            str(meta.get("name") or ""),
             body,
             patch_type=PatchType.MERGE,
         )
@@ -283,15 +291,12 @@ class KubeCSRSigner:
     async def _write_certificate(
         self, obj: dict[str, Any], view: KubeCSRView, result: Signed
     ) -> None:
-        # The resourceVersion makes the patch a precondition: if the CSR changed
-        # since it was read, the write fails with 409 and is retried with the
-        # same certificate (kept by uid), never with a second signature.
-        body = {
-            "metadata": {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")},
-            "status": {"certificate": base64.b64encode(result.certificate_pem).decode()},
-        }
+        # If the CSR changed since it was read, the write fails with 409 and is
+        # retried with the same certificate (kept by uid), never a second signature.
         try:
-            await self._patch_status(view, body)
+            await self._patch_status(
+                obj, {"certificate": base64.b64encode(result.certificate_pem).decode()}
+            )
         except ApiError as err:
             self._metrics.status_write_retries.inc()
             delay = self.queue.add_rate_limited(view.name)
@@ -331,12 +336,8 @@ class KubeCSRSigner:
                 "lastTransitionTime": now,
             }
         )
-        body = {
-            "metadata": {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")},
-            "status": {"conditions": conditions},
-        }
         try:
-            await self._patch_status(view, body)
+            await self._patch_status(obj, {"conditions": conditions})
         except ApiError as err:
             if err.status.code != 409:
                 raise

@@ -66,6 +66,11 @@ KUBE_CSR_WORKERS = 2
 _OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4
 
 
+def request_workers(config: ControllerConfig) -> int:
+    """CertificateRequest workers: the sign slots plus the Kubernetes-I/O extra."""
+    return config.concurrency + KUBERNETES_WORKERS
+
+
 def make_client(config: ControllerConfig) -> AsyncClient:
     kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
     single = kube.get()
@@ -75,8 +80,8 @@ def make_client(config: ControllerConfig) -> AsyncClient:
     # flight, every one beyond that opened a new TCP+TLS connection (and a
     # getaddrinfo in the thread pool) and closed it after one use. Keep as
     # many as can be busy at once. The TLS settings are lightkube's own.
-    workers = config.concurrency + KUBERNETES_WORKERS + KUBE_CSR_WORKERS
-    busy = workers + config.issuer_concurrency + _OTHER_CONNECTIONS
+    workers = request_workers(config) + KUBE_CSR_WORKERS + config.issuer_concurrency
+    busy = workers + _OTHER_CONNECTIONS
     transport = httpx2.AsyncHTTPTransport(
         verify=verify_cluster(single.cluster, single.user, single.abs_file),
         limits=httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
@@ -271,7 +276,7 @@ class Manager:
             asyncio.create_task(i.run(), name=f"informer-{i.name}") for i in self.informers
         ]
         self.events.start()
-        workers = self.config.concurrency + KUBERNETES_WORKERS
+        workers = request_workers(self.config)
         self._worker_tasks = [
             asyncio.create_task(
                 r.run_worker(r.cr_queue, r.reconcile_request), name=f"cr-worker-{n}"
