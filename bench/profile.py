@@ -20,7 +20,7 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("/logging/",)),
     ("thread pool (run_in_executor: getaddrinfo, to_thread)", ("/concurrent/futures/thread.py",)),
     ("metrics (prometheus_client)", ("/prometheus_client/",)),
-    ("probe/metrics HTTP servers", ("/aiohttp/web", "/controller/servers.py")),
+    ("probe/metrics HTTP servers", ("/aiohttp/web", "/runtime/servers.py")),
     (
         "Key Vault calls (azure SDK, aiohttp client, azure-identity)",
         ("/azure/", "/aiohttp/", "/msal/", "/yarl/", "/multidict/", "/akv_issuer/keyvault/"),
@@ -36,12 +36,15 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "/h2/",
             "/hpack/",
             "/anyio/",
-            "/controller/informer.py",
-            "/controller/events.py",
-            "/controller/leader.py",
+            "/runtime/informer.py",
+            "/runtime/events.py",
+            "/runtime/leader.py",
         ),
     ),
-    ("controller logic (reconciler, queue, state machine)", ("/akv_issuer/controller/",)),
+    (
+        "controller logic (reconciler, queue, state machine)",
+        ("/akv_issuer/controller/", "/akv_issuer/runtime/"),
+    ),
 )
 LOOP = "event loop: TLS handshakes and socket I/O in transport callbacks, scheduling"
 OTHER = "other"

@@ -253,8 +253,8 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `akv-issuer --help` does not load the whole controller.
     from lightkube.core.exceptions import ConfigError
 
-    from akv_issuer.controller.logs import setup_logging
     from akv_issuer.controller.manager import run_controller
+    from akv_issuer.runtime.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
     config = config_from_args(args)

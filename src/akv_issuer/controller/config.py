@@ -9,7 +9,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FIELD_MANAGER = "azure-keyvault-issuer"
+# The name this controller reports in Kubernetes events and writes status under.
+COMPONENT = "azure-keyvault-issuer"
+FIELD_MANAGER = COMPONENT
 DEFAULT_NAMESPACE = "azure-keyvault-issuer-system"
 LEADER_ELECTION_ID = "azure-keyvault-issuer-leader"
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

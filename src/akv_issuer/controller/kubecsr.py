@@ -54,10 +54,8 @@ from akv_issuer.controller.decide import (
     decide_kube_csr,
     format_time,
 )
-from akv_issuer.controller.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerKey
 from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.queue import Backoff, WorkQueue
 from akv_issuer.controller.signing import (
     IssuerFault,
     Outcome,
@@ -67,6 +65,8 @@ from akv_issuer.controller.signing import (
     Transient,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
+from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from akv_issuer.runtime.queue import Backoff, WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -36,15 +36,15 @@ from akv_issuer.controller.api import (
     Issuer,
     KubeCertificateSigningRequest,
 )
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.events import EVENT_SENDERS, EventRecorder
-from akv_issuer.controller.informer import Informer
+from akv_issuer.controller.config import COMPONENT, ControllerConfig
 from akv_issuer.controller.kubecsr import KubeCSRSigner
-from akv_issuer.controller.leader import LeaderElectionConfig, LeaderElector
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.reconciler import Reconciler
-from akv_issuer.controller.servers import Probes, Servers
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
+from akv_issuer.runtime.informer import Informer
+from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector
+from akv_issuer.runtime.servers import Probes, Servers
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Manager:
         self.client = client or make_client(config)
         self.keyvault = keyvault or make_keyvault(config)
         self.events = EventRecorder(
-            self.client, config.identity, dropped=self.metrics.events_dropped
+            self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
         )
         self.reconciler = Reconciler(config, self.client, self.keyvault, self.metrics, self.events)
         self.elector: LeaderElector | None = None

@@ -79,8 +79,6 @@ from akv_issuer.controller.decide import (
     is_finished,
     is_ours,
 )
-from akv_issuer.controller.events import NORMAL, WARNING, EventRecorder, ObjectRef
-from akv_issuer.controller.informer import object_key
 from akv_issuer.controller.issuers import (
     CheckedIssuer,
     CheckFailed,
@@ -88,7 +86,6 @@ from akv_issuer.controller.issuers import (
     IssuerKey,
 )
 from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.queue import Backoff, ShutDown, WorkQueue
 from akv_issuer.controller.signing import (
     IssuerFault,
     Outcome,
@@ -103,6 +100,9 @@ from akv_issuer.pki import (
     DEFAULT_USAGES,
     IssuanceRequest,
 )
+from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from akv_issuer.runtime.informer import object_key
+from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from akv_issuer.controller.queue import Backoff, ShutDown, WorkQueue
+from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
 
 
 async def test_key_queued_twice_is_handed_out_once() -> None:

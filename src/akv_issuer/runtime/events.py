@@ -27,7 +27,6 @@ from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "azure-keyvault-issuer"
 NORMAL = "Normal"
 WARNING = "Warning"
 _MAX_MESSAGE = 1024
@@ -56,8 +55,15 @@ class ObjectRef:
 
 
 class EventRecorder:
-    def __init__(self, client: AsyncClient, instance: str, dropped: Counter | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        component: str,
+        instance: str,
+        dropped: Counter | None = None,
+    ) -> None:
         self._client = client
+        self._component = component
         self._instance = instance
         self._dropped = dropped
         self.recorded = 0
@@ -134,8 +140,8 @@ class EventRecorder:
             type=type_,
             reason=reason,
             message=message[:_MAX_MESSAGE],
-            source=EventSource(component=COMPONENT),
-            reportingComponent=COMPONENT,
+            source=EventSource(component=self._component),
+            reportingComponent=self._component,
             reportingInstance=self._instance,
             firstTimestamp=now,
             lastTimestamp=now,

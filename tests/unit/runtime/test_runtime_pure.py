@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from akv_issuer.controller.leader import LeaderElectionConfig
-from akv_issuer.controller.logs import JSONFormatter, RedactingFilter, redact
-from akv_issuer.controller.servers import parse_bind_address
+from akv_issuer.runtime.leader import LeaderElectionConfig
+from akv_issuer.runtime.logs import JSONFormatter, RedactingFilter, redact
+from akv_issuer.runtime.servers import parse_bind_address
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXBhcnQ"
 

@@ -23,7 +23,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.core.generic_client import ALL_NS
 
-from akv_issuer.controller.queue import Backoff
+from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
 
