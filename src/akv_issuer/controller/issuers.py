@@ -158,6 +158,11 @@ _CA_REASONS = {
 }
 
 
+def ca_failure(err: CAError, what: str) -> CheckFailed:
+    """Map a CA certificate that fails its checks to the issuer's Ready reason."""
+    return CheckFailed(_CA_REASONS.get(err.kind, IssuerReason.CA_INVALID), f"{what}: {err.reason}")
+
+
 def _spki(cert_or_key: Any) -> bytes:
     key = cert_or_key.public_key() if isinstance(cert_or_key, x509.Certificate) else cert_or_key
     der: bytes = key.public_bytes(
@@ -283,10 +288,7 @@ class IssuerChecker:
         try:
             check_ca(ca_cert, key_info.public_key, now)
         except CAError as err:
-            raise CheckFailed(
-                _CA_REASONS.get(err.kind, IssuerReason.CA_INVALID),
-                f"CA secret {spec.ca_secret_name!r}: {err.reason}",
-            ) from None
+            raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
 
         try:
             profile = IssuerProfile(

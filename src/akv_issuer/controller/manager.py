@@ -28,19 +28,18 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
-from akv_issuer.controller.api import (
-    CLUSTER_ISSUER_KIND,
-    ISSUER_KIND,
-    CertificateRequest,
-    ClusterIssuer,
-    Issuer,
-    KubeCertificateSigningRequest,
-)
+from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
 from akv_issuer.controller.config import COMPONENT, ControllerConfig
-from akv_issuer.controller.kubecsr import KubeCSRSigner
+from akv_issuer.controller.issuer_reconciler import IssuerReconciler
+from akv_issuer.controller.issuers import IssuerChecker
 from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.reconciler import Reconciler
+from akv_issuer.controller.requests.certificaterequest import CertificateRequests
+from akv_issuer.controller.requests.flow import RequestFlow
+from akv_issuer.controller.requests.kind import RequestKind
+from akv_issuer.controller.requests.kubecsr import KubeCSRs
+from akv_issuer.controller.signing import RequestSigner
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Informer
 from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector
@@ -120,7 +119,11 @@ class Manager:
         self.events = EventRecorder(
             self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
         )
-        self.reconciler = Reconciler(config, self.client, self.keyvault, self.metrics, self.events)
+        checker = IssuerChecker(
+            self.client, self.keyvault, self.metrics, config.cluster_resource_namespace
+        )
+        signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency)
+        self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)
         self.elector: LeaderElector | None = None
         if config.leader_elect:
             self.elector = LeaderElector(
@@ -134,53 +137,55 @@ class Manager:
                     retry_period=config.retry_period,
                 ),
             )
+        kinds: list[tuple[RequestKind, int]] = [
+            (CertificateRequests(self.client, config.field_manager), request_workers(config))
+        ]
+        if config.kubernetes_csrs:
+            kinds.append((KubeCSRs(self.client), KUBE_CSR_WORKERS))
+        self.flows: list[RequestFlow] = []
+        for kind, workers in kinds:
+            flow = RequestFlow(
+                kind,
+                client=self.client,
+                issuers=self.issuers,
+                signer=signer,
+                metrics=self.metrics,
+                events=self.events,
+                config=config,
+                workers=workers,
+            )
+            self.issuers.subscribe(flow.issuer_changed)
+            self.flows.append(flow)
         chunk = config.list_chunk_size
-        r = self.reconciler
         self.informers = [
             Informer(
-                self.client, Issuer, r.issuer_handler(ISSUER_KIND), name="issuers", chunk_size=chunk
+                self.client,
+                Issuer,
+                self.issuers.handler(ISSUER_KIND),
+                name="issuers",
+                chunk_size=chunk,
             ),
             Informer(
                 self.client,
                 ClusterIssuer,
-                r.issuer_handler(CLUSTER_ISSUER_KIND),
+                self.issuers.handler(CLUSTER_ISSUER_KIND),
                 name="clusterissuers",
-                namespace=None,
                 chunk_size=chunk,
             ),
+        ] + [
             Informer(
                 self.client,
-                CertificateRequest,
-                r.cr_handler(),
-                name="certificaterequests",
+                flow.kind.resource,
+                flow,
+                name=flow.kind.name,
                 chunk_size=chunk,
-            ),
+            )
+            for flow in self.flows
         ]
-        self.kube_csrs: KubeCSRSigner | None = None
-        if config.kubernetes_csrs:
-            self.kube_csrs = KubeCSRSigner(
-                config,
-                self.client,
-                r.signer,
-                self.metrics,
-                self.events,
-                issuers=r.issuers,
-                checked=r.checked,
-                recheck_issuer=r.issuer_queue.add,
-                issuer_fault=r.issuer_fault,
-            )
-            r.issuer_listeners.append(self.kube_csrs.issuer_changed)
-            r.extra_queues.append(self.kube_csrs.queue)
-            self.informers.append(
-                Informer(
-                    self.client,
-                    KubeCertificateSigningRequest,
-                    self.kube_csrs,
-                    name="certificatesigningrequests",
-                    namespace=None,
-                    chunk_size=chunk,
-                )
-            )
+        self.controllers: list[Controller[Any]] = [
+            self.issuers.controller,
+            *(flow.controller for flow in self.flows),
+        ]
         self.servers = Servers(
             Probes(healthy=self._healthy, ready=self._ready),
             self.metrics.registry,
@@ -271,34 +276,14 @@ class Manager:
                 await self.elector.release()
 
     def _start_work(self) -> None:
-        r = self.reconciler
         self._informer_tasks = [
             asyncio.create_task(i.run(), name=f"informer-{i.name}") for i in self.informers
         ]
         self.events.start()
-        workers = request_workers(self.config)
-        self._worker_tasks = [
-            asyncio.create_task(
-                r.run_worker(r.cr_queue, r.reconcile_request), name=f"cr-worker-{n}"
-            )
-            for n in range(workers)
-        ] + [
-            asyncio.create_task(
-                r.run_worker(r.issuer_queue, r.reconcile_issuer), name=f"issuer-worker-{n}"
-            )
-            for n in range(self.config.issuer_concurrency)
-        ]
-        if self.kube_csrs is not None:
-            self._worker_tasks += [
-                asyncio.create_task(
-                    r.run_worker(self.kube_csrs.queue, self.kube_csrs.reconcile),
-                    name=f"csr-worker-{n}",
-                )
-                for n in range(KUBE_CSR_WORKERS)
-            ]
+        self._worker_tasks = [task for c in self.controllers for task in c.start()]
         log.info(
             "started %d CertificateRequest workers, at most %d Key Vault signs in flight",
-            workers,
+            request_workers(self.config),
             self.config.concurrency,
         )
 
@@ -311,11 +296,8 @@ class Manager:
         """Graceful: no new keys; in-flight reconciles run to completion."""
         log.info("shutting down: finishing in-flight work")
         await self._stop_informers()
-        r = self.reconciler
-        await r.cr_queue.shut_down()
-        await r.issuer_queue.shut_down()
-        if self.kube_csrs is not None:
-            await self.kube_csrs.queue.shut_down()
+        for controller in self.controllers:
+            await controller.shut_down()
         _done, pending = await asyncio.wait(
             self._worker_tasks, timeout=self.config.shutdown_timeout
         )

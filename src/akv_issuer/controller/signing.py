@@ -26,12 +26,14 @@ from akv_issuer.controller.issuers import (
     CheckFailed,
     IssuerChecker,
     IssuerKey,
+    ca_failure,
     keyvault_failure,
 )
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.keyvault import ErrorKind, KeyVaultAccess, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
+    CAError,
     CSRError,
     IssuanceRequest,
     PolicyError,
@@ -87,6 +89,9 @@ class IssuerFault:
     """Signing showed the issuer cannot sign (key gone, CA does not match)."""
 
     failure: CheckFailed
+    # The issuer check will find the same fault (the CA stopped being valid
+    # since the last check): check at once rather than after a backoff.
+    recheck_now: bool = False
 
 
 Outcome = Signed | Refused | Transient | IssuerFault
@@ -154,6 +159,13 @@ class RequestSigner:
             return Refused("InvalidCSR", err.reason)
         except PolicyError as err:
             return Refused("PolicyViolation", err.reason)
+        except CAError as err:
+            # The CA was valid at the issuer check and is not now (it expired,
+            # or its clock-skewed NotBefore is still ahead): not the request's
+            # fault. The issuer goes not Ready with the CA's own reason.
+            return IssuerFault(
+                ca_failure(err, f"CA secret {checked.spec.ca_secret_name!r}"), recheck_now=True
+            )
 
         signer = _SlottedSigner(
             self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
@@ -182,8 +194,4 @@ class RequestSigner:
             time.perf_counter() - started
         )
         cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
-        return Signed(_as_bytes(cert_pem), _as_bytes(ca_pem), checked.key)
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
+        return Signed(cert_pem, ca_pem, checked.key)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.core.generic_client import ALL_NS
+from lightkube.core.resource import GlobalResource
 
 from akv_issuer.runtime.queue import Backoff
 
@@ -73,7 +74,8 @@ class Informer:
         self._resource = resource
         self._handler = handler
         self.name = name
-        self._namespace = namespace
+        # A cluster-scoped resource has no namespace to list in.
+        self._namespace = None if issubclass(resource, GlobalResource) else namespace
         self._chunk_size = chunk_size
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)

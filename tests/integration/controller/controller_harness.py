@@ -211,15 +211,22 @@ class Env:
     # -- Key Vault CA -----------------------------------------------------------
 
     async def make_ca(
-        self, kind: str = "RSA", *, size: int | None = None, curve: str | None = None
+        self,
+        kind: str = "RSA",
+        *,
+        size: int | None = None,
+        curve: str | None = None,
+        lifetime: dt.timedelta = dt.timedelta(days=365),
     ) -> CA:
+        """A root CA whose key is in the emulator; valid from now for ``lifetime``
+        (a year: from a minute ago, to tolerate clock differences)."""
         name = f"ca-{uuid.uuid4().hex[:10]}"
         vault = self.emulator.env.vault_url
         key = await self.kv.create_key(vault, name, self.kv_auth, kty=kind, size=size, curve=curve)
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-        plan = build_root_ca(
-            key.public_key, f"Test CA {name}", lifetime=dt.timedelta(days=365), now=now
-        )
+        now = dt.datetime.now(dt.UTC)
+        if lifetime > dt.timedelta(hours=1):
+            now -= dt.timedelta(minutes=1)
+        plan = build_root_ca(key.public_key, f"Test CA {name}", lifetime=lifetime, now=now)
         algorithm = default_algorithm(key.public_key)
         cert = await sign_certificate(
             plan.builder, key.public_key, algorithm, self.kv.signer(key, self.kv_auth)

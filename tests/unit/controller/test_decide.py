@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
-from akv_issuer.controller.api import GROUP, ISSUER_KINDS
-from akv_issuer.controller.decide import (
+from akv_issuer.controller.api import GROUP
+from akv_issuer.controller.requests.certificaterequest import view
+from akv_issuer.controller.requests.decide import (
     GiveUp,
     Ignore,
     IssuerView,
@@ -18,7 +19,6 @@ from akv_issuer.controller.decide import (
     WaitForApproval,
     after_transient_error,
     decide,
-    is_finished,
 )
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
@@ -44,7 +44,7 @@ def request(
             ]
         },
     }
-    return RequestView.from_object(obj)
+    return view(obj)
 
 
 APPROVED = ("Approved", "True", "cert-manager.io")
@@ -65,7 +65,7 @@ def issuer(
 
 
 def run(req: RequestView, iss: IssuerView | None = None) -> Any:
-    return decide(req, iss, group=GROUP, kinds=ISSUER_KINDS)
+    return decide(req, iss)
 
 
 @pytest.mark.parametrize(
@@ -92,12 +92,12 @@ def test_requests_for_other_issuers_are_ignored(kind: str, group: str) -> None:
 )
 def test_finished_requests_are_left_alone(final: tuple[str, str, str]) -> None:
     req = request(APPROVED, final)
-    assert is_finished(req)
+    assert req.finished
     assert isinstance(run(req, issuer()), Ignore)
 
 
 def test_pending_request_is_not_finished() -> None:
-    assert not is_finished(request(APPROVED, ("Ready", "False", "Pending")))
+    assert not request(APPROVED, ("Ready", "False", "Pending")).finished
 
 
 def test_unapproved_request_waits_even_if_issuer_is_ready() -> None:
@@ -142,7 +142,8 @@ def test_approved_request_with_ready_issuer_is_signed() -> None:
 
 def test_empty_kind_means_issuer() -> None:
     req = request(APPROVED, kind="")
-    assert req.issuer_ref.kind == "Issuer"
+    assert req.issuer is not None
+    assert req.issuer.kind == "Issuer"
     assert isinstance(run(req, issuer()), Sign)
 
 

@@ -7,17 +7,15 @@ from typing import Any
 import pytest
 
 from akv_issuer.controller.api import GROUP
-from akv_issuer.controller.decide import (
+from akv_issuer.controller.requests.decide import (
     Ignore,
     IssuerView,
-    KubeCSRView,
     SetPending,
     Sign,
     WaitForApproval,
-    cluster_issuer_of_signer,
-    decide_kube_csr,
+    decide,
 )
-from akv_issuer.controller.kubecsr import issuance_request
+from akv_issuer.controller.requests.kubecsr import cluster_issuer_of_signer, issuance_request, view
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES
 
 SIGNER = f"clusterissuers.{GROUP}/root"
@@ -72,11 +70,11 @@ def test_cluster_issuer_of_signer(signer: str, name: str | None) -> None:
     ],
 )
 def test_decide_kube_csr(obj: dict[str, Any], issuer: IssuerView | None, expected: type) -> None:
-    assert isinstance(decide_kube_csr(KubeCSRView.from_object(obj), issuer, group=GROUP), expected)
+    assert isinstance(decide(view(obj), issuer), expected)
 
 
 def test_missing_issuer_is_named_in_the_pending_message() -> None:
-    action = decide_kube_csr(KubeCSRView.from_object(csr("Approved")), None, group=GROUP)
+    action = decide(view(csr("Approved")), None)
     assert isinstance(action, SetPending)
     assert action.reason == "IssuerNotFound"
     assert action.message == "ClusterIssuer root does not exist"

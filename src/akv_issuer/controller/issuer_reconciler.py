@@ -1,0 +1,388 @@
+"""Issuers and ClusterIssuers: watched, checked, their status written.
+
+This module keeps the issuer objects the watch delivers and, for each one
+that passed its check (:mod:`akv_issuer.controller.issuers`), the
+:class:`CheckedIssuer` that signing needs. The request side reaches it only
+through the narrow interface of :class:`IssuerReconciler` (``lookup``,
+``request_check``, ``report_fault``, ``subscribe``), so it never sees the
+cache, the queue or how a check is done.
+
+A check runs when an issuer's spec changes (a new generation), after a
+failure with backoff, and every ``--issuer-recheck-interval``; a signing
+attempt that reveals an issuer-level fault flips the issuer to not Ready at
+once and brings the check forward.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
+
+from akv_issuer.controller.api import (
+    API_VERSION,
+    CONDITION_READY,
+    ISSUER_KIND,
+    ClusterIssuer,
+    ConditionStatus,
+    Issuer,
+    IssuerReason,
+    build_issuer_status,
+    make_condition,
+)
+from akv_issuer.controller.config import ControllerConfig
+from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
+from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.requests.decide import Condition, IssuerView, find_condition, format_time
+from akv_issuer.runtime.controller import Controller, QueueGauges, Result
+from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from akv_issuer.runtime.queue import Backoff
+
+log = logging.getLogger(__name__)
+
+EVENT_CA_EXPIRING = "CAExpiringSoon"
+
+# Status fields that describe the CA; a passing outage keeps them as they were.
+_CA_FIELDS = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter")
+
+
+def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Whether ``new`` is at least as recent as ``old`` (etcd resourceVersions are
+    increasing integers; anything unreadable counts as newer, so it is kept)."""
+    if old is None:
+        return True
+    try:
+        return int(new["metadata"]["resourceVersion"]) >= int(old["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return True
+
+
+class IssuerReconciler:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        client: AsyncClient,
+        checker: IssuerChecker,
+        metrics: Metrics,
+        events: EventRecorder,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._checker = checker
+        self._metrics = metrics
+        self._events = events
+        self._now = now
+        recheck = config.issuer_recheck_interval.total_seconds()
+        self.backoff = Backoff(base=2.0, cap=min(300.0, recheck))
+        self.controller: Controller[IssuerKey] = Controller(
+            "issuers",
+            self.reconcile,
+            workers=config.issuer_concurrency,
+            backoff=self.backoff,
+            gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+        )
+        self._objects: dict[IssuerKey, dict[str, Any]] = {}
+        self._checked: dict[IssuerKey, CheckedIssuer] = {}
+        self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
+        self._expiring: set[IssuerKey] = set()
+        self._listeners: list[Callable[[IssuerKey], None]] = []
+
+    # -- the interface of the request side ------------------------------------
+
+    def lookup(self, key: IssuerKey) -> tuple[IssuerView | None, CheckedIssuer | None]:
+        """The issuer as last observed (None: it does not exist) and, when this
+        process has checked its current generation successfully, what signing needs."""
+        obj = self._objects.get(key)
+        if obj is None:
+            return None, None
+        view = IssuerView.from_object(obj)
+        checked = self._checked.get(key)
+        if checked is not None and checked.generation != view.generation:
+            checked = None
+        return view, checked
+
+    def request_check(self, key: IssuerKey) -> None:
+        """Check ``key`` soon (its status says Ready, but this process has not checked it)."""
+        self.controller.enqueue(key)
+
+    def subscribe(self, listener: Callable[[IssuerKey], None]) -> None:
+        """Call ``listener(key)`` whenever an issuer changes: checked, failed, deleted."""
+        self._listeners.append(listener)
+
+    async def report_fault(
+        self, key: IssuerKey, failure: CheckFailed, *, recheck_now: bool
+    ) -> None:
+        """A signing attempt showed the issuer cannot sign: flip it and re-check.
+
+        ``recheck_now``: the fault is one the check itself will confirm (the CA
+        stopped being valid), so check at once instead of after the backoff.
+        """
+        self._checked.pop(key, None)
+        obj = self._objects.get(key)
+        self._metrics.issuer_ready.labels(*key.labels).set(0)
+        if obj is not None:
+            now = self._now()
+            old_ready = IssuerView.from_object(obj).ready
+            try:
+                await self._write_status(key, obj, failure=failure, now=now)
+            except Exception as exc:
+                log.warning("could not mark %s not ready: %s", key, type(exc).__name__)
+            await self._transition_event(obj, old_ready, "False", failure.reason, failure.message)
+        log.warning(
+            "%s flipped to not ready while signing: %s: %s", key, failure.reason, failure.message
+        )
+        if recheck_now:
+            self.controller.enqueue(key)
+        else:
+            self.controller.retry(key, at_least=failure.retry_after or 0.0)
+
+    # -- informer handler (one per kind) ----------------------------------------
+
+    def handler(self, kind: str) -> _Handler:
+        return _Handler(self, kind)
+
+    def _key(self, kind: str, obj: dict[str, Any]) -> IssuerKey:
+        meta = obj.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "") if kind == ISSUER_KIND else ""
+        return IssuerKey(kind, namespace, str(meta.get("name") or ""))
+
+    def upserted(self, kind: str, obj: dict[str, Any]) -> None:
+        key = self._key(kind, obj)
+        if not resource_version_newer(obj, self._objects.get(key)):
+            return
+        self._objects[key] = obj
+        meta = obj.get("metadata") or {}
+        identity = (str(meta.get("uid") or ""), int(meta.get("generation") or 0))
+        if self._checked_generation.get(key) != identity:
+            # A new spec (or a new object under an old name): check it now,
+            # dropping any backoff left from the previous spec.
+            self._checked.pop(key, None)
+            self.controller.enqueue(key, reset=True)
+        self._notify(key)
+
+    def deleted(self, kind: str, obj: dict[str, Any]) -> None:
+        key = self._key(kind, obj)
+        self._forget(key)
+        self._notify(key)
+
+    def listed(self, kind: str, keys: set[str]) -> None:
+        for key in [k for k in self._objects if k.kind == kind]:
+            name = f"{key.namespace}/{key.name}" if key.namespace else key.name
+            if name not in keys:
+                self._forget(key)
+                self._notify(key)
+
+    def _forget(self, key: IssuerKey) -> None:
+        self._objects.pop(key, None)
+        self._checked.pop(key, None)
+        self._checked_generation.pop(key, None)
+        self._expiring.discard(key)
+        self.controller.cancel(key)
+        self._metrics.forget_issuer(*key.labels)
+
+    def _notify(self, key: IssuerKey) -> None:
+        for listener in self._listeners:
+            listener(key)
+
+    # -- reconcile --------------------------------------------------------------
+
+    async def reconcile(self, key: IssuerKey, failures: int) -> Result:
+        obj = self._objects.get(key)
+        if obj is None:
+            return Result()
+        meta = obj.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        now = self._now()
+        old_ready = IssuerView.from_object(obj).ready
+        recheck = self.config.issuer_recheck_interval.total_seconds()
+        try:
+            checked = await self._checker.check(key, obj, now)
+        except CheckFailed as failure:
+            self._checked.pop(key, None)
+            self._checked_generation[key] = (str(meta.get("uid") or ""), generation)
+            await self._write_status(key, obj, failure=failure, now=now)
+            await self._transition_event(obj, old_ready, "False", failure.reason, failure.message)
+            self._metrics.issuer_ready.labels(*key.labels).set(0)
+            if failure.retryable:
+                delay = max(self.backoff.delay(failures + 1), failure.retry_after or 0.0)
+                result = Result.retry(delay)
+            else:
+                delay = recheck
+                result = Result.requeue(delay)
+            log.warning(
+                "%s is not ready: %s: %s (next check in %.0fs)",
+                key,
+                failure.reason,
+                failure.message,
+                delay,
+            )
+            self._notify(key)
+            return result
+
+        self._checked[key] = checked
+        self._checked_generation[key] = (checked.uid, generation)
+        await self._write_status(key, obj, checked=checked, now=now)
+        message = _ready_message(checked)
+        await self._transition_event(obj, old_ready, "True", IssuerReason.CHECKED, message)
+        self._metrics.issuer_ready.labels(*key.labels).set(1)
+        self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
+        await self._warn_ca_expiry(key, obj, checked, now)
+        self._notify(key)
+        return Result.requeue(recheck)
+
+    async def _warn_ca_expiry(
+        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime
+    ) -> None:
+        left = checked.not_after - now
+        expiring = left <= self.config.ca_expiry_warning
+        self._metrics.ca_expiring.labels(*key.labels).set(1 if expiring else 0)
+        if expiring and key not in self._expiring:
+            self._expiring.add(key)
+            await self._events.record(
+                ObjectRef.of(obj),
+                WARNING,
+                EVENT_CA_EXPIRING,
+                f"CA certificate expires at {format_time(checked.not_after)} "
+                f"(in {left.days} days); issue a new CA and update the secret "
+                f"{checked.spec.ca_secret_name}",
+            )
+        elif not expiring:
+            self._expiring.discard(key)
+
+    async def _transition_event(
+        self,
+        obj: dict[str, Any],
+        old: Condition | None,
+        status: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        if (
+            old is not None
+            and old.status == status
+            and old.reason == reason
+            and old.message == message
+        ):
+            return
+        type_ = NORMAL if status == "True" else WARNING
+        await self._events.record(ObjectRef.of(obj), type_, str(reason), message)
+
+    # -- status -----------------------------------------------------------------
+
+    async def _write_status(
+        self,
+        key: IssuerKey,
+        obj: dict[str, Any],
+        *,
+        now: dt.datetime,
+        checked: CheckedIssuer | None = None,
+        failure: CheckFailed | None = None,
+    ) -> None:
+        meta = obj.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        old_status = obj.get("status") or {}
+        old_ready = find_condition(
+            tuple(Condition.from_dict(c) for c in old_status.get("conditions") or ()),
+            CONDITION_READY,
+        )
+        if checked is not None:
+            status_value, reason, message = (
+                ConditionStatus.TRUE,
+                str(IssuerReason.CHECKED),
+                _ready_message(checked),
+            )
+        elif failure is not None:
+            status_value, reason, message = (
+                ConditionStatus.FALSE,
+                str(failure.reason),
+                failure.message,
+            )
+        else:
+            raise TypeError("_write_status needs a checked issuer or a failure")
+        condition = make_condition(
+            CONDITION_READY, status_value, reason, message, observed_generation=generation, now=now
+        )
+        if (
+            old_ready is not None
+            and old_ready.status == str(status_value)
+            and old_ready.last_transition_time
+        ):
+            condition["lastTransitionTime"] = old_ready.last_transition_time
+        if checked is not None:
+            status = build_issuer_status(
+                conditions=[condition],
+                ca_certificate_pem=checked.ca_pem,
+                key_id=checked.key_id or None,
+                key_version=checked.key_version or None,
+                signature_algorithm=str(checked.algorithm),
+                ca_not_after=checked.not_after,
+                last_check_time=now,
+            )
+        else:
+            status = build_issuer_status(conditions=[condition], last_check_time=now)
+            if failure is not None and failure.reason in (
+                IssuerReason.THROTTLED,
+                IssuerReason.KEY_VAULT_UNREACHABLE,
+            ):
+                # A passing outage says nothing new about the CA: keep what
+                # consumers of status.caCertificate already rely on.
+                for field_name in _CA_FIELDS:
+                    if field_name in old_status:
+                        status[field_name] = old_status[field_name]
+        await self._apply_status(key, status)
+
+    async def _apply_status(self, key: IssuerKey, status: dict[str, Any]) -> None:
+        resource: Any = Issuer if key.kind == ISSUER_KIND else ClusterIssuer
+        metadata: dict[str, Any] = {"name": key.name}
+        if key.namespace:
+            metadata["namespace"] = key.namespace
+        body = {"apiVersion": API_VERSION, "kind": key.kind, "metadata": metadata, "status": status}
+        try:
+            result: Any = await self._client.patch(
+                resource.Status,
+                key.name,
+                body,
+                namespace=key.namespace or None,
+                patch_type=PatchType.APPLY,
+                field_manager=self.config.field_manager,
+                force=True,
+            )
+        except ApiError as err:
+            if err.status.code == 404:
+                return
+            raise
+        # Keep the cache as fresh as our own write, so requests queued right
+        # now see the new Ready condition without waiting for the watch.
+        updated = dict(result)
+        if key in self._objects and resource_version_newer(updated, self._objects[key]):
+            self._objects[key] = updated
+
+
+def _ready_message(checked: CheckedIssuer) -> str:
+    return (
+        f"key {checked.spec.key_name} version {checked.key_version} signs with "
+        f"{checked.algorithm}; CA {checked.ca_cert.subject.rfc4514_string()} valid until "
+        f"{format_time(checked.not_after)}"
+    )
+
+
+class _Handler:
+    """The informer handler of one issuer kind."""
+
+    def __init__(self, issuers: IssuerReconciler, kind: str) -> None:
+        self._issuers = issuers
+        self._kind = kind
+
+    def on_upsert(self, obj: dict[str, Any]) -> None:
+        self._issuers.upserted(self._kind, obj)
+
+    def on_delete(self, obj: dict[str, Any]) -> None:
+        self._issuers.deleted(self._kind, obj)
+
+    def on_listed(self, keys: set[str]) -> None:
+        self._issuers.listed(self._kind, keys)

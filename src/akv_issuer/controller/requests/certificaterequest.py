@@ -1,0 +1,253 @@
+"""cert-manager CertificateRequests (``cert-manager.io/v1``): read and written.
+
+Read: ``spec.issuerRef`` (ours when its group is ours and its kind one of
+our kinds; an empty kind means ``Issuer``, as in cert-manager; an Issuer is
+looked up in the request's own namespace), the Approved/Denied conditions,
+``spec.request``, ``spec.duration``, ``spec.usages``, ``spec.isCA``.
+
+Written, through the status subresource with server-side apply under our
+field manager (cert-manager's ``conditions`` list is a map keyed by type, so
+the apply owns ``Ready`` and ``InvalidRequest`` and never touches
+``Approved``/``Denied``): ``Ready`` with reason ``Pending``, ``Issued``,
+``Failed`` or ``Denied``; ``InvalidRequest=True`` when the request itself is
+at fault; ``failureTime`` with every final failure; ``certificate`` and
+``ca`` when issued. ``lastTransitionTime`` moves only when the status of a
+condition changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
+
+from akv_issuer.controller.api import (
+    CERT_MANAGER_GROUP,
+    CERT_MANAGER_VERSION,
+    CERTIFICATE_REQUEST_KIND,
+    CLUSTER_ISSUER_KIND,
+    GROUP,
+    ISSUER_KIND,
+    ISSUER_KINDS,
+    CertificateRequest,
+    CertificateRequestCondition,
+    CertificateRequestReason,
+    make_condition,
+    parse_go_duration,
+)
+from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.requests.decide import (
+    Condition,
+    RequestView,
+    find_condition,
+    format_time,
+    parse_time,
+)
+from akv_issuer.controller.requests.kind import (
+    Conflict,
+    Denied,
+    Failed,
+    Pending,
+    StatusUpdate,
+)
+from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
+
+API_VERSION = f"{CERT_MANAGER_GROUP}/{CERT_MANAGER_VERSION}"
+READY = str(CertificateRequestCondition.READY)
+APPROVED = str(CertificateRequestCondition.APPROVED)
+DENIED = str(CertificateRequestCondition.DENIED)
+INVALID_REQUEST = str(CertificateRequestCondition.INVALID_REQUEST)
+FINAL_REASONS = frozenset(
+    {
+        str(CertificateRequestReason.ISSUED),
+        str(CertificateRequestReason.FAILED),
+        str(CertificateRequestReason.DENIED),
+    }
+)
+
+
+def addressed_issuer(obj: dict[str, Any]) -> IssuerKey | None:
+    """The issuer ``spec.issuerRef`` names, or None when it is not one of ours."""
+    meta = obj.get("metadata") or {}
+    ref = (obj.get("spec") or {}).get("issuerRef") or {}
+    # cert-manager treats an empty kind as a namespaced Issuer.
+    kind = str(ref.get("kind") or ISSUER_KIND)
+    if str(ref.get("group") or "") != GROUP or kind not in ISSUER_KINDS:
+        return None
+    name = str(ref.get("name") or "")
+    if kind == CLUSTER_ISSUER_KIND:
+        return IssuerKey(CLUSTER_ISSUER_KIND, "", name)
+    # issuerRef names only the Issuer: it is looked up in the request's own
+    # namespace, so a namespaced Issuer can never serve another namespace.
+    return IssuerKey(ISSUER_KIND, str(meta.get("namespace") or ""), name)
+
+
+def _conditions(obj: dict[str, Any]) -> tuple[Condition, ...]:
+    status = obj.get("status") or {}
+    return tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
+
+
+def is_finished(conditions: tuple[Condition, ...]) -> bool:
+    """Ready with reason Issued, Failed or Denied, or InvalidRequest=True."""
+    ready = find_condition(conditions, READY)
+    if ready is not None and ready.reason in FINAL_REASONS:
+        return True
+    invalid = find_condition(conditions, INVALID_REQUEST)
+    return invalid is not None and invalid.status == "True"
+
+
+def view(obj: dict[str, Any]) -> RequestView:
+    meta = obj.get("metadata") or {}
+    conditions = _conditions(obj)
+    approved = find_condition(conditions, APPROVED)
+    denied = find_condition(conditions, DENIED)
+    try:
+        resource_version = int(meta.get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        resource_version = 0
+    return RequestView(
+        uid=str(meta.get("uid") or ""),
+        created=parse_time(meta.get("creationTimestamp")),
+        resource_version=resource_version,
+        issuer=addressed_issuer(obj),
+        finished=is_finished(conditions),
+        approved=approved is not None and approved.status == "True",
+        denied=(
+            denied.message or "The CertificateRequest was denied by an approval controller"
+            if denied is not None and denied.status == "True"
+            else None
+        ),
+    )
+
+
+class CertificateRequests:
+    """The request kind of cert-manager's CertificateRequests."""
+
+    name = "certificaterequests"
+    resource: Any = CertificateRequest
+
+    def __init__(self, client: AsyncClient, field_manager: str) -> None:
+        self._client = client
+        self._field_manager = field_manager
+
+    def view(self, obj: dict[str, Any]) -> RequestView:
+        return view(obj)
+
+    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+        spec = obj.get("spec") or {}
+        duration = spec.get("duration")
+        usages = spec.get("usages")
+        return str(spec.get("request") or ""), IssuanceRequest(
+            duration=parse_go_duration(duration) if duration else DEFAULT_DURATION,
+            usages=tuple(usages) if usages else DEFAULT_USAGES,
+            is_ca=bool(spec.get("isCA")),
+        )
+
+    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+        if not isinstance(update, Pending):
+            return False
+        ready = find_condition(_conditions(obj), READY)
+        return (
+            ready is not None
+            and ready.status == "False"
+            and ready.reason == CertificateRequestReason.PENDING
+            and ready.message == update.message
+        )
+
+    async def write(
+        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
+    ) -> dict[str, Any] | None:
+        old_ready = find_condition(_conditions(obj), READY)
+        precondition = None
+        status: dict[str, Any]
+        if isinstance(update, Pending):
+            ready = _ready(
+                "False", CertificateRequestReason.PENDING, update.message, old_ready, now
+            )
+            status = {"conditions": [ready]}
+        elif isinstance(update, Denied):
+            message = f"The CertificateRequest was denied: {update.message}"
+            ready = _ready("False", CertificateRequestReason.DENIED, message, old_ready, now)
+            status = {"conditions": [ready], "failureTime": format_time(now)}
+        elif isinstance(update, Failed):
+            ready = _ready("False", CertificateRequestReason.FAILED, update.message, old_ready, now)
+            conditions = [ready]
+            if update.invalid:
+                conditions.append(
+                    make_condition(
+                        CertificateRequestCondition.INVALID_REQUEST,
+                        "True",
+                        CertificateRequestReason.FAILED,
+                        update.message,
+                        observed_generation=None,
+                        now=now,
+                    )
+                )
+            status = {"conditions": conditions, "failureTime": format_time(now)}
+        else:
+            ready = _ready(
+                "True", CertificateRequestReason.ISSUED, "Certificate issued", old_ready, now
+            )
+            status = {
+                "conditions": [ready],
+                "certificate": _b64(update.certificate_pem),
+                "ca": _b64(update.ca_pem),
+            }
+            # A precondition: if the request changed since we read it (maybe
+            # another replica finished it), the write fails with 409 instead
+            # of replacing a certificate that is already there.
+            precondition = str((obj.get("metadata") or {}).get("resourceVersion") or "") or None
+        return await self._apply(obj, status, precondition)
+
+    async def _apply(
+        self, obj: dict[str, Any], status: dict[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": CERTIFICATE_REQUEST_KIND,
+            "metadata": metadata,
+            "status": status,
+        }
+        try:
+            written = await self._client.patch(
+                CertificateRequest.Status,
+                name,
+                body,
+                namespace=namespace,
+                patch_type=PatchType.APPLY,
+                field_manager=self._field_manager,
+                force=True,
+            )
+        except ApiError as err:
+            if err.status.code == 409:
+                raise Conflict(f"{namespace}/{name}") from err
+            raise
+        return dict(written)
+
+
+def _ready(
+    status: str, reason: str, message: str, old: Condition | None, now: dt.datetime
+) -> dict[str, Any]:
+    condition = make_condition(
+        CertificateRequestCondition.READY,
+        status,
+        reason,
+        message,
+        observed_generation=None,
+        now=now,
+    )
+    if old is not None and old.status == status and old.last_transition_time:
+        condition["lastTransitionTime"] = old.last_transition_time
+    return condition
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,227 @@
+"""The state machine of a request, as pure functions, for every request kind.
+
+Everything that decides *what* to do with a request lives here and takes its
+inputs as plain values (the request as a :class:`RequestView`, the issuer's
+observed state, the time); the request flow (:mod:`.flow`) only carries the
+decision out, and each request kind only reads its fields into the view.
+Keeping it pure makes every branch unit-testable without a cluster and keeps
+the state machine in one place, as cert-manager's issuer-lib does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
+from akv_issuer.controller.issuers import IssuerKey
+
+READY = "Ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Condition:
+        gen = raw.get("observedGeneration")
+        return cls(
+            type=str(raw.get("type", "")),
+            status=str(raw.get("status", "")),
+            reason=str(raw.get("reason") or ""),
+            message=str(raw.get("message") or ""),
+            last_transition_time=raw.get("lastTransitionTime"),
+            observed_generation=int(gen) if gen is not None else None,
+        )
+
+
+def find_condition(conditions: tuple[Condition, ...], type_: str) -> Condition | None:
+    for cond in conditions:
+        if cond.type == type_:
+            return cond
+    return None
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What the state machine needs to know of a request, whatever its kind.
+
+    Each request kind reads its own fields into this (see ``RequestKind.view``).
+    """
+
+    uid: str
+    created: dt.datetime | None
+    resource_version: int  # 0 when unreadable: "not newer than anything"
+    issuer: IssuerKey | None  # the issuer it is addressed to; None: not one of ours
+    finished: bool  # issued, failed or denied for good: nothing left to do
+    approved: bool
+    denied: str | None  # the denial's message, for a kind that records a denial
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerView:
+    """What the state machine needs to know of an issuer object."""
+
+    generation: int
+    ready: Condition | None
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> IssuerView:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        conditions = tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
+        return cls(
+            generation=int(meta.get("generation") or 0), ready=find_condition(conditions, READY)
+        )
+
+    def is_ready(self) -> bool:
+        ready = self.ready
+        if ready is None or ready.status != "True":
+            return False
+        # A Ready condition written for an older spec says nothing about the
+        # current one: treat it as not ready until the check catches up.
+        # One without observedGeneration (the Go version wrote such) is not ours.
+        if self.generation == 0:
+            return True
+        return (
+            ready.observed_generation is not None and ready.observed_generation >= self.generation
+        )
+
+
+# -- decisions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForApproval:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MarkDenied:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetPending:
+    reason: str  # IssuerNotFound / IssuerNotReady
+    message: str
+    event_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sign:
+    pass
+
+
+Action = Ignore | WaitForApproval | MarkDenied | SetPending | Sign
+
+
+def decide(request: RequestView, issuer: IssuerView | None) -> Action:
+    """What to do with ``request`` given its issuer (None when it does not exist)."""
+    if request.issuer is None:
+        return Ignore("addressed to another issuer")
+    if request.finished:
+        return Ignore("already finished")
+    if request.denied is not None:
+        return MarkDenied(request.denied)
+    if not request.approved:
+        return WaitForApproval()
+    return _wait_for_issuer(request.issuer, issuer) or Sign()
+
+
+def _wait_for_issuer(key: IssuerKey, issuer: IssuerView | None) -> SetPending | None:
+    """Why an approved request must wait for its issuer, or None when it may be signed."""
+    # An Issuer is looked up in the request's own namespace only; say which.
+    where = f" in namespace {key.namespace}" if key.namespace else ""
+    if issuer is None:
+        return SetPending(
+            PendingReason.ISSUER_NOT_FOUND,
+            f"{key.kind} {key.name}{where} does not exist",
+            CertificateRequestEvent.WAITING_FOR_ISSUER_EXIST,
+        )
+    if issuer.is_ready():
+        return None
+    ready = issuer.ready
+    detail = ""
+    if ready is None:
+        detail = "it has not been checked yet"
+    elif ready.status == "True":
+        detail = "its Ready condition is for an older generation"
+    else:
+        detail = f"{ready.reason}: {ready.message}" if ready.message else ready.reason
+    return SetPending(
+        PendingReason.ISSUER_NOT_READY,
+        f"{key.kind} {key.name} is not ready ({detail})",
+        CertificateRequestEvent.WAITING_FOR_ISSUER_READY,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    message: str
+
+
+def after_transient_error(
+    created: dt.datetime | None,
+    now: dt.datetime,
+    budget: dt.timedelta,
+    backoff_delay: float,
+    retry_after: float | None,
+) -> Retry | GiveUp:
+    """A throttled or transient signing failure: retry, or fail once the budget is spent.
+
+    The budget runs from the request's creationTimestamp, so a restart of the
+    controller does not reset it. A retry that would land past the deadline is
+    shortened to land on it, so the final attempt happens before giving up.
+    """
+    delay = max(backoff_delay, retry_after or 0.0)
+    if created is None:
+        return Retry(delay)
+    deadline = created + budget
+    if now >= deadline:
+        return GiveUp(f"retry budget of {_human(budget)} since the request was created is spent")
+    remaining = (deadline - now).total_seconds()
+    return Retry(min(delay, remaining))
+
+
+def _human(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

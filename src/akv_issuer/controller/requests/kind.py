@@ -1,0 +1,77 @@
+"""What a request kind must tell the request flow, and the updates it writes.
+
+The request flow (:mod:`.flow`) is written once; each kind of request
+(cert-manager's CertificateRequest, Kubernetes' CertificateSigningRequest)
+is a small adapter that only *reads* a request's parameters and *writes* its
+result in its own fields, like the request object helpers of cert-manager's
+issuer-lib. Adding a third kind means writing one more adapter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from akv_issuer.controller.requests.decide import RequestView
+from akv_issuer.pki import IssuanceRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Not finished: waiting for the issuer, or retrying a transient error."""
+
+    reason: str  # IssuerNotFound, IssuerNotReady, RetryableError
+    message: str  # the whole line a user reads, reason first
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Can never succeed: the CSR or the parameters are wrong, or the retry budget is spent."""
+
+    reason: str  # InvalidCSR, PolicyViolation, InvalidRequest, RetryBudgetExhausted
+    message: str
+    invalid: bool  # the request itself is at fault (not the budget)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    certificate_pem: bytes  # the leaf, then the intermediates below the root
+    ca_pem: bytes  # the root, or the top of the chain
+
+
+StatusUpdate = Pending | Denied | Failed | Issued
+
+
+class Conflict(Exception):
+    """The request changed since it was read (HTTP 409): read it again and decide anew."""
+
+
+class RequestKind(Protocol):
+    name: str  # plural resource name: the work queue's and the log's name
+    resource: Any  # the lightkube resource a request is read with
+
+    def view(self, obj: dict[str, Any]) -> RequestView:
+        """What the state machine needs: addressed issuer, approval, finished."""
+        ...
+
+    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+        """The base64 PEM CSR and the issuance parameters; ``ValueError`` names a bad field."""
+        ...
+
+    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+        """Whether ``obj`` already shows ``update`` (so writing it would be a no-op)."""
+        ...
+
+    async def write(
+        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
+    ) -> dict[str, Any] | None:
+        """Write ``update`` into the request's status; the object as written, or
+        None when this kind has no field for it. Raises :class:`Conflict` when the
+        request changed since ``obj`` was read."""
+        ...
