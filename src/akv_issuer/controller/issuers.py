@@ -137,24 +137,33 @@ class CheckFailed(Exception):
 
 
 def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> CheckFailed:
-    """Map a Key Vault error met while reading ``what`` to an issuer reason."""
+    """Map a Key Vault error met while reading ``what`` to an issuer reason.
+
+    The keyvault layer has already said what the error means (its kind); this
+    only names the Ready reason for it. ``not_found`` is the reason of a missing
+    object, which depends on what was read (the key or the CA secret).
+    """
     detail = f"{what}: {err.message}" if err.message else what
     if err.code:
         detail += f" ({err.code})"
-    if err.kind == ErrorKind.THROTTLED:
-        return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
-    if err.kind == ErrorKind.TRANSIENT:
-        return CheckFailed(IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after)
-    if err.status in (401, 403):
-        return CheckFailed(IssuerReason.FORBIDDEN, detail)
-    if err.status == 404:
-        return CheckFailed(not_found, detail)
-    return CheckFailed(
-        IssuerReason.KEY_NOT_USABLE
-        if not_found == IssuerReason.KEY_NOT_FOUND
-        else IssuerReason.CA_INVALID,
-        detail,
-    )
+    match err.kind:
+        case ErrorKind.THROTTLED:
+            return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
+        case ErrorKind.TRANSIENT:
+            return CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after
+            )
+        case ErrorKind.FORBIDDEN:
+            return CheckFailed(IssuerReason.FORBIDDEN, detail)
+        case ErrorKind.NOT_FOUND:
+            return CheckFailed(not_found, detail)
+        case ErrorKind.PERMANENT:
+            return CheckFailed(
+                IssuerReason.KEY_NOT_USABLE
+                if not_found == IssuerReason.KEY_NOT_FOUND
+                else IssuerReason.CA_INVALID,
+                detail,
+            )
 
 
 _CA_REASONS = {
@@ -276,8 +285,7 @@ class IssuerChecker:
         try:
             result = await call
         except KeyVaultError as err:
-            status = str(err.status) if err.status else err.kind.name.lower()
-            self._metrics.keyvault_calls.labels(operation, status).inc()
+            self._metrics.keyvault_calls.labels(operation, err.metric_label).inc()
             raise
         self._metrics.keyvault_calls.labels(operation, "200").inc()
         return result

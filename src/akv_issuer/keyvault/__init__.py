@@ -8,7 +8,6 @@ from .access import (
     KeyVaultSigner,
     SecretInfo,
     SecretVersionInfo,
-    check_algorithm,
     normalize_vault_url,
 )
 from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
@@ -28,7 +27,6 @@ __all__ = [
     "SecretInfo",
     "SecretVersionInfo",
     "WorkloadIdentity",
-    "check_algorithm",
     "classify",
     "normalize_vault_url",
     "parse_retry_after",
