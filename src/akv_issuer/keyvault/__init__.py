@@ -7,7 +7,6 @@ from .access import (
     KeyVaultOptions,
     KeyVaultSigner,
     SecretInfo,
-    SecretVersionInfo,
     normalize_vault_url,
 )
 from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
@@ -25,7 +24,6 @@ __all__ = [
     "KeyVaultOptions",
     "KeyVaultSigner",
     "SecretInfo",
-    "SecretVersionInfo",
     "WorkloadIdentity",
     "classify",
     "normalize_vault_url",

@@ -111,15 +111,6 @@ class SecretInfo:
     enabled: bool = True
 
 
-@dataclass(frozen=True)
-class SecretVersionInfo:
-    version: str
-    enabled: bool
-    content_type: str | None
-    created_on: dt.datetime | None
-    updated_on: dt.datetime | None
-
-
 def normalize_vault_url(vault_url: str) -> str:
     """https://host[:port] without trailing slash; raises KeyVaultError for anything else."""
     parts = urlsplit(vault_url.strip())
@@ -596,29 +587,6 @@ class KeyVaultAccess:
             )
 
         return await self._call("get_secret", clients.vault_url, fetch)
-
-    async def list_secret_versions(
-        self, vault_url: str, name: str, auth: AuthConfig
-    ) -> list[SecretVersionInfo]:
-        """All versions of a secret, oldest first (values are not read)."""
-        _check_name("secret", name)
-        clients = self.clients(vault_url, auth)
-
-        async def fetch() -> list[SecretVersionInfo]:
-            found = [
-                SecretVersionInfo(
-                    version=str(props.version or ""),
-                    enabled=bool(props.enabled),
-                    content_type=props.content_type,
-                    created_on=props.created_on,
-                    updated_on=props.updated_on,
-                )
-                async for props in clients.secrets.list_properties_of_secret_versions(name)
-            ]
-            epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-            return sorted(found, key=lambda item: item.created_on or epoch)
-
-        return await self._call("list_secret_versions", clients.vault_url, fetch)
 
     async def set_secret(
         self,
