@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
+from azure.keyvault.secrets import SecretClient, SecretProperties
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
@@ -88,7 +89,7 @@ async def test_get_key_and_sign_every_key_type(
     assert key.version == created.version
     assert key.kid == f"{emulator_env.vault_url}/keys/{unique_name}/{created.version}"
     assert key.enabled
-    assert key.can_sign
+    assert "sign" in key.key_ops
     if kty.startswith("RSA"):
         assert isinstance(key.public_key, rsa.RSAPublicKey)
         assert key.public_key.key_size == size
@@ -114,7 +115,7 @@ async def test_key_cached_and_one_token_for_many_calls(
     pinned = await access.get_key(env.vault_url, unique_name, first.version, auth)
     assert again == first == pinned
     for _ in range(5):
-        await access.sign(first, "RS256", digest_for("RS256"), auth)
+        await access.sign(first, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
         await access.get_secret(env.vault_url, unique_name, None, auth)
     counters = emulator.admin.counters()
     assert counters["get_key"] == 1
@@ -131,7 +132,7 @@ async def test_fresh_access_gets_exactly_one_token(
     try:
         key = await new_key(kv, env, unique_name, kty="EC", curve="P-256")
         for _ in range(10):
-            await kv.sign(key, "ES256", digest_for("ES256"), wi_auth(env))
+            await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), wi_auth(env))
     finally:
         await kv.close()
     assert emulator.admin.counters()["token"] == 1
@@ -179,7 +180,7 @@ async def test_sign_429_without_retry_after_is_retried(
     env = emulator.env
     key = await new_key(access, env, unique_name)
     emulator.admin.set_faults({"throttle": {"next": 1, "operations": ["sign"]}})
-    signature = await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    signature = await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     verify_locally(key.public_key, "RS256", digest_for("RS256"), signature)
     assert emulator.admin.responses()["sign"] == {"429": 1, "200": 1}
 
@@ -190,7 +191,7 @@ async def test_sign_429_with_short_retry_after_is_retried(
     env = emulator.env
     key = await new_key(access, env, unique_name)
     emulator.admin.set_faults({"throttle": {"next": 1, "retry_after": 0.2}})
-    await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+    await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     assert emulator.admin.responses()["sign"] == {"429": 1, "200": 1}
 
 
@@ -202,7 +203,7 @@ async def test_long_retry_after_is_surfaced_not_slept(
     emulator.admin.set_faults({"throttle": {"probability": 1.0, "retry_after": 30}})
     started = time.monotonic()
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     assert err.value.kind is ErrorKind.THROTTLED
     assert (err.value.status, err.value.code, err.value.retry_after) == (429, "Throttled", 30)
     assert emulator.admin.counters()["sign"] == 1
@@ -216,7 +217,7 @@ async def test_persistent_429_without_retry_after_gives_throttled(
     key = await new_key(access, env, unique_name)
     emulator.admin.set_faults({"throttle": {"probability": 1.0}})
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     assert err.value.kind is ErrorKind.THROTTLED
     assert err.value.retry_after is None
     assert emulator.admin.counters()["sign"] == 1 + access.options.max_retries
@@ -229,12 +230,14 @@ async def test_5xx_once_is_retried_and_persistent_5xx_is_transient(
     auth = wi_auth(env)
     key = await new_key(access, env, unique_name)
     emulator.admin.set_faults({"errors": {"next": 1, "status": 500}})
-    await access.sign(key, "RS256", digest_for("RS256"), auth)
+    await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
     emulator.admin.set_faults({"errors": {"probability": 1.0, "status": 503}})
     with pytest.raises(KeyVaultError) as err:
         await access.get_secret(env.vault_url, unique_name, None, auth)
     assert err.value.kind is ErrorKind.TRANSIENT
     assert (err.value.status, err.value.code) == (503, "ServiceUnavailable")
+    assert err.value.retryable
+    assert err.value.metric_label == "503"
 
 
 async def test_stalled_connection_times_out_as_transient(
@@ -247,12 +250,14 @@ async def test_stalled_connection_times_out_as_transient(
         emulator.admin.set_faults({"stall": {"next": 1}})
         started = time.monotonic()
         with pytest.raises(KeyVaultError) as err:
-            await kv.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+            await kv.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
         assert err.value.kind is ErrorKind.TRANSIENT
         assert err.value.code == "Timeout"
+        assert err.value.retryable
+        assert err.value.metric_label == "transient"  # no HTTP status to count by
         assert time.monotonic() - started < 10  # bounded: no retries multiplying the timeout
         # The stall is over; the same access keeps working.
-        await kv.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+        await kv.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     finally:
         await kv.close()
 
@@ -264,8 +269,9 @@ async def test_missing_sign_permission_is_permanent_forbidden(
     key = await new_key(access, env, unique_name)
     emulator.admin.set_identity(env.workload_client_id, key_permissions=["get"])
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
-    assert err.value.kind is ErrorKind.PERMANENT
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
+    assert err.value.kind is ErrorKind.FORBIDDEN
+    assert not err.value.retryable
     assert (err.value.status, err.value.code, err.value.inner_code) == (
         403,
         "Forbidden",
@@ -292,13 +298,12 @@ async def test_disabled_key_is_reported_and_refused(
         unique_name, key.version, enabled=False
     )
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), auth)
-    assert err.value.kind is ErrorKind.PERMANENT
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
+    assert err.value.kind is ErrorKind.FORBIDDEN
     assert (err.value.status, err.value.inner_code) == (403, "KeyDisabled")
     # A refused sign drops the cached key, so the next lookup shows the new state.
     refreshed = await access.get_key(env.vault_url, unique_name, key.version, auth)
     assert refreshed.enabled is False
-    assert not refreshed.can_sign
 
 
 async def test_key_without_sign_operation(
@@ -306,10 +311,9 @@ async def test_key_without_sign_operation(
 ) -> None:
     key = await new_key(access, emulator_env, unique_name, key_ops=["verify"])
     assert key.key_ops == ("verify",)
-    assert not key.can_sign
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(emulator_env))
-    assert err.value.kind is ErrorKind.PERMANENT
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(emulator_env))
+    assert err.value.kind is ErrorKind.FORBIDDEN
     assert err.value.inner_code == "KeyOperationForbidden"
 
 
@@ -320,16 +324,16 @@ async def test_wrong_algorithm_is_refused_before_any_request(
     key = await new_key(access, env, unique_name, kty="EC", curve="P-256")
     emulator.admin.reset_counters()
     with pytest.raises(KeyVaultError) as err:
-        await access.sign(key, "RS256", digest_for("RS256"), wi_auth(env))
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
     assert err.value.kind is ErrorKind.PERMANENT
     assert "needs an RSA key" in err.value.message
     with pytest.raises(KeyVaultError) as short:
-        await access.sign(key, "ES256", b"short", wi_auth(env))
+        await access.sign(key, SignatureAlgorithm.ES256, b"short", wi_auth(env))
     assert "32-byte digest" in short.value.message
     assert emulator.admin.counters().get("sign", 0) == 0
 
 
-async def test_not_found_is_permanent_with_code(
+async def test_not_found_is_its_own_kind_with_code(
     access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
 ) -> None:
     auth = wi_auth(emulator_env)
@@ -338,11 +342,31 @@ async def test_not_found_is_permanent_with_code(
     with pytest.raises(KeyVaultError) as secret_err:
         await access.get_secret(emulator_env.vault_url, unique_name, None, auth)
     assert (key_err.value.kind, key_err.value.status, key_err.value.code) == (
-        ErrorKind.PERMANENT,
+        ErrorKind.NOT_FOUND,
         404,
         "KeyNotFound",
     )
-    assert (secret_err.value.status, secret_err.value.code) == (404, "SecretNotFound")
+    assert (secret_err.value.kind, secret_err.value.status, secret_err.value.code) == (
+        ErrorKind.NOT_FOUND,
+        404,
+        "SecretNotFound",
+    )
+    assert not key_err.value.retryable
+    assert key_err.value.metric_label == "404"
+
+
+def _secret_versions(env: EmulatorEnv, name: str) -> list[SecretProperties]:
+    """The versions the vault holds, read with the SDK itself (production never lists them)."""
+    credential = ClientSecretCredential(
+        env.tenant_id,
+        env.sp_client_id,
+        env.sp_client_secret,
+        authority=env.authority_host,
+        connection_verify=env.ca_file,
+        disable_instance_discovery=True,
+    )
+    client = SecretClient(env.vault_url, credential, connection_verify=env.ca_file)
+    return list(client.list_properties_of_secret_versions(name))
 
 
 async def test_secrets_round_trip_and_versions(
@@ -362,7 +386,7 @@ async def test_secrets_round_trip_and_versions(
     )
     old = await access.get_secret(vault, unique_name, first.version, auth)
     assert (old.value, old.content_type) == ("one", "text/plain")
-    versions = await access.list_secret_versions(vault, unique_name, auth)
+    versions = _secret_versions(emulator_env, unique_name)
     assert {v.version for v in versions} == {first.version, second.version}
     assert "two" not in repr(latest)
 
@@ -389,7 +413,7 @@ async def test_token_endpoint_outage_is_transient(
     assert err.value.kind is ErrorKind.TRANSIENT
 
 
-async def test_revoked_token_gives_permanent_401(
+async def test_revoked_token_gives_forbidden_401(
     access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:
     env = emulator.env
@@ -397,7 +421,8 @@ async def test_revoked_token_gives_permanent_401(
     emulator.admin.revoke_tokens()
     with pytest.raises(KeyVaultError) as err:
         await access.get_key(env.vault_url, unique_name, None, wi_auth(env))
-    assert (err.value.kind, err.value.status) == (ErrorKind.PERMANENT, 401)
+    assert (err.value.kind, err.value.status) == (ErrorKind.FORBIDDEN, 401)
+    assert not err.value.retryable
 
 
 async def test_ambient_credential_from_environment(

@@ -14,6 +14,7 @@ import pytest_asyncio
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions, WorkloadIdentity
 from akv_issuer.keyvault.access import proxy_for
+from akv_issuer.pki import SignatureAlgorithm
 from fixtures.emulator import digest_for
 
 
@@ -87,7 +88,7 @@ async def _sign_once(emulator: EmulatorProcess, name: str) -> None:
     access = KeyVaultAccess(KeyVaultOptions(tls_ca_file=env.ca_file))
     try:
         key = await access.create_key(env.vault_url, name, auth)
-        signature = await access.sign(key, "RS256", digest_for("RS256"), auth)
+        signature = await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
         assert len(signature) == 256
     finally:
         await access.close()

@@ -86,9 +86,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp = ca_commands.add_parser(
         "import",
         help="check a CA chain against the Key Vault key and store it in the CA secret",
-        description="Check that the first certificate of a PEM chain is a valid CA for the Key "
-        "Vault key (same public key, CA constraints, valid now), order the chain, and store "
-        "it in the CA secret.",
+        description="Find the certificate of the Key Vault key in a PEM chain, check that it is "
+        "a valid CA (same public key, CA constraints, valid now), order its issuers after it, "
+        "and store that chain in the CA secret (the checks the controller runs on the secret).",
     )
     common.add_vault_arguments(imp)
     imp.add_argument("--chain", required=True, help="PEM file: the CA certificate and its parents")
@@ -193,15 +193,17 @@ async def _csr(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    chain = pki.load_ca_chain(common.read_file(args.chain, "--chain"))
+    data = common.read_file(args.chain, "--chain")
+    pki.load_certificates(data)  # a file that holds no certificate fails before the vault is asked
     secret_name = args.secret_name or args.key_name
     async with common.open_vault(args) as vault:
         key = await vault.get_key()
-        pki.check_ca(chain[0], key.public_key, datetime.datetime.now(datetime.UTC))
-        version = await vault.set_secret(secret_name, pki.to_pem(chain).decode(), PEM_CONTENT_TYPE)
-    print(common.describe_certificate(chain[0]), file=sys.stderr)
+        chain = pki.load_ca_chain(data, key.public_key, datetime.datetime.now(datetime.UTC))
+        version = await vault.set_secret(secret_name, chain.pem().decode(), PEM_CONTENT_TYPE)
+    print(common.describe_certificate(chain.ca), file=sys.stderr)
     print(
-        f"stored {len(chain)} certificate(s) in secret {secret_name} (version {version})",
+        f"stored {len(chain.certificates)} certificate(s) in secret {secret_name} "
+        f"(version {version})",
         file=sys.stderr,
     )
     return 0

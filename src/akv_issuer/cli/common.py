@@ -161,7 +161,7 @@ class VaultSession:
         try:
             existing = await self.access.get_key(self.vault_url, self.key_name, None, AUTH)
         except KeyVaultError as exc:
-            if exc.kind is not ErrorKind.PERMANENT or exc.status != 404:
+            if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
         else:
             raise CLIError(f"key {existing.kid} already exists; drop --create-key to use it")

@@ -83,18 +83,17 @@ async def _sign(args: argparse.Namespace) -> int:
     async with common.open_vault(args) as vault:
         key = await vault.get_key()
         secret = await vault.get_secret(args.ca_secret or args.key_name, args.ca_secret_version)
-        chain = pki.load_ca_chain(secret)
-        pki.check_ca(chain[0], key.public_key, now)
+        chain = pki.load_ca_chain(secret, key.public_key, now)
         algorithm = (
             pki.SignatureAlgorithm(args.algorithm)
             if args.algorithm
             else pki.default_algorithm(key.public_key)
         )
-        plan = pki.build_certificate(csr, request, chain[0], profile, now)
+        plan = pki.build_certificate(csr, request, chain.ca, profile, now)
         cert = await pki.sign_certificate(
             plan.builder, key.public_key, algorithm, vault.signer(key)
         )
-    certificate_pem, ca_pem = pki.split_chain(cert, chain)
+    certificate_pem, ca_pem = pki.split_chain(cert, chain.certificates)
     common.write_output(args.out, certificate_pem)
     if args.ca_out:
         common.write_output(args.ca_out, ca_pem)

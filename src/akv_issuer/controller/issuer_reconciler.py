@@ -28,16 +28,19 @@ from akv_issuer.controller.api import (
     CONDITION_READY,
     ISSUER_KIND,
     ClusterIssuer,
+    Condition,
     ConditionStatus,
     Issuer,
     IssuerReason,
     build_issuer_status,
+    find_condition,
+    format_time,
     make_condition,
 )
 from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
 from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.requests.decide import Condition, IssuerView, find_condition, format_time
+from akv_issuer.controller.requests.decide import IssuerView
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.runtime.queue import Backoff

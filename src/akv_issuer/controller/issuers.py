@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
@@ -39,12 +38,14 @@ from akv_issuer.keyvault import (
     AuthConfig,
     ClientSecret,
     ErrorKind,
+    KeyInfo,
     KeyVaultAccess,
     KeyVaultError,
     WorkloadIdentity,
 )
 from akv_issuer.pki import (
     AlgorithmError,
+    CAChain,
     CAError,
     CAErrorKind,
     IssuancePolicy,
@@ -52,9 +53,8 @@ from akv_issuer.pki import (
     PKIError,
     SignatureAlgorithm,
     check_algorithm,
-    check_ca,
     default_algorithm,
-    load_certificates,
+    load_ca_chain,
 )
 
 log = logging.getLogger(__name__)
@@ -85,28 +85,36 @@ class CheckedIssuer:
     generation: int
     spec: IssuerSpec
     auth: AuthConfig
-    key_info: Any  # akv_issuer.keyvault.KeyInfo
+    key_info: KeyInfo
     algorithm: SignatureAlgorithm
-    ca_cert: x509.Certificate
-    ca_chain: tuple[x509.Certificate, ...]  # the CA first, then its issuers
+    ca: CAChain
     profile: IssuerProfile
     checked_at: dt.datetime
 
     @property
+    def ca_cert(self) -> x509.Certificate:
+        return self.ca.ca
+
+    @property
+    def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """The CA first, then its issuers."""
+        return self.ca.certificates
+
+    @property
     def ca_pem(self) -> bytes:
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.ca_chain)
+        return self.ca.pem()
 
     @property
     def not_after(self) -> dt.datetime:
-        return self.ca_cert.not_valid_after_utc
+        return self.ca.not_after
 
     @property
     def key_version(self) -> str:
-        return str(getattr(self.key_info, "version", "") or "")
+        return self.key_info.version
 
     @property
     def key_id(self) -> str:
-        return str(getattr(self.key_info, "kid", "") or "")
+        return self.key_info.kid
 
 
 class CheckFailed(Exception):
@@ -129,24 +137,33 @@ class CheckFailed(Exception):
 
 
 def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> CheckFailed:
-    """Map a Key Vault error met while reading ``what`` to an issuer reason."""
+    """Map a Key Vault error met while reading ``what`` to an issuer reason.
+
+    The keyvault layer has already said what the error means (its kind); this
+    only names the Ready reason for it. ``not_found`` is the reason of a missing
+    object, which depends on what was read (the key or the CA secret).
+    """
     detail = f"{what}: {err.message}" if err.message else what
     if err.code:
         detail += f" ({err.code})"
-    if err.kind == ErrorKind.THROTTLED:
-        return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
-    if err.kind == ErrorKind.TRANSIENT:
-        return CheckFailed(IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after)
-    if err.status in (401, 403):
-        return CheckFailed(IssuerReason.FORBIDDEN, detail)
-    if err.status == 404:
-        return CheckFailed(not_found, detail)
-    return CheckFailed(
-        IssuerReason.KEY_NOT_USABLE
-        if not_found == IssuerReason.KEY_NOT_FOUND
-        else IssuerReason.CA_INVALID,
-        detail,
-    )
+    match err.kind:
+        case ErrorKind.THROTTLED:
+            return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
+        case ErrorKind.TRANSIENT:
+            return CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after
+            )
+        case ErrorKind.FORBIDDEN:
+            return CheckFailed(IssuerReason.FORBIDDEN, detail)
+        case ErrorKind.NOT_FOUND:
+            return CheckFailed(not_found, detail)
+        case ErrorKind.PERMANENT:
+            return CheckFailed(
+                IssuerReason.KEY_NOT_USABLE
+                if not_found == IssuerReason.KEY_NOT_FOUND
+                else IssuerReason.CA_INVALID,
+                detail,
+            )
 
 
 _CA_REASONS = {
@@ -160,39 +177,7 @@ _CA_REASONS = {
 
 def ca_failure(err: CAError, what: str) -> CheckFailed:
     """Map a CA certificate that fails its checks to the issuer's Ready reason."""
-    return CheckFailed(_CA_REASONS.get(err.kind, IssuerReason.CA_INVALID), f"{what}: {err.reason}")
-
-
-def _spki(cert_or_key: Any) -> bytes:
-    key = cert_or_key.public_key() if isinstance(cert_or_key, x509.Certificate) else cert_or_key
-    der: bytes = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der
-
-
-def order_ca_chain(
-    certificates: list[x509.Certificate], key_public: Any
-) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-    """Pick the certificate of the Key Vault key and follow its issuers upward.
-
-    The secret may hold the CA alone or a chain in any order; only the
-    certificate whose public key is the Key Vault key's can be the signer.
-    Certificates that are not on the CA's path upward are left out.
-    """
-    wanted = _spki(key_public)
-    ca = next((c for c in certificates if _spki(c) == wanted), certificates[0])
-    chain = [ca]
-    rest = [c for c in certificates if c is not ca]
-    current = ca
-    while current.issuer != current.subject:
-        parent = next((c for c in rest if c.subject == current.issuer), None)
-        if parent is None:
-            break
-        chain.append(parent)
-        rest.remove(parent)
-        current = parent
-    return ca, tuple(chain)
+    return CheckFailed(_CA_REASONS[err.kind], f"{what}: {err.reason}")
 
 
 class IssuerChecker:
@@ -226,23 +211,23 @@ class IssuerChecker:
             raise keyvault_failure(
                 err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
             ) from None
-        if getattr(key_info, "enabled", True) is False:
+        if not key_info.enabled:
             raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
-        for attr, verb in (("not_before", "is not valid before"), ("expires", "expired at")):
-            moment = getattr(key_info, attr, None)
-            if isinstance(moment, dt.datetime) and (
-                (attr == "not_before" and moment > now) or (attr == "expires" and moment <= now)
-            ):
-                raise CheckFailed(
-                    IssuerReason.KEY_DISABLED,
-                    f"key {spec.key_name!r} {verb} {moment.isoformat()}",
-                )
-        key_ops = getattr(key_info, "key_ops", None)
-        if key_ops is not None and "sign" not in key_ops:
+        if key_info.not_before is not None and key_info.not_before > now:
+            raise CheckFailed(
+                IssuerReason.KEY_DISABLED,
+                f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
+            )
+        if key_info.expires is not None and key_info.expires <= now:
+            raise CheckFailed(
+                IssuerReason.KEY_DISABLED,
+                f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
+            )
+        if "sign" not in key_info.key_ops:
             raise CheckFailed(
                 IssuerReason.KEY_NOT_USABLE,
                 f"key {spec.key_name!r} does not allow the sign operation "
-                f"(key_ops: {', '.join(key_ops) or 'none'})",
+                f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
             )
         try:
             if spec.signature_algorithm:
@@ -265,28 +250,8 @@ class IssuerChecker:
             raise keyvault_failure(
                 err, f"CA secret {spec.ca_secret_name!r}", IssuerReason.CA_SECRET_NOT_FOUND
             ) from None
-        value = getattr(secret, "value", None) or ""
         try:
-            certificates = load_certificates(
-                value.encode() if isinstance(value, str) else bytes(value)
-            )
-        except PKIError as err:
-            raise CheckFailed(
-                IssuerReason.CA_INVALID, f"CA secret {spec.ca_secret_name!r}: {err.reason}"
-            ) from None
-        except ValueError:
-            raise CheckFailed(
-                IssuerReason.CA_INVALID,
-                f"CA secret {spec.ca_secret_name!r} holds no PEM or DER certificate",
-            ) from None
-        if not certificates:
-            raise CheckFailed(
-                IssuerReason.CA_INVALID,
-                f"CA secret {spec.ca_secret_name!r} holds no certificate",
-            )
-        ca_cert, chain = order_ca_chain(certificates, key_info.public_key)
-        try:
-            check_ca(ca_cert, key_info.public_key, now)
+            ca = load_ca_chain(secret.value, key_info.public_key, now)
         except CAError as err:
             raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
 
@@ -313,8 +278,7 @@ class IssuerChecker:
             auth=auth,
             key_info=key_info,
             algorithm=algorithm,
-            ca_cert=ca_cert,
-            ca_chain=chain,
+            ca=ca,
             profile=profile,
             checked_at=now,
         )
@@ -324,8 +288,7 @@ class IssuerChecker:
         try:
             result = await call
         except KeyVaultError as err:
-            status = str(err.status) if err.status else err.kind.name.lower()
-            self._metrics.keyvault_calls.labels(operation, status).inc()
+            self._metrics.keyvault_calls.labels(operation, err.metric_label).inc()
             raise
         self._metrics.keyvault_calls.labels(operation, "200").inc()
         return result
@@ -337,7 +300,9 @@ class IssuerChecker:
         if isinstance(auth, WorkloadIdentityAuth):
             tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
             return WorkloadIdentity(client_id=auth.client_id, tenant_id=tenant)
-        assert isinstance(auth, ClientSecretAuth)
+        return await self._client_secret(key, auth)
+
+    async def _client_secret(self, key: IssuerKey, auth: ClientSecretAuth) -> AuthConfig:
         # A ClusterIssuer's secret comes from the cluster resource namespace,
         # an Issuer's from its own namespace; the spec never names a namespace.
         namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace

@@ -30,7 +30,7 @@ from akv_issuer.controller.issuers import (
     keyvault_failure,
 )
 from akv_issuer.controller.metrics import Metrics
-from akv_issuer.keyvault import ErrorKind, KeyVaultAccess, KeyVaultError
+from akv_issuer.keyvault import KeyVaultAccess, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -175,7 +175,7 @@ class RequestSigner:
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer
             )
         except KeyVaultError as err:
-            if err.kind == ErrorKind.PERMANENT:
+            if not err.retryable:
                 return IssuerFault(
                     keyvault_failure(
                         err,

@@ -7,8 +7,6 @@ from .access import (
     KeyVaultOptions,
     KeyVaultSigner,
     SecretInfo,
-    SecretVersionInfo,
-    check_algorithm,
     normalize_vault_url,
 )
 from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
@@ -26,9 +24,7 @@ __all__ = [
     "KeyVaultOptions",
     "KeyVaultSigner",
     "SecretInfo",
-    "SecretVersionInfo",
     "WorkloadIdentity",
-    "check_algorithm",
     "classify",
     "normalize_vault_url",
     "parse_retry_after",

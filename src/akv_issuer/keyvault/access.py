@@ -40,8 +40,6 @@ _CURVES: dict[str, ec.EllipticCurve] = {
     "P-521": ec.SECP521R1(),
     "P-256K": ec.SECP256K1(),
 }
-_DIGEST_SIZES = {"256": 32, "384": 48, "512": 64}
-_EC_ALGORITHM_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES256K": "P-256K"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +99,6 @@ class KeyInfo:
     not_before: dt.datetime | None = None
     expires: dt.datetime | None = None
 
-    @property
-    def can_sign(self) -> bool:
-        return self.enabled and "sign" in self.key_ops
-
 
 @dataclass(frozen=True)
 class SecretInfo:
@@ -115,15 +109,6 @@ class SecretInfo:
     value: str = field(repr=False)
     content_type: str | None
     enabled: bool = True
-
-
-@dataclass(frozen=True)
-class SecretVersionInfo:
-    version: str
-    enabled: bool
-    content_type: str | None
-    created_on: dt.datetime | None
-    updated_on: dt.datetime | None
 
 
 def normalize_vault_url(vault_url: str) -> str:
@@ -203,51 +188,52 @@ def _key_info(vault_url: str, key: KeyVaultKey) -> KeyInfo:
     )
 
 
-def check_algorithm(key: KeyInfo, algorithm: str, digest: bytes) -> None:
-    """Refuse locally what Key Vault would refuse: wrong key type or digest length."""
-    alg = str(algorithm)
-    if alg[:2] in ("RS", "PS") and alg[2:] in _DIGEST_SIZES:
+def _check_sign_request(key: KeyInfo, algorithm: SignatureAlgorithm, digest: bytes) -> None:
+    """Refuse locally what Key Vault would refuse: wrong key type or digest length.
+
+    The algorithm's facts (RSA or EC, its curve, its digest size) come from
+    :class:`akv_issuer.pki.SignatureAlgorithm`; this layer only words the refusal
+    as the vault's BadParameter, so a caller handles it like any permanent error.
+    """
+    if algorithm.is_rsa:
         if not isinstance(key.public_key, rsa.RSAPublicKey):
             raise KeyVaultError(
                 ErrorKind.PERMANENT,
-                f"algorithm {alg} needs an RSA key but {key.name} is {key.kty}",
+                f"algorithm {algorithm} needs an RSA key but {key.name} is {key.kty}",
                 code="BadParameter",
                 operation="sign",
             )
-        size = _DIGEST_SIZES[alg[2:]]
-    elif alg in _EC_ALGORITHM_CURVES:
-        curve = _CURVES[_EC_ALGORITHM_CURVES[alg]]
+    else:
+        curve = algorithm.curve
         if (
-            not isinstance(key.public_key, ec.EllipticCurvePublicKey)
-            or key.public_key.curve.name != curve.name
+            curve is None
+            or not isinstance(key.public_key, ec.EllipticCurvePublicKey)
+            or not isinstance(key.public_key.curve, curve)
         ):
+            on_curve = (
+                f" on {key.public_key.curve.name}"
+                if isinstance(key.public_key, ec.EllipticCurvePublicKey)
+                else ""
+            )
             raise KeyVaultError(
                 ErrorKind.PERMANENT,
-                f"algorithm {alg} needs an EC {_EC_ALGORITHM_CURVES[alg]} key but {key.name} is "
-                f"{key.kty}"
-                + (
-                    f" on {key.public_key.curve.name}"
-                    if isinstance(key.public_key, ec.EllipticCurvePublicKey)
-                    else ""
-                ),
+                f"algorithm {algorithm} needs an EC {_curve_name(curve)} key but {key.name} is "
+                f"{key.kty}{on_curve}",
                 code="BadParameter",
                 operation="sign",
             )
-        size = 32 if alg == "ES256K" else _DIGEST_SIZES[alg[2:]]
-    else:
-        raise KeyVaultError(
-            ErrorKind.PERMANENT,
-            f"unknown signature algorithm {alg!r}",
-            code="BadParameter",
-            operation="sign",
-        )
+    size = algorithm.hash_algorithm.digest_size
     if len(digest) != size:
         raise KeyVaultError(
             ErrorKind.PERMANENT,
-            f"{alg} needs a {size}-byte digest, got {len(digest)} bytes",
+            f"{algorithm} needs a {size}-byte digest, got {len(digest)} bytes",
             code="BadParameter",
             operation="sign",
         )
+
+
+def _curve_name(curve: type[ec.EllipticCurve] | None) -> str:
+    return next((name for name, c in _CURVES.items() if type(c) is curve), "unknown curve")
 
 
 class _VaultClients:
@@ -443,7 +429,7 @@ class KeyVaultAccess:
                             raise
                         last = classify(exc, operation=operation, vault_url=vault)
                     log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
-                    if last.kind is ErrorKind.PERMANENT or attempt >= opts.max_retries:
+                    if not last.retryable or attempt >= opts.max_retries:
                         raise last
                     wait = last.retry_after
                     if wait is None:
@@ -524,13 +510,14 @@ class KeyVaultAccess:
             del self._latest[latest]
 
     async def sign(
-        self, key: KeyInfo, algorithm: SignatureAlgorithm | str, digest: bytes, auth: AuthConfig
+        self, key: KeyInfo, algorithm: SignatureAlgorithm, digest: bytes, auth: AuthConfig
     ) -> bytes:
         """Key Vault's sign: the raw signature (EC: r||s) over digest with key's exact version."""
-        check_algorithm(key, str(algorithm), digest)
+        _check_sign_request(key, algorithm, digest)
         clients = self.clients(key.vault_url, auth)
         crypto = clients.crypto(key)
-        azure_alg = AzureSignatureAlgorithm(str(algorithm))
+        # pki's names are the JWS names Key Vault uses, so the SDK's enum takes them as they are.
+        azure_alg = AzureSignatureAlgorithm(algorithm.value)
 
         async def sign() -> bytes:
             result = await crypto.sign(azure_alg, digest)
@@ -539,7 +526,7 @@ class KeyVaultAccess:
         try:
             return await self._call("sign", clients.vault_url, sign)
         except KeyVaultError as err:
-            if err.kind is ErrorKind.PERMANENT:
+            if not err.retryable:
                 self.invalidate(key)
             raise
 
@@ -600,29 +587,6 @@ class KeyVaultAccess:
             )
 
         return await self._call("get_secret", clients.vault_url, fetch)
-
-    async def list_secret_versions(
-        self, vault_url: str, name: str, auth: AuthConfig
-    ) -> list[SecretVersionInfo]:
-        """All versions of a secret, oldest first (values are not read)."""
-        _check_name("secret", name)
-        clients = self.clients(vault_url, auth)
-
-        async def fetch() -> list[SecretVersionInfo]:
-            found = [
-                SecretVersionInfo(
-                    version=str(props.version or ""),
-                    enabled=bool(props.enabled),
-                    content_type=props.content_type,
-                    created_on=props.created_on,
-                    updated_on=props.updated_on,
-                )
-                async for props in clients.secrets.list_properties_of_secret_versions(name)
-            ]
-            epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
-            return sorted(found, key=lambda item: item.created_on or epoch)
-
-        return await self._call("list_secret_versions", clients.vault_url, fetch)
 
     async def set_secret(
         self,

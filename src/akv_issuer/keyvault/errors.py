@@ -1,4 +1,11 @@
-"""Key Vault failures, classified by what the caller should do about them."""
+"""Key Vault failures, classified by what the caller should do about them.
+
+The meaning of an HTTP status (or of a failure without one) is decided here and
+nowhere else: callers branch on :class:`ErrorKind` and ``retryable``, never on
+``status``, so the controller and the CLI cannot disagree about what a 403 or a
+404 from the vault means. ``status`` stays on the error for messages, and
+``metric_label`` names the outcome for per-status counters.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +26,28 @@ from azure.core.exceptions import (
 
 
 class ErrorKind(enum.Enum):
-    """THROTTLED: back off (retry_after if known); TRANSIENT: retry later; PERMANENT: give up."""
+    """What a failed call means for the caller.
+
+    THROTTLED: the vault answered 429; back off (``retry_after`` if known).
+    TRANSIENT: 5xx, 408, timeouts, network and token-endpoint failures; retry later.
+    NOT_FOUND: the vault answered 404 (no such key, secret or version).
+    FORBIDDEN: the vault answered 401 or 403 (authentication refused, the identity
+        lacks the permission, or the key is disabled or refuses the operation).
+    PERMANENT: any other failure that repeating cannot fix (bad parameters, a key
+        type or algorithm that does not fit, a configuration error).
+
+    Only THROTTLED and TRANSIENT are retryable.
+    """
 
     THROTTLED = "throttled"
     TRANSIENT = "transient"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
     PERMANENT = "permanent"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT)
 
 
 class KeyVaultError(Exception):
@@ -65,7 +89,14 @@ class KeyVaultError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind is not ErrorKind.PERMANENT
+        """Whether the same call may succeed later (THROTTLED, TRANSIENT)."""
+        return self.kind.retryable
+
+    @property
+    def metric_label(self) -> str:
+        """The outcome as a metric label: the HTTP status when the vault answered
+        (``"404"``, ``"429"``), else the kind (``"transient"``, ``"permanent"``)."""
+        return str(self.status) if self.status is not None else self.kind.value
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -106,6 +137,19 @@ def _first_line(text: str) -> str:
     return line[:500]
 
 
+def _kind_of_status(status: int | None) -> ErrorKind:
+    """The kind of an HTTP error answered by the vault itself."""
+    if status == 429:
+        return ErrorKind.THROTTLED
+    if status is not None and (status >= 500 or status == 408):
+        return ErrorKind.TRANSIENT
+    if status == 404:
+        return ErrorKind.NOT_FOUND
+    if status in (401, 403):
+        return ErrorKind.FORBIDDEN
+    return ErrorKind.PERMANENT
+
+
 def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultError:
     """Map an SDK, transport or timeout exception to a KeyVaultError."""
     if isinstance(exc, KeyVaultError):
@@ -134,12 +178,7 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
                 operation=operation,
                 retry_after=retry_after,
             )
-        if status == 429:
-            kind = ErrorKind.THROTTLED
-        elif status is not None and (status >= 500 or status == 408):
-            kind = ErrorKind.TRANSIENT
-        else:
-            kind = ErrorKind.PERMANENT
+        kind = _kind_of_status(status)
         return KeyVaultError(
             kind,
             message,

@@ -4,12 +4,14 @@ CSR checks (:func:`parse_csr`), the certificate template
 (:func:`build_certificate`), remote-signature assembly
 (:func:`sign_certificate`, :func:`sign_csr`), the root CA template
 (:func:`build_root_ca`), CA checks (:func:`check_ca`) and chains
-(:func:`load_ca_chain`, :func:`split_chain`). Every failure is a
+(:func:`load_ca_chain`, the one reading of a CA secret for both the CLI and
+the controller; :func:`split_chain`). Every failure is a
 :class:`PKIError` subclass with a one-line ``reason``.
 """
 
-from akv_issuer.pki.ca import build_root_ca, check_ca, seconds_until_expiry
+from akv_issuer.pki.ca import build_root_ca, check_ca
 from akv_issuer.pki.chain import (
+    CAChain,
     is_self_signed,
     issued_by,
     load_ca_chain,
@@ -58,6 +60,7 @@ __all__ = [
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "AlgorithmError",
+    "CAChain",
     "CAError",
     "CAErrorKind",
     "CAPublicKey",
@@ -87,7 +90,6 @@ __all__ = [
     "parse_csr",
     "random_serial_number",
     "resolve_usages",
-    "seconds_until_expiry",
     "sign_certificate",
     "sign_csr",
     "split_chain",

@@ -16,7 +16,7 @@ from akv_issuer.pki._keys import describe_key, spki_der
 from akv_issuer.pki.errors import CAError, CAErrorKind, PolicyError
 from akv_issuer.pki.issuance import CertificatePlan, random_serial_number
 
-__all__ = ["build_root_ca", "check_ca", "seconds_until_expiry"]
+__all__ = ["build_root_ca", "check_ca"]
 
 
 def build_root_ca(
@@ -152,13 +152,6 @@ def check_ca(
             CAErrorKind.EXPIRED,
             f"the CA certificate expired at {ca_cert.not_valid_after_utc.isoformat()}",
         )
-
-
-def seconds_until_expiry(cert: x509.Certificate, now: datetime.datetime) -> float:
-    """Seconds from ``now`` to the certificate's NotAfter; negative once expired."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return (cert.not_valid_after_utc - now).total_seconds()
 
 
 def _subject(cert: x509.Certificate) -> str:

@@ -3,20 +3,31 @@
 Non-certificate PEM blocks are skipped rather than refused: the PEM form of a
 Key Vault *certificate*'s secret puts the private key next to the chain, and
 nothing here needs or keeps it.
+
+:func:`load_ca_chain` is the one reading of a CA secret. The CLI (``ca
+import``, ``sign``) and the controller's issuer check both call it, so a
+secret that one of them accepts the other accepts too: the README promises
+that they run the same checks, and two readers had drifted apart before.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from akv_issuer.pki._keys import spki_der
+from akv_issuer.pki.ca import check_ca
 from akv_issuer.pki.errors import CAError, CAErrorKind
 
 __all__ = [
+    "CAChain",
     "is_self_signed",
     "issued_by",
     "load_ca_chain",
@@ -140,10 +151,108 @@ def order_chain(certificates: Sequence[x509.Certificate]) -> list[x509.Certifica
     return [unique[i] for i in ordered]
 
 
-def load_ca_chain(data: bytes | str) -> list[x509.Certificate]:
-    """The CA secret's content as a chain: the issuing CA first, then its parents
-    (the secret may hold the CA alone or followed by its parents, in any order)."""
-    return order_chain(load_certificates(data))
+@dataclass(frozen=True)
+class CAChain:
+    """The CA certificate of a Key Vault key, followed by its issuers upward.
+
+    ``certificates[0]`` is the CA (its public key is the key's); every further
+    certificate issued the one before it. The top is a self-signed root or the
+    highest issuer the secret held.
+    """
+
+    certificates: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not self.certificates:
+            raise ValueError("a CA chain holds at least the CA certificate")
+
+    @property
+    def ca(self) -> x509.Certificate:
+        return self.certificates[0]
+
+    @property
+    def not_after(self) -> datetime.datetime:
+        return self.ca.not_valid_after_utc
+
+    def pem(self) -> bytes:
+        return to_pem(self.certificates)
+
+
+def load_ca_chain(
+    data: bytes | str, key_public_key: PublicKeyTypes, now: datetime.datetime
+) -> CAChain:
+    """Read a CA secret for the Key Vault key whose public half is ``key_public_key``.
+
+    The secret holds the CA alone or together with its issuers, in any order
+    (PEM, or one DER certificate). The CA is the certificate holding the key's
+    public key; if several do (a re-issued CA certificate), the first one that
+    passes :func:`check_ca` at ``now`` wins. Its issuers follow upward by
+    verified signature; certificates off that path (a leaf, an unrelated root)
+    are left out rather than refused, since nothing would ever use them.
+
+    Raises :class:`CAError` with the kind of the first failure:
+    ``invalid`` (no readable certificate), then, for the CA or, when no
+    certificate holds the key, for the lowest certificate of the secret, the
+    kinds of :func:`check_ca` (``not-a-ca``, ``mismatch``, ``not-yet-valid``,
+    ``expired``).
+    """
+    certificates = _unique(load_certificates(data))
+    wanted = spki_der(key_public_key)
+    holders = [cert for cert in certificates if _spki_of(cert) == wanted]
+    if not holders:
+        lowest = _lowest(certificates)
+        check_ca(lowest, key_public_key, now)
+        raise CAError(  # check_ca refuses another key already; kept for safety
+            CAErrorKind.MISMATCH,
+            "no certificate in the CA bundle holds the signing key's public key",
+        )
+    refusals: list[CAError] = []
+    for candidate in holders:
+        try:
+            check_ca(candidate, key_public_key, now)
+        except CAError as err:
+            refusals.append(err)
+            continue
+        return CAChain(_issuers_upward(candidate, [c for c in certificates if c not in holders]))
+    raise refusals[0]
+
+
+def _unique(certificates: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    return list(
+        {cert.public_bytes(serialization.Encoding.DER): cert for cert in certificates}.values()
+    )
+
+
+def _spki_of(cert: x509.Certificate) -> bytes | None:
+    try:
+        return spki_der(cert.public_key())
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+
+
+def _lowest(certificates: Sequence[x509.Certificate]) -> x509.Certificate:
+    """The first certificate that issued none of the others: the one a reader
+    takes for the bundle's CA when none holds the key."""
+    for cert in certificates:
+        if not any(other is not cert and issued_by(other, cert) for other in certificates):
+            return cert
+    return certificates[0]
+
+
+def _issuers_upward(
+    ca: x509.Certificate, others: Sequence[x509.Certificate]
+) -> tuple[x509.Certificate, ...]:
+    chain = [ca]
+    rest = list(others)
+    current = ca
+    while not is_self_signed(current):
+        parent = next((cert for cert in rest if issued_by(current, cert)), None)
+        if parent is None:
+            break
+        chain.append(parent)
+        rest.remove(parent)
+        current = parent
+    return tuple(chain)
 
 
 def to_pem(certificates: Sequence[x509.Certificate]) -> bytes:

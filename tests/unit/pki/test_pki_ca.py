@@ -200,12 +200,12 @@ def test_check_ca_v1_certificate_is_invalid(tmp_path: Path) -> None:
     assert info.value.kind is CAErrorKind.INVALID
 
 
-def test_seconds_until_expiry() -> None:
+def test_chain_expiry_is_the_cas() -> None:
     root = _root()
-    assert pki.seconds_until_expiry(root, NOW) == 30 * 86400
-    assert pki.seconds_until_expiry(root, NOW + 31 * DAY) == -86400
+    chain = pki.load_ca_chain(pem(root), ca_key("p256").public_key(), NOW)
+    assert (chain.not_after - NOW).total_seconds() == 30 * 86400
     with pytest.raises(ValueError, match="timezone-aware"):
-        pki.seconds_until_expiry(root, NOW.replace(tzinfo=None))
+        pki.load_ca_chain(pem(root), ca_key("p256").public_key(), NOW.replace(tzinfo=None))
 
 
 async def test_remote_root_passes_check_ca() -> None:

@@ -172,11 +172,88 @@ def test_order_chain_refuses_gaps() -> None:
         pki.order_chain([LEAF, ROOT])
 
 
+def _ca_secret(data: bytes, key_kind: str) -> tuple[x509.Certificate, ...]:
+    return pki.load_ca_chain(data, ca_key(key_kind).public_key(), NOW).certificates
+
+
 def test_ca_secret_with_the_ca_alone_or_with_its_parents() -> None:
-    assert pki.load_ca_chain(pem(ROOT)) == [ROOT]
-    assert pki.load_ca_chain(pem(INTERMEDIATE)) == [INTERMEDIATE]
-    assert pki.load_ca_chain(pem(INTERMEDIATE) + pem(ROOT)) == [INTERMEDIATE, ROOT]
-    assert pki.load_ca_chain(pem(ROOT) + pem(INTERMEDIATE)) == [INTERMEDIATE, ROOT]
+    assert _ca_secret(pem(ROOT), "p384") == (ROOT,)
+    assert _ca_secret(pem(INTERMEDIATE), "p256") == (INTERMEDIATE,)
+    assert _ca_secret(pem(INTERMEDIATE) + pem(ROOT), "p256") == (INTERMEDIATE, ROOT)
+    assert _ca_secret(pem(ROOT) + pem(INTERMEDIATE), "p256") == (INTERMEDIATE, ROOT)
+    assert _ca_secret(der(INTERMEDIATE), "p256") == (INTERMEDIATE,)
+
+
+# Same subject as ROOT, another key: by name it looks like INTERMEDIATE's issuer.
+IMPOSTOR_ROOT = _root("p521", "Chain Root")
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        (pem(LEAF) + pem(INTERMEDIATE) + pem(ROOT), (INTERMEDIATE, ROOT)),
+        (pem(INTERMEDIATE) + pem(IMPOSTOR_ROOT), (INTERMEDIATE,)),
+    ],
+    ids=["leaf-in-front", "root-by-name-only"],
+)
+def test_cli_and_controller_read_a_ca_secret_the_same_way(
+    secret: bytes, expected: tuple[x509.Certificate, ...]
+) -> None:
+    """Two CA secrets on which the CLI and the controller used to disagree.
+
+    Before, the CLI (``ca import``, ``sign``) ran ``order_chain`` over the whole
+    secret and ``check_ca`` on its lowest certificate, while the controller's
+    issuer check picked the certificate holding the Key Vault key and followed
+    issuers by subject name alone:
+
+    - ``leaf-in-front`` (a leaf issued by the CA, the CA, the root; e.g. a
+      ``fullchain.pem``): the CLI refused it (``not-a-ca``, it checked the
+      leaf), the controller accepted it (Ready, chain CA + root).
+    - ``root-by-name-only`` (the CA and a root that has the CA's issuer name
+      but another key): the CLI refused it (``invalid``: not one chain), the
+      controller accepted it and published the impostor as the CA's parent.
+
+    Now both call ``load_ca_chain``: the CA is the certificate of the key, its
+    issuers follow by verified signature, anything else is left out. Both
+    secrets are accepted, with the chain below.
+    """
+    assert _ca_secret(secret, "p256") == expected
+
+
+def test_ca_secret_verdicts() -> None:
+    intermediate_key = ca_key("p256").public_key()
+    # No certificate holds the key: the lowest one is judged, as a single CA was.
+    with pytest.raises(CAError) as mismatch:
+        pki.load_ca_chain(pem(ROOT), intermediate_key, NOW)
+    assert mismatch.value.kind is CAErrorKind.MISMATCH
+    with pytest.raises(CAError) as leaf:
+        pki.load_ca_chain(pem(INTERMEDIATE) + pem(LEAF), ca_key("p521").public_key(), NOW)
+    assert leaf.value.kind is CAErrorKind.NOT_A_CA
+    # The CA itself is checked at `now`.
+    with pytest.raises(CAError) as expired:
+        pki.load_ca_chain(pem(INTERMEDIATE) + pem(ROOT), intermediate_key, NOW + 120 * DAY)
+    assert expired.value.kind is CAErrorKind.EXPIRED
+    with pytest.raises(CAError) as early:
+        pki.load_ca_chain(pem(INTERMEDIATE), intermediate_key, NOW - DAY)
+    assert early.value.kind is CAErrorKind.NOT_YET_VALID
+    with pytest.raises(CAError) as invalid:
+        pki.load_ca_chain(b"no certificate here", intermediate_key, NOW)
+    assert invalid.value.kind is CAErrorKind.INVALID
+
+
+def test_ca_secret_with_an_old_certificate_of_the_same_key() -> None:
+    """A re-issued CA certificate next to the expired one: the valid one is the CA."""
+    key = ca_key("p256")
+    old_plan = pki.build_root_ca(key.public_key(), "Old", lifetime=DAY, now=NOW - 10 * DAY)
+    old = sign_locally(old_plan.builder, key)
+    secret = pem(old) + pem(ROOT) + pem(INTERMEDIATE)
+    chain = pki.load_ca_chain(secret, key.public_key(), NOW)
+    assert chain.certificates == (INTERMEDIATE, ROOT)
+    assert chain.ca == INTERMEDIATE
+    assert chain.pem() == pem(INTERMEDIATE) + pem(ROOT)
+    with pytest.raises(CAError) as only_old:
+        pki.load_ca_chain(pem(old), key.public_key(), NOW)
+    assert only_old.value.kind is CAErrorKind.EXPIRED
 
 
 def test_split_with_the_root_held() -> None:

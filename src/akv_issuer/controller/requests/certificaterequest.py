@@ -35,17 +35,15 @@ from akv_issuer.controller.api import (
     CertificateRequest,
     CertificateRequestCondition,
     CertificateRequestReason,
-    make_condition,
-    parse_go_duration,
-)
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.requests.decide import (
     Condition,
-    RequestView,
     find_condition,
     format_time,
+    make_condition,
+    parse_go_duration,
     parse_time,
 )
+from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
     Conflict,
     Denied,

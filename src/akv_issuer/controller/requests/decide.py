@@ -14,56 +14,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
+from akv_issuer.controller.api import (
+    CONDITION_READY,
+    CertificateRequestEvent,
+    Condition,
+    PendingReason,
+    find_condition,
+)
 from akv_issuer.controller.issuers import IssuerKey
-
-READY = "Ready"
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    type: str
-    status: str
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Condition:
-        gen = raw.get("observedGeneration")
-        return cls(
-            type=str(raw.get("type", "")),
-            status=str(raw.get("status", "")),
-            reason=str(raw.get("reason") or ""),
-            message=str(raw.get("message") or ""),
-            last_transition_time=raw.get("lastTransitionTime"),
-            observed_generation=int(gen) if gen is not None else None,
-        )
-
-
-def find_condition(conditions: tuple[Condition, ...], type_: str) -> Condition | None:
-    for cond in conditions:
-        if cond.type == type_:
-            return cond
-    return None
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if not value:
-        return None
-    text = str(value).replace("Z", "+00:00")
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def format_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +53,8 @@ class IssuerView:
         status = obj.get("status") or {}
         conditions = tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
         return cls(
-            generation=int(meta.get("generation") or 0), ready=find_condition(conditions, READY)
+            generation=int(meta.get("generation") or 0),
+            ready=find_condition(conditions, CONDITION_READY),
         )
 
     def is_ready(self) -> bool:

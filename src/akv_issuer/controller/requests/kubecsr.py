@@ -34,17 +34,15 @@ from lightkube.types import PatchType
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     GROUP,
-    KubeCertificateSigningRequest,
-    parse_go_duration,
-)
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.requests.decide import (
     Condition,
-    RequestView,
+    KubeCertificateSigningRequest,
     find_condition,
     format_time,
+    parse_go_duration,
     parse_time,
 )
+from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
     Conflict,
     Failed,

@@ -1,0 +1,118 @@
+"""The issuer's Kubernetes API, one concept per module.
+
+- :mod:`.names`: group, kinds, plurals, lightkube resource classes, signer
+  names, condition types and reasons;
+- :mod:`.conditions`: the one :class:`Condition` view, :func:`find_condition`,
+  :func:`make_condition` and the ``metav1.Time`` helpers
+  :func:`format_time` / :func:`parse_time`;
+- :mod:`.durations`: Go durations (``2160h``);
+- :mod:`.schema`: the CRD schema restated (``SPEC_FIELDS``, ``STATUS_FIELDS``);
+- :mod:`.spec`: the typed spec and :func:`parse_issuer_spec`;
+- :mod:`.status`: :func:`build_issuer_status`.
+
+Everything public is re-exported here, so callers import from
+``akv_issuer.controller.api`` and need not know the split.
+"""
+
+from akv_issuer.controller.api.conditions import (
+    Condition,
+    find_condition,
+    format_time,
+    make_condition,
+    parse_time,
+)
+from akv_issuer.controller.api.durations import format_go_duration, parse_go_duration
+from akv_issuer.controller.api.names import (
+    API_VERSION,
+    CERT_MANAGER_GROUP,
+    CERT_MANAGER_VERSION,
+    CERTIFICATE_REQUEST_KIND,
+    CERTIFICATE_REQUEST_PLURAL,
+    CLUSTER_ISSUER_KIND,
+    CLUSTER_ISSUER_PLURAL,
+    CONDITION_READY,
+    GROUP,
+    ISSUER_KIND,
+    ISSUER_KINDS,
+    ISSUER_PLURAL,
+    VERSION,
+    CertificateRequest,
+    CertificateRequestCondition,
+    CertificateRequestEvent,
+    CertificateRequestReason,
+    ClusterIssuer,
+    ConditionStatus,
+    Issuer,
+    IssuerReason,
+    KubeCertificateSigningRequest,
+    PendingReason,
+    signer_resource_name,
+)
+from akv_issuer.controller.api.schema import (
+    SIGNATURE_ALGORITHMS,
+    SPEC_FIELDS,
+    STATUS_FIELDS,
+    FieldDef,
+)
+from akv_issuer.controller.api.spec import (
+    MAX_BACKDATE,
+    AmbientAuth,
+    AuthSpec,
+    ClientSecretAuth,
+    IssuerSpec,
+    PolicySpec,
+    SecretKeyRef,
+    SpecError,
+    WorkloadIdentityAuth,
+    parse_issuer_spec,
+)
+from akv_issuer.controller.api.status import build_issuer_status
+
+__all__ = [
+    "API_VERSION",
+    "CERTIFICATE_REQUEST_KIND",
+    "CERTIFICATE_REQUEST_PLURAL",
+    "CERT_MANAGER_GROUP",
+    "CERT_MANAGER_VERSION",
+    "CLUSTER_ISSUER_KIND",
+    "CLUSTER_ISSUER_PLURAL",
+    "CONDITION_READY",
+    "GROUP",
+    "ISSUER_KIND",
+    "ISSUER_KINDS",
+    "ISSUER_PLURAL",
+    "MAX_BACKDATE",
+    "SIGNATURE_ALGORITHMS",
+    "SPEC_FIELDS",
+    "STATUS_FIELDS",
+    "VERSION",
+    "AmbientAuth",
+    "AuthSpec",
+    "CertificateRequest",
+    "CertificateRequestCondition",
+    "CertificateRequestEvent",
+    "CertificateRequestReason",
+    "ClientSecretAuth",
+    "ClusterIssuer",
+    "Condition",
+    "ConditionStatus",
+    "FieldDef",
+    "Issuer",
+    "IssuerReason",
+    "IssuerSpec",
+    "KubeCertificateSigningRequest",
+    "PendingReason",
+    "PolicySpec",
+    "SecretKeyRef",
+    "SpecError",
+    "WorkloadIdentityAuth",
+    "build_issuer_status",
+    "find_condition",
+    "format_go_duration",
+    "format_time",
+    "make_condition",
+    "parse_go_duration",
+    "parse_issuer_spec",
+    "parse_time",
+    "signer_resource_name",
+]

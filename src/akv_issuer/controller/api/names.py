@@ -1,0 +1,136 @@
+"""Names of the issuer's API: group, kinds, plurals, signer names, reasons.
+
+Kept apart from the parsing and status code because every other module (the
+reconcilers, the CLI, the tests, the deploy checks) needs these strings and
+nothing else: they are the vocabulary users see in manifests, RBAC rules,
+``kubectl get`` columns and alerts, so renaming one is an API change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+
+GROUP: Final = "azure-keyvault-issuer.gonicus.de"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+ISSUER_KIND: Final = "Issuer"
+CLUSTER_ISSUER_KIND: Final = "ClusterIssuer"
+ISSUER_PLURAL: Final = "issuers"
+CLUSTER_ISSUER_PLURAL: Final = "clusterissuers"
+ISSUER_KINDS: Final = frozenset({ISSUER_KIND, CLUSTER_ISSUER_KIND})
+
+CERT_MANAGER_GROUP: Final = "cert-manager.io"
+CERT_MANAGER_VERSION: Final = "v1"
+CERTIFICATE_REQUEST_KIND: Final = "CertificateRequest"
+CERTIFICATE_REQUEST_PLURAL: Final = "certificaterequests"
+
+# lightkube classes. Generic resources behave like dicts (``obj["spec"]``);
+# each has a ``.Status`` subresource class for status patches.
+Issuer = create_namespaced_resource(GROUP, VERSION, ISSUER_KIND, ISSUER_PLURAL)
+ClusterIssuer = create_global_resource(GROUP, VERSION, CLUSTER_ISSUER_KIND, CLUSTER_ISSUER_PLURAL)
+# lightkube-models only covers Kubernetes' own APIs, not cert-manager's.
+CertificateRequest = create_namespaced_resource(
+    CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, CERTIFICATE_REQUEST_KIND, CERTIFICATE_REQUEST_PLURAL
+)
+
+
+# Kubernetes' own CSRs, as a generic resource so that objects arrive as plain
+# dicts like our other resources (the informer and handlers expect those).
+KubeCertificateSigningRequest = create_global_resource(
+    "certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests"
+)
+
+
+def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> str:
+    """The ``signers`` resourceName cert-manager's approver checks for one issuer.
+
+    ``issuers.<group>/<namespace>.<name>`` or ``clusterissuers.<group>/<name>``.
+    """
+    if kind == ISSUER_KIND:
+        if not namespace:
+            raise ValueError("an Issuer's signer name needs its namespace")
+        return f"{ISSUER_PLURAL}.{GROUP}/{namespace}.{name}"
+    if kind == CLUSTER_ISSUER_KIND:
+        return f"{CLUSTER_ISSUER_PLURAL}.{GROUP}/{name}"
+    raise ValueError(f"unknown issuer kind {kind!r}; expected one of {sorted(ISSUER_KINDS)}")
+
+
+# Conditions and reasons
+
+CONDITION_READY: Final = "Ready"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class IssuerReason(StrEnum):
+    """Reasons of an Issuer's / ClusterIssuer's ``Ready`` condition.
+
+    docs/api.md explains each one to users; keep the two in step.
+    """
+
+    CHECKED = "Checked"
+    """Ready=True: key and CA certificate were read and agree."""
+    CHECKING = "Checking"
+    """Ready=Unknown: seen, first check not finished yet."""
+    KEY_VAULT_UNREACHABLE = "KeyVaultUnreachable"
+    """Network error, timeout or 5xx from Key Vault or the token endpoint."""
+    THROTTLED = "Throttled"
+    """Key Vault answered 429 for longer than the check could wait."""
+    FORBIDDEN = "Forbidden"
+    """Authentication failed or the identity lacks keys get/sign or secrets get."""
+    KEY_NOT_FOUND = "KeyNotFound"
+    KEY_DISABLED = "KeyDisabled"
+    """The key (version) is disabled, not yet valid (nbf) or expired (exp)."""
+    KEY_NOT_USABLE = "KeyNotUsable"
+    """Wrong key type, ``sign`` not in key_ops, or algorithm does not fit the key."""
+    CA_SECRET_NOT_FOUND = "CASecretNotFound"  # noqa: S105 -- a reason, not a password
+    CA_INVALID = "CAInvalid"
+    """The secret holds no parsable certificate, or it is not a CA."""
+    CA_KEY_MISMATCH = "CAKeyMismatch"
+    CA_EXPIRED = "CAExpired"
+    CA_NOT_YET_VALID = "CANotYetValid"
+    AUTH_SECRET_NOT_FOUND = "AuthSecretNotFound"  # noqa: S105 -- a reason, not a password
+    """The clientSecret Secret or its key is missing in the namespace it is read from."""
+    INVALID_SPEC = "InvalidSpec"
+
+
+class CertificateRequestCondition(StrEnum):
+    READY = "Ready"
+    INVALID_REQUEST = "InvalidRequest"
+    APPROVED = "Approved"
+    DENIED = "Denied"
+
+
+class CertificateRequestReason(StrEnum):
+    """Reasons of a CertificateRequest's ``Ready`` condition (cert-manager's set)."""
+
+    PENDING = "Pending"
+    FAILED = "Failed"
+    ISSUED = "Issued"
+    DENIED = "Denied"
+
+
+class PendingReason(StrEnum):
+    """Why a request stays ``Ready=False/Pending``; used in messages and events."""
+
+    ISSUER_NOT_FOUND = "IssuerNotFound"
+    ISSUER_NOT_READY = "IssuerNotReady"
+    RETRYABLE_ERROR = "RetryableError"
+
+
+class CertificateRequestEvent(StrEnum):
+    """Event reasons on CertificateRequests (issuer-lib's vocabulary)."""
+
+    ISSUED = "Issued"
+    RETRYABLE_ERROR = "RetryableError"
+    PERMANENT_ERROR = "PermanentError"
+    WAITING_FOR_ISSUER_EXIST = "WaitingForIssuerExist"
+    WAITING_FOR_ISSUER_READY = "WaitingForIssuerReady"

@@ -1,0 +1,146 @@
+"""The CRD schema, restated for the code that reads and writes it.
+
+The CRD YAML under ``config/crd/bases/`` is the source of truth for the wire
+format. ``SPEC_FIELDS`` and ``STATUS_FIELDS`` restate the parts of it the spec
+parser reads and the status builder writes, and ``tests/unit/api`` checks that
+the two agree, so a field cannot be added to one side only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from akv_issuer.controller.api.names import ConditionStatus
+
+SIGNATURE_ALGORITHMS: Final = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+)
+
+_HTTPS_VAULT_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
+_OBJECT_NAME = r"^[0-9a-zA-Z-]{1,127}$"
+_OBJECT_VERSION = r"^[0-9a-zA-Z]{0,64}$"
+_GO_DURATION = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$"
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TENANT = r"^[0-9A-Za-z]([0-9A-Za-z.-]{0,251}[0-9A-Za-z])?$"
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+_EXTENSION_URL = r"^(https?|ldap)://[^\s]+$"
+
+DURATION_HINT = "use Go duration syntax such as 2160h, 90m or 1h30m (units h, m, s, ms, us, ns)"
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    """What the CRD schema says about one field, restated for the parser.
+
+    ``type`` is the OpenAPI type; arrays are written ``array[string]``.
+    Constraints on array fields apply to their items, except ``max_items``.
+    """
+
+    type: str
+    required: bool = False
+    pattern: str | None = None
+    enum: tuple[str, ...] | None = None
+    minimum: int | None = None
+    max_length: int | None = None
+    max_items: int | None = None
+    default: Any = None
+    hint: str | None = None
+
+
+SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
+    "keyVaultBaseURL": FieldDef(
+        "string",
+        required=True,
+        pattern=_HTTPS_VAULT_URL,
+        hint="must be the vault's https URL, e.g. https://myvault.vault.azure.net/",
+    ),
+    "keyName": FieldDef(
+        "string",
+        required=True,
+        pattern=_OBJECT_NAME,
+        hint="Key Vault names are 1-127 letters, digits and dashes",
+    ),
+    "keyVersion": FieldDef(
+        "string", pattern=_OBJECT_VERSION, hint="a Key Vault version is letters and digits"
+    ),
+    "caSecretName": FieldDef(
+        "string", pattern=_OBJECT_NAME, hint="Key Vault names are 1-127 letters, digits and dashes"
+    ),
+    "caSecretVersion": FieldDef(
+        "string", pattern=_OBJECT_VERSION, hint="a Key Vault version is letters and digits"
+    ),
+    "signatureAlgorithm": FieldDef("string", enum=SIGNATURE_ALGORITHMS),
+    "auth": FieldDef("object"),
+    "auth.workloadIdentity": FieldDef("object"),
+    "auth.workloadIdentity.clientID": FieldDef(
+        "string", required=True, pattern=_GUID, hint="must be a GUID (the identity's client ID)"
+    ),
+    "auth.workloadIdentity.tenantID": FieldDef(
+        "string", pattern=_TENANT, hint="must be a tenant GUID or domain"
+    ),
+    "auth.clientSecret": FieldDef("object"),
+    "auth.clientSecret.tenantID": FieldDef(
+        "string", required=True, pattern=_TENANT, hint="must be a tenant GUID or domain"
+    ),
+    "auth.clientSecret.clientID": FieldDef(
+        "string", required=True, pattern=_GUID, hint="must be a GUID (the application's client ID)"
+    ),
+    "auth.clientSecret.secretRef": FieldDef("object", required=True),
+    "auth.clientSecret.secretRef.name": FieldDef(
+        "string",
+        required=True,
+        pattern=_K8S_NAME,
+        max_length=253,
+        hint="must be a Kubernetes Secret name",
+    ),
+    "auth.clientSecret.secretRef.key": FieldDef(
+        "string",
+        required=True,
+        pattern=_DATA_KEY,
+        max_length=253,
+        hint="must be a key of the Secret's data",
+    ),
+    "policy": FieldDef("object"),
+    "policy.maxDuration": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    "policy.allowCA": FieldDef("boolean", default=False),
+    "policy.maxPathLength": FieldDef("integer", minimum=0),
+    "policy.backdate": FieldDef("string", pattern=_GO_DURATION, default="0s", hint=DURATION_HINT),
+    "crlDistributionPoints": FieldDef(
+        "array[string]", pattern=_EXTENSION_URL, max_length=2048, max_items=10
+    ),
+    "ocspServers": FieldDef("array[string]", pattern=_EXTENSION_URL, max_length=2048, max_items=10),
+    "issuingCertificateURLs": FieldDef(
+        "array[string]", pattern=_EXTENSION_URL, max_length=2048, max_items=10
+    ),
+}
+"""Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
+
+STATUS_FIELDS: Final[Mapping[str, FieldDef]] = {
+    "caCertificate": FieldDef("string"),  # format: byte (base64 of the PEM)
+    "keyID": FieldDef("string"),
+    "keyVersion": FieldDef("string"),
+    "signatureAlgorithm": FieldDef("string"),
+    "caNotAfter": FieldDef("string"),  # format: date-time
+    "lastCheckTime": FieldDef("string"),  # format: date-time
+    "conditions": FieldDef("array[object]"),
+    "conditions.type": FieldDef("string", required=True),
+    "conditions.status": FieldDef(
+        "string", required=True, enum=tuple(str(s) for s in ConditionStatus)
+    ),
+    "conditions.reason": FieldDef("string"),
+    "conditions.message": FieldDef("string"),
+    "conditions.lastTransitionTime": FieldDef("string"),  # format: date-time
+    "conditions.observedGeneration": FieldDef("integer"),  # format: int64
+}
+"""Every field under ``status`` the CRD defines and the controller writes."""

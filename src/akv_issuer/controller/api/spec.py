@@ -1,0 +1,280 @@
+"""The typed spec of an Issuer / ClusterIssuer and its parser.
+
+The API server validates what the CRD schema can express, but objects stored
+before a CRD upgrade, and specs handed to us by tools, were never validated
+against it; and some rules (duration ranges, at most one auth method) the
+schema cannot express. So the controller reads ``spec`` only through
+:func:`parse_issuer_spec`, which checks every field against ``SPEC_FIELDS``
+and turns anything unusable into a :class:`SpecError` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from akv_issuer.controller.api.durations import format_go_duration, parse_go_duration
+from akv_issuer.controller.api.schema import DURATION_HINT, SPEC_FIELDS, FieldDef
+
+# Backdating is for clock skew between us and relying parties; more than a day
+# would let a client mint certificates that look older than they are.
+MAX_BACKDATE: Final = timedelta(hours=24)
+
+
+class SpecError(ValueError):
+    """The spec cannot be used. The issuer goes ``Ready=False/InvalidSpec``.
+
+    ``field`` is the offending path below ``spec`` ("" for the whole spec),
+    ``reason`` a one-line human-readable message.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        where = f"spec.{field}" if field else "spec"
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class AmbientAuth:
+    """The controller's own identity (workload identity of its ServiceAccount on AKS,
+    or whatever DefaultAzureCredential finds)."""
+
+
+@dataclass(frozen=True)
+class WorkloadIdentityAuth:
+    """Federate the controller's ServiceAccount token with another managed identity
+    or app registration. ``tenant_id`` None: the tenant from AZURE_TENANT_ID."""
+
+    client_id: str
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key in a Secret. The namespace is implied (see ``ClientSecretAuth``)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ClientSecretAuth:
+    """App registration with a client secret held in a Kubernetes Secret: read from
+    the Issuer's namespace, or for a ClusterIssuer from the cluster resource
+    namespace."""
+
+    tenant_id: str
+    client_id: str
+    secret_ref: SecretKeyRef
+
+
+AuthSpec = AmbientAuth | WorkloadIdentityAuth | ClientSecretAuth
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the issuer will sign. ``max_duration`` None: no cap besides the CA's
+    own NotAfter; ``max_path_length`` None: no pathLenConstraint is imposed
+    beyond the CA's."""
+
+    max_duration: timedelta | None = None
+    allow_ca: bool = False
+    max_path_length: int | None = None
+    backdate: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class IssuerSpec:
+    """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
+
+    key_vault_base_url: str
+    """As written, without a trailing slash."""
+    key_name: str
+    key_version: str | None
+    """None: the latest version, resolved at every check."""
+    ca_secret_name: str
+    """Defaults to ``key_name``, as in the Go version."""
+    ca_secret_version: str | None
+    signature_algorithm: str | None
+    """One of SIGNATURE_ALGORITHMS; None: derived from the key."""
+    auth: AuthSpec = field(default_factory=AmbientAuth)
+    policy: PolicySpec = field(default_factory=PolicySpec)
+    crl_distribution_points: tuple[str, ...] = ()
+    ocsp_servers: tuple[str, ...] = ()
+    issuing_certificate_urls: tuple[str, ...] = ()
+
+
+_PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "object": (Mapping,),
+}
+
+
+class _SpecReader:
+    """Reads ``spec`` only through SPEC_FIELDS, checking what the schema checks.
+
+    The API server validates too, but objects stored before a CRD upgrade, and
+    specs handed to us by tools, were never validated against this schema.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        if not isinstance(spec, Mapping):
+            raise SpecError("", f"must be an object, got {type(spec).__name__}")
+        self._spec = spec
+
+    def get(self, path: str) -> Any:
+        definition = SPEC_FIELDS[path]  # KeyError: the parser reads an undeclared field
+        value = self._lookup(path)
+        if value is None:
+            if definition.required and self._parent_present(path):
+                raise SpecError(path, "is required")
+            return definition.default
+        self._check(path, definition, value)
+        return value
+
+    def _parent_present(self, path: str) -> bool:
+        parent, _, _ = path.rpartition(".")
+        return not parent or self._lookup(parent) is not None
+
+    def _lookup(self, path: str) -> Any:
+        node: Any = self._spec
+        walked: list[str] = []
+        for part in path.split("."):
+            if node is None:
+                return None
+            if not isinstance(node, Mapping):
+                raise SpecError(".".join(walked), f"must be an object, got {_json_type(node)}")
+            node = node.get(part)
+            walked.append(part)
+        return node
+
+    def _check(self, path: str, definition: FieldDef, value: Any) -> None:
+        if definition.type.startswith("array["):
+            if not isinstance(value, list | tuple):
+                raise SpecError(path, f"must be a list, got {_json_type(value)}")
+            if definition.max_items is not None and len(value) > definition.max_items:
+                raise SpecError(path, f"has {len(value)} entries, at most {definition.max_items}")
+            item_type = definition.type[len("array[") : -1]
+            for index, item in enumerate(value):
+                self._check_scalar(f"{path}[{index}]", definition, item_type, item)
+            return
+        self._check_scalar(path, definition, definition.type, value)
+
+    @staticmethod
+    def _check_scalar(path: str, definition: FieldDef, type_: str, value: Any) -> None:
+        expected = _PY_TYPES[type_]
+        # bool is an int in Python; the schema keeps them apart.
+        if not isinstance(value, expected) or (type_ == "integer" and isinstance(value, bool)):
+            raise SpecError(path, f"must be a {type_}, got {_json_type(value)}")
+        if definition.minimum is not None and isinstance(value, int) and value < definition.minimum:
+            raise SpecError(path, f"must be >= {definition.minimum}, got {value}")
+        if not isinstance(value, str):
+            return
+        if definition.max_length is not None and len(value) > definition.max_length:
+            raise SpecError(path, f"is longer than {definition.max_length} characters")
+        if definition.enum is not None and value not in definition.enum:
+            raise SpecError(path, f"{value!r} is not one of {', '.join(definition.enum)}")
+        if definition.pattern is not None and re.fullmatch(definition.pattern, value) is None:
+            hint = definition.hint or f"must match {definition.pattern}"
+            raise SpecError(path, f"{value!r}: {hint}")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _duration(reader: _SpecReader, path: str) -> timedelta | None:
+    raw = reader.get(path)
+    if raw is None:
+        return None
+    try:
+        return parse_go_duration(raw)
+    except ValueError as err:
+        raise SpecError(path, f"{err}; {DURATION_HINT}") from None
+
+
+def _optional_str(reader: _SpecReader, path: str) -> str | None:
+    value = reader.get(path)
+    # The Go version required keyVersion, so old manifests may carry "".
+    return value or None
+
+
+def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
+    """Validate ``spec`` of an Issuer / ClusterIssuer and apply defaults.
+
+    Raises ``SpecError`` naming the field for anything unusable, including what
+    the schema cannot express (duration ranges, at most one auth method).
+    """
+    reader = _SpecReader(spec)
+    key_name: str = reader.get("keyName")
+    policy = PolicySpec(
+        max_duration=_duration(reader, "policy.maxDuration"),
+        allow_ca=reader.get("policy.allowCA"),
+        max_path_length=reader.get("policy.maxPathLength"),
+        backdate=_duration(reader, "policy.backdate") or timedelta(0),
+    )
+    if policy.max_duration is not None and policy.max_duration <= timedelta(0):
+        raise SpecError("policy.maxDuration", "must be longer than 0s")
+    if policy.backdate > MAX_BACKDATE:
+        raise SpecError(
+            "policy.backdate",
+            f"{format_go_duration(policy.backdate)} is more than the allowed "
+            f"{format_go_duration(MAX_BACKDATE)}",
+        )
+    return IssuerSpec(
+        key_vault_base_url=str(reader.get("keyVaultBaseURL")).rstrip("/"),
+        key_name=key_name,
+        key_version=_optional_str(reader, "keyVersion"),
+        ca_secret_name=_optional_str(reader, "caSecretName") or key_name,
+        ca_secret_version=_optional_str(reader, "caSecretVersion"),
+        signature_algorithm=reader.get("signatureAlgorithm"),
+        auth=_parse_auth(reader),
+        policy=policy,
+        crl_distribution_points=tuple(reader.get("crlDistributionPoints") or ()),
+        ocsp_servers=tuple(reader.get("ocspServers") or ()),
+        issuing_certificate_urls=tuple(reader.get("issuingCertificateURLs") or ()),
+    )
+
+
+def _parse_auth(reader: _SpecReader) -> AuthSpec:
+    reader.get("auth")
+    workload = reader.get("auth.workloadIdentity")
+    client_secret = reader.get("auth.clientSecret")
+    if workload is not None and client_secret is not None:
+        raise SpecError("auth", "set at most one of workloadIdentity and clientSecret")
+    if workload is not None:
+        return WorkloadIdentityAuth(
+            client_id=reader.get("auth.workloadIdentity.clientID"),
+            tenant_id=reader.get("auth.workloadIdentity.tenantID"),
+        )
+    if client_secret is not None:
+        reader.get("auth.clientSecret.secretRef")
+        return ClientSecretAuth(
+            tenant_id=reader.get("auth.clientSecret.tenantID"),
+            client_id=reader.get("auth.clientSecret.clientID"),
+            secret_ref=SecretKeyRef(
+                name=reader.get("auth.clientSecret.secretRef.name"),
+                key=reader.get("auth.clientSecret.secretRef.key"),
+            ),
+        )
+    return AmbientAuth()
