@@ -33,6 +33,7 @@ from akv_issuer.controller.api import (
     Issuer,
     IssuerReason,
     build_issuer_status,
+    conditions_of,
     find_condition,
     format_time,
     make_condition,
@@ -289,10 +290,7 @@ class IssuerReconciler:
         meta = obj.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         old_status = obj.get("status") or {}
-        old_ready = find_condition(
-            tuple(Condition.from_dict(c) for c in old_status.get("conditions") or ()),
-            CONDITION_READY,
-        )
+        old_ready = find_condition(conditions_of(obj), CONDITION_READY)
         if checked is not None:
             status_value, reason, message = (
                 ConditionStatus.TRUE,

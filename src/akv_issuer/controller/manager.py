@@ -41,7 +41,7 @@ from akv_issuer.controller.signing import RequestSigner
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
-from akv_issuer.runtime.informer import Informer
+from akv_issuer.runtime.informer import Handler, Informer
 from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector
 from akv_issuer.runtime.servers import Probes, Servers
 
@@ -157,30 +157,14 @@ class Manager:
             self.issuers.subscribe(flow.issuer_changed)
             self.flows.append(flow)
         chunk = config.list_chunk_size
+        handlers: list[tuple[Any, str, Handler]] = [
+            (Issuer, "issuers", self.issuers.handler(ISSUER_KIND)),
+            (ClusterIssuer, "clusterissuers", self.issuers.handler(CLUSTER_ISSUER_KIND)),
+            *((flow.kind.resource, flow.kind.name, flow) for flow in self.flows),
+        ]
         self.informers = [
-            Informer(
-                self.client,
-                Issuer,
-                self.issuers.handler(ISSUER_KIND),
-                name="issuers",
-                chunk_size=chunk,
-            ),
-            Informer(
-                self.client,
-                ClusterIssuer,
-                self.issuers.handler(CLUSTER_ISSUER_KIND),
-                name="clusterissuers",
-                chunk_size=chunk,
-            ),
-        ] + [
-            Informer(
-                self.client,
-                flow.kind.resource,
-                flow,
-                name=flow.kind.name,
-                chunk_size=chunk,
-            )
-            for flow in self.flows
+            Informer(self.client, resource, handler, name=name, chunk_size=chunk)
+            for resource, name, handler in handlers
         ]
         self.controllers: list[Controller[Any]] = [
             self.issuers.controller,

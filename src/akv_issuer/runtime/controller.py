@@ -112,12 +112,6 @@ class Controller(Generic[K]):
         """Forget ``key``: no delayed retry, no backoff (it is gone or finished)."""
         self._queue.cancel(key)
 
-    def failures(self, key: K) -> int:
-        return self._queue.failures(key)
-
-    def is_idle(self) -> bool:
-        return self._queue.is_idle()
-
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> list[asyncio.Task[None]]:

@@ -130,7 +130,8 @@ class LeaderElector:
             return
         self.is_leader = False
         lease = self._lease
-        assert lease.spec is not None
+        if lease.spec is None:
+            return  # nothing we could hold: a Lease without spec names no holder
         lease.spec.holderIdentity = ""
         lease.spec.leaseDurationSeconds = 1
         lease.spec.renewTime = _now_micro()

@@ -16,6 +16,7 @@ Everything public is re-exported here, so callers import from
 
 from akv_issuer.controller.api.conditions import (
     Condition,
+    conditions_of,
     find_condition,
     format_time,
     make_condition,
@@ -107,6 +108,7 @@ __all__ = [
     "SpecError",
     "WorkloadIdentityAuth",
     "build_issuer_status",
+    "conditions_of",
     "find_condition",
     "format_go_duration",
     "format_time",

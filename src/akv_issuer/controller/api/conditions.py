@@ -23,7 +23,14 @@ from typing import Any
 
 from akv_issuer.controller.api.names import ConditionStatus
 
-__all__ = ["Condition", "find_condition", "format_time", "make_condition", "parse_time"]
+__all__ = [
+    "Condition",
+    "conditions_of",
+    "find_condition",
+    "format_time",
+    "make_condition",
+    "parse_time",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,12 @@ class Condition:
             last_transition_time=raw.get("lastTransitionTime"),
             observed_generation=int(gen) if gen is not None else None,
         )
+
+
+def conditions_of(obj: Mapping[str, Any]) -> tuple[Condition, ...]:
+    """The ``status.conditions`` of an object (none when it has no status yet)."""
+    status = obj.get("status") or {}
+    return tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
 
 
 def find_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:

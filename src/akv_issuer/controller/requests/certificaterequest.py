@@ -36,11 +36,11 @@ from akv_issuer.controller.api import (
     CertificateRequestCondition,
     CertificateRequestReason,
     Condition,
+    conditions_of,
     find_condition,
     format_time,
     make_condition,
     parse_go_duration,
-    parse_time,
 )
 from akv_issuer.controller.issuers import IssuerKey
 from akv_issuer.controller.requests.decide import RequestView
@@ -83,11 +83,6 @@ def addressed_issuer(obj: dict[str, Any]) -> IssuerKey | None:
     return IssuerKey(ISSUER_KIND, str(meta.get("namespace") or ""), name)
 
 
-def _conditions(obj: dict[str, Any]) -> tuple[Condition, ...]:
-    status = obj.get("status") or {}
-    return tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
-
-
 def is_finished(conditions: tuple[Condition, ...]) -> bool:
     """Ready with reason Issued, Failed or Denied, or InvalidRequest=True."""
     ready = find_condition(conditions, READY)
@@ -98,18 +93,11 @@ def is_finished(conditions: tuple[Condition, ...]) -> bool:
 
 
 def view(obj: dict[str, Any]) -> RequestView:
-    meta = obj.get("metadata") or {}
-    conditions = _conditions(obj)
+    conditions = conditions_of(obj)
     approved = find_condition(conditions, APPROVED)
     denied = find_condition(conditions, DENIED)
-    try:
-        resource_version = int(meta.get("resourceVersion") or 0)
-    except (TypeError, ValueError):
-        resource_version = 0
-    return RequestView(
-        uid=str(meta.get("uid") or ""),
-        created=parse_time(meta.get("creationTimestamp")),
-        resource_version=resource_version,
+    return RequestView.read(
+        obj,
         issuer=addressed_issuer(obj),
         finished=is_finished(conditions),
         approved=approved is not None and approved.status == "True",
@@ -147,7 +135,7 @@ class CertificateRequests:
     def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
         if not isinstance(update, Pending):
             return False
-        ready = find_condition(_conditions(obj), READY)
+        ready = find_condition(conditions_of(obj), READY)
         return (
             ready is not None
             and ready.status == "False"
@@ -158,7 +146,7 @@ class CertificateRequests:
     async def write(
         self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
     ) -> dict[str, Any] | None:
-        old_ready = find_condition(_conditions(obj), READY)
+        old_ready = find_condition(conditions_of(obj), READY)
         precondition = None
         status: dict[str, Any]
         if isinstance(update, Pending):

@@ -11,6 +11,7 @@ the state machine in one place, as cert-manager's issuer-lib does.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from akv_issuer.controller.api import (
     Condition,
     PendingReason,
     find_condition,
+    parse_time,
 )
 from akv_issuer.controller.issuers import IssuerKey
 
@@ -38,6 +40,33 @@ class RequestView:
     finished: bool  # issued, failed or denied for good: nothing left to do
     approved: bool
     denied: str | None  # the denial's message, for a kind that records a denial
+
+    @classmethod
+    def read(
+        cls,
+        obj: Mapping[str, Any],
+        *,
+        issuer: IssuerKey | None,
+        finished: bool,
+        approved: bool,
+        denied: str | None = None,
+    ) -> RequestView:
+        """The view of ``obj``: identity and age from its metadata, the rest as
+        its kind read it."""
+        meta = obj.get("metadata") or {}
+        try:
+            resource_version = int(meta.get("resourceVersion") or 0)
+        except (TypeError, ValueError):
+            resource_version = 0
+        return cls(
+            uid=str(meta.get("uid") or ""),
+            created=parse_time(meta.get("creationTimestamp")),
+            resource_version=resource_version,
+            issuer=issuer,
+            finished=finished,
+            approved=approved,
+            denied=denied,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,10 @@ from akv_issuer.controller.api import (
     GROUP,
     Condition,
     KubeCertificateSigningRequest,
+    conditions_of,
     find_condition,
     format_time,
     parse_go_duration,
-    parse_time,
 )
 from akv_issuer.controller.issuers import IssuerKey
 from akv_issuer.controller.requests.decide import RequestView
@@ -101,29 +101,17 @@ def cluster_issuer_of_signer(signer_name: str, group: str) -> str | None:
     return name if name and "/" not in name else None
 
 
-def _conditions(obj: Mapping[str, Any]) -> tuple[Condition, ...]:
-    status = obj.get("status") or {}
-    return tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
-
-
 def _true(conditions: tuple[Condition, ...], type_: str) -> bool:
     found = find_condition(conditions, type_)
     return found is not None and found.status == "True"
 
 
 def view(obj: dict[str, Any]) -> RequestView:
-    meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    conditions = _conditions(obj)
+    conditions = conditions_of(obj)
     name = cluster_issuer_of_signer(str(spec.get("signerName") or ""), GROUP)
-    try:
-        resource_version = int(meta.get("resourceVersion") or 0)
-    except (TypeError, ValueError):
-        resource_version = 0
-    return RequestView(
-        uid=str(meta.get("uid") or ""),
-        created=parse_time(meta.get("creationTimestamp")),
-        resource_version=resource_version,
+    return RequestView.read(
+        obj,
         issuer=IssuerKey(CLUSTER_ISSUER_KIND, "", name) if name is not None else None,
         # Denied is final too: Kubernetes CSRs have no terminal condition for a
         # signer to add after a denial, so there is nothing left to do.
@@ -133,7 +121,6 @@ def view(obj: dict[str, Any]) -> RequestView:
             or _true(conditions, CSR_DENIED)
         ),
         approved=_true(conditions, CSR_APPROVED),
-        denied=None,
     )
 
 
