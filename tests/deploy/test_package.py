@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import sys
+import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -226,3 +227,19 @@ def test_no_test_tool_is_importable_or_on_path_in_the_image(image_venv: Path) ->
     assert " True" not in result.stdout, result.stdout
     scripts = {p.name for p in (image_venv / "bin").iterdir() if p.name.startswith("akv")}
     assert scripts == {"akv-issuer"}
+
+
+def test_the_source_distribution_holds_the_same_package_only(tmp_path: Path) -> None:
+    result = run([_uv(), "build", "--sdist", "--out-dir", str(tmp_path)], timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        # Each member is under the azure_keyvault_issuer-0.1.0/ folder.
+        files = [PurePosixPath(*PurePosixPath(m.name).parts[1:]) for m in archive.getmembers()]
+    assert not [str(path) for path in files if TOOL_NAMES.search(str(path))]
+    # Build metadata around the package (hatchling also adds .gitignore), nothing else.
+    top = {path.parts[0] for path in files if path.parts}
+    assert {"src", "pyproject.toml", "PKG-INFO"} <= top
+    assert top <= {"src", "pyproject.toml", "README.md", "PKG-INFO", ".gitignore"}
+    packages = {path.parts[2] for path in files if len(path.parts) > 3 and path.parts[0] == "src"}
+    assert packages == SUBPACKAGES
