@@ -3,8 +3,12 @@
 # or, without a local Docker engine, `az acr build` (see docs/aks-quickstart.md).
 #
 # Build stage: the locked dependencies (uv.lock, hash-checked) into a virtual
-# environment, then the project's wheel on top. tests/deploy/test_package.py
-# runs the same steps on the host and starts the result.
+# environment, then the production wheel (akv_issuer only) on top. The test
+# tools (emulator, dev cluster: the uv workspace member tools/) are never in
+# the build context (.dockerignore allow-list) nor in the wheel; `uv export
+# --no-dev` leaves the dev group that pulls them in. tests/deploy/test_package.py
+# runs the same steps on the host in a copy of this stage's COPY sources, checks
+# the wheel's file list and starts the result.
 # Pin the base by digest in your fork (python:3.12-slim-bookworm@sha256:...).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 

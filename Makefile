@@ -19,22 +19,23 @@ $(UV):
 	python3 -m venv $(UV_HOME)
 	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+# The dev group holds the test tools (workspace member tools/), installed editable.
+$(VENV)/.synced: $(UV) pyproject.toml tools/pyproject.toml uv.lock
 	$(UV) sync --locked --quiet
 	touch $@
 
 venv: $(VENV)/.synced
 
 lint: venv
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tools tests
+	$(VENV)/bin/ruff format --check src tools tests
 
 typecheck: venv
 	$(VENV)/bin/mypy
 
 # Go-built upstream binaries (kube-apiserver, etcd, kubectl, ...) cached under $(CACHE_DIR).
 binaries: venv
-	$(PY) -m akv_issuer.devcluster.binaries ensure
+	$(PY) -m akv_devcluster.binaries ensure
 
 test: lint typecheck binaries
 	$(VENV)/bin/pytest

@@ -3,7 +3,7 @@ CA in it, an Issuer, and the controller as a subprocess under its ServiceAccount
 with exactly config/rbac's ClusterRole and leader-election Role.
 
 Everything is real: the controller is `python -m akv_issuer.controller`, the API
-server is kube-apiserver + etcd (akv_issuer.devcluster), Key Vault is
+server is kube-apiserver + etcd (akv_devcluster), Key Vault is
 `akv-emulator` over HTTPS with challenge auth and workload identity.
 """
 
@@ -39,11 +39,11 @@ from lightkube.resources.core_v1 import Namespace
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, RoleBinding
 from lightkube.types import PatchType
 
+from akv_devcluster import DevCluster, create_identity
+from akv_devcluster.binaries import locate
+from akv_devcluster.cluster import start_with_ports_retry
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, Issuer
-from akv_issuer.devcluster import DevCluster, create_identity
-from akv_issuer.devcluster.binaries import locate
-from akv_issuer.devcluster.cluster import start_with_ports_retry
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
 

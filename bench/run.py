@@ -306,7 +306,7 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
 
         step("cert-manager CA issuer vs ours")
         try:
-            from akv_issuer.devcluster.certmanager import controller_binary
+            from akv_devcluster.certmanager import controller_binary
 
             controller_binary(build=False)
         except Exception as exc:

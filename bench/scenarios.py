@@ -439,7 +439,7 @@ async def cert_manager_comparison(
     """The same Certificates (EC P-256 keys) through cert-manager's ``ca`` Issuer
     (RSA-2048 CA key in a Secret) and through ours (RSA-2048 key in Key Vault),
     both driven by the real cert-manager controller, alternating A/B rounds."""
-    from akv_issuer.devcluster.certmanager import (
+    from akv_devcluster.certmanager import (
         create_ca_issuer,
         issue_certificates,
         make_local_ca,

@@ -31,8 +31,8 @@ from deploy_helpers import (
     run,
 )
 
-from akv_issuer.devcluster import DevCluster
-from akv_issuer.devcluster.binaries import download_module
+from akv_devcluster import DevCluster
+from akv_devcluster.binaries import download_module
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ test_apply.py.
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import re
@@ -243,19 +244,27 @@ def test_pod_meets_the_restricted_profile(default_chart: list[Doc]) -> None:
 
 
 def _help_flags() -> set[str]:
+    # Hidden (deprecated) aliases such as --emulator are not offered by the chart.
     return {
         opt
         for action in controller_parser()._actions
         for opt in action.option_strings
-        if opt.startswith("--")
+        if opt.startswith("--") and action.help != argparse.SUPPRESS
     }
 
 
 # Flags deliberately without a chart value: in a pod the controller uses its
 # in-cluster config, and the Lease identity must stay the default (hostname
 # plus a random suffix) so that a restarted container never inherits a lease.
-# --kubernetes-csrs is the default; the chart only ever passes its off switch.
-NOT_IN_CHART = {"--help", "--kubeconfig", "--leader-election-identity", "--kubernetes-csrs"}
+# --kubernetes-csrs and --verify-challenge-resource are the defaults; the chart
+# only ever passes their off switches.
+NOT_IN_CHART = {
+    "--help",
+    "--kubeconfig",
+    "--leader-election-identity",
+    "--kubernetes-csrs",
+    "--verify-challenge-resource",
+}
 
 EVERYTHING_CHANGED: dict[str, Any] = {
     "replicaCount": 2,
@@ -268,7 +277,7 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "keyvaultTimeout": "12s",
         "shutdownTimeout": "20s",
         "tlsCAFile": "/etc/akv-ca/ca.pem",
-        "emulator": True,
+        "verifyChallengeResource": False,
         "kubernetesCSRs": False,
         "logFormat": "json",
         "logLevel": "debug",
@@ -304,7 +313,7 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.keyvault_timeout == 12.0
     assert config.shutdown_timeout == 20.0
     assert config.tls_ca_file == "/etc/akv-ca/ca.pem"
-    assert config.emulator is True
+    assert config.verify_challenge_resource is False
     assert config.kubernetes_csrs is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"
@@ -317,6 +326,14 @@ def test_chart_values_reach_the_controller_config() -> None:
         "metrics": 9402,
         "health": 9403,
     }
+
+
+def test_deprecated_emulator_value_still_turns_off_the_challenge_resource_check() -> None:
+    deployment = one(docs(helm_template({"controller": {"emulator": True}})), "Deployment")
+    args = controller_args(deployment)
+    assert "--no-verify-challenge-resource" in args
+    assert "--emulator" not in args
+    assert controller_config(args, NAMESPACE).verify_challenge_resource is False
 
 
 def test_default_chart_flags_are_the_cli_defaults_with_leader_election(

@@ -1,6 +1,6 @@
 """Harness for the end-to-end tests: real cert-manager + our controller.
 
-Session-wide: cert-manager's controller (``akv_issuer.devcluster.certmanager``,
+Session-wide: cert-manager's controller (``akv_devcluster.certmanager``,
 under its chart's RBAC plus our approver RBAC) and one azure-keyvault-issuer
 controller (under ``config/rbac``), both talking to the session's
 kube-apiserver; our controller signs with the session's Key Vault emulator.
@@ -40,11 +40,9 @@ from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from lightkube.types import PatchType
 
-from akv_emulator.testing import EmulatorProcess
-from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
-from akv_issuer.devcluster import DevCluster, DevClusterError
-from akv_issuer.devcluster.binaries import BinariesError
-from akv_issuer.devcluster.certmanager import (
+from akv_devcluster import DevCluster, DevClusterError
+from akv_devcluster.binaries import BinariesError
+from akv_devcluster.certmanager import (
     Certificate,
     CertManager,
     CMIssuer,
@@ -53,6 +51,8 @@ from akv_issuer.devcluster.certmanager import (
     start_cert_manager,
     stop_cert_manager,
 )
+from akv_emulator.testing import EmulatorProcess
+from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
 
 WAIT = 90.0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from e2e_harness import E2E, shared_ca
 
-from akv_issuer.devcluster.certmanager import create_ca_issuer, issue_certificates
+from akv_devcluster.certmanager import create_ca_issuer, issue_certificates
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from akv_issuer.devcluster.binaries import locate
-from akv_issuer.devcluster.process import ProcessRecord, is_alive
+from akv_devcluster.binaries import locate
+from akv_devcluster.process import ProcessRecord, is_alive
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "akv_issuer.devcluster.cli"]
+CLI = [sys.executable, "-m", "akv_devcluster.cli"]
 
 MANIFEST = """
 apiVersion: v1

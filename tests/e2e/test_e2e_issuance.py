@@ -19,8 +19,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.types import PatchType
 
+from akv_devcluster.certmanager import NAMESPACE, SERVICE_ACCOUNT
 from akv_issuer.controller.api import API_VERSION, GROUP, Issuer
-from akv_issuer.devcluster.certmanager import NAMESPACE, SERVICE_ACCOUNT
 
 pytestmark = pytest.mark.integration
 

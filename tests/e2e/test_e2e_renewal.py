@@ -7,7 +7,7 @@ import pytest
 from controller_harness import condition
 from e2e_harness import E2E, shared_ca
 
-from akv_issuer.devcluster.certmanager import Certificate
+from akv_devcluster.certmanager import Certificate
 
 pytestmark = pytest.mark.integration
 

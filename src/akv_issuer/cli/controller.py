@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,10 @@ from akv_issuer.controller.config import (
 )
 
 _TRUE = {"1", "true", "yes", "on"}
+DEPRECATED_EMULATOR = (
+    "--emulator (AKV_EMULATOR) is deprecated and will be removed: use "
+    "--no-verify-challenge-resource (AKV_VERIFY_CHALLENGE_RESOURCE=false)"
+)
 
 
 def _env(name: str, default: Any) -> Any:
@@ -51,6 +56,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+class _DeprecatedEmulator(argparse.Action):
+    """``--emulator``: the old name of ``--no-verify-challenge-resource``, remembered
+    (in its own dest) so that a deprecation warning can be logged."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.verify_challenge_resource = False
+        setattr(namespace, self.dest, True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,12 +199,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("AKV_TLS_CA_FILE", None),
     )
     flag(
+        "--verify-challenge-resource",
+        "AKV_VERIFY_CHALLENGE_RESOURCE",
+        "keep the Azure SDK's check that the auth challenge's resource matches the vault's "
+        "domain; --no-verify-challenge-resource turns it off, only for a local Key Vault "
+        "emulator, never against Azure (default on)",
+        action=argparse.BooleanOptionalAction,
+        default=(
+            _env("AKV_VERIFY_CHALLENGE_RESOURCE", "true").strip().lower() in _TRUE
+            and not _env_bool("AKV_EMULATOR")
+        ),
+    )
+    # Deprecated alias of --no-verify-challenge-resource (and AKV_EMULATOR of
+    # AKV_VERIFY_CHALLENGE_RESOURCE=false), kept so existing scripts and manifests
+    # work; hidden from --help, `run` logs a warning when either is used.
+    parser.add_argument(
         "--emulator",
-        "AKV_EMULATOR",
-        "talk to a local Key Vault emulator: turns off the check that the auth challenge's "
-        "resource matches the vault's domain. Never use against Azure",
-        action="store_true",
+        dest="deprecated_emulator",
+        action=_DeprecatedEmulator,
         default=_env_bool("AKV_EMULATOR"),
+        help=argparse.SUPPRESS,
     )
     flag(
         "--kubernetes-csrs",
@@ -243,7 +280,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         health_probe_bind_address=args.health_probe_bind_address,
         keyvault_timeout=seconds(args.keyvault_timeout),
         tls_ca_file=args.tls_ca_file,
-        emulator=bool(args.emulator),
+        verify_challenge_resource=bool(args.verify_challenge_resource),
         kubernetes_csrs=bool(args.kubernetes_csrs),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )
@@ -257,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
     from akv_issuer.runtime.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
+    if args.deprecated_emulator:
+        logging.getLogger(__name__).warning(DEPRECATED_EMULATOR)
     config = config_from_args(args)
     try:
         return asyncio.run(run_controller(config))

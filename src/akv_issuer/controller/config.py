@@ -56,7 +56,8 @@ class ControllerConfig:
     health_probe_bind_address: str = ":8081"
     keyvault_timeout: float = 30.0
     tls_ca_file: str | None = None
-    emulator: bool = False
+    # False only for a local Key Vault emulator (--no-verify-challenge-resource).
+    verify_challenge_resource: bool = True
     kubernetes_csrs: bool = True
     shutdown_timeout: float = 30.0
     list_chunk_size: int = 500

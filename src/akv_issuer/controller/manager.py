@@ -97,7 +97,7 @@ def make_keyvault(config: ControllerConfig) -> KeyVaultAccess:
     options: dict[str, Any] = {
         "timeout": config.keyvault_timeout,
         # Off only on the explicit emulator opt-in; never by default.
-        "verify_challenge_resource": not config.emulator,
+        "verify_challenge_resource": config.verify_challenge_resource,
     }
     if config.tls_ca_file:
         options["tls_ca_file"] = config.tls_ca_file

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from akv_issuer.devcluster import binaries
+from akv_devcluster import binaries
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_kubebuilder_assets_are_used_instead_of_building(
 
 def test_kubebuilder_assets_without_apiserver_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "akv_issuer.devcluster.binaries", "ensure"],
+        [sys.executable, "-m", "akv_devcluster.binaries", "ensure"],
         env={"KUBEBUILDER_ASSETS": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/go/bin"},
         capture_output=True,
         text=True,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from akv_issuer.devcluster import DevCluster
-from akv_issuer.devcluster.binaries import locate
-from akv_issuer.devcluster.process import ProcessRecord, is_alive
+from akv_devcluster import DevCluster
+from akv_devcluster.binaries import locate
+from akv_devcluster.process import ProcessRecord, is_alive
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "akv_issuer.devcluster.cli"]
+CLI = [sys.executable, "-m", "akv_devcluster.cli"]
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -40,6 +40,8 @@ from lightkube.resources.core_v1 import Event, ServiceAccount, ServiceAccountTok
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, RoleBinding
 from lightkube.types import PatchType
 
+from akv_devcluster import DevCluster
+from akv_devcluster.kubeconfig import write_kubeconfig
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import (
     API_VERSION,
@@ -48,8 +50,6 @@ from akv_issuer.controller.api import (
     ClusterIssuer,
     Issuer,
 )
-from akv_issuer.devcluster import DevCluster
-from akv_issuer.devcluster.kubeconfig import write_kubeconfig
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
 

@@ -34,9 +34,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
+from akv_devcluster import DevCluster
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, Issuer
-from akv_issuer.devcluster import DevCluster
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
 

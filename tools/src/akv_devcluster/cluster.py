@@ -23,14 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from akv_issuer.devcluster import binaries as bins
-from akv_issuer.devcluster.kubeconfig import (
+from akv_devcluster import binaries as bins
+from akv_devcluster.kubeconfig import (
     SERVICE_CLUSTER_IP_RANGE,
     create_pki,
     write_kubeconfig,
     write_private,
 )
-from akv_issuer.devcluster.process import (
+from akv_devcluster.process import (
     ProcessError,
     ProcessGroup,
     ProcessRecord,

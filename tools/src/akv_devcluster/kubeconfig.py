@@ -12,7 +12,7 @@ import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from akv_issuer.devtls import CLOCK_SKEW, server_certificate
+from akv_devtls import CLOCK_SKEW, server_certificate
 from akv_issuer.pki import build_root_ca
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"

@@ -43,11 +43,12 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 
-from akv_issuer.devcluster import binaries as bins
-from akv_issuer.devcluster.cluster import DevCluster, DevClusterError, free_port
-from akv_issuer.devcluster.identity import Identity, create_identity
-from akv_issuer.devcluster.process import ProcessRecord, ProcessSpec
+from akv_devcluster import binaries as bins
+from akv_devcluster.cluster import DevCluster, DevClusterError, free_port
+from akv_devcluster.identity import Identity, create_identity
+from akv_devcluster.process import ProcessRecord, ProcessSpec
 
+# tools/src/akv_devcluster/ -> the repository root (config/rbac); see binaries.HACK_DIR.
 REPO = Path(__file__).resolve().parents[3]
 APPROVER_RBAC = (
     REPO / "config" / "rbac" / "approver_role.yaml",

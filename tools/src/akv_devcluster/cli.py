@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from akv_issuer.devcluster.binaries import BinariesError, locate
-from akv_issuer.devcluster.cluster import DevCluster, DevClusterError, start_with_ports_retry
-from akv_issuer.devcluster.identity import Identity, create_identity
-from akv_issuer.devcluster.process import ProcessError
+from akv_devcluster.binaries import BinariesError, locate
+from akv_devcluster.cluster import DevCluster, DevClusterError, start_with_ports_retry
+from akv_devcluster.identity import Identity, create_identity
+from akv_devcluster.process import ProcessError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +93,7 @@ def _up(args: argparse.Namespace) -> int:
     found = locate(build=args.build)
     cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout)
     if args.with_cert_manager:
-        from akv_issuer.devcluster.certmanager import start_cert_manager
+        from akv_devcluster.certmanager import start_cert_manager
 
         try:
             manager = start_cert_manager(cluster, build=args.build)

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from akv_issuer.devtls import CLOCK_SKEW, server_certificate, subject_alt_name
+from akv_devtls import CLOCK_SKEW, server_certificate, subject_alt_name
 from akv_issuer.pki import build_root_ca
 
 DEFAULT_NAMES = ("127.0.0.1", "::1", "localhost")

@@ -1,14 +1,16 @@
 """TLS server certificates for the local development tools, signed by a throwaway CA.
 
 The Key Vault emulator (``akv_emulator.tls``) and the dev cluster's API server
-(``akv_issuer.devcluster.kubeconfig``) each make a short-lived local CA with
+(``akv_devcluster.kubeconfig``) each make a short-lived local CA with
 :func:`akv_issuer.pki.build_root_ca` and one server certificate under it. The
 server certificate is the same in both, so it is built here once.
 
-Why here: both tools already depend on ``akv_issuer.pki`` for the CA, and a
-module of its own next to it keeps the emulator and the dev cluster from
-importing each other. It is not part of ``akv_issuer.pki``, which is about the
-certificates the issuer signs, not about the test tools' own TLS.
+Why a top-level package of its own: it belongs to the development
+distribution (``tools/``, azure-keyvault-issuer-devtools) like both of its
+users, never to the production package ``akv_issuer``, and being neither
+``akv_emulator`` nor ``akv_devcluster`` it keeps those two from importing each
+other. It is not part of ``akv_issuer.pki``, which is about the certificates the
+issuer signs, not about the test tools' own TLS.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from akv_issuer.devcluster.cluster import DevCluster, DevClusterError
-    from akv_issuer.devcluster.identity import Identity, create_identity
-    from akv_issuer.devcluster.process import ProcessSpec
+    from akv_devcluster.cluster import DevCluster, DevClusterError
+    from akv_devcluster.identity import Identity, create_identity
+    from akv_devcluster.process import ProcessSpec
 
 __all__ = ["DevCluster", "DevClusterError", "Identity", "ProcessSpec", "create_identity"]
 
@@ -22,7 +22,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `python -m akv_issuer.devcluster.binaries` does not import the
+    # Lazy, so `python -m akv_devcluster.binaries` does not import the
     # binaries module twice (once through this package, once as __main__).
     home = _HOMES.get(name)
     if home is None:

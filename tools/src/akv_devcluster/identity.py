@@ -14,7 +14,7 @@ from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccount, ServiceAccountToken
 
-from akv_issuer.devcluster.kubeconfig import write_kubeconfig
+from akv_devcluster.kubeconfig import write_kubeconfig
 
 _FIELD_MANAGER = "akv-devcluster"
 
