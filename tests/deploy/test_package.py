@@ -193,7 +193,7 @@ def test_the_wheel_holds_the_controller_and_no_test_tools(
     names = {str(path) for path in package}
     for module in (
         "controller/manager.py",
-        "controller/reconciler.py",
+        "controller/requests/flow.py",
         "cli/main.py",
         "cli/controller.py",
         "keyvault/access.py",
