@@ -1,4 +1,4 @@
-"""Kubernetes Events on issuers and the requests they sign (``core/v1`` Events).
+"""Kubernetes Events (``core/v1``) on the objects a controller reconciles.
 
 Events are best effort: a failure to record one is logged and never fails the
 reconcile that wanted to record it. Once :meth:`EventRecorder.start` has run,
