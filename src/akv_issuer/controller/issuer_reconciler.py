@@ -25,20 +25,18 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
     API_VERSION,
-    CONDITION_READY,
+    CONDITION_KEY_VERSION_PENDING,
     ISSUER_KIND,
     ClusterIssuer,
     Condition,
-    ConditionStatus,
     Issuer,
     IssuerReason,
-    build_issuer_status,
     conditions_of,
     find_condition,
     format_time,
-    make_condition,
 )
 from akv_issuer.controller.config import ControllerConfig
+from akv_issuer.controller.issuer_status import issuer_status, ready_message
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.requests.decide import IssuerView
@@ -49,9 +47,8 @@ from akv_issuer.runtime.queue import Backoff
 log = logging.getLogger(__name__)
 
 EVENT_CA_EXPIRING = "CAExpiringSoon"
-
-# Status fields that describe the CA; a passing outage keeps them as they were.
-_CA_FIELDS = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter")
+EVENT_NEW_KEY_VERSION = "NewKeyVersionWithoutCA"
+EVENT_KEY_VERSION_CHANGED = "KeyVersionChanged"
 
 
 def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -230,14 +227,45 @@ class IssuerReconciler:
 
         self._checked[key] = checked
         self._checked_generation[key] = (checked.uid, generation)
+        await self._key_version_events(obj, checked)
         await self._write_status(key, obj, checked=checked, now=now)
-        message = _ready_message(checked)
+        message = ready_message(checked)
         await self._transition_event(obj, old_ready, "True", IssuerReason.CHECKED, message)
         self._metrics.issuer_ready.labels(*key.labels).set(1)
+        self._metrics.key_version_pending.labels(*key.labels).set(
+            1 if checked.pending_key_version else 0
+        )
         self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
         await self._warn_ca_expiry(key, obj, checked, now)
         self._notify(key)
         return Result.requeue(recheck)
+
+    async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
+        """An event when a new key version waits for its CA, and when the key
+        version that signs changes (say, its CA certificate was stored)."""
+        status = obj.get("status") or {}
+        old = find_condition(conditions_of(obj), CONDITION_KEY_VERSION_PENDING)
+        pending = checked.pending_key_version
+        if pending and (old is None or old.status != "True" or pending not in old.message):
+            await self._events.record(
+                ObjectRef.of(obj),
+                WARNING,
+                EVENT_NEW_KEY_VERSION,
+                f"key {checked.spec.key_name} has a new version {pending} without a CA "
+                f"certificate in secret {checked.spec.ca_secret_name}; still signing with "
+                f"version {checked.key_version}. Store the new CA certificate "
+                "(akv-issuer ca import, or a new CA) to switch.",
+            )
+        before = str(status.get("keyVersion") or "")
+        if before and before != checked.key_version:
+            await self._events.record(
+                ObjectRef.of(obj),
+                NORMAL,
+                EVENT_KEY_VERSION_CHANGED,
+                f"now signing with key version {checked.key_version} (was {before}); CA "
+                f"{checked.ca_cert.subject.rfc4514_string()} valid until "
+                f"{format_time(checked.not_after)}",
+            )
 
     async def _warn_ca_expiry(
         self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime
@@ -287,57 +315,7 @@ class IssuerReconciler:
         checked: CheckedIssuer | None = None,
         failure: CheckFailed | None = None,
     ) -> None:
-        meta = obj.get("metadata") or {}
-        generation = int(meta.get("generation") or 0)
-        old_status = obj.get("status") or {}
-        old_ready = find_condition(conditions_of(obj), CONDITION_READY)
-        if checked is not None:
-            status_value, reason, message = (
-                ConditionStatus.TRUE,
-                str(IssuerReason.CHECKED),
-                _ready_message(checked),
-            )
-        elif failure is not None:
-            status_value, reason, message = (
-                ConditionStatus.FALSE,
-                str(failure.reason),
-                failure.message,
-            )
-        else:
-            raise TypeError("_write_status needs a checked issuer or a failure")
-        condition = make_condition(
-            CONDITION_READY, status_value, reason, message, observed_generation=generation, now=now
-        )
-        if (
-            old_ready is not None
-            and old_ready.status == str(status_value)
-            and old_ready.last_transition_time
-        ):
-            condition["lastTransitionTime"] = old_ready.last_transition_time
-        if checked is not None:
-            status = build_issuer_status(
-                conditions=[condition],
-                ca_certificate_pem=checked.ca_pem,
-                key_id=checked.key_id or None,
-                key_version=checked.key_version or None,
-                signature_algorithm=str(checked.algorithm),
-                ca_not_after=checked.not_after,
-                last_check_time=now,
-            )
-        else:
-            status = build_issuer_status(conditions=[condition], last_check_time=now)
-            if failure is not None and failure.reason in (
-                IssuerReason.THROTTLED,
-                IssuerReason.KEY_VAULT_UNREACHABLE,
-            ):
-                # A passing outage says nothing new about the CA: keep what
-                # consumers of status.caCertificate already rely on.
-                for field_name in _CA_FIELDS:
-                    if field_name in old_status:
-                        status[field_name] = old_status[field_name]
-        await self._apply_status(key, status)
-
-    async def _apply_status(self, key: IssuerKey, status: dict[str, Any]) -> None:
+        status = issuer_status(obj, now=now, checked=checked, failure=failure)
         resource: Any = Issuer if key.kind == ISSUER_KIND else ClusterIssuer
         metadata: dict[str, Any] = {"name": key.name}
         if key.namespace:
@@ -362,14 +340,6 @@ class IssuerReconciler:
         updated = dict(result)
         if key in self._objects and resource_version_newer(updated, self._objects[key]):
             self._objects[key] = updated
-
-
-def _ready_message(checked: CheckedIssuer) -> str:
-    return (
-        f"key {checked.spec.key_name} version {checked.key_version} signs with "
-        f"{checked.algorithm}; CA {checked.ca_cert.subject.rfc4514_string()} valid until "
-        f"{format_time(checked.not_after)}"
-    )
 
 
 class _Handler:

@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -90,6 +90,9 @@ class CheckedIssuer:
     ca: CAChain
     profile: IssuerProfile
     checked_at: dt.datetime
+    # With keyVersion unset: a version newer than the one signing (the one the
+    # CA certificate holds) for which no CA certificate is stored yet.
+    pending_key_version: str | None = None
 
     @property
     def ca_cert(self) -> x509.Certificate:
@@ -211,33 +214,7 @@ class IssuerChecker:
             raise keyvault_failure(
                 err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
             ) from None
-        if not key_info.enabled:
-            raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
-        if key_info.not_before is not None and key_info.not_before > now:
-            raise CheckFailed(
-                IssuerReason.KEY_DISABLED,
-                f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
-            )
-        if key_info.expires is not None and key_info.expires <= now:
-            raise CheckFailed(
-                IssuerReason.KEY_DISABLED,
-                f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
-            )
-        if "sign" not in key_info.key_ops:
-            raise CheckFailed(
-                IssuerReason.KEY_NOT_USABLE,
-                f"key {spec.key_name!r} does not allow the sign operation "
-                f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
-            )
-        try:
-            if spec.signature_algorithm:
-                algorithm = SignatureAlgorithm(spec.signature_algorithm)
-            else:
-                algorithm = default_algorithm(key_info.public_key)
-            check_algorithm(key_info.public_key, algorithm)
-        except (AlgorithmError, ValueError) as err:
-            reason = err.reason if isinstance(err, PKIError) else str(err)
-            raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+        _check_usable(spec, key_info, now)
 
         try:
             secret = await self.kv_call(
@@ -250,11 +227,24 @@ class IssuerChecker:
             raise keyvault_failure(
                 err, f"CA secret {spec.ca_secret_name!r}", IssuerReason.CA_SECRET_NOT_FOUND
             ) from None
+        pending_version: str | None = None
         try:
             ca = load_ca_chain(secret.value, key_info.public_key, now)
         except CAError as err:
-            raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
+            if err.kind is not CAErrorKind.MISMATCH or spec.key_version:
+                raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
+            # keyVersion unset and the latest version is not the CA's: a new
+            # version (manual, or Key Vault's rotation policy) whose CA
+            # certificate is not stored yet. Keep signing with the version the
+            # CA certificate holds rather than stop issuance.
+            older = await self._version_of_ca(spec, auth, secret.value, key_info, now)
+            if older is None:
+                raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
+            pending_version = key_info.version
+            key_info, ca = older
+            _check_usable(spec, key_info, now)
 
+        algorithm = _algorithm(spec, key_info)
         try:
             profile = IssuerProfile(
                 policy=IssuancePolicy(
@@ -281,7 +271,47 @@ class IssuerChecker:
             ca=ca,
             profile=profile,
             checked_at=now,
+            pending_key_version=pending_version,
         )
+
+    async def _version_of_ca(
+        self,
+        spec: IssuerSpec,
+        auth: AuthConfig,
+        secret_value: str,
+        latest: KeyInfo,
+        now: dt.datetime,
+    ) -> tuple[KeyInfo, CAChain] | None:
+        """The newest enabled older version of the key whose public key the CA
+        secret holds a certificate for, with that chain; None if there is none."""
+        try:
+            versions = await self.kv_call(
+                "list_key_versions",
+                self._kv.list_key_versions(spec.key_vault_base_url, spec.key_name, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(
+                err, f"versions of key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
+            ) from None
+        for listed in versions:
+            if listed.version == latest.version or not listed.enabled:
+                continue
+            try:
+                info = await self.kv_call(
+                    "get_key",
+                    self._kv.get_key(spec.key_vault_base_url, spec.key_name, listed.version, auth),
+                )
+            except KeyVaultError as err:
+                raise keyvault_failure(
+                    err,
+                    f"key {spec.key_name!r} version {listed.version}",
+                    IssuerReason.KEY_NOT_FOUND,
+                ) from None
+            try:
+                return info, load_ca_chain(secret_value, info.public_key, now)
+            except CAError:
+                continue
+        return None
 
     async def kv_call(self, operation: str, call: Awaitable[T]) -> T:
         """Await a Key Vault call, counting it by operation and HTTP status."""
@@ -338,4 +368,46 @@ class IssuerChecker:
         )
 
 
-CheckFn = Callable[[IssuerKey, dict[str, Any], dt.datetime], Awaitable[CheckedIssuer]]
+def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
+    """The key version is enabled, within its validity and allowed to sign."""
+    if not key_info.enabled:
+        raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
+    if key_info.not_before is not None and key_info.not_before > now:
+        raise CheckFailed(
+            IssuerReason.KEY_DISABLED,
+            f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
+        )
+    if key_info.expires is not None and key_info.expires <= now:
+        raise CheckFailed(
+            IssuerReason.KEY_DISABLED,
+            f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
+        )
+    if "sign" not in key_info.key_ops:
+        raise CheckFailed(
+            IssuerReason.KEY_NOT_USABLE,
+            f"key {spec.key_name!r} does not allow the sign operation "
+            f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
+        )
+    try:
+        if spec.signature_algorithm:
+            algorithm = SignatureAlgorithm(spec.signature_algorithm)
+        else:
+            algorithm = default_algorithm(key_info.public_key)
+        check_algorithm(key_info.public_key, algorithm)
+    except (AlgorithmError, ValueError) as err:
+        reason = err.reason if isinstance(err, PKIError) else str(err)
+        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+
+
+def _algorithm(spec: IssuerSpec, key_info: KeyInfo) -> SignatureAlgorithm:
+    """The issuer's signature algorithm, or the default for the key, if the key fits it."""
+    try:
+        if spec.signature_algorithm:
+            algorithm = SignatureAlgorithm(spec.signature_algorithm)
+        else:
+            algorithm = default_algorithm(key_info.public_key)
+        check_algorithm(key_info.public_key, algorithm)
+    except (AlgorithmError, ValueError) as err:
+        reason = err.reason if isinstance(err, PKIError) else str(err)
+        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+    return algorithm

@@ -70,6 +70,13 @@ class Metrics:
             issuer,
             registry=self.registry,
         )
+        self.key_version_pending = Gauge(
+            f"{PREFIX}_key_version_pending",
+            "1 while the issuer's key has a newer version than the one signing and no CA "
+            "certificate is stored for it yet (keyVersion unset).",
+            issuer,
+            registry=self.registry,
+        )
         self.issuer_ready = Gauge(
             f"{PREFIX}_issuer_ready",
             "1 when the issuer is Ready, else 0.",
@@ -112,6 +119,11 @@ class Metrics:
         )
 
     def forget_issuer(self, kind: str, namespace: str, name: str) -> None:
-        for gauge in (self.ca_expiry, self.ca_expiring, self.issuer_ready):
+        for gauge in (
+            self.ca_expiry,
+            self.ca_expiring,
+            self.issuer_ready,
+            self.key_version_pending,
+        ):
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)

@@ -6,6 +6,7 @@ from .access import (
     KeyVaultAccess,
     KeyVaultOptions,
     KeyVaultSigner,
+    KeyVersion,
     SecretInfo,
     normalize_vault_url,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "KeyVaultError",
     "KeyVaultOptions",
     "KeyVaultSigner",
+    "KeyVersion",
     "SecretInfo",
     "WorkloadIdentity",
     "classify",

@@ -101,6 +101,15 @@ class KeyInfo:
 
 
 @dataclass(frozen=True)
+class KeyVersion:
+    """One version of a key as Key Vault lists it (no key material)."""
+
+    version: str
+    enabled: bool
+    created: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class SecretInfo:
     vault_url: str
     name: str
@@ -501,6 +510,30 @@ class KeyVaultAccess:
         if version is None:
             self._latest[(auth, vault, name)] = (info.version, now + self.options.latest_ttl)
         return info
+
+    async def list_key_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[KeyVersion, ...]:
+        """A key's versions, newest first, at most ``limit`` of them.
+
+        Key Vault lists versions in no promised order, so they are sorted by
+        creation time here. Needs the same ``keys/read`` permission as get.
+        """
+        vault = normalize_vault_url(vault_url)
+        _check_name("key", name)
+        clients = self.clients(vault, auth)
+        oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+        async def fetch() -> tuple[KeyVersion, ...]:
+            found = [
+                KeyVersion(str(p.version or ""), bool(p.enabled), p.created_on)
+                async for p in clients.keys.list_properties_of_key_versions(name)
+                if p.version
+            ]
+            found.sort(key=lambda v: v.created or oldest, reverse=True)
+            return tuple(found[:limit])
+
+        return await self._call("list_key_versions", vault, fetch)
 
     def invalidate(self, key: KeyInfo) -> None:
         """Forget what is cached about key (any identity), e.g. after it was refused."""

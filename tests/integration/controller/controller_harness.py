@@ -221,6 +221,21 @@ class Env:
         """A root CA whose key is in the emulator; valid from now for ``lifetime``
         (a year: from a minute ago, to tolerate clock differences)."""
         name = f"ca-{uuid.uuid4().hex[:10]}"
+        return await self.rotate_ca(name, kind, size=size, curve=curve, lifetime=lifetime)
+
+    async def rotate_ca(
+        self,
+        name: str,
+        kind: str = "RSA",
+        *,
+        size: int | None = None,
+        curve: str | None = None,
+        lifetime: dt.timedelta = dt.timedelta(days=365),
+        store: bool = True,
+    ) -> CA:
+        """A new version of key ``name`` (the first, if there is none) and a root
+        CA certificate for it, stored as a new version of the secret ``name``
+        unless ``store`` is False."""
         vault = self.emulator.env.vault_url
         key = await self.kv.create_key(vault, name, self.kv_auth, kty=kind, size=size, curve=curve)
         now = dt.datetime.now(dt.UTC)
@@ -232,7 +247,8 @@ class Env:
             plan.builder, key.public_key, algorithm, self.kv.signer(key, self.kv_auth)
         )
         pem = cert.public_bytes(serialization.Encoding.PEM)
-        await self.kv.set_secret(vault, name, pem.decode(), self.kv_auth)
+        if store:
+            await self.kv.set_secret(vault, name, pem.decode(), self.kv_auth)
         return CA(name=name, key_version=key.version, pem=pem, cert=cert, algorithm=algorithm)
 
     async def put_secret(self, name: str, value: str) -> None:

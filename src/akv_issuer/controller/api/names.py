@@ -62,6 +62,11 @@ def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> 
 # Conditions and reasons
 
 CONDITION_READY: Final = "Ready"
+# With keyVersion unset: True while the key has a version newer than the one
+# signing, for which no CA certificate is stored yet (the issuer stays Ready).
+CONDITION_KEY_VERSION_PENDING: Final = "KeyVersionPending"
+KEY_VERSION_PENDING_REASON: Final = "NoCAForNewKeyVersion"
+KEY_VERSION_CURRENT_REASON: Final = "CAMatchesLatestKeyVersion"
 
 
 class ConditionStatus(StrEnum):
