@@ -174,6 +174,18 @@ async def test_latest_is_refreshed_so_rotation_is_noticed(
         await kv.close()
 
 
+async def test_key_versions_are_listed_newest_first(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    created = [await new_key(access, env, unique_name) for _ in range(3)]
+    listed = await access.list_key_versions(env.vault_url, unique_name, wi_auth(env))
+    assert [v.version for v in listed] == [k.version for k in reversed(created)]
+    assert all(v.enabled for v in listed)
+    limited = await access.list_key_versions(env.vault_url, unique_name, wi_auth(env), limit=2)
+    assert [v.version for v in limited] == [created[2].version, created[1].version]
+
+
 async def test_sign_429_without_retry_after_is_retried(
     access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:

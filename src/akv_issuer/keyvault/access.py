@@ -517,7 +517,9 @@ class KeyVaultAccess:
         """A key's versions, newest first, at most ``limit`` of them.
 
         Key Vault lists versions in no promised order, so they are sorted by
-        creation time here. Needs the same ``keys/read`` permission as get.
+        creation time here; versions created within the same second (Key
+        Vault's resolution) keep the reverse of the listing order. Needs the
+        same ``keys/read`` permission as get.
         """
         vault = normalize_vault_url(vault_url)
         _check_name("key", name)
@@ -530,6 +532,7 @@ class KeyVaultAccess:
                 async for p in clients.keys.list_properties_of_key_versions(name)
                 if p.version
             ]
+            found.reverse()
             found.sort(key=lambda v: v.created or oldest, reverse=True)
             return tuple(found[:limit])
 
