@@ -369,7 +369,8 @@ class IssuerChecker:
 
 
 def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
-    """The key version is enabled, within its validity and allowed to sign."""
+    """The key version is enabled, within its validity, allowed to sign, and fits
+    the issuer's signature algorithm."""
     if not key_info.enabled:
         raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
     if key_info.not_before is not None and key_info.not_before > now:
@@ -388,15 +389,7 @@ def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None
             f"key {spec.key_name!r} does not allow the sign operation "
             f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
         )
-    try:
-        if spec.signature_algorithm:
-            algorithm = SignatureAlgorithm(spec.signature_algorithm)
-        else:
-            algorithm = default_algorithm(key_info.public_key)
-        check_algorithm(key_info.public_key, algorithm)
-    except (AlgorithmError, ValueError) as err:
-        reason = err.reason if isinstance(err, PKIError) else str(err)
-        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+    _algorithm(spec, key_info)
 
 
 def _algorithm(spec: IssuerSpec, key_info: KeyInfo) -> SignatureAlgorithm:
