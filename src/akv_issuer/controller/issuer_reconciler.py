@@ -25,6 +25,7 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
     API_VERSION,
+    CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     ISSUER_KIND,
     ClusterIssuer,
@@ -35,6 +36,7 @@ from akv_issuer.controller.api import (
     find_condition,
     format_time,
 )
+from akv_issuer.controller.ca_renewal import RENEWAL_FAILED, RENEWED
 from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.issuer_status import issuer_status, ready_message
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 EVENT_CA_EXPIRING = "CAExpiringSoon"
 EVENT_NEW_KEY_VERSION = "NewKeyVersionWithoutCA"
 EVENT_KEY_VERSION_CHANGED = "KeyVersionChanged"
+EVENT_CA_RENEWED = "CARenewed"
+EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
+EVENT_CA_RENEWAL_DUE = "CARenewalDue"
 
 
 def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -228,6 +233,7 @@ class IssuerReconciler:
         self._checked[key] = checked
         self._checked_generation[key] = (checked.uid, generation)
         await self._key_version_events(obj, checked)
+        await self._renewal_events(key, obj, checked)
         await self._write_status(key, obj, checked=checked, now=now)
         message = ready_message(checked)
         await self._transition_event(obj, old_ready, "True", IssuerReason.CHECKED, message)
@@ -239,6 +245,41 @@ class IssuerReconciler:
         await self._warn_ca_expiry(key, obj, checked, now)
         self._notify(key)
         return Result.requeue(recheck)
+
+    async def _renewal_events(
+        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
+    ) -> None:
+        """An event for a renewal (done or failed) and, once, for a renewal that
+        is due but not the controller's to do; the metrics follow."""
+        renewal = checked.renewal
+        self._metrics.ca_renewal_due.labels(*key.labels).set(
+            1 if renewal is not None and renewal.due else 0
+        )
+        if renewal is None:
+            return
+        if renewal.reason in (RENEWED, RENEWAL_FAILED):
+            self._metrics.ca_renewals.labels(*key.labels, renewal.reason).inc()
+            log.log(
+                logging.INFO if renewal.reason == RENEWED else logging.WARNING,
+                "%s: %s",
+                key,
+                renewal.message,
+            )
+        old = find_condition(conditions_of(obj), CONDITION_CA_RENEWAL_DUE)
+        repeated = (
+            renewal.reason not in (RENEWED, RENEWAL_FAILED)
+            and old is not None
+            and old.status == "True"
+            and old.reason == renewal.reason
+        )
+        if repeated:
+            return  # the condition already says it; one event per change
+        events = {
+            RENEWED: (NORMAL, EVENT_CA_RENEWED),
+            RENEWAL_FAILED: (WARNING, EVENT_CA_RENEWAL_FAILED),
+        }
+        type_, reason = events.get(renewal.reason, (WARNING, EVENT_CA_RENEWAL_DUE))
+        await self._events.record(ObjectRef.of(obj), type_, reason, renewal.message)
 
     async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
         """An event when a new key version waits for its CA, and when the key

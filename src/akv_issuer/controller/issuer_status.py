@@ -2,11 +2,12 @@
 
 ``Ready`` (with ``observedGeneration``), the CA fields (``caCertificate``,
 ``keyID``, ``keyVersion``, ``signatureAlgorithm``, ``caNotAfter``) and
-``lastCheckTime``; and ``KeyVersionPending`` once the key has been rotated.
+``lastCheckTime``; ``KeyVersionPending`` once the key has been rotated, and
+``CARenewalDue`` once the CA certificate has been in its renewal window.
 ``lastTransitionTime`` moves only when a condition's status changes. The
 whole status is applied each time (server-side apply drops owned fields that
 are left out), so what a failed check cannot speak about is carried over:
-the CA fields during a passing Key Vault outage, and ``KeyVersionPending``.
+the CA fields during a passing Key Vault outage, and the optional conditions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import datetime as dt
 from typing import Any
 
 from akv_issuer.controller.api import (
+    CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     CONDITION_READY,
     KEY_VERSION_CURRENT_REASON,
@@ -28,6 +30,7 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
 )
+from akv_issuer.controller.ca_renewal import NOT_DUE
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
@@ -70,9 +73,12 @@ def issuer_status(
     ):
         condition["lastTransitionTime"] = old_ready.last_transition_time
     conditions = [condition]
-    pending = _key_version_condition(obj, checked, failure, now)
-    if pending is not None:
-        conditions.append(pending)
+    for optional in (
+        _key_version_condition(obj, checked, now),
+        _renewal_condition(obj, checked, now),
+    ):
+        if optional is not None:
+            conditions.append(optional)
     if checked is not None:
         status = build_issuer_status(
             conditions=conditions,
@@ -98,35 +104,71 @@ def issuer_status(
 
 
 def _key_version_condition(
-    obj: dict[str, Any],
-    checked: CheckedIssuer | None,
-    failure: CheckFailed | None,
-    now: dt.datetime,
+    obj: dict[str, Any], checked: CheckedIssuer | None, now: dt.datetime
 ) -> dict[str, Any] | None:
-    """The KeyVersionPending condition to write, or None to write none.
-
-    Written while a newer key version waits for its CA certificate, and
-    once more (False) when that ends; a failed check knows nothing new
-    about it and keeps what is there. Issuers that never rotate never get it.
-    """
-    old = find_condition(conditions_of(obj), CONDITION_KEY_VERSION_PENDING)
-    if checked is None:
-        return _condition_dict(old) if old is not None and failure is not None else None
-    if checked.pending_key_version:
-        status, reason = ConditionStatus.TRUE, KEY_VERSION_PENDING_REASON
-        message = (
+    """KeyVersionPending: a newer key version waits for its CA certificate."""
+    active = None
+    if checked is not None and checked.pending_key_version:
+        active = (
+            KEY_VERSION_PENDING_REASON,
             f"key version {checked.pending_key_version} is newer than version "
             f"{checked.key_version}, which the CA certificate holds, and has no CA "
             f"certificate in secret {checked.spec.ca_secret_name} yet; signing continues "
-            f"with version {checked.key_version}"
+            f"with version {checked.key_version}",
         )
+    inactive = (
+        KEY_VERSION_CURRENT_REASON,
+        f"the CA certificate holds the latest key version {checked.key_version}"
+        if checked is not None
+        else "",
+    )
+    return _optional_condition(
+        obj, CONDITION_KEY_VERSION_PENDING, active, inactive, checked is not None, now
+    )
+
+
+def _renewal_condition(
+    obj: dict[str, Any], checked: CheckedIssuer | None, now: dt.datetime
+) -> dict[str, Any] | None:
+    """CARenewalDue: the CA certificate is in its renewal window and not renewed."""
+    renewal = checked.renewal if checked is not None else None
+    active = (renewal.reason, renewal.message) if renewal is not None and renewal.due else None
+    inactive = (
+        (renewal.reason, renewal.message)
+        if renewal is not None
+        else (NOT_DUE, "the CA certificate is not in its renewal window")
+    )
+    return _optional_condition(
+        obj, CONDITION_CA_RENEWAL_DUE, active, inactive, checked is not None, now
+    )
+
+
+def _optional_condition(
+    obj: dict[str, Any],
+    type_: str,
+    active: tuple[str, str] | None,
+    inactive: tuple[str, str],
+    checked: bool,
+    now: dt.datetime,
+) -> dict[str, Any] | None:
+    """A condition that appears only once it has something to say.
+
+    True with ``active`` (reason, message) while that holds; once it has
+    appeared, False with ``inactive`` after it ends; never written for an
+    issuer it never concerned. A failed check knows nothing new about it and
+    keeps what is there.
+    """
+    old = find_condition(conditions_of(obj), type_)
+    if not checked:
+        return _condition_dict(old) if old is not None else None
+    if active is not None:
+        status, (reason, message) = ConditionStatus.TRUE, active
     elif old is not None:
-        status, reason = ConditionStatus.FALSE, KEY_VERSION_CURRENT_REASON
-        message = f"the CA certificate holds the latest key version {checked.key_version}"
+        status, (reason, message) = ConditionStatus.FALSE, inactive
     else:
         return None
     condition = make_condition(
-        CONDITION_KEY_VERSION_PENDING,
+        type_,
         status,
         reason,
         message,

@@ -32,6 +32,7 @@ from akv_issuer.controller.api import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
+from akv_issuer.controller.ca_renewal import Renewal, renew_if_due
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.keyvault import (
     Ambient,
@@ -93,6 +94,8 @@ class CheckedIssuer:
     # With keyVersion unset: a version newer than the one signing (the one the
     # CA certificate holds) for which no CA certificate is stored yet.
     pending_key_version: str | None = None
+    # The CA certificate is in its renewal window: renewed now, or due (see ca_renewal).
+    renewal: Renewal | None = None
 
     @property
     def ca_cert(self) -> x509.Certificate:
@@ -245,6 +248,9 @@ class IssuerChecker:
             _check_usable(spec, key_info, now)
 
         algorithm = _algorithm(spec, key_info)
+        ca, renewal = await renew_if_due(
+            self._kv, self.kv_call, spec, auth, key_info, algorithm, ca, now
+        )
         try:
             profile = IssuerProfile(
                 policy=IssuancePolicy(
@@ -272,6 +278,7 @@ class IssuerChecker:
             profile=profile,
             checked_at=now,
             pending_key_version=pending_version,
+            renewal=renewal,
         )
 
     async def _version_of_ca(

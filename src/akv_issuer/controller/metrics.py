@@ -77,6 +77,19 @@ class Metrics:
             issuer,
             registry=self.registry,
         )
+        self.ca_renewal_due = Gauge(
+            f"{PREFIX}_ca_renewal_due",
+            "1 while the issuer's CA certificate is in its renewal window and was not "
+            "renewed (an intermediate, automatic renewal off, or a failed renewal).",
+            issuer,
+            registry=self.registry,
+        )
+        self.ca_renewals = Counter(
+            f"{PREFIX}_ca_renewals",
+            "Automatic renewals of a root CA certificate, by result (Renewed, RenewalFailed).",
+            [*issuer, "result"],
+            registry=self.registry,
+        )
         self.issuer_ready = Gauge(
             f"{PREFIX}_issuer_ready",
             "1 when the issuer is Ready, else 0.",
@@ -124,6 +137,7 @@ class Metrics:
             self.ca_expiring,
             self.issuer_ready,
             self.key_version_pending,
+            self.ca_renewal_due,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)

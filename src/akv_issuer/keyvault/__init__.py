@@ -2,6 +2,7 @@
 a per-vault concurrency limit and error classification (see docs/architecture.md)."""
 
 from .access import (
+    PEM_CONTENT_TYPE,
     KeyInfo,
     KeyVaultAccess,
     KeyVaultOptions,
@@ -14,6 +15,7 @@ from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, Work
 from .errors import ErrorKind, KeyVaultError, classify, parse_retry_after
 
 __all__ = [
+    "PEM_CONTENT_TYPE",
     "Ambient",
     "AuthConfig",
     "ClientSecret",

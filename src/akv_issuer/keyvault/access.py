@@ -100,6 +100,10 @@ class KeyInfo:
     expires: dt.datetime | None = None
 
 
+# The content type a PEM CA certificate (chain) is stored under in a secret.
+PEM_CONTENT_TYPE = "application/x-pem-file"
+
+
 @dataclass(frozen=True)
 class KeyVersion:
     """One version of a key as Key Vault lists it (no key material)."""

@@ -424,14 +424,20 @@ class Env:
 
     def openssl_verify(self, request: dict[str, Any], ca: CA) -> x509.Certificate:
         """``openssl verify`` the issued chain against the CA; return the leaf."""
-        status = request["status"]
-        chain_pem = base64.b64decode(status["certificate"])
-        ca_pem = base64.b64decode(status["ca"])
+        ca_pem = base64.b64decode(request["status"]["ca"])
         assert ca_pem.strip() == ca.pem.strip(), "status.ca is not the issuer's CA"
+        return self.openssl_verify_against(request, ca_pem)
+
+    def openssl_verify_against(
+        self, request: dict[str, Any], anchor_pem: bytes
+    ) -> x509.Certificate:
+        """``openssl verify`` the issued chain with ``anchor_pem`` as the only
+        trusted certificate; return the leaf."""
+        chain_pem = base64.b64decode(request["status"]["certificate"])
         certs = x509.load_pem_x509_certificates(chain_pem)
         with tempfile.TemporaryDirectory(dir=self.tmp) as work:
             root = Path(work, "ca.pem")
-            root.write_bytes(ca_pem)
+            root.write_bytes(anchor_pem)
             leaf = Path(work, "leaf.pem")
             leaf.write_bytes(certs[0].public_bytes(serialization.Encoding.PEM))
             args = ["openssl", "verify", "-CAfile", str(root)]

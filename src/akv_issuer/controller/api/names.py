@@ -67,6 +67,9 @@ CONDITION_READY: Final = "Ready"
 CONDITION_KEY_VERSION_PENDING: Final = "KeyVersionPending"
 KEY_VERSION_PENDING_REASON: Final = "NoCAForNewKeyVersion"
 KEY_VERSION_CURRENT_REASON: Final = "CAMatchesLatestKeyVersion"
+# True while the CA certificate is in its renewal window (spec.caRenewal) and was
+# not renewed: an intermediate, automatic renewal off, or a renewal that failed.
+CONDITION_CA_RENEWAL_DUE: Final = "CARenewalDue"
 
 
 class ConditionStatus(StrEnum):

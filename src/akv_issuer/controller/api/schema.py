@@ -123,6 +123,10 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
     "issuingCertificateURLs": FieldDef(
         "array[string]", pattern=_EXTENSION_URL, max_length=2048, max_items=10
     ),
+    "caRenewal": FieldDef("object"),
+    "caRenewal.automatic": FieldDef("boolean", default=False),
+    "caRenewal.renewBefore": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    "caRenewal.lifetime": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

@@ -88,6 +88,22 @@ class PolicySpec:
 
 
 @dataclass(frozen=True)
+class CARenewalSpec:
+    """Renewal of the CA certificate before it expires.
+
+    ``automatic``: a self-signed root is renewed by the controller itself (same
+    key version, same subject), which needs permission to set the CA secret.
+    ``renew_before`` None: a third of the CA certificate's lifetime, as
+    cert-manager renews certificates. ``lifetime`` None: the current CA
+    certificate's lifetime.
+    """
+
+    automatic: bool = False
+    renew_before: timedelta | None = None
+    lifetime: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
 
@@ -106,6 +122,7 @@ class IssuerSpec:
     crl_distribution_points: tuple[str, ...] = ()
     ocsp_servers: tuple[str, ...] = ()
     issuing_certificate_urls: tuple[str, ...] = ()
+    ca_renewal: CARenewalSpec = field(default_factory=CARenewalSpec)
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -241,6 +258,26 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
             f"{format_go_duration(policy.backdate)} is more than the allowed "
             f"{format_go_duration(MAX_BACKDATE)}",
         )
+    ca_renewal = CARenewalSpec(
+        automatic=reader.get("caRenewal.automatic"),
+        renew_before=_duration(reader, "caRenewal.renewBefore"),
+        lifetime=_duration(reader, "caRenewal.lifetime"),
+    )
+    for path, value in (
+        ("caRenewal.renewBefore", ca_renewal.renew_before),
+        ("caRenewal.lifetime", ca_renewal.lifetime),
+    ):
+        if value is not None and value <= timedelta(0):
+            raise SpecError(path, "must be longer than 0s")
+    if (
+        ca_renewal.renew_before is not None
+        and ca_renewal.lifetime is not None
+        and ca_renewal.renew_before >= ca_renewal.lifetime
+    ):
+        raise SpecError(
+            "caRenewal.renewBefore",
+            "must be shorter than caRenewal.lifetime, or every check would renew again",
+        )
     return IssuerSpec(
         key_vault_base_url=str(reader.get("keyVaultBaseURL")).rstrip("/"),
         key_name=key_name,
@@ -253,6 +290,7 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         crl_distribution_points=tuple(reader.get("crlDistributionPoints") or ()),
         ocsp_servers=tuple(reader.get("ocspServers") or ()),
         issuing_certificate_urls=tuple(reader.get("issuingCertificateURLs") or ()),
+        ca_renewal=ca_renewal,
     )
 
 

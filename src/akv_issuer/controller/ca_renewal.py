@@ -1,0 +1,206 @@
+"""Renewing the CA certificate before it expires (issue: the CA's whole life).
+
+A CA held in Key Vault lives for years, its certificate for less. Once the
+certificate is inside its renewal window (``spec.caRenewal.renewBefore``, by
+default the last third of its lifetime, as cert-manager renews certificates):
+
+- a self-signed root whose issuer has ``caRenewal.automatic: true`` is renewed
+  by the controller: a new certificate for the *same* key version, with the
+  same subject and path length, signed through Key Vault like ``ca create``
+  does, stored as a new version of the CA secret, and used at once. Relying
+  parties that trust the root by its key and subject (the usual case) keep
+  trusting what it signs; the old and the new certificate are both valid
+  during the overlap. Storing needs the ``secrets/set`` permission, which is
+  why this is opt-in per issuer;
+- an intermediate cannot renew itself (its parent must sign), and a root
+  without ``automatic`` is the operator's to renew: both are reported (the
+  ``CARenewalDue`` condition, a Warning event naming the commands to run, the
+  ``akv_issuer_ca_renewal_due`` metric) while signing goes on with the still
+  valid certificate.
+
+A renewal that fails (say, the identity may not set secrets) is reported the
+same way and tried again at the next check; it never makes the issuer un-Ready
+while the current certificate is valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from akv_issuer.controller.api import IssuerSpec, format_time
+from akv_issuer.keyvault import (
+    PEM_CONTENT_TYPE,
+    AuthConfig,
+    KeyInfo,
+    KeyVaultAccess,
+    KeyVaultError,
+)
+from akv_issuer.pki import (
+    CAChain,
+    CAError,
+    PKIError,
+    RemoteSigner,
+    SignatureAlgorithm,
+    build_root_ca,
+    is_self_signed,
+    load_ca_chain,
+    sign_certificate,
+)
+
+T = TypeVar("T")
+
+# Reasons of the CARenewalDue condition (and of the renewal metric's result).
+DUE_INTERMEDIATE = "IntermediateCA"
+DUE_MANUAL = "AutomaticRenewalOff"
+RENEWAL_FAILED = "RenewalFailed"
+RENEWED = "Renewed"
+NOT_DUE = "NotDue"
+
+
+class CountedCall(Protocol):
+    """Awaits a Key Vault call, counting it by operation (``IssuerChecker.kv_call``)."""
+
+    def __call__(self, operation: str, call: Awaitable[T], /) -> Awaitable[T]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What an issuer check found about its CA certificate's renewal."""
+
+    reason: str  # one of the reasons above
+    message: str
+
+    @property
+    def due(self) -> bool:
+        """The certificate is in its window and was not renewed."""
+        return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
+
+
+def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:
+    """When renewal of ``ca`` is due: ``renew_before`` ahead of its NotAfter, by
+    default a third of its lifetime ahead."""
+    not_after = ca.not_valid_after_utc
+    lifetime = not_after - ca.not_valid_before_utc
+    return not_after - (renew_before if renew_before is not None else lifetime / 3)
+
+
+class _CountedSigner:
+    """The Key Vault signer, counted like every other Key Vault call of the controller."""
+
+    def __init__(self, inner: RemoteSigner, count: CountedCall) -> None:
+        self._inner = inner
+        self._count = count
+
+    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
+        return await self._count("sign", self._inner.sign_digest(algorithm, digest))
+
+
+async def renew_if_due(
+    keyvault: KeyVaultAccess,
+    count: CountedCall,
+    spec: IssuerSpec,
+    auth: AuthConfig,
+    key: KeyInfo,
+    algorithm: SignatureAlgorithm,
+    ca: CAChain,
+    now: dt.datetime,
+) -> tuple[CAChain, Renewal | None]:
+    """The CA chain to sign with, and what renewal did (None: not due)."""
+    due_at = renewal_due_at(ca.ca, spec.ca_renewal.renew_before)
+    if now < due_at:
+        return ca, None
+    expires = format_time(ca.not_after)
+    if len(ca.certificates) != 1 or not is_self_signed(ca.ca):
+        return ca, Renewal(
+            DUE_INTERMEDIATE,
+            f"the intermediate CA certificate expires at {expires}: create a CSR with "
+            f"`akv-issuer ca csr --vault-url {spec.key_vault_base_url} --key-name "
+            f"{spec.key_name} --common-name ...`, have its parent sign it and store the chain "
+            f"with `akv-issuer ca import ... --chain <file>`",
+        )
+    if not spec.ca_renewal.automatic:
+        return ca, Renewal(
+            DUE_MANUAL,
+            f"the root CA certificate expires at {expires}: renew it with `akv-issuer ca "
+            f"create --vault-url {spec.key_vault_base_url} --key-name {spec.key_name} "
+            f"--upload-secret {spec.ca_secret_name} ...` (same key), or set "
+            "spec.caRenewal.automatic: true",
+        )
+    if spec.ca_secret_version:
+        return ca, Renewal(
+            RENEWAL_FAILED,
+            f"the root CA certificate expires at {expires}, but caSecretVersion is pinned, so "
+            "a renewed certificate stored as a new secret version would not be used",
+        )
+    try:
+        renewed = await _renew_root(keyvault, count, spec, auth, key, algorithm, ca, now)
+    except KeyVaultError as err:
+        detail = (err.message or err.kind.value).splitlines()[0]
+        if err.code:
+            detail += f" ({err.code})"
+        return ca, Renewal(
+            RENEWAL_FAILED,
+            f"renewing the root CA certificate (expires at {expires}) failed: Key Vault: "
+            f"{detail}; retried at the next check",
+        )
+    except PKIError as err:
+        return ca, Renewal(RENEWAL_FAILED, f"renewing the root CA certificate failed: {err.reason}")
+    new, version = renewed
+    return new, Renewal(
+        RENEWED,
+        f"renewed the root CA certificate (serial {new.ca.serial_number:x}, valid until "
+        f"{format_time(new.not_after)}), stored as version {version} of secret "
+        f"{spec.ca_secret_name}; the previous one expires at {expires}",
+    )
+
+
+async def _renew_root(
+    keyvault: KeyVaultAccess,
+    count: CountedCall,
+    spec: IssuerSpec,
+    auth: AuthConfig,
+    key: KeyInfo,
+    algorithm: SignatureAlgorithm,
+    ca: CAChain,
+    now: dt.datetime,
+) -> tuple[CAChain, str]:
+    old = ca.ca
+    lifetime = spec.ca_renewal.lifetime or (old.not_valid_after_utc - old.not_valid_before_utc)
+    try:
+        path_length = old.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        path_length = None
+    plan = build_root_ca(
+        key.public_key,
+        old.subject,
+        lifetime=lifetime,
+        now=now,
+        path_length=path_length.path_length if path_length is not None else None,
+    )
+    signer = _CountedSigner(keyvault.signer(key, auth), count)
+    cert = await sign_certificate(plan.builder, key.public_key, algorithm, signer)
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    stored = await count(
+        "set_secret",
+        keyvault.set_secret(
+            spec.key_vault_base_url,
+            spec.ca_secret_name,
+            pem,
+            auth,
+            content_type=PEM_CONTENT_TYPE,
+            tags={"renewed-by": "azure-keyvault-issuer"},
+        ),
+    )
+    try:
+        renewed = load_ca_chain(pem, key.public_key, now)
+    except CAError as err:  # cannot happen for a certificate we just built; say so if it does
+        raise PKIError(
+            f"the renewed certificate does not pass the CA checks: {err.reason}"
+        ) from err
+    return renewed, stored.version
