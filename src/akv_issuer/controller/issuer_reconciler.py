@@ -15,11 +15,13 @@ once and brings the check forward.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from cryptography import x509
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
@@ -27,6 +29,7 @@ from akv_issuer.controller.api import (
     API_VERSION,
     CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
+    CONDITION_REISSUING,
     ISSUER_KIND,
     ClusterIssuer,
     Condition,
@@ -41,6 +44,7 @@ from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.issuer_status import issuer_status, ready_message
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
 from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.reissue import Reissuer, condition_text
 from akv_issuer.controller.requests.decide import IssuerView
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
@@ -54,6 +58,9 @@ EVENT_KEY_VERSION_CHANGED = "KeyVersionChanged"
 EVENT_CA_RENEWED = "CARenewed"
 EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
 EVENT_CA_RENEWAL_DUE = "CARenewalDue"
+# How often an issuer is re-checked (and its Reissuing progress written) while
+# Certificates are being re-issued.
+REISSUE_PROGRESS_INTERVAL = 30.0
 
 
 def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -92,6 +99,7 @@ class IssuerReconciler:
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
         )
+        self._reissuer = Reissuer(client, metrics, on_done=self.controller.enqueue)
         self._objects: dict[IssuerKey, dict[str, Any]] = {}
         self._checked: dict[IssuerKey, CheckedIssuer] = {}
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
@@ -188,6 +196,7 @@ class IssuerReconciler:
         self._checked.pop(key, None)
         self._checked_generation.pop(key, None)
         self._expiring.discard(key)
+        self._reissuer.stop(key)
         self.controller.cancel(key)
         self._metrics.forget_issuer(*key.labels)
 
@@ -234,7 +243,8 @@ class IssuerReconciler:
         self._checked_generation[key] = (checked.uid, generation)
         await self._key_version_events(obj, checked)
         await self._renewal_events(key, obj, checked)
-        await self._write_status(key, obj, checked=checked, now=now)
+        reissuing = self._reissue(key, obj, checked)
+        await self._write_status(key, obj, checked=checked, now=now, reissuing=reissuing)
         message = ready_message(checked)
         await self._transition_event(obj, old_ready, "True", IssuerReason.CHECKED, message)
         self._metrics.issuer_ready.labels(*key.labels).set(1)
@@ -244,7 +254,33 @@ class IssuerReconciler:
         self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
         await self._warn_ca_expiry(key, obj, checked, now)
         self._notify(key)
+        if reissuing is not None:
+            # Show progress while Certificates are re-issued; the sweep's end
+            # also brings the issuer back at once.
+            return Result.requeue(min(recheck, REISSUE_PROGRESS_INTERVAL))
         return Result.requeue(recheck)
+
+    def _reissue(
+        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
+    ) -> tuple[str, str] | None:
+        """Start re-issuing after a CA change (spec.reissue.onCAChange), or resume
+        one a restart interrupted; the Reissuing condition's (reason, message)."""
+        if not checked.spec.reissue.on_ca_change:
+            self._reissuer.stop(key)
+            return None
+        published = _published_ca(obj)
+        changed = published is not None and not _same_ca(published, checked.ca_cert)
+        was = find_condition(conditions_of(obj), CONDITION_REISSUING)
+        progress = self._reissuer.progress(key)
+        finished = progress is not None and progress.done
+        unfinished = was is not None and was.status == "True" and not finished
+        if changed or (unfinished and not self._reissuer.running(key)):
+            self._reissuer.start(key, checked)
+        return condition_text(self._reissuer.progress(key))
+
+    async def close(self) -> None:
+        """Stop background work (re-issuing); call after the workers stopped."""
+        await self._reissuer.close()
 
     async def _renewal_events(
         self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
@@ -355,8 +391,9 @@ class IssuerReconciler:
         now: dt.datetime,
         checked: CheckedIssuer | None = None,
         failure: CheckFailed | None = None,
+        reissuing: tuple[str, str] | None = None,
     ) -> None:
-        status = issuer_status(obj, now=now, checked=checked, failure=failure)
+        status = issuer_status(obj, now=now, checked=checked, failure=failure, reissuing=reissuing)
         resource: Any = Issuer if key.kind == ISSUER_KIND else ClusterIssuer
         metadata: dict[str, Any] = {"name": key.name}
         if key.namespace:
@@ -398,3 +435,20 @@ class _Handler:
 
     def on_listed(self, keys: set[str]) -> None:
         self._issuers.listed(self._kind, keys)
+
+
+def _published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
+    """The CA certificate the issuer's status published last (None: none yet)."""
+    encoded = (obj.get("status") or {}).get("caCertificate")
+    if not encoded:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(base64.b64decode(encoded))[0]
+    except ValueError:
+        return None
+
+
+def _same_ca(old: x509.Certificate, new: x509.Certificate) -> bool:
+    """Same key and subject: what one signed verifies against the other (a
+    renewed root), so its leaves need no re-issuing."""
+    return old.subject == new.subject and old.public_key() == new.public_key()

@@ -19,6 +19,7 @@ from akv_issuer.controller.api import (
     CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     CONDITION_READY,
+    CONDITION_REISSUING,
     KEY_VERSION_CURRENT_REASON,
     KEY_VERSION_PENDING_REASON,
     Condition,
@@ -43,8 +44,10 @@ def issuer_status(
     now: dt.datetime,
     checked: CheckedIssuer | None = None,
     failure: CheckFailed | None = None,
+    reissuing: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The status to apply after a check that passed (``checked``) or failed."""
+    """The status to apply after a check that passed (``checked``) or failed;
+    ``reissuing``: (reason, message) while Certificates are being re-issued."""
     meta = obj.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
     old_status = obj.get("status") or {}
@@ -76,6 +79,14 @@ def issuer_status(
     for optional in (
         _key_version_condition(obj, checked, now),
         _renewal_condition(obj, checked, now),
+        _optional_condition(
+            obj,
+            CONDITION_REISSUING,
+            reissuing,
+            ("Complete", "no Certificate of this issuer is left on a previous CA"),
+            checked is not None,
+            now,
+        ),
     ):
         if optional is not None:
             conditions.append(optional)

@@ -282,6 +282,7 @@ class Manager:
         await self._stop_informers()
         for controller in self.controllers:
             await controller.shut_down()
+        await self.issuers.close()
         _done, pending = await asyncio.wait(
             self._worker_tasks, timeout=self.config.shutdown_timeout
         )
@@ -304,6 +305,7 @@ class Manager:
             task.cancel()
         await self._stop_informers()
         await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        await self.issuers.close()
         await self.events.stop(grace=2.0)
 
 

@@ -90,6 +90,18 @@ class Metrics:
             [*issuer, "result"],
             registry=self.registry,
         )
+        self.reissue_pending = Gauge(
+            f"{PREFIX}_reissue_pending",
+            "Certificates of the issuer still to be re-issued after a CA change (spec.reissue).",
+            issuer,
+            registry=self.registry,
+        )
+        self.reissue_triggered = Counter(
+            f"{PREFIX}_reissue_triggered",
+            "Certificates whose re-issuance the controller triggered after a CA change.",
+            issuer,
+            registry=self.registry,
+        )
         self.issuer_ready = Gauge(
             f"{PREFIX}_issuer_ready",
             "1 when the issuer is Ready, else 0.",
@@ -138,6 +150,7 @@ class Metrics:
             self.issuer_ready,
             self.key_version_pending,
             self.ca_renewal_due,
+            self.reissue_pending,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)

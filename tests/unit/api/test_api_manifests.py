@@ -151,6 +151,10 @@ def test_manager_role_is_least_privilege() -> None:
             for v in ("patch", "update")
         ),
         ("certificates.k8s.io", "signers", "sign"),
+        # spec.reissue: read Certificates, set their Issuing condition; no watch,
+        # no update of the Certificate itself.
+        *((cm, "certificates", v) for v in ("get", "list")),
+        (cm, "certificates/status", "patch"),
     }
     assert _grants(role["rules"]) == expected
 

@@ -36,6 +36,10 @@ ClusterIssuer = create_global_resource(GROUP, VERSION, CLUSTER_ISSUER_KIND, CLUS
 CertificateRequest = create_namespaced_resource(
     CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, CERTIFICATE_REQUEST_KIND, CERTIFICATE_REQUEST_PLURAL
 )
+# Read (and their status patched) only to re-issue after a CA change (spec.reissue).
+Certificate = create_namespaced_resource(
+    CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, "Certificate", "certificates"
+)
 
 
 # Kubernetes' own CSRs, as a generic resource so that objects arrive as plain
@@ -70,6 +74,8 @@ KEY_VERSION_CURRENT_REASON: Final = "CAMatchesLatestKeyVersion"
 # True while the CA certificate is in its renewal window (spec.caRenewal) and was
 # not renewed: an intermediate, automatic renewal off, or a renewal that failed.
 CONDITION_CA_RENEWAL_DUE: Final = "CARenewalDue"
+# True while Certificates issued by a previous CA are being re-issued (spec.reissue).
+CONDITION_REISSUING: Final = "Reissuing"
 
 
 class ConditionStatus(StrEnum):

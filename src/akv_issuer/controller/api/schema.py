@@ -127,6 +127,9 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
     "caRenewal.automatic": FieldDef("boolean", default=False),
     "caRenewal.renewBefore": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
     "caRenewal.lifetime": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    "reissue": FieldDef("object"),
+    "reissue.onCAChange": FieldDef("boolean", default=False),
+    "reissue.perMinute": FieldDef("integer", minimum=1, default=10),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

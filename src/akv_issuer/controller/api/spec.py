@@ -104,6 +104,15 @@ class CARenewalSpec:
 
 
 @dataclass(frozen=True)
+class ReissueSpec:
+    """Re-issue, through cert-manager, the Certificates still holding a
+    certificate of a previous CA once the CA changes, at most ``per_minute``."""
+
+    on_ca_change: bool = False
+    per_minute: int = 10
+
+
+@dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
 
@@ -123,6 +132,7 @@ class IssuerSpec:
     ocsp_servers: tuple[str, ...] = ()
     issuing_certificate_urls: tuple[str, ...] = ()
     ca_renewal: CARenewalSpec = field(default_factory=CARenewalSpec)
+    reissue: ReissueSpec = field(default_factory=ReissueSpec)
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -291,6 +301,10 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         ocsp_servers=tuple(reader.get("ocspServers") or ()),
         issuing_certificate_urls=tuple(reader.get("issuingCertificateURLs") or ()),
         ca_renewal=ca_renewal,
+        reissue=ReissueSpec(
+            on_ca_change=reader.get("reissue.onCAChange"),
+            per_minute=reader.get("reissue.perMinute"),
+        ),
     )
 
 
