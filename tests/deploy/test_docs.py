@@ -25,7 +25,7 @@ OTHER_TOOLS_FLAGS = {
     "--expires",
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
-    "ca": ("create", "csr", "import"),
+    "ca": ("create", "rotate", "csr", "import"),
     "sign": (),
     "controller": (),
 }

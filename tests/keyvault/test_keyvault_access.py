@@ -186,6 +186,71 @@ async def test_key_versions_are_listed_newest_first(
     assert [v.version for v in limited] == [created[2].version, created[1].version]
 
 
+async def test_rotate_key_is_the_new_latest_at_once(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    """The latest pointer is cached for a minute; a rotation through this layer must not
+    leave it on the old version (the CLI reads "latest" right after rotating)."""
+    env = emulator.env
+    auth = wi_auth(env)
+    old = await new_key(access, env, unique_name, kty="EC", curve="P-384", key_ops=["sign"])
+    assert (await access.get_key(env.vault_url, unique_name, None, auth)).version == old.version
+    rotated = await access.rotate_key(env.vault_url, unique_name, auth)
+    assert rotated.version != old.version
+    assert (rotated.kty, rotated.key_ops) == ("EC", ("sign",))
+    assert isinstance(rotated.public_key, ec.EllipticCurvePublicKey)
+    assert rotated.public_key.curve.name == "secp384r1"
+    assert (await access.get_key(env.vault_url, unique_name, None, auth)).version == rotated.version
+    signature = await access.sign(rotated, SignatureAlgorithm.ES384, digest_for("ES384"), auth)
+    verify_locally(rotated.public_key, "ES384", digest_for("ES384"), signature)
+    listed = await access.list_key_versions(env.vault_url, unique_name, auth)
+    assert [v.version for v in listed] == [rotated.version, old.version]
+
+
+async def test_create_key_on_an_existing_name_is_the_new_latest_at_once(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    await new_key(access, env, unique_name)
+    await access.get_key(env.vault_url, unique_name, None, auth)
+    again = await new_key(access, env, unique_name)
+    assert (await access.get_key(env.vault_url, unique_name, None, auth)).version == again.version
+
+
+async def test_rotate_key_errors_are_classified_and_not_retried_when_ambiguous(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    with pytest.raises(KeyVaultError) as missing:
+        await access.rotate_key(env.vault_url, unique_name, auth)
+    assert missing.value.kind is ErrorKind.NOT_FOUND
+    await new_key(access, env, unique_name, kty="EC", curve="P-256")
+    # Throttled: Key Vault did nothing, so the layer retries.
+    emulator.admin.set_faults({"throttle": {"next": 1, "operations": ["rotate_key"]}})
+    await access.rotate_key(env.vault_url, unique_name, auth)
+    assert emulator.admin.responses()["rotate_key"] == {"404": 1, "429": 1, "200": 1}
+    # A 503 might hide a rotation done: not retried, so no surprise extra version.
+    emulator.admin.set_faults({"errors": {"next": 1, "operations": ["rotate_key"]}})
+    with pytest.raises(KeyVaultError) as unavailable:
+        await access.rotate_key(env.vault_url, unique_name, auth)
+    assert unavailable.value.kind is ErrorKind.TRANSIENT
+    assert emulator.admin.responses()["rotate_key"]["503"] == 1
+    emulator.admin.clear_faults()
+    emulator.admin.set_identity(env.workload_client_id, key_permissions=["get", "sign"])
+    with pytest.raises(KeyVaultError) as forbidden:
+        await access.rotate_key(env.vault_url, unique_name, auth)
+    assert forbidden.value.kind is ErrorKind.FORBIDDEN
+    assert "keys/rotate" in forbidden.value.message
+    assert len(await _versions(access, env, unique_name)) == 2
+
+
+async def _versions(access: KeyVaultAccess, env: EmulatorEnv, name: str) -> list[str]:
+    emulator_auth = sp_auth(env)
+    return [v.version for v in await access.list_key_versions(env.vault_url, name, emulator_auth)]
+
+
 async def test_sign_429_without_retry_after_is_retried(
     access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:

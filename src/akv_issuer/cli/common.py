@@ -57,7 +57,9 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_vault_arguments(parser: argparse.ArgumentParser) -> None:
+def add_vault_arguments(parser: argparse.ArgumentParser, *, key_version: bool = True) -> None:
+    """The vault, key and connection options; ``key_version=False`` for a command that
+    decides the version itself (``ca rotate``)."""
     group = parser.add_argument_group("Key Vault")
     group.add_argument(
         "--vault-url",
@@ -65,7 +67,10 @@ def add_vault_arguments(parser: argparse.ArgumentParser) -> None:
         help="vault base URL, e.g. https://my-vault.vault.azure.net",
     )
     group.add_argument("--key-name", required=True, help="name of the Key Vault key (the CA key)")
-    group.add_argument("--key-version", default=None, help="key version (default: latest)")
+    if key_version:
+        group.add_argument("--key-version", default=None, help="key version (default: latest)")
+    else:
+        parser.set_defaults(key_version=None)
     group.add_argument(
         "--tls-ca-file",
         default=os.environ.get("AKV_TLS_CA_FILE") or None,

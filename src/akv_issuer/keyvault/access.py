@@ -423,7 +423,17 @@ class KeyVaultAccess:
             sem = self._semaphores[vault] = asyncio.Semaphore(self.options.max_concurrency)
         return sem
 
-    async def _call(self, operation: str, vault: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        operation: str,
+        vault: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+    ) -> T:
+        """Run fn with the retries described on the class. A call that is not idempotent
+        (rotate: each success adds a key version) is retried only when throttled, which
+        Key Vault answers before doing anything; a 5xx or a timeout may hide a success."""
         opts = self.options
         loop = asyncio.get_running_loop()
         deadline = loop.time() + opts.timeout
@@ -443,6 +453,8 @@ class KeyVaultAccess:
                         last = classify(exc, operation=operation, vault_url=vault)
                     log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
                     if not last.retryable or attempt >= opts.max_retries:
+                        raise last
+                    if not idempotent and last.kind is not ErrorKind.THROTTLED:
                         raise last
                     wait = last.retry_after
                     if wait is None:
@@ -542,6 +554,32 @@ class KeyVaultAccess:
 
         return await self._call("list_key_versions", vault, fetch)
 
+    def _forget_latest(self, vault: str, name: str) -> None:
+        """Drop every identity's "latest" pointer of a key that just got a new version."""
+        for latest in [k for k in self._latest if k[1:] == (vault, name)]:
+            del self._latest[latest]
+
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
+        """Key Vault's rotate: a new version of the key with the same type, size or curve
+        and key operations (and the expiry its rotation policy sets); needs the ``rotate``
+        key permission. The key's cached "latest" pointer is dropped for every identity of
+        this process, so the next lookup of "latest" asks the vault and finds the new
+        version instead of the old one for up to ``latest_ttl``."""
+        vault = normalize_vault_url(vault_url)
+        _check_name("key", name)
+        clients = self.clients(vault, auth)
+
+        async def rotate() -> KeyInfo:
+            key = await clients.keys.rotate_key(name)
+            return _key_info(vault, key)
+
+        try:
+            info = await self._call("rotate_key", vault, rotate, idempotent=False)
+        finally:
+            # Even a failed call may have made a version (a 5xx after the work was done).
+            self._forget_latest(vault, name)
+        return info
+
     def invalidate(self, key: KeyInfo) -> None:
         """Forget what is cached about key (any identity), e.g. after it was refused."""
         for cache_key in [k for k in self._keys if k[1:] == (key.vault_url, key.name, key.version)]:
@@ -604,7 +642,12 @@ class KeyVaultAccess:
             key = await clients.keys.create_key(name, KeyType(kty), **options)
             return _key_info(clients.vault_url, key)
 
-        return await self._call("create_key", clients.vault_url, create)
+        try:
+            info = await self._call("create_key", clients.vault_url, create)
+        finally:
+            # A new version of an existing key is its new "latest", as after rotate_key.
+            self._forget_latest(clients.vault_url, name)
+        return info
 
     # ---- secrets -----------------------------------------------------------------------
 

@@ -78,6 +78,14 @@ class KeyMaterial:
             return f"RSA-{self.size}{suffix}"
         return f"EC{suffix}"
 
+    def same_shape(self) -> KeyMaterial:
+        """A new key of the same type, size or curve and public exponent (Key Vault's rotate)."""
+        key = self.private_key
+        if isinstance(key, rsa.RSAPrivateKey):
+            exponent = key.public_key().public_numbers().e
+            return generate(self.kty, key_size=key.key_size, crv=None, public_exponent=exponent)
+        return generate(self.kty, key_size=None, crv=self.curve_name, public_exponent=None)
+
     def public_jwk(self) -> dict[str, str]:
         if isinstance(self.private_key, rsa.RSAPrivateKey):
             numbers = self.private_key.public_key().public_numbers()

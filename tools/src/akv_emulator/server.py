@@ -20,6 +20,7 @@ from aiohttp import web
 
 from . import crypto
 from .state import (
+    DEFAULT_LIFETIME_ACTIONS,
     DEFAULT_TENANT_ID,
     FEDERATION_AUDIENCE,
     KEY_PERMISSIONS,
@@ -35,14 +36,17 @@ from .state import (
     FederationIssuer,
     Identity,
     KeyVersion,
+    RotationPolicy,
     SecretVersion,
     TokenRecord,
     WindowLimiter,
+    iso_duration_seconds,
     load_public_key,
     new_secret,
     new_version,
     now,
     parse_faults,
+    parse_rotation_policy,
     verify_jwt,
 )
 from .tls import ensure_tls
@@ -176,6 +180,7 @@ class Emulator:
         self.config = config
         self.keys: dict[str, dict[str, KeyVersion]] = {}
         self.secrets: dict[str, dict[str, SecretVersion]] = {}
+        self.rotation_policies: dict[str, RotationPolicy] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
         self._initial_faults = json.loads(json.dumps(config.faults.describe()))
@@ -228,6 +233,7 @@ class Emulator:
             ("POST", "/_emulator/tokens/revoke", self.admin_revoke_tokens),
             ("POST", "/_emulator/reset", self.admin_reset),
             ("DELETE", "/_emulator/data", self.admin_clear_data),
+            ("POST", "/_emulator/keys/{name}/rotate", self.admin_rotate_key),
             ("GET", "/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
             ("GET", "/{tenant}/.well-known/openid-configuration", self.openid_configuration),
             ("POST", "/{tenant}/oauth2/v2.0/token", self.token),
@@ -453,6 +459,27 @@ class Emulator:
                 ("keys", "list"),
                 lambda who: self._list_key_versions(request, name),
             )
+        if rest == ["rotate"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "rotate_key",
+                ("keys", "rotate"),
+                lambda who: self._rotate_key(request, name),
+            )
+        if rest == ["rotationpolicy"] and method == "GET":
+            return await self.vault_call(
+                request,
+                "get_key_rotation_policy",
+                ("keys", "getrotationpolicy"),
+                lambda who: self._get_rotation_policy(request, name),
+            )
+        if rest == ["rotationpolicy"] and method == "PUT":
+            return await self.vault_call(
+                request,
+                "update_key_rotation_policy",
+                ("keys", "setrotationpolicy"),
+                lambda who: self._put_rotation_policy(request, name),
+            )
         if len(rest) <= 1 and method == "GET":
             version = rest[0] if rest else ""
             return await self.vault_call(
@@ -520,6 +547,66 @@ class Emulator:
             return self.bad(str(exc) or "Invalid key parameters.")
         self.keys.setdefault(name, {})[item.version] = item
         return web.json_response(self.key_bundle(request, item))
+
+    def rotate(self, name: str) -> KeyVersion | web.Response:
+        """What Key Vault's rotate does: a new version of the same type, size or curve (and
+        public exponent), key_ops and tags, expiring after the policy's expiryTime if set."""
+        latest = self.find_key(name, "")
+        if isinstance(latest, web.Response):
+            return latest
+        fresh = latest.material.same_shape()
+        policy = self.rotation_policies.get(name)
+        expires = None
+        if policy is not None and policy.expiry_time is not None:
+            expires = now() + iso_duration_seconds(policy.expiry_time)
+        item = KeyVersion(
+            name=name,
+            version=new_version(),
+            material=fresh,
+            key_ops=list(latest.key_ops),
+            expires=expires,
+            tags=dict(latest.tags),
+        )
+        self.keys[name][item.version] = item
+        return item
+
+    async def _rotate_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        item = self.rotate(name)
+        if isinstance(item, web.Response):
+            return item
+        return web.json_response(self.key_bundle(request, item))
+
+    def policy_body(self, request: web.Request, name: str) -> dict[str, Any]:
+        policy = self.rotation_policies.get(name)
+        body: dict[str, Any] = {"id": f"{self.vault_base(request)}/keys/{name}/rotationpolicy"}
+        if policy is None:
+            body["lifetimeActions"] = [a.describe() for a in DEFAULT_LIFETIME_ACTIONS]
+            body["attributes"] = {}
+            return body
+        attributes: dict[str, Any] = {"created": policy.created, "updated": policy.updated}
+        if policy.expiry_time is not None:
+            attributes["expiryTime"] = policy.expiry_time
+        body["lifetimeActions"] = [a.describe() for a in policy.lifetime_actions]
+        body["attributes"] = attributes
+        return body
+
+    async def _get_rotation_policy(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_key(name, "")
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(self.policy_body(request, name))
+
+    async def _put_rotation_policy(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_key(name, "")
+        if isinstance(found, web.Response):
+            return found
+        try:
+            data = await self.body(request)
+            policy = parse_rotation_policy(data, self.rotation_policies.get(name))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self.bad(str(exc) or "Invalid rotation policy.")
+        self.rotation_policies[name] = policy
+        return web.json_response(self.policy_body(request, name))
 
     async def _get_key(self, request: web.Request, name: str, version: str) -> web.StreamResponse:
         item = self.find_key(name, version)
@@ -1129,7 +1216,18 @@ class Emulator:
     async def admin_clear_data(self, request: web.Request) -> web.StreamResponse:
         self.keys.clear()
         self.secrets.clear()
+        self.rotation_policies.clear()
         return web.json_response({"cleared": True})
+
+    async def admin_rotate_key(self, request: web.Request) -> web.StreamResponse:
+        """Rotate a key as Key Vault's rotation policy does when its trigger fires: no
+        caller, no permission check, not a data-plane call (not counted, no faults)."""
+        item = self.rotate(request.match_info["name"])
+        if isinstance(item, web.Response):
+            return web.json_response({"error": "no such key"}, status=404)
+        return web.json_response(
+            {"kid": f"{self.base_url}/keys/{item.name}/{item.version}", "version": item.version}
+        )
 
     # ---- environment file --------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 import uuid
@@ -23,7 +24,21 @@ SECRET_CLIENT_ID = "7e3a1f00-0000-4000-8000-0000000000a2"  # noqa: S105 - a clie
 WORKLOAD_SUBJECT = "system:serviceaccount:azure-keyvault-issuer-system:azure-keyvault-issuer"
 FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
 
-KEY_PERMISSIONS = frozenset({"get", "list", "create", "update", "sign", "verify"})
+# Key Vault's access-policy names; the rotation ones are separate permissions there too
+# (RBAC: keys/rotate/action, keyrotationpolicies/read, keyrotationpolicies/write).
+KEY_PERMISSIONS = frozenset(
+    {
+        "get",
+        "list",
+        "create",
+        "update",
+        "sign",
+        "verify",
+        "rotate",
+        "getrotationpolicy",
+        "setrotationpolicy",
+    }
+)
 SECRET_PERMISSIONS = frozenset({"get", "list", "set", "update"})
 
 # Operations a fault applies to when a rule names none: the vault's data plane, not the
@@ -37,6 +52,9 @@ VAULT_OPERATIONS = frozenset(
         "update_key",
         "sign",
         "verify",
+        "rotate_key",
+        "get_key_rotation_policy",
+        "update_key_rotation_policy",
         "get_secret",
         "list_secrets",
         "list_secret_versions",
@@ -94,6 +112,103 @@ class SecretVersion:
     created: int = field(default_factory=now)
     updated: int = field(default_factory=now)
     tags: dict[str, str] = field(default_factory=dict)
+
+
+# ISO 8601 durations as Key Vault's rotation policy takes them: P90D, P3M, PT48H, P1Y10D.
+_ISO_DURATION = re.compile(
+    r"^P(?!$)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?"
+    r"(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
+)
+DAY = 86400
+
+
+def iso_duration_seconds(text: object) -> int:
+    """Seconds of an ISO 8601 duration, a year as 365 days and a month as 30 (as a policy
+    trigger needs no calendar precision); ValueError when it is not one."""
+    match = _ISO_DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"'{text}' is not an ISO 8601 duration such as P90D, P3M or PT48H.")
+    years, months, weeks, days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return (
+        (years * 365 + months * 30 + weeks * 7 + days) * DAY + hours * 3600 + minutes * 60 + seconds
+    )
+
+
+@dataclass
+class LifetimeAction:
+    action: str  # "Rotate" or "Notify", as Key Vault spells them
+    time_after_create: str | None = None
+    time_before_expiry: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        trigger = (
+            {"timeAfterCreate": self.time_after_create}
+            if self.time_after_create is not None
+            else {"timeBeforeExpiry": self.time_before_expiry}
+        )
+        return {"trigger": trigger, "action": {"type": self.action}}
+
+
+# What Key Vault answers for a key whose policy was never set.
+DEFAULT_LIFETIME_ACTIONS = (LifetimeAction("Notify", time_before_expiry="P30D"),)
+
+
+@dataclass
+class RotationPolicy:
+    lifetime_actions: list[LifetimeAction]
+    expiry_time: str | None = None
+    created: int = field(default_factory=now)
+    updated: int = field(default_factory=now)
+
+
+def parse_rotation_policy(data: dict[str, Any], previous: RotationPolicy | None) -> RotationPolicy:
+    """A rotation policy from a PUT body, checked as Key Vault checks it (ValueError's
+    message is the BadParameter message): at most one Rotate and one Notify action, each
+    with exactly one trigger; Rotate at least 7 days after creation or before expiry,
+    Notify only before expiry (at least 7 days); expiryTime at least 28 days and required
+    by a timeBeforeExpiry trigger. An empty list restores the default actions."""
+    attributes = data.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise ValueError("The parameter 'attributes' must be an object.")
+    expiry = attributes.get("expiryTime")
+    if expiry is not None and iso_duration_seconds(expiry) < 28 * DAY:
+        raise ValueError(f"expiryTime {expiry} is too short: the minimum is 28 days (P28D).")
+    raw_actions = data.get("lifetimeActions")
+    if raw_actions is None:
+        raw_actions = []
+    if not isinstance(raw_actions, list):
+        raise ValueError("The parameter 'lifetimeActions' must be a list.")
+    actions: list[LifetimeAction] = []
+    for raw in raw_actions:
+        if not isinstance(raw, dict):
+            raise ValueError("Each lifetime action must be an object.")
+        kind = str((raw.get("action") or {}).get("type") or "")
+        action = {"rotate": "Rotate", "notify": "Notify"}.get(kind.lower())
+        if action is None:
+            raise ValueError(f"Unknown lifetime action type '{kind}': use Rotate or Notify.")
+        if any(a.action == action for a in actions):
+            raise ValueError(f"A policy can have only one {action} action.")
+        trigger = raw.get("trigger") or {}
+        after, before = trigger.get("timeAfterCreate"), trigger.get("timeBeforeExpiry")
+        if (after is None) == (before is None):
+            raise ValueError(
+                f"The {action} action needs exactly one of timeAfterCreate and timeBeforeExpiry."
+            )
+        if action == "Notify" and after is not None:
+            raise ValueError("The Notify action takes only a timeBeforeExpiry trigger.")
+        seconds = iso_duration_seconds(str(after if after is not None else before))
+        if seconds < 7 * DAY:
+            raise ValueError(f"The {action} trigger must be at least 7 days (P7D).")
+        if before is not None and expiry is None:
+            raise ValueError("A timeBeforeExpiry trigger needs the policy's expiryTime.")
+        if before is not None and expiry is not None and seconds >= iso_duration_seconds(expiry):
+            raise ValueError("timeBeforeExpiry must be shorter than expiryTime.")
+        actions.append(LifetimeAction(action, after, before))
+    if not actions:
+        actions = list(DEFAULT_LIFETIME_ACTIONS)
+    stamp = now()
+    created = previous.created if previous is not None else stamp
+    return RotationPolicy(actions, expiry, created=created, updated=stamp)
 
 
 def new_version() -> str:
