@@ -67,6 +67,7 @@ from akv_issuer.controller.api.spec import (
     PolicySpec,
     SecretKeyRef,
     SpecError,
+    TrustBundleSpec,
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "PolicySpec",
     "SecretKeyRef",
     "SpecError",
+    "TrustBundleSpec",
     "WorkloadIdentityAuth",
     "build_issuer_status",
     "conditions_of",

@@ -123,6 +123,25 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
     "issuingCertificateURLs": FieldDef(
         "array[string]", pattern=_EXTENSION_URL, max_length=2048, max_items=10
     ),
+    "trustBundle": FieldDef("object"),
+    "trustBundle.configMapName": FieldDef(
+        "string",
+        required=True,
+        pattern=_K8S_NAME,
+        max_length=253,
+        hint="must be a Kubernetes ConfigMap name",
+    ),
+    "trustBundle.secretName": FieldDef(
+        "string", pattern=_K8S_NAME, max_length=253, hint="must be a Kubernetes Secret name"
+    ),
+    "trustBundle.key": FieldDef(
+        "string",
+        pattern=_DATA_KEY,
+        max_length=253,
+        default="ca.crt",
+        hint="must be a ConfigMap data key (letters, digits, '-', '_', '.')",
+    ),
+    "trustBundle.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

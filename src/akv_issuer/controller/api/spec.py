@@ -88,6 +88,22 @@ class PolicySpec:
 
 
 @dataclass(frozen=True)
+class TrustBundleSpec:
+    """Where the issuer publishes the CAs relying parties must trust.
+
+    The namespace is implied, never written: the Issuer's own, or for a
+    ClusterIssuer the cluster resource namespace (as for ``ClientSecretAuth``).
+    ``overlap`` None: how long a previous CA is kept follows from what it may
+    have issued (see :mod:`akv_issuer.controller.trust_bundle`).
+    """
+
+    config_map_name: str
+    secret_name: str | None = None
+    key: str = "ca.crt"
+    overlap: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
 
@@ -106,6 +122,8 @@ class IssuerSpec:
     crl_distribution_points: tuple[str, ...] = ()
     ocsp_servers: tuple[str, ...] = ()
     issuing_certificate_urls: tuple[str, ...] = ()
+    trust_bundle: TrustBundleSpec | None = None
+    """None: publish no trust bundle."""
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -253,6 +271,21 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         crl_distribution_points=tuple(reader.get("crlDistributionPoints") or ()),
         ocsp_servers=tuple(reader.get("ocspServers") or ()),
         issuing_certificate_urls=tuple(reader.get("issuingCertificateURLs") or ()),
+        trust_bundle=_parse_trust_bundle(reader),
+    )
+
+
+def _parse_trust_bundle(reader: _SpecReader) -> TrustBundleSpec | None:
+    if reader.get("trustBundle") is None:
+        return None
+    overlap = _duration(reader, "trustBundle.overlap")
+    if overlap is not None and overlap < timedelta(0):
+        raise SpecError("trustBundle.overlap", "must not be negative")
+    return TrustBundleSpec(
+        config_map_name=reader.get("trustBundle.configMapName"),
+        secret_name=_optional_str(reader, "trustBundle.secretName"),
+        key=reader.get("trustBundle.key"),
+        overlap=overlap,
     )
 
 
