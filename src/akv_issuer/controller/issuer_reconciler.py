@@ -40,6 +40,7 @@ from akv_issuer.controller.issuer_status import issuer_status, ready_message
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.requests.decide import IssuerView
+from akv_issuer.controller.trust_bundle import TrustBundlePublisher
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.runtime.queue import Backoff
@@ -92,6 +93,7 @@ class IssuerReconciler:
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
         self._expiring: set[IssuerKey] = set()
         self._listeners: list[Callable[[IssuerKey], None]] = []
+        self._trust_bundles = TrustBundlePublisher(config, client, metrics, events)
 
     # -- the interface of the request side ------------------------------------
 
@@ -183,6 +185,7 @@ class IssuerReconciler:
         self._checked.pop(key, None)
         self._checked_generation.pop(key, None)
         self._expiring.discard(key)
+        self._trust_bundles.forget(key)
         self.controller.cancel(key)
         self._metrics.forget_issuer(*key.labels)
 
@@ -238,6 +241,10 @@ class IssuerReconciler:
         self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
         await self._warn_ca_expiry(key, obj, checked, now)
         self._notify(key)
+        # A bundle that cannot be written leaves the issuer Ready (signing does
+        # not need it): an event, a metric, and a retry with backoff.
+        if not await self._trust_bundles.publish(obj, checked, now):
+            return Result.retry(self.backoff.delay(failures + 1))
         return Result.requeue(recheck)
 
     async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
