@@ -94,7 +94,13 @@ def test_leader_election_role_equals_config_rbac(default_chart: list[Doc]) -> No
 
 
 @pytest.mark.parametrize(
-    "name", ["cert-manager-approver", "issuer-viewer-role", "secret-reader-role"]
+    "name",
+    [
+        "cert-manager-approver",
+        "issuer-viewer-role",
+        "secret-reader-role",
+        "trust-bundle-secret-writer-role",
+    ],
 )
 def test_other_cluster_roles_equal_config_rbac(default_chart: list[Doc], name: str) -> None:
     file = {"cert-manager-approver": "approver_role.yaml"}.get(
@@ -499,3 +505,19 @@ def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None
     off = docs(helm_template({"controller": {"kubernetesCSRs": False}}))
     assert _csr_grants(off) == []
     assert "--no-kubernetes-csrs" in controller_args(one(off, "Deployment"))
+
+
+def test_trust_bundle_secret_writer_is_bound_only_where_listed(default_chart: list[Doc]) -> None:
+    def bindings(rendered: list[Doc]) -> list[str]:
+        return sorted(
+            d["metadata"]["namespace"]
+            for d in rendered
+            if d["kind"] == "RoleBinding" and "trust-bundle-secret-writer" in d["metadata"]["name"]
+        )
+
+    assert bindings(default_chart) == []
+    rendered = docs(helm_template({"rbac": {"trustBundleSecretNamespaces": ["team-a", "infra"]}}))
+    assert bindings(rendered) == ["infra", "team-a"]
+    # No Secret write anywhere in the cluster-wide role.
+    role = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
+    assert not [r for r in role["rules"] if "secrets" in r["resources"] and "get" not in r["verbs"]]

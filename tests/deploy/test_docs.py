@@ -15,7 +15,8 @@ from deploy_helpers import REPO, run
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
 # The user guides of issue 5; each must show real akv-issuer command lines.
 GUIDES = ["aks-quickstart.md", "install.md"]
-# Flags of other tools (helm, kubectl, az, cmctl) that the guides mention on their own.
+# Flags of other tools (helm, kubectl, az, cmctl, trust-manager) that the guides
+# mention on their own.
 OTHER_TOOLS_FLAGS = {
     "--create-namespace",
     "--set",
@@ -23,6 +24,7 @@ OTHER_TOOLS_FLAGS = {
     "--force-conflicts",
     "--ops",
     "--expires",
+    "--trust-namespace",
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "ca": ("create", "rotate", "csr", "import"),

@@ -34,9 +34,7 @@ from cryptography.x509.oid import NameOID
 from akv_issuer import pki
 from akv_issuer.cli import common
 from akv_issuer.cli.errors import CLIError
-from akv_issuer.keyvault import ErrorKind, KeyInfo, KeyVaultError
-
-PEM_CONTENT_TYPE = "application/x-pem-file"
+from akv_issuer.keyvault import PEM_CONTENT_TYPE, ErrorKind, KeyInfo, KeyVaultError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

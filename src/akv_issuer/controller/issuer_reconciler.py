@@ -46,6 +46,7 @@ from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChec
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.reissue import Reissuer, condition_text
 from akv_issuer.controller.requests.decide import IssuerView
+from akv_issuer.controller.trust_bundle import TrustBundlePublisher
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.runtime.queue import Backoff
@@ -105,6 +106,7 @@ class IssuerReconciler:
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
         self._expiring: set[IssuerKey] = set()
         self._listeners: list[Callable[[IssuerKey], None]] = []
+        self._trust_bundles = TrustBundlePublisher(config, client, metrics, events)
 
     # -- the interface of the request side ------------------------------------
 
@@ -197,6 +199,7 @@ class IssuerReconciler:
         self._checked_generation.pop(key, None)
         self._expiring.discard(key)
         self._reissuer.stop(key)
+        self._trust_bundles.forget(key)
         self.controller.cancel(key)
         self._metrics.forget_issuer(*key.labels)
 
@@ -254,6 +257,10 @@ class IssuerReconciler:
         self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
         await self._warn_ca_expiry(key, obj, checked, now)
         self._notify(key)
+        # A bundle that cannot be written leaves the issuer Ready (signing does
+        # not need it): an event, a metric, and a retry with backoff.
+        if not await self._trust_bundles.publish(obj, checked, now):
+            return Result.retry(self.backoff.delay(failures + 1))
         if reissuing is not None:
             # Show progress while Certificates are re-issued; the sweep's end
             # also brings the issuer back at once.

@@ -102,6 +102,20 @@ class Metrics:
             issuer,
             registry=self.registry,
         )
+        self.trust_bundle_certificates = Gauge(
+            f"{PREFIX}_trust_bundle_certificates",
+            "CA certificates in the issuer's published trust bundle (the current CA's "
+            "anchor plus previous ones still in their overlap).",
+            issuer,
+            registry=self.registry,
+        )
+        self.trust_bundle_failures = Counter(
+            f"{PREFIX}_trust_bundle_failures",
+            "Trust bundle publications that failed (write refused, conflict, API error); "
+            "each is retried with backoff.",
+            issuer,
+            registry=self.registry,
+        )
         self.issuer_ready = Gauge(
             f"{PREFIX}_issuer_ready",
             "1 when the issuer is Ready, else 0.",
@@ -151,6 +165,8 @@ class Metrics:
             self.key_version_pending,
             self.ca_renewal_due,
             self.reissue_pending,
+            self.trust_bundle_certificates,
+            self.trust_bundle_failures,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)

@@ -142,6 +142,8 @@ def test_manager_role_is_least_privilege() -> None:
         *((cm, f"{crs}/status", v) for v in ("patch", "update")),
         *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
         ("", "secrets", "get"),
+        # Trust bundles: read back and server-side apply one ConfigMap by name.
+        *(("", "configmaps", v) for v in ("get", "create", "patch")),
         *(
             ("certificates.k8s.io", "certificatesigningrequests", v)
             for v in ("get", "list", "watch")

@@ -35,10 +35,16 @@ CERT_MANAGER_VERSION = "v1.21.1"
 ETCD_VERSION = "v3.6.16"
 # helm only renders and lints the chart under deploy/ (tests/deploy).
 HELM_VERSION = "v3.22.0"
+# trust-manager (Bundle controller) for the trust-bundle end-to-end test. The
+# module proxy serves only v0.25.0; it is built against k8s.io 0.37, which is
+# within client-go's one-minor skew of the 1.36 API server above. It is its
+# own wrapper module, so its k8s.io 0.37 does not meet cert-manager's 0.36.
+TRUST_MANAGER_VERSION = "v0.25.0"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager"
+TRUST_MANAGER_MODULE = "github.com/cert-manager/trust-manager"
 
 # The repository root is three levels up (tools/src/akv_devcluster/): the dev tools
 # run from a checkout (an editable workspace install), never from a built wheel.
@@ -123,6 +129,16 @@ CERT_MANAGER_CONTROLLER = GoBinary(
     "cert-manager",
     ".",
     (("github.com/cert-manager/cert-manager/pkg/util.AppVersion", CERT_MANAGER_VERSION),),
+)
+
+# trust-manager, upstream's own main package (cmd/trust-manager is importable
+# from the root module, unlike cert-manager's controller); see
+# hack/trust-manager/go.mod and akv_devcluster.trustmanager.
+TRUST_MANAGER = GoBinary(
+    "trust-manager",
+    TRUST_MANAGER_VERSION,
+    "trust-manager",
+    f"{TRUST_MANAGER_MODULE}/cmd/trust-manager",
 )
 
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
@@ -465,7 +481,7 @@ def locate(*, build: bool = True) -> Binaries:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m akv_devcluster.binaries")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ensure", help="build or reuse kube-apiserver, kubectl, etcd; fetch CRDs")
+    sub.add_parser("ensure", help="build or reuse every upstream binary; fetch CRDs")
     sub.add_parser("gen-gomod", help="regenerate hack/*/go.mod and go.sum")
     sub.add_parser("crds", help="print the folder holding cert-manager's CRDs")
     args = parser.parse_args(argv)
@@ -482,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cert-manager CRDs {found.crd_dir}")
             print(f"helm            {ensure_binary(HELM)}")
             print(f"cert-manager    {ensure_binary(CERT_MANAGER_CONTROLLER)}")
+            print(f"trust-manager   {ensure_binary(TRUST_MANAGER)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,7 @@ from akv_issuer.controller.api.spec import (
     ReissueSpec,
     SecretKeyRef,
     SpecError,
+    TrustBundleSpec,
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "ReissueSpec",
     "SecretKeyRef",
     "SpecError",
+    "TrustBundleSpec",
     "WorkloadIdentityAuth",
     "build_issuer_status",
     "conditions_of",

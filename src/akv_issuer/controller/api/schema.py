@@ -130,6 +130,25 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
     "reissue": FieldDef("object"),
     "reissue.onCAChange": FieldDef("boolean", default=False),
     "reissue.perMinute": FieldDef("integer", minimum=1, default=10),
+    "trustBundle": FieldDef("object"),
+    "trustBundle.configMapName": FieldDef(
+        "string",
+        required=True,
+        pattern=_K8S_NAME,
+        max_length=253,
+        hint="must be a Kubernetes ConfigMap name",
+    ),
+    "trustBundle.secretName": FieldDef(
+        "string", pattern=_K8S_NAME, max_length=253, hint="must be a Kubernetes Secret name"
+    ),
+    "trustBundle.key": FieldDef(
+        "string",
+        pattern=_DATA_KEY,
+        max_length=253,
+        default="ca.crt",
+        hint="must be a ConfigMap data key (letters, digits, '-', '_', '.')",
+    ),
+    "trustBundle.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

@@ -113,6 +113,22 @@ class ReissueSpec:
 
 
 @dataclass(frozen=True)
+class TrustBundleSpec:
+    """Where the issuer publishes the CAs relying parties must trust.
+
+    The namespace is implied, never written: the Issuer's own, or for a
+    ClusterIssuer the cluster resource namespace (as for ``ClientSecretAuth``).
+    ``overlap`` None: how long a previous CA is kept follows from what it may
+    have issued (see :mod:`akv_issuer.controller.trust_bundle`).
+    """
+
+    config_map_name: str
+    secret_name: str | None = None
+    key: str = "ca.crt"
+    overlap: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
 
@@ -133,6 +149,8 @@ class IssuerSpec:
     issuing_certificate_urls: tuple[str, ...] = ()
     ca_renewal: CARenewalSpec = field(default_factory=CARenewalSpec)
     reissue: ReissueSpec = field(default_factory=ReissueSpec)
+    trust_bundle: TrustBundleSpec | None = None
+    """None: publish no trust bundle."""
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -305,6 +323,21 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
             on_ca_change=reader.get("reissue.onCAChange"),
             per_minute=reader.get("reissue.perMinute"),
         ),
+        trust_bundle=_parse_trust_bundle(reader),
+    )
+
+
+def _parse_trust_bundle(reader: _SpecReader) -> TrustBundleSpec | None:
+    if reader.get("trustBundle") is None:
+        return None
+    overlap = _duration(reader, "trustBundle.overlap")
+    if overlap is not None and overlap < timedelta(0):
+        raise SpecError("trustBundle.overlap", "must not be negative")
+    return TrustBundleSpec(
+        config_map_name=reader.get("trustBundle.configMapName"),
+        secret_name=_optional_str(reader, "trustBundle.secretName"),
+        key=reader.get("trustBundle.key"),
+        overlap=overlap,
     )
 
 
