@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 EVENT_CA_EXPIRING = "CAExpiringSoon"
 EVENT_NEW_KEY_VERSION = "NewKeyVersionWithoutCA"
 EVENT_KEY_VERSION_CHANGED = "KeyVersionChanged"
+EVENT_CA_CERTIFICATE_CHANGED = "CACertificateChanged"
 EVENT_CA_RENEWED = "CARenewed"
 EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
 EVENT_CA_RENEWAL_DUE = "CARenewalDue"
@@ -325,8 +326,8 @@ class IssuerReconciler:
         await self._events.record(ObjectRef.of(obj), type_, reason, renewal.message)
 
     async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
-        """An event when a new key version waits for its CA, and when the key
-        version that signs changes (say, its CA certificate was stored)."""
+        """An event when a new key version waits for its CA, and when the CA that
+        signs changes: another key version, or another certificate of the same one."""
         status = obj.get("status") or {}
         old = find_condition(conditions_of(obj), CONDITION_KEY_VERSION_PENDING)
         pending = checked.pending_key_version
@@ -349,6 +350,17 @@ class IssuerReconciler:
                 f"now signing with key version {checked.key_version} (was {before}); CA "
                 f"{checked.ca_cert.subject.rfc4514_string()} valid until "
                 f"{format_time(checked.not_after)}",
+            )
+            return
+        published = _published_ca(obj)
+        if published is not None and published != checked.ca_cert:
+            await self._events.record(
+                ObjectRef.of(obj),
+                NORMAL,
+                EVENT_CA_CERTIFICATE_CHANGED,
+                f"now signing with CA certificate serial {checked.ca_cert.serial_number:x} "
+                f"(was {published.serial_number:x}), key version {checked.key_version}, valid "
+                f"until {format_time(checked.not_after)}",
             )
 
     async def _warn_ca_expiry(

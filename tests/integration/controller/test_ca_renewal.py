@@ -72,9 +72,11 @@ async def test_a_failed_renewal_is_reported_and_issuance_goes_on(env: Env) -> No
         key_permissions=["get", "list", "sign"],
         secret_permissions=["get"],
     )
-    spec = env.issuer_spec(old, caRenewal={"automatic": True, "renewBefore": "1h"})
+    spec = env.issuer_spec(
+        old, caRenewal={"automatic": True, "renewBefore": "1h", "lifetime": "3h"}
+    )
     await env.create_issuer("stuck", spec)
-    controller = env.start_controller()
+    controller = env.start_controller("--issuer-recheck-interval", "2s")
     issuer = await _condition_is(env, "stuck", "CARenewalDue", "True")
     due = condition(issuer, "CARenewalDue")
     assert due is not None
@@ -88,6 +90,20 @@ async def test_a_failed_renewal_is_reported_and_issuance_goes_on(env: Env) -> No
     await env.create_request("still", csr_pem(), "stuck")
     await env.approve("still")
     env.openssl_verify(await env.wait_request("still", "Issued"), old)
+
+    # Once the identity may set the secret, the next check renews, and the
+    # issuer says that it signs with another CA certificate now.
+    env.emulator.admin.set_identity(
+        env.emulator.env.workload_client_id,
+        key_permissions=["get", "list", "sign"],
+        secret_permissions=["get", "set"],
+    )
+    issuer = await _condition_is(env, "stuck", "CARenewalDue", "False")
+    assert condition(issuer, "CARenewalDue")["reason"] == "Renewed"
+    await env.wait_event("stuck", "CARenewed", type_="Normal")
+    await env.wait_event("stuck", "CACertificateChanged", type_="Normal")
+    assert _issuer_ca(issuer) != old.cert
+    assert controller.metric("akv_issuer_ca_renewal_due", issuer_name="stuck") == 0
 
 
 async def test_without_automatic_renewal_a_due_root_is_reported(env: Env) -> None:
