@@ -15,7 +15,6 @@ once and brings the check forward.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -27,39 +26,28 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
     API_VERSION,
-    CONDITION_CA_RENEWAL_DUE,
-    CONDITION_KEY_VERSION_PENDING,
     CONDITION_REISSUING,
     ISSUER_KIND,
     ClusterIssuer,
-    Condition,
     Issuer,
     IssuerReason,
     conditions_of,
     find_condition,
-    format_time,
 )
-from akv_issuer.controller.ca_renewal import RENEWAL_FAILED, RENEWED
 from akv_issuer.controller.config import ControllerConfig
+from akv_issuer.controller.issuer_events import IssuerEvents, published_ca
 from akv_issuer.controller.issuer_status import issuer_status, ready_message
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.controller.reissue import Reissuer, condition_text
 from akv_issuer.controller.requests.decide import IssuerView
-from akv_issuer.controller.trust_bundle import TrustBundlePublisher
+from akv_issuer.controller.trust_bundle_publisher import TrustBundlePublisher
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
-from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
 
-EVENT_CA_EXPIRING = "CAExpiringSoon"
-EVENT_NEW_KEY_VERSION = "NewKeyVersionWithoutCA"
-EVENT_KEY_VERSION_CHANGED = "KeyVersionChanged"
-EVENT_CA_CERTIFICATE_CHANGED = "CACertificateChanged"
-EVENT_CA_RENEWED = "CARenewed"
-EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
-EVENT_CA_RENEWAL_DUE = "CARenewalDue"
 # How often an issuer is re-checked (and its Reissuing progress written) while
 # Certificates are being re-issued.
 REISSUE_PROGRESS_INTERVAL = 30.0
@@ -105,7 +93,7 @@ class IssuerReconciler:
         self._objects: dict[IssuerKey, dict[str, Any]] = {}
         self._checked: dict[IssuerKey, CheckedIssuer] = {}
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
-        self._expiring: set[IssuerKey] = set()
+        self._issuer_events = IssuerEvents(config, metrics, events)
         self._listeners: list[Callable[[IssuerKey], None]] = []
         self._trust_bundles = TrustBundlePublisher(config, client, metrics, events)
 
@@ -149,7 +137,9 @@ class IssuerReconciler:
                 await self._write_status(key, obj, failure=failure, now=now)
             except Exception as exc:
                 log.warning("could not mark %s not ready: %s", key, type(exc).__name__)
-            await self._transition_event(obj, old_ready, "False", failure.reason, failure.message)
+            await self._issuer_events.transition(
+                obj, old_ready, "False", failure.reason, failure.message
+            )
         log.warning(
             "%s flipped to not ready while signing: %s: %s", key, failure.reason, failure.message
         )
@@ -198,7 +188,7 @@ class IssuerReconciler:
         self._objects.pop(key, None)
         self._checked.pop(key, None)
         self._checked_generation.pop(key, None)
-        self._expiring.discard(key)
+        self._issuer_events.forget(key)
         self._reissuer.stop(key)
         self._trust_bundles.forget(key)
         self.controller.cancel(key)
@@ -225,7 +215,9 @@ class IssuerReconciler:
             self._checked.pop(key, None)
             self._checked_generation[key] = (str(meta.get("uid") or ""), generation)
             await self._write_status(key, obj, failure=failure, now=now)
-            await self._transition_event(obj, old_ready, "False", failure.reason, failure.message)
+            await self._issuer_events.transition(
+                obj, old_ready, "False", failure.reason, failure.message
+            )
             self._metrics.issuer_ready.labels(*key.labels).set(0)
             if failure.retryable:
                 delay = max(self.backoff.delay(failures + 1), failure.retry_after or 0.0)
@@ -245,18 +237,12 @@ class IssuerReconciler:
 
         self._checked[key] = checked
         self._checked_generation[key] = (checked.uid, generation)
-        await self._key_version_events(obj, checked)
-        await self._renewal_events(key, obj, checked)
         reissuing = self._reissue(key, obj, checked)
         await self._write_status(key, obj, checked=checked, now=now, reissuing=reissuing)
         message = ready_message(checked)
-        await self._transition_event(obj, old_ready, "True", IssuerReason.CHECKED, message)
+        await self._issuer_events.transition(obj, old_ready, "True", IssuerReason.CHECKED, message)
         self._metrics.issuer_ready.labels(*key.labels).set(1)
-        self._metrics.key_version_pending.labels(*key.labels).set(
-            1 if checked.pending_key_version else 0
-        )
-        self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
-        await self._warn_ca_expiry(key, obj, checked, now)
+        await self._issuer_events.after_check(key, obj, checked, now)
         self._notify(key)
         # A bundle that cannot be written leaves the issuer Ready (signing does
         # not need it): an event, a metric, and a retry with backoff.
@@ -276,7 +262,7 @@ class IssuerReconciler:
         if not checked.spec.reissue.on_ca_change:
             self._reissuer.stop(key)
             return None
-        published = _published_ca(obj)
+        published = published_ca(obj)
         changed = published is not None and not _same_ca(published, checked.ca_cert)
         was = find_condition(conditions_of(obj), CONDITION_REISSUING)
         progress = self._reissuer.progress(key)
@@ -289,116 +275,6 @@ class IssuerReconciler:
     async def close(self) -> None:
         """Stop background work (re-issuing); call after the workers stopped."""
         await self._reissuer.close()
-
-    async def _renewal_events(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
-    ) -> None:
-        """An event for a renewal (done or failed) and, once, for a renewal that
-        is due but not the controller's to do; the metrics follow."""
-        renewal = checked.renewal
-        self._metrics.ca_renewal_due.labels(*key.labels).set(
-            1 if renewal is not None and renewal.due else 0
-        )
-        if renewal is None:
-            return
-        if renewal.reason in (RENEWED, RENEWAL_FAILED):
-            self._metrics.ca_renewals.labels(*key.labels, renewal.reason).inc()
-            log.log(
-                logging.INFO if renewal.reason == RENEWED else logging.WARNING,
-                "%s: %s",
-                key,
-                renewal.message,
-            )
-        old = find_condition(conditions_of(obj), CONDITION_CA_RENEWAL_DUE)
-        repeated = (
-            renewal.reason not in (RENEWED, RENEWAL_FAILED)
-            and old is not None
-            and old.status == "True"
-            and old.reason == renewal.reason
-        )
-        if repeated:
-            return  # the condition already says it; one event per change
-        events = {
-            RENEWED: (NORMAL, EVENT_CA_RENEWED),
-            RENEWAL_FAILED: (WARNING, EVENT_CA_RENEWAL_FAILED),
-        }
-        type_, reason = events.get(renewal.reason, (WARNING, EVENT_CA_RENEWAL_DUE))
-        await self._events.record(ObjectRef.of(obj), type_, reason, renewal.message)
-
-    async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
-        """An event when a new key version waits for its CA, and when the CA that
-        signs changes: another key version, or another certificate of the same one."""
-        status = obj.get("status") or {}
-        old = find_condition(conditions_of(obj), CONDITION_KEY_VERSION_PENDING)
-        pending = checked.pending_key_version
-        if pending and (old is None or old.status != "True" or pending not in old.message):
-            await self._events.record(
-                ObjectRef.of(obj),
-                WARNING,
-                EVENT_NEW_KEY_VERSION,
-                f"key {checked.spec.key_name} has a new version {pending} without a CA "
-                f"certificate in secret {checked.spec.ca_secret_name}; still signing with "
-                f"version {checked.key_version}. Store the new CA certificate "
-                "(akv-issuer ca import, or a new CA) to switch.",
-            )
-        before = str(status.get("keyVersion") or "")
-        if before and before != checked.key_version:
-            await self._events.record(
-                ObjectRef.of(obj),
-                NORMAL,
-                EVENT_KEY_VERSION_CHANGED,
-                f"now signing with key version {checked.key_version} (was {before}); CA "
-                f"{checked.ca_cert.subject.rfc4514_string()} valid until "
-                f"{format_time(checked.not_after)}",
-            )
-            return
-        published = _published_ca(obj)
-        if published is not None and published != checked.ca_cert:
-            await self._events.record(
-                ObjectRef.of(obj),
-                NORMAL,
-                EVENT_CA_CERTIFICATE_CHANGED,
-                f"now signing with CA certificate serial {checked.ca_cert.serial_number:x} "
-                f"(was {published.serial_number:x}), key version {checked.key_version}, valid "
-                f"until {format_time(checked.not_after)}",
-            )
-
-    async def _warn_ca_expiry(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime
-    ) -> None:
-        left = checked.not_after - now
-        expiring = left <= self.config.ca_expiry_warning
-        self._metrics.ca_expiring.labels(*key.labels).set(1 if expiring else 0)
-        if expiring and key not in self._expiring:
-            self._expiring.add(key)
-            await self._events.record(
-                ObjectRef.of(obj),
-                WARNING,
-                EVENT_CA_EXPIRING,
-                f"CA certificate expires at {format_time(checked.not_after)} "
-                f"(in {left.days} days); issue a new CA and update the secret "
-                f"{checked.spec.ca_secret_name}",
-            )
-        elif not expiring:
-            self._expiring.discard(key)
-
-    async def _transition_event(
-        self,
-        obj: dict[str, Any],
-        old: Condition | None,
-        status: str,
-        reason: str,
-        message: str,
-    ) -> None:
-        if (
-            old is not None
-            and old.status == status
-            and old.reason == reason
-            and old.message == message
-        ):
-            return
-        type_ = NORMAL if status == "True" else WARNING
-        await self._events.record(ObjectRef.of(obj), type_, str(reason), message)
 
     # -- status -----------------------------------------------------------------
 
@@ -454,17 +330,6 @@ class _Handler:
 
     def on_listed(self, keys: set[str]) -> None:
         self._issuers.listed(self._kind, keys)
-
-
-def _published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
-    """The CA certificate the issuer's status published last (None: none yet)."""
-    encoded = (obj.get("status") or {}).get("caCertificate")
-    if not encoded:
-        return None
-    try:
-        return x509.load_pem_x509_certificates(base64.b64decode(encoded))[0]
-    except ValueError:
-        return None
 
 
 def _same_ca(old: x509.Certificate, new: x509.Certificate) -> bool:
