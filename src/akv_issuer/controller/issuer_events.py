@@ -9,7 +9,6 @@ gauges say the same thing continuously for alerts.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 from typing import Any
@@ -22,6 +21,7 @@ from akv_issuer.controller.api import (
     Condition,
     conditions_of,
     find_condition,
+    first_certificate,
     format_time,
 )
 from akv_issuer.controller.ca_renewal import RENEWAL_FAILED, RENEWED
@@ -176,10 +176,4 @@ class IssuerEvents:
 
 def published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
     """The CA certificate the issuer's status published last (None: none yet)."""
-    encoded = (obj.get("status") or {}).get("caCertificate")
-    if not encoded:
-        return None
-    try:
-        return x509.load_pem_x509_certificates(base64.b64decode(encoded))[0]
-    except ValueError:
-        return None
+    return first_certificate((obj.get("status") or {}).get("caCertificate"))

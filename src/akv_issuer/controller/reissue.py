@@ -26,7 +26,6 @@ sweeps again (already re-issued Certificates then count as current).
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from akv_issuer.controller.api import (
     CertificateRequest,
     conditions_of,
     find_condition,
+    first_certificate,
     format_time,
 )
 from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
@@ -114,13 +114,7 @@ def current_leaf(
             continue
         if (rmeta.get("annotations") or {}).get(REVISION_ANNOTATION) != revision:
             continue
-        encoded = (request.get("status") or {}).get("certificate")
-        if not encoded:
-            return None
-        try:
-            return x509.load_pem_x509_certificates(base64.b64decode(encoded))[0]
-        except ValueError:
-            return None
+        return first_certificate((request.get("status") or {}).get("certificate"))
     return None
 
 

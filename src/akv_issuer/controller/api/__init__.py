@@ -8,7 +8,7 @@
 - :mod:`.durations`: Go durations (``2160h``);
 - :mod:`.schema`: the CRD schema restated (``SPEC_FIELDS``, ``STATUS_FIELDS``);
 - :mod:`.spec`: the typed spec and :func:`parse_issuer_spec`;
-- :mod:`.status`: :func:`build_issuer_status`.
+- :mod:`.status`: :func:`build_issuer_status`, :func:`first_certificate`.
 
 Everything public is re-exported here, so callers import from
 ``akv_issuer.controller.api`` and need not know the split.
@@ -76,7 +76,7 @@ from akv_issuer.controller.api.spec import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
-from akv_issuer.controller.api.status import build_issuer_status
+from akv_issuer.controller.api.status import build_issuer_status, first_certificate
 
 __all__ = [
     "API_VERSION",
@@ -128,6 +128,7 @@ __all__ = [
     "build_issuer_status",
     "conditions_of",
     "find_condition",
+    "first_certificate",
     "format_go_duration",
     "format_time",
     "make_condition",

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
+
 from akv_issuer.controller.api.conditions import format_time
 
 
@@ -44,3 +46,14 @@ def build_issuer_status(
     if last_check_time is not None:
         status["lastCheckTime"] = format_time(last_check_time)
     return status
+
+
+def first_certificate(encoded: object) -> x509.Certificate | None:
+    """The first certificate of a base64 PEM status field (``caCertificate`` of an
+    issuer, ``certificate`` of a CertificateRequest); None when empty or unreadable."""
+    if not encoded or not isinstance(encoded, str):
+        return None
+    try:
+        return x509.load_pem_x509_certificates(base64.b64decode(encoded))[0]
+    except ValueError:
+        return None
