@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPublicKeyTypes,
 )
 
-from akv_issuer.pki.errors import PolicyError, SignatureError
+from akv_issuer.pki.errors import CAError, CAErrorKind, PolicyError, SignatureError
 from akv_issuer.pki.issuance import authority_key_identifier
 from akv_issuer.pki.signing import (
     RemoteSigner,
@@ -72,9 +72,12 @@ def build_crl(
     Raises :class:`PolicyError` for a negative or oversized CRL number, a
     ``next_update`` not after ``this_update`` (after truncation to whole
     seconds), a serial number <= 0 or longer than 20 octets, a serial listed
-    twice, or a ``removeFromCRL`` reason; ``ValueError`` for a naive datetime
-    (a programming error, as elsewhere in :mod:`akv_issuer.pki`).
+    twice, or a ``removeFromCRL`` reason; :class:`CAError` (``not-a-ca``) when
+    ``ca_cert``'s key usage leaves out cRLSign, since relying parties reject a
+    CRL from such a CA; ``ValueError`` for a naive datetime (a programming
+    error, as elsewhere in :mod:`akv_issuer.pki`).
     """
+    _check_crl_sign(ca_cert)
     if not MAX_CRL_NUMBER >= crl_number >= 0:
         raise PolicyError(
             f"CRL number must be between 0 and 2^159-1 (RFC 5280 5.2.3), got {crl_number}"
@@ -131,6 +134,19 @@ async def sign_crl(
         # signature algorithm the CRL names, as a relying party reads it.
         raise SignatureError("the signed CRL does not verify against the CA public key")
     return crl
+
+
+def _check_crl_sign(ca_cert: x509.Certificate) -> None:
+    try:
+        key_usage = ca_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # no key usage extension: every use is allowed (RFC 5280 4.2.1.3)
+    if not key_usage.crl_sign:
+        raise CAError(
+            CAErrorKind.NOT_A_CA,
+            f"the CA certificate {ca_cert.subject.rfc4514_string()!r} does not allow CRL "
+            "signing (cRLSign missing from its key usage)",
+        )
 
 
 def _entry(entry: RevokedCertificate) -> x509.RevokedCertificate:

@@ -36,6 +36,7 @@ from akv_issuer.pki import (
     SignatureAlgorithm,
     SignatureError,
 )
+from akv_issuer.pki.usages import KEY_USAGE_BITS
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2030, 5, 17, 12, 30, 45, 987654, tzinfo=UTC)
@@ -324,6 +325,30 @@ async def test_bad_entries(entries: list[RevokedCertificate], reason: str) -> No
     with pytest.raises(PolicyError) as info:
         pki.build_crl(root, entries, crl_number=1, this_update=NOW, next_update=NOW + WEEK)
     assert info.value.reason.startswith(reason)
+
+
+def test_a_ca_without_crl_sign_is_refused() -> None:
+    key = ca_key("p256")
+    usage = dict.fromkeys(KEY_USAGE_BITS, False)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name("Cert Only CA"))
+        .issuer_name(name("Cert Only CA"))
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - WEEK)
+        .not_valid_after(NOW + 100 * WEEK)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(**usage | {"key_cert_sign": True}), critical=True)
+    )
+    root = sign_locally(builder, key)
+    with pytest.raises(pki.CAError) as info:
+        pki.build_crl(root, [], crl_number=1, this_update=NOW, next_update=NOW + WEEK)
+    assert info.value.kind is pki.CAErrorKind.NOT_A_CA
+    assert info.value.reason == (
+        "the CA certificate 'CN=Cert Only CA' does not allow CRL signing "
+        "(cRLSign missing from its key usage)"
+    )
 
 
 async def test_naive_times_are_a_programming_error() -> None:
