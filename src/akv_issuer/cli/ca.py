@@ -1,6 +1,6 @@
 """``akv-issuer ca``: create a root CA for a Key Vault key, or a CSR to make the
 key an intermediate under an existing root, and import the returned chain;
-rotate a root to a new key version.
+rotate a root to a new key version; sign a CRL (``ca crl``, in cli/crl.py).
 
 The CA certificate lives in a Key Vault secret named like the key by default,
 the convention of the Go version's ``hack/create_ca_cert``.
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import NameOID
 
 from akv_issuer import pki
-from akv_issuer.cli import common
+from akv_issuer.cli import common, crl
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import PEM_CONTENT_TYPE, ErrorKind, KeyInfo, KeyVaultError
 
@@ -145,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.add_argument("--chain", required=True, help="PEM file: the CA certificate and its parents")
     imp.add_argument("--secret-name", default=None, help="CA secret name (default: the key's name)")
     imp.set_defaults(handler=_import)
+
+    crl.register(ca_commands)
 
 
 def _add_subject_arguments(parser: argparse.ArgumentParser) -> None:
