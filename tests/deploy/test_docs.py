@@ -27,7 +27,7 @@ OTHER_TOOLS_FLAGS = {
     "--trust-namespace",
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
-    "ca": ("create", "rotate", "csr", "import"),
+    "ca": ("create", "rotate", "csr", "import", "crl"),
     "sign": (),
     "controller": (),
 }
@@ -92,7 +92,7 @@ def test_every_flag_on_an_akv_issuer_command_line_exists() -> None:
     assert checked >= 20
 
 
-@pytest.mark.parametrize("guide", [*GUIDES, "troubleshooting.md", "metrics.md"])
+@pytest.mark.parametrize("guide", [*GUIDES, "troubleshooting.md", "metrics.md", "revocation.md"])
 def test_flags_named_in_the_guides_exist(guide: str) -> None:
     # A flag named on its own in prose or tables (`--retry-budget`) is a
     # controller or CLI flag; those of other tools are listed above.
@@ -101,7 +101,7 @@ def test_flags_named_in_the_guides_exist(guide: str) -> None:
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", prose))
     every_cli_flag = frozenset().union(
         *(help_flags(path) for path in [("controller",), ("sign",), ("ca", "create"),
-                                         ("ca", "csr"), ("ca", "import")])
+                                         ("ca", "csr"), ("ca", "import"), ("ca", "crl")])
     )  # fmt: skip
     unknown = named - every_cli_flag - OTHER_TOOLS_FLAGS
     assert not unknown, f"{guide} names flags no command has: {sorted(unknown)}"

@@ -14,8 +14,7 @@ entry per line::
     4F2A910C77                # hex as openssl prints it; colons and 0x allowed
     dec:1234567,2030-05-01T12:00:00Z,keyCompromise,2030-04-28T00:00:00Z
 
-A serial is hexadecimal unless written ``dec:DIGITS``: openssl, Key Vault's
-tooling and cert-manager's ``kubectl cert-manager inspect`` print hex, while
+A serial is hexadecimal unless written ``dec:DIGITS``: openssl prints hex,
 ``step`` prints decimal, and a bare ``1000`` must not mean two things. An
 omitted (or empty) revocation time is the CRL's thisUpdate; times are RFC
 3339 with an offset; reasons are RFC 5280's names. Every mistake is reported
