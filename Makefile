@@ -50,9 +50,15 @@ bench: venv binaries
 
 # The same harness with small N, one concurrency, one latency (< 3 min), output in a
 # temp folder; `make test` runs it through tests/bench to keep the harness working.
-.PHONY: bench-quick
+.PHONY: bench-quick bench-crl
 bench-quick: venv binaries
 	BENCH_QUICK=1 $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# Size and time of a 100,000-entry CRL signed through `akv-issuer ca crl` and
+# the emulator (BENCH_CRL_ENTRIES to change the count); prints a table.
+bench-crl: venv
+	$(PY) -m bench.crl
+

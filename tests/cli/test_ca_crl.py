@@ -5,14 +5,10 @@ and the list parser, a pure function, on its own."""
 from __future__ import annotations
 
 import datetime
-import os
-import secrets
-import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from test_cli import assert_one_line_error, make_csr, openssl, run, vault_args
 
 from akv_emulator.testing import EmulatorProcess
@@ -268,55 +264,3 @@ def test_parse_revoked_reads_every_documented_form() -> None:
     assert parse_revoked("", "empty") == []
     with pytest.raises(CLIError, match=r"^list\.txt line 2: serial 'G1' is neither"):
         parse_revoked("1\nG1\n", "list.txt")
-
-
-@pytest.mark.skipif(
-    not os.environ.get("AKV_CRL_MEASURE"), reason="set AKV_CRL_MEASURE=1 to measure a large CRL"
-)
-@pytest.mark.parametrize("kind", ["rsa-2048", "ec-p256"])
-def test_measure_100k_entries_through_the_cli(
-    emulator: EmulatorProcess, unique_name: str, tmp_path: Path, kind: str
-) -> None:
-    """The whole command on a 100,000-line list (docs/revocation.md):
-    AKV_CRL_MEASURE=1 .venv/bin/pytest -q -s tests/cli/test_ca_crl.py -k measure"""
-    count = int(os.environ.get("AKV_CRL_ENTRIES", "100000"))
-    ca_pem = tmp_path / "ca.pem"
-    _create_ca(emulator, unique_name, kind, ca_pem)
-    listing = tmp_path / "revoked.txt"
-    # Serials as this issuer makes them (random, up to 20 octets), all keyCompromise.
-    listing.write_text(
-        "".join(
-            f"{secrets.randbits(159) | 1 << 150:X},2030-05-01T12:00:00Z,keyCompromise\n"
-            for _ in range(count)
-        )
-    )
-    crl_path = tmp_path / "crl.der"
-    emulator.admin.reset_counters()
-    started = time.perf_counter()
-    run(
-        emulator,
-        "ca",
-        "crl",
-        *vault_args(emulator, unique_name),
-        "--revoked",
-        str(listing),
-        "--crl-number",
-        "1",
-        "--der",
-        "--out",
-        str(crl_path),
-    )
-    elapsed = time.perf_counter() - started
-    sign_calls = emulator.admin.counters().get("sign")
-    assert sign_calls == 1
-    verified = openssl(
-        "crl", "-verify", "-inform", "DER", "-CAfile", str(ca_pem), "-in", str(crl_path), "-noout"
-    )
-    assert verified.returncode == 0, verified.stderr
-    size = crl_path.stat().st_size
-    pem_size = len(x509.load_der_x509_crl(crl_path.read_bytes()).public_bytes(Encoding.PEM))
-    print(
-        f"\n{kind}: {count} entries, DER {size} bytes, PEM {pem_size} bytes, "
-        f"`akv-issuer ca crl` {elapsed:.2f}s (process start, parse, Key Vault, sign, write), "
-        f"{sign_calls} Key Vault sign call"
-    )

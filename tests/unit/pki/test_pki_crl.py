@@ -5,8 +5,6 @@ unrevoked leaf), and the refusals. Local keys play the remote signer."""
 from __future__ import annotations
 
 import datetime
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -420,42 +418,3 @@ async def test_signer_errors_propagate_unchanged() -> None:
         await pki.sign_crl(
             builder, ca_key("p256").public_key(), SignatureAlgorithm.ES256, _FailingSigner()
         )
-
-
-@pytest.mark.skipif(
-    not os.environ.get("AKV_CRL_MEASURE"), reason="set AKV_CRL_MEASURE=1 to measure a large CRL"
-)
-@pytest.mark.parametrize("kind", ["rsa2048", "p256"])
-async def test_measure_100k_entries(kind: str, tmp_path: Path) -> None:
-    """Size and time of a 100,000-entry CRL (`docs/revocation.md`):
-    AKV_CRL_MEASURE=1 .venv/bin/pytest -q -s tests/unit/pki/test_pki_crl.py -k measure"""
-    count = int(os.environ.get("AKV_CRL_ENTRIES", "100000"))
-    root = await _root_for(kind)
-    entries = [
-        RevokedCertificate(
-            int.from_bytes(os.urandom(20), "big") >> 1 | 1 << 150,
-            NOW - datetime.timedelta(seconds=i),
-            x509.ReasonFlags.key_compromise if i % 2 else None,
-        )
-        for i in range(count)
-    ]
-    started = time.perf_counter()
-    builder = pki.build_crl(root, entries, crl_number=1, this_update=NOW, next_update=NOW + WEEK)
-    built = time.perf_counter()
-    crl = await _sign(builder, kind)
-    signed = time.perf_counter()
-    der = crl.public_bytes(serialization.Encoding.DER)
-    (tmp_path / "ca.pem").write_bytes(pem(root))
-    (tmp_path / "crl.pem").write_bytes(_crl_pem(crl))
-    verify_started = time.perf_counter()
-    result = run_openssl(
-        "crl", "-verify", "-CAfile", tmp_path / "ca.pem", "-in", tmp_path / "crl.pem", "-noout"
-    )
-    verified = time.perf_counter()
-    assert result.returncode == 0, result.stderr
-    assert len(crl) == count
-    print(
-        f"\n{kind}: {count} entries, DER {len(der)} bytes, PEM {len(_crl_pem(crl))} bytes; "
-        f"build {built - started:.2f}s, sign_crl (two passes + verify) {signed - built:.2f}s, "
-        f"openssl crl -verify {verified - verify_started:.2f}s"
-    )
