@@ -2,7 +2,8 @@
 
 CSR checks (:func:`parse_csr`), the certificate template
 (:func:`build_certificate`), remote-signature assembly
-(:func:`sign_certificate`, :func:`sign_csr`), the root CA template
+(:func:`sign_certificate`, :func:`sign_csr`), CRLs (:func:`build_crl`,
+:func:`sign_crl`, through the same remote route), the root CA template
 (:func:`build_root_ca`), CA checks (:func:`check_ca`) and chains
 (:func:`load_ca_chain`, the one reading of a CA secret for both the CLI and
 the controller; :func:`split_chain`). Every failure is a
@@ -20,6 +21,7 @@ from akv_issuer.pki.chain import (
     split_chain,
     to_pem,
 )
+from akv_issuer.pki.crl import RevokedCertificate, build_crl, sign_crl
 from akv_issuer.pki.csr import MAX_RSA_BITS, MIN_RSA_BITS, check_csr, parse_csr
 from akv_issuer.pki.errors import (
     AlgorithmError,
@@ -73,10 +75,12 @@ __all__ = [
     "PKIError",
     "PolicyError",
     "RemoteSigner",
+    "RevokedCertificate",
     "SignatureAlgorithm",
     "SignatureError",
     "authority_key_identifier",
     "build_certificate",
+    "build_crl",
     "build_root_ca",
     "check_algorithm",
     "check_ca",
@@ -91,6 +95,7 @@ __all__ = [
     "random_serial_number",
     "resolve_usages",
     "sign_certificate",
+    "sign_crl",
     "sign_csr",
     "split_chain",
     "to_pem",

@@ -1,4 +1,4 @@
-"""Signing certificates and CSRs with a key that lives elsewhere (Key Vault).
+"""Signing certificates, CSRs and CRLs with a key that lives elsewhere (Key Vault).
 
 cryptography's builders sign through any object implementing its private-key
 interface and hand that object the to-be-signed bytes. Key Vault is reached
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, overload
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -195,16 +195,7 @@ async def sign_certificate(
     transient remote failure from a permanent one.
     """
     key = check_algorithm(ca_public_key, algorithm)
-    rsa_padding = algorithm.rsa_padding() if algorithm.is_rsa else None
-
-    def sign(private_key: _RemoteKey) -> x509.Certificate:
-        if rsa_padding is None:
-            return builder.sign(private_key, algorithm.hash_algorithm)
-        return builder.sign(private_key, algorithm.hash_algorithm, rsa_padding=rsa_padding)
-
-    certificate = await _two_passes(sign, key, algorithm, signer)
-    verify_signature(key, algorithm, certificate.signature, certificate.tbs_certificate_bytes)
-    return certificate
+    return await sign_remotely(builder, key, algorithm, signer)
 
 
 async def sign_csr(
@@ -220,18 +211,76 @@ async def sign_csr(
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     for extension in extensions:
         builder = builder.add_extension(extension.value, critical=extension.critical)
+    csr = await sign_remotely(builder, key, algorithm, signer)
+    if spki_der(csr.public_key()) != spki_der(key):
+        raise SignatureError("the CSR does not carry the CA public key")
+    return csr
+
+
+_Builder = (
+    x509.CertificateBuilder
+    | x509.CertificateSigningRequestBuilder
+    | x509.CertificateRevocationListBuilder
+)
+_Signed = x509.Certificate | x509.CertificateSigningRequest | x509.CertificateRevocationList
+
+
+@overload
+async def sign_remotely(
+    builder: x509.CertificateBuilder,
+    public_key: CAPublicKey,
+    algorithm: SignatureAlgorithm,
+    signer: RemoteSigner,
+) -> x509.Certificate: ...
+
+
+@overload
+async def sign_remotely(
+    builder: x509.CertificateSigningRequestBuilder,
+    public_key: CAPublicKey,
+    algorithm: SignatureAlgorithm,
+    signer: RemoteSigner,
+) -> x509.CertificateSigningRequest: ...
+
+
+@overload
+async def sign_remotely(
+    builder: x509.CertificateRevocationListBuilder,
+    public_key: CAPublicKey,
+    algorithm: SignatureAlgorithm,
+    signer: RemoteSigner,
+) -> x509.CertificateRevocationList: ...
+
+
+async def sign_remotely(
+    builder: _Builder,
+    public_key: CAPublicKey,
+    algorithm: SignatureAlgorithm,
+    signer: RemoteSigner,
+) -> _Signed:
+    """The one remote-signing route of certificates, CSRs and CRLs: two passes
+    over the fully fixed ``builder``, then the signature is verified against
+    ``public_key`` (already checked to fit ``algorithm``, see
+    :func:`check_algorithm`) over the TBS bytes, else :class:`SignatureError`.
+    Not exported from :mod:`akv_issuer.pki`: callers use the typed wrappers."""
     rsa_padding = algorithm.rsa_padding() if algorithm.is_rsa else None
 
-    def sign(private_key: _RemoteKey) -> x509.CertificateSigningRequest:
+    def sign(private_key: _RemoteKey) -> _Signed:
         if rsa_padding is None:
             return builder.sign(private_key, algorithm.hash_algorithm)
         return builder.sign(private_key, algorithm.hash_algorithm, rsa_padding=rsa_padding)
 
-    csr = await _two_passes(sign, key, algorithm, signer)
-    verify_signature(key, algorithm, csr.signature, csr.tbs_certrequest_bytes)
-    if spki_der(csr.public_key()) != spki_der(key):
-        raise SignatureError("the CSR does not carry the CA public key")
-    return csr
+    signed = await _two_passes(sign, public_key, algorithm, signer)
+    verify_signature(public_key, algorithm, signed.signature, _tbs_bytes(signed))
+    return signed
+
+
+def _tbs_bytes(signed: _Signed) -> bytes:
+    if isinstance(signed, x509.Certificate):
+        return signed.tbs_certificate_bytes
+    if isinstance(signed, x509.CertificateSigningRequest):
+        return signed.tbs_certrequest_bytes
+    return signed.tbs_certlist_bytes
 
 
 _T = TypeVar("_T")
