@@ -74,6 +74,9 @@ REASON_EXPIRED: Final = "Expired"
 REASON_NOT_SIGNED: Final = "NotSigned"
 EVENT_CRL_FAILED: Final = "CRLSignFailed"
 CRL_FIELD_MANAGER_SUFFIX: Final = "-crl"
+# While the issuer is not checked: look again this often (its check also
+# brings the key back at once).
+UNCHECKED_RETRY: Final = 10.0
 
 
 class CRLPublisher:
@@ -135,10 +138,7 @@ class CRLPublisher:
                 return await self._failed(key, obj, None, now, str(err), failures)
             self._observe(key, current.crl_state)
             if checked is None:
-                self._issuers.request_check(key)
-                return await self._failed(
-                    key, obj, current.crl_state, now, f"{key} is not Ready", failures
-                )
+                return await self._unchecked(key, obj, current.crl_state, now, failures)
             return await self._refresh(key, obj, spec, checked, current, now, failures)
 
     async def _refresh(
@@ -220,6 +220,31 @@ class CRLPublisher:
         self._observe(key, new_state)
         await self._set_condition(key, obj, *self._current(new_state))
         return Result.requeue(max(1.0, (new_state.next_update - overlap - now).total_seconds()))
+
+    async def _unchecked(
+        self,
+        key: IssuerKey,
+        obj: dict[str, Any],
+        state: CRLState | None,
+        now: dt.datetime,
+        failures: int,
+    ) -> Result:
+        """The issuer is not (yet) checked: nothing can be signed. Not a failure
+        while no CRL is due (the issuer's next check brings the key back at
+        once); once one is due, the condition says re-signing is failing."""
+        self._issuers.request_check(key)
+        if state is None:
+            await self._set_condition(
+                key, obj, "False", REASON_NOT_SIGNED, f"no CRL signed yet: {key} is not Ready"
+            )
+            return Result.requeue(UNCHECKED_RETRY)
+        spec = _spec(obj)
+        overlap = spec.crl.overlap if spec is not None else dt.timedelta(0)
+        if now < state.next_update - overlap:
+            return Result.requeue(
+                min(UNCHECKED_RETRY, (state.next_update - overlap - now).total_seconds())
+            )
+        return await self._failed(key, obj, state, now, f"{key} is not Ready", failures)
 
     @staticmethod
     def _current(state: CRLState) -> tuple[str, str, str]:

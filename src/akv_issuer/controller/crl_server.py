@@ -5,7 +5,7 @@ relying parties that cannot yet trust anything (RFC 5280 4.2.1.13; TLS to
 fetch the CRL would need revocation checking of its own), and the CRL is
 signed, so integrity comes from the signature. A standby keeps no caches, so
 the CRL is read from the issuer's revocation ConfigMap on demand and kept for
-a few seconds (``ttl``), which bounds the API server's load from a busy
+two seconds (``ttl``), which bounds the API server's load from a busy
 endpoint while a new CRL is served at most ``ttl`` seconds after it was
 written. Unknown issuers are cached too (as absent), for the same reason.
 
@@ -55,7 +55,7 @@ def parse_path(path: str) -> IssuerKey | None:
 
 
 class CRLServer:
-    def __init__(self, store: RevocationStore, ttl: float = 5.0) -> None:
+    def __init__(self, store: RevocationStore, ttl: float = 2.0) -> None:
         self._store = store
         self._ttl = ttl
         self._cache: dict[IssuerKey, tuple[float, bytes | None]] = {}
