@@ -297,6 +297,7 @@ EVERYTHING_CHANGED: dict[str, Any] = {
     },
     "metrics": {"port": 9402, "service": {"port": 9402}},
     "health": {"port": 9403},
+    "crl": {"port": 9404, "service": {"port": 8080}},
 }
 
 
@@ -327,10 +328,12 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert (config.lease_duration, config.renew_deadline, config.retry_period) == (30, 20, 5)
     assert config.metrics_bind_address == ":9402"
     assert config.health_probe_bind_address == ":9403"
+    assert config.crl_bind_address == ":9404"
     container = manager_container(deployment)
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "metrics": 9402,
         "health": 9403,
+        "crl": 9404,
     }
 
 
@@ -367,7 +370,9 @@ def test_several_replicas_need_leader_election() -> None:
 def test_metrics_off_renders_bind_address_zero_and_no_service() -> None:
     rendered = docs(helm_template({"metrics": {"enabled": False}}))
     assert "--metrics-bind-address=0" in controller_args(one(rendered, "Deployment"))
-    assert not [d for d in rendered if d["kind"] == "Service"]
+    assert not [
+        d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -397,7 +402,7 @@ def test_schema_is_valid_json_and_closed_at_the_top() -> None:
 
 
 def test_metrics_service_selects_the_controller_pod(default_chart: list[Doc]) -> None:
-    service = one(default_chart, "Service")
+    service = _metrics_service(default_chart)
     pod_labels = one(default_chart, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
@@ -414,7 +419,7 @@ def test_service_monitor_is_optional_and_selects_the_metrics_service(
         )
     )
     monitor = one(rendered, "ServiceMonitor")
-    service = one(rendered, "Service")
+    service = _metrics_service(rendered)
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -521,3 +526,27 @@ def test_trust_bundle_secret_writer_is_bound_only_where_listed(default_chart: li
     # No Secret write anywhere in the cluster-wide role.
     role = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
     assert not [r for r in role["rules"] if "secrets" in r["resources"] and "get" not in r["verbs"]]
+
+
+def test_the_crl_endpoint_is_a_service_of_every_replica() -> None:
+    rendered = docs(helm_template(EVERYTHING_CHANGED))
+    services = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Service"}
+    (crl,) = [s for name, s in services.items() if name.endswith("-crl")]
+    assert crl["spec"]["ports"] == [
+        {"name": "http-crl", "port": 8080, "targetPort": "crl", "protocol": "TCP"}
+    ]
+    # Standbys serve CRLs too: the selector is the pods', not a leader label.
+    deployment = one(rendered, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in crl["spec"]["selector"].items())
+    off = docs(helm_template({"crl": {"enabled": False}}))
+    assert not any(d["kind"] == "Service" and d["metadata"]["name"].endswith("-crl") for d in off)
+    args = controller_args(one(off, "Deployment"))
+    assert "--crl-bind-address=0" in args
+
+
+def _metrics_service(rendered: list[Doc]) -> Doc:
+    (service,) = [
+        d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")
+    ]
+    return service

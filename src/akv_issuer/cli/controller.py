@@ -156,6 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("AKV_HEALTH_PROBE_BIND_ADDRESS", ":8081"),
     )
     flag(
+        "--crl-bind-address",
+        "AKV_CRL_BIND_ADDRESS",
+        "address of the CRL endpoint (/crl/issuer/<namespace>/<name>.crl, "
+        "/crl/clusterissuer/<name>.crl), served by every replica; 0 disables",
+        default=_env("AKV_CRL_BIND_ADDRESS", ":8082"),
+    )
+    flag(
         "--concurrency",
         "AKV_CONCURRENCY",
         "Key Vault sign calls in flight at once (requests are read and written by "
@@ -278,6 +285,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         retry_period=seconds(args.retry_period),
         metrics_bind_address=args.metrics_bind_address,
         health_probe_bind_address=args.health_probe_bind_address,
+        crl_bind_address=args.crl_bind_address,
         keyvault_timeout=seconds(args.keyvault_timeout),
         tls_ca_file=args.tls_ca_file,
         verify_challenge_resource=bool(args.verify_challenge_resource),

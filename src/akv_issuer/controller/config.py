@@ -54,6 +54,7 @@ class ControllerConfig:
     identity: str = field(default_factory=default_identity)
     metrics_bind_address: str = ":8080"
     health_probe_bind_address: str = ":8081"
+    crl_bind_address: str = ":8082"
     keyvault_timeout: float = 30.0
     tls_ca_file: str | None = None
     # False only for a local Key Vault emulator (--no-verify-challenge-resource).

@@ -111,6 +111,10 @@ class IssuerReconciler:
             checked = None
         return view, checked
 
+    def issuer_object(self, key: IssuerKey) -> dict[str, Any] | None:
+        """The issuer object as last observed (for events about it)."""
+        return self._objects.get(key)
+
     def request_check(self, key: IssuerKey) -> None:
         """Check ``key`` soon (its status says Ready, but this process has not checked it)."""
         self.controller.enqueue(key)

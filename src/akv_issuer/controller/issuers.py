@@ -259,7 +259,7 @@ class IssuerChecker:
                     max_path_length=spec.policy.max_path_length,
                 ),
                 backdate=spec.policy.backdate,
-                crl_distribution_points=spec.crl_distribution_points,
+                crl_distribution_points=spec.crl_urls,
                 ocsp_servers=spec.ocsp_servers,
                 issuing_certificate_urls=spec.issuing_certificate_urls,
             )

@@ -30,6 +30,8 @@ from lightkube.core.exceptions import ConfigError
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
 from akv_issuer.controller.config import COMPONENT, ControllerConfig
+from akv_issuer.controller.crl_publisher import CRLPublisher
+from akv_issuer.controller.crl_server import CRLServer
 from akv_issuer.controller.issuer_reconciler import IssuerReconciler
 from akv_issuer.controller.issuers import IssuerChecker
 from akv_issuer.controller.metrics import Metrics
@@ -37,6 +39,8 @@ from akv_issuer.controller.requests.certificaterequest import CertificateRequest
 from akv_issuer.controller.requests.flow import RequestFlow
 from akv_issuer.controller.requests.kind import RequestKind
 from akv_issuer.controller.requests.kubecsr import KubeCSRs
+from akv_issuer.controller.revocations import RevocationStore
+from akv_issuer.controller.revoker import FanOut, IssuerLocks, Revoker
 from akv_issuer.controller.signing import RequestSigner
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
 from akv_issuer.runtime.controller import Controller
@@ -61,8 +65,9 @@ KUBE_CSR_WORKERS = 2
 
 
 # Event senders, the Lease and the informers' watches (each holds a connection
-# for as long as it streams), besides the request and issuer workers.
-_OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4
+# for as long as it streams), besides the request and issuer workers; then the
+# revocation and CRL workers and the CRL endpoint's reads.
+_OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4 + 2 + 1 + 2
 
 
 def request_workers(config: ControllerConfig) -> int:
@@ -156,11 +161,31 @@ class Manager:
             )
             self.issuers.subscribe(flow.issuer_changed)
             self.flows.append(flow)
+        # Revocations and CRLs: the revocation ConfigMaps are the state; the
+        # revoker shares the CertificateRequest informer with the request flow.
+        store = RevocationStore(
+            self.client, config.cluster_resource_namespace, config.field_manager
+        )
+        locks = IssuerLocks()
+        self.crls = CRLPublisher(
+            config, self.client, self.issuers, store, locks, signer, self.metrics, self.events
+        )
+        self.issuers.subscribe(self.crls.issuer_changed)
+        self.revoker = Revoker(
+            self.client, self.issuers, store, locks, self.metrics, self.events, self.crls.revoked
+        )
         chunk = config.list_chunk_size
         handlers: list[tuple[Any, str, Handler]] = [
             (Issuer, "issuers", self.issuers.handler(ISSUER_KIND)),
             (ClusterIssuer, "clusterissuers", self.issuers.handler(CLUSTER_ISSUER_KIND)),
-            *((flow.kind.resource, flow.kind.name, flow) for flow in self.flows),
+            *(
+                (
+                    flow.kind.resource,
+                    flow.kind.name,
+                    FanOut(flow, self.revoker) if index == 0 else flow,
+                )
+                for index, flow in enumerate(self.flows)
+            ),
         ]
         self.informers = [
             Informer(self.client, resource, handler, name=name, chunk_size=chunk)
@@ -169,12 +194,17 @@ class Manager:
         self.controllers: list[Controller[Any]] = [
             self.issuers.controller,
             *(flow.controller for flow in self.flows),
+            self.revoker.controller,
+            self.crls.controller,
         ]
+        # Every replica serves CRLs, read from the ConfigMaps on demand.
+        self.crl_server = CRLServer(store)
         self.servers = Servers(
             Probes(healthy=self._healthy, ready=self._ready),
             self.metrics.registry,
             config.health_probe_bind_address,
             config.metrics_bind_address,
+            extra=(config.crl_bind_address, self.crl_server.routes()),
         )
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []

@@ -8,6 +8,7 @@ added explicitly so the usual ``process_*`` series are still exported.
 from __future__ import annotations
 
 import contextlib
+import time
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +18,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "akv_issuer"
 
@@ -144,6 +147,50 @@ class Metrics:
             "Status writes retried with a result kept in memory (never re-signed).",
             registry=self.registry,
         )
+        self.revocations = Counter(
+            f"{PREFIX}_revocations",
+            "Revocation annotations handled, by result (accepted, refused).",
+            [*issuer, "result"],
+            registry=self.registry,
+        )
+        self.crl_entries = Gauge(
+            f"{PREFIX}_crl_entries",
+            "Revoked certificates listed in the issuer's current CRL.",
+            issuer,
+            registry=self.registry,
+        )
+        self.crl_number = Gauge(
+            f"{PREFIX}_crl_number",
+            "CRL number of the issuer's current CRL.",
+            issuer,
+            registry=self.registry,
+        )
+        self.crl_this_update = Gauge(
+            f"{PREFIX}_crl_this_update_timestamp_seconds",
+            "thisUpdate of the issuer's current CRL, as a Unix timestamp.",
+            issuer,
+            registry=self.registry,
+        )
+        self.crl_next_update = Gauge(
+            f"{PREFIX}_crl_next_update_timestamp_seconds",
+            "nextUpdate of the issuer's current CRL, as a Unix timestamp; relying parties "
+            "reject the CRL after it.",
+            issuer,
+            registry=self.registry,
+        )
+        self.crl_age = _AgeCollector(
+            f"{PREFIX}_crl_age_seconds",
+            "Seconds since thisUpdate of the issuer's current CRL (computed at scrape).",
+            issuer,
+        )
+        self.registry.register(self.crl_age)
+        self.crl_signs = Counter(
+            f"{PREFIX}_crl_signs",
+            "CRLs signed for the issuer, by result (Signed, Failed); each Signed is one "
+            "Key Vault sign.",
+            [*issuer, "result"],
+            registry=self.registry,
+        )
 
         self.events_dropped = Counter(
             f"{PREFIX}_events_dropped",
@@ -167,6 +214,38 @@ class Metrics:
             self.reissue_pending,
             self.trust_bundle_certificates,
             self.trust_bundle_failures,
+            self.crl_entries,
+            self.crl_number,
+            self.crl_this_update,
+            self.crl_next_update,
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)
+        self.crl_age.forget((kind, namespace, name))
+
+
+class _AgeCollector(Collector):
+    """A gauge whose value is "now minus a stored timestamp", computed at
+    scrape time (a plain Gauge would only be as fresh as its last set)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = labels
+        self._since: dict[tuple[str, ...], float] = {}
+
+    def set(self, labels: tuple[str, ...], since: float) -> None:
+        self._since[labels] = since
+
+    def forget(self, labels: tuple[str, ...]) -> None:
+        self._since.pop(labels, None)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self._name, self._documentation, labels=self._labels)]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
+        now = time.time()
+        for labels, since in list(self._since.items()):
+            family.add_metric(list(labels), max(0.0, now - since))
+        return [family]

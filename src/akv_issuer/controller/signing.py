@@ -144,6 +144,13 @@ class RequestSigner:
         self._metrics = metrics
         self._slots = SignSlots(concurrency, metrics.signs_in_flight)
 
+    def remote_signer(self, checked: CheckedIssuer) -> RemoteSigner:
+        """The issuer's Key Vault signer, counted and holding a sign slot per call
+        (for CRLs, which share the ``--concurrency`` slots with certificates)."""
+        return _SlottedSigner(
+            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
+        )
+
     async def sign(
         self,
         csr_pem: bytes,

@@ -1,5 +1,7 @@
 """HTTP endpoints: ``/healthz`` and ``/readyz`` on the probe address,
-``/metrics`` on the metrics address (both may be the same address)."""
+``/metrics`` on the metrics address (both may be the same address), and any
+extra routes (the CRL endpoint) on an address of their own. All of them run
+on every replica, leader or standby."""
 
 from __future__ import annotations
 
@@ -46,11 +48,13 @@ class Servers:
         registry: CollectorRegistry,
         probe_address: str,
         metrics_address: str,
+        extra: tuple[str, list[web.RouteDef]] | None = None,
     ) -> None:
         self._probes = probes
         self._registry = registry
         self._probe_addr = parse_bind_address(probe_address)
         self._metrics_addr = parse_bind_address(metrics_address)
+        self._extra = (parse_bind_address(extra[0]), extra[1]) if extra else None
         self._runners: list[web.AppRunner] = []
         self.bound: dict[str, tuple[str, int]] = {}
 
@@ -65,6 +69,8 @@ class Servers:
             )
         if self._metrics_addr is not None:
             routes.setdefault(self._metrics_addr, []).append(web.get("/metrics", self._metrics))
+        if self._extra is not None and self._extra[0] is not None:
+            routes.setdefault(self._extra[0], []).extend(self._extra[1])
         for (host, port), defs in routes.items():
             app = web.Application()
             app.add_routes(defs)
@@ -77,7 +83,8 @@ class Servers:
             actual = (host, int(addresses[-1][1])) if addresses else (host, port)
             for path in (d.path for d in defs if isinstance(d, web.RouteDef)):
                 self.bound[path] = actual
-            log.info("serving %s on %s:%d", ", ".join(d.path for d in defs), *actual)
+            paths = ", ".join(d.path for d in defs if isinstance(d, web.RouteDef))
+            log.info("serving %s on %s:%d", paths, *actual)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self._registry)

@@ -96,6 +96,17 @@ class Controller:
     log_path: Path
     metrics_port: int
     probe_port: int
+    crl_port: int = 0
+
+    def crl(self, path: str) -> tuple[int, bytes, str]:
+        """GET ``path`` from the CRL endpoint: (status, body, content type)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.crl_port}{path}", timeout=5) as r:
+                return r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), ""
+        except OSError:
+            return 0, b"", ""
 
     def _get(self, port: int, path: str) -> tuple[int, str]:
         try:
@@ -160,7 +171,7 @@ class Env:
     # -- controller -----------------------------------------------------------
 
     def start_controller(self, *extra: str, wait_ready: bool = True) -> Controller:
-        metrics_port, probe_port = free_port(), free_port()
+        metrics_port, probe_port, crl_port = free_port(), free_port(), free_port()
         log_path = self.tmp / f"controller-{len(self.controllers)}.log"
         env = {
             **os.environ,
@@ -182,6 +193,8 @@ class Env:
             f"127.0.0.1:{metrics_port}",
             "--health-probe-bind-address",
             f"127.0.0.1:{probe_port}",
+            "--crl-bind-address",
+            f"127.0.0.1:{crl_port}",
             "--tls-ca-file",
             self.emulator.env.ca_file,
             "--log-level",
@@ -192,7 +205,7 @@ class Env:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
-        controller = Controller(process, log_path, metrics_port, probe_port)
+        controller = Controller(process, log_path, metrics_port, probe_port, crl_port)
         self.controllers.append(controller)
         return controller
 

@@ -139,6 +139,8 @@ def test_manager_role_is_least_privilege() -> None:
         *((ours, r, v) for r in (issuers, cluster) for v in ("get", "list", "watch")),
         *((ours, f"{r}/status", v) for r in (issuers, cluster) for v in ("patch", "update")),
         *((cm, crs, v) for v in ("get", "list", "watch")),
+        # Revocation: only the annotation recording an accepted revocation.
+        (cm, crs, "patch"),
         *((cm, f"{crs}/status", v) for v in ("patch", "update")),
         *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
         ("", "secrets", "get"),
@@ -228,10 +230,11 @@ def test_manager_deployment(rendered: list[dict[str, Any]]) -> None:
         "controller",
         "--metrics-bind-address=:8080",
         "--health-probe-bind-address=:8081",
+        "--crl-bind-address=:8082",
         "--leader-elect",
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081}
+    assert ports == {"metrics": 8080, "health": 8081, "crl": 8082}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container[probe]["httpGet"]
         assert (get["path"], ports[get["port"]]) == (path, 8081)

@@ -200,3 +200,31 @@ def test_spec_error_is_a_value_error_with_the_field() -> None:
     error = _error(_spec(keyName=""))
     assert isinstance(error, ValueError)
     assert error.field == "keyName"
+
+
+def test_crl_defaults_and_url_in_distribution_points() -> None:
+    url = "http://crl.example.com/crl/issuer/ns/name.crl"
+    off = api.parse_issuer_spec(_spec(crl={"url": url}))
+    assert off.crl == api.CRLSpec(url=url)
+    assert off.crl_urls == ()  # not enabled: the URL would point at nothing
+    on = api.parse_issuer_spec(
+        _spec(crl={"enabled": True, "url": url}, crlDistributionPoints=["http://a/x.crl"])
+    )
+    assert on.crl.validity == timedelta(hours=24)
+    assert on.crl.overlap == timedelta(hours=8)
+    assert on.crl_urls == ("http://a/x.crl", url)
+
+
+@pytest.mark.parametrize(
+    ("crl", "field"),
+    [
+        ({"validity": "30s"}, "crl.validity"),
+        ({"validity": "1h", "renewBefore": "1h"}, "crl.renewBefore"),
+        ({"renewBefore": "0s"}, "crl.renewBefore"),
+        ({"url": "ldap://x/y"}, "crl.url"),
+    ],
+)
+def test_crl_refuses(crl: dict[str, Any], field: str) -> None:
+    with pytest.raises(api.SpecError) as err:
+        api.parse_issuer_spec(_spec(crl=crl))
+    assert err.value.field == field

@@ -35,6 +35,7 @@ _TENANT = r"^[0-9A-Za-z]([0-9A-Za-z.-]{0,251}[0-9A-Za-z])?$"
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 _EXTENSION_URL = r"^(https?|ldap)://[^\s]+$"
+_HTTP_URL = r"^https?://[^\s]+$"
 
 DURATION_HINT = "use Go duration syntax such as 2160h, 90m or 1h30m (units h, m, s, ms, us, ns)"
 
@@ -149,6 +150,16 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         hint="must be a ConfigMap data key (letters, digits, '-', '_', '.')",
     ),
     "trustBundle.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    "crl": FieldDef("object"),
+    "crl.enabled": FieldDef("boolean", default=False),
+    "crl.validity": FieldDef("string", pattern=_GO_DURATION, default="24h", hint=DURATION_HINT),
+    "crl.renewBefore": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    "crl.url": FieldDef(
+        "string",
+        pattern=_HTTP_URL,
+        max_length=2048,
+        hint="must be an http(s) URL, e.g. http://akv-crl.example.com/crl/issuer/ns/name.crl",
+    ),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

@@ -129,6 +129,29 @@ class TrustBundleSpec:
 
 
 @dataclass(frozen=True)
+class CRLSpec:
+    """The issuer's own CRL (see docs/revocation.md).
+
+    ``validity``: nextUpdate - thisUpdate of every CRL signed. ``renew_before``:
+    how long before nextUpdate a new CRL is signed even with nothing new to
+    revoke (None: a third of ``validity``), so relying parties that cache the
+    CRL until nextUpdate always find a fresher one, and a Key Vault outage of
+    up to that long goes unnoticed by them. ``url``: where relying parties
+    reach this issuer's CRL; put into ``crlDistributionPoints`` of every new
+    certificate while CRLs are enabled.
+    """
+
+    enabled: bool = False
+    validity: timedelta = timedelta(hours=24)
+    renew_before: timedelta | None = None
+    url: str | None = None
+
+    @property
+    def overlap(self) -> timedelta:
+        return self.renew_before if self.renew_before is not None else self.validity / 3
+
+
+@dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
 
@@ -151,6 +174,17 @@ class IssuerSpec:
     reissue: ReissueSpec = field(default_factory=ReissueSpec)
     trust_bundle: TrustBundleSpec | None = None
     """None: publish no trust bundle."""
+    crl: CRLSpec = field(default_factory=CRLSpec)
+
+    @property
+    def crl_urls(self) -> tuple[str, ...]:
+        """crlDistributionPoints of new certificates: the listed ones, then
+        ``crl.url`` while CRLs are enabled (once)."""
+        points = self.crl_distribution_points
+        url = self.crl.url
+        if self.crl.enabled and url and url not in points:
+            return (*points, url)
+        return points
 
 
 _PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -324,6 +358,28 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
             per_minute=reader.get("reissue.perMinute"),
         ),
         trust_bundle=_parse_trust_bundle(reader),
+        crl=_parse_crl(reader),
+    )
+
+
+def _parse_crl(reader: _SpecReader) -> CRLSpec:
+    if reader.get("crl") is None:
+        return CRLSpec()
+    validity = _duration(reader, "crl.validity") or timedelta(hours=24)
+    renew_before = _duration(reader, "crl.renewBefore")
+    if validity < timedelta(minutes=1):
+        raise SpecError("crl.validity", "must be at least 1m")
+    if renew_before is not None and not timedelta(0) < renew_before < validity:
+        raise SpecError(
+            "crl.renewBefore",
+            "must be longer than 0s and shorter than crl.validity, or every CRL would "
+            "be due for re-signing at once",
+        )
+    return CRLSpec(
+        enabled=reader.get("crl.enabled"),
+        validity=validity,
+        renew_before=renew_before,
+        url=_optional_str(reader, "crl.url"),
     )
 
 
