@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Final
 
@@ -43,10 +44,20 @@ def crl_path(key: IssuerKey) -> str:
     return f"{PREFIX}issuer/{key.namespace}/{key.name}.crl"
 
 
+# Kubernetes object names (DNS subdomains): anything else cannot name an issuer,
+# and is answered 404 without asking the API server.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Reads are serialised per issuer through a fixed set of locks, so requests for
+# made-up names (the endpoint is unauthenticated) cannot grow memory.
+_LOCKS: Final = 64
+
+
 def parse_path(path: str) -> IssuerKey | None:
     if not path.startswith(PREFIX) or not path.endswith(".crl"):
         return None
     parts = path[len(PREFIX) : -len(".crl")].split("/")
+    if not all(_NAME.match(part) for part in parts[1:]):
+        return None
     if len(parts) == 2 and parts[0] == "clusterissuer" and parts[1]:
         return IssuerKey(CLUSTER_ISSUER_KIND, "", parts[1])
     if len(parts) == 3 and parts[0] == "issuer" and parts[1] and parts[2]:
@@ -59,7 +70,7 @@ class CRLServer:
         self._store = store
         self._ttl = ttl
         self._cache: dict[IssuerKey, tuple[float, bytes | None]] = {}
-        self._locks: dict[IssuerKey, asyncio.Lock] = {}
+        self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(PREFIX + "{tail:.+}", self.handle)]
@@ -82,7 +93,7 @@ class CRLServer:
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
         # One read per issuer at a time: concurrent clients wait for it.
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with self._locks[hash(key) % _LOCKS]:
             cached = self._cache.get(key)
             if cached is not None and time.monotonic() - cached[0] < self._ttl:
                 return cached[1]
