@@ -298,10 +298,11 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `akv-issuer --help` does not load the whole controller.
     from lightkube.core.exceptions import ConfigError
 
+    from akv_issuer.controller.audit import AUDIT_LOGGER
     from akv_issuer.controller.manager import run_controller
     from akv_issuer.runtime.logs import setup_logging
 
-    setup_logging(args.log_format, args.log_level)
+    setup_logging(args.log_format, args.log_level, always_info=(AUDIT_LOGGER,))
     if args.deprecated_emulator:
         logging.getLogger(__name__).warning(DEPRECATED_EMULATOR)
     config = config_from_args(args)

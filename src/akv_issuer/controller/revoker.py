@@ -22,8 +22,10 @@ Order of a revocation, so that nothing accepted is ever lost:
    (:mod:`akv_issuer.controller.revocations`) with a resourceVersion
    precondition -- from here on the next CRL contains it, whatever happens;
 3. only then the request gets ``.../revoked`` (so a restart does not redo
-   it; redoing would be harmless, the record is found by serial) and the
-   events ``Revoked`` on the request and on the issuer.
+   it; redoing would be harmless, the record is found by serial), the
+   events ``Revoked`` on the request and on the issuer, and a ``revoked``
+   audit record (:mod:`akv_issuer.controller.audit`; its requester is who
+   requested the certificate, who annotated is in the API server's audit log).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from cryptography.exceptions import InvalidSignature
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
+from akv_issuer.controller import audit
 from akv_issuer.controller.api import (
+    CERTIFICATE_REQUEST_KIND,
     CertificateRequest,
     conditions_of,
     find_condition,
@@ -216,6 +220,19 @@ class Revoker:
                 f"({recorded.reason})",
             )
         log.info("%s: revoked serial %s of %s (%s)", issuer, serial, key, recorded.reason)
+        audit.emit(
+            audit.revoked(
+                request=audit.RequestRef.of(CERTIFICATE_REQUEST_KIND, obj),
+                requester=audit.requester_of(obj),
+                issuer=issuer,
+                certificate=leaf,
+                ca=audit.CAKey.of(checked),
+                reason=str(recorded.reason),
+                revoked_at=recorded.revoked_at,
+                recorded_in=where,
+                at=self._now(),
+            )
+        )
         self._on_revoked(issuer)
         return DONE
 

@@ -18,9 +18,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cryptography import x509
 from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
+from akv_issuer.controller.audit import CAKey
 from akv_issuer.controller.issuers import (
     CheckedIssuer,
     CheckFailed,
@@ -62,6 +64,10 @@ class Signed:
     certificate_pem: bytes  # the leaf, then the intermediates below the root
     ca_pem: bytes  # the root, or the top of the chain
     issuer: IssuerKey
+    # For the audit record and the Issued event (kept with the certificate, so
+    # a retried status write records the same facts without the issuer).
+    leaf: x509.Certificate
+    ca_key: CAKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,4 +207,4 @@ class RequestSigner:
             time.perf_counter() - started
         )
         cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
-        return Signed(cert_pem, ca_pem, checked.key)
+        return Signed(cert_pem, ca_pem, checked.key, certificate, CAKey.of(checked))

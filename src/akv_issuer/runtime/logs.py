@@ -3,6 +3,15 @@
 The controller never passes tokens, secrets or key material to a logger; the
 redaction filter exists for what third-party libraries might print (an HTTP
 client logging headers, an exception echoing a request body).
+
+A record may carry structured fields in ``extra={"audit": {...}}`` (the
+certificate audit records): with the JSON format they become the line's
+``audit`` object, with the text format they follow the message as compact
+JSON, so neither format loses them. They pass the same redaction, since some
+of their values (a CSR's subject, say) are chosen by whoever made a request.
+Loggers named in ``setup_logging(always_info=...)`` (the controller passes its
+audit logger) are kept at INFO whatever the level, so ``--log-level warning``
+quiets the controller without losing audit records.
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ import json
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, Final
+
+STRUCTURED: Final = "audit"  # the extra attribute holding a record's structured fields
 
 _REDACTIONS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1[REDACTED]"),
@@ -37,12 +48,25 @@ def redact(text: str) -> str:
     return text
 
 
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        fields = record.__dict__.get(STRUCTURED)
+        if fields is not None:
+            record.__dict__[STRUCTURED] = _redact_value(fields)
         if record.exc_info and record.exc_info[1] is not None:
             # Render the traceback once, redacted, and drop the live exception.
             formatted = logging.Formatter().formatException(record.exc_info)
@@ -65,25 +89,50 @@ class JSONFormatter(logging.Formatter):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value
+        fields = record.__dict__.get(STRUCTURED)
+        if fields is not None:
+            entry[STRUCTURED] = fields
         if record.exc_text:
             entry["exception"] = record.exc_text
         elif record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup_logging(fmt: str = "text", level: str = "info") -> None:
+class TextFormatter(logging.Formatter):
+    """The usual text line, then a record's structured fields as compact JSON."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = record.__dict__.get(STRUCTURED)
+        if fields is None:
+            return line
+        structured = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
+        head, newline, rest = line.partition("\n")  # keep a traceback below the line
+        return f"{head} {STRUCTURED}={structured}{newline}{rest}"
+
+
+def setup_logging(
+    fmt: str = "text", level: str = "info", *, always_info: tuple[str, ...] = ()
+) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     elif fmt == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     else:
         raise ValueError(f"unknown log format {fmt!r}")
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Records that are not chatter (audit): kept whatever the level; they
+    # propagate to the root's handler, which has no level of its own.
+    for kept in always_info:
+        logging.getLogger(kept).setLevel(logging.INFO)
     # These libraries log request details at INFO/DEBUG (the Azure SDK's HTTP
     # logging policy prints headers); keep them to warnings whatever our level.
     for noisy in ("azure", "msal", "httpx", "httpx2", "httpcore", "httpcore2", "aiohttp.access"):

@@ -148,7 +148,8 @@ async def test_approved_csr_is_signed_with_its_expiration_and_usages(env: Env, c
     assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(seconds=3600)
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
-    await env.wait_event(approved, "Issued", type_="Normal", namespace="default")
+    event = await env.wait_event(approved, "Issued", type_="Normal", namespace="default")
+    assert event[2] == f"Certificate issued (serial {leaf.serial_number:x})"
 
     # Nothing else was touched: one signature in all.
     for untouched in (unapproved, denied, other_signer):

@@ -47,7 +47,8 @@ async def test_issuer_signs_rsa_ec_and_ed25519_requests_after_approval(
         assert san.get_values_for_type(x509.DNSName) == [f"{key_type}.example.com"]
         assert condition(done, "Ready")["status"] == "True"
         event = await env.wait_event(f"cr-{key_type}", "Issued")
-        assert event == ("Normal", "Issued", "Certificate issued")
+        # The event names the certificate by its serial, as the audit record does.
+        assert event == ("Normal", "Issued", f"Certificate issued (serial {leaf.serial_number:x})")
 
     # Never signs an unapproved request: it has no Ready condition at all.
     waiting = await env.get_request("cr-unapproved")

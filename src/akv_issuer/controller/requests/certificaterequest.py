@@ -3,7 +3,10 @@
 Read: ``spec.issuerRef`` (ours when its group is ours and its kind one of
 our kinds; an empty kind means ``Issuer``, as in cert-manager; an Issuer is
 looked up in the request's own namespace), the Approved/Denied conditions,
-``spec.request``, ``spec.duration``, ``spec.usages``, ``spec.isCA``.
+``spec.request``, ``spec.duration``, ``spec.usages``, ``spec.isCA``, and for
+the audit records the requester (``spec.username``, ``spec.uid``,
+``spec.groups``, which cert-manager's webhook fills in from the creating
+user's authenticated identity and keeps immutable).
 
 Written, through the status subresource with server-side apply under our
 field manager (cert-manager's ``conditions`` list is a map keyed by type, so
@@ -42,6 +45,7 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_go_duration,
 )
+from akv_issuer.controller.audit import Requester, requester_of
 from akv_issuer.controller.issuers import IssuerKey
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
@@ -113,6 +117,7 @@ class CertificateRequests:
     """The request kind of cert-manager's CertificateRequests."""
 
     name = "certificaterequests"
+    object_kind = CERTIFICATE_REQUEST_KIND
     resource: Any = CertificateRequest
 
     def __init__(self, client: AsyncClient, field_manager: str) -> None:
@@ -122,11 +127,17 @@ class CertificateRequests:
     def view(self, obj: dict[str, Any]) -> RequestView:
         return view(obj)
 
+    def csr(self, obj: dict[str, Any]) -> str:
+        return str((obj.get("spec") or {}).get("request") or "")
+
+    def requester(self, obj: dict[str, Any]) -> Requester:
+        return requester_of(obj)
+
     def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
         spec = obj.get("spec") or {}
         duration = spec.get("duration")
         usages = spec.get("usages")
-        return str(spec.get("request") or ""), IssuanceRequest(
+        return self.csr(obj), IssuanceRequest(
             duration=parse_go_duration(duration) if duration else DEFAULT_DURATION,
             usages=tuple(usages) if usages else DEFAULT_USAGES,
             is_ca=bool(spec.get("isCA")),

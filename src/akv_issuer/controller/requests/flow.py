@@ -19,6 +19,10 @@ What is kept in memory (and why it stays bounded):
 - the resourceVersion of each status write of ours until the watch delivers
   it, so an event older than our own write is not taken for news.
 
+Every final outcome the flow writes leaves one audit record (:mod:`..audit`):
+``issued`` after the Issued write, ``refused`` after a Failed or Denied write;
+the Issued event names the certificate's serial.
+
 A request's first attempt works from the watch's copy, saving a GET per
 certificate; every later attempt (after a conflict, a transient error or a
 failed write) reads it fresh. The Issued write carries the copy's
@@ -38,6 +42,7 @@ from typing import Any, Protocol
 
 from lightkube import ApiError, AsyncClient
 
+from akv_issuer.controller import audit
 from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
 from akv_issuer.controller.config import ControllerConfig
 from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerKey
@@ -374,7 +379,29 @@ class RequestFlow:
                 ObjectRef.of(obj), WARNING, CertificateRequestEvent.PERMANENT_ERROR, update.message
             )
         log.info("%s %s ended %s: %s", self.kind.name, key, type(update).__name__, update.message)
+        self._audit_refusal(obj, view, reason, update.message)
         return DONE
+
+    def _audit_refusal(
+        self, obj: dict[str, Any], view: RequestView, reason: str, message: str
+    ) -> None:
+        try:
+            csr_pem: bytes | None = base64.b64decode(self.kind.csr(obj), validate=True)
+        except ValueError:
+            csr_pem = None
+        checked = self._issuers.lookup(view.issuer)[1] if view.issuer is not None else None
+        audit.emit(
+            audit.refused(
+                request=audit.RequestRef.of(self.kind.object_kind, obj),
+                requester=self.kind.requester(obj),
+                issuer=view.issuer,
+                reason=reason,
+                message=message,
+                csr_pem=csr_pem,
+                ca=audit.CAKey.of(checked) if checked is not None else None,
+                at=self._now(),
+            )
+        )
 
     async def _write_issued(
         self, key: str, obj: dict[str, Any], view: RequestView, result: Signed, failures: int
@@ -400,8 +427,22 @@ class RequestFlow:
         self._signed.pop(view.uid, None)
         self._metrics.issued.labels(*result.issuer.labels).inc()
         self._forget(key, view.uid)
-        log.info("%s %s issued by %s", self.kind.name, key, result.issuer)
+        serial = f"{result.leaf.serial_number:x}"
+        log.info("%s %s issued by %s (serial %s)", self.kind.name, key, result.issuer, serial)
+        audit.emit(
+            audit.issued(
+                request=audit.RequestRef.of(self.kind.object_kind, obj),
+                requester=self.kind.requester(obj),
+                issuer=result.issuer,
+                certificate=result.leaf,
+                ca=result.ca_key,
+                at=self._now(),
+            )
+        )
         await self._events.record(
-            ObjectRef.of(obj), NORMAL, CertificateRequestEvent.ISSUED, "Certificate issued"
+            ObjectRef.of(obj),
+            NORMAL,
+            CertificateRequestEvent.ISSUED,
+            f"Certificate issued (serial {serial})",
         )
         return DONE

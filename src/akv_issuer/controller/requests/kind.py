@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from akv_issuer.controller.audit import Requester
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.pki import IssuanceRequest
 
@@ -54,6 +55,7 @@ class Conflict(Exception):
 
 class RequestKind(Protocol):
     name: str  # plural resource name: the work queue's and the log's name
+    object_kind: str  # the API kind, as audit records name it
     resource: Any  # the lightkube resource a request is read with
 
     def view(self, obj: dict[str, Any]) -> RequestView:
@@ -62,6 +64,15 @@ class RequestKind(Protocol):
 
     def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
         """The base64 PEM CSR and the issuance parameters; ``ValueError`` names a bad field."""
+        ...
+
+    def csr(self, obj: dict[str, Any]) -> str:
+        """The base64 PEM CSR as written (for the record of a refusal, which
+        names what was asked for even when the other parameters are bad)."""
+        ...
+
+    def requester(self, obj: dict[str, Any]) -> Requester:
+        """Who created the request, as the API server recorded it."""
         ...
 
     def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:

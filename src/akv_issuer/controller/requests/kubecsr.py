@@ -5,6 +5,9 @@ ClusterIssuer once it is Approved, as cert-manager's own CSR signers do:
 duration from ``spec.expirationSeconds`` or the annotation
 ``experimental.cert-manager.io/request-duration``, isCA from
 ``experimental.cert-manager.io/request-is-ca``, usages from ``spec.usages``.
+The requester of the audit records is ``spec.username`` / ``spec.uid`` /
+``spec.groups``, which the API server itself sets from the creator's
+authenticated identity (a client cannot choose them).
 The certificate (leaf and intermediates, PEM) goes to ``status.certificate``;
 the CA is not part of a CSR's status and is published in the ClusterIssuer's
 ``status.caCertificate``.
@@ -41,6 +44,7 @@ from akv_issuer.controller.api import (
     format_time,
     parse_go_duration,
 )
+from akv_issuer.controller.audit import Requester, requester_of
 from akv_issuer.controller.issuers import IssuerKey
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
@@ -128,6 +132,7 @@ class KubeCSRs:
     """The request kind of Kubernetes CertificateSigningRequests (``certificates.k8s.io/v1``)."""
 
     name = "certificatesigningrequests"
+    object_kind = "CertificateSigningRequest"
     resource: Any = KubeCertificateSigningRequest
 
     def __init__(self, client: AsyncClient) -> None:
@@ -137,7 +142,13 @@ class KubeCSRs:
         return view(obj)
 
     def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
-        return str((obj.get("spec") or {}).get("request") or ""), issuance_request(obj)
+        return self.csr(obj), issuance_request(obj)
+
+    def csr(self, obj: dict[str, Any]) -> str:
+        return str((obj.get("spec") or {}).get("request") or "")
+
+    def requester(self, obj: dict[str, Any]) -> Requester:
+        return requester_of(obj)
 
     def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
         return False  # nothing is written for Pending (no such condition), so never shown
