@@ -52,6 +52,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
+from fixtures.secret_scan import SESSION
 
 REPO = Path(__file__).resolve().parents[3]
 TEST_MANAGER = "akv-tests"
@@ -207,6 +208,7 @@ class Env:
             )
         controller = Controller(process, log_path, metrics_port, probe_port, crl_port)
         self.controllers.append(controller)
+        SESSION.add_log(log_path)  # scanned for credentials at session end
         return controller
 
     async def wait_ready(self, controller: Controller) -> None:
@@ -553,6 +555,7 @@ async def _service_account_kubeconfig(
         namespace=namespace,
     )
     assert issued.status is not None
+    SESSION.add_secret(issued.status.token)
     return write_kubeconfig(
         folder / f"{namespace}.{name}.kubeconfig",
         server_url=cluster.server_url,

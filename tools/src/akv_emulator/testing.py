@@ -113,6 +113,9 @@ class AdminClient:
         self.admin_url = admin_url.rstrip("/")
         self._context = ssl.create_default_context(cafile=ca_file)
         self._timeout = timeout
+        # Credentials handed out through this client (generated client secrets,
+        # minted assertions), so tests can check that no log ever shows one.
+        self.handed_out: list[str] = []
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -197,6 +200,10 @@ class AdminClient:
         if federated_subject is not None:
             body["federated"] = [{"subject": federated_subject}]
         result: dict[str, Any] = self.call("PUT", f"identities/{client_id}", body)
+        if isinstance(result.get("secret"), str):
+            self.handed_out.append(result["secret"])
+        if isinstance(secret, str):
+            self.handed_out.append(secret)
         return result
 
     def delete_identity(self, client_id: str) -> None:
@@ -205,6 +212,7 @@ class AdminClient:
     def mint_assertion(self, client_id: str, *, lifetime: int = 3600) -> str:
         """A service-account-like JWT for the identity's federated subject."""
         result = self.call("POST", f"identities/{client_id}/assertion", {"lifetime": lifetime})
+        self.handed_out.append(str(result["assertion"]))
         return str(result["assertion"])
 
     def trust_issuer(self, issuer: str, public_keys_pem: list[str]) -> None:
