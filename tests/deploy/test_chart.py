@@ -29,6 +29,7 @@ from deploy_helpers import (
     helm_template,
     helm_template_result,
     identities,
+    kubectl,
     kustomize_default,
     load_file,
     manager_container,
@@ -270,6 +271,8 @@ NOT_IN_CHART = {
     "--leader-election-identity",
     "--kubernetes-csrs",
     "--verify-challenge-resource",
+    # Rendered only as --no-issuer-ambient-credentials (controller.issuerAmbientCredentials).
+    "--issuer-ambient-credentials",
 }
 
 EVERYTHING_CHANGED: dict[str, Any] = {
@@ -285,6 +288,7 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "tlsCAFile": "/etc/akv-ca/ca.pem",
         "verifyChallengeResource": False,
         "kubernetesCSRs": False,
+        "issuerAmbientCredentials": False,
         "logFormat": "json",
         "logLevel": "debug",
     },
@@ -322,6 +326,7 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.tls_ca_file == "/etc/akv-ca/ca.pem"
     assert config.verify_challenge_resource is False
     assert config.kubernetes_csrs is False
+    assert config.issuer_ambient_credentials is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"
     assert config.leader_election_id == "akv-leader"
@@ -550,3 +555,97 @@ def _metrics_service(rendered: list[Doc]) -> Doc:
         d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics")
     ]
     return service
+
+
+# --- ServiceAccount tokens (auth.serviceAccountRef) and ambient credentials --
+
+
+def _token_grants(rendered: list[Doc]) -> list[tuple[Doc, dict[str, Any]]]:
+    return [
+        (doc, rule)
+        for doc in rendered
+        for rule in doc.get("rules") or ()
+        if any(r.startswith("serviceaccounts") for r in rule["resources"])
+    ]
+
+
+def test_no_service_account_token_grant_by_default(
+    default_chart: list[Doc], kustomized: list[Doc]
+) -> None:
+    # Tenants grant tokens of their own ServiceAccounts; nothing shipped may
+    # let the controller mint tokens for ServiceAccounts nobody allowed.
+    assert _token_grants(default_chart) == []
+    assert _token_grants(kustomized) == []
+    for path in sorted((CONFIG / "rbac").glob("*.yaml")):
+        assert _token_grants(load_file(path)) == [], path
+
+
+def test_cluster_resource_service_accounts_get_a_role_for_exactly_those_names() -> None:
+    rendered = docs(
+        helm_template(
+            {
+                "controller": {"clusterResourceNamespace": "pki"},
+                "rbac": {"clusterResourceServiceAccounts": ["akv-ca-a", "akv-ca-b"]},
+            }
+        )
+    )
+    ((role, rule),) = _token_grants(rendered)
+    assert role["kind"] == "Role"
+    assert role["metadata"]["namespace"] == "pki"
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["serviceaccounts/token"],
+        "resourceNames": ["akv-ca-a", "akv-ca-b"],
+        "verbs": ["create"],
+    }
+    binding = one(rendered, "RoleBinding", f"{PREFIX}token-creator")
+    assert binding["metadata"]["namespace"] == "pki"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{PREFIX}controller-manager", "namespace": NAMESPACE}
+    ]
+
+
+def test_tenant_grant_sample_allows_one_service_account_to_the_controller(
+    kustomized: list[Doc],
+) -> None:
+    sample = load_file(CONFIG / "samples" / "serviceaccount-token-grant.yaml")
+    account = one(sample, "ServiceAccount")
+    ((role, rule),) = _token_grants(sample)
+    assert rule["resourceNames"] == [account["metadata"]["name"]]
+    assert rule["verbs"] == ["create"]
+    assert role["metadata"]["namespace"] == account["metadata"]["namespace"]
+    binding = one(sample, "RoleBinding")
+    controller = one(kustomized, "ServiceAccount")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": controller["metadata"]["name"],
+            "namespace": controller["metadata"]["namespace"],
+        }
+    ]
+
+
+def test_ambient_credentials_are_allowed_by_default_and_can_be_locked_down(
+    default_chart: list[Doc], tmp_path: Any
+) -> None:
+    import shutil
+
+    args = controller_args(one(default_chart, "Deployment"))
+    assert controller_config(args, NAMESPACE).issuer_ambient_credentials is True
+    locked = docs(helm_template({"controller": {"issuerAmbientCredentials": False}}))
+    args = controller_args(one(locked, "Deployment"))
+    assert "--no-issuer-ambient-credentials" in args
+    assert controller_config(args, NAMESPACE).issuer_ambient_credentials is False
+    # The kustomize component does the same to the base.
+    shutil.copytree(CONFIG, tmp_path / "config")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../config/default]\n"
+        "components: [../config/components/no-issuer-ambient-credentials]\n"
+    )
+    result = run([kubectl(), "kustomize", str(overlay)])
+    assert result.returncode == 0, result.stderr
+    kustomized_args = controller_args(one(docs(result.stdout), "Deployment"))
+    assert controller_config(kustomized_args, NAMESPACE) == controller_config(args, NAMESPACE)

@@ -237,6 +237,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("AKV_KUBERNETES_CSRS", "true").strip().lower() in _TRUE,
     )
     flag(
+        "--issuer-ambient-credentials",
+        "AKV_ISSUER_AMBIENT_CREDENTIALS",
+        "let namespaced Issuers use the controller's own Azure identity (spec.auth unset) "
+        "and federate its ServiceAccount (auth.workloadIdentity); "
+        "--no-issuer-ambient-credentials confines them to auth.serviceAccountRef and "
+        "auth.clientSecret, for clusters shared by tenants. ClusterIssuers are not "
+        "affected (default on)",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_ISSUER_AMBIENT_CREDENTIALS", "true").strip().lower() in _TRUE,
+    )
+    flag(
         "--shutdown-timeout",
         "AKV_SHUTDOWN_TIMEOUT",
         "how long in-flight work may finish after SIGTERM",
@@ -290,6 +301,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         tls_ca_file=args.tls_ca_file,
         verify_challenge_resource=bool(args.verify_challenge_resource),
         kubernetes_csrs=bool(args.kubernetes_csrs),
+        issuer_ambient_credentials=bool(args.issuer_ambient_credentials),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )
 

@@ -60,6 +60,9 @@ class ControllerConfig:
     # False only for a local Key Vault emulator (--no-verify-challenge-resource).
     verify_challenge_resource: bool = True
     kubernetes_csrs: bool = True
+    # May namespaced Issuers use the controller's own identity (auth unset) and
+    # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
+    issuer_ambient_credentials: bool = True
     shutdown_timeout: float = 30.0
     list_chunk_size: int = 500
 

@@ -1,9 +1,10 @@
 """The issuer check: can this Issuer / ClusterIssuer sign right now?
 
 Order of the check, each step naming its own Ready reason when it fails:
-spec -> credentials -> Key Vault key (exists, enabled, may sign, algorithm
-fits) -> CA secret (a PEM chain) -> CA certificate (a CA, valid now, public key
-equal to the Key Vault key's). A successful check leaves a
+spec -> credentials (may this issuer use this identity; for
+auth.serviceAccountRef a ServiceAccount token) -> Key Vault key (exists,
+enabled, may sign, algorithm fits) -> CA secret (a PEM chain) -> CA
+certificate (a CA, valid now, public key equal to the Key Vault key's). A successful check leaves a
 :class:`CheckedIssuer` in memory: everything signing needs, so a
 CertificateRequest costs one Key Vault call (``sign``) and nothing else.
 """
@@ -28,6 +29,7 @@ from akv_issuer.controller.api import (
     ClientSecretAuth,
     IssuerReason,
     IssuerSpec,
+    ServiceAccountAuth,
     SpecError,
     WorkloadIdentityAuth,
     parse_issuer_spec,
@@ -35,10 +37,14 @@ from akv_issuer.controller.api import (
 from akv_issuer.controller.ca_renewal import Renewal, renew_if_due
 from akv_issuer.controller.metrics import Metrics
 from akv_issuer.keyvault import (
+    SERVICE_ACCOUNT_TOKEN_FAILED,
     Ambient,
+    AssertionProvider,
+    AssertionProviderError,
     AuthConfig,
     ClientSecret,
     ErrorKind,
+    FederatedServiceAccount,
     KeyInfo,
     KeyVaultAccess,
     KeyVaultError,
@@ -152,6 +158,14 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
     detail = f"{what}: {err.message}" if err.message else what
     if err.code:
         detail += f" ({err.code})"
+    if err.code == SERVICE_ACCOUNT_TOKEN_FAILED:
+        # auth.serviceAccountRef: no ServiceAccount token to exchange.
+        return CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message)
+    if err.kind is ErrorKind.TRANSIENT and err.code in _ENTRA_REFUSALS:
+        # Entra ID refused the credential itself (AADSTS...): no federated
+        # credential for this subject/audience, unknown client, wrong secret.
+        # Retried (the identity may be fixed), but it is no outage.
+        return CheckFailed(IssuerReason.FORBIDDEN, detail)
     match err.kind:
         case ErrorKind.THROTTLED:
             return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
@@ -171,6 +185,9 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
                 detail,
             )
 
+
+# OAuth error codes of a token endpoint refusing the client (not an outage).
+_ENTRA_REFUSALS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 
 _CA_REASONS = {
     CAErrorKind.INVALID: IssuerReason.CA_INVALID,
@@ -193,11 +210,18 @@ class IssuerChecker:
         keyvault: KeyVaultAccess,
         metrics: Metrics,
         cluster_resource_namespace: str,
+        *,
+        issuer_ambient_credentials: bool = True,
+        service_account_tokens: AssertionProvider | None = None,
     ) -> None:
         self._client = client
         self._kv = keyvault
         self._metrics = metrics
         self._cluster_ns = cluster_resource_namespace
+        # --issuer-ambient-credentials: may namespaced Issuers use the
+        # controller's own identity (auth unset, auth.workloadIdentity)?
+        self._issuer_ambient = issuer_ambient_credentials
+        self._sa_tokens = service_account_tokens
 
     async def check(self, key: IssuerKey, obj: dict[str, Any], now: dt.datetime) -> CheckedIssuer:
         meta = obj.get("metadata") or {}
@@ -332,12 +356,69 @@ class IssuerChecker:
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
+        self._check_ambient_allowed(key, auth)
+        if isinstance(auth, ServiceAccountAuth):
+            return await self._service_account(key, auth)
         if isinstance(auth, AmbientAuth):
             return Ambient()
         if isinstance(auth, WorkloadIdentityAuth):
             tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
             return WorkloadIdentity(client_id=auth.client_id, tenant_id=tenant)
         return await self._client_secret(key, auth)
+
+    def _check_ambient_allowed(self, key: IssuerKey, auth: object) -> None:
+        """--no-issuer-ambient-credentials: a namespaced Issuer may not use the
+        controller's own identity, nor federate the controller's ServiceAccount
+        (workloadIdentity). ClusterIssuers are created by cluster admins."""
+        if self._issuer_ambient or key.kind == CLUSTER_ISSUER_KIND:
+            return
+        if isinstance(auth, AmbientAuth):
+            what = "the controller's own identity (spec.auth unset)"
+        elif isinstance(auth, WorkloadIdentityAuth):
+            what = "auth.workloadIdentity (the controller's ServiceAccount token)"
+        else:
+            return
+        raise CheckFailed(
+            IssuerReason.AMBIENT_CREDENTIALS_NOT_ALLOWED,
+            f"{key} uses {what}, but namespaced Issuers may not: the controller runs with "
+            f"--issuer-ambient-credentials=false (AKV_ISSUER_AMBIENT_CREDENTIALS, Helm value "
+            f"controller.issuerAmbientCredentials); use auth.serviceAccountRef or "
+            f"auth.clientSecret, or a ClusterIssuer",
+            retryable=False,
+        )
+
+    async def _service_account(self, key: IssuerKey, auth: ServiceAccountAuth) -> AuthConfig:
+        # The ServiceAccount is the issuer's own namespace's (a ClusterIssuer's:
+        # the cluster resource namespace); the spec never names a namespace.
+        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
+        if not tenant:
+            raise CheckFailed(
+                IssuerReason.INVALID_SPEC,
+                "spec.auth.serviceAccountRef.tenantID: is required when the controller has "
+                "no AZURE_TENANT_ID",
+                retryable=False,
+            )
+        config = FederatedServiceAccount(
+            namespace=namespace,
+            name=auth.name,
+            client_id=auth.client_id,
+            tenant_id=tenant,
+            audiences=auth.audiences,
+        )
+        if self._sa_tokens is None:
+            raise CheckFailed(
+                IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED,
+                "this controller cannot request ServiceAccount tokens",
+                retryable=False,
+            )
+        # Fetched (and cached) here, so a missing ServiceAccount or grant is
+        # named as such before any Key Vault call.
+        try:
+            await self._sa_tokens(config)
+        except AssertionProviderError as err:
+            raise CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message) from None
+        return config
 
     async def _client_secret(self, key: IssuerKey, auth: ClientSecretAuth) -> AuthConfig:
         # A ClusterIssuer's secret comes from the cluster resource namespace,

@@ -41,8 +41,9 @@ from akv_issuer.controller.requests.kind import RequestKind
 from akv_issuer.controller.requests.kubecsr import KubeCSRs
 from akv_issuer.controller.revocations import RevocationStore
 from akv_issuer.controller.revoker import FanOut, IssuerLocks, Revoker
+from akv_issuer.controller.service_account_tokens import ServiceAccountTokens
 from akv_issuer.controller.signing import RequestSigner
-from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions
+from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -98,7 +99,9 @@ def make_client(config: ControllerConfig) -> AsyncClient:
     )
 
 
-def make_keyvault(config: ControllerConfig) -> KeyVaultAccess:
+def make_keyvault(
+    config: ControllerConfig, assertion_provider: AssertionProvider | None = None
+) -> KeyVaultAccess:
     options: dict[str, Any] = {
         "timeout": config.keyvault_timeout,
         # Off only on the explicit emulator opt-in; never by default.
@@ -106,7 +109,9 @@ def make_keyvault(config: ControllerConfig) -> KeyVaultAccess:
     }
     if config.tls_ca_file:
         options["tls_ca_file"] = config.tls_ca_file
-    return KeyVaultAccess(KeyVaultOptions.from_env(**options))
+    return KeyVaultAccess(
+        KeyVaultOptions.from_env(**options), assertion_provider=assertion_provider
+    )
 
 
 class Manager:
@@ -120,12 +125,23 @@ class Manager:
         self.config = config
         self.metrics = Metrics()
         self.client = client or make_client(config)
-        self.keyvault = keyvault or make_keyvault(config)
+        # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
+        # layer as its assertion provider.
+        self.sa_tokens = ServiceAccountTokens(
+            self.client,
+            on_request=lambda result: self.metrics.service_account_tokens.labels(result).inc(),
+        )
+        self.keyvault = keyvault or make_keyvault(config, self.sa_tokens.token)
         self.events = EventRecorder(
             self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
         )
         checker = IssuerChecker(
-            self.client, self.keyvault, self.metrics, config.cluster_resource_namespace
+            self.client,
+            self.keyvault,
+            self.metrics,
+            config.cluster_resource_namespace,
+            issuer_ambient_credentials=config.issuer_ambient_credentials,
+            service_account_tokens=self.sa_tokens.token,
         )
         signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency)
         self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)

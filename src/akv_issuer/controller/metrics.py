@@ -61,6 +61,14 @@ class Metrics:
             ["operation", "status_code"],
             registry=self.registry,
         )
+        # auth.serviceAccountRef: TokenRequests (cached, so about one per
+        # ServiceAccount and hour), by HTTP status ("201", "403", "404", "error").
+        self.service_account_tokens = Counter(
+            f"{PREFIX}_serviceaccount_token_requests",
+            "ServiceAccount TokenRequests made for auth.serviceAccountRef, by result.",
+            ["result"],
+            registry=self.registry,
+        )
         self.ca_expiry = Gauge(
             f"{PREFIX}_ca_certificate_expiry_timestamp_seconds",
             "NotAfter of each issuer's CA certificate, as a Unix timestamp.",

@@ -11,16 +11,35 @@ from .access import (
     SecretInfo,
     normalize_vault_url,
 )
-from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
-from .errors import ErrorKind, KeyVaultError, classify, parse_retry_after
+from .auth import (
+    Ambient,
+    AssertionProvider,
+    AssertionProviderError,
+    AuthConfig,
+    ClientSecret,
+    CredentialConfigError,
+    FederatedServiceAccount,
+    WorkloadIdentity,
+)
+from .errors import (
+    SERVICE_ACCOUNT_TOKEN_FAILED,
+    ErrorKind,
+    KeyVaultError,
+    classify,
+    parse_retry_after,
+)
 
 __all__ = [
     "PEM_CONTENT_TYPE",
+    "SERVICE_ACCOUNT_TOKEN_FAILED",
     "Ambient",
+    "AssertionProvider",
+    "AssertionProviderError",
     "AuthConfig",
     "ClientSecret",
     "CredentialConfigError",
     "ErrorKind",
+    "FederatedServiceAccount",
     "KeyInfo",
     "KeyVaultAccess",
     "KeyVaultError",

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_issuer.pki import SignatureAlgorithm
 
-from .auth import AuthConfig, CredentialConfigError, make_credential
+from .auth import AssertionProvider, AuthConfig, CredentialConfigError, make_credential
 from .errors import ErrorKind, KeyVaultError, classify
 
 log = logging.getLogger(__name__)
@@ -338,8 +338,15 @@ class KeyVaultAccess:
     error is raised with retry_after so the caller's work queue can back off instead.
     """
 
-    def __init__(self, options: KeyVaultOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: KeyVaultOptions | None = None,
+        *,
+        assertion_provider: AssertionProvider | None = None,
+    ) -> None:
         self.options = options or KeyVaultOptions.from_env()
+        # The ServiceAccount tokens of FederatedServiceAccount identities (the controller's).
+        self._assertion_provider = assertion_provider
         self.options.validate()
         self._clients: dict[tuple[str, AuthConfig], _VaultClients] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
@@ -408,7 +415,9 @@ class KeyVaultAccess:
         found = self._clients.get((vault, auth))
         if found is None:
             try:
-                credential = make_credential(auth, **self._credential_kwargs())
+                credential = make_credential(
+                    auth, self._assertion_provider, **self._credential_kwargs()
+                )
             except (CredentialConfigError, ValueError) as exc:
                 raise KeyVaultError(
                     ErrorKind.PERMANENT, str(exc), code="CredentialConfiguration"

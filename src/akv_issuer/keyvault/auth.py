@@ -1,13 +1,24 @@
-"""How the issuer authenticates to Key Vault, and the aio credential for each way."""
+"""How the issuer authenticates to Key Vault, and the aio credential for each way.
+
+A ServiceAccount token exchange (:class:`FederatedServiceAccount`) needs a token
+that only Kubernetes can mint. This layer does not talk to Kubernetes: whoever
+builds :class:`~akv_issuer.keyvault.KeyVaultAccess` injects an
+:data:`AssertionProvider` that returns one (and caches it), and failures come
+back as :class:`AssertionProviderError`, which names no Kubernetes type.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import (
+    ClientAssertionCredential,
     ClientSecretCredential,
     DefaultAzureCredential,
     WorkloadIdentityCredential,
@@ -41,15 +52,126 @@ class ClientSecret:
     authority_host: str | None = None
 
 
-AuthConfig = Ambient | WorkloadIdentity | ClientSecret
+@dataclass(frozen=True)
+class FederatedServiceAccount:
+    """Exchange a token of the ServiceAccount ``namespace``/``name`` (with ``audiences``)
+    for the Entra ID identity ``client_id`` in ``tenant_id``.
+
+    Only data, so it is hashable and one credential is kept per (vault, identity); the
+    token itself comes from the access layer's :data:`AssertionProvider`.
+    """
+
+    namespace: str
+    name: str
+    client_id: str
+    tenant_id: str
+    audiences: tuple[str, ...] = ("api://AzureADTokenExchange",)
+    authority_host: str | None = None
+
+
+AuthConfig = Ambient | WorkloadIdentity | ClientSecret | FederatedServiceAccount
+
+AssertionProvider = Callable[[FederatedServiceAccount], Awaitable[str]]
+"""Returns a current (cached) ServiceAccount token for the identity; raises
+:class:`AssertionProviderError` when it cannot."""
+
+
+class AssertionProviderError(Exception):
+    """The token to exchange could not be obtained. ``retryable``: it may work later
+    (the API server was unreachable); else the ServiceAccount is missing or the
+    controller may not create tokens for it. The message never holds a token."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
 
 
 class CredentialConfigError(ValueError):
     """The auth configuration cannot produce a credential (missing token file, tenant, ...)."""
 
 
-def make_credential(auth: AuthConfig, **pipeline: Any) -> AsyncTokenCredential:
-    """A new aio credential for auth; pipeline carries transport options (connection_verify...)."""
+class FederatedServiceAccountCredential(AsyncTokenCredential):
+    """azure-identity's ClientAssertionCredential with the provider's ServiceAccount token.
+
+    ClientAssertionCredential calls its ``func`` synchronously, and only when it has
+    no cached Entra token; the provider is async (a TokenRequest). So every
+    ``get_token`` first awaits the provider (a cache hit but for once an hour) and
+    the ``func`` returns what it gave. Entra access tokens stay cached by
+    azure-identity as for every other credential.
+    """
+
+    def __init__(
+        self, auth: FederatedServiceAccount, provider: AssertionProvider, **kwargs: Any
+    ) -> None:
+        self._auth = auth
+        self._provider = provider
+        self._assertion = ""
+        self._inner = ClientAssertionCredential(
+            auth.tenant_id, auth.client_id, self._current_assertion, **kwargs
+        )
+
+    def _current_assertion(self) -> str:
+        return self._assertion
+
+    async def _refresh_assertion(self) -> None:
+        self._assertion = await self._provider(self._auth)
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        await self._refresh_assertion()
+        return await self._inner.get_token(
+            *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+        )
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        await self._refresh_assertion()
+        return await self._inner.get_token_info(*scopes, options=options)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> FederatedServiceAccountCredential:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.close()
+
+
+def make_credential(
+    auth: AuthConfig, provider: AssertionProvider | None = None, **pipeline: Any
+) -> AsyncTokenCredential:
+    """A new aio credential for auth; pipeline carries transport options (connection_verify...).
+
+    ``provider`` is needed for a FederatedServiceAccount only.
+    """
+    if isinstance(auth, FederatedServiceAccount):
+        if provider is None:
+            raise CredentialConfigError(
+                "a ServiceAccount token exchange needs a token provider (only the controller "
+                "has one)"
+            )
+        if not auth.client_id or not auth.tenant_id:
+            raise CredentialConfigError(
+                "a ServiceAccount token exchange needs a client id and a tenant id (or "
+                "AZURE_TENANT_ID in the controller's environment)"
+            )
+        extra = {"authority": auth.authority_host} if auth.authority_host else {}
+        return FederatedServiceAccountCredential(auth, provider, **extra, **pipeline)
     if isinstance(auth, Ambient):
         return DefaultAzureCredential(**pipeline)
     if isinstance(auth, WorkloadIdentity):

@@ -24,6 +24,11 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from .auth import AssertionProviderError
+
+# KeyVaultError.code when an AssertionProvider could not give a token to exchange.
+SERVICE_ACCOUNT_TOKEN_FAILED = "ServiceAccountTokenFailed"  # noqa: S105 -- a code, not a password
+
 
 class ErrorKind(enum.Enum):
     """What a failed call means for the caller.
@@ -154,6 +159,14 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
     """Map an SDK, transport or timeout exception to a KeyVaultError."""
     if isinstance(exc, KeyVaultError):
         return exc
+    if isinstance(exc, AssertionProviderError):
+        # No token to exchange (auth.serviceAccountRef): the message says why.
+        return KeyVaultError(
+            ErrorKind.TRANSIENT if exc.retryable else ErrorKind.FORBIDDEN,
+            exc.message,
+            code=SERVICE_ACCOUNT_TOKEN_FAILED,
+            operation=operation,
+        )
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return KeyVaultError(
             ErrorKind.TRANSIENT, "no answer in time", code="Timeout", operation=operation

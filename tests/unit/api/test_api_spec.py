@@ -228,3 +228,62 @@ def test_crl_refuses(crl: dict[str, Any], field: str) -> None:
     with pytest.raises(api.SpecError) as err:
         api.parse_issuer_spec(_spec(crl=crl))
     assert err.value.field == field
+
+
+# --- auth.serviceAccountRef ---------------------------------------------------
+
+_SA = {"name": "akv-issuer", "clientID": "11111111-2222-3333-4444-555555555555"}
+
+
+def test_service_account_ref_defaults_to_the_entra_exchange_audience() -> None:
+    spec = api.parse_issuer_spec(_spec(auth={"serviceAccountRef": dict(_SA)}))
+    assert spec.auth == api.ServiceAccountAuth(
+        name="akv-issuer",
+        client_id="11111111-2222-3333-4444-555555555555",
+        tenant_id=None,
+        audiences=("api://AzureADTokenExchange",),
+    )
+
+
+def test_service_account_ref_sample_parses_with_its_namespace_implied() -> None:
+    manifest = load_one(SAMPLES / "issuer-serviceaccount.yaml")
+    auth = api.parse_issuer_spec(manifest["spec"]).auth
+    assert isinstance(auth, api.ServiceAccountAuth)
+    assert (auth.name, auth.tenant_id) == ("akv-issuer", "66666666-7777-8888-9999-000000000000")
+    assert "namespace" not in manifest["spec"]["auth"]["serviceAccountRef"]
+
+
+def test_service_account_ref_audiences_replace_the_default() -> None:
+    ref = {**_SA, "audiences": ["api://other", "api://AzureADTokenExchange"]}
+    auth = api.parse_issuer_spec(_spec(auth={"serviceAccountRef": ref})).auth
+    assert isinstance(auth, api.ServiceAccountAuth)
+    assert auth.audiences == ("api://other", "api://AzureADTokenExchange")
+
+
+@pytest.mark.parametrize("other", ["workloadIdentity", "clientSecret"])
+def test_service_account_ref_excludes_the_other_methods(other: str) -> None:
+    others = {
+        "workloadIdentity": {"clientID": _SA["clientID"]},
+        "clientSecret": {
+            "tenantID": "contoso.onmicrosoft.com",
+            "clientID": _SA["clientID"],
+            "secretRef": {"name": "s", "key": "k"},
+        },
+    }
+    err = _error(_spec(auth={"serviceAccountRef": dict(_SA), other: others[other]}))
+    assert err.field == "auth"
+    assert "serviceAccountRef" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("ref", "field"),
+    [
+        ({"clientID": _SA["clientID"]}, "auth.serviceAccountRef.name"),
+        ({"name": "akv-issuer"}, "auth.serviceAccountRef.clientID"),
+        ({**_SA, "name": "Not_A_Name"}, "auth.serviceAccountRef.name"),
+        ({**_SA, "audiences": ["has space"]}, "auth.serviceAccountRef.audiences[0]"),
+        ({**_SA, "audiences": [f"a{i}" for i in range(11)]}, "auth.serviceAccountRef.audiences"),
+    ],
+)
+def test_service_account_ref_refuses_bad_fields(ref: dict[str, Any], field: str) -> None:
+    assert _error(_spec(auth={"serviceAccountRef": ref})).field == field

@@ -185,8 +185,15 @@ class AdminClient:
         key_permissions: list[str] | None = None,
         secret_permissions: list[str] | None = None,
         federated_subject: str | None = None,
+        federated_issuer: str | None = None,
+        federated_audience: str | None = None,
     ) -> dict[str, Any]:
-        """Create or update an identity; secret=True generates one (returned as "secret")."""
+        """Create or update an identity; secret=True generates one (returned as "secret").
+
+        A federated credential trusts ``federated_subject`` from ``federated_issuer``
+        (default: the emulator's own issuer; another one must be trusted with
+        :meth:`trust_issuer`, e.g. a cluster's service-account issuer) for
+        ``federated_audience`` (default api://AzureADTokenExchange)."""
         body: dict[str, Any] = {}
         if secret is not None:
             body["secret"] = secret
@@ -198,7 +205,12 @@ class AdminClient:
         if permissions:
             body["permissions"] = permissions
         if federated_subject is not None:
-            body["federated"] = [{"subject": federated_subject}]
+            cred = {"subject": federated_subject}
+            if federated_issuer is not None:
+                cred["issuer"] = federated_issuer
+            if federated_audience is not None:
+                cred["audience"] = federated_audience
+            body["federated"] = [cred]
         result: dict[str, Any] = self.call("PUT", f"identities/{client_id}", body)
         if isinstance(result.get("secret"), str):
             self.handed_out.append(result["secret"])

@@ -61,7 +61,8 @@ from akv_issuer.controller.api.schema import (
     STATUS_FIELDS,
     FieldDef,
 )
-from akv_issuer.controller.api.spec import (
+from akv_issuer.controller.api.spec import (  # auth.serviceAccountRef
+    ENTRA_TOKEN_EXCHANGE_AUDIENCE,
     MAX_BACKDATE,
     AmbientAuth,
     AuthSpec,
@@ -72,6 +73,7 @@ from akv_issuer.controller.api.spec import (
     PolicySpec,
     ReissueSpec,
     SecretKeyRef,
+    ServiceAccountAuth,
     SpecError,
     TrustBundleSpec,
     WorkloadIdentityAuth,
@@ -91,6 +93,7 @@ __all__ = [
     "CONDITION_KEY_VERSION_PENDING",
     "CONDITION_READY",
     "CONDITION_REISSUING",
+    "ENTRA_TOKEN_EXCHANGE_AUDIENCE",
     "GROUP",
     "ISSUER_KIND",
     "ISSUER_KINDS",
@@ -124,6 +127,7 @@ __all__ = [
     "PolicySpec",
     "ReissueSpec",
     "SecretKeyRef",
+    "ServiceAccountAuth",
     "SpecError",
     "TrustBundleSpec",
     "WorkloadIdentityAuth",

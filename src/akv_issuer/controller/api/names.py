@@ -114,6 +114,13 @@ class IssuerReason(StrEnum):
     AUTH_SECRET_NOT_FOUND = "AuthSecretNotFound"  # noqa: S105 -- a reason, not a password
     """The clientSecret Secret or its key is missing in the namespace it is read from."""
     INVALID_SPEC = "InvalidSpec"
+    # Tenant identities (auth.serviceAccountRef, --issuer-ambient-credentials).
+    SERVICE_ACCOUNT_TOKEN_FAILED = "ServiceAccountTokenFailed"  # noqa: S105 -- a reason
+    """auth.serviceAccountRef: no token for the ServiceAccount (it does not exist in the
+    issuer's namespace, or the controller may not create tokens for it there)."""
+    AMBIENT_CREDENTIALS_NOT_ALLOWED = "AmbientCredentialsNotAllowed"
+    """A namespaced Issuer uses the controller's own identity (no auth, or
+    auth.workloadIdentity) while --issuer-ambient-credentials is off."""
 
 
 class CertificateRequestCondition(StrEnum):

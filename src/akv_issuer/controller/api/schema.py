@@ -36,6 +36,7 @@ _K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 _EXTENSION_URL = r"^(https?|ldap)://[^\s]+$"
 _HTTP_URL = r"^https?://[^\s]+$"
+_AUDIENCE = r"^[^\s]+$"
 
 DURATION_HINT = "use Go duration syntax such as 2160h, 90m or 1h30m (units h, m, s, ms, us, ns)"
 
@@ -111,6 +112,29 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         pattern=_DATA_KEY,
         max_length=253,
         hint="must be a key of the Secret's data",
+    ),
+    # auth.serviceAccountRef: a token of a ServiceAccount in the issuer's own
+    # namespace (TokenRequest), exchanged with Entra ID for clientID.
+    "auth.serviceAccountRef": FieldDef("object"),
+    "auth.serviceAccountRef.name": FieldDef(
+        "string",
+        required=True,
+        pattern=_K8S_NAME,
+        max_length=253,
+        hint="must be a Kubernetes ServiceAccount name",
+    ),
+    "auth.serviceAccountRef.clientID": FieldDef(
+        "string", required=True, pattern=_GUID, hint="must be a GUID (the identity's client ID)"
+    ),
+    "auth.serviceAccountRef.tenantID": FieldDef(
+        "string", pattern=_TENANT, hint="must be a tenant GUID or domain"
+    ),
+    "auth.serviceAccountRef.audiences": FieldDef(
+        "array[string]",
+        pattern=_AUDIENCE,
+        max_length=1024,
+        max_items=10,
+        hint="an audience is a non-empty string without spaces",
     ),
     "policy": FieldDef("object"),
     "policy.maxDuration": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),

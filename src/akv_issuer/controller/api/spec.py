@@ -72,7 +72,29 @@ class ClientSecretAuth:
     secret_ref: SecretKeyRef
 
 
-AuthSpec = AmbientAuth | WorkloadIdentityAuth | ClientSecretAuth
+# The audience Entra ID expects in a federated token (the default of every
+# federated identity credential).
+ENTRA_TOKEN_EXCHANGE_AUDIENCE: Final = "api://AzureADTokenExchange"  # noqa: S105 -- an audience
+
+
+@dataclass(frozen=True)
+class ServiceAccountAuth:
+    """Exchange a token of a ServiceAccount for an Entra ID identity.
+
+    The ServiceAccount is looked up by ``name`` in the Issuer's own namespace
+    (a ClusterIssuer's: the cluster resource namespace); the spec never names a
+    namespace, so a tenant can only use identities that trust a ServiceAccount
+    of its own namespace (subject ``system:serviceaccount:<ns>:<name>``).
+    ``tenant_id`` None: the tenant from AZURE_TENANT_ID.
+    """
+
+    name: str
+    client_id: str
+    tenant_id: str | None = None
+    audiences: tuple[str, ...] = (ENTRA_TOKEN_EXCHANGE_AUDIENCE,)
+
+
+AuthSpec = AmbientAuth | WorkloadIdentityAuth | ClientSecretAuth | ServiceAccountAuth
 
 
 @dataclass(frozen=True)
@@ -403,6 +425,13 @@ def _parse_auth(reader: _SpecReader) -> AuthSpec:
     client_secret = reader.get("auth.clientSecret")
     if workload is not None and client_secret is not None:
         raise SpecError("auth", "set at most one of workloadIdentity and clientSecret")
+    service_account = _parse_service_account(reader)
+    if service_account is not None:
+        if workload is not None or client_secret is not None:
+            raise SpecError(
+                "auth", "set at most one of workloadIdentity, clientSecret and serviceAccountRef"
+            )
+        return service_account
     if workload is not None:
         return WorkloadIdentityAuth(
             client_id=reader.get("auth.workloadIdentity.clientID"),
@@ -419,3 +448,15 @@ def _parse_auth(reader: _SpecReader) -> AuthSpec:
             ),
         )
     return AmbientAuth()
+
+
+def _parse_service_account(reader: _SpecReader) -> ServiceAccountAuth | None:
+    if reader.get("auth.serviceAccountRef") is None:
+        return None
+    audiences = tuple(reader.get("auth.serviceAccountRef.audiences") or ())
+    return ServiceAccountAuth(
+        name=reader.get("auth.serviceAccountRef.name"),
+        client_id=reader.get("auth.serviceAccountRef.clientID"),
+        tenant_id=reader.get("auth.serviceAccountRef.tenantID"),
+        audiences=audiences or (ENTRA_TOKEN_EXCHANGE_AUDIENCE,),
+    )
