@@ -3,6 +3,7 @@ a per-vault concurrency limit and error classification (see docs/architecture.md
 
 from .access import (
     PEM_CONTENT_TYPE,
+    CertificateInfo,
     KeyInfo,
     KeyVaultAccess,
     KeyVaultOptions,
@@ -12,13 +13,17 @@ from .access import (
     normalize_vault_url,
 )
 from .auth import Ambient, AuthConfig, ClientSecret, CredentialConfigError, WorkloadIdentity
+from .cloud import CLOUDS, Cloud, authority_for, cloud_of, is_managed_hsm
 from .errors import ErrorKind, KeyVaultError, classify, parse_retry_after
 
 __all__ = [
+    "CLOUDS",
     "PEM_CONTENT_TYPE",
     "Ambient",
     "AuthConfig",
+    "CertificateInfo",
     "ClientSecret",
+    "Cloud",
     "CredentialConfigError",
     "ErrorKind",
     "KeyInfo",
@@ -29,7 +34,10 @@ __all__ = [
     "KeyVersion",
     "SecretInfo",
     "WorkloadIdentity",
+    "authority_for",
     "classify",
+    "cloud_of",
+    "is_managed_hsm",
     "normalize_vault_url",
     "parse_retry_after",
 ]

@@ -16,7 +16,11 @@ from azure.identity.aio import (
 
 @dataclass(frozen=True)
 class Ambient:
-    """DefaultAzureCredential: workload identity on AKS, managed identity, environment, CLI."""
+    """DefaultAzureCredential: workload identity on AKS, managed identity, environment, CLI.
+
+    ``authority_host`` None: the vault's cloud decides (see :mod:`.cloud`)."""
+
+    authority_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,18 @@ class CredentialConfigError(ValueError):
     """The auth configuration cannot produce a credential (missing token file, tenant, ...)."""
 
 
-def make_credential(auth: AuthConfig, **pipeline: Any) -> AsyncTokenCredential:
-    """A new aio credential for auth; pipeline carries transport options (connection_verify...)."""
+def make_credential(
+    auth: AuthConfig, *, authority: str | None = None, **pipeline: Any
+) -> AsyncTokenCredential:
+    """A new aio credential for auth; pipeline carries transport options (connection_verify...).
+
+    ``authority``: the Entra authority host for the vault this credential serves
+    (:func:`.cloud.authority_for`); None leaves the SDK's default.
+    """
+    authority = authority or auth.authority_host
     if isinstance(auth, Ambient):
-        return DefaultAzureCredential(**pipeline)
+        extra = {"authority": authority} if authority else {}
+        return DefaultAzureCredential(**extra, **pipeline)
     if isinstance(auth, WorkloadIdentity):
         token_file = auth.token_file or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
         if not token_file:
@@ -66,7 +78,7 @@ def make_credential(auth: AuthConfig, **pipeline: Any) -> AsyncTokenCredential:
                 "workload identity needs a client id and a tenant id (or AZURE_CLIENT_ID and "
                 "AZURE_TENANT_ID in the environment)"
             )
-        extra = {"authority": auth.authority_host} if auth.authority_host else {}
+        extra = {"authority": authority} if authority else {}
         return WorkloadIdentityCredential(
             tenant_id=tenant_id,
             client_id=client_id,
@@ -78,5 +90,5 @@ def make_credential(auth: AuthConfig, **pipeline: Any) -> AsyncTokenCredential:
         raise CredentialConfigError(
             "a client secret identity needs tenant id, client id and secret"
         )
-    extra = {"authority": auth.authority_host} if auth.authority_host else {}
+    extra = {"authority": authority} if authority else {}
     return ClientSecretCredential(auth.tenant_id, auth.client_id, auth.secret, **extra, **pipeline)
