@@ -114,6 +114,9 @@ class IssuerReason(StrEnum):
     AUTH_SECRET_NOT_FOUND = "AuthSecretNotFound"  # noqa: S105 -- a reason, not a password
     """The clientSecret Secret or its key is missing in the namespace it is read from."""
     INVALID_SPEC = "InvalidSpec"
+    # --- issue 14 (CA certificate sources) ---
+    CA_CERTIFICATE_NOT_FOUND = "CACertificateNotFound"
+    """spec.caSource.keyVaultCertificate names no certificate object (or version)."""
 
 
 class CertificateRequestCondition(StrEnum):
