@@ -8,8 +8,10 @@ from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import (
+    ChainedTokenCredential,
     ClientSecretCredential,
     DefaultAzureCredential,
+    EnvironmentCredential,
     WorkloadIdentityCredential,
 )
 
@@ -48,6 +50,40 @@ class ClientSecret:
 AuthConfig = Ambient | WorkloadIdentity | ClientSecret
 
 
+def _ambient(authority: str | None, pipeline: dict[str, Any]) -> AsyncTokenCredential:
+    """DefaultAzureCredential, with ``authority`` honoured by its workload identity too.
+
+    DefaultAzureCredential hands its ``authority`` to the environment credential but
+    not to WorkloadIdentityCredential, which reads AZURE_AUTHORITY_HOST only (which
+    the AKS webhook sets to the public cloud): with the webhook's variables present,
+    the same chain is built by hand -- environment, workload identity, then the rest
+    of DefaultAzureCredential -- each with the vault's authority.
+    """
+    if not authority:
+        return DefaultAzureCredential(**pipeline)
+    token_file = os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    client_id = os.environ.get("AZURE_CLIENT_ID")
+    tenant_id = os.environ.get("AZURE_TENANT_ID")
+    if not (token_file and client_id and tenant_id):
+        return DefaultAzureCredential(authority=authority, **pipeline)
+    return ChainedTokenCredential(
+        EnvironmentCredential(authority=authority, **pipeline),
+        WorkloadIdentityCredential(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            token_file_path=token_file,
+            authority=authority,
+            **pipeline,
+        ),
+        DefaultAzureCredential(
+            authority=authority,
+            exclude_environment_credential=True,
+            exclude_workload_identity_credential=True,
+            **pipeline,
+        ),
+    )
+
+
 class CredentialConfigError(ValueError):
     """The auth configuration cannot produce a credential (missing token file, tenant, ...)."""
 
@@ -62,8 +98,7 @@ def make_credential(
     """
     authority = authority or auth.authority_host
     if isinstance(auth, Ambient):
-        extra = {"authority": authority} if authority else {}
-        return DefaultAzureCredential(**extra, **pipeline)
+        return _ambient(authority, pipeline)
     if isinstance(auth, WorkloadIdentity):
         token_file = auth.token_file or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
         if not token_file:
