@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
@@ -29,6 +30,8 @@ from akv_issuer.controller.api import (
     ClientSecretAuth,
     IssuerReason,
     IssuerSpec,
+    KeyVaultCertificateCA,
+    KubernetesSecretCA,
     ServiceAccountAuth,
     SpecError,
     WorkloadIdentityAuth,
@@ -49,6 +52,7 @@ from akv_issuer.keyvault import (
     KeyVaultAccess,
     KeyVaultError,
     WorkloadIdentity,
+    is_managed_hsm,
 )
 from akv_issuer.pki import (
     AlgorithmError,
@@ -243,30 +247,21 @@ class IssuerChecker:
             ) from None
         _check_usable(spec, key_info, now)
 
-        try:
-            secret = await self.kv_call(
-                "get_secret",
-                self._kv.get_secret(
-                    spec.key_vault_base_url, spec.ca_secret_name, spec.ca_secret_version, auth
-                ),
-            )
-        except KeyVaultError as err:
-            raise keyvault_failure(
-                err, f"CA secret {spec.ca_secret_name!r}", IssuerReason.CA_SECRET_NOT_FOUND
-            ) from None
+        ca_text = await self._read_ca(key, spec, auth)
+        what = spec.ca_description
         pending_version: str | None = None
         try:
-            ca = load_ca_chain(secret.value, key_info.public_key, now)
+            ca = load_ca_chain(ca_text, key_info.public_key, now)
         except CAError as err:
             if err.kind is not CAErrorKind.MISMATCH or spec.key_version:
-                raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
+                raise ca_failure(err, what) from None
             # keyVersion unset and the latest version is not the CA's: a new
             # version (manual, or Key Vault's rotation policy) whose CA
             # certificate is not stored yet. Keep signing with the version the
             # CA certificate holds rather than stop issuance.
-            older = await self._version_of_ca(spec, auth, secret.value, key_info, now)
+            older = await self._version_of_ca(spec, auth, ca_text, key_info, now)
             if older is None:
-                raise ca_failure(err, f"CA secret {spec.ca_secret_name!r}") from None
+                raise ca_failure(err, what) from None
             pending_version = key_info.version
             key_info, ca = older
             _check_usable(spec, key_info, now)
@@ -304,6 +299,76 @@ class IssuerChecker:
             pending_key_version=pending_version,
             renewal=renewal,
         )
+
+    async def _read_ca(self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig) -> str:
+        """The CA certificate (chain) as PEM text from wherever ``spec`` says it is kept.
+
+        A Key Vault certificate object is read through the Certificates API: its
+        public certificate only (``cer``, no chain), never its secret, which may
+        hold the private key. A Kubernetes Secret is read from the issuer's own
+        namespace, or for a ClusterIssuer from the cluster resource namespace.
+        """
+        source = spec.ca_source
+        what = spec.ca_description
+        if isinstance(source, KubernetesSecretCA):
+            return await self._kubernetes_ca(key, source)
+        if isinstance(source, KeyVaultCertificateCA):
+            vault = source.vault_base_url or spec.key_vault_base_url
+            try:
+                cert = await self.kv_call(
+                    "get_certificate",
+                    self._kv.get_certificate(vault, source.name, source.version, auth),
+                )
+            except KeyVaultError as err:
+                raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
+            try:
+                parsed = x509.load_der_x509_certificate(cert.cer)
+            except ValueError:
+                raise CheckFailed(
+                    IssuerReason.CA_INVALID, f"{what}: its cer is not a DER certificate"
+                ) from None
+            return parsed.public_bytes(serialization.Encoding.PEM).decode()
+        if spec.ca_source_explicit is None and is_managed_hsm(spec.key_vault_base_url):
+            raise CheckFailed(
+                IssuerReason.INVALID_SPEC,
+                f"the key is in a Managed HSM, which holds keys only: set spec.caSource to "
+                f"where the CA certificate is kept (a Key Vault secret or certificate in a "
+                f"vault, or a Kubernetes Secret) instead of reading {what}",
+                retryable=False,
+            )
+        try:
+            secret = await self.kv_call(
+                "get_secret",
+                self._kv.get_secret(source.vault_base_url, source.name, source.version, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
+        return secret.value
+
+    async def _kubernetes_ca(self, key: IssuerKey, source: KubernetesSecretCA) -> str:
+        # As for clientSecret: the spec never names a namespace.
+        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        where = f"CA Secret {namespace}/{source.name}"
+        try:
+            secret = await self._client.get(Secret, source.name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
+            if err.status.code == 403:
+                raise CheckFailed(
+                    IssuerReason.CA_SECRET_NOT_FOUND,
+                    f"{where}: the controller may not read it (forbidden)",
+                ) from None
+            raise CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
+            ) from None
+        raw = (secret.data or {}).get(source.key)
+        value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
+        if not value.strip():
+            raise CheckFailed(
+                IssuerReason.CA_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {source.key!r}"
+            )
+        return value
 
     async def _version_of_ca(
         self,
@@ -358,13 +423,15 @@ class IssuerChecker:
         auth = spec.auth
         self._check_ambient_allowed(key, auth)
         if isinstance(auth, ServiceAccountAuth):
-            return await self._service_account(key, auth)
+            return await self._service_account(key, auth, spec.authority_host)
         if isinstance(auth, AmbientAuth):
-            return Ambient()
+            return Ambient(authority_host=spec.authority_host)
         if isinstance(auth, WorkloadIdentityAuth):
             tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
-            return WorkloadIdentity(client_id=auth.client_id, tenant_id=tenant)
-        return await self._client_secret(key, auth)
+            return WorkloadIdentity(
+                client_id=auth.client_id, tenant_id=tenant, authority_host=spec.authority_host
+            )
+        return await self._client_secret(key, auth, spec.authority_host)
 
     def _check_ambient_allowed(self, key: IssuerKey, auth: object) -> None:
         """--no-issuer-ambient-credentials: a namespaced Issuer may not use the
@@ -387,7 +454,9 @@ class IssuerChecker:
             retryable=False,
         )
 
-    async def _service_account(self, key: IssuerKey, auth: ServiceAccountAuth) -> AuthConfig:
+    async def _service_account(
+        self, key: IssuerKey, auth: ServiceAccountAuth, authority_host: str | None = None
+    ) -> AuthConfig:
         # The ServiceAccount is the issuer's own namespace's (a ClusterIssuer's:
         # the cluster resource namespace); the spec never names a namespace.
         namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
@@ -405,6 +474,7 @@ class IssuerChecker:
             client_id=auth.client_id,
             tenant_id=tenant,
             audiences=auth.audiences,
+            authority_host=authority_host,
         )
         if self._sa_tokens is None:
             raise CheckFailed(
@@ -420,7 +490,9 @@ class IssuerChecker:
             raise CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message) from None
         return config
 
-    async def _client_secret(self, key: IssuerKey, auth: ClientSecretAuth) -> AuthConfig:
+    async def _client_secret(
+        self, key: IssuerKey, auth: ClientSecretAuth, authority_host: str | None = None
+    ) -> AuthConfig:
         # A ClusterIssuer's secret comes from the cluster resource namespace,
         # an Issuer's from its own namespace; the spec never names a namespace.
         namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
@@ -452,7 +524,10 @@ class IssuerChecker:
                 IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {ref.key!r}"
             )
         return ClientSecret(
-            tenant_id=auth.tenant_id, client_id=auth.client_id, secret=value.strip()
+            tenant_id=auth.tenant_id,
+            client_id=auth.client_id,
+            secret=value.strip(),
+            authority_host=authority_host,
         )
 
 

@@ -176,9 +176,7 @@ class RequestSigner:
             # The CA was valid at the issuer check and is not now (it expired,
             # or its clock-skewed NotBefore is still ahead): not the request's
             # fault. The issuer goes not Ready with the CA's own reason.
-            return IssuerFault(
-                ca_failure(err, f"CA secret {checked.spec.ca_secret_name!r}"), recheck_now=True
-            )
+            return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
         signer = _SlottedSigner(
             self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots

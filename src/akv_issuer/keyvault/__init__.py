@@ -3,6 +3,7 @@ a per-vault concurrency limit and error classification (see docs/architecture.md
 
 from .access import (
     PEM_CONTENT_TYPE,
+    CertificateInfo,
     KeyInfo,
     KeyVaultAccess,
     KeyVaultOptions,
@@ -21,6 +22,7 @@ from .auth import (
     FederatedServiceAccount,
     WorkloadIdentity,
 )
+from .cloud import CLOUDS, Cloud, authority_for, cloud_of, is_managed_hsm
 from .errors import (
     SERVICE_ACCOUNT_TOKEN_FAILED,
     ErrorKind,
@@ -30,13 +32,16 @@ from .errors import (
 )
 
 __all__ = [
+    "CLOUDS",
     "PEM_CONTENT_TYPE",
     "SERVICE_ACCOUNT_TOKEN_FAILED",
     "Ambient",
     "AssertionProvider",
     "AssertionProviderError",
     "AuthConfig",
+    "CertificateInfo",
     "ClientSecret",
+    "Cloud",
     "CredentialConfigError",
     "ErrorKind",
     "FederatedServiceAccount",
@@ -48,7 +53,10 @@ __all__ = [
     "KeyVersion",
     "SecretInfo",
     "WorkloadIdentity",
+    "authority_for",
     "classify",
+    "cloud_of",
+    "is_managed_hsm",
     "normalize_vault_url",
     "parse_retry_after",
 ]

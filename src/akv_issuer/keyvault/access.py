@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.keyvault.certificates.aio import CertificateClient
 from azure.keyvault.keys import JsonWebKey, KeyType, KeyVaultKey
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import SignatureAlgorithm as AzureSignatureAlgorithm
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from akv_issuer.pki import SignatureAlgorithm
 
 from .auth import AssertionProvider, AuthConfig, CredentialConfigError, make_credential
+from .cloud import authority_for
 from .errors import ErrorKind, KeyVaultError, classify
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,20 @@ class SecretInfo:
     id: str
     value: str = field(repr=False)
     content_type: str | None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """The public part of a Key Vault certificate object, read through the
+    Certificates API: ``cer`` is the DER of the certificate itself (no chain,
+    never a private key)."""
+
+    vault_url: str
+    name: str
+    version: str
+    id: str
+    cer: bytes = field(repr=False)
     enabled: bool = True
 
 
@@ -260,7 +276,15 @@ class _VaultClients:
         self._kwargs = client_kwargs
         self.keys = KeyClient(vault_url, credential, **client_kwargs)
         self.secrets = SecretClient(vault_url, credential, **client_kwargs)
+        self._certificates: CertificateClient | None = None
         self._crypto: dict[str, CryptographyClient] = {}
+
+    @property
+    def certificates(self) -> CertificateClient:
+        # Made on first use: most issuers never read a certificate object.
+        if self._certificates is None:
+            self._certificates = CertificateClient(self.vault_url, self.credential, **self._kwargs)
+        return self._certificates
 
     def crypto(self, key: KeyInfo) -> CryptographyClient:
         client = self._crypto.get(key.kid)
@@ -286,6 +310,8 @@ class _VaultClients:
 
     async def close(self) -> None:
         clients: list[Any] = [self.keys, self.secrets, *self._crypto.values()]
+        if self._certificates is not None:
+            clients.append(self._certificates)
         for client in clients:
             try:
                 await client.close()
@@ -414,9 +440,14 @@ class KeyVaultAccess:
         vault = normalize_vault_url(vault_url)
         found = self._clients.get((vault, auth))
         if found is None:
+            # The authority follows the vault's cloud (one credential per vault and identity).
+            authority = authority_for(vault, auth.authority_host, os.environ)
             try:
                 credential = make_credential(
-                    auth, self._assertion_provider, **self._credential_kwargs()
+                    auth,
+                    self._assertion_provider,
+                    authority=authority,
+                    **self._credential_kwargs(),
                 )
             except (CredentialConfigError, ValueError) as exc:
                 raise KeyVaultError(
@@ -679,6 +710,38 @@ class KeyVaultAccess:
             )
 
         return await self._call("get_secret", clients.vault_url, fetch)
+
+    # ---- certificates ------------------------------------------------------------------
+
+    async def get_certificate(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> CertificateInfo:
+        """A certificate object's public certificate (Certificates API, ``certificates/get``).
+
+        Only ``cer`` is read: the certificate object's secret, which holds the
+        private key when it is exportable, is never touched, so the identity
+        needs no secrets permission for it.
+        """
+        _check_name("certificate", name)
+        clients = self.clients(vault_url, auth)
+
+        async def fetch() -> CertificateInfo:
+            client = clients.certificates
+            if version:
+                cert = await client.get_certificate_version(name, version)
+            else:
+                cert = await client.get_certificate(name)
+            props = cert.properties
+            return CertificateInfo(
+                vault_url=clients.vault_url,
+                name=cert.name or name,
+                version=str(props.version or "") if props is not None else "",
+                id=str(cert.id),
+                cer=bytes(cert.cer or b""),
+                enabled=bool(props.enabled) if props is not None else True,
+            )
+
+        return await self._call("get_certificate", clients.vault_url, fetch)
 
     async def set_secret(
         self,

@@ -18,16 +18,22 @@ from typing import Any
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import (
+    ChainedTokenCredential,
     ClientAssertionCredential,
     ClientSecretCredential,
     DefaultAzureCredential,
+    EnvironmentCredential,
     WorkloadIdentityCredential,
 )
 
 
 @dataclass(frozen=True)
 class Ambient:
-    """DefaultAzureCredential: workload identity on AKS, managed identity, environment, CLI."""
+    """DefaultAzureCredential: workload identity on AKS, managed identity, environment, CLI.
+
+    ``authority_host`` None: the vault's cloud decides (see :mod:`.cloud`)."""
+
+    authority_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,40 @@ class AssertionProviderError(Exception):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+
+
+def _ambient(authority: str | None, pipeline: dict[str, Any]) -> AsyncTokenCredential:
+    """DefaultAzureCredential, with ``authority`` honoured by its workload identity too.
+
+    DefaultAzureCredential hands its ``authority`` to the environment credential but
+    not to WorkloadIdentityCredential, which reads AZURE_AUTHORITY_HOST only (which
+    the AKS webhook sets to the public cloud): with the webhook's variables present,
+    the same chain is built by hand -- environment, workload identity, then the rest
+    of DefaultAzureCredential -- each with the vault's authority.
+    """
+    if not authority:
+        return DefaultAzureCredential(**pipeline)
+    token_file = os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    client_id = os.environ.get("AZURE_CLIENT_ID")
+    tenant_id = os.environ.get("AZURE_TENANT_ID")
+    if not (token_file and client_id and tenant_id):
+        return DefaultAzureCredential(authority=authority, **pipeline)
+    return ChainedTokenCredential(
+        EnvironmentCredential(authority=authority, **pipeline),
+        WorkloadIdentityCredential(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            token_file_path=token_file,
+            authority=authority,
+            **pipeline,
+        ),
+        DefaultAzureCredential(
+            authority=authority,
+            exclude_environment_credential=True,
+            exclude_workload_identity_credential=True,
+            **pipeline,
+        ),
+    )
 
 
 class CredentialConfigError(ValueError):
@@ -153,12 +193,20 @@ class FederatedServiceAccountCredential(AsyncTokenCredential):
 
 
 def make_credential(
-    auth: AuthConfig, provider: AssertionProvider | None = None, **pipeline: Any
+    auth: AuthConfig,
+    provider: AssertionProvider | None = None,
+    *,
+    authority: str | None = None,
+    **pipeline: Any,
 ) -> AsyncTokenCredential:
     """A new aio credential for auth; pipeline carries transport options (connection_verify...).
 
-    ``provider`` is needed for a FederatedServiceAccount only.
+    ``provider`` is needed for a FederatedServiceAccount only. ``authority``: the
+    Entra authority host for the vault this credential serves
+    (:func:`.cloud.authority_for`, which already puts the identity's own
+    ``authority_host`` first); None for both leaves the SDK's default.
     """
+    authority = authority or auth.authority_host
     if isinstance(auth, FederatedServiceAccount):
         if provider is None:
             raise CredentialConfigError(
@@ -170,10 +218,10 @@ def make_credential(
                 "a ServiceAccount token exchange needs a client id and a tenant id (or "
                 "AZURE_TENANT_ID in the controller's environment)"
             )
-        extra = {"authority": auth.authority_host} if auth.authority_host else {}
+        extra = {"authority": authority} if authority else {}
         return FederatedServiceAccountCredential(auth, provider, **extra, **pipeline)
     if isinstance(auth, Ambient):
-        return DefaultAzureCredential(**pipeline)
+        return _ambient(authority, pipeline)
     if isinstance(auth, WorkloadIdentity):
         token_file = auth.token_file or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
         if not token_file:
@@ -188,7 +236,7 @@ def make_credential(
                 "workload identity needs a client id and a tenant id (or AZURE_CLIENT_ID and "
                 "AZURE_TENANT_ID in the environment)"
             )
-        extra = {"authority": auth.authority_host} if auth.authority_host else {}
+        extra = {"authority": authority} if authority else {}
         return WorkloadIdentityCredential(
             tenant_id=tenant_id,
             client_id=client_id,
@@ -200,5 +248,5 @@ def make_credential(
         raise CredentialConfigError(
             "a client secret identity needs tenant id, client id and secret"
         )
-    extra = {"authority": auth.authority_host} if auth.authority_host else {}
+    extra = {"authority": authority} if authority else {}
     return ClientSecretCredential(auth.tenant_id, auth.client_id, auth.secret, **extra, **pipeline)

@@ -178,7 +178,11 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
         request_url = str(getattr(getattr(response, "request", None), "url", "") or "")
         # The token endpoint may share the vault's host (an emulator, a proxy): compare paths too.
         from_vault = request_url.lower().startswith(
-            (f"{vault_url.lower()}/keys", f"{vault_url.lower()}/secrets")
+            (
+                f"{vault_url.lower()}/keys",
+                f"{vault_url.lower()}/secrets",
+                f"{vault_url.lower()}/certificates",
+            )
         )
         message = message or _first_line(exc.message or "") or f"HTTP {status}"
         retry_after = parse_retry_after(getattr(response, "headers", {}).get("Retry-After"))

@@ -94,16 +94,23 @@ def test_status_schema_and_model_declare_the_same_fields() -> None:
         assert in_yaml[path] == in_model[path], path
 
 
+ALL_SAMPLES = (
+    "issuer.yaml",
+    "clusterissuer.yaml",
+    "issuer-go-version.yaml",
+    # caSource's three sources exclude each other (and caSecretName, caRenewal.automatic).
+    "issuer-managed-hsm.yaml",
+    "clusterissuer-managed-hsm.yaml",
+    "issuer-keyvault-certificate.yaml",
+    "issuer-serviceaccount.yaml",
+)
+
+
 def _full_spec_for(path: str) -> dict[str, Any]:
     """The first sample that sets ``path``: between them the samples set every
     field (clientSecret and workloadIdentity exclude each other, and the full
     sample leaves keyVersion unset to show the default)."""
-    for sample in (
-        "issuer.yaml",
-        "clusterissuer.yaml",
-        "issuer-go-version.yaml",
-        "issuer-serviceaccount.yaml",
-    ):
+    for sample in ALL_SAMPLES:
         spec: dict[str, Any] = load_one(SAMPLES / sample)["spec"]
         node: Any = spec
         for part in path.split("."):
@@ -151,10 +158,7 @@ def test_parser_enforces_the_schemas_required_fields(path: str) -> None:
         api.parse_issuer_spec(spec)
 
 
-@pytest.mark.parametrize(
-    "sample",
-    ["issuer-go-version.yaml", "issuer.yaml", "clusterissuer.yaml", "issuer-serviceaccount.yaml"],
-)
+@pytest.mark.parametrize("sample", ALL_SAMPLES)
 def test_samples_are_valid_against_the_crd_schema(sample: str) -> None:
     manifest = load_one(SAMPLES / sample)
     crd_path, _, scope = CRDS[manifest["kind"]]

@@ -287,3 +287,73 @@ def test_service_account_ref_excludes_the_other_methods(other: str) -> None:
 )
 def test_service_account_ref_refuses_bad_fields(ref: dict[str, Any], field: str) -> None:
     assert _error(_spec(auth={"serviceAccountRef": ref})).field == field
+
+
+# --- caSource and auth.authorityHost (Managed HSM, sovereign clouds, certificate objects) ---
+
+
+def test_ca_source_defaults_to_the_ca_secret_in_the_keys_vault() -> None:
+    spec = api.parse_issuer_spec(
+        {"keyVaultBaseURL": "https://v.vault.azure.net/", "keyName": "ca", "caSecretVersion": "a1"}
+    )
+    assert spec.ca_source == api.KeyVaultSecretCA("https://v.vault.azure.net", "ca", "a1")
+    assert spec.ca_source_explicit is None
+    assert spec.authority_host is None
+
+
+def test_ca_source_samples() -> None:
+    hsm = api.parse_issuer_spec(load_one(SAMPLES / "issuer-managed-hsm.yaml")["spec"])
+    assert hsm.ca_source == api.KubernetesSecretCA("team-a-ca", "ca.crt")
+    other_vault = api.parse_issuer_spec(
+        load_one(SAMPLES / "clusterissuer-managed-hsm.yaml")["spec"]
+    )
+    assert other_vault.ca_source == api.KeyVaultSecretCA(
+        "https://contoso-pki-certs.vault.azure.net",
+        "platform-ca-chain",
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    )
+    assert "in https://contoso-pki-certs.vault.azure.net" in other_vault.ca_description
+    cert = api.parse_issuer_spec(load_one(SAMPLES / "issuer-keyvault-certificate.yaml")["spec"])
+    assert isinstance(cert.ca_source, api.KeyVaultCertificateCA)
+    assert cert.ca_source.name == "team-b-ca"
+    assert cert.authority_host == "https://login.microsoftonline.us"
+
+
+def test_kubernetes_secret_key_defaults_to_ca_crt() -> None:
+    spec = api.parse_issuer_spec(
+        {"keyVaultBaseURL": "https://h.managedhsm.azure.net", "keyName": "k",
+         "caSource": {"secret": {"name": "ca"}}}
+    )  # fmt: skip
+    assert spec.ca_source == api.KubernetesSecretCA("ca", "ca.crt")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"caSource": {}}, "caSource", "exactly one"),
+        (
+            {"caSource": {"secret": {"name": "a"}, "keyVaultCertificate": {"name": "b"}}},
+            "caSource",
+            "exactly one",
+        ),
+        (
+            {"caSource": {"secret": {"name": "a"}}, "caSecretName": "x"},
+            "caSecretName",
+            "not be set together with caSource",
+        ),
+        (
+            {"caSource": {"secret": {"name": "a"}}, "caRenewal": {"automatic": True}},
+            "caRenewal.automatic",
+            "cannot renew",
+        ),
+        ({"caSource": {"keyVaultSecret": {"name": "a"}}}, "caSource.keyVaultSecret.vaultBaseURL",
+         "is required"),
+        ({"auth": {"authorityHost": "http://login.test"}}, "auth.authorityHost", "https"),
+    ],
+)  # fmt: skip
+def test_ca_source_refusals(extra: dict[str, object], field: str, message: str) -> None:
+    spec = {"keyVaultBaseURL": "https://v.vault.azure.net", "keyName": "k", **extra}
+    with pytest.raises(api.SpecError) as caught:
+        api.parse_issuer_spec(spec)
+    assert caught.value.field == field
+    assert message in caught.value.reason

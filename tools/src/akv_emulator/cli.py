@@ -39,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
         help="force the challenge resource (default: the vault host's parent domain)",
     )
     run.add_argument("--tls-name", action="append", default=[], help="extra DNS/IP SAN")
+    run.add_argument(
+        "--managed-hsm",
+        action="store_true",
+        help="play a Managed HSM on every host name: keys only, the secrets and "
+        "certificates APIs answer 404 (hosts with '.managedhsm.' are one anyway)",
+    )
+    run.add_argument(
+        "--proxy",
+        action="store_true",
+        help="also serve a CONNECT proxy that tunnels the --tls-name DNS names to this "
+        "emulator (AKV_EMULATOR_PROXY_URL in the env file): cloud host names without /etc/hosts",
+    )
     faults = run.add_argument_group("faults (also settable at runtime under /_emulator/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument("--throttle-next", type=int, default=0, help="429 the next N requests")
@@ -104,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         env_auth=args.env_auth,
         tls_names=args.tls_name,
         faults=faults,
+        managed_hsm=args.managed_hsm,
+        proxy=args.proxy,
     )
 
     async def run() -> None:

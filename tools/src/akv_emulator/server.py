@@ -1,12 +1,25 @@
-"""The emulator's HTTPS server: Key Vault data plane, Entra-like token endpoint, admin API."""
+"""The emulator's HTTPS server: Key Vault data plane, Entra-like token endpoint, admin API.
+
+Besides a vault it plays a Managed HSM (``--managed-hsm``, or any host name
+containing ``.managedhsm.``): keys only, so the code that reads a CA
+certificate from elsewhere is tested against the answer a real HSM gives; and,
+with ``--proxy``, it resolves the cloud host names it carries in its TLS
+certificate (``myvault.vault.azure.cn``, ``login.chinacloudapi.cn``) through a
+CONNECT proxy of its own, so sovereign-cloud and HSM host names reach it
+without touching /etc/hosts and with TLS and the SDK's challenge check on.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import hmac
 import json
 import logging
 import math
+import re
 import secrets
 import shlex
 import time
@@ -17,9 +30,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import crypto
+from .proxy import NameProxy
 from .state import (
+    CERTIFICATE_PERMISSIONS,
     DEFAULT_LIFETIME_ACTIONS,
     DEFAULT_TENANT_ID,
     FEDERATION_AUDIENCE,
@@ -30,6 +49,7 @@ from .state import (
     WORKLOAD_SUBJECT,
     AdminInputError,
     AssertionRejected,
+    CertificateVersion,
     Counters,
     Faults,
     FederatedCredential,
@@ -64,7 +84,9 @@ _ERROR_CODES = {
 }
 
 Handler = Callable[[], Awaitable[web.StreamResponse]]
-_Item = TypeVar("_Item", KeyVersion, SecretVersion)
+_Item = TypeVar("_Item", KeyVersion, SecretVersion, CertificateVersion)
+PEM_CONTENT_TYPE = "application/x-pem-file"
+PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 
 
 @dataclass
@@ -78,6 +100,10 @@ class EmulatorConfig:
     env_auth: str = "workload"
     tls_names: list[str] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
+    # Every host is a Managed HSM: keys only (hosts with ".managedhsm." are one anyway).
+    managed_hsm: bool = False
+    # Serve a CONNECT proxy that tunnels the DNS names of tls_names to this emulator.
+    proxy: bool = False
 
 
 def kv_error(
@@ -105,7 +131,7 @@ def entra_error(status: int, error: str, description: str, codes: list[int]) -> 
     return web.json_response(body, status=status)
 
 
-def _attributes(item: KeyVersion | SecretVersion) -> dict[str, Any]:
+def _attributes(item: KeyVersion | SecretVersion | CertificateVersion) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "enabled": item.enabled,
         "created": item.created,
@@ -175,11 +201,42 @@ def _find(
     return item
 
 
+_PEM_KEY = re.compile(
+    rb"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?-----END (?:RSA |EC )?PRIVATE KEY-----", re.S
+)
+
+
+def _load_certificate_and_key(
+    raw: bytes, content_type: str, password: Any
+) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, list[x509.Certificate]]:
+    """The private key and certificates of an import's value (PEM text or PKCS#12)."""
+    if content_type == PEM_CONTENT_TYPE:
+        match = _PEM_KEY.search(raw)
+        if match is None:
+            raise ValueError("The PEM holds no private key; Key Vault needs it to import.")
+        key: object = serialization.load_pem_private_key(match.group(0), None)
+        certs = x509.load_pem_x509_certificates(raw)
+    else:
+        pwd = password.encode() if isinstance(password, str) and password else None
+        key, cert, extra = pkcs12.load_key_and_certificates(raw, pwd)
+        certs = [c for c in [cert, *extra] if c is not None]
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("Only RSA and EC keys can be imported.")
+    return key, certs
+
+
+def _same_public_key(a: Any, b: Any) -> bool:
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(a.public_bytes(der, spki) == b.public_bytes(der, spki))
+
+
 class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.keys: dict[str, dict[str, KeyVersion]] = {}
         self.secrets: dict[str, dict[str, SecretVersion]] = {}
+        self.certificates: dict[str, dict[str, CertificateVersion]] = {}
         self.rotation_policies: dict[str, RotationPolicy] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
@@ -242,6 +299,7 @@ class Emulator:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
         app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
+        app.router.add_route("*", "/certificates{tail:.*}", self.certificates_entry)
         return app
 
     @web.middleware
@@ -265,6 +323,28 @@ class Emulator:
 
     def vault_base(self, request: web.Request) -> str:
         return f"https://{request.host}"
+
+    def is_managed_hsm(self, request: web.Request) -> bool:
+        """Whether this request reaches a Managed HSM: keys only, no secrets or certificates."""
+        return self.config.managed_hsm or ".managedhsm." in request.host.lower()
+
+    async def managed_hsm_refuses(self, request: web.Request, op: str) -> web.StreamResponse:
+        """A Managed HSM's answer to the secrets or certificates API: it has neither.
+
+        After authentication, as for any data-plane path, then 404 in Key Vault's error
+        envelope. (Microsoft documents no error for these paths; 404 NotFound is what a
+        route the service does not serve answers, and what clients must expect.)
+        """
+
+        async def refuse(who: Identity) -> web.StreamResponse:
+            return kv_error(
+                404,
+                "NotFound",
+                f"The operation {request.method} {request.path} is not supported by "
+                f"Managed HSM: a Managed HSM holds keys only (no secrets or certificates).",
+            )
+
+        return await self.vault_call(request, op, None, refuse)
 
     def resource_for(self, request: web.Request) -> str:
         """The challenge resource: the vault host's parent domain, as Key Vault does.
@@ -378,7 +458,7 @@ class Emulator:
         self,
         request: web.Request,
         op: str,
-        permission: tuple[str, str],
+        permission: tuple[str, str] | None,
         handler: Callable[[Identity], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         who = self.authenticate(request)
@@ -398,14 +478,16 @@ class Emulator:
         request: web.Request,
         op: str,
         who: Identity,
-        permission: tuple[str, str],
+        permission: tuple[str, str] | None,
         handler: Callable[[Identity], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         faulted = await self.apply_faults(request, op)
         if faulted is not None:
             return faulted
+        if permission is None:
+            return await handler(who)
         area, action = permission
-        allowed = who.key_permissions if area == "keys" else who.secret_permissions
+        allowed = who.permissions(area)
         if action not in allowed:
             return kv_error(
                 403,
@@ -745,6 +827,9 @@ class Emulator:
     async def secrets_entry(self, request: web.Request) -> web.StreamResponse:
         parts = _object_path(request)
         method = request.method
+        if self.is_managed_hsm(request):
+            op = "get_secret" if method == "GET" and len(parts) in (1, 2) else "secrets_api"
+            return await self.managed_hsm_refuses(request, op)
         if parts in ([], [""]) and method == "GET":
             return await self.vault_call(
                 request,
@@ -877,6 +962,125 @@ class Emulator:
         ]
         return self._page(request, items, f"/secrets/{name}/versions")
 
+    # ---- certificates ------------------------------------------------------------------
+    # The subset the issuer and its tests use: import (PEM or PKCS#12 with the private
+    # key), and get (latest or a version). Importing makes a key and a secret of the same
+    # name and version, as Key Vault does; the certificate object answers with the
+    # public certificate ("cer") only.
+
+    async def certificates_entry(self, request: web.Request) -> web.StreamResponse:
+        parts = _object_path(request)
+        method = request.method
+        if self.is_managed_hsm(request):
+            op = "get_certificate" if method == "GET" and len(parts) in (1, 2) else "certs_api"
+            return await self.managed_hsm_refuses(request, op)
+        if not parts or not _valid_name(parts[0]):
+            return self.bad(
+                "The certificate name is invalid: use 1-127 letters, digits and dashes."
+            )
+        name, rest = parts[0], parts[1:]
+        if rest == ["import"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "import_certificate",
+                ("certificates", "import"),
+                lambda who: self._import_certificate(request, name),
+            )
+        if len(rest) <= 1 and method == "GET":
+            version = rest[0] if rest else ""
+            return await self.vault_call(
+                request,
+                "get_certificate",
+                ("certificates", "get"),
+                lambda who: self._get_certificate(request, name, version),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    def certificate_bundle(self, request: web.Request, item: CertificateVersion) -> dict[str, Any]:
+        base = self.vault_base(request)
+        ident = f"{item.name}/{item.version}"
+        bundle: dict[str, Any] = {
+            "id": f"{base}/certificates/{ident}",
+            "kid": f"{base}/keys/{ident}",
+            "sid": f"{base}/secrets/{ident}",
+            "x5t": crypto.b64url_encode(hashlib.sha1(item.cer).digest()),  # noqa: S324
+            "cer": base64.b64encode(item.cer).decode(),
+            "attributes": _attributes(item),
+            "policy": {
+                "id": f"{base}/certificates/{item.name}/policy",
+                "key_props": {"exportable": True, "reuse_key": False},
+                "secret_props": {"contentType": item.content_type},
+                "x509_props": {"subject": item.subject},
+                "issuer": {"name": "Unknown"},
+                "attributes": {"enabled": True, "created": item.created, "updated": item.updated},
+            },
+        }
+        if item.tags:
+            bundle["tags"] = dict(item.tags)
+        return bundle
+
+    async def _get_certificate(
+        self, request: web.Request, name: str, version: str
+    ) -> web.StreamResponse:
+        item = _find(self.certificates, "certificate", name, version)
+        if isinstance(item, web.Response):
+            return item
+        return web.json_response(self.certificate_bundle(request, item))
+
+    async def _import_certificate(self, request: web.Request, name: str) -> web.StreamResponse:
+        try:
+            data = await self.body(request)
+            value = data.get("value")
+            if not isinstance(value, str):
+                return self.bad("The parameter 'value' is required and must be a string.")
+            policy = data.get("policy") or {}
+            content_type = str(
+                (policy.get("secret_props") or {}).get("contentType") or PKCS12_CONTENT_TYPE
+            )
+            kty = (policy.get("key_props") or {}).get("kty")
+            raw = base64.b64decode(value, validate=True)
+            key, certs = _load_certificate_and_key(raw, content_type, data.get("pwd"))
+            leaf = next(
+                (c for c in certs if _same_public_key(c.public_key(), key.public_key())), None
+            )
+            if leaf is None:
+                return self.bad("The certificate's public key does not match the private key.")
+            material = crypto.KeyMaterial(
+                str(kty) if kty else ("RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC"), key
+            )
+            fields = _new_item_fields(data)
+            version = new_version()
+            secret_value = raw.decode() if content_type == PEM_CONTENT_TYPE else value
+            der = leaf.public_bytes(serialization.Encoding.DER)
+            cert_item = CertificateVersion(
+                name=name,
+                version=version,
+                cer=der,
+                content_type=content_type,
+                subject=leaf.subject.rfc4514_string(),
+                **fields,
+            )
+            key_item = KeyVersion(
+                name=name,
+                version=version,
+                material=material,
+                key_ops=["sign", "verify"],
+                **fields,
+            )
+            secret_item = SecretVersion(
+                name=name,
+                version=version,
+                value=secret_value,
+                content_type=content_type,
+                **fields,
+            )
+        except (ValueError, TypeError, AttributeError, binascii.Error) as exc:
+            return self.bad(str(exc) or "Invalid certificate parameters.")
+        self.keys.setdefault(name, {})[version] = key_item
+        self.secrets.setdefault(name, {})[version] = secret_item
+        self.certificates.setdefault(name, {})[version] = cert_item
+        return web.json_response(self.certificate_bundle(request, cert_item))
+
     # ---- token endpoint ----------------------------------------------------------------
 
     async def openid_configuration(self, request: web.Request) -> web.StreamResponse:
@@ -980,6 +1184,10 @@ class Emulator:
         resource = scopes[0]
         if resource.endswith("/.default"):
             resource = resource[: -len("/.default")]
+        # Which authority (host) and audience each token was asked of / for: the sovereign
+        # cloud and Managed HSM tests check that the right ones were used.
+        self.counters.requests[f"token@{request.host.lower()}"] += 1
+        self.counters.requests[f"token_audience@{resource.rstrip('/')}"] += 1
         access_token = "akv-emu." + secrets.token_urlsafe(32)
         lifetime = self.config.token_lifetime
         self.tokens[access_token] = TokenRecord(
@@ -1124,11 +1332,15 @@ class Emulator:
                 identity.federated = parsed
             if "permissions" in data:
                 perms = data["permissions"]
-                if not isinstance(perms, dict) or set(perms) - {"keys", "secrets"}:
+                if not isinstance(perms, dict) or set(perms) - {"keys", "secrets", "certificates"}:
                     raise AdminInputError(
-                        "permissions must be an object with 'keys' and/or 'secrets'"
+                        "permissions must be an object with 'keys', 'secrets' and/or 'certificates'"
                     )
-                for area, allowed in (("keys", KEY_PERMISSIONS), ("secrets", SECRET_PERMISSIONS)):
+                for area, allowed in (
+                    ("keys", KEY_PERMISSIONS),
+                    ("secrets", SECRET_PERMISSIONS),
+                    ("certificates", CERTIFICATE_PERMISSIONS),
+                ):
                     if area not in perms:
                         continue
                     values = perms[area]
@@ -1137,10 +1349,8 @@ class Emulator:
                             f"permissions.{area} must be a list drawn from "
                             f"{', '.join(sorted(allowed))}"
                         )
-                    if area == "keys":
-                        identity.key_permissions = set(values)
-                    else:
-                        identity.secret_permissions = set(values)
+                    identity.permissions(area).clear()
+                    identity.permissions(area).update(values)
         except AdminInputError as exc:
             return self.admin_error(exc)
         self.identities[client_id] = identity
@@ -1296,6 +1506,12 @@ async def serve(
     _write_atomic(token_file, emulator.issuer.mint(WORKLOAD_SUBJECT), 0o644)
     refresher = asyncio.create_task(_refresh_token_file(emulator, token_file, 3600))
     values = emulator.env_lines(tls.ca_file, token_file)
+    proxy: NameProxy | None = None
+    if config.proxy:
+        target = "127.0.0.1" if config.host in ("0.0.0.0", "", "::") else config.host  # noqa: S104
+        proxy = NameProxy(config.tls_names, target, port)
+        values["AKV_EMULATOR_PROXY_URL"] = await proxy.start()
+        values["AKV_EMULATOR_PROXY_NAMES"] = ",".join(proxy.names)
     _write_atomic(env_file, "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
     log.info("akv-emulator listening on %s (state in %s)", emulator.base_url, state_dir)
     if ready is not None:
@@ -1306,6 +1522,8 @@ async def serve(
     finally:
         _SERVING.remove(emulator)
         refresher.cancel()
+        if proxy is not None:
+            await proxy.stop()
         env_file.unlink(missing_ok=True)
         await runner.cleanup()
         log.info("akv-emulator stopped")

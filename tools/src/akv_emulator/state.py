@@ -40,6 +40,7 @@ KEY_PERMISSIONS = frozenset(
     }
 )
 SECRET_PERMISSIONS = frozenset({"get", "list", "set", "update"})
+CERTIFICATE_PERMISSIONS = frozenset({"get", "import"})
 
 # Operations a fault applies to when a rule names none: the vault's data plane, not the
 # challenge round trip, the token endpoint, discovery documents or the admin API.
@@ -60,6 +61,8 @@ VAULT_OPERATIONS = frozenset(
         "list_secret_versions",
         "set_secret",
         "update_secret",
+        "get_certificate",
+        "import_certificate",
     }
 )
 ALL_OPERATIONS = VAULT_OPERATIONS | {"token", "discovery", "challenge", "unauthorized"}
@@ -92,6 +95,24 @@ class KeyVersion:
     version: str
     material: KeyMaterial
     key_ops: list[str]
+    enabled: bool = True
+    not_before: int | None = None
+    expires: int | None = None
+    created: int = field(default_factory=now)
+    updated: int = field(default_factory=now)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CertificateVersion:
+    """A certificate object's version: the public certificate only. Its key and secret
+    are stored as the key and secret of the same name and version, as Key Vault does."""
+
+    name: str
+    version: str
+    cer: bytes
+    content_type: str
+    subject: str
     enabled: bool = True
     not_before: int | None = None
     expires: int | None = None
@@ -229,6 +250,14 @@ class Identity:
     federated: list[FederatedCredential] = field(default_factory=list)
     key_permissions: set[str] = field(default_factory=lambda: set(KEY_PERMISSIONS))
     secret_permissions: set[str] = field(default_factory=lambda: set(SECRET_PERMISSIONS))
+    certificate_permissions: set[str] = field(default_factory=lambda: set(CERTIFICATE_PERMISSIONS))
+
+    def permissions(self, area: str) -> set[str]:
+        if area == "keys":
+            return self.key_permissions
+        if area == "certificates":
+            return self.certificate_permissions
+        return self.secret_permissions
 
     def describe(self) -> dict[str, Any]:
         # The admin view says whether a secret is set, never what it is.
@@ -239,6 +268,7 @@ class Identity:
             "permissions": {
                 "keys": sorted(self.key_permissions),
                 "secrets": sorted(self.secret_permissions),
+                "certificates": sorted(self.certificate_permissions),
             },
         }
 

@@ -121,6 +121,9 @@ class IssuerReason(StrEnum):
     AMBIENT_CREDENTIALS_NOT_ALLOWED = "AmbientCredentialsNotAllowed"
     """A namespaced Issuer uses the controller's own identity (no auth, or
     auth.workloadIdentity) while --issuer-ambient-credentials is off."""
+    # --- issue 14 (CA certificate sources) ---
+    CA_CERTIFICATE_NOT_FOUND = "CACertificateNotFound"
+    """spec.caSource.keyVaultCertificate names no certificate object (or version)."""
 
 
 class CertificateRequestCondition(StrEnum):

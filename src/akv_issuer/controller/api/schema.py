@@ -184,6 +184,59 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         max_length=2048,
         hint="must be an http(s) URL, e.g. http://akv-crl.example.com/crl/issuer/ns/name.crl",
     ),
+    # --- Managed HSM, sovereign clouds, certificate objects (issue 14 points 3-5) ---
+    "auth.authorityHost": FieldDef(
+        "string",
+        pattern=_HTTPS_VAULT_URL,
+        hint="must be the Entra ID authority's https URL, e.g. https://login.microsoftonline.us",
+    ),
+    "caSource": FieldDef("object"),
+    "caSource.keyVaultSecret": FieldDef("object"),
+    "caSource.keyVaultSecret.vaultBaseURL": FieldDef(
+        "string",
+        required=True,
+        pattern=_HTTPS_VAULT_URL,
+        hint="must be the vault's https URL, e.g. https://myvault.vault.azure.net/",
+    ),
+    "caSource.keyVaultSecret.name": FieldDef(
+        "string",
+        required=True,
+        pattern=_OBJECT_NAME,
+        hint="Key Vault names are 1-127 letters, digits and dashes",
+    ),
+    "caSource.keyVaultSecret.version": FieldDef(
+        "string", pattern=_OBJECT_VERSION, hint="a Key Vault version is letters and digits"
+    ),
+    "caSource.keyVaultCertificate": FieldDef("object"),
+    "caSource.keyVaultCertificate.vaultBaseURL": FieldDef(
+        "string",
+        pattern=_HTTPS_VAULT_URL,
+        hint="must be the vault's https URL, e.g. https://myvault.vault.azure.net/",
+    ),
+    "caSource.keyVaultCertificate.name": FieldDef(
+        "string",
+        required=True,
+        pattern=_OBJECT_NAME,
+        hint="Key Vault names are 1-127 letters, digits and dashes",
+    ),
+    "caSource.keyVaultCertificate.version": FieldDef(
+        "string", pattern=_OBJECT_VERSION, hint="a Key Vault version is letters and digits"
+    ),
+    "caSource.secret": FieldDef("object"),
+    "caSource.secret.name": FieldDef(
+        "string",
+        required=True,
+        pattern=_K8S_NAME,
+        max_length=253,
+        hint="must be a Kubernetes Secret name",
+    ),
+    "caSource.secret.key": FieldDef(
+        "string",
+        pattern=_DATA_KEY,
+        max_length=253,
+        default="ca.crt",
+        hint="must be a key of the Secret's data",
+    ),
 }
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 

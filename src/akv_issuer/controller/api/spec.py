@@ -173,6 +173,43 @@ class CRLSpec:
         return self.renew_before if self.renew_before is not None else self.validity / 3
 
 
+# --- CA certificate source (issue 14: Managed HSM, certificate objects) -------------
+
+
+@dataclass(frozen=True)
+class KeyVaultSecretCA:
+    """The CA PEM (chain) in a Key Vault secret, possibly in another vault than the key's
+    (a Managed HSM holds no secrets). The default source is this with the key's vault
+    and ``caSecretName``."""
+
+    vault_base_url: str
+    name: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyVaultCertificateCA:
+    """A Key Vault certificate object, read through the Certificates API: its public
+    certificate only (``cer``), never its secret, so no chain. ``vault_base_url`` None:
+    the key's vault."""
+
+    vault_base_url: str | None
+    name: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesSecretCA:
+    """A PEM CA (chain) under ``key`` of a Kubernetes Secret in the Issuer's namespace,
+    or for a ClusterIssuer in the cluster resource namespace (never one in the spec)."""
+
+    name: str
+    key: str = "ca.crt"
+
+
+CASource = KeyVaultSecretCA | KeyVaultCertificateCA | KubernetesSecretCA
+
+
 @dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
@@ -197,6 +234,37 @@ class IssuerSpec:
     trust_bundle: TrustBundleSpec | None = None
     """None: publish no trust bundle."""
     crl: CRLSpec = field(default_factory=CRLSpec)
+    # --- issue 14 (Managed HSM, sovereign clouds, certificate objects) ---
+    ca_source_explicit: CASource | None = None
+    """``spec.caSource`` as written; None: the default (see ``ca_source``)."""
+    authority_host: str | None = None
+    """``spec.auth.authorityHost``: the Entra authority for this issuer's identity;
+    None: derived from the vault's cloud (akv_issuer.keyvault.cloud)."""
+
+    @property
+    def ca_source(self) -> CASource:
+        """Where the CA certificate is read from: ``caSource``, else the secret
+        ``caSecretName`` in the key's vault (the Go version's behaviour)."""
+        if self.ca_source_explicit is not None:
+            return self.ca_source_explicit
+        return KeyVaultSecretCA(
+            self.key_vault_base_url, self.ca_secret_name, self.ca_secret_version
+        )
+
+    @property
+    def ca_description(self) -> str:
+        """Where the CA certificate comes from, for condition messages."""
+        source = self.ca_source
+        if isinstance(source, KubernetesSecretCA):
+            return f"CA Secret {source.name!r} (key {source.key!r})"
+        where = (
+            f" in {source.vault_base_url}"
+            if source.vault_base_url and source.vault_base_url != self.key_vault_base_url
+            else ""
+        )
+        if isinstance(source, KeyVaultCertificateCA):
+            return f"CA certificate object {source.name!r}{where}"
+        return f"CA secret {source.name!r}{where}"
 
     @property
     def crl_urls(self) -> tuple[str, ...]:
@@ -381,7 +449,54 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         ),
         trust_bundle=_parse_trust_bundle(reader),
         crl=_parse_crl(reader),
+        ca_source_explicit=_parse_ca_source(reader, ca_renewal),
+        authority_host=_optional_str(reader, "auth.authorityHost"),
     )
+
+
+def _parse_ca_source(reader: _SpecReader, ca_renewal: CARenewalSpec) -> CASource | None:
+    """``spec.caSource``: exactly one source; not with caSecretName/caSecretVersion (two
+    answers to one question), nor with automatic renewal (which writes the CA secret in
+    the key's vault, a place caSource says the CA is not kept)."""
+    if reader.get("caSource") is None:
+        return None
+    chosen = [
+        name
+        for name in ("keyVaultSecret", "keyVaultCertificate", "secret")
+        if reader.get(f"caSource.{name}") is not None
+    ]
+    if len(chosen) != 1:
+        raise SpecError(
+            "caSource", "set exactly one of keyVaultSecret, keyVaultCertificate, secret"
+        )
+    for legacy in ("caSecretName", "caSecretVersion"):
+        if reader.get(legacy):
+            raise SpecError(legacy, "must not be set together with caSource; use caSource alone")
+    if ca_renewal.automatic:
+        raise SpecError(
+            "caRenewal.automatic",
+            "cannot renew a CA read from caSource (it would be written to the key's vault); "
+            "renew it where caSource points and leave automatic false",
+        )
+    source: CASource
+    if chosen == ["keyVaultSecret"]:
+        source = KeyVaultSecretCA(
+            vault_base_url=str(reader.get("caSource.keyVaultSecret.vaultBaseURL")).rstrip("/"),
+            name=reader.get("caSource.keyVaultSecret.name"),
+            version=_optional_str(reader, "caSource.keyVaultSecret.version"),
+        )
+    elif chosen == ["keyVaultCertificate"]:
+        vault = _optional_str(reader, "caSource.keyVaultCertificate.vaultBaseURL")
+        source = KeyVaultCertificateCA(
+            vault_base_url=vault.rstrip("/") if vault else None,
+            name=reader.get("caSource.keyVaultCertificate.name"),
+            version=_optional_str(reader, "caSource.keyVaultCertificate.version"),
+        )
+    else:
+        source = KubernetesSecretCA(
+            name=reader.get("caSource.secret.name"), key=reader.get("caSource.secret.key")
+        )
+    return source
 
 
 def _parse_crl(reader: _SpecReader) -> CRLSpec:
