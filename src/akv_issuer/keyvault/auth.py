@@ -93,6 +93,14 @@ class AssertionProviderError(Exception):
         self.retryable = retryable
 
 
+# What EnvironmentCredential needs besides AZURE_CLIENT_ID and AZURE_TENANT_ID.
+_ENVIRONMENT_CREDENTIAL_VARIABLES = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_USERNAME",
+)
+
+
 def _ambient(authority: str | None, pipeline: dict[str, Any]) -> AsyncTokenCredential:
     """DefaultAzureCredential, with ``authority`` honoured by its workload identity too.
 
@@ -109,8 +117,16 @@ def _ambient(authority: str | None, pipeline: dict[str, Any]) -> AsyncTokenCrede
     tenant_id = os.environ.get("AZURE_TENANT_ID")
     if not (token_file and client_id and tenant_id):
         return DefaultAzureCredential(authority=authority, **pipeline)
+    # EnvironmentCredential warns on stderr when it is built without a complete
+    # service-principal configuration (DefaultAzureCredential silences that):
+    # only chain it when there is one.
+    environment: list[AsyncTokenCredential] = (
+        [EnvironmentCredential(authority=authority, **pipeline)]
+        if any(os.environ.get(v) for v in _ENVIRONMENT_CREDENTIAL_VARIABLES)
+        else []
+    )
     return ChainedTokenCredential(
-        EnvironmentCredential(authority=authority, **pipeline),
+        *environment,
         WorkloadIdentityCredential(
             tenant_id=tenant_id,
             client_id=client_id,
