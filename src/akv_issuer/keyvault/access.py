@@ -70,9 +70,13 @@ class KeyVaultOptions:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> KeyVaultOptions:
-        """Options with tls_ca_file taken from AKV_TLS_CA_FILE unless given."""
+        """Options with tls_ca_file taken from AKV_TLS_CA_FILE and api_version from
+        AKV_KEYVAULT_API_VERSION (for a vault without the SDK's default version: Azure
+        Stack Hub, a sovereign cloud that lags behind) unless given."""
         if "tls_ca_file" not in overrides and os.environ.get("AKV_TLS_CA_FILE"):
             overrides["tls_ca_file"] = os.environ["AKV_TLS_CA_FILE"]
+        if "api_version" not in overrides and os.environ.get("AKV_KEYVAULT_API_VERSION"):
+            overrides["api_version"] = os.environ["AKV_KEYVAULT_API_VERSION"]
         return cls(**overrides)
 
     def validate(self) -> None:

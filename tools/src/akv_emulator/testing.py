@@ -233,8 +233,28 @@ class AdminClient:
     def revoke_tokens(self) -> int:
         return int(self.call("POST", "tokens/revoke")["revoked"])
 
+    def set_vault(
+        self,
+        *,
+        permission_model: str | None = None,
+        firewall: bool | None = None,
+        api_versions: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The vault's permission model ("rbac", "access_policy"), its firewall (True:
+        refuse every authenticated call) and the api-versions it serves."""
+        body: dict[str, Any] = {}
+        if permission_model is not None:
+            body["permission_model"] = permission_model
+        if firewall is not None:
+            body["firewall"] = firewall
+        if api_versions is not None:
+            body["api_versions"] = api_versions
+        result: dict[str, Any] = self.call("PUT", "vault", body)
+        return result
+
     def reset(self) -> None:
-        """Start-up faults, empty counters, default identities and permissions."""
+        """Start-up faults, empty counters, default identities and permissions, and the
+        vault's default settings (RBAC, no firewall, every api-version)."""
         self.call("POST", "reset")
 
     def clear_data(self) -> None:
