@@ -159,4 +159,6 @@ def test_discovery_document_and_its_jwks_uri_work(emulator_env: EmulatorEnv) -> 
         jwks = json.load(resp)
     (key,) = jwks["keys"]
     assert (key["kty"], key["use"]) == ("RSA", "sig")
-    assert key["kid"] and key["n"] and key["e"] == "AQAB"
+    assert key["kid"]
+    assert key["n"]
+    assert key["e"] == "AQAB"

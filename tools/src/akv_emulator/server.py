@@ -37,6 +37,14 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import crypto, entra, rules
 from .proxy import NameProxy
+from .softdelete import (
+    Deleted,
+    NameDict,
+    deleted_not_found,
+    deleted_path,
+    name_conflict,
+    stored_name,
+)
 from .state import (
     CERTIFICATE_PERMISSIONS,
     DEFAULT_LIFETIME_ACTIONS,
@@ -169,13 +177,13 @@ def _valid_name(name: str) -> bool:
 
 
 def _find(
-    store: dict[str, dict[str, _Item]], kind: str, name: str, version: str
+    store: NameDict[dict[str, _Item]], kind: str, name: str, version: str
 ) -> _Item | web.Response:
     """The given version of a key or secret (kind), the latest when version is empty, or a 404."""
     versions = store.get(name)
     item = None
     if versions:
-        item = versions.get(version) if version else next(reversed(versions.values()))
+        item = versions.get(version.lower()) if version else next(reversed(versions.values()))
     if item is None:
         ident = f"{name}/{version}" if version else name
         return kv_error(
@@ -221,10 +229,13 @@ def _same_public_key(a: Any, b: Any) -> bool:
 class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.keys: dict[str, dict[str, KeyVersion]] = {}
-        self.secrets: dict[str, dict[str, SecretVersion]] = {}
-        self.certificates: dict[str, dict[str, CertificateVersion]] = {}
-        self.rotation_policies: dict[str, RotationPolicy] = {}
+        # Names compare case-insensitively (softdelete.NameDict); items keep the stored case.
+        self.keys: NameDict[dict[str, KeyVersion]] = NameDict()
+        self.secrets: NameDict[dict[str, SecretVersion]] = NameDict()
+        self.certificates: NameDict[dict[str, CertificateVersion]] = NameDict()
+        self.rotation_policies: NameDict[RotationPolicy] = NameDict()
+        self.deleted_keys: NameDict[Deleted[KeyVersion]] = NameDict()
+        self.deleted_secrets: NameDict[Deleted[SecretVersion]] = NameDict()
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
         self._initial_faults = json.loads(json.dumps(config.faults.describe()))
@@ -296,6 +307,8 @@ class Emulator:
         app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
         app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
         app.router.add_route("*", "/certificates{tail:.*}", self.certificates_entry)
+        app.router.add_route("*", "/deletedkeys{tail:.*}", self.deleted_keys_entry)
+        app.router.add_route("*", "/deletedsecrets{tail:.*}", self.deleted_secrets_entry)
         return app
 
     @web.middleware
@@ -596,6 +609,13 @@ class Emulator:
                 ("keys", "update"),
                 lambda who: self._update_key(request, name, version),
             )
+        if not rest and method == "DELETE":
+            return await self.vault_call(
+                request,
+                "delete_key",
+                ("keys", "delete"),
+                lambda who: self._delete_key(request, name),
+            )
         if len(rest) == 2 and rest[1] in ("sign", "verify") and method == "POST":
             op = rest[1]
             return await self.vault_call(
@@ -619,6 +639,9 @@ class Emulator:
         return bundle
 
     async def _create_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_keys:
+            return name_conflict("key", name)
+        name = stored_name(self.keys, name)
         try:
             data = await self.body(request)
             kty = data.get("kty")
@@ -663,7 +686,7 @@ class Emulator:
         if policy is not None and policy.expiry_time is not None:
             expires = now() + iso_duration_seconds(policy.expiry_time)
         item = KeyVersion(
-            name=name,
+            name=latest.name,
             version=new_version(),
             material=fresh,
             key_ops=list(latest.key_ops),
@@ -831,7 +854,7 @@ class Emulator:
                 signature = item.material.sign(alg, crypto.b64url_decode(value))
                 return web.json_response(
                     {
-                        "kid": f"{self.vault_base(request)}/keys/{name}/{item.version}",
+                        "kid": f"{self.vault_base(request)}/keys/{item.name}/{item.version}",
                         "value": crypto.b64url_encode(signature),
                     }
                 )
@@ -887,6 +910,13 @@ class Emulator:
                 ("secrets", "set"),
                 lambda who: self._set_secret(request, name),
             )
+        if not rest and method == "DELETE":
+            return await self.vault_call(
+                request,
+                "delete_secret",
+                ("secrets", "delete"),
+                lambda who: self._delete_secret(request, name),
+            )
         if len(rest) <= 1 and method == "PATCH":
             version = rest[0] if rest else ""
             return await self.vault_call(
@@ -931,6 +961,9 @@ class Emulator:
         return web.json_response(self.secret_bundle(request, item))
 
     async def _set_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_secrets:
+            return name_conflict("secret", name)
+        name = stored_name(self.secrets, name)
         try:
             data = await self.body(request)
             value = data.get("value")
@@ -996,6 +1029,149 @@ class Emulator:
             for v in self.secrets.get(name, {}).values()
         ]
         return self._page(request, items, f"/secrets/{name}/versions")
+
+    # ---- soft-delete (softdelete.py) ---------------------------------------------------
+
+    def deleted_key_bundle(
+        self, request: web.Request, entry: Deleted[KeyVersion]
+    ) -> dict[str, Any]:
+        latest = entry.latest()
+        bundle = self.key_bundle(request, latest)
+        bundle.update(entry.deletion_fields(self.vault_base(request), "deletedkeys", latest.name))
+        return bundle
+
+    def deleted_secret_bundle(
+        self, request: web.Request, entry: Deleted[SecretVersion], *, with_value: bool = False
+    ) -> dict[str, Any]:
+        latest = entry.latest()
+        bundle = self.secret_bundle(request, latest, with_value=with_value)
+        bundle.update(
+            entry.deletion_fields(self.vault_base(request), "deletedsecrets", latest.name)
+        )
+        return bundle
+
+    async def _delete_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_key(name, "")
+        if isinstance(found, web.Response):
+            return found
+        entry = Deleted(self.keys.pop(name))
+        self.deleted_keys[name] = entry
+        return web.json_response(self.deleted_key_bundle(request, entry))
+
+    async def _delete_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_secret(name, "")
+        if isinstance(found, web.Response):
+            return found
+        entry = Deleted(self.secrets.pop(name))
+        self.deleted_secrets[name] = entry
+        return web.json_response(self.deleted_secret_bundle(request, entry))
+
+    async def deleted_keys_entry(self, request: web.Request) -> web.StreamResponse:
+        parts, method = deleted_path(request), request.method
+        if not parts and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_deleted_keys",
+                ("keys", "list"),
+                lambda who: self._list_deleted_keys(request),
+            )
+        if not parts or not _valid_name(parts[0]):
+            return self.bad("The key name is invalid: use 1-127 letters, digits and dashes.")
+        name, rest = parts[0], parts[1:]
+        if not rest and method in ("GET", "DELETE"):
+            op, action = (
+                ("get_deleted_key", "get") if method == "GET" else ("purge_deleted_key", "purge")
+            )
+            return await self.vault_call(
+                request, op, ("keys", action), lambda who: self._deleted_key(request, name)
+            )
+        if rest == ["recover"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "recover_deleted_key",
+                ("keys", "recover"),
+                lambda who: self._deleted_key(request, name),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    async def _list_deleted_keys(self, request: web.Request) -> web.StreamResponse:
+        base = self.vault_base(request)
+        items = [
+            {
+                **self._key_item(request, e.latest(), False),
+                **e.deletion_fields(base, "deletedkeys", e.latest().name),
+            }
+            for e in self.deleted_keys.values()
+        ]
+        return self._page(request, items, "/deletedkeys")
+
+    async def _list_deleted_secrets(self, request: web.Request) -> web.StreamResponse:
+        base = self.vault_base(request)
+        items = [
+            {
+                **self.deleted_secret_bundle(request, e),
+                "id": f"{base}/secrets/{e.latest().name}",
+            }
+            for e in self.deleted_secrets.values()
+        ]
+        return self._page(request, items, "/deletedsecrets")
+
+    async def _deleted_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        entry = self.deleted_keys.get(name)
+        if entry is None:
+            return deleted_not_found("key", name)
+        if request.method == "GET":
+            return web.json_response(self.deleted_key_bundle(request, entry))
+        del self.deleted_keys[name]
+        if request.method == "DELETE":
+            self.rotation_policies.pop(name, None)
+            return web.Response(status=204)
+        self.keys[name] = entry.versions
+        return web.json_response(self.key_bundle(request, entry.latest()))
+
+    async def deleted_secrets_entry(self, request: web.Request) -> web.StreamResponse:
+        parts, method = deleted_path(request), request.method
+        if self.is_managed_hsm(request):
+            return await self.managed_hsm_refuses(request, "secrets_api")
+        if not parts and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_deleted_secrets",
+                ("secrets", "list"),
+                lambda who: self._list_deleted_secrets(request),
+            )
+        if not parts or not _valid_name(parts[0]):
+            return self.bad("The secret name is invalid: use 1-127 letters, digits and dashes.")
+        name, rest = parts[0], parts[1:]
+        if not rest and method in ("GET", "DELETE"):
+            op, action = (
+                ("get_deleted_secret", "get")
+                if method == "GET"
+                else ("purge_deleted_secret", "purge")
+            )
+            return await self.vault_call(
+                request, op, ("secrets", action), lambda who: self._deleted_secret(request, name)
+            )
+        if rest == ["recover"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "recover_deleted_secret",
+                ("secrets", "recover"),
+                lambda who: self._deleted_secret(request, name),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    async def _deleted_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        entry = self.deleted_secrets.get(name)
+        if entry is None:
+            return deleted_not_found("secret", name)
+        if request.method == "GET":
+            return web.json_response(self.deleted_secret_bundle(request, entry))
+        del self.deleted_secrets[name]
+        if request.method == "DELETE":
+            return web.Response(status=204)
+        self.secrets[name] = entry.versions
+        return web.json_response(self.secret_bundle(request, entry.latest(), with_value=False))
 
     # ---- certificates ------------------------------------------------------------------
     # The subset the issuer and its tests use: import (PEM or PKCS#12 with the private
@@ -1063,6 +1239,9 @@ class Emulator:
         return web.json_response(self.certificate_bundle(request, item))
 
     async def _import_certificate(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_keys or name in self.deleted_secrets:
+            return name_conflict("certificate", name)
+        name = stored_name(self.certificates, name)
         try:
             data = await self.body(request)
             value = data.get("value")
@@ -1447,6 +1626,8 @@ class Emulator:
     async def admin_clear_data(self, request: web.Request) -> web.StreamResponse:
         self.keys.clear()
         self.secrets.clear()
+        self.deleted_keys.clear()
+        self.deleted_secrets.clear()
         self.rotation_policies.clear()
         return web.json_response({"cleared": True})
 
