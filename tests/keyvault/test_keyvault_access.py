@@ -482,7 +482,8 @@ async def test_wrong_client_secret_is_refused_not_transient_and_never_shown(
     assert err.value.cause is Cause.CREDENTIAL_REFUSED
     assert err.value.code == "invalid_client"
     assert "AADSTS7000215: Invalid client secret provided" in err.value.message
-    assert "Trace ID" not in str(err.value) and "Correlation ID" not in str(err.value)
+    assert "Trace ID" not in str(err.value)
+    assert "Correlation ID" not in str(err.value)
     assert err.value.metric_label == "credential_refused"
     assert "wrong-secret-value" not in str(err.value)
 

@@ -174,6 +174,9 @@ _ENTRA_BUSY = frozenset({"temporarily_unavailable", "server_error"})
 # "Microsoft Entra ID error '(invalid_client) AADSTS7000215: ..." as azure-identity
 # words a token endpoint refusal when the response itself is not kept (credential chains).
 _ENTRA_MESSAGE = re.compile(r"\((?P<error>[a-z_]+)\) (?P<line>AADSTS\d+:[^\r\n]*)")
+# azure-identity refusing, before any request, a tenant other than the credential's own
+# (the vault's challenge names the vault's tenant).
+_OTHER_TENANT = re.compile(r"not configured to acquire tokens for tenant (?P<tenant>[^\s.]+)")
 # 403 inner codes (Key Vault's common error codes page, and what the vault answers for
 # disabled objects): what the caller must change is not the identity's permissions.
 _DISABLED_INNER = frozenset({"KeyDisabled", "SecretDisabled", "CertificateDisabled"})
@@ -317,10 +320,23 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
             cause=cause,
         )
     if isinstance(exc, ClientAuthenticationError):
-        found = _ENTRA_MESSAGE.search(str(exc.message or exc))
+        text = str(exc.message or exc)
+        found = _ENTRA_MESSAGE.search(text)
         if found is not None:
             # A credential chain keeps the refusal's text, not the response.
             return _token_failure(found["error"], found["line"], None, None, operation)
+        other_tenant = _OTHER_TENANT.search(text)
+        if other_tenant is not None:
+            # The vault's challenge names its tenant; azure-identity asks no token for a
+            # tenant other than the identity's own (a wrong tenant ID in the configuration).
+            return KeyVaultError(
+                ErrorKind.FORBIDDEN,
+                f"the vault belongs to tenant {other_tenant['tenant']}, not to the tenant "
+                f"configured for the identity: set the identity's tenant ID to the vault's",
+                code="TenantMismatch",
+                operation=operation,
+                cause=Cause.CREDENTIAL_REFUSED,
+            )
         # No HTTP response: the credential could not even ask (no config, no reachable endpoint).
         return KeyVaultError(
             ErrorKind.TRANSIENT,
