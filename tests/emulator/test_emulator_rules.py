@@ -24,14 +24,7 @@ from fixtures.emulator import digest_for
 
 
 def sp_credential(env: EmulatorEnv) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        env.tenant_id,
-        env.sp_client_id,
-        env.sp_client_secret,
-        authority=env.authority_host,
-        connection_verify=env.ca_file,
-        disable_instance_discovery=True,
-    )
+    return env.sp_credential()
 
 
 def keys(env: EmulatorEnv, **kwargs: Any) -> KeyClient:

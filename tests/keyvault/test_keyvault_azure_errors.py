@@ -196,3 +196,22 @@ async def test_the_key_cache_follows_a_name_given_in_another_case(
         await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), auth)
     again = await kv.get_key(emulator_env.vault_url, name.upper(), None, auth)
     assert not again.enabled
+
+
+async def test_a_conflict_with_a_concurrent_operation_is_retried(
+    kv: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    # Key Vault common error codes: ConflictError (409) for concurrent operations on one
+    # item, "implement retry logic": TRANSIENT, and the layer's own retry gets through.
+    auth = sp_auth(emulator.env)
+    await kv.create_key(emulator.env.vault_url, unique_name, auth, kty="EC")
+    emulator.admin.set_faults({"errors": {"next": 1, "status": 409, "operations": ["get_key"]}})
+    key = await kv.get_key(emulator.env.vault_url, unique_name, None, auth)
+    assert key.name == unique_name
+    assert emulator.admin.responses()["get_key"] == {"409": 1, "200": 1}
+    emulator.admin.set_faults(
+        {"errors": {"probability": 1.0, "status": 409, "operations": ["get_secret"]}}
+    )
+    with pytest.raises(KeyVaultError) as err:
+        await kv.get_secret(emulator.env.vault_url, unique_name, None, auth)
+    assert (err.value.kind, err.value.status, err.value.cause) == (ErrorKind.TRANSIENT, 409, None)

@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The Azure SDK logs request details at INFO; a CLI user wants only our output.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # azure-identity warns with Entra's whole answer (trace lines, the body) when a
+    # credential fails; the CLI's one-line error already says what Entra refused.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     try:
         result = args.handler(args)
         if asyncio.iscoroutine(result):

@@ -456,6 +456,14 @@ class Emulator:
             status = faults.errors.status
             if op == "token":
                 return entra.entra_response(request, entra.busy(status))
+            if status == 409:
+                # Key Vault's common error codes: ConflictError, "multiple operations on
+                # the same item ... sequence operations or implement retry logic".
+                return kv_error(
+                    409,
+                    "Conflict",
+                    "There was a conflict with another operation on the same item; retry it.",
+                )
             return kv_error(
                 status,
                 _ERROR_CODES.get(status, "InternalServerError"),

@@ -455,7 +455,11 @@ def parse_faults(data: Any) -> Faults:
             f"known: {', '.join(AZURE_LIMITS)}"
         )
     retry_after = throttle.get("retry_after")
-    status = int(_number(errors, "status", 503, low=500, high=599))
+    status = int(_number(errors, "status", 503, low=409, high=599))
+    if 409 < status < 500:
+        raise AdminInputError(
+            f"errors.status must be 409 (a concurrent operation) or 500-599, got {status}"
+        )
     return Faults(
         latency_ms=_number(data, "latency_ms", 0.0, low=0.0, high=600_000.0),
         latency_operations=_operations(data, "latency_operations"),

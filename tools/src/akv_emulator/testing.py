@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from azure.identity import ClientSecretCredential
+
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
 
 
@@ -100,6 +102,19 @@ class EmulatorEnv:
             authority_host=self.authority_host,
         )
         return access, auth
+
+    def sp_credential(self) -> ClientSecretCredential:
+        """The service principal as a sync azure-identity credential, for tests that use
+        the SDK's sync clients directly (MSAL would otherwise ask
+        login.microsoftonline.com to vouch for the emulator's authority)."""
+        return ClientSecretCredential(
+            self.tenant_id,
+            self.sp_client_id,
+            self.sp_client_secret,
+            authority=self.authority_host,
+            connection_verify=self.ca_file,
+            disable_instance_discovery=True,
+        )
 
     def azure_environ(self) -> dict[str, str]:
         """The AZURE_* and AKV_* variables, for a child process or monkeypatched os.environ."""
