@@ -111,6 +111,8 @@ class EmulatorConfig:
     managed_hsm: bool = False
     # Serve a CONNECT proxy that tunnels the DNS names of tls_names to this emulator.
     proxy: bool = False
+    # Permission model, firewall and api-versions served at start-up (and after reset).
+    vault: rules.VaultSettings = field(default_factory=rules.VaultSettings)
 
 
 def kv_error(
@@ -249,7 +251,7 @@ class Emulator:
         self.sp_secret = new_secret()
         self.identities: dict[str, Identity] = {}
         self.signing_keys = entra.SigningKeys()
-        self.vault_settings = rules.VaultSettings()
+        self.vault_settings = config.vault
 
     # ---- identities --------------------------------------------------------------------
 
@@ -1625,7 +1627,7 @@ class Emulator:
         self.limiter.clear()
         self.counters.clear()
         self.identities = self.default_identities()
-        self.vault_settings = rules.VaultSettings()
+        self.vault_settings = self.config.vault
         assert self.issuer is not None
         self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
         self.tokens = {k: v for k, v in self.tokens.items() if v.client_id in self.identities}
