@@ -82,7 +82,7 @@ def test_an_api_version_the_vault_does_not_serve_says_so(
     # keys.json: api-version is required; a vault that lags (Azure Stack Hub) answers 400.
     emulator.admin.set_vault(api_versions=["7.0"])
     result = _ca_create(emulator, unique_name, "--out", os.devnull)
-    assert_one_line_error(result, "api-version", "AKV_KEYVAULT_API_VERSION")
+    assert_one_line_error(result, "is not recognized", "AKV_KEYVAULT_API_VERSION")
 
 
 def test_a_client_secret_entra_refuses_is_one_line_with_the_aadsts_code(

@@ -58,7 +58,16 @@ def test_a_missing_or_unsupported_api_version_is_400_bad_parameter(
     status, body, _ = raw_get(emulator_env, f"/keys/anything{query}")
     assert status == 400
     assert body["error"]["code"] == "BadParameter"
-    assert "api-version" in body["error"]["message"]
+    message = body["error"]["message"]
+    if query.endswith(("bogus", "2099-01-01")):
+        # Key Vault's wording, as clients that parse it quote it.
+        version = query.rsplit("=", 1)[1]
+        assert message == (
+            f"The specified version ({version}) is not recognized. Consider using the latest "
+            f"supported version ({SUPPORTED_API_VERSIONS[-1]})."
+        )
+    else:
+        assert "api-version" in message
 
 
 @pytest.mark.parametrize("version", ["7.0", "7.4", "2025-07-01"])
@@ -80,7 +89,7 @@ def test_a_vault_serving_older_versions_refuses_the_sdk_default(
     with pytest.raises(HttpResponseError) as err:
         keys(emulator.env).get_key(unique_name)
     assert err.value.status_code == 400
-    assert "api-version" in str(err.value)
+    assert "supported version (7.0)" in str(err.value)
     assert keys(emulator.env, api_version="7.0").create_ec_key(unique_name).name == unique_name
 
 

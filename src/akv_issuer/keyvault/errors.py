@@ -177,6 +177,10 @@ _ENTRA_MESSAGE = re.compile(r"\((?P<error>[a-z_]+)\) (?P<line>AADSTS\d+:[^\r\n]*
 # azure-identity refusing, before any request, a tenant other than the credential's own
 # (the vault's challenge names the vault's tenant).
 _OTHER_TENANT = re.compile(r"not configured to acquire tokens for tenant (?P<tenant>[^\s.]+)")
+# Key Vault's 400 BadParameter for an api-version it does not serve: "The specified
+# version (7.4) is not recognized. Consider using the latest supported version (7.1)."
+# (or one naming the api-version parameter).
+_API_VERSION = re.compile(r"specified version \(.*\) is not recognized|api-version")
 # 403 inner codes (Key Vault's common error codes page, and what the vault answers for
 # disabled objects): what the caller must change is not the identity's permissions.
 _DISABLED_INNER = frozenset({"KeyDisabled", "SecretDisabled", "CertificateDisabled"})
@@ -242,7 +246,7 @@ def _vault_cause(
     if status == 403 and inner in _FIREWALL_INNER:
         return Cause.NETWORK_RULES
     lowered = message.lower()
-    if status == 400 and code == "BadParameter" and "api-version" in lowered:
+    if status == 400 and code == "BadParameter" and _API_VERSION.search(lowered):
         return Cause.API_VERSION
     if status == 409 and "deleted but recoverable" in lowered:
         return Cause.SOFT_DELETED

@@ -124,5 +124,5 @@ async def test_an_api_version_the_vault_does_not_serve_is_named(env: Env) -> Non
     env.start_controller()
     obj = await env.wait_issuer("old-vault", "False", "KeyVaultAPIVersionUnsupported")
     message = condition(obj, "Ready")["message"]
-    assert "api-version" in message
+    assert "The specified version (2025-07-01) is not recognized" in message
     assert "AKV_KEYVAULT_API_VERSION" in message

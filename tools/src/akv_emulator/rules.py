@@ -69,8 +69,9 @@ def bad_parameter(message: str) -> web.Response:
 
 def api_version_refusal(request: web.Request, supported: tuple[str, ...]) -> web.Response | None:
     """400 BadParameter when the request has no api-version or one the vault does not
-    serve. The wording is an assumption (Microsoft publishes none); it names the
-    parameter, the version given and the newest supported one."""
+    serve. An unserved one is worded as Key Vault words it ("The specified version (X)
+    is not recognized. Consider using the latest supported version (Y).", as quoted by
+    clients that parse it); the wording for a missing one is an assumption."""
     given = request.query.get("api-version")
     if not given:
         return bad_parameter(
@@ -78,7 +79,7 @@ def api_version_refusal(request: web.Request, supported: tuple[str, ...]) -> web
         )
     if given not in supported:
         return bad_parameter(
-            f"The specified api-version ({given}) is not supported. Consider using the latest "
+            f"The specified version ({given}) is not recognized. Consider using the latest "
             f"supported version ({supported[-1]})."
         )
     return None
