@@ -150,6 +150,7 @@ def test_keys_soft_delete_recover_and_purge(emulator_env: EmulatorEnv, unique_na
         client.create_ec_key(unique_name)
     assert err.value.status_code == 409
     assert "deleted but recoverable state" in str(err.value)
+    assert _inner_code(err.value) == "ObjectIsDeletedButRecoverable"
     recovered = client.begin_recover_deleted_key(unique_name, _polling_interval=0).result()
     assert recovered.id == created.id
     client.begin_delete_key(unique_name, _polling_interval=0).result()

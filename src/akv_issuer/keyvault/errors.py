@@ -184,7 +184,8 @@ _API_VERSION = re.compile(r"specified version \(.*\) is not recognized|api-versi
 # 403 inner codes (Key Vault's common error codes page, and what the vault answers for
 # disabled objects): what the caller must change is not the identity's permissions.
 _DISABLED_INNER = frozenset({"KeyDisabled", "SecretDisabled", "CertificateDisabled"})
-_FIREWALL_INNER = frozenset({"ForbiddenByFirewall"})
+# ForbiddenByConnection: public network access disabled, no approved private endpoint.
+_FIREWALL_INNER = frozenset({"ForbiddenByFirewall", "ForbiddenByConnection"})
 
 
 def _entra_body(response: Any) -> tuple[str | None, str | None, list[int]]:
@@ -248,7 +249,9 @@ def _vault_cause(
     lowered = message.lower()
     if status == 400 and code == "BadParameter" and _API_VERSION.search(lowered):
         return Cause.API_VERSION
-    if status == 409 and "deleted but recoverable" in lowered:
+    if status == 409 and (
+        inner == "ObjectIsDeletedButRecoverable" or "deleted but recoverable" in lowered
+    ):
         return Cause.SOFT_DELETED
     return None
 

@@ -92,7 +92,8 @@ class Deleted(Generic[_Item]):
 
 
 def name_conflict(kind: str, name: str) -> web.Response:
-    """409 on a name held by a soft-deleted object (the wording Key Vault uses)."""
+    """409 on a name held by a soft-deleted object: the wording and inner code Key Vault
+    uses (quoted by the Azure SDKs' own tests and by clients that parse it)."""
     return web.json_response(
         {
             "error": {
@@ -100,6 +101,7 @@ def name_conflict(kind: str, name: str) -> web.Response:
                 "message": f"{kind.capitalize()} {name} is currently in a deleted but "
                 f"recoverable state, and its name cannot be reused; in this state, the {kind} "
                 f"can only be recovered or purged.",
+                "innererror": {"code": "ObjectIsDeletedButRecoverable"},
             }
         },
         status=409,
