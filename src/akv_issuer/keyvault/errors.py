@@ -34,11 +34,13 @@ SERVICE_ACCOUNT_TOKEN_FAILED = "ServiceAccountTokenFailed"  # noqa: S105 -- a co
 class ErrorKind(enum.Enum):
     """What a failed call means for the caller.
 
-    THROTTLED: the vault answered 429; back off (``retry_after`` if known).
-    TRANSIENT: 5xx, 408, timeouts, network and token-endpoint failures; retry later.
+    THROTTLED: the vault (or Entra ID) answered 429; back off (``retry_after`` if known).
+    TRANSIENT: 5xx, 408, a 409 conflict with a concurrent operation, timeouts,
+        network failures, Entra ID busy or unreachable; retry later.
     NOT_FOUND: the vault answered 404 (no such key, secret or version).
     FORBIDDEN: the vault answered 401 or 403 (authentication refused, the identity
-        lacks the permission, or the key is disabled or refuses the operation).
+        lacks the permission, the key is disabled or refuses the operation, the
+        firewall), or Entra ID refused the credential (see :class:`Cause`).
     PERMANENT: any other failure that repeating cannot fix (bad parameters, a key
         type or algorithm that does not fit, a configuration error).
 
@@ -67,7 +69,8 @@ class Cause(enum.Enum):
     DISABLED (FORBIDDEN): the vault refuses the operation because the key, secret
         or certificate is disabled (403 ``KeyDisabled``, ``SecretDisabled``).
     NETWORK_RULES (FORBIDDEN): the vault's firewall refuses the caller's address
-        (403 ``ForbiddenByFirewall``).
+        (403 ``ForbiddenByFirewall``), or its public access is off
+        (``ForbiddenByConnection``).
     API_VERSION (PERMANENT): the vault does not support the requested api-version
         (400 ``BadParameter`` naming the version).
     SOFT_DELETED (PERMANENT): the name is held by a soft-deleted object (409
