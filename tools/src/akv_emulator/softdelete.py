@@ -17,7 +17,6 @@ recovered or purged."). Nothing is purged by time here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
@@ -127,7 +126,3 @@ def deleted_path(request: web.Request) -> list[str]:
     if parts and parts[-1] == "":
         parts = parts[:-1]
     return parts
-
-
-def iter_deleted(store: NameDict[Deleted[_Item]]) -> Iterator[Deleted[_Item]]:
-    return iter(list(store.values()))
