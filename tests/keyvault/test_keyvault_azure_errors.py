@@ -3,6 +3,7 @@ SDK: each refusal's kind and cause, and the key cache under names given in anoth
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
@@ -106,6 +107,13 @@ async def test_disabled_key_at_sign_time_is_disabled_not_a_permission_problem(
         Cause.DISABLED,
         "KeyDisabled",
     )
+    # Expired beyond the vault's clock-skew leeway: the same cause, not a permission.
+    await clients.keys.update_key_properties(
+        unique_name, enabled=True, expires_on=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    )
+    with pytest.raises(KeyVaultError) as err:
+        await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), auth)
+    assert (err.value.cause, err.value.inner_code) == (Cause.DISABLED, "KeyExpired")
 
 
 async def test_disabled_secret_is_disabled(

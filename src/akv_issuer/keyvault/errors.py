@@ -67,7 +67,8 @@ class Cause(enum.Enum):
         federated credential that does not match, an invalid scope); only an
         administrator can fix it.
     DISABLED (FORBIDDEN): the vault refuses the operation because the key, secret
-        or certificate is disabled (403 ``KeyDisabled``, ``SecretDisabled``).
+        or certificate is disabled, or the key is outside its nbf/exp (403
+        ``KeyDisabled``, ``SecretDisabled``, ``KeyExpired``).
     NETWORK_RULES (FORBIDDEN): the vault's firewall refuses the caller's address
         (403 ``ForbiddenByFirewall``), or its public access is off
         (``ForbiddenByConnection``).
@@ -186,7 +187,11 @@ _OTHER_TENANT = re.compile(r"not configured to acquire tokens for tenant (?P<ten
 _API_VERSION = re.compile(r"specified version \(.*\) is not recognized|api-version")
 # 403 inner codes (Key Vault's common error codes page, and what the vault answers for
 # disabled objects): what the caller must change is not the identity's permissions.
-_DISABLED_INNER = frozenset({"KeyDisabled", "SecretDisabled", "CertificateDisabled"})
+# KeyExpired / KeyNotYetValid: outside the key's exp / nbf (the emulator's names; the
+# message is what a user reads either way).
+_DISABLED_INNER = frozenset(
+    {"KeyDisabled", "SecretDisabled", "CertificateDisabled", "KeyExpired", "KeyNotYetValid"}
+)
 # ForbiddenByConnection: public network access disabled, no approved private endpoint.
 _FIREWALL_INNER = frozenset({"ForbiddenByFirewall", "ForbiddenByConnection"})
 
