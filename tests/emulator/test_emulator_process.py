@@ -63,3 +63,44 @@ def test_bad_fault_flag_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "probability must be between 0.0 and 1.0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_vault_flags_set_the_start_up_vault(tmp_path: Path) -> None:
+    # rules.py: the permission model, firewall and api-versions a vault starts with.
+    emulator = EmulatorProcess.start(
+        tmp_path,
+        extra_args=["--api-versions", "2016-10-01,7.0", "--permission-model", "access_policy"],
+    )
+    try:
+        assert emulator.admin.call("GET", "vault") == {
+            "permission_model": "access_policy",
+            "firewall": False,
+            "api_versions": ["2016-10-01", "7.0"],
+        }
+        emulator.admin.set_vault(firewall=True)
+        emulator.admin.reset()
+        assert emulator.admin.call("GET", "vault")["firewall"] is False
+        assert emulator.admin.call("GET", "vault")["api_versions"] == ["2016-10-01", "7.0"]
+    finally:
+        emulator.stop()
+
+
+def test_bad_vault_flag_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "akv_emulator.cli",
+            "serve",
+            "--state-dir",
+            str(tmp_path),
+            "--api-versions",
+            "2099-01-01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid vault settings: api_versions must be" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
 from akv_issuer.keyvault import (
     Ambient,
+    Cause,
     ClientSecret,
     ErrorKind,
     KeyInfo,
@@ -468,15 +469,22 @@ async def test_secrets_round_trip_and_versions(
     assert "two" not in repr(latest)
 
 
-async def test_wrong_client_secret_is_transient_and_never_shown(
+async def test_wrong_client_secret_is_refused_not_transient_and_never_shown(
     access: KeyVaultAccess, emulator_env: EmulatorEnv, unique_name: str
 ) -> None:
+    # Entra ID error codes reference: AADSTS7000215 (invalid_client) needs a new secret;
+    # retrying cannot help, so it is FORBIDDEN with the AADSTS line and no trace lines.
     auth = sp_auth(emulator_env, secret="wrong-secret-value")
     assert "wrong-secret-value" not in repr(auth)
     with pytest.raises(KeyVaultError) as err:
         await access.get_secret(emulator_env.vault_url, unique_name, None, auth)
-    assert err.value.kind is ErrorKind.TRANSIENT
+    assert err.value.kind is ErrorKind.FORBIDDEN
+    assert err.value.cause is Cause.CREDENTIAL_REFUSED
     assert err.value.code == "invalid_client"
+    assert "AADSTS7000215: Invalid client secret provided" in err.value.message
+    assert "Trace ID" not in str(err.value)
+    assert "Correlation ID" not in str(err.value)
+    assert err.value.metric_label == "credential_refused"
     assert "wrong-secret-value" not in str(err.value)
 
 
@@ -487,7 +495,10 @@ async def test_token_endpoint_outage_is_transient(
     emulator.admin.set_faults({"errors": {"probability": 1.0, "operations": ["token"]}})
     with pytest.raises(KeyVaultError) as err:
         await access.get_key(env.vault_url, unique_name, None, wi_auth(env))
+    # Entra's temporarily_unavailable (503) is an outage, not a refusal.
     assert err.value.kind is ErrorKind.TRANSIENT
+    assert err.value.code == "temporarily_unavailable"
+    assert err.value.cause is None
 
 
 async def test_revoked_token_gives_forbidden_401(

@@ -112,7 +112,9 @@ async def test_a_subject_the_identity_does_not_trust_is_refused_with_entras_erro
     )
     with pytest.raises(KeyVaultError) as err:
         await kv.get_key(emulator.env.vault_url, unique_name, None, identity)
-    assert err.value.code == "invalid_client"
+    # azure-workload-identity troubleshooting: AADSTS70021 comes as invalid_request.
+    assert err.value.code == "invalid_request"
+    assert err.value.kind is ErrorKind.FORBIDDEN
     assert "AADSTS70021" in err.value.message
 
 

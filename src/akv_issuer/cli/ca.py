@@ -198,6 +198,9 @@ def _algorithm(args: argparse.Namespace, public_key: pki.CAPublicKey) -> pki.Sig
 async def _create(args: argparse.Namespace) -> int:
     subject = _subject(args)
     async with common.open_vault(args) as vault:
+        if args.upload_secret is not None:
+            # Before the key is made: a soft-deleted secret would refuse the upload.
+            await vault.check_name_free("secret", args.upload_secret or args.key_name)
         if args.create_key is not None:
             key = await vault.create_key(common.KeyKind(args.create_key))
             print(f"created key {key.kid}", file=sys.stderr)

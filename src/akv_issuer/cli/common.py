@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -20,6 +21,7 @@ from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
 from akv_issuer.keyvault import (
     Ambient,
+    Cause,
     ErrorKind,
     KeyInfo,
     KeyVaultAccess,
@@ -171,9 +173,17 @@ class VaultSession:
         else:
             raise CLIError(f"key {existing.kid} already exists; drop --create-key to use it")
         kty, size, curve = _KEY_KIND_PARAMS[kind]
-        return await self.access.create_key(
-            self.vault_url, self.key_name, AUTH, kty=kty, size=size, curve=curve
-        )
+        try:
+            return await self.access.create_key(
+                self.vault_url, self.key_name, AUTH, kty=kty, size=size, curve=curve
+            )
+        except KeyVaultError as exc:
+            raise _soft_deleted(exc, "key", self.vault_url, self.key_name) from None
+
+    async def check_name_free(self, kind: str, name: str) -> None:
+        """Refuse, before any change, a name held by a soft-deleted key or secret."""
+        if await self.access.is_soft_deleted(self.vault_url, kind, name, AUTH):
+            raise soft_deleted_error(kind, self.vault_url, name)
 
     def signer(self, key: KeyInfo) -> KeyVaultSigner:
         return self.access.signer(key, AUTH)
@@ -183,10 +193,31 @@ class VaultSession:
         return secret.value
 
     async def set_secret(self, name: str, value: str, content_type: str) -> str:
-        secret = await self.access.set_secret(
-            self.vault_url, name, value, AUTH, content_type=content_type
-        )
+        try:
+            secret = await self.access.set_secret(
+                self.vault_url, name, value, AUTH, content_type=content_type
+            )
+        except KeyVaultError as exc:
+            raise _soft_deleted(exc, "secret", self.vault_url, name) from None
         return secret.version
+
+
+def _soft_deleted(exc: KeyVaultError, kind: str, vault_url: str, name: str) -> Exception:
+    """A name held by a soft-deleted key or secret (409): the way out, in one line.
+    Any other error is returned as it is."""
+    if exc.cause is not Cause.SOFT_DELETED:
+        return exc
+    return soft_deleted_error(kind, vault_url, name)
+
+
+def soft_deleted_error(kind: str, vault_url: str, name: str) -> CLIError:
+    vault = (urlsplit(vault_url).hostname or vault_url).split(".")[0]
+    where = f"--vault-name {vault} --name {name}"
+    return CLIError(
+        f"{kind} {name!r} in {vault_url} is soft-deleted and its name cannot be reused until "
+        f"it is recovered ('az keyvault {kind} recover {where}') or purged "
+        f"('az keyvault {kind} purge {where}')"
+    )
 
 
 # The CLI authenticates like az-based tooling: DefaultAzureCredential picks up
@@ -196,7 +227,10 @@ AUTH = Ambient()
 
 @contextlib.asynccontextmanager
 async def open_vault(args: argparse.Namespace) -> AsyncIterator[VaultSession]:
-    options = KeyVaultOptions(timeout=args.timeout.total_seconds(), tls_ca_file=args.tls_ca_file)
+    # From the environment: AKV_KEYVAULT_API_VERSION, for a vault without the SDK's default.
+    options = KeyVaultOptions.from_env(
+        timeout=args.timeout.total_seconds(), tls_ca_file=args.tls_ca_file
+    )
     try:
         options.validate()
     except ValueError as exc:

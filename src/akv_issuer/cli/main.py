@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from akv_issuer.cli import ca, controller, sign
 from akv_issuer.cli.errors import CLIError
-from akv_issuer.keyvault import KeyVaultError
+from akv_issuer.keyvault import Cause, KeyVaultError
 from akv_issuer.pki import PKIError
 
 PROG = "akv-issuer"
@@ -41,12 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The Azure SDK logs request details at INFO; a CLI user wants only our output.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # azure-identity warns with Entra's whole answer (trace lines, the body) when a
+    # credential fails; the CLI's one-line error already says what Entra refused.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     try:
         result = args.handler(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
     except (CLIError, PKIError, KeyVaultError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, KeyVaultError) and exc.cause is Cause.API_VERSION:
+            hint = " (set AKV_KEYVAULT_API_VERSION to a version the vault supports)"
+        print(f"{PROG}: error: {exc}{hint}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(

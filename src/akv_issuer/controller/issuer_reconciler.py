@@ -223,6 +223,7 @@ class IssuerReconciler:
                 obj, old_ready, "False", failure.reason, failure.message
             )
             self._metrics.issuer_ready.labels(*key.labels).set(0)
+            self._metrics.set_not_ready_reason(*key.labels, str(failure.reason))
             if failure.retryable:
                 delay = max(self.backoff.delay(failures + 1), failure.retry_after or 0.0)
                 result = Result.retry(delay)
@@ -246,6 +247,7 @@ class IssuerReconciler:
         message = ready_message(checked)
         await self._issuer_events.transition(obj, old_ready, "True", IssuerReason.CHECKED, message)
         self._metrics.issuer_ready.labels(*key.labels).set(1)
+        self._metrics.set_not_ready_reason(*key.labels, None)
         await self._issuer_events.after_check(key, obj, checked, now)
         self._notify(key)
         # A bundle that cannot be written leaves the issuer Ready (signing does

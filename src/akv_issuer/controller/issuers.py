@@ -45,6 +45,7 @@ from akv_issuer.keyvault import (
     AssertionProvider,
     AssertionProviderError,
     AuthConfig,
+    Cause,
     ClientSecret,
     ErrorKind,
     FederatedServiceAccount,
@@ -165,11 +166,34 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
     if err.code == SERVICE_ACCOUNT_TOKEN_FAILED:
         # auth.serviceAccountRef: no ServiceAccount token to exchange.
         return CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message)
-    if err.kind is ErrorKind.TRANSIENT and err.code in _ENTRA_REFUSALS:
-        # Entra ID refused the credential itself (AADSTS...): no federated
-        # credential for this subject/audience, unknown client, wrong secret.
-        # Retried (the identity may be fixed), but it is no outage.
-        return CheckFailed(IssuerReason.FORBIDDEN, detail)
+    match err.cause:
+        case Cause.CREDENTIAL_REFUSED:
+            # Entra ID refused the credential itself (the AADSTS line): no federated
+            # credential for this subject/audience, unknown client or tenant, wrong
+            # secret. No outage: re-checked slowly until an administrator fixes it.
+            return CheckFailed(IssuerReason.FORBIDDEN, detail, retry_after=ADMIN_FIX_RECHECK)
+        case Cause.NETWORK_RULES:
+            return CheckFailed(
+                IssuerReason.KEY_VAULT_NETWORK_DENIED,
+                f"{what}: the vault's network rules (firewall) refuse this controller's "
+                f"address: {err.message}",
+                retry_after=ADMIN_FIX_RECHECK,
+            )
+        case Cause.DISABLED:
+            if not_found == IssuerReason.KEY_NOT_FOUND:
+                return CheckFailed(IssuerReason.KEY_DISABLED, f"{what} is disabled: {err.message}")
+            return CheckFailed(
+                IssuerReason.CA_SECRET_DISABLED, f"{what} is disabled: {err.message}"
+            )
+        case Cause.API_VERSION:
+            return CheckFailed(
+                IssuerReason.KEY_VAULT_API_VERSION_UNSUPPORTED,
+                f"the vault refuses the Key Vault API version the controller uses: "
+                f"{err.message} (set AKV_KEYVAULT_API_VERSION to a version the vault supports)",
+                retryable=False,
+            )
+        case _:
+            pass
     match err.kind:
         case ErrorKind.THROTTLED:
             return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
@@ -190,8 +214,11 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
             )
 
 
-# OAuth error codes of a token endpoint refusing the client (not an outage).
-_ENTRA_REFUSALS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
+# Seconds before re-checking an issuer that only an administrator can fix (a
+# credential Entra ID refuses, a vault firewall): no faster than this, so a
+# broken identity does not ask Entra ID every few seconds; the reconciler's
+# backoff (at most 5 minutes) still applies above it.
+ADMIN_FIX_RECHECK = 120.0
 
 _CA_REASONS = {
     CAErrorKind.INVALID: IssuerReason.CA_INVALID,

@@ -21,6 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from akv_issuer.controller.api import IssuerReason
+
 PREFIX = "akv_issuer"
 
 
@@ -133,6 +135,15 @@ class Metrics:
             issuer,
             registry=self.registry,
         )
+        # Which reason keeps the issuer not Ready (docs/api.md lists them): alert on
+        # the ones only an administrator can fix (Forbidden, KeyVaultNetworkDenied, ...).
+        self.issuer_not_ready = Gauge(
+            f"{PREFIX}_issuer_not_ready_reason",
+            "1 for the Ready condition's reason while the issuer is not Ready; no series "
+            "while it is Ready.",
+            [*issuer, "reason"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             f"{PREFIX}_workqueue_depth",
             "Keys waiting in a work queue (ready now).",
@@ -212,7 +223,19 @@ class Metrics:
             registry=self.registry,
         )
 
+    def set_not_ready_reason(
+        self, kind: str, namespace: str, name: str, reason: str | None
+    ) -> None:
+        """The issuer's not-Ready reason (None: it is Ready): one series at a time."""
+        for known in IssuerReason:
+            if str(known) != reason:
+                with contextlib.suppress(KeyError):
+                    self.issuer_not_ready.remove(kind, namespace, name, str(known))
+        if reason is not None:
+            self.issuer_not_ready.labels(kind, namespace, name, reason).set(1)
+
     def forget_issuer(self, kind: str, namespace: str, name: str) -> None:
+        self.set_not_ready_reason(kind, namespace, name, None)
         for gauge in (
             self.ca_expiry,
             self.ca_expiring,

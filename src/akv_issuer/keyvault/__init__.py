@@ -25,6 +25,7 @@ from .auth import (
 from .cloud import CLOUDS, Cloud, authority_for, cloud_of, is_managed_hsm
 from .errors import (
     SERVICE_ACCOUNT_TOKEN_FAILED,
+    Cause,
     ErrorKind,
     KeyVaultError,
     classify,
@@ -39,6 +40,7 @@ __all__ = [
     "AssertionProvider",
     "AssertionProviderError",
     "AuthConfig",
+    "Cause",
     "CertificateInfo",
     "ClientSecret",
     "Cloud",

@@ -70,9 +70,13 @@ class KeyVaultOptions:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> KeyVaultOptions:
-        """Options with tls_ca_file taken from AKV_TLS_CA_FILE unless given."""
+        """Options with tls_ca_file taken from AKV_TLS_CA_FILE and api_version from
+        AKV_KEYVAULT_API_VERSION (for a vault without the SDK's default version: Azure
+        Stack Hub, a sovereign cloud that lags behind) unless given."""
         if "tls_ca_file" not in overrides and os.environ.get("AKV_TLS_CA_FILE"):
             overrides["tls_ca_file"] = os.environ["AKV_TLS_CA_FILE"]
+        if "api_version" not in overrides and os.environ.get("AKV_KEYVAULT_API_VERSION"):
+            overrides["api_version"] = os.environ["AKV_KEYVAULT_API_VERSION"]
         return cls(**overrides)
 
     def validate(self) -> None:
@@ -327,6 +331,12 @@ class _VaultClients:
 _KeyCacheKey = tuple[AuthConfig, str, str, str]
 
 
+def _cache_name(name: str) -> str:
+    """A key name as the caches hold it: Key Vault compares names case-insensitively
+    and a key ID carries the stored case, which may differ from the requested one."""
+    return name.lower()
+
+
 def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     """The proxy ``environ`` names for an https ``url``, as curl and the Azure SDK
     read it: ``HTTPS_PROXY`` (or ``https_proxy``, then ``ALL_PROXY``), unless
@@ -525,15 +535,16 @@ class KeyVaultAccess:
         loop = asyncio.get_running_loop()
         now = loop.time()
         resolved = version or None
+        cached_name = _cache_name(name)
         if resolved is None:
-            pointer = self._latest.get((auth, vault, name))
+            pointer = self._latest.get((auth, vault, cached_name))
             if pointer is not None and pointer[1] > now:
                 resolved = pointer[0]
         if resolved is not None:
-            cached = self._keys.get((auth, vault, name, resolved))
+            cached = self._keys.get((auth, vault, cached_name, resolved))
             if cached is not None and cached[1] > now:
                 return cached[0]
-        flight_key = (auth, vault, name, version or "")
+        flight_key = (auth, vault, cached_name, version or "")
         inflight = self._inflight.get(flight_key)
         if inflight is not None:
             return await asyncio.shield(inflight)
@@ -562,9 +573,16 @@ class KeyVaultAccess:
 
         info = await self._call("get_key", vault, fetch)
         now = asyncio.get_running_loop().time()
-        self._keys[(auth, vault, name, info.version)] = (info, now + self.options.version_ttl)
+        cached_name = _cache_name(name)
+        self._keys[(auth, vault, cached_name, info.version)] = (
+            info,
+            now + self.options.version_ttl,
+        )
         if version is None:
-            self._latest[(auth, vault, name)] = (info.version, now + self.options.latest_ttl)
+            self._latest[(auth, vault, cached_name)] = (
+                info.version,
+                now + self.options.latest_ttl,
+            )
         return info
 
     async def list_key_versions(
@@ -596,7 +614,7 @@ class KeyVaultAccess:
 
     def _forget_latest(self, vault: str, name: str) -> None:
         """Drop every identity's "latest" pointer of a key that just got a new version."""
-        for latest in [k for k in self._latest if k[1:] == (vault, name)]:
+        for latest in [k for k in self._latest if k[1:] == (vault, _cache_name(name))]:
             del self._latest[latest]
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
@@ -622,9 +640,10 @@ class KeyVaultAccess:
 
     def invalidate(self, key: KeyInfo) -> None:
         """Forget what is cached about key (any identity), e.g. after it was refused."""
-        for cache_key in [k for k in self._keys if k[1:] == (key.vault_url, key.name, key.version)]:
+        name = _cache_name(key.name)
+        for cache_key in [k for k in self._keys if k[1:] == (key.vault_url, name, key.version)]:
             del self._keys[cache_key]
-        for latest in [k for k in self._latest if k[1:] == (key.vault_url, key.name)]:
+        for latest in [k for k in self._latest if k[1:] == (key.vault_url, name)]:
             del self._latest[latest]
 
     async def sign(
@@ -771,6 +790,31 @@ class KeyVaultAccess:
             )
 
         return await self._call("set_secret", clients.vault_url, put)
+
+    async def is_soft_deleted(
+        self, vault_url: str, kind: str, name: str, auth: AuthConfig
+    ) -> bool | None:
+        """Whether a soft-deleted ``kind`` ("key" or "secret") holds ``name``, so that
+        creating one of that name would be refused (409); None when the identity may
+        not read deleted objects (403), so the caller cannot tell beforehand."""
+        _check_name(kind, name)
+        clients = self.clients(vault_url, auth)
+
+        async def probe() -> bool:
+            if kind == "key":
+                await clients.keys.get_deleted_key(name)
+            else:
+                await clients.secrets.get_deleted_secret(name)
+            return True
+
+        try:
+            return await self._call(f"get_deleted_{kind}", clients.vault_url, probe)
+        except KeyVaultError as err:
+            if err.kind is ErrorKind.NOT_FOUND:
+                return False
+            if err.kind is ErrorKind.FORBIDDEN:
+                return None
+            raise
 
     async def close(self) -> None:
         self._closed = True

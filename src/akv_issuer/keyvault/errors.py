@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import enum
 import json
+import re
 import time
 from typing import Any
 
@@ -33,11 +34,13 @@ SERVICE_ACCOUNT_TOKEN_FAILED = "ServiceAccountTokenFailed"  # noqa: S105 -- a co
 class ErrorKind(enum.Enum):
     """What a failed call means for the caller.
 
-    THROTTLED: the vault answered 429; back off (``retry_after`` if known).
-    TRANSIENT: 5xx, 408, timeouts, network and token-endpoint failures; retry later.
+    THROTTLED: the vault (or Entra ID) answered 429; back off (``retry_after`` if known).
+    TRANSIENT: 5xx, 408, a 409 conflict with a concurrent operation, timeouts,
+        network failures, Entra ID busy or unreachable; retry later.
     NOT_FOUND: the vault answered 404 (no such key, secret or version).
     FORBIDDEN: the vault answered 401 or 403 (authentication refused, the identity
-        lacks the permission, or the key is disabled or refuses the operation).
+        lacks the permission, the key is disabled or refuses the operation, the
+        firewall), or Entra ID refused the credential (see :class:`Cause`).
     PERMANENT: any other failure that repeating cannot fix (bad parameters, a key
         type or algorithm that does not fit, a configuration error).
 
@@ -55,6 +58,33 @@ class ErrorKind(enum.Enum):
         return self in (ErrorKind.THROTTLED, ErrorKind.TRANSIENT)
 
 
+class Cause(enum.Enum):
+    """What a failure is about, where that says more than its kind: the controller
+    names a more specific Ready reason for it and the CLI a more specific hint.
+
+    CREDENTIAL_REFUSED (FORBIDDEN): Entra ID refused the credential itself (the
+        AADSTS codes of a wrong secret, an unknown application or tenant, a
+        federated credential that does not match, an invalid scope); only an
+        administrator can fix it.
+    DISABLED (FORBIDDEN): the vault refuses the operation because the key, secret
+        or certificate is disabled, or the key is outside its nbf/exp (403
+        ``KeyDisabled``, ``SecretDisabled``, ``KeyExpired``).
+    NETWORK_RULES (FORBIDDEN): the vault's firewall refuses the caller's address
+        (403 ``ForbiddenByFirewall``), or its public access is off
+        (``ForbiddenByConnection``).
+    API_VERSION (PERMANENT): the vault does not support the requested api-version
+        (400 ``BadParameter`` naming the version).
+    SOFT_DELETED (PERMANENT): the name is held by a soft-deleted object (409
+        ``Conflict``): it must be recovered or purged before the name is reused.
+    """
+
+    CREDENTIAL_REFUSED = "credential_refused"
+    DISABLED = "disabled"
+    NETWORK_RULES = "network_rules"
+    API_VERSION = "api_version"
+    SOFT_DELETED = "soft_deleted"
+
+
 class KeyVaultError(Exception):
     """A failed Key Vault (or token) call. Carries no tokens, secrets or key material."""
 
@@ -68,8 +98,10 @@ class KeyVaultError(Exception):
         retry_after: float | None = None,
         operation: str | None = None,
         inner_code: str | None = None,
+        cause: Cause | None = None,
     ) -> None:
         self.kind = kind
+        self.cause = cause
         self.status = status
         self.code = code
         self.message = message
@@ -89,7 +121,7 @@ class KeyVaultError(Exception):
     def __repr__(self) -> str:
         return (
             f"KeyVaultError(kind={self.kind.name}, status={self.status!r}, code={self.code!r}, "
-            f"message={self.message!r}, retry_after={self.retry_after!r})"
+            f"message={self.message!r}, retry_after={self.retry_after!r}, cause={self.cause!r})"
         )
 
     @property
@@ -100,8 +132,11 @@ class KeyVaultError(Exception):
     @property
     def metric_label(self) -> str:
         """The outcome as a metric label: the HTTP status when the vault answered
-        (``"404"``, ``"429"``), else the kind (``"transient"``, ``"permanent"``)."""
-        return str(self.status) if self.status is not None else self.kind.value
+        (``"404"``, ``"429"``), else the cause (``"credential_refused"``: Entra ID
+        refused the credential) or the kind (``"transient"``, ``"permanent"``)."""
+        if self.status is not None:
+            return str(self.status)
+        return self.cause.value if self.cause is not None else self.kind.value
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -135,6 +170,98 @@ def _error_body(response: Any) -> tuple[str | None, str | None, str | None]:
     if isinstance(error, str):  # Entra ID token endpoint
         return error, body.get("error_description"), None
     return None, None, None
+
+
+# OAuth errors of a token endpoint that is busy or failing, not refusing (RFC 6749 5.2,
+# Entra ID's error codes page): retried like a network failure.
+_ENTRA_BUSY = frozenset({"temporarily_unavailable", "server_error"})
+# "Microsoft Entra ID error '(invalid_client) AADSTS7000215: ..." as azure-identity
+# words a token endpoint refusal when the response itself is not kept (credential chains).
+_ENTRA_MESSAGE = re.compile(r"\((?P<error>[a-z_]+)\) (?P<line>AADSTS\d+:[^\r\n]*)")
+# azure-identity refusing, before any request, a tenant other than the credential's own
+# (the vault's challenge names the vault's tenant).
+_OTHER_TENANT = re.compile(r"not configured to acquire tokens for tenant (?P<tenant>[^\s.]+)")
+# Key Vault's 400 BadParameter for an api-version it does not serve: "The specified
+# version (7.4) is not recognized. Consider using the latest supported version (7.1)."
+# (or one naming the api-version parameter).
+_API_VERSION = re.compile(r"specified version \(.*\) is not recognized|api-version")
+# 403 inner codes (Key Vault's common error codes page, and what the vault answers for
+# disabled objects): what the caller must change is not the identity's permissions.
+# KeyExpired / KeyNotYetValid: outside the key's exp / nbf (the emulator's names; the
+# message is what a user reads either way).
+_DISABLED_INNER = frozenset(
+    {"KeyDisabled", "SecretDisabled", "CertificateDisabled", "KeyExpired", "KeyNotYetValid"}
+)
+# ForbiddenByConnection: public network access disabled, no approved private endpoint.
+_FIREWALL_INNER = frozenset({"ForbiddenByFirewall", "ForbiddenByConnection"})
+
+
+def _entra_body(response: Any) -> tuple[str | None, str | None, list[int]]:
+    """(OAuth error, first line of error_description, error_codes) of an Entra answer."""
+    try:
+        body = json.loads(response.text())
+    except (ValueError, TypeError, AttributeError):
+        return None, None, []
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None, None, []
+    codes = [c for c in body.get("error_codes") or [] if isinstance(c, int)]
+    line = _first_line(str(body.get("error_description") or ""))
+    if codes and line and not line.startswith("AADSTS"):
+        line = f"AADSTS{codes[0]}: {line}"
+    return body["error"], line or None, codes
+
+
+def _token_failure(
+    error: str | None,
+    line: str | None,
+    status: int | None,
+    retry_after: float | None,
+    operation: str,
+) -> KeyVaultError:
+    """A token endpoint's answer: busy (429, 5xx, temporarily_unavailable) is retried;
+    any other OAuth error is Entra ID refusing the credential, which only an
+    administrator can fix (the AADSTS line says what: a wrong secret, an unknown
+    application or tenant, no matching federated credential, an invalid scope)."""
+    if status == 429:
+        return KeyVaultError(
+            ErrorKind.THROTTLED,
+            f"Entra ID is throttling token requests: {line or error or 'HTTP 429'}",
+            code=error or "TokenRequestThrottled",
+            retry_after=retry_after,
+            operation=operation,
+        )
+    if error is None or error in _ENTRA_BUSY or (status is not None and status >= 500):
+        return KeyVaultError(
+            ErrorKind.TRANSIENT,
+            f"token request failed: {line or error or f'HTTP {status}'}",
+            code=error or "TokenAcquisitionFailed",
+            retry_after=retry_after,
+            operation=operation,
+        )
+    return KeyVaultError(
+        ErrorKind.FORBIDDEN,
+        f"Entra ID refused the credential: {line or error}",
+        code=error,
+        operation=operation,
+        cause=Cause.CREDENTIAL_REFUSED,
+    )
+
+
+def _vault_cause(
+    status: int | None, code: str | None, message: str, inner: str | None
+) -> Cause | None:
+    if status == 403 and inner in _DISABLED_INNER:
+        return Cause.DISABLED
+    if status == 403 and inner in _FIREWALL_INNER:
+        return Cause.NETWORK_RULES
+    lowered = message.lower()
+    if status == 400 and code == "BadParameter" and _API_VERSION.search(lowered):
+        return Cause.API_VERSION
+    if status == 409 and (
+        inner == "ObjectIsDeletedButRecoverable" or "deleted but recoverable" in lowered
+    ):
+        return Cause.SOFT_DELETED
+    return None
 
 
 def _first_line(text: str) -> str:
@@ -187,15 +314,16 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
         message = message or _first_line(exc.message or "") or f"HTTP {status}"
         retry_after = parse_retry_after(getattr(response, "headers", {}).get("Retry-After"))
         if isinstance(exc, ClientAuthenticationError) and not from_vault:
-            # The token endpoint refused or failed: credentials may refresh or Entra may recover.
-            return KeyVaultError(
-                ErrorKind.TRANSIENT,
-                f"token request failed: {message}",
-                code=code or "TokenAcquisitionFailed",
-                operation=operation,
-                retry_after=retry_after,
-            )
+            error, line, _ = _entra_body(response)
+            return _token_failure(error, line, status, retry_after, operation)
+        cause = _vault_cause(status, code, message, inner)
         kind = _kind_of_status(status)
+        if cause is Cause.SOFT_DELETED or cause is Cause.API_VERSION:
+            kind = ErrorKind.PERMANENT
+        elif status == 409:
+            # Key Vault's common error codes: a 409 ConflictError is "multiple operations
+            # on the same item"; the documented remedy is to retry.
+            kind = ErrorKind.TRANSIENT
         return KeyVaultError(
             kind,
             message,
@@ -204,8 +332,26 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
             retry_after=retry_after,
             operation=operation,
             inner_code=inner,
+            cause=cause,
         )
     if isinstance(exc, ClientAuthenticationError):
+        text = str(exc.message or exc)
+        found = _ENTRA_MESSAGE.search(text)
+        if found is not None:
+            # A credential chain keeps the refusal's text, not the response.
+            return _token_failure(found["error"], found["line"], None, None, operation)
+        other_tenant = _OTHER_TENANT.search(text)
+        if other_tenant is not None:
+            # The vault's challenge names its tenant; azure-identity asks no token for a
+            # tenant other than the identity's own (a wrong tenant ID in the configuration).
+            return KeyVaultError(
+                ErrorKind.FORBIDDEN,
+                f"the vault belongs to tenant {other_tenant['tenant']}, not to the tenant "
+                f"configured for the identity: set the identity's tenant ID to the vault's",
+                code="TenantMismatch",
+                operation=operation,
+                cause=Cause.CREDENTIAL_REFUSED,
+            )
         # No HTTP response: the credential could not even ask (no config, no reachable endpoint).
         return KeyVaultError(
             ErrorKind.TRANSIENT,

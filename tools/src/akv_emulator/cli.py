@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .rules import PERMISSION_MODELS, SettingsError, VaultSettings, parse_settings
 from .server import EmulatorConfig, request_shutdown, serve
 from .state import DEFAULT_TENANT_ID, AdminInputError, parse_faults
 
@@ -50,6 +51,23 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve a CONNECT proxy that tunnels the --tls-name DNS names to this "
         "emulator (AKV_EMULATOR_PROXY_URL in the env file): cloud host names without /etc/hosts",
+    )
+    vault = run.add_argument_group("the vault (also settable at runtime under /_emulator/vault)")
+    vault.add_argument(
+        "--api-versions",
+        help="comma-separated api-versions to serve (default: every stable one), e.g. "
+        "'2016-10-01,7.0' for a vault that lags behind like Azure Stack Hub",
+    )
+    vault.add_argument(
+        "--permission-model",
+        choices=PERMISSION_MODELS,
+        default="rbac",
+        help="403 inner code of a missing permission: ForbiddenByRbac or AccessDenied",
+    )
+    vault.add_argument(
+        "--firewall",
+        action="store_true",
+        help="refuse every authenticated call with 403 ForbiddenByFirewall",
     )
     faults = run.add_argument_group("faults (also settable at runtime under /_emulator/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0)
@@ -103,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     except (AdminInputError, json.JSONDecodeError) as exc:
         print(f"akv-emulator: invalid fault settings: {exc}", file=sys.stderr)
         return 2
+    settings: dict[str, object] = {
+        "permission_model": args.permission_model,
+        "firewall": args.firewall,
+    }
+    if args.api_versions:
+        settings["api_versions"] = [v.strip() for v in args.api_versions.split(",") if v.strip()]
+    try:
+        vault = parse_settings(settings, VaultSettings())
+    except SettingsError as exc:
+        print(f"akv-emulator: invalid vault settings: {exc}", file=sys.stderr)
+        return 2
     if not 0 <= args.port <= 65535:
         print(f"akv-emulator: invalid port {args.port}", file=sys.stderr)
         return 2
@@ -118,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=faults,
         managed_hsm=args.managed_hsm,
         proxy=args.proxy,
+        vault=vault,
     )
 
     async def run() -> None:

@@ -35,8 +35,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from . import crypto
+from . import crypto, entra, rules
 from .proxy import NameProxy
+from .softdelete import (
+    Deleted,
+    NameDict,
+    deleted_not_found,
+    deleted_path,
+    name_conflict,
+    stored_name,
+)
 from .state import (
     CERTIFICATE_PERMISSIONS,
     DEFAULT_LIFETIME_ACTIONS,
@@ -75,7 +83,6 @@ log = logging.getLogger("akv_emulator")
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_API_VERSION = "2025-07-01"
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _ERROR_CODES = {
     500: "InternalServerError",
     502: "BadGateway",
@@ -104,6 +111,8 @@ class EmulatorConfig:
     managed_hsm: bool = False
     # Serve a CONNECT proxy that tunnels the DNS names of tls_names to this emulator.
     proxy: bool = False
+    # Permission model, firewall and api-versions served at start-up (and after reset).
+    vault: rules.VaultSettings = field(default_factory=rules.VaultSettings)
 
 
 def kv_error(
@@ -117,18 +126,6 @@ def kv_error(
     if inner:
         error["innererror"] = {"code": inner}
     return web.json_response({"error": error}, status=status, headers=headers)
-
-
-def entra_error(status: int, error: str, description: str, codes: list[int]) -> web.Response:
-    body = {
-        "error": error,
-        "error_description": description,
-        "error_codes": codes,
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
-        "trace_id": secrets.token_hex(16),
-        "correlation_id": secrets.token_hex(16),
-    }
-    return web.json_response(body, status=status)
 
 
 def _attributes(item: KeyVersion | SecretVersion | CertificateVersion) -> dict[str, Any]:
@@ -178,17 +175,17 @@ def _object_path(request: web.Request) -> list[str]:
 
 
 def _valid_name(name: str) -> bool:
-    return bool(name) and all(ch in _NAME_CHARS for ch in name)
+    return rules.valid_name(name)
 
 
 def _find(
-    store: dict[str, dict[str, _Item]], kind: str, name: str, version: str
+    store: NameDict[dict[str, _Item]], kind: str, name: str, version: str
 ) -> _Item | web.Response:
     """The given version of a key or secret (kind), the latest when version is empty, or a 404."""
     versions = store.get(name)
     item = None
     if versions:
-        item = versions.get(version) if version else next(reversed(versions.values()))
+        item = versions.get(version.lower()) if version else next(reversed(versions.values()))
     if item is None:
         ident = f"{name}/{version}" if version else name
         return kv_error(
@@ -234,10 +231,13 @@ def _same_public_key(a: Any, b: Any) -> bool:
 class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.keys: dict[str, dict[str, KeyVersion]] = {}
-        self.secrets: dict[str, dict[str, SecretVersion]] = {}
-        self.certificates: dict[str, dict[str, CertificateVersion]] = {}
-        self.rotation_policies: dict[str, RotationPolicy] = {}
+        # Names compare case-insensitively (softdelete.NameDict); items keep the stored case.
+        self.keys: NameDict[dict[str, KeyVersion]] = NameDict()
+        self.secrets: NameDict[dict[str, SecretVersion]] = NameDict()
+        self.certificates: NameDict[dict[str, CertificateVersion]] = NameDict()
+        self.rotation_policies: NameDict[RotationPolicy] = NameDict()
+        self.deleted_keys: NameDict[Deleted[KeyVersion]] = NameDict()
+        self.deleted_secrets: NameDict[Deleted[SecretVersion]] = NameDict()
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
         self._initial_faults = json.loads(json.dumps(config.faults.describe()))
@@ -250,6 +250,8 @@ class Emulator:
         self.trusted_issuers: dict[str, list[Any]] = {}
         self.sp_secret = new_secret()
         self.identities: dict[str, Identity] = {}
+        self.signing_keys = entra.SigningKeys()
+        self.vault_settings = config.vault
 
     # ---- identities --------------------------------------------------------------------
 
@@ -272,7 +274,10 @@ class Emulator:
     # ---- application -------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._count_responses], client_max_size=4 * 1024**2)
+        app = web.Application(
+            middlewares=[self._count_responses, self._vault_rules], client_max_size=4 * 1024**2
+        )
+        app.on_response_prepare.append(self._vault_headers)
         admin = [
             ("GET", "/_emulator/health", self.admin_health),
             ("GET", "/_emulator/counters", self.admin_counters),
@@ -291,15 +296,21 @@ class Emulator:
             ("POST", "/_emulator/reset", self.admin_reset),
             ("DELETE", "/_emulator/data", self.admin_clear_data),
             ("POST", "/_emulator/keys/{name}/rotate", self.admin_rotate_key),
+            ("GET", "/_emulator/vault", self.admin_get_vault),
+            ("PUT", "/_emulator/vault", self.admin_put_vault),
             ("GET", "/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration),
             ("GET", "/{tenant}/.well-known/openid-configuration", self.openid_configuration),
             ("POST", "/{tenant}/oauth2/v2.0/token", self.token),
+            ("GET", "/{tenant}/discovery/v2.0/keys", self.jwks),
+            ("GET", "/{tenant}/discovery/keys", self.jwks),
         ]
         for method, path, handler in admin:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
         app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
         app.router.add_route("*", "/certificates{tail:.*}", self.certificates_entry)
+        app.router.add_route("*", "/deletedkeys{tail:.*}", self.deleted_keys_entry)
+        app.router.add_route("*", "/deletedsecrets{tail:.*}", self.deleted_secrets_entry)
         return app
 
     @web.middleware
@@ -313,6 +324,28 @@ class Emulator:
             raise
         self._record(request, response.status)
         return response
+
+    @staticmethod
+    def is_data_plane(request: web.Request) -> bool:
+        first = request.path.split("/", 2)[1].lower() if request.path.count("/") else ""
+        return first in ("keys", "secrets", "certificates", "deletedkeys", "deletedsecrets")
+
+    @web.middleware
+    async def _vault_rules(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Every data-plane request names an api-version the vault serves (keys.json,
+        secrets.json: a required query parameter), checked before authentication
+        (assumption: the vault parses the request before it challenges it)."""
+        if self.is_data_plane(request):
+            refused = rules.api_version_refusal(request, self.vault_settings.api_versions)
+            if refused is not None:
+                return refused
+        return await handler(request)
+
+    async def _vault_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.is_data_plane(request):
+            rules.add_vault_headers(request, response)
 
     def _record(self, request: web.Request, status: int) -> None:
         op = request.get("op")
@@ -418,9 +451,21 @@ class Emulator:
             raise asyncio.CancelledError
         throttle = faults.throttle
         if throttle.fire(op, self.rng):
+            if op == "token":
+                return entra.entra_response(request, entra.busy(429, throttle.retry_after))
             return self.throttled(throttle.retry_after, "the emulator was told to throttle")
         if faults.errors.fire(op, self.rng):
             status = faults.errors.status
+            if op == "token":
+                return entra.entra_response(request, entra.busy(status))
+            if status == 409:
+                # Key Vault's common error codes: ConflictError, "multiple operations on
+                # the same item ... sequence operations or implement retry logic".
+                return kv_error(
+                    409,
+                    "Conflict",
+                    "There was a conflict with another operation on the same item; retry it.",
+                )
             return kv_error(
                 status,
                 _ERROR_CODES.get(status, "InternalServerError"),
@@ -484,19 +529,15 @@ class Emulator:
         faulted = await self.apply_faults(request, op)
         if faulted is not None:
             return faulted
+        if self.vault_settings.firewall:
+            return rules.firewall_refusal(request, who.client_id)
         if permission is None:
             return await handler(who)
         area, action = permission
         allowed = who.permissions(area)
         if action not in allowed:
-            return kv_error(
-                403,
-                "Forbidden",
-                f"Caller is not authorized to perform action on resource. If role assignments, "
-                f"deny assignments or role definitions were changed recently, please observe "
-                f"propagation time.\r\nCaller: appid={who.client_id}\r\n"
-                f"Action: 'Microsoft.KeyVault/vaults/{area}/{action}'",
-                inner="ForbiddenByRbac",
+            return rules.permission_refusal(
+                self.vault_settings, request, who.client_id, area, action
             )
         return await handler(who)
 
@@ -578,6 +619,13 @@ class Emulator:
                 ("keys", "update"),
                 lambda who: self._update_key(request, name, version),
             )
+        if not rest and method == "DELETE":
+            return await self.vault_call(
+                request,
+                "delete_key",
+                ("keys", "delete"),
+                lambda who: self._delete_key(request, name),
+            )
         if len(rest) == 2 and rest[1] in ("sign", "verify") and method == "POST":
             op = rest[1]
             return await self.vault_call(
@@ -601,11 +649,17 @@ class Emulator:
         return bundle
 
     async def _create_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_keys:
+            return name_conflict("key", name)
+        name = stored_name(self.keys, name)
         try:
             data = await self.body(request)
             kty = data.get("kty")
             if not isinstance(kty, str):
                 return self.bad("The parameter 'kty' is required.")
+            problem = rules.tags_problem(data.get("tags"))
+            if problem is not None:
+                return self.bad(problem)
             material = crypto.generate(
                 kty,
                 key_size=data.get("key_size"),
@@ -642,7 +696,7 @@ class Emulator:
         if policy is not None and policy.expiry_time is not None:
             expires = now() + iso_duration_seconds(policy.expiry_time)
         item = KeyVersion(
-            name=name,
+            name=latest.name,
             version=new_version(),
             material=fresh,
             key_ops=list(latest.key_ops),
@@ -711,6 +765,9 @@ class Emulator:
                 item.not_before = _int_or_none(attrs["nbf"], "nbf")
             if "exp" in attrs:
                 item.expires = _int_or_none(attrs["exp"], "exp")
+            problem = rules.tags_problem(data.get("tags"))
+            if problem is not None:
+                return self.bad(problem)
             if data.get("key_ops") is not None:
                 item.key_ops = [str(op) for op in data["key_ops"]]
             if data.get("tags") is not None:
@@ -776,14 +833,15 @@ class Emulator:
                 403, "Forbidden", "Operation sign is not allowed on a disabled key.", "KeyDisabled"
             )
         stamp = now()
-        if op == "sign" and item.not_before is not None and stamp < item.not_before:
+        leeway = rules.KEY_VALIDITY_LEEWAY
+        if op == "sign" and item.not_before is not None and stamp + leeway < item.not_before:
             return kv_error(
                 403,
                 "Forbidden",
                 "Operation sign is not allowed before the key's nbf.",
                 "KeyNotYetValid",
             )
-        if op == "sign" and item.expires is not None and stamp >= item.expires:
+        if op == "sign" and item.expires is not None and stamp - leeway >= item.expires:
             return kv_error(
                 403, "Forbidden", "Operation sign is not allowed on an expired key.", "KeyExpired"
             )
@@ -806,7 +864,7 @@ class Emulator:
                 signature = item.material.sign(alg, crypto.b64url_decode(value))
                 return web.json_response(
                     {
-                        "kid": f"{self.vault_base(request)}/keys/{name}/{item.version}",
+                        "kid": f"{self.vault_base(request)}/keys/{item.name}/{item.version}",
                         "value": crypto.b64url_encode(signature),
                     }
                 )
@@ -862,6 +920,13 @@ class Emulator:
                 ("secrets", "set"),
                 lambda who: self._set_secret(request, name),
             )
+        if not rest and method == "DELETE":
+            return await self.vault_call(
+                request,
+                "delete_secret",
+                ("secrets", "delete"),
+                lambda who: self._delete_secret(request, name),
+            )
         if len(rest) <= 1 and method == "PATCH":
             version = rest[0] if rest else ""
             return await self.vault_call(
@@ -906,6 +971,9 @@ class Emulator:
         return web.json_response(self.secret_bundle(request, item))
 
     async def _set_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_secrets:
+            return name_conflict("secret", name)
+        name = stored_name(self.secrets, name)
         try:
             data = await self.body(request)
             value = data.get("value")
@@ -914,6 +982,11 @@ class Emulator:
             content_type = data.get("contentType")
             if content_type is not None and not isinstance(content_type, str):
                 return self.bad("The parameter 'contentType' must be a string.")
+            problem = rules.secret_problem(value, content_type) or rules.tags_problem(
+                data.get("tags")
+            )
+            if problem is not None:
+                return self.bad(problem)
             item = SecretVersion(
                 name=name,
                 version=new_version(),
@@ -937,6 +1010,11 @@ class Emulator:
             attrs = data.get("attributes") or {}
             if attrs.get("enabled") is not None:
                 item.enabled = bool(attrs["enabled"])
+            problem = rules.tags_problem(data.get("tags"))
+            if problem is None and isinstance(data.get("contentType"), str):
+                problem = rules.secret_problem("", data["contentType"])
+            if problem is not None:
+                return self.bad(problem)
             if "contentType" in data and data["contentType"] is not None:
                 item.content_type = str(data["contentType"])
             if data.get("tags") is not None:
@@ -961,6 +1039,149 @@ class Emulator:
             for v in self.secrets.get(name, {}).values()
         ]
         return self._page(request, items, f"/secrets/{name}/versions")
+
+    # ---- soft-delete (softdelete.py) ---------------------------------------------------
+
+    def deleted_key_bundle(
+        self, request: web.Request, entry: Deleted[KeyVersion]
+    ) -> dict[str, Any]:
+        latest = entry.latest()
+        bundle = self.key_bundle(request, latest)
+        bundle.update(entry.deletion_fields(self.vault_base(request), "deletedkeys", latest.name))
+        return bundle
+
+    def deleted_secret_bundle(
+        self, request: web.Request, entry: Deleted[SecretVersion], *, with_value: bool = False
+    ) -> dict[str, Any]:
+        latest = entry.latest()
+        bundle = self.secret_bundle(request, latest, with_value=with_value)
+        bundle.update(
+            entry.deletion_fields(self.vault_base(request), "deletedsecrets", latest.name)
+        )
+        return bundle
+
+    async def _delete_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_key(name, "")
+        if isinstance(found, web.Response):
+            return found
+        entry = Deleted(self.keys.pop(name))
+        self.deleted_keys[name] = entry
+        return web.json_response(self.deleted_key_bundle(request, entry))
+
+    async def _delete_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        found = self.find_secret(name, "")
+        if isinstance(found, web.Response):
+            return found
+        entry = Deleted(self.secrets.pop(name))
+        self.deleted_secrets[name] = entry
+        return web.json_response(self.deleted_secret_bundle(request, entry))
+
+    async def deleted_keys_entry(self, request: web.Request) -> web.StreamResponse:
+        parts, method = deleted_path(request), request.method
+        if not parts and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_deleted_keys",
+                ("keys", "list"),
+                lambda who: self._list_deleted_keys(request),
+            )
+        if not parts or not _valid_name(parts[0]):
+            return self.bad("The key name is invalid: use 1-127 letters, digits and dashes.")
+        name, rest = parts[0], parts[1:]
+        if not rest and method in ("GET", "DELETE"):
+            op, action = (
+                ("get_deleted_key", "get") if method == "GET" else ("purge_deleted_key", "purge")
+            )
+            return await self.vault_call(
+                request, op, ("keys", action), lambda who: self._deleted_key(request, name)
+            )
+        if rest == ["recover"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "recover_deleted_key",
+                ("keys", "recover"),
+                lambda who: self._deleted_key(request, name),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    async def _list_deleted_keys(self, request: web.Request) -> web.StreamResponse:
+        base = self.vault_base(request)
+        items = [
+            {
+                **self._key_item(request, e.latest(), False),
+                **e.deletion_fields(base, "deletedkeys", e.latest().name),
+            }
+            for e in self.deleted_keys.values()
+        ]
+        return self._page(request, items, "/deletedkeys")
+
+    async def _list_deleted_secrets(self, request: web.Request) -> web.StreamResponse:
+        base = self.vault_base(request)
+        items = [
+            {
+                **self.deleted_secret_bundle(request, e),
+                "id": f"{base}/secrets/{e.latest().name}",
+            }
+            for e in self.deleted_secrets.values()
+        ]
+        return self._page(request, items, "/deletedsecrets")
+
+    async def _deleted_key(self, request: web.Request, name: str) -> web.StreamResponse:
+        entry = self.deleted_keys.get(name)
+        if entry is None:
+            return deleted_not_found("key", name)
+        if request.method == "GET":
+            return web.json_response(self.deleted_key_bundle(request, entry))
+        del self.deleted_keys[name]
+        if request.method == "DELETE":
+            self.rotation_policies.pop(name, None)
+            return web.Response(status=204)
+        self.keys[name] = entry.versions
+        return web.json_response(self.key_bundle(request, entry.latest()))
+
+    async def deleted_secrets_entry(self, request: web.Request) -> web.StreamResponse:
+        parts, method = deleted_path(request), request.method
+        if self.is_managed_hsm(request):
+            return await self.managed_hsm_refuses(request, "secrets_api")
+        if not parts and method == "GET":
+            return await self.vault_call(
+                request,
+                "list_deleted_secrets",
+                ("secrets", "list"),
+                lambda who: self._list_deleted_secrets(request),
+            )
+        if not parts or not _valid_name(parts[0]):
+            return self.bad("The secret name is invalid: use 1-127 letters, digits and dashes.")
+        name, rest = parts[0], parts[1:]
+        if not rest and method in ("GET", "DELETE"):
+            op, action = (
+                ("get_deleted_secret", "get")
+                if method == "GET"
+                else ("purge_deleted_secret", "purge")
+            )
+            return await self.vault_call(
+                request, op, ("secrets", action), lambda who: self._deleted_secret(request, name)
+            )
+        if rest == ["recover"] and method == "POST":
+            return await self.vault_call(
+                request,
+                "recover_deleted_secret",
+                ("secrets", "recover"),
+                lambda who: self._deleted_secret(request, name),
+            )
+        return kv_error(404, "NotFound", f"The operation {method} {request.path} is not supported.")
+
+    async def _deleted_secret(self, request: web.Request, name: str) -> web.StreamResponse:
+        entry = self.deleted_secrets.get(name)
+        if entry is None:
+            return deleted_not_found("secret", name)
+        if request.method == "GET":
+            return web.json_response(self.deleted_secret_bundle(request, entry))
+        del self.deleted_secrets[name]
+        if request.method == "DELETE":
+            return web.Response(status=204)
+        self.secrets[name] = entry.versions
+        return web.json_response(self.secret_bundle(request, entry.latest(), with_value=False))
 
     # ---- certificates ------------------------------------------------------------------
     # The subset the issuer and its tests use: import (PEM or PKCS#12 with the private
@@ -1028,6 +1249,9 @@ class Emulator:
         return web.json_response(self.certificate_bundle(request, item))
 
     async def _import_certificate(self, request: web.Request, name: str) -> web.StreamResponse:
+        if name in self.deleted_keys or name in self.deleted_secrets:
+            return name_conflict("certificate", name)
+        name = stored_name(self.certificates, name)
         try:
             data = await self.body(request)
             value = data.get("value")
@@ -1087,6 +1311,8 @@ class Emulator:
         request["op"] = "discovery"
         self.counters.requests["discovery"] += 1
         tenant = request.match_info["tenant"]
+        if tenant.lower() != self.config.tenant_id.lower():
+            return entra.entra_response(request, entra.unknown_tenant(tenant))
         base = self.vault_base(request)
         return web.json_response(
             {
@@ -1109,6 +1335,15 @@ class Emulator:
             }
         )
 
+    async def jwks(self, request: web.Request) -> web.StreamResponse:
+        """The tenant's token signing keys, where the discovery document's jwks_uri points."""
+        request["op"] = "discovery"
+        self.counters.requests["discovery"] += 1
+        tenant = request.match_info["tenant"]
+        if tenant.lower() != self.config.tenant_id.lower():
+            return entra.entra_response(request, entra.unknown_tenant(tenant))
+        return web.json_response(self.signing_keys.jwks())
+
     async def token(self, request: web.Request) -> web.StreamResponse:
         request["op"] = "token"
         self.counters.requests["token"] += 1
@@ -1118,72 +1353,37 @@ class Emulator:
         form = await request.post()
         tenant = request.match_info["tenant"]
         if tenant.lower() != self.config.tenant_id.lower():
-            return entra_error(
-                400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.", [90002]
-            )
+            return entra.entra_response(request, entra.unknown_tenant(tenant))
         grant = str(form.get("grant_type") or "")
         if grant != "client_credentials":
-            return entra_error(
-                400,
-                "unsupported_grant_type",
-                f"AADSTS70003: The app requested an unsupported grant type '{grant}'.",
-                [70003],
-            )
+            return entra.entra_response(request, entra.unsupported_grant(grant))
         client_id = str(form.get("client_id") or "")
         identity = self.identities.get(client_id)
         if identity is None:
-            return entra_error(
-                400,
-                "unauthorized_client",
-                f"AADSTS700016: Application with identifier '{client_id}' was not found in the "
-                f"directory '{tenant}'.",
-                [700016],
-            )
+            return entra.entra_response(request, entra.unknown_client(client_id, tenant))
         scope_text = str(form.get("scope") or "")
-        scopes = [s for s in scope_text.split() if s not in ("openid", "profile", "offline_access")]
+        scopes = [s for s in scope_text.split() if s not in entra.OIDC_SCOPES]
         if not scopes:
-            return entra_error(
-                400,
-                "invalid_request",
-                "AADSTS90014: The required field 'scope' is missing from the credential.",
-                [90014],
-            )
+            return entra.entra_response(request, entra.missing_scope())
+        if len(scopes) != 1 or not scopes[0].endswith(entra.DEFAULT_SCOPE_SUFFIX):
+            return entra.entra_response(request, entra.invalid_scope(scope_text))
         secret = form.get("client_secret")
         assertion = form.get("client_assertion")
         if isinstance(secret, str):
             if identity.secret is None or not hmac.compare_digest(
                 secret.encode(), identity.secret.encode()
             ):
-                return entra_error(
-                    401,
-                    "invalid_client",
-                    f"AADSTS7000215: Invalid client secret provided for app '{client_id}'.",
-                    [7000215],
-                )
+                return entra.entra_response(request, entra.bad_client_secret(client_id))
         elif isinstance(assertion, str):
             if form.get("client_assertion_type") != JWT_BEARER:
-                return entra_error(
-                    400,
-                    "invalid_request",
-                    "AADSTS50027: client_assertion_type must be "
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
-                    [50027],
-                )
+                return entra.entra_response(request, entra.bad_assertion_type())
             problem = self.check_assertion(identity, assertion)
             if problem is not None:
-                return entra_error(400, "invalid_client", problem, [700211])
+                return entra.entra_response(request, problem)
         else:
-            return entra_error(
-                400,
-                "invalid_client",
-                "AADSTS7000218: The request body must contain the following parameter: "
-                "'client_assertion' or 'client_secret'.",
-                [7000218],
-            )
+            return entra.entra_response(request, entra.no_client_credential())
         # CAE clients send a claims parameter; accepting and ignoring it is what tokens need here.
-        resource = scopes[0]
-        if resource.endswith("/.default"):
-            resource = resource[: -len("/.default")]
+        resource = scopes[0][: -len(entra.DEFAULT_SCOPE_SUFFIX)]
         # Which authority (host) and audience each token was asked of / for: the sovereign
         # cloud and Managed HSM tests check that the right ones were used.
         self.counters.requests[f"token@{request.host.lower()}"] += 1
@@ -1202,28 +1402,27 @@ class Emulator:
             }
         )
 
-    def check_assertion(self, identity: Identity, assertion: str) -> str | None:
+    def check_assertion(self, identity: Identity, assertion: str) -> entra.EntraRefusal | None:
         try:
             _, body, _ = assertion.split(".")
             unverified = json.loads(crypto.b64url_decode(body))
             issuer = str(unverified.get("iss", ""))
         except (ValueError, AttributeError):
-            return "AADSTS50027: JWT token is invalid or malformed."
+            return entra.malformed_assertion()
         keys = self.trusted_issuers.get(issuer)
         if not keys:
-            return (
-                f"AADSTS700211: No matching federated identity record found for presented "
-                f"assertion issuer '{issuer}'."
-            )
+            return entra.untrusted_issuer(issuer)
         try:
             claims = verify_jwt(assertion, keys)
         except AssertionRejected as exc:
-            return str(exc)
+            if "AADSTS50027" in str(exc):
+                return entra.malformed_assertion()
+            return entra.bad_assertion_signature()
         stamp = time.time()
         if float(claims.get("exp", 0)) <= stamp:
-            return "AADSTS700024: Client assertion is not within its valid time range."
+            return entra.assertion_out_of_time()
         if float(claims.get("nbf", 0)) > stamp + 300:
-            return "AADSTS700024: Client assertion is not within its valid time range."
+            return entra.assertion_out_of_time()
         audiences = claims.get("aud")
         audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
         for cred in identity.federated:
@@ -1233,10 +1432,8 @@ class Emulator:
                 and cred.audience in audiences
             ):
                 return None
-        return (
-            f"AADSTS70021: No matching federated identity record found for presented assertion. "
-            f"Assertion Issuer: '{issuer}'. Assertion Subject: '{claims.get('sub')}'. "
-            f"Assertion Audience: '{','.join(map(str, audiences))}'."
+        return entra.federation_mismatch(
+            issuer, str(claims.get("sub")), ",".join(map(str, audiences))
         )
 
     # ---- admin API ---------------------------------------------------------------------
@@ -1407,6 +1604,18 @@ class Emulator:
         self.trusted_issuers[data["issuer"]] = keys
         return web.json_response({"issuers": sorted(self.trusted_issuers)})
 
+    async def admin_get_vault(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.vault_settings.describe())
+
+    async def admin_put_vault(self, request: web.Request) -> web.StreamResponse:
+        """Change the permission model, the firewall or the api-versions served."""
+        try:
+            data = await self.admin_body(request)
+            self.vault_settings = rules.parse_settings(data, self.vault_settings)
+        except (AdminInputError, rules.SettingsError) as exc:
+            return self.admin_error(exc)
+        return web.json_response(self.vault_settings.describe())
+
     async def admin_revoke_tokens(self, request: web.Request) -> web.StreamResponse:
         revoked = len(self.tokens)
         self.tokens.clear()
@@ -1418,6 +1627,7 @@ class Emulator:
         self.limiter.clear()
         self.counters.clear()
         self.identities = self.default_identities()
+        self.vault_settings = self.config.vault
         assert self.issuer is not None
         self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
         self.tokens = {k: v for k, v in self.tokens.items() if v.client_id in self.identities}
@@ -1426,6 +1636,8 @@ class Emulator:
     async def admin_clear_data(self, request: web.Request) -> web.StreamResponse:
         self.keys.clear()
         self.secrets.clear()
+        self.deleted_keys.clear()
+        self.deleted_secrets.clear()
         self.rotation_policies.clear()
         return web.json_response({"cleared": True})
 

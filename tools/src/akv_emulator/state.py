@@ -37,9 +37,12 @@ KEY_PERMISSIONS = frozenset(
         "rotate",
         "getrotationpolicy",
         "setrotationpolicy",
+        "delete",
+        "recover",
+        "purge",
     }
 )
-SECRET_PERMISSIONS = frozenset({"get", "list", "set", "update"})
+SECRET_PERMISSIONS = frozenset({"get", "list", "set", "update", "delete", "recover", "purge"})
 CERTIFICATE_PERMISSIONS = frozenset({"get", "import"})
 
 # Operations a fault applies to when a rule names none: the vault's data plane, not the
@@ -65,6 +68,13 @@ VAULT_OPERATIONS = frozenset(
         "import_certificate",
     }
 )
+# Soft-delete (softdelete.py): data-plane operations too.
+SOFT_DELETE_OPERATIONS = frozenset(
+    f"{verb}_{kind}"
+    for kind in ("key", "secret")
+    for verb in ("delete", "get_deleted", "recover_deleted", "purge_deleted")
+) | {"list_deleted_keys", "list_deleted_secrets"}
+VAULT_OPERATIONS = VAULT_OPERATIONS | SOFT_DELETE_OPERATIONS
 ALL_OPERATIONS = VAULT_OPERATIONS | {"token", "discovery", "challenge", "unauthorized"}
 
 # Key Vault's published service limits per vault and region, transactions per 10 seconds.
@@ -445,7 +455,11 @@ def parse_faults(data: Any) -> Faults:
             f"known: {', '.join(AZURE_LIMITS)}"
         )
     retry_after = throttle.get("retry_after")
-    status = int(_number(errors, "status", 503, low=500, high=599))
+    status = int(_number(errors, "status", 503, low=409, high=599))
+    if 409 < status < 500:
+        raise AdminInputError(
+            f"errors.status must be 409 (a concurrent operation) or 500-599, got {status}"
+        )
     return Faults(
         latency_ms=_number(data, "latency_ms", 0.0, low=0.0, high=600_000.0),
         latency_operations=_operations(data, "latency_operations"),

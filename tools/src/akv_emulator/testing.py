@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from azure.identity import ClientSecretCredential
+
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
 
 
@@ -100,6 +102,19 @@ class EmulatorEnv:
             authority_host=self.authority_host,
         )
         return access, auth
+
+    def sp_credential(self) -> ClientSecretCredential:
+        """The service principal as a sync azure-identity credential, for tests that use
+        the SDK's sync clients directly (MSAL would otherwise ask
+        login.microsoftonline.com to vouch for the emulator's authority)."""
+        return ClientSecretCredential(
+            self.tenant_id,
+            self.sp_client_id,
+            self.sp_client_secret,
+            authority=self.authority_host,
+            connection_verify=self.ca_file,
+            disable_instance_discovery=True,
+        )
 
     def azure_environ(self) -> dict[str, str]:
         """The AZURE_* and AKV_* variables, for a child process or monkeypatched os.environ."""
@@ -233,8 +248,28 @@ class AdminClient:
     def revoke_tokens(self) -> int:
         return int(self.call("POST", "tokens/revoke")["revoked"])
 
+    def set_vault(
+        self,
+        *,
+        permission_model: str | None = None,
+        firewall: bool | None = None,
+        api_versions: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The vault's permission model ("rbac", "access_policy"), its firewall (True:
+        refuse every authenticated call) and the api-versions it serves."""
+        body: dict[str, Any] = {}
+        if permission_model is not None:
+            body["permission_model"] = permission_model
+        if firewall is not None:
+            body["firewall"] = firewall
+        if api_versions is not None:
+            body["api_versions"] = api_versions
+        result: dict[str, Any] = self.call("PUT", "vault", body)
+        return result
+
     def reset(self) -> None:
-        """Start-up faults, empty counters, default identities and permissions."""
+        """Start-up faults, empty counters, default identities and permissions, and the
+        vault's default settings (RBAC, no firewall, every api-version)."""
         self.call("POST", "reset")
 
     def clear_data(self) -> None:

@@ -124,6 +124,15 @@ class IssuerReason(StrEnum):
     # --- issue 14 (CA certificate sources) ---
     CA_CERTIFICATE_NOT_FOUND = "CACertificateNotFound"
     """spec.caSource.keyVaultCertificate names no certificate object (or version)."""
+    # --- issue 17 (reading Azure's errors right) ---
+    CA_SECRET_DISABLED = "CASecretDisabled"  # noqa: S105 -- a reason, not a password
+    """The Key Vault secret holding the CA certificate is disabled (403 SecretDisabled)."""
+    KEY_VAULT_NETWORK_DENIED = "KeyVaultNetworkDenied"
+    """The vault's network rules (firewall) refuse the controller's address
+    (403 ForbiddenByFirewall)."""
+    KEY_VAULT_API_VERSION_UNSUPPORTED = "KeyVaultAPIVersionUnsupported"
+    """The vault does not support the Key Vault API version the controller uses
+    (400 BadParameter; set AKV_KEYVAULT_API_VERSION to one it supports)."""
 
 
 class CertificateRequestCondition(StrEnum):
