@@ -711,13 +711,15 @@ def load_image(cluster: DevCluster, archive: Path) -> list[str]:
 
 def stop_node(cluster: DevCluster, net: NodeNetwork) -> None:
     """Stop the node's processes, its containers and namespaces; remove its cgroups."""
+    # Nothing of the node's state is worth a graceful shutdown: the kubelet
+    # would spend its grace period on Pods that are killed below anyway.
     for name in ("kube-proxy", "kubelet"):
-        cluster.processes.stop(name, timeout=5)
+        cluster.processes.stop(name, timeout=1)
     # containerd, its shims and every container are in the cgroup tree.
     with contextlib.suppress(NodeError):
         _kill_cgroup_tree(net)
     for name in ("containerd", "node-namespaces", "kube-scheduler", "kube-controller-manager"):
-        cluster.processes.stop(name, timeout=5)
+        cluster.processes.stop(name, timeout=2)
     _kill_cgroup_tree(net)
     _remove_cgroups(net)
     # The veth's host end goes with the network namespace; be sure of it.
