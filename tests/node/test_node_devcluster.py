@@ -117,11 +117,27 @@ def test_pods_reach_the_api_server_through_the_kubernetes_service(
     node_cluster: DevCluster, controller_image: str
 ) -> None:
     kubectl = [tool(bins.KUBECTL), "--kubeconfig", str(node_cluster.kubeconfig_path)]
-    proc = subprocess.run(
-        [*kubectl, "run", "api-probe", "--rm", "-i", "--restart=Never", "--quiet",
+    started = subprocess.run(
+        [*kubectl, "run", "api-probe", "--restart=Never",
          f"--image={controller_image}", "--image-pull-policy=Never",
          "--command", "--", "python3", "-c", PROBE],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() in ("status 200", "status 401", "status 403"), proc.stdout
+    assert started.returncode == 0, started.stderr
+    try:
+        done = subprocess.run(
+            [*kubectl, "wait", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s",
+             "pod/api-probe"],
+            capture_output=True, text=True, timeout=150, check=False,
+        )  # fmt: skip
+        logs = subprocess.run(
+            [*kubectl, "logs", "pod/api-probe"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stderr} {logs.stdout} {logs.stderr}"
+        assert logs.stdout.strip() in ("status 200", "status 401", "status 403"), logs.stdout
+    finally:
+        subprocess.run(
+            [*kubectl, "delete", "pod", "api-probe", "--wait=false"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip

@@ -17,17 +17,14 @@ from pathlib import Path
 import pytest
 from node_install import REPO
 
-from akv_devcluster.dockerfile import build_image
-
 pytestmark = pytest.mark.integration
 
 TEST_TOOLS = ("akv_emulator", "akv_devcluster", "akv_devtls", "pytest", "_pytest", "hypothesis")
 
 
 @pytest.fixture(scope="module")
-def image_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Warm: the layers are cached from the node tests' build (or `make image`).
-    return build_image(out=tmp_path_factory.mktemp("image") / "image.tar")
+def image_archive(controller_image_archive: Path) -> Path:
+    return controller_image_archive
 
 
 def _config_and_files(archive: Path) -> tuple[dict[str, object], set[str]]:
