@@ -41,7 +41,8 @@ node-deps:
 binaries: venv node-deps
 	$(PY) -m akv_devcluster.binaries ensure
 
-test: lint typecheck binaries
+# `image` first: the node tests load it (their own build is then a warm one).
+test: lint typecheck binaries image
 	$(VENV)/bin/pytest
 
 demo: venv

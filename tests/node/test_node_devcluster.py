@@ -23,7 +23,8 @@ from akv_devcluster import binaries as bins
 from akv_devcluster.images import write_image_archive
 from akv_devcluster.node import CLAIMS_DIR, NODE_NAME, cluster_id
 
-pytestmark = pytest.mark.integration
+# The first test to ask for the image may build it (minutes when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 CLI = str(Path(sys.executable).parent / "akv-devcluster")
 

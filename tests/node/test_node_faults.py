@@ -30,7 +30,8 @@ from akv_devcluster import binaries as bins
 from akv_devcluster.workloads import WorkloadError, wait_ready
 from akv_emulator.testing import EmulatorProcess
 
-pytestmark = pytest.mark.integration
+# The first test to ask for the image may build it (minutes when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def _install(cluster: DevCluster, namespace: str, release: str, values: dict[str, object]) -> str:

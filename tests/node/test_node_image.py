@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from node_install import REPO
 
-pytestmark = pytest.mark.integration
+# The first test to ask for the image may build it (minutes when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TEST_TOOLS = ("akv_emulator", "akv_devcluster", "akv_devtls", "pytest", "_pytest", "hypothesis")
 

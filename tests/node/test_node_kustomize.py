@@ -37,7 +37,8 @@ from akv_devcluster.certmanager import CertManager
 from akv_devcluster.workloads import wait_ready
 from akv_emulator.testing import EmulatorProcess
 
-pytestmark = pytest.mark.integration
+# The first test to ask for the image may build it (minutes when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NAMESPACE = "azure-keyvault-issuer-system"
 DEPLOYMENT = "azure-keyvault-issuer-controller-manager"
