@@ -231,6 +231,7 @@ class DevCluster:
         """Stop every managed process (newest first) and remove the state."""
         _stop_node(self)
         self.processes.stop_all()
+        _stop_node(self, finish=True)
         etcd_data = self._state.get("etcd_data_dir")
         if etcd_data:
             shutil.rmtree(etcd_data, ignore_errors=True)
@@ -438,14 +439,16 @@ def _state_alive(state: dict[str, Any]) -> bool:
     return bool(records) and all(is_alive(r) for r in records)
 
 
-def _stop_node(cluster: DevCluster) -> None:
+def _stop_node(cluster: DevCluster, *, finish: bool = False) -> None:
+    # Before the control plane stops (finish=False): the node's processes
+    # and containers; after it (finish=True): namespaces, cgroups, claim.
     network = cluster.node_network
     if network is None:
         return
-    from akv_devcluster.node import NodeError, stop_node
+    from akv_devcluster.node import NodeError, finish_node, stop_node
 
     try:
-        stop_node(cluster, network)
+        (finish_node if finish else stop_node)(cluster, network)
     except NodeError as exc:
         raise DevClusterError(str(exc)) from exc
 
@@ -454,8 +457,10 @@ def _cleanup_stale(directory: Path, state: dict[str, Any]) -> None:
     # A previous run died half-way: stop what is left of it before reusing dir.
     records = [ProcessRecord.from_json(p) for p in state.get("processes", [])]
     group = ProcessGroup(directory / "logs", lambda _: None, records)
-    _stop_node(DevCluster(directory, state, group))
+    stale = DevCluster(directory, state, group)
+    _stop_node(stale)
     group.stop_all()
+    _stop_node(stale, finish=True)
     etcd_data = state.get("etcd_data_dir")
     if etcd_data:
         shutil.rmtree(etcd_data, ignore_errors=True)

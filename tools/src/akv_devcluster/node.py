@@ -750,7 +750,13 @@ def load_image(cluster: DevCluster, archive: Path) -> list[str]:
 
 
 def stop_node(cluster: DevCluster, net: NodeNetwork) -> None:
-    """Stop the node's processes, its containers and namespaces; remove its cgroups."""
+    """Stop the node's processes and containers (before the control plane stops).
+
+    The namespace holder stays until the API server has stopped: the API
+    server listens on the link's host end, which goes with the namespace, and
+    takes ~10 s longer to shut down once its address vanished.
+    ``finish_node`` (after the control plane) removes the rest.
+    """
     # Nothing of the node's state is worth a graceful shutdown: the kubelet
     # would spend its grace period on Pods that are killed below anyway.
     for name in ("kube-proxy", "kubelet"):
@@ -758,8 +764,14 @@ def stop_node(cluster: DevCluster, net: NodeNetwork) -> None:
     # containerd, its shims and every container are in the cgroup tree.
     with contextlib.suppress(NodeError):
         _kill_cgroup_tree(net)
-    for name in ("containerd", "node-namespaces", "kube-scheduler", "kube-controller-manager"):
+    for name in ("containerd", "kube-scheduler", "kube-controller-manager"):
         cluster.processes.stop(name, timeout=2)
+    _kill_cgroup_tree(net)
+
+
+def finish_node(cluster: DevCluster, net: NodeNetwork) -> None:
+    """Stop the namespace holder; remove the cgroups, the link and the claim."""
+    cluster.processes.stop("node-namespaces", timeout=2)
     _kill_cgroup_tree(net)
     _remove_cgroups(net)
     # The veth's host end goes with the network namespace; be sure of it.
