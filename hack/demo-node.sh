@@ -40,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-step() { printf '\n== %s\n' "$*"; }
+source hack/demo-lib.sh
 
 step "Binaries the demo runs (built from Go modules on first use; minutes on 2 cores)"
 TOOLS=$("$BIN/python" -m akv_devcluster.binaries ensure etcd kube-apiserver kubectl helm \
@@ -63,22 +63,10 @@ from akv_devcluster import DevCluster
 print(DevCluster.attach('$WORK/cluster').node_network.host_ip)")
 
 step "The Key Vault emulator on $HOST_IP (where Pods reach the host)"
-"$BIN/akv-emulator" serve --host "$HOST_IP" --port 0 --state-dir "$WORK/emulator" \
-  >"$WORK/emulator.log" 2>&1 &
-EMU_PID=$!
-for _ in $(seq 1 150); do
-  [[ -s "$WORK/emulator/env" ]] && break
-  kill -0 "$EMU_PID" 2>/dev/null || exit 1
-  sleep 0.1
-done
-[[ -s "$WORK/emulator/env" ]] || { echo "emulator did not become ready" >&2; exit 1; }
-set -a; source "$WORK/emulator/env"; set +a
-echo "vault: $AKV_VAULT_URL"
+start_emulator "$HOST_IP"
 
 step "An RSA-2048 CA key in Key Vault and a root CA signed by it"
-"$BIN/akv-issuer" ca create --vault-url "$AKV_VAULT_URL" --key-name demo-ca \
-  --create-key rsa-2048 --common-name "Demo Node CA" --lifetime 365d \
-  --upload-secret --out "$WORK/ca.pem"
+create_ca "Demo Node CA"
 
 step "helm install of deploy/charts/azure-keyvault-issuer into a restricted namespace"
 k create namespace "$NS" >/dev/null
@@ -130,10 +118,7 @@ spec:
   usages: ["digital signature", "key encipherment", "server auth"]
   issuerRef: {group: azure-keyvault-issuer.gonicus.de, kind: Issuer, name: demo-issuer}
 EOF2
-NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-k -n "$NS" patch certificaterequest web --subresource=status --type=merge -p \
-  "{\"status\":{\"conditions\":[{\"type\":\"Approved\",\"status\":\"True\",\"reason\":\"demo\",\"message\":\"approved by make demo-node\",\"lastTransitionTime\":\"$NOW\"}]}}" \
-  >/dev/null
+approve_request "$NS" web "make demo-node"
 k -n "$NS" wait --for=condition=Ready --timeout=90s certificaterequest/web
 k -n "$NS" get certificaterequest web -o jsonpath='{.status.certificate}' | base64 -d >"$WORK/web.pem"
 openssl verify -x509_strict -purpose sslserver -CAfile "$WORK/ca.pem" "$WORK/web.pem"

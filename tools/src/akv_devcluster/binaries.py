@@ -367,19 +367,26 @@ def binary_path(binary: GoBinary) -> Path:
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".build.lock").open("w") as handle:
+def file_lock(path: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive flock on path (created); log waiting if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _log("another build holds the cache lock; waiting for it")
+            print(waiting, file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_lock() -> contextlib.AbstractContextManager[None]:
+    return file_lock(
+        cache_root() / ".build.lock",
+        "[binaries] another build holds the cache lock; waiting for it",
+    )
 
 
 def _is_fresh(binary: GoBinary) -> bool:

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from akv_devcluster.binaries import HACK_DIR, cache_root
+from akv_devcluster.binaries import HACK_DIR, cache_root, file_lock
 
 REPO_ROOT = HACK_DIR.parent
 DEFAULT_BASE = "docker.io/library/python:3.12-slim-bookworm"
@@ -110,17 +108,8 @@ def _buildah(*args: str, what: str, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    storage = _storage()
-    storage.mkdir(parents=True, exist_ok=True)
-    with (storage / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log("another image build holds the lock; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+def _lock() -> contextlib.AbstractContextManager[None]:
+    return file_lock(_storage() / ".lock", "[image] another image build holds the lock; waiting")
 
 
 def _has_image(ref: str) -> bool:
