@@ -106,3 +106,20 @@ def test_up_node_refuses_a_directory_the_node_would_hide(tmp_path: Path) -> None
         "/run, which the node hides behind its own tmpfs; choose another --dir"
     ]
     assert not Path("/run/akv-devcluster-test-hidden").exists()
+
+
+def test_up_node_names_the_missing_debian_packages(tmp_path: Path) -> None:
+    # A machine without the node's packages: nothing of them on PATH.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    cli = Path(sys.executable).parent / "akv-devcluster"
+    proc = subprocess.run(
+        [sys.executable, str(cli), "up", "--node", "--no-build", "--dir", str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=60, check=False, env={"PATH": str(empty)},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "akv-devcluster: error: missing Debian packages for the node: containerd, iproute2, "
+        "iptables, mount, runc, util-linux (run hack/install-node-deps.sh)"
+    ]
+    assert not (tmp_path / "c").exists()
