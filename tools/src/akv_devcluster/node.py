@@ -220,6 +220,11 @@ def _sweep_dead_claims() -> None:
         except (OSError, ValueError, IndexError):
             continue
         state_file = owner / "devcluster.json"
+        # A claim is made before its cluster records the namespace holder:
+        # a young one belongs to a cluster that is still starting.
+        with contextlib.suppress(OSError):
+            if time.time() - claim.stat().st_mtime < 300:
+                continue
         alive = False
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(state_file.read_text())
