@@ -25,11 +25,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "install-node-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# Serialised: several make targets (or helpers) may call this at the same time.
-exec 9>/var/lib/apt/.akv-install-node-deps.lock
-flock 9
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian's containerd package enables and starts a system containerd; the dev
-# cluster runs its own instance, so a system one is only left running if it was
-# already there before this script.
+# Several make targets (or machines' users) may run this at once: wait for
+# apt's own lock instead of failing on it.
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The dev cluster runs its own containerd (akv_devcluster.node); Debian's
+# package would start a system one only under systemd, which CI machines lack.
