@@ -39,10 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-step() { printf '\n== %s\n' "$*"; }
+source hack/demo-lib.sh
 
 step "Test binaries (built from Go modules on first use; several minutes on 2 cores)"
-KUBECTL=$("$BIN/python" -m akv_devcluster.binaries ensure | awk '$1 == "kubectl" {print $2}')
+# Only what this demo runs: the control plane and kubectl (not helm, cert-manager, the node).
+KUBECTL=$("$BIN/python" -m akv_devcluster.binaries ensure etcd kube-apiserver kubectl \
+  | awk '$1 == "kubectl" {print $2}')
 [[ -x "$KUBECTL" ]] || { echo "kubectl was not built" >&2; exit 1; }
 
 step "Starting the local control plane (etcd + kube-apiserver, cert-manager CRDs)"
@@ -51,23 +53,10 @@ export KUBECONFIG="$WORK/cluster/kubeconfig"
 k() { "$KUBECTL" "$@"; }
 
 step "Starting the Key Vault emulator"
-"$BIN/akv-emulator" serve --host 127.0.0.1 --port 0 --state-dir "$WORK/emulator" \
-  >"$WORK/emulator.log" 2>&1 &
-EMU_PID=$!
-for _ in $(seq 1 150); do
-  [[ -s "$WORK/emulator/env" ]] && break
-  kill -0 "$EMU_PID" 2>/dev/null || exit 1
-  sleep 0.1
-done
-[[ -s "$WORK/emulator/env" ]] || { echo "emulator did not become ready" >&2; exit 1; }
-# AKV_VAULT_URL, AKV_TLS_CA_FILE and the AZURE_* variables of a workload identity.
-set -a; source "$WORK/emulator/env"; set +a
-echo "vault: $AKV_VAULT_URL"
+start_emulator 127.0.0.1
 
 step "Creating an RSA-2048 CA key in Key Vault and a root CA signed by it"
-"$BIN/akv-issuer" ca create --vault-url "$AKV_VAULT_URL" --key-name demo-ca \
-  --create-key rsa-2048 --common-name "Demo Internal CA" --lifetime 365d \
-  --upload-secret --out "$WORK/ca.pem"
+create_ca "Demo Internal CA"
 
 step "Installing the kustomize base (CRDs, RBAC, approver role, Deployment)"
 k apply --server-side -k config/default >/dev/null
@@ -127,10 +116,7 @@ spec:
     name: demo-issuer
 EOF
 # cert-manager's approver would do this; the controller signs nothing before it.
-NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-k -n "$NS" patch certificaterequest web --subresource=status --type=merge -p \
-  "{\"status\":{\"conditions\":[{\"type\":\"Approved\",\"status\":\"True\",\"reason\":\"demo\",\"message\":\"approved by make demo\",\"lastTransitionTime\":\"$NOW\"}]}}" \
-  >/dev/null
+approve_request "$NS" web "make demo"
 k -n "$NS" wait --for=condition=Ready --timeout=60s certificaterequest/web
 k -n "$NS" get certificaterequest web
 

@@ -105,6 +105,27 @@ KUBECTL = GoBinary(
     _kube_version_vars(KUBERNETES_VERSION),
 )
 ETCD = GoBinary("etcd", ETCD_VERSION, "etcd", ".")
+
+
+def _kube_node_binary(name: str) -> GoBinary:
+    return GoBinary(
+        name,
+        KUBERNETES_VERSION,
+        "kube-node",
+        f"./cmd/{name}",
+        _kube_version_vars(KUBERNETES_VERSION),
+    )
+
+
+# The node of `akv-devcluster up --node` (akv_devcluster.node): one wrapper
+# module, hack/kube-node, with the same k8s.io/kubernetes and staging
+# replacements as hack/kube-apiserver (its go.mod adds the kubelet's extra
+# modules: cadvisor, containerd/api, ttrpc, ...). Built only when a node is asked for.
+KUBELET = _kube_node_binary("kubelet")
+KUBE_PROXY = _kube_node_binary("kube-proxy")
+KUBE_SCHEDULER = _kube_node_binary("kube-scheduler")
+KUBE_CONTROLLER_MANAGER = _kube_node_binary("kube-controller-manager")
+NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBE_PROXY, KUBELET)
 HELM = GoBinary(
     "helm",
     HELM_VERSION,
@@ -263,8 +284,8 @@ def _module_header(name: str, upstream_gomod: str) -> str:
     return "\n".join(lines)
 
 
-def render_kube_gomod(upstream_gomod: str, kube_version: str) -> str:
-    out = _module_header("kube-apiserver", upstream_gomod)
+def render_kube_gomod(upstream_gomod: str, kube_version: str, name: str = "kube-apiserver") -> str:
+    out = _module_header(name, upstream_gomod)
     out += f"require {KUBERNETES_MODULE} {kube_version}\n\nreplace (\n"
     for module, version in staging_replacements(upstream_gomod, kube_version):
         out += f"\t{module} => {module} {version}\n"
@@ -285,6 +306,10 @@ def generate_gomods() -> None:
     etcd = download_module(ETCD_MODULE, ETCD_VERSION)
     targets = [
         (HACK_DIR / "kube-apiserver", render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION)),
+        (
+            HACK_DIR / "kube-node",
+            render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION, "kube-node"),
+        ),
         (HACK_DIR / "etcd", render_etcd_gomod(_read_gomod(etcd), ETCD_VERSION)),
     ]
     for directory, gomod in targets:
@@ -304,6 +329,7 @@ def check_gomods() -> None:
     """Fail clearly when a committed go.mod no longer matches the pinned version."""
     for directory, module, version in (
         (HACK_DIR / "kube-apiserver", KUBERNETES_MODULE, KUBERNETES_VERSION),
+        (HACK_DIR / "kube-node", KUBERNETES_MODULE, KUBERNETES_VERSION),
         (HACK_DIR / "etcd", ETCD_MODULE, ETCD_VERSION),
     ):
         gomod = directory / "go.mod"
@@ -341,19 +367,26 @@ def binary_path(binary: GoBinary) -> Path:
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".build.lock").open("w") as handle:
+def file_lock(path: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive flock on path (created); log waiting if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _log("another build holds the cache lock; waiting for it")
+            print(waiting, file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_lock() -> contextlib.AbstractContextManager[None]:
+    return file_lock(
+        cache_root() / ".build.lock",
+        "[binaries] another build holds the cache lock; waiting for it",
+    )
 
 
 def _is_fresh(binary: GoBinary) -> bool:
@@ -362,6 +395,11 @@ def _is_fresh(binary: GoBinary) -> bool:
     return (
         target.is_file() and stamp.is_file() and stamp.read_text().strip() == _inputs_digest(binary)
     )
+
+
+def is_built(binary: GoBinary) -> bool:
+    """True when the cached binary matches its wrapper's sources (no build needed)."""
+    return _is_fresh(binary)
 
 
 _warned_cold = False
@@ -478,10 +516,34 @@ def locate(*, build: bool = True) -> Binaries:
     return Binaries(found.etcd, found.kube_apiserver, found.kubectl, cert_manager_crd_dir())
 
 
+def _ensure_only(names: list[str]) -> int:
+    known = {
+        b.name: b
+        for b in (*ALL_BINARIES, HELM, CERT_MANAGER_CONTROLLER, TRUST_MANAGER, *NODE_BINARIES)
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(
+            f"error: unknown binaries {', '.join(unknown)} (known: {', '.join(known)})",
+            file=sys.stderr,
+        )
+        return 2
+    if any(known[n].module_dir in ("kube-apiserver", "etcd", "kube-node") for n in names):
+        check_gomods()
+    for name in names:
+        print(f"{name:<15} {ensure_binary(known[name])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m akv_devcluster.binaries")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ensure", help="build or reuse every upstream binary; fetch CRDs")
+    ensure = sub.add_parser("ensure", help="build or reuse every upstream binary; fetch CRDs")
+    ensure.add_argument(
+        "names",
+        nargs="*",
+        help="only these (e.g. `etcd kube-apiserver kubectl` for `make demo`); default: all",
+    )
     sub.add_parser("gen-gomod", help="regenerate hack/*/go.mod and go.sum")
     sub.add_parser("crds", help="print the folder holding cert-manager's CRDs")
     args = parser.parse_args(argv)
@@ -490,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             generate_gomods()
         elif args.command == "crds":
             print(cert_manager_crd_dir())
+        elif args.names:
+            return _ensure_only(args.names)
         else:
             found = locate(build=True)
             print(f"etcd            {found.etcd}")
@@ -499,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"helm            {ensure_binary(HELM)}")
             print(f"cert-manager    {ensure_binary(CERT_MANAGER_CONTROLLER)}")
             print(f"trust-manager   {ensure_binary(TRUST_MANAGER)}")
+            for binary in NODE_BINARIES:
+                print(f"{binary.name:<15} {ensure_binary(binary)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
