@@ -10,11 +10,18 @@
 # runs the same steps on the host in a copy of this stage's COPY sources, checks
 # the wheel's file list and starts the result.
 # Pin the base by digest in your fork (python:3.12-slim-bookworm@sha256:...).
+# Any base with `python3` (>= 3.11) and its venv module on PATH works: `make
+# image` uses a Debian bookworm root filesystem (python3, python3-venv) when no
+# registry is reachable (tools/src/akv_devcluster/dockerfile.py).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
-RUN python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+# uv in a throwaway venv of its own: Debian's python3 has no pip and refuses
+# installs into the system interpreter (PEP 668); the slim image is fine either way.
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
+ && ln -s /opt/uv/bin/uv /usr/local/bin/uv
 ENV UV_PYTHON_DOWNLOADS=never \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 \
@@ -23,7 +30,7 @@ WORKDIR /src
 # Dependencies first: this layer is reused while only the source changes.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv export --frozen --no-dev --no-emit-project --format requirements-txt -o /tmp/requirements.txt \
- && uv venv --python /usr/local/bin/python3 /opt/venv \
+ && uv venv --python "$(command -v python3)" /opt/venv \
  && uv pip install --python /opt/venv/bin/python --require-hashes --no-deps -r /tmp/requirements.txt
 COPY src ./src
 RUN uv build --wheel --out-dir /tmp/dist \

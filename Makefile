@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all venv lint typecheck unit test demo binaries bench clean
+.PHONY: all venv lint typecheck unit test demo binaries bench clean node-deps
 
 all: test
 
@@ -33,8 +33,12 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-# Go-built upstream binaries (kube-apiserver, etcd, kubectl, ...) cached under $(CACHE_DIR).
-binaries: venv
+# Debian packages of the dev cluster's node and of `make image` (idempotent apt-get).
+node-deps:
+	bash hack/install-node-deps.sh
+
+# Go-built upstream binaries (kube-apiserver, etcd, kubectl, kubelet, ...) cached under $(CACHE_DIR).
+binaries: venv node-deps
 	$(PY) -m akv_devcluster.binaries ensure
 
 test: lint typecheck binaries

@@ -105,6 +105,27 @@ KUBECTL = GoBinary(
     _kube_version_vars(KUBERNETES_VERSION),
 )
 ETCD = GoBinary("etcd", ETCD_VERSION, "etcd", ".")
+
+
+def _kube_node_binary(name: str) -> GoBinary:
+    return GoBinary(
+        name,
+        KUBERNETES_VERSION,
+        "kube-node",
+        f"./cmd/{name}",
+        _kube_version_vars(KUBERNETES_VERSION),
+    )
+
+
+# The node of `akv-devcluster up --node` (akv_devcluster.node): one wrapper
+# module, hack/kube-node, with the same k8s.io/kubernetes and staging
+# replacements as hack/kube-apiserver (its go.mod adds the kubelet's extra
+# modules: cadvisor, containerd/api, ttrpc, ...). Built only when a node is asked for.
+KUBELET = _kube_node_binary("kubelet")
+KUBE_PROXY = _kube_node_binary("kube-proxy")
+KUBE_SCHEDULER = _kube_node_binary("kube-scheduler")
+KUBE_CONTROLLER_MANAGER = _kube_node_binary("kube-controller-manager")
+NODE_BINARIES = (KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBE_PROXY, KUBELET)
 HELM = GoBinary(
     "helm",
     HELM_VERSION,
@@ -299,8 +320,8 @@ def _module_header(name: str, upstream_gomod: str) -> str:
     return "\n".join(lines)
 
 
-def render_kube_gomod(upstream_gomod: str, kube_version: str) -> str:
-    out = _module_header("kube-apiserver", upstream_gomod)
+def render_kube_gomod(upstream_gomod: str, kube_version: str, name: str = "kube-apiserver") -> str:
+    out = _module_header(name, upstream_gomod)
     out += f"require {KUBERNETES_MODULE} {kube_version}\n\nreplace (\n"
     for module, version in staging_replacements(upstream_gomod, kube_version):
         out += f"\t{module} => {module} {version}\n"
@@ -321,6 +342,10 @@ def generate_gomods() -> None:
     etcd = download_module(ETCD_MODULE, ETCD_VERSION)
     targets = [
         (HACK_DIR / "kube-apiserver", render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION)),
+        (
+            HACK_DIR / "kube-node",
+            render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION, "kube-node"),
+        ),
         (HACK_DIR / "etcd", render_etcd_gomod(_read_gomod(etcd), ETCD_VERSION)),
     ]
     for directory, gomod in targets:
@@ -340,6 +365,7 @@ def check_gomods() -> None:
     """Fail clearly when a committed go.mod no longer matches the pinned version."""
     for directory, module, version in (
         (HACK_DIR / "kube-apiserver", KUBERNETES_MODULE, KUBERNETES_VERSION),
+        (HACK_DIR / "kube-node", KUBERNETES_MODULE, KUBERNETES_VERSION),
         (HACK_DIR / "etcd", ETCD_MODULE, ETCD_VERSION),
     ):
         gomod = directory / "go.mod"
@@ -398,6 +424,11 @@ def _is_fresh(binary: GoBinary) -> bool:
     return (
         target.is_file() and stamp.is_file() and stamp.read_text().strip() == _inputs_digest(binary)
     )
+
+
+def is_built(binary: GoBinary) -> bool:
+    """True when the cached binary matches its wrapper's sources (no build needed)."""
+    return _is_fresh(binary)
 
 
 _warned_cold = False
@@ -535,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"helm            {ensure_binary(HELM)}")
             print(f"cert-manager    {ensure_binary(CERT_MANAGER_CONTROLLER)}")
             print(f"trust-manager   {ensure_binary(TRUST_MANAGER)}")
+            for binary in NODE_BINARIES:
+                print(f"{binary.name:<15} {ensure_binary(binary)}")
             print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")

@@ -1,7 +1,10 @@
 """`akv-devcluster`: start and stop the local control plane.
 
 akv-devcluster up --dir DIR      start etcd + kube-apiserver + cert-manager CRDs
-                                 (--with-cert-manager: and cert-manager's controller)
+                                 (--with-cert-manager: and cert-manager's controller;
+                                 --node: and a node that runs Pods, akv_devcluster.node)
+akv-devcluster load-image --dir DIR ARCHIVE
+                                 import a docker/OCI archive into the node's containerd
 akv-devcluster down --dir DIR    stop everything started in DIR, remove its state
 akv-devcluster status --dir DIR  exit 0 if the control plane in DIR is ready
 """
@@ -40,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run cert-manager's controller (its chart's RBAC + our approver RBAC)",
     )
+    up.add_argument(
+        "--node",
+        action="store_true",
+        help="also run kube-controller-manager, kube-scheduler and a node "
+        "(containerd, kubelet, kube-proxy, CNI) so Pods run; needs root",
+    )
+    load = sub.add_parser("load-image", help="import a docker/OCI image archive into the node")
+    load.add_argument("--dir", required=True, type=Path)
+    load.add_argument("archive", type=Path)
     down = sub.add_parser("down", help="stop every process started in --dir, remove its state")
     down.add_argument("--dir", required=True, type=Path)
     status = sub.add_parser("status", help="exit 0 if the control plane in --dir is ready")
@@ -91,7 +103,16 @@ def _identity(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     found = locate(build=args.build)
-    cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout)
+    node = None
+    if args.node:
+        from akv_devcluster.node import NodeError, build_node_binaries, check_host
+
+        try:
+            check_host(args.dir)
+            node = build_node_binaries(build=args.build)
+        except NodeError as exc:
+            raise DevClusterError(str(exc)) from exc
+    cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout, node=node)
     if args.with_cert_manager:
         from akv_devcluster.certmanager import start_cert_manager
 
@@ -102,6 +123,9 @@ def _up(args: argparse.Namespace) -> int:
             raise
         print(f"cert-manager controller running (log: {manager.log_file})")
     elapsed = time.monotonic() - started
+    network = cluster.node_network
+    if network is not None:
+        print(f"node Ready: Pods on {network.pod_cidr}, they reach the host at {network.host_ip}")
     print(f"dev cluster ready in {elapsed:.1f}s at {cluster.server_url}")
     print(f"export KUBECONFIG={cluster.kubeconfig_path}")
     return 0
@@ -123,6 +147,20 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_image(args: argparse.Namespace) -> int:
+    from akv_devcluster.node import NodeError, load_image
+
+    cluster = DevCluster.attach(args.dir)
+    if not cluster.is_running():
+        raise DevClusterError(f"the dev cluster in {args.dir} is not running")
+    try:
+        names = load_image(cluster, args.archive)
+    except NodeError as exc:
+        raise DevClusterError(str(exc)) from exc
+    print(f"loaded {', '.join(names) or args.archive} into the node")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     cluster = DevCluster.attach(args.dir)
     if cluster.is_running():
@@ -134,7 +172,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"up": _up, "down": _down, "status": _status, "identity": _identity}
+    handlers = {
+        "up": _up,
+        "down": _down,
+        "status": _status,
+        "identity": _identity,
+        "load-image": _load_image,
+    }
     try:
         return handlers[args.command](args)
     except (DevClusterError, BinariesError, ProcessError) as exc:

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from akv_devcluster import binaries as bins
 from akv_devcluster.kubeconfig import (
@@ -39,12 +39,15 @@ from akv_devcluster.process import (
     tail,
 )
 
+if TYPE_CHECKING:
+    from akv_devcluster.node import NodeNetwork
+
 STATE_FILE = "devcluster.json"
 ADMIN_USER = "akv-devcluster-admin"
 FIELD_MANAGER = "akv-devcluster"
 # Everything this module creates inside the cluster directory; `stop` removes
 # only these, so a directory the user pointed at keeps anything else.
-_OWNED = (STATE_FILE, "kubeconfig", "tokens.csv", "pki", "logs", "identities")
+_OWNED = (STATE_FILE, "kubeconfig", "tokens.csv", "pki", "logs", "identities", "node")
 
 
 class DevClusterError(Exception):
@@ -114,6 +117,14 @@ class DevCluster:
         return str(self._state["etcd_url"])
 
     @property
+    def node_network(self) -> NodeNetwork | None:
+        """The node's addresses when started with a node (akv_devcluster.node), else None."""
+        from akv_devcluster.node import NodeNetwork
+
+        data = self._state.get("node")
+        return NodeNetwork.from_json(data) if data else None
+
+    @property
     def kubectl_path(self) -> Path | None:
         kubectl = self._state.get("kubectl")
         return Path(kubectl) if kubectl else None
@@ -129,8 +140,13 @@ class DevCluster:
         install_crds: bool = True,
         die_with_parent: bool = False,
         timeout: float = 120.0,
+        node: dict[str, Path] | None = None,
     ) -> DevCluster:
         """Start etcd and kube-apiserver, wait for /readyz, install CRDs.
+
+        node (the paths of kubelet, kube-proxy, kube-scheduler and
+        kube-controller-manager, from ``node.build_node_binaries``) adds those
+        and a container runtime: a cluster that runs Pods (akv_devcluster.node).
 
         die_with_parent ties the processes to the calling process (the kernel
         sends them SIGTERM if it dies), for test sessions; ``up`` leaves it off
@@ -164,9 +180,29 @@ class DevCluster:
         )
         cluster = cls(directory, state, group)
         try:
-            cluster._boot(found, timeout)
+            network = None
+            if node is not None:
+                from akv_devcluster import node as node_mod
+
+                try:
+                    node_mod.check_host(directory)
+                    network = node_mod.claim_network(directory)
+                except node_mod.NodeError as exc:
+                    raise DevClusterError(str(exc)) from exc
+                state["node"] = network.to_json()
+                _write_state(directory, state)
+                try:
+                    node_mod.start_namespaces(cluster, network)
+                except node_mod.NodeError as exc:
+                    raise DevClusterError(str(exc)) from exc
+            cluster._boot(found, timeout, network)
             if install_crds:
                 cluster.install_crds(found.crd_files(), timeout=timeout)
+            if node is not None and network is not None:
+                try:
+                    node_mod.start_node(cluster, network, node, timeout)
+                except node_mod.NodeError as exc:
+                    raise DevClusterError(str(exc)) from exc
         except BaseException:
             # Includes KeyboardInterrupt: a half-started cluster must not linger.
             cluster.stop()
@@ -193,6 +229,7 @@ class DevCluster:
 
     def stop(self) -> None:
         """Stop every managed process (newest first) and remove the state."""
+        _stop_node(self)
         self.processes.stop_all()
         etcd_data = self._state.get("etcd_data_dir")
         if etcd_data:
@@ -231,8 +268,19 @@ class DevCluster:
 
     # -- internals --------------------------------------------------------------
 
-    def _boot(self, found: bins.Binaries, timeout: float) -> None:
+    def _boot(self, found: bins.Binaries, timeout: float, network: NodeNetwork | None) -> None:
         directory = self.directory
+        # With a node, the API server listens on the host end of the node's
+        # link: the kubelet and Pods (the `kubernetes` Service) reach it there.
+        address = network.host_ip if network else "127.0.0.1"
+        node_flags = (
+            [
+                "--enable-aggregator-routing=true",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+            if network
+            else []
+        )
         _sweep_orphaned_etcd_data()
         etcd_data = Path(tempfile.mkdtemp(prefix=_ETCD_DATA_PREFIX, dir=_tmpfs_root()))
         self._state["etcd_data_dir"] = str(etcd_data)
@@ -261,13 +309,13 @@ class DevCluster:
         )
         self.start_process(etcd, lambda: _http_ok(f"{etcd_url}/health"), timeout=timeout)
 
-        pki = create_pki(directory / "pki")
+        pki = create_pki(directory / "pki", (network.host_ip,) if network else ())
         tokens = directory / "tokens.csv"
         write_private(
             tokens, f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'.encode()
         )
         port = free_port()
-        server_url = f"https://127.0.0.1:{port}"
+        server_url = f"https://{address}:{port}"
         self._state["server_url"] = server_url
         _write_state(directory, self._state)
         apiserver = ProcessSpec(
@@ -275,8 +323,8 @@ class DevCluster:
             [
                 str(found.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--secure-port={port}",
                 f"--tls-cert-file={pki.serving_cert_file}",
                 f"--tls-private-key-file={pki.serving_key_file}",
@@ -288,6 +336,7 @@ class DevCluster:
                 f"--token-auth-file={tokens}",
                 f"--authentication-config={_write_authentication_config(directory)}",
                 "--allow-privileged=true",
+                *node_flags,
                 "--v=0",
             ],
         )
@@ -446,10 +495,24 @@ def _state_alive(state: dict[str, Any]) -> bool:
     return bool(records) and all(is_alive(r) for r in records)
 
 
+def _stop_node(cluster: DevCluster) -> None:
+    network = cluster.node_network
+    if network is None:
+        return
+    from akv_devcluster.node import NodeError, stop_node
+
+    try:
+        stop_node(cluster, network)
+    except NodeError as exc:
+        raise DevClusterError(str(exc)) from exc
+
+
 def _cleanup_stale(directory: Path, state: dict[str, Any]) -> None:
     # A previous run died half-way: stop what is left of it before reusing dir.
     records = [ProcessRecord.from_json(p) for p in state.get("processes", [])]
-    ProcessGroup(directory / "logs", lambda _: None, records).stop_all()
+    group = ProcessGroup(directory / "logs", lambda _: None, records)
+    _stop_node(DevCluster(directory, state, group))
+    group.stop_all()
     etcd_data = state.get("etcd_data_dir")
     if etcd_data:
         shutil.rmtree(etcd_data, ignore_errors=True)

@@ -46,8 +46,12 @@ class ClusterPKI:
     sa_public_key_file: Path
 
 
-def create_pki(folder: Path) -> ClusterPKI:
-    """A throwaway CA, the API server's serving certificate, and SA token keys."""
+def create_pki(folder: Path, extra_names: tuple[str, ...] = ()) -> ClusterPKI:
+    """A throwaway CA, the API server's serving certificate, and SA token keys.
+
+    extra_names are more DNS names/IPs for the serving certificate (a cluster
+    with a node serves on the host end of the node's link, akv_devcluster.node).
+    """
     issued = datetime.datetime.now(datetime.UTC) - CLOCK_SKEW
     validity = datetime.timedelta(days=30)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -66,6 +70,7 @@ def create_pki(folder: Path) -> ClusterPKI:
             "kubernetes.default.svc.cluster.local",
             "127.0.0.1",
             _KUBERNETES_SERVICE_IP,
+            *extra_names,
         ],
         common_name="kube-apiserver",
         lifetime=validity,
