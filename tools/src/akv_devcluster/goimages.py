@@ -33,6 +33,8 @@ class GoImageError(bins.BinariesError):
 @dataclass(frozen=True)
 class GoImage:
     binary: bins.GoBinary
+    # Where the binary sits in the image, when a chart names it in `command:`.
+    path: str = ""
 
     @property
     def repository(self) -> str:
@@ -48,13 +50,14 @@ class GoImage:
 
     @property
     def entrypoint(self) -> str:
-        return f"/{self.binary.name}"
+        return self.path or f"/{self.binary.name}"
 
 
 CERT_MANAGER_CONTROLLER = GoImage(bins.CERT_MANAGER_CONTROLLER)
 CERT_MANAGER_WEBHOOK = GoImage(bins.CERT_MANAGER_WEBHOOK)
 CERT_MANAGER_CAINJECTOR = GoImage(bins.CERT_MANAGER_CAINJECTOR)
-WORKLOAD_IDENTITY_WEBHOOK = GoImage(bins.WORKLOAD_IDENTITY_WEBHOOK)
+# Its chart runs `command: [/manager]`, as upstream's image is laid out.
+WORKLOAD_IDENTITY_WEBHOOK = GoImage(bins.WORKLOAD_IDENTITY_WEBHOOK, "/manager")
 
 
 def _binary(image: GoImage, *, build: bool) -> Path:
@@ -70,7 +73,7 @@ def _binary(image: GoImage, *, build: bool) -> Path:
 def image_archive(image: GoImage, *, build: bool = False) -> Path:
     """The image as a docker-archive in the cache (written when the binary changed)."""
     binary = _binary(image, build=build)
-    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(image.entrypoint.encode() + binary.read_bytes()).hexdigest()[:16]
     archive = bins.cache_root() / "images" / f"{image.binary.name}-{image.tag}-{digest}.tar"
     if not archive.is_file():
         files: dict[str, Path | bytes] = {image.entrypoint: binary}
