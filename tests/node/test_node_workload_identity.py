@@ -261,11 +261,18 @@ def test_without_the_federated_credential_the_issuer_is_forbidden(stack: Stack) 
     try:
         _install_controller(stack, release, namespace, client_id)
         _ambient_issuer(stack, namespace, "wi-issuer")
-        found = wait_until(
-            lambda: (c := _ready(stack, namespace, "wi-issuer")).get("reason") == "Forbidden" and c,
-            f"Issuer {namespace}/wi-issuer Forbidden",
-            limit=180,
-        )
+        seen: dict[str, Any] = {}
+
+        def forbidden() -> bool:
+            seen.clear()
+            seen.update(_ready(stack, namespace, "wi-issuer"))
+            return seen.get("reason") == "Forbidden"
+
+        try:
+            wait_until(forbidden, f"Issuer {namespace}/wi-issuer Forbidden", limit=180)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; Ready condition: {seen}") from None
+        found = seen
         assert found["status"] == "False"
         assert "AADSTS70021" in found["message"]
         assert f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}" in found["message"]

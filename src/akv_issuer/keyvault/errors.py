@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import enum
 import json
+import re
 import time
 from typing import Any
 
@@ -137,6 +138,23 @@ def _error_body(response: Any) -> tuple[str | None, str | None, str | None]:
     return None, None, None
 
 
+# How azure-identity words a token endpoint's refusal inside a chained
+# credential's message: "<Credential>: Microsoft Entra ID error '(<code>) <description>'".
+_CHAINED_ENTRA_ERROR = re.compile(
+    r"Microsoft Entra ID error '\((?P<code>[\w-]+)\) (?P<desc>[^\n]*)"
+)
+
+
+def _entra_refusal_in_chain(text: str) -> tuple[str, str] | None:
+    """(OAuth error code, first line of Entra's description) from a chain's message."""
+    match = _CHAINED_ENTRA_ERROR.search(text)
+    if match is None:
+        return None
+    description = match.group("desc").rstrip()
+    description = description.removesuffix("'").strip()
+    return match.group("code"), description[:500]
+
+
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line[:500]
@@ -206,6 +224,17 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
             inner_code=inner,
         )
     if isinstance(exc, ClientAuthenticationError):
+        refusal = _entra_refusal_in_chain(str(exc.message or exc))
+        if refusal is not None:
+            # A credential chain (DefaultAzureCredential, the ambient chain) keeps
+            # Entra's answer only as text: the same error as a direct refusal.
+            code, description = refusal
+            return KeyVaultError(
+                ErrorKind.TRANSIENT,
+                f"token request failed: {description}",
+                code=code,
+                operation=operation,
+            )
         # No HTTP response: the credential could not even ask (no config, no reachable endpoint).
         return KeyVaultError(
             ErrorKind.TRANSIENT,
