@@ -17,7 +17,8 @@ Everything runs as Pods on the session's node, installed the way users do:
   Forbidden with Entra's AADSTS70021.
 
 The host-process cert-manager of the other node tests is stopped first (two
-controllers would both issue); this module uninstalls what it installed.
+controllers would both issue) and restarted afterwards; this module uninstalls
+what it installed.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ from node_install import (
 
 from akv_devcluster import DevCluster, goimages
 from akv_devcluster import binaries as bins
-from akv_devcluster.certmanager import Certificate, certificate_body, stop_cert_manager
+from akv_devcluster.certmanager import (
+    Certificate,
+    certificate_body,
+    running_cert_manager,
+    start_cert_manager,
+    stop_cert_manager,
+)
 from akv_devcluster.certmanager_chart import (
     NAMESPACE as CERT_MANAGER_NAMESPACE,
 )
@@ -97,6 +104,9 @@ def stack(
     node_ca: NodeCA,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
+    # Two cert-manager controllers would both issue: the other node tests' host
+    # process pauses while this module's Pods run, and comes back afterwards.
+    host_process = running_cert_manager(node_cluster) is not None
     stop_cert_manager(node_cluster)
     env = node_emulator.env
     try:
@@ -124,6 +134,8 @@ def stack(
                 node_kube.delete(MutatingWebhookConfiguration, name)
         with contextlib.suppress(ApiError):
             node_kube.delete(Namespace, WI_NAMESPACE)
+        if host_process:
+            start_cert_manager(node_cluster, build=False)
 
 
 def _images(kube: Client, namespace: str) -> set[str]:
