@@ -42,7 +42,9 @@ trap cleanup EXIT INT TERM
 step() { printf '\n== %s\n' "$*"; }
 
 step "Test binaries (built from Go modules on first use; several minutes on 2 cores)"
-KUBECTL=$("$BIN/python" -m akv_devcluster.binaries ensure | awk '$1 == "kubectl" {print $2}')
+# Only what this demo runs: the control plane and kubectl (not helm, cert-manager, the node).
+KUBECTL=$("$BIN/python" -m akv_devcluster.binaries ensure etcd kube-apiserver kubectl \
+  | awk '$1 == "kubectl" {print $2}')
 [[ -x "$KUBECTL" ]] || { echo "kubectl was not built" >&2; exit 1; }
 
 step "Starting the local control plane (etcd + kube-apiserver, cert-manager CRDs)"

@@ -49,7 +49,8 @@ from akv_devcluster.workloads import wait_ready
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import Issuer
 
-pytestmark = pytest.mark.integration
+# The first test to ask for the image may build it (minutes when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 RELEASE = "akv-node"
 DEPLOYMENT = f"{RELEASE}-azure-keyvault-issuer-controller-manager"

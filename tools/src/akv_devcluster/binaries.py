@@ -545,10 +545,34 @@ def locate(*, build: bool = True) -> Binaries:
     return Binaries(found.etcd, found.kube_apiserver, found.kubectl, cert_manager_crd_dir())
 
 
+def _ensure_only(names: list[str]) -> int:
+    known = {
+        b.name: b
+        for b in (*ALL_BINARIES, HELM, CERT_MANAGER_CONTROLLER, TRUST_MANAGER, *NODE_BINARIES)
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(
+            f"error: unknown binaries {', '.join(unknown)} (known: {', '.join(known)})",
+            file=sys.stderr,
+        )
+        return 2
+    if any(known[n].module_dir in ("kube-apiserver", "etcd", "kube-node") for n in names):
+        check_gomods()
+    for name in names:
+        print(f"{name:<15} {ensure_binary(known[name])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m akv_devcluster.binaries")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ensure", help="build or reuse every upstream binary; fetch CRDs")
+    ensure = sub.add_parser("ensure", help="build or reuse every upstream binary; fetch CRDs")
+    ensure.add_argument(
+        "names",
+        nargs="*",
+        help="only these (e.g. `etcd kube-apiserver kubectl` for `make demo`); default: all",
+    )
     sub.add_parser("gen-gomod", help="regenerate hack/*/go.mod and go.sum")
     sub.add_parser("crds", help="print the folder holding cert-manager's CRDs")
     args = parser.parse_args(argv)
@@ -557,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             generate_gomods()
         elif args.command == "crds":
             print(cert_manager_crd_dir())
+        elif args.names:
+            return _ensure_only(args.names)
         else:
             found = locate(build=True)
             print(f"etcd            {found.etcd}")

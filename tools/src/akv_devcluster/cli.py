@@ -102,7 +102,6 @@ def _identity(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    found = locate(build=args.build)
     node = None
     if args.node:
         from akv_devcluster.node import NodeError, build_node_binaries, check_host
@@ -112,6 +111,7 @@ def _up(args: argparse.Namespace) -> int:
             node = build_node_binaries(build=args.build)
         except NodeError as exc:
             raise DevClusterError(str(exc)) from exc
+    found = locate(build=args.build)
     cluster = start_with_ports_retry(args.dir, binaries=found, timeout=args.timeout, node=node)
     if args.with_cert_manager:
         from akv_devcluster.certmanager import start_cert_manager

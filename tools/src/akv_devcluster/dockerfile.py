@@ -252,19 +252,17 @@ def _trust_volumes() -> list[str]:
     ]
 
 
-_PRUNE_ABOVE_BYTES = 6 * 1024**3
+_PRUNE_ABOVE_IMAGES = 40
 
 
 def _prune_when_large() -> None:
     # vfs stores every layer as a full copy and --layers keeps the
     # intermediate images of each build (the warm-build cache): drop the
-    # untagged ones once they pass a few GB, at the cost of one cold build.
-    root = _storage() / "root"
-    if not root.is_dir():
-        return
-    used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    if used > _PRUNE_ABOVE_BYTES:
-        _log(f"image storage holds {used / 1024**3:.1f} GB; pruning untagged layers")
+    # untagged ones once there are many, at the cost of one cold build.
+    listed = _buildah("images", "--all", "--quiet", what="buildah images", check=False)
+    count = len(listed.stdout.split())
+    if count > _PRUNE_ABOVE_IMAGES:
+        _log(f"image storage holds {count} images; pruning the untagged ones")
         _buildah("rmi", "--prune", what="pruning untagged images", check=False)
 
 

@@ -205,9 +205,48 @@ def cluster_id(directory: Path) -> str:
     return hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:6]
 
 
+def _sweep_dead_claims() -> None:
+    """Release claims (and empty cgroups) of node clusters whose processes are gone.
+
+    A test run killed with SIGKILL takes its processes and namespaces with it
+    (they die with their parent), but its claim and cgroup folders stay.
+    """
+    if not CLAIMS_DIR.is_dir():
+        return
+    for claim in CLAIMS_DIR.iterdir():
+        try:
+            owner = Path((claim / "owner").read_text().strip())
+            octet = int(claim.name.split(".")[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        state_file = owner / "devcluster.json"
+        alive = False
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(state_file.read_text())
+            holder = next(
+                (p for p in state.get("processes", []) if p.get("name") == "node-namespaces"), None
+            )
+            if holder is not None:
+                alive = _pid_started_at(int(holder["pid"])) == int(holder["start_time"])
+        if alive:
+            continue
+        net = NodeNetwork(cluster_id(owner), octet)
+        with contextlib.suppress(NodeError):
+            _kill_cgroup_tree(net)
+        _remove_cgroups(net)
+        shutil.rmtree(claim, ignore_errors=True)
+
+
+def _pid_started_at(pid: int) -> int | None:
+    from akv_devcluster.process import process_start_time
+
+    return process_start_time(pid)
+
+
 def claim_network(directory: Path) -> NodeNetwork:
     """Reserve a free 10.N.0.0/16 for this cluster (a directory per claim in /run)."""
     CLAIMS_DIR.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_claims()
     routes = _run(["ip", "-4", "route", "show", "table", "all"], what="ip route")
     addresses = _run(["ip", "-4", "-o", "addr", "show"], what="ip addr")
     ident = cluster_id(directory)
@@ -598,8 +637,9 @@ def start_node(
                     str(found["kubelet"]),
                     f"--config={kubelet_config}",
                     f"--kubeconfig={kubeconfig}",
-                    f"--root-dir={node_dir / 'kubelet' / 'root'}",
-                    f"--cert-dir={node_dir / 'kubelet' / 'pki'}",
+                    # The default root dir /var/lib/kubelet is on the node's
+                    # private tmpfs: short socket paths (a deep --dir would
+                    # pass the 108-byte limit) and gone with the namespace.
                     f"--hostname-override={NODE_NAME}",
                     f"--node-ip={net.node_ip}",
                     "--v=1",

@@ -50,17 +50,16 @@ def problem(client: Client, namespace: str, name: str) -> tuple[str | None, bool
         for cond in (rs.status.conditions if rs.status else None) or []:
             if cond.type == "ReplicaFailure" and cond.status == "True":
                 # e.g. pods "..." is forbidden: violates PodSecurity "restricted:latest": ...
-                return (
-                    f"ReplicaSet {rs.metadata.name if rs.metadata else '?'}: {cond.reason}: {cond.message}",
-                    False,
-                )
+                rs_name = rs.metadata.name if rs.metadata else "?"
+                return f"ReplicaSet {rs_name}: {cond.reason}: {cond.message}", False
     for pod in client.list(Pod, namespace=namespace, labels=selector):
         statuses = (pod.status.containerStatuses if pod.status else None) or []
         for status in statuses:
             waiting = status.state.waiting if status.state else None
             if waiting is not None and waiting.reason:
                 fatal = waiting.reason in FATAL_WAITING
-                text = f"Pod {pod.metadata.name if pod.metadata else '?'} container {status.name}: {waiting.reason}"
+                pod_name = pod.metadata.name if pod.metadata else "?"
+                text = f"Pod {pod_name} container {status.name}: {waiting.reason}"
                 return (f"{text}: {waiting.message}" if waiting.message else text), not fatal
     return None, True
 
