@@ -548,7 +548,16 @@ def locate(*, build: bool = True) -> Binaries:
 def _ensure_only(names: list[str]) -> int:
     known = {
         b.name: b
-        for b in (*ALL_BINARIES, HELM, CERT_MANAGER_CONTROLLER, TRUST_MANAGER, *NODE_BINARIES)
+        for b in (
+            *ALL_BINARIES,
+            HELM,
+            CERT_MANAGER_CONTROLLER,
+            TRUST_MANAGER,
+            *NODE_BINARIES,
+            CERT_MANAGER_WEBHOOK,
+            CERT_MANAGER_CAINJECTOR,
+            WORKLOAD_IDENTITY_WEBHOOK,
+        )
     }
     unknown = [n for n in names if n not in known]
     if unknown:
