@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lightkube import Client
+from lightkube import Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
+from lightkube.types import PatchType
 
 from akv_devcluster import binaries as bins
 from akv_devcluster import goimages
@@ -97,6 +98,60 @@ def run_helm(helm: Path, cluster: DevCluster, args: list[str], values: dict[str,
     return proc.stdout
 
 
+def adopt_existing(helm: Path, cluster: DevCluster) -> list[str]:
+    """Mark objects of the chart that exist without Helm's ownership as the release's.
+
+    ``certmanager.start_cert_manager`` (the controller as a host process)
+    applies the chart's ServiceAccount and RBAC itself; Helm refuses to install
+    over objects it does not own, and adopts those carrying its release
+    labels. Returns the adopted objects as kind/name.
+    """
+    rendered = run_helm(
+        helm,
+        cluster,
+        ["template", RELEASE, str(chart_dir()), "--namespace", NAMESPACE],
+        chart_values(),
+    )
+    ownership = {
+        "metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": RELEASE,
+                "meta.helm.sh/release-namespace": NAMESPACE,
+            },
+        }
+    }
+    adopted: list[str] = []
+    client = Client(
+        config=KubeConfig.from_file(cluster.kubeconfig_path), field_manager=FIELD_MANAGER
+    )
+    try:
+        for obj in codecs.load_all_yaml(rendered):
+            if obj is None or obj.metadata is None or obj.metadata.name is None:
+                continue
+            kind: Any = type(obj)
+            # The chart names the namespace of every namespaced object it renders.
+            namespace = obj.metadata.namespace
+            try:
+                found = client.get(kind, obj.metadata.name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    continue
+                raise
+            annotations = (found.metadata.annotations if found.metadata else None) or {}
+            if annotations.get("meta.helm.sh/release-name") == RELEASE:
+                continue
+            client.patch(
+                kind, obj.metadata.name, ownership, namespace=namespace, patch_type=PatchType.MERGE
+            )
+            adopted.append(f"{obj.kind}/{obj.metadata.name}")
+    except ApiError as exc:
+        raise CertManagerChartError(f"adopting existing objects: {exc.status.message}") from exc
+    finally:
+        client.close()
+    return adopted
+
+
 def webhook_admits(client: Client, namespace: str = "default") -> bool:
     """True once the API server gets an answer from cert-manager's webhook: a
     valid Certificate is admitted in a dry run (nothing is stored)."""
@@ -126,6 +181,7 @@ def install_cert_manager(
     except Exception as exc:  # BinariesError, NodeError, ImageError: all one-line
         raise CertManagerChartError(f"cert-manager images: {exc}") from exc
     helm = helm_binary(build=build)
+    adopt_existing(helm, cluster)
     run_helm(
         helm,
         cluster,
