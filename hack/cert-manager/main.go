@@ -8,9 +8,10 @@
 // it cannot be required from here. This file only parses flags and starts the
 // controllers that cert-manager's packages register themselves (controller
 // logic, issuers, approver, informers and metrics are all upstream code). It
-// deliberately has no leader election, no config file and no ACME/DNS
-// options: it is a development/test runner for one replica on a local control
-// plane. The controller set and defaults follow upstream v1.21's
+// accepts the flags cert-manager's Helm chart passes by default (so the chart
+// runs it in a Pod unchanged) and elects a leader on the chart's Lease
+// (kube-system/cert-manager-controller) with client-go's leaderelection; it has
+// no config file and no DNS01 options: it is a development/test runner. The controller set and defaults follow upstream v1.21's
 // DefaultEnabledControllers and flag defaults, except the Venafi issuer: its
 // dependency github.com/Venafi/vcert/v5 is refused by the module proxy (403),
 // so Venafi Issuers are not supported by this build.
@@ -31,7 +32,11 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	cliflag "k8s.io/component-base/cli/flag"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
@@ -67,11 +72,19 @@ import (
 	_ "github.com/cert-manager/cert-manager/pkg/issuer/vault"
 )
 
+type leaderElectionOptions struct {
+	namespace     string
+	leaseDuration time.Duration
+	renewDeadline time.Duration
+	retryPeriod   time.Duration
+}
+
 type options struct {
 	controllerpkg.ContextOptions
 	controllers     []string
 	workers         int
 	leaderElect     bool
+	leaderElection  leaderElectionOptions
 	metricsAddress  string
 	healthzAddress  string
 	logging         *logsapi.LoggingConfiguration
@@ -100,7 +113,12 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.MaxConcurrentChallenges, "max-concurrent-challenges", 60, "ACME challenges processed at once.")
 	fs.StringSliceVar(&o.controllers, "controllers", []string{"*"}, "Controllers to run: '*' is the default set, 'name' adds one, '-name' removes one.")
 	fs.IntVar(&o.workers, "concurrent-workers", 5, "Workers per controller.")
-	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Leader election is not implemented by this runner; pass --leader-elect=false.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Run the controllers only while holding the leader Lease.")
+	fs.StringVar(&o.leaderElection.namespace, "leader-election-namespace", "kube-system", "Namespace of the leader Lease (cert-manager-controller).")
+	fs.DurationVar(&o.leaderElection.leaseDuration, "leader-election-lease-duration", 60*time.Second, "How long a non-leader waits before taking over an unrenewed Lease.")
+	fs.DurationVar(&o.leaderElection.renewDeadline, "leader-election-renew-deadline", 40*time.Second, "How long the leader keeps retrying to renew before giving up.")
+	fs.DurationVar(&o.leaderElection.retryPeriod, "leader-election-retry-period", 15*time.Second, "Wait between leader election attempts.")
+	fs.StringVar(&o.ACMEOptions.HTTP01SolverImage, "acme-http01-solver-image", "quay.io/jetstack/cert-manager-acmesolver:"+util.AppVersion, "Image of ACME HTTP01 solver Pods.")
 	fs.StringVar(&o.metricsAddress, "metrics-listen-address", "0.0.0.0:9402", "Prometheus metrics address (empty: off).")
 	fs.StringVar(&o.healthzAddress, "healthz-listen-address", "0.0.0.0:9403", "Liveness (/livez) address (empty: off).")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "How long to wait for controllers to stop on SIGTERM.")
@@ -170,9 +188,6 @@ func listen(address, what string) (net.Listener, error) {
 
 func run(ctx context.Context, o *options) error {
 	log := logf.FromContext(ctx, "controller")
-	if o.leaderElect {
-		return errors.New("leader election is not implemented by this runner; pass --leader-elect=false")
-	}
 	names, err := enabledControllers(o.controllers)
 	if err != nil {
 		return err
@@ -221,6 +236,81 @@ func run(ctx context.Context, o *options) error {
 		log.Info("serving /livez", "address", ln.Addr().String())
 	}
 
+	if !o.leaderElect {
+		err = runControllers(ctx, o, names, factory, base)
+	} else {
+		err = leaderElect(ctx, o, base, func(ctx context.Context) error {
+			return runControllers(ctx, o, names, factory, base)
+		})
+	}
+	if err != nil {
+		return err
+	}
+	servers.Wait()
+	log.Info("stopped")
+	return nil
+}
+
+// leaderElect runs work while this process holds the Lease; losing the Lease
+// ends the process (the controllers' caches cannot be handed over cleanly).
+func leaderElect(ctx context.Context, o *options, base *controllerpkg.Context, work func(context.Context) error) error {
+	log := logf.FromContext(ctx, "leader-election")
+	host, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("leader election identity: %w", err)
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: o.leaderElection.namespace, Name: "cert-manager-controller"},
+		Client:     base.Client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: host + "-" + string(uuid.NewUUID())},
+	}
+	// A failing controller ends the election (and the process), as it would
+	// without leader election.
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workErr := make(chan error, 1)
+	lost := false
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   o.leaderElection.leaseDuration,
+		RenewDeadline:   o.leaderElection.renewDeadline,
+		RetryPeriod:     o.leaderElection.retryPeriod,
+		ReleaseOnCancel: true,
+		Name:            "cert-manager-controller",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				log.Info("acquired the leader Lease", "namespace", o.leaderElection.namespace)
+				if err := work(ctx); err != nil {
+					workErr <- err
+					cancel()
+				}
+			},
+			OnStoppedLeading: func() {
+				if parent.Err() == nil {
+					lost = true
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	log.Info("waiting for the leader Lease", "namespace", o.leaderElection.namespace, "identity", lock.Identity())
+	elector.Run(ctx)
+	select {
+	case err := <-workErr:
+		return err
+	default:
+	}
+	if lost {
+		return errors.New("lost the leader Lease")
+	}
+	return nil
+}
+
+func runControllers(ctx context.Context, o *options, names []string, factory *controllerpkg.ContextFactory, base *controllerpkg.Context) error {
+	log := logf.FromContext(ctx, "controller")
 	// Constructing a controller registers its informers; start the shared
 	// informer factories only once every controller is constructed.
 	type running struct {
@@ -265,8 +355,6 @@ func run(ctx context.Context, o *options) error {
 	case <-time.After(o.shutdownTimeout):
 		log.Info("controllers did not stop in time", "timeout", o.shutdownTimeout)
 	}
-	servers.Wait()
-	log.Info("stopped")
 	return nil
 }
 

@@ -339,7 +339,9 @@ def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultE
         found = _ENTRA_MESSAGE.search(text)
         if found is not None:
             # A credential chain keeps the refusal's text, not the response.
-            return _token_failure(found["error"], found["line"], None, None, operation)
+            # azure-identity quotes the description: '(<error>) <description>'.
+            line = found["line"].rstrip().removesuffix("'")
+            return _token_failure(found["error"], line, None, None, operation)
         other_tenant = _OTHER_TENANT.search(text)
         if other_tenant is not None:
             # The vault's challenge names its tenant; azure-identity asks no token for a

@@ -162,6 +162,42 @@ TRUST_MANAGER = GoBinary(
     f"{TRUST_MANAGER_MODULE}/cmd/trust-manager",
 )
 
+# cert-manager's webhook and cainjector, from small mains of our own in a
+# wrapper module named below cert-manager's module path (the code they wire is
+# under cert-manager's internal/; upstream's nested cmd modules are not served);
+# see hack/cert-manager-components/go.mod and akv_devcluster.certmanager.
+_CERT_MANAGER_VERSION_VARS = (
+    ("github.com/cert-manager/cert-manager/pkg/util.AppVersion", CERT_MANAGER_VERSION),
+)
+CERT_MANAGER_WEBHOOK = GoBinary(
+    "cert-manager-webhook",
+    CERT_MANAGER_VERSION,
+    "cert-manager-components",
+    "./webhook",
+    _CERT_MANAGER_VERSION_VARS,
+)
+CERT_MANAGER_CAINJECTOR = GoBinary(
+    "cert-manager-cainjector",
+    CERT_MANAGER_VERSION,
+    "cert-manager-components",
+    "./cainjector",
+    _CERT_MANAGER_VERSION_VARS,
+)
+
+# The Azure Workload Identity mutating webhook (the AKS identity path),
+# upstream's own main; its logging dependency monis.app/mlog is refused by the
+# proxy and replaced by a stand-in (hack/azure-workload-identity/mlog). See
+# akv_devcluster.workloadidentity.
+WORKLOAD_IDENTITY_VERSION = "v1.5.1"
+WORKLOAD_IDENTITY_MODULE = "github.com/Azure/azure-workload-identity"
+WORKLOAD_IDENTITY_WEBHOOK = GoBinary(
+    "azure-wi-webhook",
+    WORKLOAD_IDENTITY_VERSION,
+    "azure-workload-identity",
+    f"{WORKLOAD_IDENTITY_MODULE}/cmd/webhook",
+    ((f"{WORKLOAD_IDENTITY_MODULE}/pkg/version.BuildVersion", WORKLOAD_IDENTITY_VERSION),),
+)
+
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
 
 
@@ -519,7 +555,16 @@ def locate(*, build: bool = True) -> Binaries:
 def _ensure_only(names: list[str]) -> int:
     known = {
         b.name: b
-        for b in (*ALL_BINARIES, HELM, CERT_MANAGER_CONTROLLER, TRUST_MANAGER, *NODE_BINARIES)
+        for b in (
+            *ALL_BINARIES,
+            HELM,
+            CERT_MANAGER_CONTROLLER,
+            TRUST_MANAGER,
+            *NODE_BINARIES,
+            CERT_MANAGER_WEBHOOK,
+            CERT_MANAGER_CAINJECTOR,
+            WORKLOAD_IDENTITY_WEBHOOK,
+        )
     }
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -565,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trust-manager   {ensure_binary(TRUST_MANAGER)}")
             for binary in NODE_BINARIES:
                 print(f"{binary.name:<15} {ensure_binary(binary)}")
+            print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
+            print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
+            print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

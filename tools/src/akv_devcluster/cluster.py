@@ -335,7 +335,7 @@ class DevCluster:
                 f"--service-account-signing-key-file={pki.sa_signing_key_file}",
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={tokens}",
-                "--anonymous-auth=false",
+                f"--authentication-config={_write_authentication_config(directory)}",
                 "--allow-privileged=true",
                 *node_flags,
                 "--v=0",
@@ -354,6 +354,41 @@ class DevCluster:
             user=ADMIN_USER,
             token=self.admin_token,
         )
+        self._allow_issuer_discovery()
+
+    def _allow_issuer_discovery(self) -> None:
+        """Let anyone read the service-account issuer's discovery document and
+        JWKS, as a relying party (Entra ID, here the emulator) does without
+        credentials; see _write_authentication_config for why nothing else opens."""
+        from lightkube import Client
+        from lightkube.config.kubeconfig import KubeConfig
+        from lightkube.core.exceptions import ApiError
+        from lightkube.models.meta_v1 import ObjectMeta
+        from lightkube.models.rbac_v1 import RoleRef, Subject
+        from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
+
+        name = "system:service-account-issuer-discovery"
+        binding = ClusterRoleBinding(
+            metadata=ObjectMeta(name=f"akv-devcluster:{name}:unauthenticated"),
+            roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=name),
+            subjects=[
+                Subject(
+                    apiGroup="rbac.authorization.k8s.io",
+                    kind="Group",
+                    name="system:unauthenticated",
+                )
+            ],
+        )
+        client = Client(
+            config=KubeConfig.from_file(self.kubeconfig_path), field_manager=FIELD_MANAGER
+        )
+        try:
+            client.apply(binding, force=True)
+        except ApiError as exc:
+            message = exc.status.message
+            raise DevClusterError(f"granting issuer discovery failed: {message}") from exc
+        finally:
+            client.close()
 
     def _readyz(self) -> bool:
         try:
@@ -396,6 +431,28 @@ class DevCluster:
         finally:
             client.close()
         return names
+
+
+# Anonymous requests are accepted for these two paths only (any other path
+# without credentials gets 401, as with --anonymous-auth=false); RBAC then lets
+# system:unauthenticated read exactly them (_allow_issuer_discovery). That is
+# what an OIDC relying party needs: AKS publishes the same two documents on a
+# public URL for Entra ID.
+_AUTHENTICATION_CONFIG = """\
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /.well-known/openid-configuration
+  - path: /openid/v1/jwks
+"""
+
+
+def _write_authentication_config(directory: Path) -> Path:
+    path = directory / "pki" / "authentication-config.yaml"
+    path.write_text(_AUTHENTICATION_CONFIG)
+    return path
 
 
 def _http_ok(url: str, *, ca: ssl.SSLContext | None = None, token: str | None = None) -> bool:

@@ -192,6 +192,14 @@ def assertion_out_of_time() -> EntraRefusal:
     )
 
 
+def oidc_endpoint_failed() -> EntraRefusal:
+    # Entra's error codes page: AADSTS50166 ExternalClaimsProviderServiceUnavailable
+    # ("Request to External OIDC endpoint failed"), for an issuer whose discovery
+    # document or keys cannot be read. Assumption (the page gives no status or OAuth
+    # error): 400 invalid_request, like the other federated-assertion refusals.
+    return EntraRefusal(400, "invalid_request", 50166, "Request to External OIDC endpoint failed.")
+
+
 def federation_mismatch(issuer: str, subject: str, audience: str) -> EntraRefusal:
     # azure-workload-identity's troubleshooting page: issuer known, subject or audience not.
     return EntraRefusal(

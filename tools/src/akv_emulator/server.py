@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import crypto, entra, rules
+from .discovery import DiscoveryTrust
 from .proxy import NameProxy
 from .softdelete import (
     Deleted,
@@ -248,6 +249,7 @@ class Emulator:
         self.base_url = ""  # set once the socket is bound
         self.issuer: FederationIssuer | None = None
         self.trusted_issuers: dict[str, list[Any]] = {}
+        self.discovered = DiscoveryTrust()
         self.sp_secret = new_secret()
         self.identities: dict[str, Identity] = {}
         self.signing_keys = entra.SigningKeys()
@@ -269,6 +271,7 @@ class Emulator:
         self.base_url = base_url
         self.issuer = FederationIssuer(f"{base_url}/_emulator/oidc")
         self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
+        self.discovered.clear()
         self.identities = self.default_identities()
 
     # ---- application -------------------------------------------------------------------
@@ -1377,7 +1380,11 @@ class Emulator:
         elif isinstance(assertion, str):
             if form.get("client_assertion_type") != JWT_BEARER:
                 return entra.entra_response(request, entra.bad_assertion_type())
-            problem = self.check_assertion(identity, assertion)
+            problem: entra.EntraRefusal | None = None
+            if await self.discovered.refresh(assertion, self.trusted_issuers) is not None:
+                problem = entra.oidc_endpoint_failed()
+            if problem is None:
+                problem = self.check_assertion(identity, assertion)
             if problem is not None:
                 return entra.entra_response(request, problem)
         else:
@@ -1594,7 +1601,15 @@ class Emulator:
         try:
             data = await self.admin_body(request)
             if not isinstance(data, dict) or not isinstance(data.get("issuer"), str):
-                raise AdminInputError("expected {'issuer': str, 'public_keys_pem': [str, ...]}")
+                raise AdminInputError(
+                    "expected {'issuer': str, 'public_keys_pem': [str, ...]} or "
+                    "{'issuer': str, 'discovery_url'?: str, 'ca_pem'?: str}"
+                )
+            if "public_keys_pem" not in data:
+                # Entra's way: read the keys from the issuer's discovery document.
+                issuer, found = await self.discovered.trust(data)
+                self.trusted_issuers[issuer] = found
+                return web.json_response({"issuers": sorted(self.trusted_issuers)})
             pems = data.get("public_keys_pem")
             if not isinstance(pems, list) or not pems:
                 raise AdminInputError("public_keys_pem must be a non-empty list of PEM strings")
@@ -1630,6 +1645,7 @@ class Emulator:
         self.vault_settings = self.config.vault
         assert self.issuer is not None
         self.trusted_issuers = {self.issuer.issuer: [self.issuer.public_key]}
+        self.discovered.clear()
         self.tokens = {k: v for k, v in self.tokens.items() if v.client_id in self.identities}
         return web.json_response({"reset": True})
 

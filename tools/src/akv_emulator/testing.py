@@ -245,6 +245,20 @@ class AdminClient:
     def trust_issuer(self, issuer: str, public_keys_pem: list[str]) -> None:
         self.call("PUT", "trusted-issuers", {"issuer": issuer, "public_keys_pem": public_keys_pem})
 
+    def trust_issuer_by_discovery(
+        self, issuer: str, *, discovery_url: str | None = None, ca_pem: str | None = None
+    ) -> None:
+        """Trust ``issuer`` as Entra ID does: the emulator reads its
+        /.well-known/openid-configuration (from ``discovery_url`` when the issuer
+        URL itself is not reachable from the emulator) and the JWKS it names,
+        verifying TLS against ``ca_pem``; it re-reads the JWKS on an unknown key id."""
+        body: dict[str, Any] = {"issuer": issuer}
+        if discovery_url is not None:
+            body["discovery_url"] = discovery_url
+        if ca_pem is not None:
+            body["ca_pem"] = ca_pem
+        self.call("PUT", "trusted-issuers", body)
+
     def revoke_tokens(self) -> int:
         return int(self.call("POST", "tokens/revoke")["revoked"])
 

@@ -1,0 +1,223 @@
+// Command cert-manager-cainjector copies CA bundles into webhook
+// configurations, CRD conversion settings and APIServices that ask for them
+// (the cert-manager.io/inject-ca-from* annotations), at the version pinned in
+// ../go.mod; it is what makes the API server trust cert-manager's own webhook.
+//
+// The reconcilers are upstream code (pkg/controller/cainjector); the
+// configuration types, defaults, --config file format and validation are
+// cert-manager's own (internal/apis/config/cainjector, pkg/cainjector/configfile).
+// This main declares upstream's flag names (so cert-manager's Helm chart drives
+// it unchanged) and starts a controller-runtime manager with leader election.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	apiext "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/klog/v2"
+	apireg "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	_ "github.com/cert-manager/cert-manager/internal/cainjector/feature" // registers the cainjector's feature gates
+	config "github.com/cert-manager/cert-manager/internal/apis/config/cainjector"
+	configscheme "github.com/cert-manager/cert-manager/internal/apis/config/cainjector/scheme"
+	"github.com/cert-manager/cert-manager/internal/apis/config/cainjector/validation"
+	"github.com/cert-manager/cert-manager/internal/kube"
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	configv1alpha1 "github.com/cert-manager/cert-manager/pkg/apis/config/cainjector/v1alpha1"
+	"github.com/cert-manager/cert-manager/pkg/cainjector/configfile"
+	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
+	logf "github.com/cert-manager/cert-manager/pkg/logs"
+	"github.com/cert-manager/cert-manager/pkg/util"
+	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
+)
+
+func defaults() (*config.CAInjectorConfiguration, error) {
+	scheme, _, err := configscheme.NewSchemeAndCodecs()
+	if err != nil {
+		return nil, err
+	}
+	versioned := &configv1alpha1.CAInjectorConfiguration{}
+	scheme.Default(versioned)
+	cfg := &config.CAInjectorConfiguration{}
+	if err := scheme.Convert(versioned, cfg, nil); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func flagSet(c *config.CAInjectorConfiguration, configPath *string, showVersion *bool) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("cert-manager-cainjector", pflag.ContinueOnError)
+	fs.StringVar(configPath, "config", *configPath, "Path to a CAInjectorConfiguration file; flags given on the command line override it.")
+	fs.BoolVar(showVersion, "version", false, "Print the cert-manager version and exit.")
+	fs.StringVar(&c.KubeConfig, "kubeconfig", c.KubeConfig, "Path to a kubeconfig; empty means in-cluster configuration.")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "Only inject into resources in this namespace (empty: all).")
+	fs.StringSliceVar(&c.IgnoreNamespaces, "ignore-namespaces", c.IgnoreNamespaces, "Namespaces whose resources are never injected.")
+	le := &c.LeaderElectionConfig
+	fs.BoolVar(&le.Enabled, "leader-elect", le.Enabled, "Run only while holding the leader Lease.")
+	fs.StringVar(&le.Namespace, "leader-election-namespace", le.Namespace, "Namespace of the leader Lease.")
+	fs.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", le.LeaseDuration, "How long a non-leader waits before taking over an unrenewed Lease.")
+	fs.DurationVar(&le.RenewDeadline, "leader-election-renew-deadline", le.RenewDeadline, "How long the leader keeps retrying to renew before giving up.")
+	fs.DurationVar(&le.RetryPeriod, "leader-election-retry-period", le.RetryPeriod, "Wait between leader election attempts.")
+	fs.BoolVar(&c.EnableDataSourceConfig.Certificates, "enable-certificates-data-source", c.EnableDataSourceConfig.Certificates, "Inject from Certificates (cert-manager.io/inject-ca-from).")
+	inj := &c.EnableInjectableConfig
+	fs.BoolVar(&inj.MutatingWebhookConfigurations, "enable-mutatingwebhookconfigurations-injectable", inj.MutatingWebhookConfigurations, "Inject into MutatingWebhookConfigurations.")
+	fs.BoolVar(&inj.ValidatingWebhookConfigurations, "enable-validatingwebhookconfigurations-injectable", inj.ValidatingWebhookConfigurations, "Inject into ValidatingWebhookConfigurations.")
+	fs.BoolVar(&inj.CustomResourceDefinitions, "enable-customresourcedefinitions-injectable", inj.CustomResourceDefinitions, "Inject into CustomResourceDefinitions.")
+	fs.BoolVar(&inj.APIServices, "enable-apiservices-injectable", inj.APIServices, "Inject into APIServices.")
+	fs.BoolVar(&c.EnablePprof, "enable-profiling", c.EnablePprof, "Serve pprof.")
+	fs.StringVar(&c.PprofAddress, "profiler-address", c.PprofAddress, "pprof address.")
+	fs.StringVar(&c.MetricsListenAddress, "metrics-listen-address", c.MetricsListenAddress, "Prometheus metrics address ('0' disables it).")
+	fs.Var(cliflag.NewMapStringBool(&c.FeatureGates), "feature-gates", "cainjector feature gates.")
+	logf.AddFlags(&c.Logging, fs)
+	return fs
+}
+
+// load returns the configuration: upstream's defaults, then the --config
+// file if any, then the command-line flags over both.
+func load(args []string) (*config.CAInjectorConfiguration, bool, error) {
+	cfg, err := defaults()
+	if err != nil {
+		return nil, false, err
+	}
+	var configPath string
+	var showVersion bool
+	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
+		return nil, false, err
+	}
+	if configPath == "" || showVersion {
+		return cfg, showVersion, nil
+	}
+	data, err := os.ReadFile(configPath)
+	if err != nil {
+		return nil, false, fmt.Errorf("--config: %w", err)
+	}
+	file := configfile.New()
+	if err := file.DecodeAndConfigure(data); err != nil {
+		return nil, false, fmt.Errorf("--config %s: %w", configPath, err)
+	}
+	refs, err := file.GetPathRefs()
+	if err != nil {
+		return nil, false, err
+	}
+	for _, ref := range refs {
+		if *ref != "" && !filepath.IsAbs(*ref) {
+			*ref = filepath.Join(filepath.Dir(configPath), *ref)
+		}
+	}
+	cfg = file.Config
+	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
+		return nil, false, err
+	}
+	return cfg, showVersion, nil
+}
+
+func run(ctx context.Context, cfg *config.CAInjectorConfiguration) error {
+	restConfig, err := kube.BuildClientConfig("", cfg.KubeConfig)
+	if err != nil {
+		return err
+	}
+	restConfig = util.RestConfigWithUserAgent(restConfig, "cainjector")
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, apiext.AddToScheme, apireg.AddToScheme, cmapi.AddToScheme,
+	} {
+		if err := add(scheme); err != nil {
+			return err
+		}
+	}
+	metricsAddress := cfg.MetricsListenAddress
+	le := cfg.LeaderElectionConfig
+	pprof := ""
+	if cfg.EnablePprof {
+		pprof = cfg.PprofAddress
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddress},
+		HealthProbeBindAddress:        "0",
+		PprofBindAddress:              pprof,
+		LeaderElection:                le.Enabled,
+		LeaderElectionNamespace:       le.Namespace,
+		LeaderElectionID:              "cert-manager-cainjector-leader-election",
+		LeaderElectionReleaseOnCancel: true,
+		LeaderElectionResourceLock:    "leases",
+		LeaseDuration:                 &le.LeaseDuration,
+		RenewDeadline:                 &le.RenewDeadline,
+		RetryPeriod:                   &le.RetryPeriod,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	inj := cfg.EnableInjectableConfig
+	if err := cainjector.RegisterAllInjectors(ctx, mgr, cainjector.SetupOptions{
+		Namespace:                    cfg.Namespace,
+		IgnoreNamespaces:             cfg.IgnoreNamespaces,
+		EnableCertificatesDataSource: cfg.EnableDataSourceConfig.Certificates,
+		EnabledReconcilersFor: map[string]bool{
+			cainjector.MutatingWebhookConfigurationName:   inj.MutatingWebhookConfigurations,
+			cainjector.ValidatingWebhookConfigurationName: inj.ValidatingWebhookConfigurations,
+			cainjector.APIServiceName:                     inj.APIServices,
+			cainjector.CustomResourceDefinitionName:       inj.CustomResourceDefinitions,
+		},
+	}); err != nil {
+		return fmt.Errorf("registering the injectors: %w", err)
+	}
+	return mgr.Start(ctx)
+}
+
+func main() {
+	cfg, showVersion, err := load(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(2)
+	}
+	if showVersion {
+		fmt.Println(util.AppVersion)
+		return
+	}
+	if errs := validation.ValidateCAInjectorConfiguration(cfg, nil); len(errs) > 0 {
+		fmt.Fprintf(os.Stderr, "error: invalid configuration: %v\n", errs.ToAggregate())
+		os.Exit(2)
+	}
+	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(cfg.FeatureGates); err != nil {
+		fmt.Fprintf(os.Stderr, "error: --feature-gates: %v\n", err)
+		os.Exit(2)
+	}
+	logf.InitLogs()
+	if err := logf.ValidateAndApply(&cfg.Logging); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(2)
+	}
+	defer logf.FlushLogs()
+	log := klog.Background().WithName("cert-manager").WithName("cainjector")
+	ctrl.SetLogger(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx = logf.NewContext(ctx, log)
+	log.Info("starting cert-manager cainjector", "version", util.AppVersion)
+	if err := run(ctx, cfg); err != nil {
+		log.Error(err, "exiting")
+		logf.FlushLogs()
+		os.Exit(1)
+	}
+}
