@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -120,17 +120,31 @@ class SignSlots:
                 self._in_flight.dec()
 
 
+def _no_fence() -> None:
+    return None
+
+
 class _SlottedSigner:
     """The Key Vault signer, counted per status code, holding a sign slot for
-    exactly the duration of the remote call."""
+    exactly the duration of the remote call. ``fence`` is asked right before
+    the call (after waiting for the slot): with leader election it raises
+    ``NotLeading`` once this replica's lease may have passed to another."""
 
-    def __init__(self, inner: RemoteSigner, checker: IssuerChecker, slots: SignSlots) -> None:
+    def __init__(
+        self,
+        inner: RemoteSigner,
+        checker: IssuerChecker,
+        slots: SignSlots,
+        fence: Callable[[], None] = _no_fence,
+    ) -> None:
         self._inner = inner
         self._checker = checker
         self._slots = slots
+        self._fence = fence
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
         async with self._slots.hold():
+            self._fence()
             result: bytes = await self._checker.kv_call(
                 "sign", self._inner.sign_digest(algorithm, digest)
             )
@@ -144,8 +158,10 @@ class RequestSigner:
         checker: IssuerChecker,
         metrics: Metrics,
         concurrency: int,
+        fence: Callable[[], None] = _no_fence,
     ) -> None:
         self._kv = keyvault
+        self._fence = fence
         self._checker = checker
         self._metrics = metrics
         self._slots = SignSlots(concurrency, metrics.signs_in_flight)
@@ -154,7 +170,7 @@ class RequestSigner:
         """The issuer's Key Vault signer, counted and holding a sign slot per call
         (for CRLs, which share the ``--concurrency`` slots with certificates)."""
         return _SlottedSigner(
-            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
+            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots, self._fence
         )
 
     async def sign(
@@ -178,9 +194,7 @@ class RequestSigner:
             # fault. The issuer goes not Ready with the CA's own reason.
             return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
-        signer = _SlottedSigner(
-            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
-        )
+        signer = self.remote_signer(checked)
         try:
             certificate = await sign_certificate(
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer
