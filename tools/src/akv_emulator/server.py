@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import crypto
+from .faults import ConnectionFaults
 from .proxy import NameProxy
 from .state import (
     CERTIFICATE_PERMISSIONS,
@@ -240,6 +241,7 @@ class Emulator:
         self.rotation_policies: dict[str, RotationPolicy] = {}
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
+        self.connection_faults = ConnectionFaults()
         self._initial_faults = json.loads(json.dumps(config.faults.describe()))
         self.counters = Counters()
         self.limiter = WindowLimiter()
@@ -295,7 +297,7 @@ class Emulator:
             ("GET", "/{tenant}/.well-known/openid-configuration", self.openid_configuration),
             ("POST", "/{tenant}/oauth2/v2.0/token", self.token),
         ]
-        for method, path, handler in admin:
+        for method, path, handler in [*admin, *self.connection_faults.routes()]:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
         app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
@@ -468,7 +470,9 @@ class Emulator:
         self.counters.requests[op] += 1
         self.counters.enter(op)
         try:
-            return await self._authorized_call(request, op, who, permission, handler)
+            self.connection_faults.before(request, op)
+            response = await self._authorized_call(request, op, who, permission, handler)
+            return await self.connection_faults.deliver(request, op, response)
         finally:
             if not request.get("stalled"):
                 self.counters.leave(op)
@@ -804,9 +808,11 @@ class Emulator:
                 if not isinstance(value, str):
                     return self.bad("The parameter 'value' is required.")
                 signature = item.material.sign(alg, crypto.b64url_decode(value))
+                kid = f"{self.vault_base(request)}/keys/{name}/{item.version}"
+                self.connection_faults.signed(request, value, kid)
                 return web.json_response(
                     {
-                        "kid": f"{self.vault_base(request)}/keys/{name}/{item.version}",
+                        "kid": kid,
                         "value": crypto.b64url_encode(signature),
                     }
                 )
