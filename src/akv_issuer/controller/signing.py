@@ -36,6 +36,7 @@ from akv_issuer.keyvault import KeyVaultAccess, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
+    CertificatePlan,
     CSRError,
     IssuanceRequest,
     PolicyError,
@@ -165,6 +166,8 @@ class RequestSigner:
         self._checker = checker
         self._metrics = metrics
         self._slots = SignSlots(concurrency, metrics.signs_in_flight)
+        # By request uid: the plan of a sign that failed transiently (see sign()).
+        self._kept: dict[str, _KeptPlan] = {}
 
     def remote_signer(self, checked: CheckedIssuer) -> RemoteSigner:
         """The issuer's Key Vault signer, counted and holding a sign slot per call
@@ -173,17 +176,31 @@ class RequestSigner:
             self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots, self._fence
         )
 
+    def forget(self, request_key: str) -> None:
+        """The request is finished or gone: drop a plan kept for its retry."""
+        self._kept.pop(request_key, None)
+
     async def sign(
         self,
         csr_pem: bytes,
         request: IssuanceRequest,
         checked: CheckedIssuer,
         now: dt.datetime,
+        *,
+        request_key: str | None = None,
     ) -> Outcome:
+        """``request_key`` (the request's uid) lets a retry after a transient
+        failure sign the *same* certificate: Key Vault may have signed before
+        the answer was lost (a timeout, a reset, a 5xx), and a fresh serial
+        would make that a second certificate for the request."""
         started = time.perf_counter()
+        kept = self._kept.pop(request_key, None) if request_key else None
         try:
-            csr = parse_csr(csr_pem)
-            plan = build_certificate(csr, request, checked.ca_cert, checked.profile, now)
+            if kept is not None and kept.fits(csr_pem, request, checked):
+                plan = kept.plan
+            else:
+                csr = parse_csr(csr_pem)
+                plan = build_certificate(csr, request, checked.ca_cert, checked.profile, now)
         except CSRError as err:
             return Refused("InvalidCSR", err.reason)
         except PolicyError as err:
@@ -208,15 +225,50 @@ class RequestSigner:
                         IssuerReason.KEY_NOT_FOUND,
                     )
                 )
+            self._keep(request_key, csr_pem, request, checked, plan)
             return Transient(f"Key Vault: {err.message or err.kind.name}", err.retry_after)
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
         except AlgorithmError as err:
             return IssuerFault(CheckFailed(IssuerReason.KEY_NOT_USABLE, err.reason))
         except (TimeoutError, OSError) as err:
+            self._keep(request_key, csr_pem, request, checked, plan)
             return Transient(f"{type(err).__name__}: {err}", None)
         self._metrics.sign_seconds.labels(*checked.key.labels).observe(
             time.perf_counter() - started
         )
         cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
         return Signed(cert_pem, ca_pem, checked.key, certificate, CAKey.of(checked))
+
+    def _keep(
+        self,
+        request_key: str | None,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        plan: CertificatePlan,
+    ) -> None:
+        if request_key:
+            self._kept[request_key] = _KeptPlan(
+                csr_pem, request, checked.key_info.kid, checked.ca_cert, plan
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptPlan:
+    """A certificate plan whose sign failed transiently, for the request's retry."""
+
+    csr_pem: bytes
+    request: IssuanceRequest
+    kid: str
+    ca_cert: x509.Certificate
+    plan: CertificatePlan
+
+    def fits(self, csr_pem: bytes, request: IssuanceRequest, checked: CheckedIssuer) -> bool:
+        """Still the same request, key version and CA (a rotation makes a new plan)."""
+        return (
+            self.csr_pem == csr_pem
+            and self.request == request
+            and self.kid == checked.key_info.kid
+            and self.ca_cert == checked.ca_cert
+        )
