@@ -1421,6 +1421,7 @@ class Emulator:
     async def admin_reset(self, request: web.Request) -> web.StreamResponse:
         """Back to the start-up faults, empty counters and the default identities."""
         self.faults = parse_faults(self._initial_faults)
+        self.connection_faults.configure({})
         self.limiter.clear()
         self.counters.clear()
         self.identities = self.default_identities()
