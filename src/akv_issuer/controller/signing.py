@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
@@ -44,6 +45,7 @@ from akv_issuer.pki import (
     SignatureAlgorithm,
     SignatureError,
     build_certificate,
+    derived_serial_number,
     parse_csr,
     sign_certificate,
     split_chain,
@@ -125,6 +127,50 @@ def _no_fence() -> None:
     return None
 
 
+# Certificates are built for the start of the 5-minute step (counted from the
+# request's creation) that ``now`` falls in, so replicas and retries agree on
+# the validity; NotBefore is thus at most this much earlier than otherwise.
+PLAN_STEP = dt.timedelta(minutes=5)
+
+
+def plan_time(
+    created: dt.datetime | None, now: dt.datetime, ca_cert: x509.Certificate
+) -> dt.datetime:
+    """The time a request's certificate is built for: the same on every replica
+    within a step; ``now`` when the request's clock is ahead of ours."""
+    if created is None or created > now:
+        return now
+    at = created + ((now - created) // PLAN_STEP) * PLAN_STEP
+    ca_not_before = ca_cert.not_valid_before_utc
+    # Not before the CA (a CA rotated since the request was created).
+    return max(at, ca_not_before) if ca_not_before <= now else now
+
+
+def request_serial(
+    request_key: str,
+    csr_pem: bytes,
+    request: IssuanceRequest,
+    checked: CheckedIssuer,
+    at: dt.datetime,
+) -> int:
+    """The serial of the request's certificate, from every input of it: the
+    request (uid, CSR, parameters), the issuer object's uid and generation
+    (its profile), the CA certificate, the key version and algorithm, the
+    validity's time. Two different certificates never share a serial."""
+    return derived_serial_number(
+        request_key.encode(),
+        csr_pem,
+        repr(
+            (request.duration, tuple(request.usages), request.is_ca, request.path_length)
+        ).encode(),
+        f"{checked.uid}/{checked.generation}".encode(),
+        checked.ca_cert.public_bytes(serialization.Encoding.DER),
+        checked.key_info.kid.encode(),
+        str(checked.algorithm.value).encode(),
+        at.isoformat().encode(),
+    )
+
+
 class _SlottedSigner:
     """The Key Vault signer, counted per status code, holding a sign slot for
     exactly the duration of the remote call. ``fence`` is asked right before
@@ -188,11 +234,14 @@ class RequestSigner:
         now: dt.datetime,
         *,
         request_key: str | None = None,
+        created: dt.datetime | None = None,
     ) -> Outcome:
-        """``request_key`` (the request's uid) lets a retry after a transient
-        failure sign the *same* certificate: Key Vault may have signed before
-        the answer was lost (a timeout, a reset, a 5xx), and a fresh serial
-        would make that a second certificate for the request."""
+        """``request_key`` (the request's uid) and ``created`` (its creation
+        time) make the certificate a function of the request: a retry after a
+        transient failure, or another replica after this one died or lost its
+        lease between Key Vault's signature and the status write, signs the
+        *same* certificate (serial and validity), never a second one. Key Vault
+        may have signed before the answer was lost."""
         started = time.perf_counter()
         kept = self._kept.pop(request_key, None) if request_key else None
         try:
@@ -200,7 +249,13 @@ class RequestSigner:
                 plan = kept.plan
             else:
                 csr = parse_csr(csr_pem)
-                plan = build_certificate(csr, request, checked.ca_cert, checked.profile, now)
+                at, serial = now, None
+                if request_key:
+                    at = plan_time(created, now, checked.ca_cert)
+                    serial = request_serial(request_key, csr_pem, request, checked, at)
+                plan = build_certificate(
+                    csr, request, checked.ca_cert, checked.profile, at, serial_number=serial
+                )
         except CSRError as err:
             return Refused("InvalidCSR", err.reason)
         except PolicyError as err:

@@ -41,6 +41,7 @@ from akv_issuer.pki.issuance import (
     IssuerProfile,
     authority_key_identifier,
     build_certificate,
+    derived_serial_number,
     random_serial_number,
 )
 from akv_issuer.pki.signing import (
@@ -86,6 +87,7 @@ __all__ = [
     "check_ca",
     "check_csr",
     "default_algorithm",
+    "derived_serial_number",
     "is_self_signed",
     "issued_by",
     "load_ca_chain",

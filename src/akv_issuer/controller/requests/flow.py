@@ -260,7 +260,7 @@ class RequestFlow:
             outcome = Refused("InvalidRequest", str(err))
         else:
             outcome = await self._signer.sign(
-                csr_pem, request, checked, self._now(), request_key=view.uid
+                csr_pem, request, checked, self._now(), request_key=view.uid, created=view.created
             )
 
         labels = checked.key.labels
