@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -21,6 +23,10 @@ MAX_RSA_BITS = 8192
 _ACCEPTED_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 _PEM_BEGIN = b"-----BEGIN "
+
+# ASN.1 string tags OpenSSL decodes in a name (its B_ASN1_PRINTABLE set): UTF8String,
+# NumericString, PrintableString, TeletexString, IA5String, UniversalString, BMPString.
+_NAME_STRING_TAGS = frozenset({12, 18, 19, 20, 22, 28, 30})
 
 # Everything cryptography raises for malformed input. TypeError is absent on
 # purpose: it would only ever signal a bug in this module.
@@ -90,11 +96,33 @@ def check_csr(csr: x509.CertificateSigningRequest) -> None:
         raise CSRError("CSR signature does not verify against its public key")
     try:
         # Touch every lazily decoded part so that nothing fails later.
-        len(csr.subject)
+        _check_subject(csr)
         for extension in csr.extensions:
             _ = extension.value
     except _PARSE_ERRORS as exc:
         raise CSRError(f"CSR content cannot be decoded: {exc}") from None
+
+
+def _check_subject(csr: x509.CertificateSigningRequest) -> None:
+    """The subject is copied into the certificate as it is: each value must have
+    a string type X.509 names allow (OpenSSL cannot even load a certificate
+    whose name holds, say, a VisibleString) and a length within its bounds
+    (cryptography only warns, on stderr, about an empty or over-long
+    commonName or a country code that is not two letters)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        subject = csr.subject
+        attributes = list(subject)
+    if caught:
+        raise CSRError(f"CSR subject is not a valid X.509 name: {caught[0].message}")
+    for attribute in attributes:
+        kind = getattr(attribute, "_type", None)
+        if kind is not None and int(kind.value) not in _NAME_STRING_TAGS:
+            raise CSRError(
+                f"CSR subject attribute {attribute.rfc4514_attribute_name} is a "
+                f"{kind.name}; X.509 names take UTF8String, PrintableString, IA5String, "
+                "BMPString, UniversalString, TeletexString or NumericString"
+            )
 
 
 def _check_key(key: CertificatePublicKeyTypes) -> None:

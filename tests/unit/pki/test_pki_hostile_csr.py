@@ -1,0 +1,52 @@
+"""Defects the chaos suite's hostile CSRs found (issue 15, scenario 7), one test each.
+
+Each CSR here was signed (or printed a Python warning) before the fix; a
+request must end either with a certificate validators accept or refused
+with one clear reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+
+import pytest
+from cryptography import x509
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
+from pki_support import ca_key, make_csr, pem, private_key, sign_locally
+
+from akv_issuer import pki
+from akv_issuer.pki import CSRError, parse_csr
+
+NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+def _ca() -> x509.Certificate:
+    key = ca_key("p256")
+    plan = pki.build_root_ca(
+        key.public_key(), "Hostile CA", lifetime=datetime.timedelta(days=365), now=NOW
+    )
+    return sign_locally(plan.builder, key)
+
+
+def _common_name(value: str, kind: _ASN1Type = _ASN1Type.UTF8String) -> x509.Name:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the bad name is the point
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, value, kind, _validate=False)])
+
+
+def test_a_visible_string_in_the_subject_is_refused() -> None:
+    # OpenSSL cannot load a certificate whose name holds a VisibleString.
+    csr = make_csr(private_key("p256"), subject=_common_name("app", _ASN1Type.VisibleString))
+    with pytest.raises(CSRError, match=r"subject attribute CN is a VisibleString; X\.509 names"):
+        parse_csr(pem(csr))
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65])
+def test_a_common_name_out_of_bounds_is_refused_without_a_python_warning(value: str) -> None:
+    csr = make_csr(private_key("p256"), subject=_common_name(value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail here, not pass silently
+        with pytest.raises(CSRError, match=r"CSR subject is not a valid X\.509 name: .*64"):
+            parse_csr(pem(csr))
