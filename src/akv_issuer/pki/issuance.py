@@ -187,6 +187,10 @@ def build_certificate(
     subject_empty = len(csr.subject) == 0
     if subject_empty and (san is None or len(san.value) == 0):
         raise CSRError("CSR has neither a subject nor subject alternative names")
+    if san is not None and len(san.value) == 0:
+        # RFC 5280 4.2.1.6: the extension holds at least one name; validators
+        # (openssl verify -x509_strict) refuse an empty one.
+        raise CSRError("CSR has an empty subject alternative name extension")
     name_constraints = _optional(csr_extensions, x509.NameConstraints)
     if name_constraints is not None and not request.is_ca:
         raise CSRError("CSR carries NameConstraints, which are only allowed with isCA: true")

@@ -12,12 +12,13 @@ import warnings
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from pki_support import ca_key, make_csr, pem, private_key, sign_locally
 
 from akv_issuer import pki
-from akv_issuer.pki import CSRError, parse_csr
+from akv_issuer.pki import CSRError, IssuanceRequest, IssuerProfile, build_certificate, parse_csr
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -50,3 +51,17 @@ def test_a_common_name_out_of_bounds_is_refused_without_a_python_warning(value: 
         warnings.simplefilter("error")  # a warning would fail here, not pass silently
         with pytest.raises(CSRError, match=r"CSR subject is not a valid X\.509 name: .*64"):
             parse_csr(pem(csr))
+
+
+def test_an_empty_subject_alternative_name_extension_is_refused() -> None:
+    # openssl verify -x509_strict: "Empty Subject Alternative Name extension".
+    key = private_key("p256")
+    builder = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_common_name("app.example.com"))
+        .add_extension(x509.SubjectAlternativeName([]), critical=False)
+    )
+    csr = parse_csr(pem(builder.sign(key, hashes.SHA256())))
+    with pytest.raises(CSRError, match="empty subject alternative name extension"):
+        build_certificate(csr, IssuanceRequest(), _ca(), IssuerProfile(), NOW)
+
