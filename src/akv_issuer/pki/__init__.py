@@ -22,7 +22,13 @@ from akv_issuer.pki.chain import (
     to_pem,
 )
 from akv_issuer.pki.crl import RevokedCertificate, build_crl, sign_crl
-from akv_issuer.pki.csr import MAX_RSA_BITS, MIN_RSA_BITS, check_csr, parse_csr
+from akv_issuer.pki.csr import (
+    CSR_PARSE_ERRORS,
+    MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    check_csr,
+    parse_csr,
+)
 from akv_issuer.pki.errors import (
     AlgorithmError,
     CAError,
@@ -57,6 +63,7 @@ from akv_issuer.pki.signing import (
 from akv_issuer.pki.usages import DEFAULT_USAGES, KNOWN_USAGES, resolve_usages
 
 __all__ = [
+    "CSR_PARSE_ERRORS",
     "DEFAULT_DURATION",
     "DEFAULT_USAGES",
     "KNOWN_USAGES",

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from akv_issuer.pki._keys import CURVE_NAMES, describe_key
 from akv_issuer.pki.errors import CSRError
 
-__all__ = ["MAX_RSA_BITS", "MIN_RSA_BITS", "check_csr", "parse_csr"]
+__all__ = ["CSR_PARSE_ERRORS", "MAX_RSA_BITS", "MIN_RSA_BITS", "check_csr", "parse_csr"]
 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
@@ -37,6 +37,8 @@ _PARSE_ERRORS = (
     x509.InvalidVersion,
     x509.UnsupportedGeneralNameType,
 )
+# For code that reads a CSR leniently, without parse_csr's checks.
+CSR_PARSE_ERRORS = _PARSE_ERRORS
 
 
 def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
