@@ -56,6 +56,8 @@ class FaultProxy:
         self._call(self._stop)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def blackhole(self) -> None:
         self._call(self._flowing.clear)
