@@ -81,10 +81,11 @@ def render(results: dict[str, Any]) -> str:
         "- **signed > 1**: signatures in the emulator's sign log whose TBS digest is not the "
         "certificate written to a request (delivered to a replica, or made and cut off by a "
         "fault): each is a second certificate made for some request's CSR.",
-        "- **crashes** (hostile CSRs only): tracebacks, Python warnings, an exit other than 0
-  or a one-line error, a certificate `openssl verify -x509_strict` refuses or whose names
-  differ from the CSR's, a `Failed` reason that is not documented, a controller restart.
-- **lost**: requests not finished (neither Ready=True nor Failed/Denied) when the "
+        "- **crashes** (hostile CSRs only): tracebacks, Python warnings, an exit other than 0 "
+        "or a one-line error, a certificate `openssl verify -x509_strict` refuses or whose "
+        "names differ from the CSR's, a `Failed` reason that is not documented, a controller "
+        "restart.",
+        "- **lost**: requests not finished (neither Ready=True nor Failed/Denied) when the "
         "scenario gave up waiting.",
         "- **recover s**: from the end of the fault (component back, partition healed, last "
         "kill, last request offered) to the last request finished.",
