@@ -175,7 +175,7 @@ def build_csr(
     sans: list[x509.GeneralName] | None = None,
     extensions: list[tuple[x509.ExtensionType, bool]] = (),  # type: ignore[assignment]
     hash_alg: hashes.HashAlgorithm | str | None = "auto",
-    attributes: list[x509.NameAttribute] | None = None,
+    attributes: list[x509.NameAttribute[Any]] | None = None,
 ) -> bytes:
     builder = x509.CertificateSigningRequestBuilder()
     names = list(attributes or [])

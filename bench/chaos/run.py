@@ -43,8 +43,8 @@ SCENARIOS = (
 # The quick variant (`make test`): the Key Vault faults that break connections, and
 # every other scenario but the etcd kill (the same code path as the API server's).
 QUICK_KV = ("kv-5xx-burst", "kv-stall-mid-body", "kv-tls-reset")
-QUICK_SCENARIOS = (*QUICK_KV, "apiserver-kill", "split-brain", "watch-410", "leader-sigkill")
-QUICK_SCENARIOS += ("soak", "hostile-csrs")
+QUICK_SCENARIOS: tuple[str, ...] = (*QUICK_KV, "apiserver-kill", "split-brain", "watch-410")
+QUICK_SCENARIOS += ("leader-sigkill", "soak", "hostile-csrs")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,7 @@ class Ctx:
         self.cleared = time.monotonic()
 
 
-Fault = Callable[[Ctx], Awaitable[None]]
+Fault = Callable[[Ctx], Coroutine[Any, Any, None]]
 
 
 async def burst(
@@ -123,6 +123,7 @@ async def burst(
         exits = {r.name: r.exits for r in world.replicas.values()}
         await world.stop_replicas()
     row = account(settled, names, sign_log, env.ca_pem)
+    assert ctx.cleared is not None
     last = max(settled.finished_at.values(), default=ctx.cleared)
     row.update(
         {

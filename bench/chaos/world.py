@@ -27,7 +27,7 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,7 @@ class World:
         cluster = self.env.cluster
         args = [a for a in argv if not any(a.startswith(e.split("=")[0] + "=") for e in extra)]
         spec = ProcessSpec(name, [*args, *extra])
+        ready: Callable[[], bool]
         if name == "etcd":
             ready = functools.partial(_http_ok, f"{cluster.etcd_url}/health")
         else:

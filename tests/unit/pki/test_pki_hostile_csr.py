@@ -64,4 +64,3 @@ def test_an_empty_subject_alternative_name_extension_is_refused() -> None:
     csr = parse_csr(pem(builder.sign(key, hashes.SHA256())))
     with pytest.raises(CSRError, match="empty subject alternative name extension"):
         build_certificate(csr, IssuanceRequest(), _ca(), IssuerProfile(), NOW)
-
