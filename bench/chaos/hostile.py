@@ -23,6 +23,7 @@ import base64
 import contextlib
 import functools
 import io
+import json
 import os
 import random
 import re
@@ -45,6 +46,7 @@ from cryptography.x509.oid import NameOID
 from bench.chaos.world import World, approve_all, request_state, retrying, settle
 
 SEED = 1515
+REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED_PREFIXES = ("InvalidCSR:", "PolicyViolation:", "InvalidRequest:")
 
 # ---------------------------------------------------------------------------
@@ -767,30 +769,32 @@ async def run(
         env.emulator.env.ca_file,
     ]
     env.emulator.admin.clear_faults()
-    saved = {k: os.environ.get(k) for k in azure}
-    os.environ.update(azure)
-    outcomes: list[Outcome] = []
+    # The corpus on disk, judged by worker processes (one per core) that each
+    # call the CLI's main() in-process for their share.
+    await asyncio.to_thread(_write_corpus, folder, corpus)
+    workers = max(1, min(os.cpu_count() or 1, 4))
     cli_started = time.monotonic()
-    try:
-
-        def cli_all() -> None:
-            for i, (mutation, data) in enumerate(corpus):
-                csr_file = folder / "csr.pem"
-                cert_file = folder / "cert.pem"
-                csr_file.write_bytes(data)
-                code, _, err = cli_in_process(
-                    [*base_argv, "--csr", str(csr_file), "--out", str(cert_file)]
-                )
-                outcomes.append(judge(mutation, data, code, err, cert_file, ca_file, folder))
-                del i
-
-        await asyncio.to_thread(cli_all)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.chaos.hostile",
+            str(folder),
+            str(w),
+            str(workers),
+            str(len(corpus)),
+            *base_argv,
+            env={**os.environ, **azure, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for w in range(workers)
+    ]
+    for proc in procs:
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"hostile worker failed: {err.decode(errors='replace')[-2000:]}")
+    outcomes = await asyncio.to_thread(_read_verdicts, folder, len(corpus))
     cli_s = time.monotonic() - cli_started
 
     # A sample through the real command.
@@ -977,3 +981,41 @@ async def as_certificate_requests(
             ),
         },
     }
+
+
+def _write_corpus(folder: Path, corpus: list[tuple[str, bytes]]) -> None:
+    for index, (mutation, data) in enumerate(corpus):
+        (folder / f"{index}.csr").write_bytes(data)
+        (folder / f"{index}.kind").write_text(mutation)
+
+
+def _read_verdicts(folder: Path, count: int) -> list[Outcome]:
+    out = []
+    for index in range(count):
+        verdict = json.loads((folder / f"{index}.verdict").read_text())
+        out.append(Outcome(verdict["mutation"], verdict["verdict"], verdict["detail"]))
+    return out
+
+
+def worker(folder: Path, index: int, workers: int, count: int, base_argv: list[str]) -> None:
+    """Judge every ``workers``-th CSR of the corpus in ``folder`` from ``index``."""
+    ca_file = folder / "ca.pem"
+    scratch = folder / f"worker-{index}"
+    scratch.mkdir(exist_ok=True)
+    for i in range(index, count, workers):
+        csr_file = folder / f"{i}.csr"
+        cert_file = scratch / "cert.pem"
+        cert_file.unlink(missing_ok=True)
+        data = csr_file.read_bytes()
+        mutation = (folder / f"{i}.kind").read_text()
+        code, _, err = cli_in_process([*base_argv, "--csr", str(csr_file), "--out", str(cert_file)])
+        outcome = judge(mutation, data, code, err, cert_file, ca_file, scratch)
+        (folder / f"{i}.verdict").write_text(
+            json.dumps(
+                {"mutation": outcome.mutation, "verdict": outcome.verdict, "detail": outcome.detail}
+            )
+        )
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
