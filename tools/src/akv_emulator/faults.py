@@ -10,7 +10,7 @@ this module adds it for the chaos suite (``make chaos``):
 - ``reset``: the TLS connection is reset (TCP RST, no close_notify) once the
   request is read, before anything is done.
 
-And the sign log: one record per sign the emulator carried out (digest, key,
+And the sign log: one record per sign the emulator carried out (digest, key name/version,
 the caller's User-Agent, whether the answer was delivered), so a harness can
 tell a request signed twice from a retried call: the certificate written for a
 request is signed over a digest, and any other signature delivered to a caller
@@ -44,7 +44,7 @@ SIGN_LOG_LIMIT = 1_000_000
 class SignRecord:
     at: float  # time.time()
     digest: str  # base64url, as sent
-    kid: str
+    key: str  # name/version
     user_agent: str
     delivered: bool = True
 
@@ -52,7 +52,7 @@ class SignRecord:
         return {
             "at": self.at,
             "digest": self.digest,
-            "kid": self.kid,
+            "key": self.key,
             "user_agent": self.user_agent,
             "delivered": self.delivered,
         }
@@ -75,11 +75,11 @@ class ConnectionFaults:
             _reset(request)
             raise asyncio.CancelledError
 
-    def signed(self, request: web.Request, digest: str, kid: str) -> None:
+    def signed(self, request: web.Request, digest: str, key: str) -> None:
         """A sign was carried out for this request."""
         if len(self.log) >= SIGN_LOG_LIMIT:
             return
-        record = SignRecord(time.time(), digest, kid, request.headers.get("User-Agent", ""))
+        record = SignRecord(time.time(), digest, key, request.headers.get("User-Agent", ""))
         self.log.append(record)
         request["sign_record"] = record
 

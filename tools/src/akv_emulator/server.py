@@ -808,11 +808,10 @@ class Emulator:
                 if not isinstance(value, str):
                     return self.bad("The parameter 'value' is required.")
                 signature = item.material.sign(alg, crypto.b64url_decode(value))
-                kid = f"{self.vault_base(request)}/keys/{name}/{item.version}"
-                self.connection_faults.signed(request, value, kid)
+                self.connection_faults.signed(request, value, f"{item.name}/{item.version}")
                 return web.json_response(
                     {
-                        "kid": kid,
+                        "kid": f"{self.vault_base(request)}/keys/{name}/{item.version}",
                         "value": crypto.b64url_encode(signature),
                     }
                 )

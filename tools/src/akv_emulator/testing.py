@@ -180,7 +180,7 @@ class AdminClient:
         return result
 
     def sign_log(self) -> list[dict[str, Any]]:
-        """Every sign carried out: digest, kid, user_agent, delivered, at."""
+        """Every sign carried out: digest, key (name/version), user_agent, delivered, at."""
         result: list[dict[str, Any]] = self.call("GET", "sign-log")
         return result
 
