@@ -34,7 +34,9 @@ WHAT = {
     "etcd-kill": "2. etcd SIGKILLed at 30 % of the burst, restarted 5 s later",
     "split-brain": "3. the leader alone partitioned from the API server; a standby takes over",
     "watch-410": "4. watch cache off, the leader's watches held while etcd is compacted: 410 Gone",
-    "leader-sigkill": "5. the leader SIGKILLed again and again a few seconds after it takes over",
+    "leader-sigkill": (
+        "5. the leader SIGKILLed again and again, 3 s after it takes over (400 ms signs)"
+    ),
     "soak": "6. steady rate, random Key Vault faults, one controller restart",
     "hostile-csrs": "7. generated and mutated CSRs (CLI in-process, a subprocess sample, requests)",
 }
