@@ -24,6 +24,7 @@ from akv_issuer.pki.chain import (
 from akv_issuer.pki.crl import RevokedCertificate, build_crl, sign_crl
 from akv_issuer.pki.csr import (
     CSR_PARSE_ERRORS,
+    MAX_CSR_PEM_BYTES,
     MAX_RSA_BITS,
     MIN_RSA_BITS,
     check_csr,
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_DURATION",
     "DEFAULT_USAGES",
     "KNOWN_USAGES",
+    "MAX_CSR_PEM_BYTES",
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "AlgorithmError",

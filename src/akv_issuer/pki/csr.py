@@ -13,10 +13,21 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from akv_issuer.pki._keys import CURVE_NAMES, describe_key
 from akv_issuer.pki.errors import CSRError
 
-__all__ = ["CSR_PARSE_ERRORS", "MAX_RSA_BITS", "MIN_RSA_BITS", "check_csr", "parse_csr"]
+__all__ = [
+    "CSR_PARSE_ERRORS",
+    "MAX_CSR_PEM_BYTES",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "check_csr",
+    "parse_csr",
+]
 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
+# A request object holds the CSR and, once issued, a certificate about as large
+# (both base64); etcd stores at most 1.5 MiB per object. A CSR past this bound
+# (thousands of SANs) was signed and then its status could never be written.
+MAX_CSR_PEM_BYTES = 256 * 1024
 
 # SHA-1 and MD5 self-signatures prove nothing any more; Go (and so cert-manager)
 # refuses them too.
@@ -57,6 +68,11 @@ def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
     raw = raw.strip()
     if not raw:
         raise CSRError("CSR is empty")
+    if len(raw) > MAX_CSR_PEM_BYTES:
+        raise CSRError(
+            f"CSR is {len(raw)} bytes of PEM, more than {MAX_CSR_PEM_BYTES // 1024} KiB: "
+            "the certificate (as large) would not fit in a Kubernetes object beside it"
+        )
     if not raw.startswith(_PEM_BEGIN):
         raise CSRError("CSR is not PEM-encoded: expected '-----BEGIN CERTIFICATE REQUEST-----'")
     if raw.count(_PEM_BEGIN) != 1:

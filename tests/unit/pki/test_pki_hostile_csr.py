@@ -64,3 +64,14 @@ def test_an_empty_subject_alternative_name_extension_is_refused() -> None:
     csr = parse_csr(pem(builder.sign(key, hashes.SHA256())))
     with pytest.raises(CSRError, match="empty subject alternative name extension"):
         build_certificate(csr, IssuanceRequest(), _ca(), IssuerProfile(), NOW)
+
+
+def test_a_csr_too_large_for_a_kubernetes_object_is_refused() -> None:
+    # 5,000 long DNS names: the request was created, signed, and its status
+    # (as large again) could never be written; it waited forever.
+    names = [x509.DNSName("a" * 63 + f".{i}.example.com") for i in range(5000)]
+    csr = make_csr(private_key("p256"), sans=names)
+    with pytest.raises(CSRError, match=r"CSR is \d+ bytes of PEM, more than 256 KiB"):
+        parse_csr(pem(csr))
+    # A large but reasonable list still parses.
+    parse_csr(pem(make_csr(private_key("p256"), sans=names[:500])))
