@@ -58,7 +58,7 @@ class Config:
     soak_count: int = 10_000
     soak_rate: float = 35.0
     hostile_count: int = 10_000
-    hostile_subprocess: int = 20
+    hostile_subprocess: int = 12
     hostile_crs: int = 400
     settle_s: float = 240.0
     quick_scenarios: tuple[str, ...] = ()
