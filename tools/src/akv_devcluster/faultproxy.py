@@ -91,6 +91,11 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         self._reset_all()
+        # The connections' tasks end here, not as pending tasks of a closed loop.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _heal(self) -> None:
         self._reset_all()
