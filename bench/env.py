@@ -360,11 +360,20 @@ class BenchEnv:
     # -- the controller -------------------------------------------------------
 
     def start_controller(
-        self, concurrency: int, *, extra: Sequence[str] = (), wrapper: Sequence[str] = ()
+        self,
+        concurrency: int,
+        *,
+        extra: Sequence[str] = (),
+        wrapper: Sequence[str] = (),
+        kubeconfig: Path | None = None,
+        environ: dict[str, str] | None = None,
     ) -> Controller:
+        """``kubeconfig`` replaces the controller's own (e.g. one through a proxy);
+        ``environ`` adds variables (e.g. AZURE_HTTP_USER_AGENT to tell replicas apart)."""
         probe, metrics = free_port(), free_port()
         log_path = self.work / f"controller-{len(self.controllers)}.log"
         env = {**os.environ, **self.emulator.env.azure_environ(), "PYTHONUNBUFFERED": "1"}
+        env.update(environ or {})
         env.pop("KUBECONFIG", None)
         command = [
             *wrapper,
@@ -372,7 +381,7 @@ class BenchEnv:
             "-m",
             "akv_issuer.controller",
             "--kubeconfig",
-            str(self.kubeconfig),
+            str(kubeconfig or self.kubeconfig),
             "--cluster-resource-namespace",
             CONTROLLER_NS,
             "--leader-elect",

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +43,7 @@ from typing import Any, Final
 from cryptography import x509
 
 from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
+from akv_issuer.pki import CSR_PARSE_ERRORS
 
 AUDIT_LOGGER: Final = "akv_issuer.audit"
 log = logging.getLogger(AUDIT_LOGGER)
@@ -197,9 +199,13 @@ def requested_fields(csr_pem: bytes | None) -> dict[str, Any] | None:
     if not csr_pem:
         return None
     try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-        return {"subject": _subject(csr.subject), "sans": _sans(csr.extensions)}
-    except (ValueError, TypeError):
+        # A refused CSR may be anything: no traceback, no warning on stderr
+        # (cryptography warns of an empty or over-long commonName).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            csr = x509.load_pem_x509_csr(csr_pem)
+            return {"subject": _subject(csr.subject), "sans": _sans(csr.extensions)}
+    except (*CSR_PARSE_ERRORS, TypeError):
         return None
 
 

@@ -143,8 +143,6 @@ class Manager:
             issuer_ambient_credentials=config.issuer_ambient_credentials,
             service_account_tokens=self.sa_tokens.token,
         )
-        signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency)
-        self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)
         self.elector: LeaderElector | None = None
         if config.leader_elect:
             self.elector = LeaderElector(
@@ -158,6 +156,10 @@ class Manager:
                     retry_period=config.retry_period,
                 ),
             )
+        # Fencing: no Key Vault sign once the lease may have passed to a standby.
+        fence = {"fence": self.elector.ensure_leading} if self.elector is not None else {}
+        signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency, **fence)
+        self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)
         kinds: list[tuple[RequestKind, int]] = [
             (CertificateRequests(self.client, config.field_manager), request_workers(config))
         ]

@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
@@ -36,6 +37,7 @@ from akv_issuer.keyvault import KeyVaultAccess, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
+    CertificatePlan,
     CSRError,
     IssuanceRequest,
     PolicyError,
@@ -43,6 +45,7 @@ from akv_issuer.pki import (
     SignatureAlgorithm,
     SignatureError,
     build_certificate,
+    derived_serial_number,
     parse_csr,
     sign_certificate,
     split_chain,
@@ -120,17 +123,75 @@ class SignSlots:
                 self._in_flight.dec()
 
 
+def _no_fence() -> None:
+    return None
+
+
+# Certificates are built for the start of the 5-minute step (counted from the
+# request's creation) that ``now`` falls in, so replicas and retries agree on
+# the validity; NotBefore is thus at most this much earlier than otherwise.
+PLAN_STEP = dt.timedelta(minutes=5)
+
+
+def plan_time(
+    created: dt.datetime | None, now: dt.datetime, ca_cert: x509.Certificate
+) -> dt.datetime:
+    """The time a request's certificate is built for: the same on every replica
+    within a step; ``now`` when the request's clock is ahead of ours."""
+    if created is None or created > now:
+        return now
+    at = created + ((now - created) // PLAN_STEP) * PLAN_STEP
+    ca_not_before = ca_cert.not_valid_before_utc
+    # Not before the CA (a CA rotated since the request was created).
+    return max(at, ca_not_before) if ca_not_before <= now else now
+
+
+def request_serial(
+    request_key: str,
+    csr_pem: bytes,
+    request: IssuanceRequest,
+    checked: CheckedIssuer,
+    at: dt.datetime,
+) -> int:
+    """The serial of the request's certificate, from every input of it: the
+    request (uid, CSR, parameters), the issuer object's uid and generation
+    (its profile), the CA certificate, the key version and algorithm, the
+    validity's time. Two different certificates never share a serial."""
+    return derived_serial_number(
+        request_key.encode(),
+        csr_pem,
+        repr(
+            (request.duration, tuple(request.usages), request.is_ca, request.path_length)
+        ).encode(),
+        f"{checked.uid}/{checked.generation}".encode(),
+        checked.ca_cert.public_bytes(serialization.Encoding.DER),
+        checked.key_info.kid.encode(),
+        str(checked.algorithm.value).encode(),
+        at.isoformat().encode(),
+    )
+
+
 class _SlottedSigner:
     """The Key Vault signer, counted per status code, holding a sign slot for
-    exactly the duration of the remote call."""
+    exactly the duration of the remote call. ``fence`` is asked right before
+    the call (after waiting for the slot): with leader election it raises
+    ``NotLeading`` once this replica's lease may have passed to another."""
 
-    def __init__(self, inner: RemoteSigner, checker: IssuerChecker, slots: SignSlots) -> None:
+    def __init__(
+        self,
+        inner: RemoteSigner,
+        checker: IssuerChecker,
+        slots: SignSlots,
+        fence: Callable[[], None] = _no_fence,
+    ) -> None:
         self._inner = inner
         self._checker = checker
         self._slots = slots
+        self._fence = fence
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
         async with self._slots.hold():
+            self._fence()
             result: bytes = await self._checker.kv_call(
                 "sign", self._inner.sign_digest(algorithm, digest)
             )
@@ -144,18 +205,26 @@ class RequestSigner:
         checker: IssuerChecker,
         metrics: Metrics,
         concurrency: int,
+        fence: Callable[[], None] = _no_fence,
     ) -> None:
         self._kv = keyvault
+        self._fence = fence
         self._checker = checker
         self._metrics = metrics
         self._slots = SignSlots(concurrency, metrics.signs_in_flight)
+        # By request uid: the plan of a sign that failed transiently (see sign()).
+        self._kept: dict[str, _KeptPlan] = {}
 
     def remote_signer(self, checked: CheckedIssuer) -> RemoteSigner:
         """The issuer's Key Vault signer, counted and holding a sign slot per call
         (for CRLs, which share the ``--concurrency`` slots with certificates)."""
         return _SlottedSigner(
-            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
+            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots, self._fence
         )
+
+    def forget(self, request_key: str) -> None:
+        """The request is finished or gone: drop a plan kept for its retry."""
+        self._kept.pop(request_key, None)
 
     async def sign(
         self,
@@ -163,11 +232,30 @@ class RequestSigner:
         request: IssuanceRequest,
         checked: CheckedIssuer,
         now: dt.datetime,
+        *,
+        request_key: str | None = None,
+        created: dt.datetime | None = None,
     ) -> Outcome:
+        """``request_key`` (the request's uid) and ``created`` (its creation
+        time) make the certificate a function of the request: a retry after a
+        transient failure, or another replica after this one died or lost its
+        lease between Key Vault's signature and the status write, signs the
+        *same* certificate (serial and validity), never a second one. Key Vault
+        may have signed before the answer was lost."""
         started = time.perf_counter()
+        kept = self._kept.pop(request_key, None) if request_key else None
         try:
-            csr = parse_csr(csr_pem)
-            plan = build_certificate(csr, request, checked.ca_cert, checked.profile, now)
+            if kept is not None and kept.fits(csr_pem, request, checked):
+                plan = kept.plan
+            else:
+                csr = parse_csr(csr_pem)
+                at, serial = now, None
+                if request_key:
+                    at = plan_time(created, now, checked.ca_cert)
+                    serial = request_serial(request_key, csr_pem, request, checked, at)
+                plan = build_certificate(
+                    csr, request, checked.ca_cert, checked.profile, at, serial_number=serial
+                )
         except CSRError as err:
             return Refused("InvalidCSR", err.reason)
         except PolicyError as err:
@@ -178,9 +266,7 @@ class RequestSigner:
             # fault. The issuer goes not Ready with the CA's own reason.
             return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
-        signer = _SlottedSigner(
-            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots
-        )
+        signer = self.remote_signer(checked)
         try:
             certificate = await sign_certificate(
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer
@@ -194,15 +280,50 @@ class RequestSigner:
                         IssuerReason.KEY_NOT_FOUND,
                     )
                 )
+            self._keep(request_key, csr_pem, request, checked, plan)
             return Transient(f"Key Vault: {err.message or err.kind.name}", err.retry_after)
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
         except AlgorithmError as err:
             return IssuerFault(CheckFailed(IssuerReason.KEY_NOT_USABLE, err.reason))
         except (TimeoutError, OSError) as err:
+            self._keep(request_key, csr_pem, request, checked, plan)
             return Transient(f"{type(err).__name__}: {err}", None)
         self._metrics.sign_seconds.labels(*checked.key.labels).observe(
             time.perf_counter() - started
         )
         cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
         return Signed(cert_pem, ca_pem, checked.key, certificate, CAKey.of(checked))
+
+    def _keep(
+        self,
+        request_key: str | None,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        plan: CertificatePlan,
+    ) -> None:
+        if request_key:
+            self._kept[request_key] = _KeptPlan(
+                csr_pem, request, checked.key_info.kid, checked.ca_cert, plan
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptPlan:
+    """A certificate plan whose sign failed transiently, for the request's retry."""
+
+    csr_pem: bytes
+    request: IssuanceRequest
+    kid: str
+    ca_cert: x509.Certificate
+    plan: CertificatePlan
+
+    def fits(self, csr_pem: bytes, request: IssuanceRequest, checked: CheckedIssuer) -> bool:
+        """Still the same request, key version and CA (a rotation makes a new plan)."""
+        return (
+            self.csr_pem == csr_pem
+            and self.request == request
+            and self.kid == checked.key_info.kid
+            and self.ca_cert == checked.ca_cert
+        )

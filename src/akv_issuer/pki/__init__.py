@@ -22,7 +22,14 @@ from akv_issuer.pki.chain import (
     to_pem,
 )
 from akv_issuer.pki.crl import RevokedCertificate, build_crl, sign_crl
-from akv_issuer.pki.csr import MAX_RSA_BITS, MIN_RSA_BITS, check_csr, parse_csr
+from akv_issuer.pki.csr import (
+    CSR_PARSE_ERRORS,
+    MAX_CSR_PEM_BYTES,
+    MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    check_csr,
+    parse_csr,
+)
 from akv_issuer.pki.errors import (
     AlgorithmError,
     CAError,
@@ -41,6 +48,7 @@ from akv_issuer.pki.issuance import (
     IssuerProfile,
     authority_key_identifier,
     build_certificate,
+    derived_serial_number,
     random_serial_number,
 )
 from akv_issuer.pki.signing import (
@@ -56,9 +64,11 @@ from akv_issuer.pki.signing import (
 from akv_issuer.pki.usages import DEFAULT_USAGES, KNOWN_USAGES, resolve_usages
 
 __all__ = [
+    "CSR_PARSE_ERRORS",
     "DEFAULT_DURATION",
     "DEFAULT_USAGES",
     "KNOWN_USAGES",
+    "MAX_CSR_PEM_BYTES",
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "AlgorithmError",
@@ -86,6 +96,7 @@ __all__ = [
     "check_ca",
     "check_csr",
     "default_algorithm",
+    "derived_serial_number",
     "is_self_signed",
     "issued_by",
     "load_ca_chain",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -11,16 +13,31 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from akv_issuer.pki._keys import CURVE_NAMES, describe_key
 from akv_issuer.pki.errors import CSRError
 
-__all__ = ["MAX_RSA_BITS", "MIN_RSA_BITS", "check_csr", "parse_csr"]
+__all__ = [
+    "CSR_PARSE_ERRORS",
+    "MAX_CSR_PEM_BYTES",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "check_csr",
+    "parse_csr",
+]
 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
+# A request object holds the CSR and, once issued, a certificate about as large
+# (both base64); etcd stores at most 1.5 MiB per object. A CSR past this bound
+# (thousands of SANs) was signed and then its status could never be written.
+MAX_CSR_PEM_BYTES = 256 * 1024
 
 # SHA-1 and MD5 self-signatures prove nothing any more; Go (and so cert-manager)
 # refuses them too.
 _ACCEPTED_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 _PEM_BEGIN = b"-----BEGIN "
+
+# ASN.1 string tags OpenSSL decodes in a name (its B_ASN1_PRINTABLE set): UTF8String,
+# NumericString, PrintableString, TeletexString, IA5String, UniversalString, BMPString.
+_NAME_STRING_TAGS = frozenset({12, 18, 19, 20, 22, 28, 30})
 
 # Everything cryptography raises for malformed input. TypeError is absent on
 # purpose: it would only ever signal a bug in this module.
@@ -31,6 +48,8 @@ _PARSE_ERRORS = (
     x509.InvalidVersion,
     x509.UnsupportedGeneralNameType,
 )
+# For code that reads a CSR leniently, without parse_csr's checks.
+CSR_PARSE_ERRORS = _PARSE_ERRORS
 
 
 def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
@@ -49,6 +68,11 @@ def parse_csr(data: bytes | str) -> x509.CertificateSigningRequest:
     raw = raw.strip()
     if not raw:
         raise CSRError("CSR is empty")
+    if len(raw) > MAX_CSR_PEM_BYTES:
+        raise CSRError(
+            f"CSR is {len(raw)} bytes of PEM, more than {MAX_CSR_PEM_BYTES // 1024} KiB: "
+            "the certificate (as large) would not fit in a Kubernetes object beside it"
+        )
     if not raw.startswith(_PEM_BEGIN):
         raise CSRError("CSR is not PEM-encoded: expected '-----BEGIN CERTIFICATE REQUEST-----'")
     if raw.count(_PEM_BEGIN) != 1:
@@ -90,11 +114,33 @@ def check_csr(csr: x509.CertificateSigningRequest) -> None:
         raise CSRError("CSR signature does not verify against its public key")
     try:
         # Touch every lazily decoded part so that nothing fails later.
-        len(csr.subject)
+        _check_subject(csr)
         for extension in csr.extensions:
             _ = extension.value
     except _PARSE_ERRORS as exc:
         raise CSRError(f"CSR content cannot be decoded: {exc}") from None
+
+
+def _check_subject(csr: x509.CertificateSigningRequest) -> None:
+    """The subject is copied into the certificate as it is: each value must have
+    a string type X.509 names allow (OpenSSL cannot even load a certificate
+    whose name holds, say, a VisibleString) and a length within its bounds
+    (cryptography only warns, on stderr, about an empty or over-long
+    commonName or a country code that is not two letters)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        subject = csr.subject
+        attributes = list(subject)
+    if caught:
+        raise CSRError(f"CSR subject is not a valid X.509 name: {caught[0].message}")
+    for attribute in attributes:
+        kind = getattr(attribute, "_type", None)
+        if kind is not None and int(kind.value) not in _NAME_STRING_TAGS:
+            raise CSRError(
+                f"CSR subject attribute {attribute.rfc4514_attribute_name} is a "
+                f"{kind.name}; X.509 names take UTF8String, PrintableString, IA5String, "
+                "BMPString, UniversalString, TeletexString or NumericString"
+            )
 
 
 def _check_key(key: CertificatePublicKeyTypes) -> None:

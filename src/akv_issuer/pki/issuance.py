@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -141,8 +142,14 @@ def build_certificate(
     ca_cert: x509.Certificate,
     profile: IssuerProfile,
     now: datetime.datetime,
+    *,
+    serial_number: int | None = None,
 ) -> CertificatePlan:
     """Build the certificate for ``csr`` as ``ca_cert`` would issue it.
+
+    ``serial_number`` (default: random) lets a caller that must be able to
+    build the *same* certificate again pass one derived from its inputs
+    (:func:`derived_serial_number`).
 
     Raises :class:`CSRError` when the CSR is invalid or disagrees with the
     request, :class:`PolicyError` when the request or the issuer's policy
@@ -180,12 +187,16 @@ def build_certificate(
     subject_empty = len(csr.subject) == 0
     if subject_empty and (san is None or len(san.value) == 0):
         raise CSRError("CSR has neither a subject nor subject alternative names")
+    if san is not None and len(san.value) == 0:
+        # RFC 5280 4.2.1.6: the extension holds at least one name; validators
+        # (openssl verify -x509_strict) refuse an empty one.
+        raise CSRError("CSR has an empty subject alternative name extension")
     name_constraints = _optional(csr_extensions, x509.NameConstraints)
     if name_constraints is not None and not request.is_ca:
         raise CSRError("CSR carries NameConstraints, which are only allowed with isCA: true")
 
     not_before, not_after, clamped_by = _validity(now, request.duration, ca_cert, profile)
-    serial = random_serial_number()
+    serial = random_serial_number() if serial_number is None else serial_number
     public_key = csr.public_key()
 
     builder = (
@@ -369,3 +380,18 @@ def _add_profile_extensions(
     if access:
         builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
     return builder
+
+
+def derived_serial_number(*parts: bytes) -> int:
+    """A positive 159-bit serial from SHA-256 over ``parts`` (length-prefixed).
+
+    For an issuer whose replicas or retries must build the same certificate
+    for the same request: the parts must identify the request and cover every
+    input of the certificate, so that two different certificates never share
+    a serial (RFC 5280 4.1.2.2).
+    """
+    digest = hashlib.sha256(b"akv-issuer serial v1")
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return int.from_bytes(digest.digest()[:20], "big") >> 1 or 1

@@ -31,6 +31,7 @@ import httpx2
 from lightkube import ApiError
 from prometheus_client import Gauge
 
+from akv_issuer.runtime.leader import NotLeading
 from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class Controller(Generic[K]):
                     _api_error_text(exc),
                     delay,
                 )
+            except NotLeading as exc:
+                # The lease may have passed on: this replica stops at once (the
+                # manager cancels the workers), the new leader takes the key.
+                delay = queue.add_rate_limited(key)
+                log.warning("%s %s: %s; not done here", self.name, key, exc)
             except Exception:
                 delay = queue.add_rate_limited(key)
                 log.exception("%s %s: unexpected error (retrying in %.1fs)", self.name, key, delay)

@@ -14,6 +14,15 @@ The semantics are those of client-go's leader election:
   ``renew_deadline`` of the last one it stops leading *before* the lease can
   expire for the others (renew_deadline < lease_duration), so two replicas
   never work at once.
+- Fencing does not wait for the renewal loop to notice: :meth:`LeaderElector.leading`
+  is true only until ``renew_deadline`` after the last successful write was
+  *sent* (the server cannot have stored it earlier, and a standby counts its
+  ``lease_duration`` from when it saw the write, later still). Work that must
+  never be done by two replicas (a Key Vault sign) calls
+  :meth:`LeaderElector.ensure_leading` right before it; the remaining
+  ``lease_duration - renew_deadline`` is the margin for that call to reach
+  the server. A leader cut off from the API server, or whose event loop is
+  starved, thus stops signing on time even before ``hold`` returns.
 """
 
 from __future__ import annotations
@@ -31,6 +40,10 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
 log = logging.getLogger(__name__)
+
+
+class NotLeading(Exception):
+    """This replica no longer holds a valid lease: the work must not be done."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class LeaderElector:
         self._observed_at = 0.0
         self._lease: Lease | None = None
         self.is_leader = False
+        # Monotonic time until which the lease is ours (send time of the last
+        # successful acquire/renew + renew_deadline).
+        self._valid_until = 0.0
         self.healthy = True
         self.became_leader = asyncio.Event()
         self.lost = asyncio.Event()
@@ -94,14 +110,25 @@ class LeaderElector:
                 log.warning("leader election: cannot reach the lease (%s)", _brief(exc))
             await asyncio.sleep(self.config.retry_period)
 
+    def leading(self) -> bool:
+        """Whether this replica holds the lease now, with the fencing margin."""
+        return self.is_leader and self._clock() < self._valid_until
+
+    def ensure_leading(self) -> None:
+        """Raise :class:`NotLeading` unless :meth:`leading`."""
+        if not self.leading():
+            raise NotLeading(
+                f"not the leader any more (lease {self.config.namespace}/{self.config.name} "
+                f"not renewed within {self.config.renew_deadline:g}s)"
+            )
+
     async def hold(self) -> None:
         """Renew until a renewal deadline is missed; then mark the lease lost and return."""
-        last_renew = self._clock()
         while True:
             await asyncio.sleep(self.config.retry_period)
             try:
                 attempt = self._try_acquire_or_renew()
-                remaining = self.config.renew_deadline - (self._clock() - last_renew)
+                remaining = self._valid_until - self._clock()
                 ok = await asyncio.wait_for(attempt, timeout=max(remaining, 0.001))
             except asyncio.CancelledError:
                 raise
@@ -109,11 +136,11 @@ class LeaderElector:
                 ok = False
                 log.warning("leader election: renewal failed (%s)", _brief(exc))
             if ok:
-                last_renew = self._clock()
                 continue
-            if self._clock() - last_renew >= self.config.renew_deadline or self._lost_to_other():
+            if self._clock() >= self._valid_until or self._lost_to_other():
                 log.error("leader election: lost the lease, stopping work")
                 self.is_leader = False
+                self._valid_until = 0.0
                 self.lost.set()
                 return
 
@@ -129,6 +156,7 @@ class LeaderElector:
         if not self.is_leader or self._lease is None:
             return
         self.is_leader = False
+        self._valid_until = 0.0
         lease = self._lease
         if lease.spec is None:
             return  # nothing we could hold: a Lease without spec names no holder
@@ -143,6 +171,7 @@ class LeaderElector:
 
     async def _try_acquire_or_renew(self) -> bool:
         cfg = self.config
+        sent = self._clock()
         now = _now_micro()
         try:
             lease = await self._client.get(Lease, cfg.name, namespace=cfg.namespace)
@@ -166,6 +195,7 @@ class LeaderElector:
                     return False
                 raise
             self._observe(self._lease)
+            self._valid_until = sent + cfg.renew_deadline
             return True
 
         spec = lease.spec or LeaseSpec()
@@ -195,6 +225,7 @@ class LeaderElector:
                 return False
             raise
         self._observe(self._lease)
+        self._valid_until = sent + cfg.renew_deadline
         return True
 
     def _observe(self, lease: Lease) -> None:

@@ -4,6 +4,7 @@ certificate and CSR, and how they come out of the controller's log setup
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import ipaddress
@@ -185,3 +186,23 @@ def test_record_values_pass_the_redaction(
     record["message"] = "client_secret=hunter2-hunter2"  # chosen by a requester, say
     audit.emit(record)
     assert "hunter2" not in captured.getvalue()
+
+
+@pytest.mark.parametrize("version", [b"\x01", b"\x02"])
+def test_refused_record_of_a_csr_with_a_bad_version_has_no_requested_fields(
+    version: bytes,
+) -> None:
+    # Issue 15 (hostile CSRs): InvalidVersion is no ValueError; it escaped as a
+    # traceback after the Failed write and the refusal went unrecorded.
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "v.example.com")]))
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    at = der.index(b"\x02\x01\x00")  # the request info's version INTEGER 0
+    bad = der[:at] + b"\x02\x01" + version + der[at + 3 :]
+    body = base64.b64encode(bad).decode()
+    pem = f"-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
+    assert audit.requested_fields(pem.encode()) is None

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import crypto, entra, rules
 from .discovery import DiscoveryTrust
+from .faults import ConnectionFaults
 from .proxy import NameProxy
 from .softdelete import (
     Deleted,
@@ -241,6 +242,7 @@ class Emulator:
         self.deleted_secrets: NameDict[Deleted[SecretVersion]] = NameDict()
         self.tokens: dict[str, TokenRecord] = {}
         self.faults = config.faults
+        self.connection_faults = ConnectionFaults()
         self._initial_faults = json.loads(json.dumps(config.faults.describe()))
         self.counters = Counters()
         self.limiter = WindowLimiter()
@@ -307,7 +309,7 @@ class Emulator:
             ("GET", "/{tenant}/discovery/v2.0/keys", self.jwks),
             ("GET", "/{tenant}/discovery/keys", self.jwks),
         ]
-        for method, path, handler in admin:
+        for method, path, handler in [*admin, *self.connection_faults.routes()]:
             app.router.add_route(method, path, handler)
         app.router.add_route("*", "/keys{tail:.*}", self.keys_entry)
         app.router.add_route("*", "/secrets{tail:.*}", self.secrets_entry)
@@ -516,7 +518,9 @@ class Emulator:
         self.counters.requests[op] += 1
         self.counters.enter(op)
         try:
-            return await self._authorized_call(request, op, who, permission, handler)
+            self.connection_faults.before(request, op)
+            response = await self._authorized_call(request, op, who, permission, handler)
+            return await self.connection_faults.deliver(request, op, response)
         finally:
             if not request.get("stalled"):
                 self.counters.leave(op)
@@ -865,6 +869,7 @@ class Emulator:
                 if not isinstance(value, str):
                     return self.bad("The parameter 'value' is required.")
                 signature = item.material.sign(alg, crypto.b64url_decode(value))
+                self.connection_faults.signed(request, value, f"{item.name}/{item.version}")
                 return web.json_response(
                     {
                         "kid": f"{self.vault_base(request)}/keys/{item.name}/{item.version}",
@@ -1639,6 +1644,7 @@ class Emulator:
     async def admin_reset(self, request: web.Request) -> web.StreamResponse:
         """Back to the start-up faults, empty counters and the default identities."""
         self.faults = parse_faults(self._initial_faults)
+        self.connection_faults.configure({})
         self.limiter.clear()
         self.counters.clear()
         self.identities = self.default_identities()

@@ -188,6 +188,20 @@ class AdminClient:
     def clear_faults(self) -> None:
         self.call("DELETE", "faults")
 
+    def set_connection_faults(self, faults: dict[str, Any]) -> dict[str, Any]:
+        """Replace the connection faults (``midbody``, ``reset``, ``hang_seconds``;
+        see akv_emulator.faults)."""
+        result: dict[str, Any] = self.call("PUT", "connection-faults", faults)
+        return result
+
+    def sign_log(self) -> list[dict[str, Any]]:
+        """Every sign carried out: digest, key (name/version), user_agent, delivered, at."""
+        result: list[dict[str, Any]] = self.call("GET", "sign-log")
+        return result
+
+    def clear_sign_log(self) -> None:
+        self.call("DELETE", "sign-log")
+
     def identities(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.call("GET", "identities")
         return result

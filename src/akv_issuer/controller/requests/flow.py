@@ -186,10 +186,13 @@ class RequestFlow:
                 self.controller.enqueue_unless_backing_off(key)
 
     def _forget(self, key: str, uid: str | None) -> None:
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
         self.controller.cancel(key)
+        if not uid and entry is not None:
+            uid = str((entry.obj.get("metadata") or {}).get("uid") or "")
         if uid:
             self._signed.pop(uid, None)
+            self._signer.forget(uid)
 
     # -- reconcile ---------------------------------------------------------------
 
@@ -256,7 +259,9 @@ class RequestFlow:
             # Go would refuse, a bad annotation.
             outcome = Refused("InvalidRequest", str(err))
         else:
-            outcome = await self._signer.sign(csr_pem, request, checked, self._now())
+            outcome = await self._signer.sign(
+                csr_pem, request, checked, self._now(), request_key=view.uid, created=view.created
+            )
 
         labels = checked.key.labels
         if isinstance(outcome, Signed):
