@@ -189,6 +189,10 @@ def render(r: dict[str, Any]) -> str:
             f"{fmt(sc['created_in_s'], 0)} s |"
         )
         add(
+            f"| the first list of them, by the harness (warms the API server) | "
+            f"{fmt(sc.get('first_list_s'))} s |"
+        )
+        add(
             f"| start-up with {k:,} finished requests, spawn -> every informer listed "
             f"(no leader election) | {fmt(sc['startup_s'])} s |"
         )
