@@ -164,6 +164,8 @@ def render(r: dict[str, Any]) -> str:
         add(f"| start-up (spawn -> /readyz), first start | {fmt(st['startup_s'])} s |")
         if st.get("import_s"):
             add(f"| of which importing the controller's modules | {fmt(st['import_s'])} s |")
+        if st.get("import_cpu_s"):
+            add(f"| CPU time of that import | {fmt(st['import_cpu_s'])} s |")
     bursts = raw.get("bursts", [])
     if bursts:
         peak = max(b["rss_mib_hwm"] for b in bursts)
