@@ -212,6 +212,8 @@ def headline(cfg: Config, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             cm["ours"]["latency"]["p50_ms"] / cm["cm_ca"]["latency"]["p50_ms"]
         )
         out["cpu_ratio_vs_cm_ca"] = cm.get("cpu_ratio")
+        if cm.get("cpu_ratio") is None:
+            why["cpu_ratio_vs_cm_ca"] = "a controller used less than a clock tick of CPU"
     else:
         reason = (cm or {}).get("skipped") or "cert-manager comparison failed (see errors)"
         why["throughput_ratio_vs_cm_ca"] = why["latency_ratio_vs_cm_ca"] = reason
