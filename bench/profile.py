@@ -39,6 +39,7 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "/runtime/informer.py",
             "/runtime/events.py",
             "/runtime/leader.py",
+            "/runtime/kubehttp.py",
         ),
     ),
     (
@@ -122,7 +123,12 @@ def _caller(frames: list[str]) -> str:
     for frame in reversed(frames):
         match = _FRAME.match(frame.strip())
         path = match.group("file") if match else ""
-        if "akv_issuer/" in path and "/cli/" not in path and not path.endswith("__main__.py"):
+        if (
+            "akv_issuer/" in path
+            and "/cli/" not in path
+            and not path.endswith("__main__.py")
+            and not path.endswith("runtime/kubehttp.py")  # the transport, not a caller
+        ):
             return match.group("func") if match else frame
     return "(no akv_issuer frame: response handling in transport callbacks)"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
 import statistics
 import subprocess
@@ -29,6 +30,8 @@ from bench.env import (
     RSSSampler,
     bounded,
     condition,
+    copy_through_etcd,
+    proc_stat_cpu,
 )
 
 KV_OPERATIONS = ("get_key", "sign", "get_secret", "list_secret_versions", "token", "discovery")
@@ -165,9 +168,11 @@ async def startup_and_trickle(
         "hwm_mib": controller.hwm_mib(),
         "cpu_ms_per_s": (controller.cpu_seconds() - cpu0) * 1000 / 5,
     }
+    import_wall, import_cpu = await asyncio.to_thread(import_seconds)
     result: dict[str, Any] = {
         "startup_s": startup,
-        "import_s": await asyncio.to_thread(import_seconds),
+        "import_s": import_wall,
+        "import_cpu_s": import_cpu,
         "idle": idle,
         "trickle": {},
     }
@@ -180,20 +185,22 @@ async def startup_and_trickle(
     return result
 
 
-def import_seconds(runs: int = 3) -> float:
-    """Median time to import what the controller process imports before serving."""
+def import_seconds(runs: int = 3) -> tuple[float, float]:
+    """Median wall and CPU time to import what the controller process imports
+    before serving (the CPU time moves far less with the machine's load)."""
     code = (
-        "import time; t = time.perf_counter(); "
+        "import time; t = time.perf_counter(); c = time.process_time(); "
         "import akv_issuer.cli.controller, akv_issuer.controller.manager; "
-        "print(time.perf_counter() - t)"
+        "print(time.perf_counter() - t, time.process_time() - c)"
     )
-    found = []
+    wall, cpu = [], []
     for _ in range(runs):
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        ).stdout
-        found.append(float(out.strip()))
-    return statistics.median(found)
+        ).stdout.split()
+        wall.append(float(out[0]))
+        cpu.append(float(out[1]))
+    return statistics.median(wall), statistics.median(cpu)
 
 
 async def trickle(
@@ -418,8 +425,86 @@ async def finished_requests(
     work.pop("status_payload", None)
     result = {
         "finished_requests": count,
+        "namespace": namespace,
+        "issuer_ref": ref,
         "created_in_s": created_in,
         "startup_s": startup,
+        "after_sync": after_sync,
+        "trickle": work,
+        "rss_mib_end": controller.rss_mib(),
+        "rss_mib_hwm": controller.hwm_mib(),
+    }
+    controller.stop()
+    return result
+
+
+async def scale_requests(
+    env: BenchEnv,
+    namespace: str,
+    present: int,
+    total: int,
+    ref: dict[str, str],
+    csrs: Sequence[str],
+    trickle_samples: int,
+) -> dict[str, Any]:
+    """Up to ``total`` finished requests in ``namespace`` (which holds
+    ``present`` written through the API server by :func:`finished_requests`):
+    the rest are copies of one of them stored straight into etcd
+    (:func:`bench.env.copy_through_etcd` says why). Then a controller without
+    leader election starts, so its /readyz waits for every informer's list."""
+    template = dict(await env.kube.get(CertificateRequest, "done-0", namespace=namespace))
+    names = [f"done-{i}" for i in range(present, total)]
+    started = time.monotonic()
+    await copy_through_etcd(env.cluster.etcd_url, template, namespace, names)
+    # Until the API server serves the last one (its watch cache follows etcd).
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            await env.kube.get(CertificateRequest, names[-1], namespace=namespace)
+            break
+        except ApiError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    created_in = time.monotonic() - started
+    # The first list of objects the API server has not served yet costs it
+    # several times a later one (about 5 s of its CPU for 20,000 here, 0.7 s
+    # after). In a cluster, cert-manager's own informers have listed them long
+    # before a replica of ours restarts; so one list first, timed apart.
+    # Until its watch cache has caught up with etcd, the API server answers a
+    # paginated list with 504 "Too large resource version": retried.
+    started = time.monotonic()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            async for _ in env.kube.list(CertificateRequest, namespace=namespace, chunk_size=500):
+                pass
+            break
+        except ApiError as err:
+            if err.status.code != 504 or time.monotonic() - started > 600:
+                raise
+            await asyncio.sleep(1.0)
+    first_list_s = time.monotonic() - started
+    env.set_sign_latency(0)
+    cpu_load = list(os.getloadavg())
+    controller = env.start_controller(4, leader_elect=False)
+    startup = await asyncio.to_thread(controller.wait_ready, 300.0)
+    cpu_at_ready = controller.cpu_seconds()
+    await env.wait_issuers_checked(controller, 1)
+    await asyncio.sleep(5)
+    after_sync = {"rss_mib": controller.rss_mib(), "hwm_mib": controller.hwm_mib()}
+    work = await trickle(env, controller, namespace, ref, csrs, trickle_samples, "after-100k")
+    work.pop("status_payload", None)
+    result = {
+        "finished_requests": total,
+        "through_etcd": len(names),
+        "created_in_s": created_in,
+        "first_list_s": first_list_s,
+        "first_list_attempts": attempts,
+        "load_average_at_start": cpu_load,
+        "startup_s": startup,
+        "cpu_s_to_ready": cpu_at_ready,
         "after_sync": after_sync,
         "trickle": work,
         "rss_mib_end": controller.rss_mib(),
@@ -448,7 +533,8 @@ async def cert_manager_comparison(
     )
 
     env.set_sign_latency(0)
-    await asyncio.to_thread(start_cert_manager, env.cluster, build=False)
+    cert_manager = await asyncio.to_thread(start_cert_manager, env.cluster, build=False)
+    cm_pid = cert_manager.record.pid
     controller = env.start_controller(concurrency)
     try:
         await asyncio.to_thread(controller.wait_ready)
@@ -461,24 +547,40 @@ async def cert_manager_comparison(
         await issue_certificates(env.kube, namespace, cm_ref, 2, prefix="warm-cm")
         await issue_certificates(env.kube, namespace, ours_ref, 2, prefix="warm-akv")
         runs: dict[str, list[Any]] = {"cm_ca": [], "ours": []}
+        # CPU (utime + stime from /proc) of both controllers during each path's rounds.
+        cpu: dict[str, dict[str, float]] = {key: {"cert_manager": 0.0, "ours": 0.0} for key in runs}
         for r in range(rounds):
             order = [("cm_ca", cm_ref), ("ours", ours_ref)]
             if r % 2:
                 order.reverse()
             for key, ref in order:
+                cm0, ours0 = proc_stat_cpu(cm_pid), controller.cpu_seconds()
                 runs[key].append(
                     await issue_certificates(
                         env.kube, namespace, ref, n, prefix=f"{key.replace('_', '')}-{r}"
                     )
                 )
+                cpu[key]["cert_manager"] += proc_stat_cpu(cm_pid) - cm0
+                cpu[key]["ours"] += controller.cpu_seconds() - ours0
         result: dict[str, Any] = {"n": n, "rounds": rounds, "concurrency": concurrency}
         for key, found in runs.items():
             total = sum(x.total_seconds for x in found)
+            count = sum(x.count for x in found)
             lat = [v for x in found for v in x.latencies]
             result[key] = {
-                "throughput_per_s": sum(x.count for x in found) / total,
+                "throughput_per_s": count / total,
                 "latency": latency_summary(lat),
+                "issued": count,
+                "cpu_ms_per_cert": {
+                    who: seconds * 1000 / count if count else None
+                    for who, seconds in cpu[key].items()
+                },
             }
+        # Each path's signer: cert-manager's controller for its CA issuer (it
+        # also runs the Certificate machinery), ours for our issuer.
+        ours_cpu = result["ours"]["cpu_ms_per_cert"]["ours"]
+        cm_cpu = result["cm_ca"]["cpu_ms_per_cert"]["cert_manager"]
+        result["cpu_ratio"] = ours_cpu / cm_cpu if ours_cpu and cm_cpu else None
         return result
     finally:
         controller.stop()

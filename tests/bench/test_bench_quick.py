@@ -60,6 +60,14 @@ def test_quick_benchmark_writes_every_key(tmp_path: Path) -> None:
     assert scenarios["apiserver_baseline"]["throughput_per_s"] > 0
     assert scenarios["finished"]["finished_requests"] == results["config"]["finished"]
     assert scenarios["profile"]["summary"]["samples"] > 0
+    # The many-requests case: the copies through etcd are listed by the controller.
+    assert scenarios["scale"]["finished_requests"] == results["config"]["scale"]
+    assert scenarios["scale"]["trickle"]["count"] > 0
+    if "ours" in scenarios["cert_manager"]:  # else skipped, with its reason in null_reasons
+        assert scenarios["cert_manager"]["ours"]["cpu_ms_per_cert"]["ours"] is not None
+    for burst in scenarios["bursts"]:
+        assert burst["ceiling_per_s"] <= burst["ceiling_kv_per_s"]
+        assert burst["ceiling_per_s"] <= scenarios["apiserver_baseline"]["throughput_per_s"]
     report = (tmp_path / "RESULTS.md").read_text()
     for heading in ("## Headline", "## Throughput", "## Memory and start-up", "## Key Vault"):
         assert heading in report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import sys
@@ -318,6 +319,11 @@ def run(args: argparse.Namespace) -> int:
     if args.deprecated_emulator:
         logging.getLogger(__name__).warning(DEPRECATED_EMULATOR)
     config = config_from_args(args)
+    # Everything imported so far lives as long as the process: moved out of
+    # the collector's reach, the full collections that listing many requests
+    # triggers no longer walk it each time (listing 100,000 finished requests:
+    # 5.35/5.78 -> 3.63/3.26 s of CPU in an in-process replay of the list).
+    gc.freeze()
     try:
         return asyncio.run(run_controller(config))
     except ConfigError as err:

@@ -47,6 +47,7 @@ from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptio
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
+from akv_issuer.runtime.kubehttp import kube_transport
 from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector
 from akv_issuer.runtime.servers import Probes, Servers
 
@@ -87,9 +88,9 @@ def make_client(config: ControllerConfig) -> AsyncClient:
     # many as can be busy at once. The TLS settings are lightkube's own.
     workers = request_workers(config) + KUBE_CSR_WORKERS + config.issuer_concurrency
     busy = workers + _OTHER_CONNECTIONS
-    transport = httpx2.AsyncHTTPTransport(
-        verify=verify_cluster(single.cluster, single.user, single.abs_file),
-        limits=httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
+    transport = kube_transport(
+        verify_cluster(single.cluster, single.user, single.abs_file),
+        httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
     )
     return AsyncClient(
         config=single,

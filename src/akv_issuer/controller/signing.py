@@ -48,7 +48,6 @@ from akv_issuer.pki import (
     derived_serial_number,
     parse_csr,
     sign_certificate,
-    split_chain,
 )
 
 __all__ = [
@@ -292,7 +291,9 @@ class RequestSigner:
         self._metrics.sign_seconds.labels(*checked.key.labels).observe(
             time.perf_counter() - started
         )
-        cert_pem, ca_pem = split_chain(certificate, list(checked.ca_chain))
+        # sign_certificate verified the signature with the CA key; the chain's
+        # order is worked out once per chain.
+        cert_pem, ca_pem = checked.ca.split(certificate)
         return Signed(cert_pem, ca_pem, checked.key, certificate, CAKey.of(checked))
 
     def _keep(

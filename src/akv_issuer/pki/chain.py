@@ -13,6 +13,7 @@ that they run the same checks, and two readers had drifted apart before.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -176,6 +177,26 @@ class CAChain:
 
     def pem(self) -> bytes:
         return to_pem(self.certificates)
+
+    @functools.cached_property
+    def _parts(self) -> tuple[bytes, bytes]:
+        top = self.certificates[-1]
+        below = self.certificates[:-1] if is_self_signed(top) else self.certificates
+        return to_pem(below), to_pem([top])
+
+    def split(self, leaf: x509.Certificate) -> tuple[bytes, bytes]:
+        """:func:`split_chain` for a leaf this chain's CA issued, without
+        re-ordering the chain for every leaf: the order and the root test are
+        worked out once per chain (they cost three signature checks per leaf).
+
+        The leaf must be the CA's: its issuer is the CA's subject (checked here)
+        and its signature verifies with the CA key (checked by the caller, as
+        :func:`akv_issuer.pki.sign_certificate` does), else :class:`CAError`.
+        """
+        if leaf.issuer != self.ca.subject:
+            raise CAError(CAErrorKind.INVALID, "the certificate is not the leaf of the CA chain")
+        below, top = self._parts
+        return leaf.public_bytes(serialization.Encoding.PEM) + below, top
 
 
 def load_ca_chain(

@@ -6,6 +6,12 @@ asynchronously, which a synchronous ``sign()`` callback cannot await, so each
 signature takes two passes over the same fully fixed builder: the first only
 records the TBS bytes, the digest is then signed remotely, and the second pass
 returns that signature. The result is verified before anyone sees it.
+
+A certificate (the per-request case) skips the second pass: its DER is the
+recorded TBS, the TBS's own signature AlgorithmIdentifier and the signature
+(RFC 5280 4.1), so it is put together from those bytes and parsed, instead
+of the builder encoding every field a second time. CSRs and CRLs (rare) keep
+the second pass.
 """
 
 from __future__ import annotations
@@ -270,9 +276,59 @@ async def sign_remotely(
             return builder.sign(private_key, algorithm.hash_algorithm)
         return builder.sign(private_key, algorithm.hash_algorithm, rsa_padding=rsa_padding)
 
-    signed = await _two_passes(sign, public_key, algorithm, signer)
+    assemble = _assemble_certificate if isinstance(builder, x509.CertificateBuilder) else None
+    signed = await _two_passes(sign, public_key, algorithm, signer, assemble)
     verify_signature(public_key, algorithm, signed.signature, _tbs_bytes(signed))
     return signed
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def _der_element(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, offset of the content, offset after the element) of the DER TLV at ``offset``."""
+    if offset + 2 > len(data):
+        raise SignatureError("the to-be-signed bytes end inside a DER element")
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or start + count > len(data):
+            raise SignatureError("the to-be-signed bytes hold an unsupported DER length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise SignatureError("the to-be-signed bytes end inside a DER element")
+    return tag, start, end
+
+
+def _assemble_certificate(tbs: bytes, signature: bytes) -> x509.Certificate:
+    """Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue },
+    where signatureAlgorithm repeats the TBS's ``signature`` field byte for byte
+    (TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, ...})."""
+    tag, offset, end = _der_element(tbs, 0)
+    if tag != 0x30 or end != len(tbs):
+        raise SignatureError("the to-be-signed bytes are not one DER SEQUENCE")
+    tag, _, after = _der_element(tbs, offset)
+    if tag == 0xA0:  # [0] EXPLICIT version
+        offset = after
+        tag, _, after = _der_element(tbs, offset)
+    if tag != 0x02:  # serialNumber INTEGER
+        raise SignatureError("the to-be-signed certificate has no serial number where expected")
+    tag, _, algorithm_end = _der_element(tbs, after)
+    if tag != 0x30:  # signature AlgorithmIdentifier
+        raise SignatureError("the to-be-signed certificate has no signature algorithm")
+    algorithm = tbs[after:algorithm_end]
+    bit_string = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    body = tbs + algorithm + bit_string
+    return x509.load_der_x509_certificate(b"\x30" + _der_length(len(body)) + body)
 
 
 def _tbs_bytes(signed: _Signed) -> bytes:
@@ -295,6 +351,7 @@ async def _two_passes(
     public_key: CAPublicKey,
     algorithm: SignatureAlgorithm,
     signer: RemoteSigner,
+    assemble: Callable[[bytes, bytes], _T] | None = None,
 ) -> _T:
     recorder = _Recorder(algorithm)
     key = _remote_key(public_key, recorder)
@@ -309,6 +366,8 @@ async def _two_passes(
     if not isinstance(raw, bytes):
         raise SignatureError(f"the remote signer returned {type(raw).__name__}, not bytes")
     recorder.signature = _x509_signature(public_key, raw)
+    if assemble is not None:
+        return assemble(tbs, recorder.signature)
     result = sign(key)
     if recorder.tbs != tbs:
         # The builder is expected to be fully fixed; if it is not, the remote

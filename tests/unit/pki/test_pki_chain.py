@@ -282,6 +282,28 @@ def test_split_refuses_a_leaf_from_another_ca() -> None:
         pki.split_chain(LEAF, [])
 
 
+@pytest.mark.parametrize(
+    ("leaf", "chain"),
+    [
+        (LEAF, (INTERMEDIATE, ROOT)),
+        (LEAF, (INTERMEDIATE,)),
+        (_issue("p256", ROOT, "p384", is_ca=False), (ROOT,)),
+    ],
+)
+def test_a_ca_chain_splits_its_leaves_as_split_chain_does(
+    leaf: x509.Certificate, chain: tuple[x509.Certificate, ...]
+) -> None:
+    ca_chain = pki.CAChain(chain)
+    expected = pki.split_chain(leaf, list(chain))
+    assert ca_chain.split(leaf) == expected
+    assert ca_chain.split(leaf) == expected  # the second from the cached parts
+
+
+def test_a_ca_chain_refuses_a_leaf_it_did_not_issue() -> None:
+    with pytest.raises(CAError, match="not the leaf"):
+        pki.CAChain((OTHER_ROOT,)).split(LEAF)
+
+
 def test_self_signed() -> None:
     assert pki.is_self_signed(ROOT)
     assert not pki.is_self_signed(INTERMEDIATE)

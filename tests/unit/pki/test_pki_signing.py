@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from pki_support import (
     CA_KEY_KINDS,
@@ -264,6 +265,21 @@ async def test_signer_errors_propagate_unchanged() -> None:
     key = ca_key("p256").public_key()
     with pytest.raises(_SignerDown, match="503 from the vault"):
         await pki.sign_certificate(plan.builder, key, SignatureAlgorithm.ES256, _FailingSigner())
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa4096"])
+async def test_a_certificate_is_the_bytes_the_builder_itself_would_sign(kind: str) -> None:
+    """The certificate is put together from the TBS and the remote signature
+    (no second builder pass); PKCS#1 v1.5 is deterministic, so a local signature
+    of the same builder must give the very same DER."""
+    root = await _root_for(kind, False)
+    plan = await _leaf_plan(root)
+    key = ca_key(kind)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    algorithm = pki.default_algorithm(key.public_key())
+    cert = await pki.sign_certificate(plan.builder, key.public_key(), algorithm, LocalSigner(key))
+    local = plan.builder.sign(key, algorithm.hash_algorithm)
+    assert cert.public_bytes(Encoding.DER) == local.public_bytes(Encoding.DER)
 
 
 async def test_digest_is_of_the_tbs_bytes() -> None:

@@ -50,6 +50,20 @@ def test_secrets_never_reach_the_log_output(leak: str) -> None:
         assert json.loads(line)["msg"]
 
 
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "BEARER hunter2value",
+        "Client_Secret: hunter2value",
+        "PASSWORD=hunter2value",
+        "x-ms-Token = hunter2value",
+        "client_\u017fecret=hunter2value",  # a long s, which the pattern's IGNORECASE folds
+    ],
+)
+def test_redaction_is_caseless_where_the_patterns_are(leak: str) -> None:
+    assert "hunter2value" not in redact(leak)
+
+
 def test_redaction_leaves_ordinary_text_alone() -> None:
     text = "Issuer team-a/ca is not ready: CAKeyMismatch: key version 0123abcd"
     assert redact(text) == text

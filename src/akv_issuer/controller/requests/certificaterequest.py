@@ -62,6 +62,8 @@ READY = str(CertificateRequestCondition.READY)
 APPROVED = str(CertificateRequestCondition.APPROVED)
 DENIED = str(CertificateRequestCondition.DENIED)
 INVALID_REQUEST = str(CertificateRequestCondition.INVALID_REQUEST)
+# The metadata alone of an object, as a response (the API server's "as" media type parameter).
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 FINAL_REASONS = frozenset(
     {
         str(CertificateRequestReason.ISSUED),
@@ -214,14 +216,19 @@ class CertificateRequests:
             "status": status,
         }
         try:
-            written = await self._client.patch(
-                CertificateRequest.Status,
-                name,
-                body,
+            # lightkube's patch() with one more header (its generic request):
+            # the flow reads only the written object's metadata, so the API
+            # server answers with PartialObjectMetadata and neither it nor we
+            # encode and decode the whole request with its certificate again
+            # (~4.8 KB -> ~0.7 KB per write).
+            written = await self._client._client.request(
+                "patch",
+                res=CertificateRequest.Status,
+                name=name,
                 namespace=namespace,
-                patch_type=PatchType.APPLY,
-                field_manager=self._field_manager,
-                force=True,
+                obj=body,
+                headers={"Content-Type": PatchType.APPLY.value, "Accept": PARTIAL_METADATA},
+                params={"force": "true", "fieldManager": self._field_manager},
             )
         except ApiError as err:
             if err.status.code == 409:

@@ -82,7 +82,8 @@ class RequestKind(Protocol):
     async def write(
         self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
     ) -> dict[str, Any] | None:
-        """Write ``update`` into the request's status; the object as written, or
-        None when this kind has no field for it. Raises :class:`Conflict` when the
+        """Write ``update`` into the request's status; the object as written (at
+        least its metadata: the flow reads its resourceVersion), or None when
+        this kind has no field for it. Raises :class:`Conflict` when the
         request changed since ``obj`` was read."""
         ...
