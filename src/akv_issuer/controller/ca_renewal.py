@@ -26,7 +26,7 @@ while the current certificate is valid.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -52,6 +52,7 @@ from akv_issuer.pki import (
     load_ca_chain,
     sign_certificate,
 )
+from akv_issuer.runtime.leader import no_fence
 
 T = TypeVar("T")
 
@@ -91,13 +92,18 @@ def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> d
 
 
 class _CountedSigner:
-    """The Key Vault signer, counted like every other Key Vault call of the controller."""
+    """The Key Vault signer, counted like every other Key Vault call of the
+    controller, and fenced like the request flow's: with leader election,
+    ``fence`` raises ``NotLeading`` right before the sign once this replica's
+    lease may have passed to another, so two replicas never both renew."""
 
-    def __init__(self, inner: RemoteSigner, count: CountedCall) -> None:
+    def __init__(self, inner: RemoteSigner, count: CountedCall, fence: Callable[[], None]) -> None:
         self._inner = inner
         self._count = count
+        self._fence = fence
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
+        self._fence()
         return await self._count("sign", self._inner.sign_digest(algorithm, digest))
 
 
@@ -110,8 +116,12 @@ async def renew_if_due(
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
+    fence: Callable[[], None] = no_fence,
 ) -> tuple[CAChain, Renewal | None]:
-    """The CA chain to sign with, and what renewal did (None: not due)."""
+    """The CA chain to sign with, and what renewal did (None: not due).
+
+    ``NotLeading`` from ``fence`` propagates: the check is abandoned, not
+    reported as a failed renewal; the new leader renews."""
     due_at = renewal_due_at(ca.ca, spec.ca_renewal.renew_before)
     if now < due_at:
         return ca, None
@@ -139,7 +149,7 @@ async def renew_if_due(
             "a renewed certificate stored as a new secret version would not be used",
         )
     try:
-        renewed = await _renew_root(keyvault, count, spec, auth, key, algorithm, ca, now)
+        renewed = await _renew_root(keyvault, count, spec, auth, key, algorithm, ca, now, fence)
     except KeyVaultError as err:
         detail = (err.message or err.kind.value).splitlines()[0]
         if err.code:
@@ -169,6 +179,7 @@ async def _renew_root(
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
+    fence: Callable[[], None],
 ) -> tuple[CAChain, str]:
     old = ca.ca
     lifetime = spec.ca_renewal.lifetime or (old.not_valid_after_utc - old.not_valid_before_utc)
@@ -183,7 +194,7 @@ async def _renew_root(
         now=now,
         path_length=path_length.path_length if path_length is not None else None,
     )
-    signer = _CountedSigner(keyvault.signer(key, auth), count)
+    signer = _CountedSigner(keyvault.signer(key, auth), count, fence)
     cert = await sign_certificate(plan.builder, key.public_key, algorithm, signer)
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     stored = await count(

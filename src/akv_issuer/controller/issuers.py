@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,6 +68,7 @@ from akv_issuer.pki import (
     default_algorithm,
     load_ca_chain,
 )
+from akv_issuer.runtime.leader import no_fence
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +245,11 @@ class IssuerChecker:
         *,
         issuer_ambient_credentials: bool = True,
         service_account_tokens: AssertionProvider | None = None,
+        fence: Callable[[], None] = no_fence,
     ) -> None:
         self._client = client
+        # Asked right before a CA renewal's sign (see ca_renewal).
+        self._fence = fence
         self._kv = keyvault
         self._metrics = metrics
         self._cluster_ns = cluster_resource_namespace
@@ -295,7 +299,7 @@ class IssuerChecker:
 
         algorithm = _algorithm(spec, key_info)
         ca, renewal = await renew_if_due(
-            self._kv, self.kv_call, spec, auth, key_info, algorithm, ca, now
+            self._kv, self.kv_call, spec, auth, key_info, algorithm, ca, now, self._fence
         )
         try:
             profile = IssuerProfile(

@@ -136,14 +136,6 @@ class Manager:
         self.events = EventRecorder(
             self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
         )
-        checker = IssuerChecker(
-            self.client,
-            self.keyvault,
-            self.metrics,
-            config.cluster_resource_namespace,
-            issuer_ambient_credentials=config.issuer_ambient_credentials,
-            service_account_tokens=self.sa_tokens.token,
-        )
         self.elector: LeaderElector | None = None
         if config.leader_elect:
             self.elector = LeaderElector(
@@ -159,6 +151,15 @@ class Manager:
             )
         # Fencing: no Key Vault sign once the lease may have passed to a standby.
         fence = {"fence": self.elector.ensure_leading} if self.elector is not None else {}
+        checker = IssuerChecker(
+            self.client,
+            self.keyvault,
+            self.metrics,
+            config.cluster_resource_namespace,
+            issuer_ambient_credentials=config.issuer_ambient_credentials,
+            service_account_tokens=self.sa_tokens.token,
+            **fence,
+        )
         signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency, **fence)
         self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)
         kinds: list[tuple[RequestKind, int]] = [

@@ -49,6 +49,7 @@ from akv_issuer.pki import (
     parse_csr,
     sign_certificate,
 )
+from akv_issuer.runtime.leader import no_fence
 
 __all__ = [
     "IssuerFault",
@@ -122,10 +123,6 @@ class SignSlots:
                 self._in_flight.dec()
 
 
-def _no_fence() -> None:
-    return None
-
-
 # Certificates are built for the start of the 5-minute step (counted from the
 # request's creation) that ``now`` falls in, so replicas and retries agree on
 # the validity; NotBefore is thus at most this much earlier than otherwise.
@@ -181,7 +178,7 @@ class _SlottedSigner:
         inner: RemoteSigner,
         checker: IssuerChecker,
         slots: SignSlots,
-        fence: Callable[[], None] = _no_fence,
+        fence: Callable[[], None] = no_fence,
     ) -> None:
         self._inner = inner
         self._checker = checker
@@ -204,7 +201,7 @@ class RequestSigner:
         checker: IssuerChecker,
         metrics: Metrics,
         concurrency: int,
-        fence: Callable[[], None] = _no_fence,
+        fence: Callable[[], None] = no_fence,
     ) -> None:
         self._kv = keyvault
         self._fence = fence

@@ -46,6 +46,11 @@ class NotLeading(Exception):
     """This replica no longer holds a valid lease: the work must not be done."""
 
 
+def no_fence() -> None:
+    """The fence without leader election: a single replica is never fenced."""
+    return
+
+
 @dataclass(frozen=True)
 class LeaderElectionConfig:
     namespace: str

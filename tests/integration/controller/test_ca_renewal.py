@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 from controller_harness import Env, condition, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from akv_issuer.controller.api import parse_issuer_spec
+from akv_issuer.controller.ca_renewal import renew_if_due
+from akv_issuer.pki import load_ca_chain
+from akv_issuer.runtime.leader import NotLeading
+
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
 
 
 async def _condition_is(env: Env, name: str, type_: str, status: str) -> dict:
@@ -118,3 +127,37 @@ async def test_without_automatic_renewal_a_due_root_is_reported(env: Env) -> Non
     assert _issuer_ca(issuer) == old.cert  # nothing was renewed
     await env.wait_event("manual", "CARenewalDue", type_="Warning")
     assert controller.metric("akv_issuer_ca_renewal_due", issuer_name="manual") == 1
+
+
+async def test_a_replica_whose_lease_may_have_passed_does_not_renew(env: Env) -> None:
+    """The renewal's sign is fenced like a request's: a replica that may no
+    longer lead stops before Key Vault signs, and stores nothing."""
+    old = await env.make_ca("EC", curve="P-256", lifetime=dt.timedelta(hours=1))
+    spec = parse_issuer_spec(
+        env.issuer_spec(old, caRenewal={"automatic": True, "renewBefore": "1h", "lifetime": "3h"})
+    )
+    vault = env.emulator.env.vault_url
+    key = await env.kv.get_key(vault, old.name, old.key_version, env.kv_auth)
+    now = dt.datetime.now(dt.UTC)
+    chain = load_ca_chain(old.pem.decode(), key.public_key, now)
+
+    async def count(operation: str, call: Awaitable[T]) -> T:
+        return await call
+
+    def fence() -> None:
+        raise NotLeading("not the leader any more (test)")
+
+    signs = len(env.emulator.admin.sign_log())
+    with pytest.raises(NotLeading):
+        await renew_if_due(env.kv, count, spec, env.kv_auth, key, old.algorithm, chain, now, fence)
+    assert len(env.emulator.admin.sign_log()) == signs
+    secret = await env.kv.get_secret(vault, old.name, None, env.kv_auth)
+    assert x509.load_pem_x509_certificate(secret.value.encode()) == old.cert
+
+    # The same call on the leader renews: the fence was what stopped it.
+    renewed, renewal = await renew_if_due(
+        env.kv, count, spec, env.kv_auth, key, old.algorithm, chain, now, lambda: None
+    )
+    assert renewal is not None
+    assert renewal.reason == "Renewed", renewal.message
+    assert renewed.ca.public_key() == old.cert.public_key()
