@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 from cryptography import x509
@@ -27,14 +26,7 @@ class Vault:
 
     def __init__(self, emulator: EmulatorProcess) -> None:
         env = emulator.env
-        credential = ClientSecretCredential(
-            env.tenant_id,
-            env.sp_client_id,
-            env.sp_client_secret,
-            authority=env.authority_host,
-            connection_verify=env.ca_file,
-            disable_instance_discovery=True,
-        )
+        credential = env.sp_credential()
         self.keys = KeyClient(env.vault_url, credential, connection_verify=env.ca_file)
         self.secrets = SecretClient(env.vault_url, credential, connection_verify=env.ca_file)
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
 from azure.keyvault.secrets import SecretClient
@@ -23,16 +22,12 @@ from akv_emulator.testing import EmulatorEnv, EmulatorProcess
 from fixtures.emulator import digest_for
 
 
-def sp_credential(env: EmulatorEnv) -> ClientSecretCredential:
-    return env.sp_credential()
-
-
 def keys(env: EmulatorEnv, **kwargs: Any) -> KeyClient:
-    return KeyClient(env.vault_url, sp_credential(env), connection_verify=env.ca_file, **kwargs)
+    return KeyClient(env.vault_url, env.sp_credential(), connection_verify=env.ca_file, **kwargs)
 
 
 def secrets(env: EmulatorEnv, **kwargs: Any) -> SecretClient:
-    return SecretClient(env.vault_url, sp_credential(env), connection_verify=env.ca_file, **kwargs)
+    return SecretClient(env.vault_url, env.sp_credential(), connection_verify=env.ca_file, **kwargs)
 
 
 def raw_get(env: EmulatorEnv, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -111,7 +106,7 @@ def test_names_are_case_insensitive_and_keep_their_stored_case(
     assert len(list(client.list_properties_of_key_versions(name.swapcase()))) == 2
     crypto = CryptographyClient(
         f"{emulator_env.vault_url}/keys/{name.lower()}",
-        sp_credential(emulator_env),
+        emulator_env.sp_credential(),
         connection_verify=emulator_env.ca_file,
     )
     result = crypto.sign(SignatureAlgorithm.rs256, digest_for("RS256"))
@@ -221,7 +216,7 @@ def test_disabled_key_and_secret_are_refused_at_use(
     client.update_key_properties(unique_name, enabled=False)
     with pytest.raises(HttpResponseError) as err:
         CryptographyClient(
-            key, sp_credential(emulator_env), connection_verify=emulator_env.ca_file
+            key, emulator_env.sp_credential(), connection_verify=emulator_env.ca_file
         ).sign(SignatureAlgorithm.rs256, digest_for("RS256"))
     assert (err.value.status_code, _inner_code(err.value)) == (403, "KeyDisabled")
     secret_client = secrets(emulator_env)
@@ -289,7 +284,7 @@ def test_sign_tolerates_clock_skew_around_nbf_and_exp(
     now = dt.datetime.now(dt.UTC)
     key = client.create_rsa_key(unique_name, not_before=now + dt.timedelta(seconds=60))
     crypto = CryptographyClient(
-        key, sp_credential(emulator_env), connection_verify=emulator_env.ca_file
+        key, emulator_env.sp_credential(), connection_verify=emulator_env.ca_file
     )
     assert crypto.sign(SignatureAlgorithm.rs256, digest_for("RS256")).signature
     client.update_key_properties(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
-from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
+from azure.identity import WorkloadIdentityCredential
 from azure.identity.aio import WorkloadIdentityCredential as AioWorkloadIdentityCredential
 from azure.keyvault.keys import KeyClient, KeyType
 from azure.keyvault.keys.aio import KeyClient as AioKeyClient
@@ -35,18 +35,6 @@ KEY_CASES = [
     ("EC", None, "P-521", ["ES512"]),
     ("EC-HSM", None, "P-256", ["ES256"]),
 ]
-
-
-def sp_credential(env: EmulatorEnv) -> ClientSecretCredential:
-    # MSAL would ask login.microsoftonline.com to vouch for an unknown authority otherwise.
-    return ClientSecretCredential(
-        env.tenant_id,
-        env.sp_client_id,
-        env.sp_client_secret,
-        authority=env.authority_host,
-        connection_verify=env.ca_file,
-        disable_instance_discovery=True,
-    )
 
 
 def wi_credential(env: EmulatorEnv) -> WorkloadIdentityCredential:
@@ -80,7 +68,7 @@ def test_sync_clients_sign_and_verify_every_key_type(
     curve: str | None,
     algorithms: list[str],
 ) -> None:
-    credential = sp_credential(emulator_env)
+    credential = emulator_env.sp_credential()
     keys = KeyClient(emulator_env.vault_url, credential, connection_verify=emulator_env.ca_file)
     key = keys.create_key(unique_name, KeyType(kty), size=size, curve=curve)
     assert key.key_type == kty
@@ -101,7 +89,7 @@ def test_emulator_verify_endpoint_answers_true_and_false(
     emulator: EmulatorProcess, unique_name: str
 ) -> None:
     env = emulator.env
-    credential = sp_credential(env)
+    credential = env.sp_credential()
     key = KeyClient(env.vault_url, credential, connection_verify=env.ca_file).create_rsa_key(
         unique_name
     )
@@ -136,7 +124,7 @@ def test_secrets_set_get_versions_content_type(emulator_env: EmulatorEnv, unique
 def test_missing_key_and_secret_have_key_vault_error_codes(
     emulator_env: EmulatorEnv, unique_name: str
 ) -> None:
-    credential = sp_credential(emulator_env)
+    credential = emulator_env.sp_credential()
     keys = KeyClient(emulator_env.vault_url, credential, connection_verify=emulator_env.ca_file)
     secrets = SecretClient(
         emulator_env.vault_url, credential, connection_verify=emulator_env.ca_file
@@ -154,7 +142,7 @@ def test_missing_key_and_secret_have_key_vault_error_codes(
 def test_permission_denied_is_403_forbidden(emulator: EmulatorProcess, unique_name: str) -> None:
     env = emulator.env
     emulator.admin.set_identity(env.sp_client_id, key_permissions=["get"])
-    keys = KeyClient(env.vault_url, sp_credential(env), connection_verify=env.ca_file)
+    keys = KeyClient(env.vault_url, env.sp_credential(), connection_verify=env.ca_file)
     with pytest.raises(HttpResponseError) as err:
         keys.create_rsa_key(unique_name)
     assert err.value.status_code == 403
@@ -187,14 +175,7 @@ def test_tls_is_verified_without_the_emulator_ca(emulator_env: EmulatorEnv) -> N
 
 
 def test_wrong_client_secret_is_refused(emulator_env: EmulatorEnv) -> None:
-    credential = ClientSecretCredential(
-        emulator_env.tenant_id,
-        emulator_env.sp_client_id,
-        "not-the-secret",
-        authority=emulator_env.authority_host,
-        connection_verify=emulator_env.ca_file,
-        disable_instance_discovery=True,
-    )
+    credential = emulator_env.sp_credential(client_secret="not-the-secret")
     with pytest.raises(ClientAuthenticationError) as err:
         credential.get_token("https://vault.azure.net/.default")
     assert "AADSTS7000215" in str(err.value)
@@ -251,7 +232,7 @@ def test_throttle_and_error_faults_and_counters(
 ) -> None:
     env = emulator.env
     keys = KeyClient(
-        env.vault_url, sp_credential(env), connection_verify=env.ca_file, retry_total=0
+        env.vault_url, env.sp_credential(), connection_verify=env.ca_file, retry_total=0
     )
     keys.create_rsa_key(unique_name)
     emulator.admin.set_faults({"throttle": {"next": 1, "retry_after": 7}})
@@ -273,7 +254,7 @@ def test_throttle_and_error_faults_and_counters(
 
 def test_azure_preset_limits_sign_per_window(emulator: EmulatorProcess, unique_name: str) -> None:
     env = emulator.env
-    credential = sp_credential(env)
+    credential = env.sp_credential()
     key = KeyClient(env.vault_url, credential, connection_verify=env.ca_file).create_rsa_key(
         unique_name, size=4096
     )
@@ -315,7 +296,7 @@ def test_peak_in_flight_counts_calls_served_at_once(
     emulator: EmulatorProcess, unique_name: str
 ) -> None:
     env = emulator.env
-    credential = sp_credential(env)
+    credential = env.sp_credential()
     keys = KeyClient(env.vault_url, credential, connection_verify=env.ca_file)
     key = keys.create_ec_key(unique_name, curve="P-256")
     crypto = CryptographyClient(key, credential, connection_verify=env.ca_file)

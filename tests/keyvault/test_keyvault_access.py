@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient, SecretProperties
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -364,14 +363,7 @@ async def test_disabled_key_is_reported_and_refused(
     env = emulator.env
     auth = wi_auth(env)
     key = await new_key(access, env, unique_name)
-    sync_credential = ClientSecretCredential(
-        env.tenant_id,
-        env.sp_client_id,
-        env.sp_client_secret,
-        authority=env.authority_host,
-        connection_verify=env.ca_file,
-        disable_instance_discovery=True,
-    )
+    sync_credential = env.sp_credential()
     KeyClient(env.vault_url, sync_credential, connection_verify=env.ca_file).update_key_properties(
         unique_name, key.version, enabled=False
     )
@@ -435,14 +427,7 @@ async def test_not_found_is_its_own_kind_with_code(
 
 def _secret_versions(env: EmulatorEnv, name: str) -> list[SecretProperties]:
     """The versions the vault holds, read with the SDK itself (production never lists them)."""
-    credential = ClientSecretCredential(
-        env.tenant_id,
-        env.sp_client_id,
-        env.sp_client_secret,
-        authority=env.authority_host,
-        connection_verify=env.ca_file,
-        disable_instance_discovery=True,
-    )
+    credential = env.sp_credential()
     client = SecretClient(env.vault_url, credential, connection_verify=env.ca_file)
     return list(client.list_properties_of_secret_versions(name))
 

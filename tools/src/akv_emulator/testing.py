@@ -103,17 +103,27 @@ class EmulatorEnv:
         )
         return access, auth
 
-    def sp_credential(self) -> ClientSecretCredential:
+    def sp_credential(
+        self,
+        *,
+        tenant_id: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        **options: Any,
+    ) -> ClientSecretCredential:
         """The service principal as a sync azure-identity credential, for tests that use
         the SDK's sync clients directly (MSAL would otherwise ask
-        login.microsoftonline.com to vouch for the emulator's authority)."""
+        login.microsoftonline.com to vouch for the emulator's authority). The
+        keywords replace its tenant, client or secret (tests of refusals);
+        ``options`` go to the credential (say ``retry_total=0``)."""
         return ClientSecretCredential(
-            self.tenant_id,
-            self.sp_client_id,
-            self.sp_client_secret,
+            tenant_id or self.tenant_id,
+            client_id or self.sp_client_id,
+            client_secret or self.sp_client_secret,
             authority=self.authority_host,
             connection_verify=self.ca_file,
             disable_instance_discovery=True,
+            **options,
         )
 
     def azure_environ(self) -> dict[str, str]:
