@@ -135,12 +135,20 @@ async def renew_if_due(
             f"with `akv-issuer ca import ... --chain <file>`",
         )
     if not spec.ca_renewal.automatic:
+        create = (
+            f"`akv-issuer ca create --vault-url {spec.key_vault_base_url} --key-name "
+            f"{spec.key_name}"
+        )
+        if spec.ca_source_explicit is not None:
+            # caSource rules automatic renewal out (see api.spec): say where to store it.
+            how = f"{create} --out ca.pem ...` (same key) and store it in {spec.ca_description}"
+        else:
+            how = (
+                f"{create} --upload-secret {spec.ca_secret_name} ...` (same key), or set "
+                "spec.caRenewal.automatic: true"
+            )
         return ca, Renewal(
-            DUE_MANUAL,
-            f"the root CA certificate expires at {expires}: renew it with `akv-issuer ca "
-            f"create --vault-url {spec.key_vault_base_url} --key-name {spec.key_name} "
-            f"--upload-secret {spec.ca_secret_name} ...` (same key), or set "
-            "spec.caRenewal.automatic: true",
+            DUE_MANUAL, f"the root CA certificate expires at {expires}: renew it with {how}"
         )
     if spec.ca_secret_version:
         return ca, Renewal(

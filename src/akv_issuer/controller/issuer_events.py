@@ -110,7 +110,7 @@ class IssuerEvents:
                 WARNING,
                 EVENT_NEW_KEY_VERSION,
                 f"key {checked.spec.key_name} has a new version {pending} without a CA "
-                f"certificate in secret {checked.spec.ca_secret_name}; still signing with "
+                f"certificate in {checked.spec.ca_description}; still signing with "
                 f"version {checked.key_version}. Store the new CA certificate "
                 "(akv-issuer ca import, or a new CA) to switch.",
             )
@@ -149,8 +149,8 @@ class IssuerEvents:
                 WARNING,
                 EVENT_CA_EXPIRING,
                 f"CA certificate expires at {format_time(checked.not_after)} "
-                f"(in {left.days} days); issue a new CA and update the secret "
-                f"{checked.spec.ca_secret_name}",
+                f"(in {left.days} days); issue a new CA and update "
+                f"{checked.spec.ca_description}",
             )
         elif not expiring:
             self._expiring.discard(key)

@@ -124,7 +124,7 @@ def _key_version_condition(
             KEY_VERSION_PENDING_REASON,
             f"key version {checked.pending_key_version} is newer than version "
             f"{checked.key_version}, which the CA certificate holds, and has no CA "
-            f"certificate in secret {checked.spec.ca_secret_name} yet; signing continues "
+            f"certificate in {checked.spec.ca_description} yet; signing continues "
             f"with version {checked.key_version}",
         )
     inactive = (

@@ -51,6 +51,7 @@ async def test_new_key_version_without_ca_keeps_signing_with_the_ca_key_then_swi
     assert pending["reason"] == "NoCAForNewKeyVersion"
     assert new.key_version in pending["message"]
     assert old.key_version in pending["message"]
+    assert f"CA secret {old.name!r}" in pending["message"]
     assert issuer["status"]["keyVersion"] == old.key_version
     await env.wait_event("rotating", "NewKeyVersionWithoutCA", type_="Warning")
     assert controller.metric("akv_issuer_key_version_pending", **labels) == 1
