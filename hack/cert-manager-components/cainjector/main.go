@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -30,10 +29,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	_ "github.com/cert-manager/cert-manager/internal/cainjector/feature" // registers the cainjector's feature gates
+	"github.com/cert-manager/cert-manager/akv-devcluster-components/configload"
 	config "github.com/cert-manager/cert-manager/internal/apis/config/cainjector"
 	configscheme "github.com/cert-manager/cert-manager/internal/apis/config/cainjector/scheme"
 	"github.com/cert-manager/cert-manager/internal/apis/config/cainjector/validation"
+	_ "github.com/cert-manager/cert-manager/internal/cainjector/feature" // registers the cainjector's feature gates
 	"github.com/cert-manager/cert-manager/internal/kube"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	configv1alpha1 "github.com/cert-manager/cert-manager/pkg/apis/config/cainjector/v1alpha1"
@@ -86,42 +86,16 @@ func flagSet(c *config.CAInjectorConfiguration, configPath *string, showVersion 
 }
 
 // load returns the configuration: upstream's defaults, then the --config
-// file if any, then the command-line flags over both.
+// file if any, then the command-line flags over both (see ../configload).
 func load(args []string) (*config.CAInjectorConfiguration, bool, error) {
-	cfg, err := defaults()
-	if err != nil {
-		return nil, false, err
-	}
-	var configPath string
-	var showVersion bool
-	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
-		return nil, false, err
-	}
-	if configPath == "" || showVersion {
-		return cfg, showVersion, nil
-	}
-	data, err := os.ReadFile(configPath)
-	if err != nil {
-		return nil, false, fmt.Errorf("--config: %w", err)
-	}
-	file := configfile.New()
-	if err := file.DecodeAndConfigure(data); err != nil {
-		return nil, false, fmt.Errorf("--config %s: %w", configPath, err)
-	}
-	refs, err := file.GetPathRefs()
-	if err != nil {
-		return nil, false, err
-	}
-	for _, ref := range refs {
-		if *ref != "" && !filepath.IsAbs(*ref) {
-			*ref = filepath.Join(filepath.Dir(configPath), *ref)
+	return configload.Load(args, defaults, flagSet, func(data []byte) (*config.CAInjectorConfiguration, []*string, error) {
+		file := configfile.New()
+		if err := file.DecodeAndConfigure(data); err != nil {
+			return nil, nil, err
 		}
-	}
-	cfg = file.Config
-	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
-		return nil, false, err
-	}
-	return cfg, showVersion, nil
+		refs, err := file.GetPathRefs()
+		return file.Config, refs, err
+	})
 }
 
 func run(ctx context.Context, cfg *config.CAInjectorConfiguration) error {

@@ -17,12 +17,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"github.com/cert-manager/cert-manager/akv-devcluster-components/configload"
 	config "github.com/cert-manager/cert-manager/internal/apis/config/webhook"
 	"github.com/cert-manager/cert-manager/internal/apis/config/webhook/validation"
 	cmwebhook "github.com/cert-manager/cert-manager/internal/webhook"
@@ -43,43 +43,16 @@ func flagSet(cfg *config.WebhookConfiguration, configPath *string, showVersion *
 }
 
 // load returns the configuration: upstream's defaults, then the --config
-// file if any (relative paths in it are relative to the file), then the
-// command-line flags over both.
+// file if any, then the command-line flags over both (see ../configload).
 func load(args []string) (*config.WebhookConfiguration, bool, error) {
-	cfg, err := options.NewWebhookConfiguration()
-	if err != nil {
-		return nil, false, err
-	}
-	var configPath string
-	var showVersion bool
-	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
-		return nil, false, err
-	}
-	if configPath == "" || showVersion {
-		return cfg, showVersion, nil
-	}
-	data, err := os.ReadFile(configPath)
-	if err != nil {
-		return nil, false, fmt.Errorf("--config: %w", err)
-	}
-	file := configfile.New()
-	if err := file.DecodeAndConfigure(data); err != nil {
-		return nil, false, fmt.Errorf("--config %s: %w", configPath, err)
-	}
-	refs, err := file.GetPathRefs()
-	if err != nil {
-		return nil, false, err
-	}
-	for _, ref := range refs {
-		if *ref != "" && !filepath.IsAbs(*ref) {
-			*ref = filepath.Join(filepath.Dir(configPath), *ref)
+	return configload.Load(args, options.NewWebhookConfiguration, flagSet, func(data []byte) (*config.WebhookConfiguration, []*string, error) {
+		file := configfile.New()
+		if err := file.DecodeAndConfigure(data); err != nil {
+			return nil, nil, err
 		}
-	}
-	cfg = file.Config
-	if err := flagSet(cfg, &configPath, &showVersion).Parse(args); err != nil {
-		return nil, false, err
-	}
-	return cfg, showVersion, nil
+		refs, err := file.GetPathRefs()
+		return file.Config, refs, err
+	})
 }
 
 func main() {
