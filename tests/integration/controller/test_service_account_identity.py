@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 import pytest
-from controller_harness import REPO, TEST_MANAGER, Env, condition, csr_pem, wait_for
+from controller_harness import CA, REPO, TEST_MANAGER, Env, condition, csr_pem, wait_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lightkube import codecs
@@ -105,6 +105,16 @@ def sa_spec(
     return env.issuer_spec(ca, auth={"serviceAccountRef": ref})
 
 
+async def tenant(env: Env, devcluster: DevCluster) -> tuple[str, CA]:
+    """The usual tenant: the cluster's service-account issuer trusted, an identity
+    federated with the tenant's ServiceAccount in env.namespace, the owner's grant
+    applied there, and an EC CA; returns the identity's client id and the CA."""
+    issuer = trust_cluster_issuer(env, devcluster)
+    client_id = new_identity(env, issuer, env.namespace)
+    await grant_tokens(env, env.namespace)
+    return client_id, await env.make_ca("EC", curve="P-256")
+
+
 async def wait_issuer_in(
     env: Env, namespace: str, name: str, status: str, reason: str, contains: str = ""
 ) -> dict[str, Any]:
@@ -126,10 +136,7 @@ async def wait_issuer_in(
 async def test_tenant_issuer_signs_with_its_own_service_account_and_tokens_stay_cached(
     env: Env, devcluster: DevCluster
 ) -> None:
-    issuer = trust_cluster_issuer(env, devcluster)
-    client_id = new_identity(env, issuer, env.namespace)
-    await grant_tokens(env, env.namespace)
-    ca = await env.make_ca("EC", curve="P-256")
+    client_id, ca = await tenant(env, devcluster)
     controller = env.start_controller()
     await env.wait_ready(controller)
     env.emulator.admin.reset_counters()
@@ -174,10 +181,7 @@ async def test_tenant_issuer_signs_with_its_own_service_account_and_tokens_stay_
 async def test_another_namespace_cannot_use_the_tenants_service_account(
     env: Env, devcluster: DevCluster
 ) -> None:
-    issuer = trust_cluster_issuer(env, devcluster)
-    client_id = new_identity(env, issuer, env.namespace)
-    await grant_tokens(env, env.namespace)
-    ca = await env.make_ca("EC", curve="P-256")
+    client_id, ca = await tenant(env, devcluster)
     other = f"intruder-{uuid.uuid4().hex[:6]}"
     await env.kube.create(Namespace(metadata=ObjectMeta(name=other)))
     try:
@@ -244,10 +248,7 @@ async def test_another_namespace_cannot_use_the_tenants_service_account(
 async def test_a_token_for_the_wrong_audience_is_refused_by_entra(
     env: Env, devcluster: DevCluster
 ) -> None:
-    issuer = trust_cluster_issuer(env, devcluster)
-    client_id = new_identity(env, issuer, env.namespace)
-    await grant_tokens(env, env.namespace)
-    ca = await env.make_ca("EC", curve="P-256")
+    client_id, ca = await tenant(env, devcluster)
     env.start_controller()
     await env.create_issuer(
         "wrong-audience", sa_spec(env, ca, client_id, audiences=["api://not-entra"])
@@ -264,10 +265,7 @@ async def test_a_token_for_the_wrong_audience_is_refused_by_entra(
 async def test_locked_down_controller_refuses_ambient_identities_to_namespaced_issuers(
     env: Env, devcluster: DevCluster
 ) -> None:
-    issuer = trust_cluster_issuer(env, devcluster)
-    client_id = new_identity(env, issuer, env.namespace)
-    await grant_tokens(env, env.namespace)
-    ca = await env.make_ca("EC", curve="P-256")
+    client_id, ca = await tenant(env, devcluster)
     env.start_controller("--no-issuer-ambient-credentials")
     await env.create_issuer("ambient", env.issuer_spec(ca))
     await env.create_issuer(
