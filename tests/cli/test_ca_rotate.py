@@ -5,7 +5,6 @@ checked with openssl."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,15 @@ from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from test_cli import assert_one_line_error, make_csr, openssl, run, vault_args
+from test_cli import (
+    assert_one_line_error,
+    make_csr,
+    offline_root,
+    openssl,
+    run,
+    signed_intermediate,
+    vault_args,
+)
 
 from akv_emulator.testing import EmulatorProcess
 
@@ -297,37 +304,6 @@ def test_rotate_mistakes_are_one_line_errors(
     )
 
 
-def _offline_root(tmp_path: Path) -> tuple[Path, Path]:
-    key, root = tmp_path / "root.key", tmp_path / "root.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(root),
-            "-days",
-            "30",
-            "-subj",
-            "/CN=Offline Root",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return key, root
-
-
 def _intermediate(
     emulator: EmulatorProcess,
     name: str,
@@ -337,45 +313,7 @@ def _intermediate(
     *key_version: str,
 ) -> Path:
     """`ca csr` for the key (version), signed by the offline root, stored with `ca import`."""
-    csr = tmp_path / f"{tag}.csr"
-    run(
-        emulator,
-        "ca",
-        "csr",
-        *vault_args(emulator, name),
-        *key_version,
-        "--subject",
-        "CN=Key Vault Intermediate,O=Example",
-        "--path-length",
-        "0",
-        "--out",
-        str(csr),
-    )
-    ext = tmp_path / "ext.cnf"
-    ext.write_text(
-        "basicConstraints=critical,CA:TRUE,pathlen:0\n"
-        "keyUsage=critical,keyCertSign,cRLSign\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-    )
-    inter = tmp_path / f"{tag}.pem"
-    signed = openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(root[1]),
-        "-CAkey",
-        str(root[0]),
-        "-CAcreateserial",
-        "-days",
-        "20",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(inter),
-    )
-    assert signed.returncode == 0, signed.stderr
+    inter = signed_intermediate(emulator, name, tmp_path, root, tag, *key_version)
     bundle = tmp_path / f"{tag}-bundle.pem"
     bundle.write_bytes(inter.read_bytes() + root[1].read_bytes())
     run(
@@ -393,7 +331,7 @@ def _intermediate(
 def test_intermediate_is_refused_and_rotated_through_csr_and_import(
     emulator: EmulatorProcess, vault: Vault, unique_name: str, tmp_path: Path
 ) -> None:
-    root = _offline_root(tmp_path)
+    root = offline_root(tmp_path)
     run(
         emulator,
         "ca",

@@ -75,6 +75,90 @@ def make_csr(tmp_path: Path, name: str, *extra: str) -> Path:
     return csr
 
 
+def offline_root(tmp_path: Path) -> tuple[Path, Path]:
+    """An EC P-384 root CA made with openssl, as an offline root would be: (key, cert)."""
+    key, root = tmp_path / "root.key", tmp_path / "root.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(root),
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Offline Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, root
+
+
+def signed_intermediate(
+    emulator: EmulatorProcess,
+    name: str,
+    tmp_path: Path,
+    root: tuple[Path, Path],
+    tag: str,
+    *key_version: str,
+) -> Path:
+    """`ca csr` for the Key Vault key (version), signed by the offline ``root``
+    with openssl as a CA intermediate (pathlen 0, 20 days); its PEM path."""
+    csr = tmp_path / f"{tag}.csr"
+    run(
+        emulator,
+        "ca",
+        "csr",
+        *vault_args(emulator, name),
+        *key_version,
+        "--subject",
+        "CN=Key Vault Intermediate,O=Example",
+        "--path-length",
+        "0",
+        "--out",
+        str(csr),
+    )
+    ext = tmp_path / "ext.cnf"
+    ext.write_text(
+        "basicConstraints=critical,CA:TRUE,pathlen:0\n"
+        "keyUsage=critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    inter = tmp_path / f"{tag}.pem"
+    signed = openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(root[1]),
+        "-CAkey",
+        str(root[0]),
+        "-CAcreateserial",
+        "-days",
+        "20",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(inter),
+    )
+    assert signed.returncode == 0, signed.stderr
+    return inter
+
+
 @pytest.mark.parametrize("kind", ["rsa-2048", "ec-p384"])
 def test_ca_create_makes_a_strict_root_and_stores_it(
     emulator: EmulatorProcess, unique_name: str, tmp_path: Path, kind: str
@@ -189,33 +273,7 @@ def test_intermediate_ca_under_an_existing_root(
 ) -> None:
     """`ca csr` -> signed by an offline root -> `ca import` -> `sign`: the leaf
     chains to the root through the Key Vault intermediate."""
-    root_key, root = tmp_path / "root.key", tmp_path / "root.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-nodes",
-            "-keyout",
-            str(root_key),
-            "-out",
-            str(root),
-            "-days",
-            "30",
-            "-subj",
-            "/CN=Offline Root",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    root_key, root = offline_root(tmp_path)
     # The intermediate's key exists first, as an operator would create it with az.
     run(
         emulator,
@@ -229,44 +287,7 @@ def test_intermediate_ca_under_an_existing_root(
         "--out",
         os.devnull,
     )
-    csr = tmp_path / "inter.csr"
-    run(
-        emulator,
-        "ca",
-        "csr",
-        *vault_args(emulator, unique_name),
-        "--subject",
-        "CN=Key Vault Intermediate,O=Example",
-        "--path-length",
-        "0",
-        "--out",
-        str(csr),
-    )
-    ext = tmp_path / "ext.cnf"
-    ext.write_text(
-        "basicConstraints=critical,CA:TRUE,pathlen:0\n"
-        "keyUsage=critical,keyCertSign,cRLSign\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-    )
-    inter = tmp_path / "inter.pem"
-    signed = openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(root),
-        "-CAkey",
-        str(root_key),
-        "-CAcreateserial",
-        "-days",
-        "20",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(inter),
-    )
-    assert signed.returncode == 0, signed.stderr
+    inter = signed_intermediate(emulator, unique_name, tmp_path, (root_key, root), "inter")
     bundle = tmp_path / "bundle.pem"
     # Root first on purpose: import orders the chain itself.
     bundle.write_bytes(root.read_bytes() + inter.read_bytes())
