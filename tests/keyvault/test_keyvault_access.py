@@ -486,12 +486,32 @@ async def test_token_endpoint_outage_is_transient(
     assert err.value.cause is None
 
 
-async def test_revoked_token_gives_forbidden_401(
+async def test_revoked_token_is_replaced_through_the_cae_claims_challenge(
     access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:
+    """Key Vault answers a revoked CAE token (the SDK always asks for CAE tokens)
+    with a claims challenge; the SDK then gets a fresh token past its cache and
+    the call succeeds: a revocation costs one token request, not a Forbidden."""
+    env = emulator.env
+    key = await new_key(access, env, unique_name)
+    assert emulator.admin.revoke_tokens() >= 1
+    emulator.admin.reset_counters()
+    signature = await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))
+    verify_locally(key.public_key, SignatureAlgorithm.RS256, digest_for("RS256"), signature)
+    counters = emulator.admin.counters()
+    assert counters.get("unauthorized") == 1  # the revoked token, answered with the challenge
+    assert counters.get("token") == 1  # one fresh token
+    assert counters.get("sign") == 1  # signed with the new token
+
+
+async def test_a_deleted_identitys_token_is_forbidden_401(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    """A token the vault refuses without a claims challenge (its identity is gone)
+    is no revocation a fresh token would cure: FORBIDDEN, not retried."""
     env = emulator.env
     await new_key(access, env, unique_name)
-    emulator.admin.revoke_tokens()
+    emulator.admin.delete_identity(env.workload_client_id)
     with pytest.raises(KeyVaultError) as err:
         await access.get_key(env.vault_url, unique_name, None, wi_auth(env))
     assert (err.value.kind, err.value.status) == (ErrorKind.FORBIDDEN, 401)

@@ -153,6 +153,30 @@ async def test_throttling_and_server_errors_end_issued_not_failed(env: Env) -> N
     assert controller.metric("akv_issuer_keyvault_requests_total", operation="sign") >= 3
 
 
+async def test_revoked_tokens_cost_a_new_token_not_a_forbidden_issuer(env: Env) -> None:
+    """Key Vault revokes the controller's tokens (CAE: a claims challenge): the
+    next request is issued with a fresh token and the issuer never leaves Ready."""
+    ca = await env.make_ca("EC", curve="P-256")
+    await env.create_issuer("revoked", env.issuer_spec(ca))
+    env.start_controller()
+    await env.wait_issuer("revoked", "True")
+    await env.create_request("before", csr_pem("ec"), "revoked")
+    await env.approve("before")
+    env.openssl_verify(await env.wait_request("before", "Issued"), ca)
+
+    assert env.emulator.admin.revoke_tokens() >= 1
+    env.emulator.admin.reset_counters()
+    await env.create_request("after", csr_pem("ec"), "revoked")
+    await env.approve("after")
+    env.openssl_verify(await env.wait_request("after", "Issued"), ca)
+    counters = env.emulator.admin.counters()
+    assert counters.get("unauthorized") == 1
+    assert counters.get("token") == 1
+    ready = condition(await env.get_issuer("revoked"), "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("True", "Checked")
+
+
 async def test_concurrency_bounds_the_key_vault_signs_in_flight(env: Env) -> None:
     ca = await env.make_ca("RSA", size=2048)
     await env.create_issuer("slow-vault", env.issuer_spec(ca))

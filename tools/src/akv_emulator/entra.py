@@ -24,6 +24,8 @@ with AADSTS90055 (TenantThrottlingError in the error code reference), with
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -228,6 +230,45 @@ def busy(status: int, retry_after: float | None = None) -> EntraRefusal:
         90033,
         "A transient error has occurred. Please try again.",
         retry_after,
+    )
+
+
+# ---- continuous access evaluation (CAE) -------------------------------------------------
+#
+# A client that can answer claims challenges says so in the token request:
+# ``claims={"access_token":{"xms_cc":{"values":["CP1"]}}}`` (azure-identity
+# sends it whenever the caller passes enable_cae, which the Key Vault SDK
+# always does). When such a token is revoked before it expires (a disabled
+# identity, a changed policy), the resource does not just refuse it: it answers
+# 401 with ``error="insufficient_claims"`` and a base64 ``claims`` document
+# asking for a token issued after the revocation (``nbf`` essential), and the
+# client gets a fresh token with those claims, bypassing its token cache. The
+# header's shape is the one Azure resources send (``Bearer realm=""``,
+# ``authorization_uri``, ``error_description``, ``error``, ``claims``), as seen
+# in azure-cli and azure-sdk issue reports.
+
+
+def asks_for_cae(claims: object) -> bool:
+    """Whether a token request's ``claims`` parameter declares the CP1 capability."""
+    if not isinstance(claims, str) or not claims:
+        return False
+    try:
+        parsed = json.loads(claims)
+    except ValueError:
+        return False
+    values = (((parsed or {}).get("access_token") or {}).get("xms_cc") or {}).get("values")
+    return isinstance(values, list) and any(str(v).upper() == "CP1" for v in values)
+
+
+def cae_challenge(authority_host: str, revoked_at: float) -> str:
+    """The ``WWW-Authenticate`` value for a revoked CAE token."""
+    document = {"access_token": {"nbf": {"essential": True, "value": str(int(revoked_at))}}}
+    claims = base64.b64encode(json.dumps(document, separators=(",", ":")).encode()).decode()
+    return (
+        f'Bearer realm="", authorization_uri="{authority_host.rstrip("/")}/common/oauth2/'
+        'authorize", error_description="Continuous access evaluation resulted in challenge '
+        'with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp", '
+        f'error="insufficient_claims", claims="{claims}"'
     )
 
 

@@ -425,6 +425,18 @@ class Emulator:
         record = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if record is None:
             return self.challenge(request, "AKV10032: Invalid issuer or token.")
+        if record.revoked_at is not None:
+            return kv_error(
+                401,
+                "Unauthorized",
+                "Continuous access evaluation resulted in challenge with result: "
+                "InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
+                headers={
+                    "WWW-Authenticate": entra.cae_challenge(
+                        self.vault_base(request), record.revoked_at
+                    )
+                },
+            )
         if record.expires_at <= time.time():
             self.tokens.pop(token.strip(), None)
             return self.challenge(request, "AKV10022: Invalid audience or expired token.")
@@ -1394,7 +1406,9 @@ class Emulator:
                 return entra.entra_response(request, problem)
         else:
             return entra.entra_response(request, entra.no_client_credential())
-        # CAE clients send a claims parameter; accepting and ignoring it is what tokens need here.
+        # CAE clients send a claims parameter: their tokens, once revoked, are
+        # answered with a claims challenge instead of a plain 401 (see entra).
+        cae = entra.asks_for_cae(form.get("claims"))
         resource = scopes[0][: -len(entra.DEFAULT_SCOPE_SUFFIX)]
         # Which authority (host) and audience each token was asked of / for: the sovereign
         # cloud and Managed HSM tests check that the right ones were used.
@@ -1403,7 +1417,7 @@ class Emulator:
         access_token = "akv-emu." + secrets.token_urlsafe(32)
         lifetime = self.config.token_lifetime
         self.tokens[access_token] = TokenRecord(
-            client_id, self.config.tenant_id, resource, time.time() + lifetime
+            client_id, self.config.tenant_id, resource, time.time() + lifetime, cae=cae
         )
         return web.json_response(
             {
@@ -1637,8 +1651,13 @@ class Emulator:
         return web.json_response(self.vault_settings.describe())
 
     async def admin_revoke_tokens(self, request: web.Request) -> web.StreamResponse:
+        """Revoke every access token issued so far: a CAE token is answered with a
+        claims challenge from now on, any other one with a plain 401 challenge."""
+        now = time.time()
         revoked = len(self.tokens)
-        self.tokens.clear()
+        self.tokens = {token: record for token, record in self.tokens.items() if record.cae}
+        for record in self.tokens.values():
+            record.revoked_at = record.revoked_at or now
         return web.json_response({"revoked": revoked})
 
     async def admin_reset(self, request: web.Request) -> web.StreamResponse:

@@ -289,6 +289,10 @@ class TokenRecord:
     tenant_id: str
     audience: str
     expires_at: float
+    cae: bool = False
+    """Asked for by a CAE-capable client (claims ``xms_cc`` with ``CP1``)."""
+    revoked_at: float | None = None
+    """Set when a CAE token is revoked: the vault answers its claims challenge."""
 
 
 @dataclass
