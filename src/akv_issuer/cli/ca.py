@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="basicConstraints path length (default: none, unlimited)",
     )
-    _add_algorithm_argument(create)
+    common.add_algorithm_arguments(create)
     create.add_argument(
         "--upload-secret",
         nargs="?",
@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="path length to ask for in the CSR's basicConstraints",
     )
-    _add_algorithm_argument(csr)
+    common.add_algorithm_arguments(csr)
     csr.add_argument("--out", default=None, help="write the CSR PEM here (default: stdout)")
     csr.set_defaults(handler=_csr)
 
@@ -125,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="validity of the new CA certificate (default: the current one's lifetime)",
     )
-    _add_algorithm_argument(rotate, " (default when the current CA uses it)")
+    common.add_algorithm_arguments(rotate, " (default when the current CA uses it)")
     rotate.add_argument(
         "--dry-run",
         action="store_true",
@@ -155,21 +155,6 @@ def _add_subject_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--subject",
         help="the CA's full subject as an RFC 4514 string, e.g. 'CN=Internal CA,O=Example'",
-    )
-
-
-def _add_algorithm_argument(parser: argparse.ArgumentParser, pss_note: str = "") -> None:
-    parser.add_argument(
-        "--algorithm",
-        choices=[alg.value for alg in pki.SignatureAlgorithm],
-        default=None,
-        help="signature algorithm (default: from the key; RSA by size, EC by curve)",
-    )
-    parser.add_argument(
-        "--pss",
-        action="store_true",
-        help="with the default algorithm of an RSA key, use RSASSA-PSS instead of PKCS#1 v1.5"
-        + pss_note,
     )
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from akv_issuer import pki
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
 from akv_issuer.keyvault import (
@@ -57,6 +58,22 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
+
+
+def add_algorithm_arguments(parser: argparse.ArgumentParser, pss_note: str = "") -> None:
+    """``--algorithm`` and ``--pss`` of the commands that sign with the CA key."""
+    parser.add_argument(
+        "--algorithm",
+        choices=[alg.value for alg in pki.SignatureAlgorithm],
+        default=None,
+        help="signature algorithm (default: from the key; RSA by size, EC by curve)",
+    )
+    parser.add_argument(
+        "--pss",
+        action="store_true",
+        help="with the default algorithm of an RSA key, use RSASSA-PSS instead of PKCS#1 v1.5"
+        + pss_note,
+    )
 
 
 def add_vault_arguments(parser: argparse.ArgumentParser, *, key_version: bool = True) -> None:

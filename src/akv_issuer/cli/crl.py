@@ -83,17 +83,7 @@ def register(ca_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=datetime.timedelta(hours=168),
         help="time from thisUpdate to nextUpdate (default 168h)",
     )
-    crl.add_argument(
-        "--algorithm",
-        choices=[alg.value for alg in pki.SignatureAlgorithm],
-        default=None,
-        help="signature algorithm (default: from the key; RSA by size, EC by curve)",
-    )
-    crl.add_argument(
-        "--pss",
-        action="store_true",
-        help="with the default algorithm of an RSA key, use RSASSA-PSS instead of PKCS#1 v1.5",
-    )
+    common.add_algorithm_arguments(crl)
     crl.add_argument("--out", default=None, help="write the CRL here (default: stdout)")
     crl.add_argument("--der", action="store_true", help="write DER instead of PEM")
     crl.set_defaults(handler=_crl)
