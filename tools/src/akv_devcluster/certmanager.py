@@ -27,7 +27,6 @@ import base64
 import contextlib
 import datetime as dt
 import statistics
-import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -45,6 +44,7 @@ from lightkube.resources.core_v1 import Namespace, Secret
 
 from akv_devcluster import binaries as bins
 from akv_devcluster.cluster import DevCluster, DevClusterError, free_port
+from akv_devcluster.helm import template as helm_template
 from akv_devcluster.identity import Identity, create_identity
 from akv_devcluster.process import ProcessRecord, ProcessSpec
 
@@ -115,26 +115,14 @@ def render_chart_rbac(helm: Path, chart: Path, *, namespace: str = NAMESPACE) ->
     ``namespace``); cainjector/webhook/startupapicheck templates are not
     rendered because those components do not run here.
     """
-    proc = subprocess.run(
-        [
-            str(helm),
-            "template",
-            "cert-manager",
-            str(chart),
-            "--namespace",
-            namespace,
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    return helm_template(
+        helm,
+        "cert-manager",
+        chart,
+        namespace,
+        show_only=("templates/serviceaccount.yaml", "templates/rbac.yaml"),
+        error=CertManagerError,
     )
-    if proc.returncode != 0:
-        raise CertManagerError(f"helm template failed: {proc.stderr.strip()[-500:]}")
-    return [obj for obj in codecs.load_all_yaml(proc.stdout) if obj is not None]
 
 
 def approver_rbac() -> list[Any]:

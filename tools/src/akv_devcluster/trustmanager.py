@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from lightkube.resources.core_v1 import Namespace
 
 from akv_devcluster import binaries as bins
 from akv_devcluster.cluster import DevCluster, DevClusterError, free_port
+from akv_devcluster.helm import template as helm_template
 from akv_devcluster.identity import create_identity
 from akv_devcluster.process import ProcessRecord, ProcessSpec
 
@@ -104,25 +104,15 @@ def binary(*, build: bool) -> Path:
 
 
 def render_chart_rbac(helm: Path, chart: Path, trust_namespace: str) -> list[Any]:
-    proc = subprocess.run(
-        [
-            str(helm),
-            "template",
-            "trust-manager",
-            str(chart),
-            "--namespace",
-            NAMESPACE,
-            "--set",
-            f"app.trust.namespace={trust_namespace}",
-            *(arg for template in CHART_RBAC for arg in ("--show-only", template)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    return helm_template(
+        helm,
+        "trust-manager",
+        chart,
+        NAMESPACE,
+        sets=(f"app.trust.namespace={trust_namespace}",),
+        show_only=CHART_RBAC,
+        error=TrustManagerError,
     )
-    if proc.returncode != 0:
-        raise TrustManagerError(f"helm template failed: {proc.stderr.strip()[-500:]}")
-    return [obj for obj in codecs.load_all_yaml(proc.stdout) if obj is not None]
 
 
 def write_webhook_certificate(folder: Path) -> Path:

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lightkube import Client, codecs
+from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import (
@@ -51,6 +50,7 @@ from akv_devcluster import binaries as bins
 from akv_devcluster import goimages
 from akv_devcluster.certmanager_chart import helm_binary
 from akv_devcluster.cluster import DevCluster, DevClusterError
+from akv_devcluster.helm import template as helm_template
 from akv_devcluster.workloads import WorkloadError, wait_ready
 
 NAMESPACE = "azure-workload-identity-system"
@@ -105,14 +105,14 @@ def chart_values(tenant_id: str) -> list[str]:
 
 
 def render(helm: Path, tenant_id: str) -> list[Any]:
-    args = [str(helm), "template", RELEASE, str(chart_dir()), "--namespace", NAMESPACE]
-    for value in chart_values(tenant_id):
-        args += ["--set", value]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-        raise WorkloadIdentityError(f"helm template failed: {lines[-1]}")
-    return [obj for obj in codecs.load_all_yaml(proc.stdout) if obj is not None]
+    return helm_template(
+        helm,
+        RELEASE,
+        chart_dir(),
+        NAMESPACE,
+        sets=chart_values(tenant_id),
+        error=WorkloadIdentityError,
+    )
 
 
 def point_at_authority(objects: list[Any]) -> None:
