@@ -26,17 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import env as bench_env
-from bench.env import BenchEnv
+from bench.env import BenchEnv, proc_status_kib
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
 
 
 def smaps(pid: int, top: int = 20) -> list[tuple[str, int]]:
@@ -98,14 +90,17 @@ async def measure(rounds: int, variants: list[str], with_smaps: bool) -> None:
                 startup = await asyncio.to_thread(controller.wait_ready)
                 await world.wait_issuers_checked(controller, 1)
                 await asyncio.sleep(8)
-                fields = status(controller.pid)
+
+                def mib(key: str, pid: int = controller.pid) -> float:
+                    return round(proc_status_kib(pid, key) / 1024, 1)
+
                 row: dict[str, Any] = {
                     "variant": label,
                     "round": round_,
-                    "rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
-                    "anon_mib": round(int(fields["RssAnon"].split()[0]) / 1024, 1),
-                    "file_mib": round(int(fields["RssFile"].split()[0]) / 1024, 1),
-                    "threads": int(fields["Threads"]),
+                    "rss_mib": mib("VmRSS"),
+                    "anon_mib": mib("RssAnon"),
+                    "file_mib": mib("RssFile"),
+                    "threads": proc_status_kib(controller.pid, "Threads"),
                     "startup_s": round(startup, 3),
                 }
                 if with_smaps:

@@ -25,6 +25,8 @@ CONTROLLER = [
 
 
 def rss_mib() -> float:
+    # Not bench.env.proc_status_kib: importing bench.env would load half of
+    # what is measured before the first step.
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
