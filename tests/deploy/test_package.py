@@ -148,6 +148,13 @@ def test_controller_starts_from_the_installed_package(image_venv: Path) -> None:
     assert "--health-probe-bind-address" in result.stdout
 
 
+def python_in(venv: Path, code: str) -> str:
+    """The output of ``code`` run by the environment's interpreter."""
+    result = run([str(venv / "bin" / "python"), "-c", code], cwd=venv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_every_module_is_compiled_to_bytecode_in_the_image(image_venv: Path) -> None:
     """The controller starts from bytecode, never compiling its modules (0.4 s of
     CPU and ~4 MiB of resident memory at each start otherwise; make bench
@@ -159,9 +166,7 @@ def test_every_module_is_compiled_to_bytecode_in_the_image(image_venv: Path) -> 
         "if not pathlib.Path(importlib.util.cache_from_source(str(p))).is_file()]; "
         "print(len(list(root.rglob('*.py'))), missing)"
     )
-    result = run([str(image_venv / "bin" / "python"), "-c", code], cwd=image_venv)
-    assert result.returncode == 0, result.stderr
-    count, missing = result.stdout.split(" ", 1)
+    count, missing = python_in(image_venv, code).split(" ", 1)
     assert int(count) > 50
     assert missing.strip() == "[]"
 
@@ -176,9 +181,7 @@ def test_every_module_imports_from_the_installed_package(image_venv: Path) -> No
         "    importlib.import_module(info.name); names.append(info.name)\n"
         "print(akv_issuer.__file__); print(len(names))\n"
     )
-    result = run([str(image_venv / "bin" / "python"), "-c", script], cwd=image_venv)
-    assert result.returncode == 0, result.stderr
-    location, count = result.stdout.split()
+    location, count = python_in(image_venv, script).split()
     # Imported from the fresh environment, not from the source tree.
     assert location.startswith(str(image_venv)), location
     assert int(count) >= 30
