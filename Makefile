@@ -21,7 +21,7 @@ $(UV):
 
 # The dev group holds the test tools (workspace member tools/), installed editable.
 $(VENV)/.synced: $(UV) pyproject.toml tools/pyproject.toml uv.lock
-	$(UV) sync --locked --quiet
+	$(UV) sync --locked --quiet --compile-bytecode
 	touch $@
 
 venv: $(VENV)/.synced

@@ -248,6 +248,7 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
 
     env = await BenchEnv.create(work)
     try:
+        raw["bytecode"] = env.bytecode
         csrs = await asyncio.to_thread(csr_pool, max(cfg.n, 50))
 
         async def issuer_in(namespace: str) -> dict[str, str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -565,3 +568,34 @@ async def test_bad_vault_url_is_permanent(
 async def test_missing_ca_file_is_a_clear_configuration_error(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         KeyVaultAccess(KeyVaultOptions(tls_ca_file=str(tmp_path / "missing.pem")))
+
+
+def test_without_a_ca_file_the_system_trust_store_verifies_the_vault(
+    emulator_env: EmulatorEnv, unique_name: str
+) -> None:
+    """No --tls-ca-file: the token and the vault calls both trust the system store
+    (here OpenSSL's SSL_CERT_FILE naming the emulator's CA, read when the process
+    starts, as a CA added to the image's store would be)."""
+    code = f"""
+import asyncio
+from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions, WorkloadIdentity
+async def main():
+    kv = KeyVaultAccess(KeyVaultOptions(tls_ca_file=None, max_retries=0))
+    auth = WorkloadIdentity(client_id={emulator_env.workload_client_id!r},
+        tenant_id={emulator_env.tenant_id!r}, token_file={emulator_env.federated_token_file!r},
+        authority_host={emulator_env.authority_host!r})
+    try:
+        key = await kv.create_key({emulator_env.vault_url!r}, {unique_name!r}, auth, kty="EC")
+        again = await kv.get_key({emulator_env.vault_url!r}, {unique_name!r}, None, auth)
+        print(again.kid == key.kid)
+    finally:
+        await kv.close()
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AKV_"))}
+    env["SSL_CERT_FILE"] = emulator_env.ca_file
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"

@@ -429,11 +429,19 @@ class KeyVaultAccess:
         object: every sign would pay a fresh TLS handshake. One session whose
         connector holds one context keeps connections alive (and shares them
         between the keys, secrets and crypto clients).
+
+        Without a CA file, ``ssl=True``: aiohttp's own default context, built
+        from the system trust store when aiohttp is imported and already used by
+        the credentials' pipelines, rather than a second copy of the same store
+        (0.8 MiB and a parse of every system CA at the first vault call).
         """
         if self._session is None:
-            context = ssl.create_default_context(cafile=self.options.tls_ca_file)
+            ca_file = self.options.tls_ca_file
+            tls: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=ca_file) if ca_file else True
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context),
+                connector=aiohttp.TCPConnector(ssl=tls),
                 # No cookies and bodies left as sent, as the SDK's own sessions.
                 # The environment's proxy is resolved once per vault
                 # (_client_kwargs): with trust_env aiohttp would look up the
