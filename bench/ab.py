@@ -13,7 +13,8 @@ under the same harness, interpreter and dependencies.
 
 Per round and variant it prints the burst's CPU ms per certificate and
 throughput, then the trickle p50 (one request at a time, ``--trickle``
-samples, 0 ms), and at the end each variant's median and spread;
+samples, 0 ms, with that controller's idle VmRSS and start-up before it),
+and at the end each variant's median and spread;
 ``--profile NAME...`` adds one py-spy profiled burst per named variant,
 rendered as ``profile-NAME.md`` like ``bench/profile.md``.
 """
@@ -34,18 +35,21 @@ from bench.scenarios import burst, trickle
 
 async def _trickle(
     env: BenchEnv, csrs: list[str], samples: int, environ: dict[str, str], label: str
-) -> float:
+) -> dict[str, float]:
+    """Trickle p50, and the idle VmRSS before it (ready, issuer checked, 3 s)."""
     namespace = await env.namespace(label)
     ref = await env.create_issuer(namespace)
     env.set_sign_latency(0)
     controller = env.start_controller(4, environ=environ)
     try:
-        await asyncio.to_thread(controller.wait_ready)
+        startup = await asyncio.to_thread(controller.wait_ready)
         await env.wait_issuers_checked(controller, 1)
+        await asyncio.sleep(3)
+        idle = controller.rss_mib()
         summary = await trickle(env, controller, namespace, ref, csrs, samples, label)
     finally:
         controller.stop()
-    return float(summary["p50_ms"])
+    return {"trickle_p50_ms": float(summary["p50_ms"]), "rss_mib_idle": idle, "startup_s": startup}
 
 
 async def run(
@@ -75,9 +79,7 @@ async def run(
                         environ=environ,
                     )
                     if args.trickle:
-                        row["trickle_p50_ms"] = await _trickle(
-                            env, csrs, args.trickle, environ, f"{label}-t"
-                        )
+                        row.update(await _trickle(env, csrs, args.trickle, environ, f"{label}-t"))
                     results[name].append(row)
                     print(
                         f"ab: round {round_} {name}: cpu {row['cpu_ms_per_cert']:.3f} ms/cert, "
@@ -133,10 +135,15 @@ def main() -> None:
             f"ab: {name}: cpu ms/cert median {statistics.median(cpu):.3f} "
             f"(min {min(cpu):.3f}, max {max(cpu):.3f}, n {len(cpu)})"
         )
-        trickles = [r["trickle_p50_ms"] for r in rows if "trickle_p50_ms" in r]
-        if trickles:
-            line += f"; trickle p50 median {statistics.median(trickles):.1f} ms"
-            line += f" ({min(trickles):.1f}-{max(trickles):.1f})"
+        for key, label, unit in (
+            ("trickle_p50_ms", "trickle p50", "ms"),
+            ("rss_mib_idle", "idle RSS", "MiB"),
+            ("startup_s", "start-up", "s"),
+        ):
+            values = [r[key] for r in rows if key in r]
+            if values:
+                line += f"; {label} median {statistics.median(values):.2f} {unit}"
+                line += f" ({min(values):.2f}-{max(values):.2f})"
         print(line, flush=True)
 
 
