@@ -64,41 +64,44 @@ async def run(
             async def issuer_in(namespace: str) -> dict[str, str]:
                 return await env.create_issuer(namespace)
 
-            for round_ in range(args.rounds):
-                for name, src in variants.items():
-                    environ = {"PYTHONPATH": src}
-                    label = f"ab-{round_}-{name}".lower()
-                    row = await burst(
-                        env,
-                        issuer_in,
-                        csrs,
-                        args.n,
-                        args.concurrency,
-                        0,
-                        label,
-                        environ=environ,
-                    )
-                    if args.trickle:
-                        row.update(await _trickle(env, csrs, args.trickle, environ, f"{label}-t"))
-                    results[name].append(row)
-                    print(
-                        f"ab: round {round_} {name}: cpu {row['cpu_ms_per_cert']:.3f} ms/cert, "
-                        f"{row['throughput_per_s']:.1f}/s, issued {row['issued']}/{args.n}"
-                        + (f", trickle p50 {row['trickle_p50_ms']:.1f} ms" if args.trickle else ""),
-                        flush=True,
-                    )
-            for name in args.profile:
-                raw = Path(args.profile_dir) / f"profile-{name}.raw.txt"
-                row = await burst(
+            async def zero_ms_burst(
+                label: str, environ: dict[str, str], profile: Path | None = None
+            ) -> dict[str, Any]:
+                return await burst(
                     env,
                     issuer_in,
                     csrs,
                     args.n,
                     args.concurrency,
                     0,
-                    f"ab-profile-{name}".lower(),
-                    environ={"PYTHONPATH": variants[name]},
-                    profile=raw,
+                    label,
+                    environ=environ,
+                    profile=profile,
+                )
+
+            for round_ in range(args.rounds):
+                for name, src in variants.items():
+                    environ = {"PYTHONPATH": src}
+                    label = f"ab-{round_}-{name}".lower()
+                    row = await zero_ms_burst(label, environ)
+                    if args.trickle:
+                        row.update(await _trickle(env, csrs, args.trickle, environ, f"{label}-t"))
+                    results[name].append(row)
+                    print(
+                        f"ab: round {round_} {name}: cpu {row['cpu_ms_per_cert']:.3f} ms/cert, "
+                        f"{row['throughput_per_s']:.1f}/s, issued {row['issued']}/{args.n}"
+                        + (
+                            f", trickle p50 {row['trickle_p50_ms']:.1f} ms, idle RSS "
+                            f"{row['rss_mib_idle']:.1f} MiB, start-up {row['startup_s']:.2f} s"
+                            if args.trickle
+                            else ""
+                        ),
+                        flush=True,
+                    )
+            for name in args.profile:
+                raw = Path(args.profile_dir) / f"profile-{name}.raw.txt"
+                await zero_ms_burst(
+                    f"ab-profile-{name}".lower(), {"PYTHONPATH": variants[name]}, raw
                 )
                 title = f"{name}: burst of {args.n} at 0 ms, concurrency {args.concurrency}"
                 (raw.parent / f"profile-{name}.md").write_text(
