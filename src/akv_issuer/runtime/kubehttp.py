@@ -70,12 +70,14 @@ def _as_httpx(request: httpx2.Request) -> Iterator[None]:
         ) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
         raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
-    except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
     except aiohttp.ClientError as exc:
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         raise httpx2.TransportError(str(exc), request=request) from exc
     except TimeoutError as exc:
         raise httpx2.ReadTimeout("timed out", request=request) from exc
+    except OSError as exc:  # a socket or TLS error aiohttp let through
+        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
 
 
 class _Body(httpx2.AsyncByteStream):
