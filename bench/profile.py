@@ -23,7 +23,7 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("probe/metrics HTTP servers", ("/aiohttp/web", "/runtime/servers.py")),
     (
         "Key Vault calls (azure SDK, aiohttp client, azure-identity)",
-        ("/azure/", "/aiohttp/", "/msal/", "/yarl/", "/multidict/", "/akv_issuer/keyvault/"),
+        ("/azure/", "/msal/", "/akv_issuer/keyvault/"),
     ),
     ("PKI work (cryptography, akv_issuer.pki)", ("/cryptography/", "/akv_issuer/pki/")),
     (
@@ -48,20 +48,34 @@ KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 LOOP = "event loop: TLS handshakes and socket I/O in transport callbacks, scheduling"
+# aiohttp's client carries both the Key Vault calls (under azure-core) and the
+# Kubernetes requests (under httpx2, runtime/kubehttp.py): its frames are
+# charged to the kind of the caller further out on the stack, and where there
+# is none (responses parsed in the transport's callbacks) to their own bucket.
+HTTP_CLIENT = ("/aiohttp/", "/yarl/", "/multidict/")
+HTTP_CALLBACKS = (
+    "aiohttp client callbacks: responses parsed as they arrive (Key Vault and Kubernetes)"
+)
 OTHER = "other"
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
 def classify(frames: list[str]) -> str:
+    http_client = False
     for frame in reversed(frames):
         match = _FRAME.match(frame.strip())
         path = "/" + (match.group("file") if match else frame)
         if path.endswith("/__main__.py") or "/akv_issuer/cli/" in path:
             continue  # the process's entry point is at the root of every stack
+        if "/aiohttp/web" not in path and any(f in path for f in HTTP_CLIENT):
+            http_client = True
+            continue
         for kind, fragments in KINDS:
             if any(f in path for f in fragments):
                 return kind
+    if http_client:
+        return HTTP_CALLBACKS
     if any("asyncio" in f or "selectors" in f or "ssl" in f for f in frames):
         return LOOP
     return OTHER

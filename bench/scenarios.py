@@ -252,12 +252,16 @@ async def burst(
     *,
     profile: Path | None = None,
     wait_s: float = 600.0,
+    environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """N requests created (unapproved), then all approved at once; until all are Ready."""
+    """N requests created (unapproved), then all approved at once; until all are Ready.
+
+    ``environ`` adds variables to the controller's (``bench.ab`` sets PYTHONPATH
+    to measure another source tree with the same harness)."""
     namespace = await env.namespace(label)
     ref = await ref_for(namespace)
     env.set_sign_latency(latency_ms)
-    controller = env.start_controller(concurrency)
+    controller = env.start_controller(concurrency, environ=environ)
     startup = await asyncio.to_thread(controller.wait_ready)
     await env.wait_issuers_checked(controller, 1)
     names = [f"cr-{i}" for i in range(n)]

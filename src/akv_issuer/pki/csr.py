@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 from cryptography import x509
@@ -91,7 +92,19 @@ def check_csr(csr: x509.CertificateSigningRequest) -> None:
 
     cryptography decodes lazily, so a field that is only read while the
     certificate is being built could otherwise fail later with a raw error.
+
+    The outcome depends on the CSR's DER alone (cryptography's CSRs hash and
+    compare by it), so a CSR that passed is not checked again:
+    :func:`parse_csr` checks, and :func:`~akv_issuer.pki.build_certificate`
+    checks again for callers that parsed on their own; the self-signature's
+    verification was the costliest step of issuance's PKI work, twice per
+    certificate. A CSR that fails is checked (and fails) every time.
     """
+    _check_once(csr)
+
+
+@functools.lru_cache(maxsize=16)
+def _check_once(csr: x509.CertificateSigningRequest) -> None:
     try:
         key = csr.public_key()
     except _PARSE_ERRORS as exc:

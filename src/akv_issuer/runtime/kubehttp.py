@@ -1,134 +1,177 @@
-"""The Kubernetes client's connections: one send per request, a cheap idle check.
+"""The Kubernetes client's wire: lightkube's httpx2 client over aiohttp's connections.
 
-Every status write and Event costs the controller a full trip through
-httpx2/httpcore2/anyio, and two parts of it were pure overhead on the
-controller's cores (measured with py-spy on a loop of status applies against
-kube-apiserver, see docs/benchmarks.md):
+Every status write, Event and watch event costs the controller a trip through
+the HTTP client, three per certificate. lightkube's own stack (httpx2 ->
+httpcore2 -> h11 -> anyio) is pure Python below httpx2: h11's event
+machinery, header validation, anyio's streams and cancel scopes and the
+connection pool's bookkeeping came to about a third of the controller's
+Kubernetes I/O in the burst profile (docs/benchmarks.md). aiohttp is already
+loaded (the Key Vault SDK and the probe servers run on it) and parses HTTP in
+C, coalesces a request's head and body into one send, and keeps its pool in
+a dict keyed by host.
 
-- httpcore2 writes a request's head and its body separately, so each request
-  with a body was two TLS records and two ``send()`` calls. On loopback each
-  send also runs the receiving side in the kernel: about a fifth of the
-  client's CPU was in those sends. :class:`_OneSendStream` holds the writes
-  of a request and sends them as one when the response is read (the
-  protocol's next step), or at once when they pass :data:`FLUSH_AT`, so a
-  large body still streams.
-- Before each request the pool asks every idle connection whether its socket
-  is readable (a server that closed it); anyio answered by rebuilding the
-  socket's attribute map (``getpeername`` and all) each time, for every idle
-  connection. :class:`_OneSendStream` looks the socket up once.
+So :class:`AiohttpTransport` replaces only the transport under httpx2: lightkube
+keeps building every request and reading every response through httpx2, so
+its configuration, auth flows (token files re-read, exec plugins, client
+certificates), proxies from the environment (httpx2 mounts its own proxy
+transports for those) and error handling stay as they are. What the transport
+keeps of httpx2's:
 
-Together: 1.17 -> 0.98 ms of client CPU per status apply (3 A/B rounds of
-1,500 applies, 16 in flight). Nothing else changes: the same TLS, the same
-pool limits, the same errors (a failed send surfaces from the read that
-follows it, as httpcore2's own ``WriteError`` or ``WriteTimeout``).
+- TLS: the ``SSLContext`` lightkube built (CA, client certificate,
+  verification on) verifies every connection, against the URL's host or the
+  request's ``sni_hostname`` extension.
+- Timeouts: the request's ``timeout`` extension (connect, read, pool; the
+  watch's read timeout is None); aiohttp has no write timeout, a stalled send
+  ends at the read timeout that follows it.
+- Errors: aiohttp's are raised as httpx2's (``ConnectError`` for a refused
+  connection or a failed certificate check, ``ConnectTimeout``,
+  ``ReadTimeout``, ``RemoteProtocolError`` for a server that closes a
+  connection without a (complete) response, ``ReadError`` for other socket
+  errors), so callers catching ``httpx2.HTTPError`` see the same.
+- Streaming: the response body is handed on chunk by chunk as it arrives (a
+  watch); closing a response before its end closes its connection.
+- Bodies: httpx2 encodes and decodes them (Content-Encoding included), aiohttp
+  adds no header of its own and decompresses nothing.
 """
 
 from __future__ import annotations
 
-import select
 import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import aiohttp
 import httpx2
+from yarl import URL
 
-# Writes held for one request are sent at once beyond this size.
-FLUSH_AT = 64 * 1024
+# Response head limits: h11's (httpcore2's parser) allows a 64 KiB head;
+# aiohttp's defaults (8 KiB per line) are below that.
+_MAX_HEAD_LINE = 64 * 1024
+
+# Headers aiohttp would add on its own; httpx2 has already set what it means to send.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
-class _OneSendStream:
-    """An httpcore2 network stream that sends a request's writes in one go."""
+@contextmanager
+def _as_httpx(request: httpx2.Request) -> Iterator[None]:
+    """aiohttp's errors as the httpx2 errors httpcore2 raises for the same failures."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+    except aiohttp.ServerTimeoutError as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS and certificate failures
+        raise httpx2.ConnectError(str(exc), request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx2.RemoteProtocolError(
+            "Server disconnected without sending a response.", request=request
+        ) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx2.TransportError(str(exc), request=request) from exc
+    except TimeoutError as exc:
+        raise httpx2.ReadTimeout("timed out", request=request) from exc
+    except OSError as exc:  # a socket or TLS error aiohttp let through
+        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._pending: list[bytes] = []
-        self._size = 0
-        self._timeout: float | None = None
-        self._socket: Any = None
 
-    # httpcore2's stream interface passes timeouts as arguments (hence the noqa).
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if not buffer:
-            return
-        self._pending.append(buffer)
-        self._size += len(buffer)
-        self._timeout = timeout
-        if self._size >= FLUSH_AT:
-            await self._flush()
+class _Body(httpx2.AsyncByteStream):
+    """A response body as it arrives; closing it early closes the connection."""
 
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._size = 0
-        await self._inner.write(data, self._timeout)
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+        self._response = response
+        self._request = request
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        await self._flush()
-        data: bytes = await self._inner.read(max_bytes, timeout)
-        return data
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
 
     async def aclose(self) -> None:
-        self._pending.clear()
-        self._size = 0
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> _OneSendStream:
-        await self._flush()
-        return _OneSendStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            if self._socket is None:
-                self._socket = self._inner.get_extra_info("socket")
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
+        # A body read to its end gives the connection back to the pool; one
+        # left unread (a watch given up) closes it.
+        self._response.release()
 
 
-def _readable(sock: Any) -> bool:
-    """httpcore2's own test: readable, or closed (fd -1), means the server hung up."""
-    if sock is None:
-        return False
-    fd = sock.fileno()
-    if fd == -1:
-        return True
-    poll = select.poll()
-    poll.register(fd, select.POLLIN)
-    return bool(poll.poll(0))
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport on an aiohttp session made at the first request (inside the loop)."""
+
+    def __init__(self, verify: ssl.SSLContext | str | bool, limits: httpx2.Limits) -> None:
+        self._ssl = (
+            verify if isinstance(verify, ssl.SSLContext) else httpx2.create_ssl_context(verify)
+        )
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl,
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx2 keeps the cookies
+                auto_decompress=False,  # httpx2 decodes Content-Encoding
+                skip_auto_headers=_NO_AUTO_HEADERS,
+                trust_env=False,  # httpx2 routes proxied URLs to its own transports
+                max_line_size=_MAX_HEAD_LINE,
+                max_field_size=_MAX_HEAD_LINE,
+            )
+        return self._session
+
+    def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout") or {}
+        key = (given.get("pool"), given.get("connect"), given.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            pool, connect, read = key
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=pool, sock_connect=connect, sock_read=read
+            )
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self._get_session()
+        body = await request.aread()
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+        ]
+        sni = request.extensions.get("sni_hostname")
+        with _as_httpx(request):
+            response = await session.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=headers,
+                data=body or None,
+                timeout=self._timeout(request),
+                allow_redirects=False,  # httpx2 follows (or not) on its own
+                server_hostname=sni if isinstance(sni, str) else None,
+            )
+        return httpx2.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            stream=_Body(response, request),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": (response.reason or "").encode("ascii", "replace"),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
 
-class _OneSendBackend:
-    """Wraps httpcore2's network backend: every stream it opens is a :class:`_OneSendStream`."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> _OneSendStream:
-        return _OneSendStream(await self._inner.connect_tcp(*args, **kwargs))
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> _OneSendStream:
-        return _OneSendStream(await self._inner.connect_unix_socket(*args, **kwargs))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def kube_transport(verify: Any, limits: httpx2.Limits) -> httpx2.AsyncHTTPTransport:
-    """httpx2's transport for the API server, its connections sending once per request.
-
-    httpx2 builds its httpcore2 pool without a way to pass a network backend,
-    so the pool's backend is wrapped after the fact; should a future httpx2
-    name it differently, the transport is returned as it is (correct, only
-    dearer).
-    """
-    transport = httpx2.AsyncHTTPTransport(verify=verify, limits=limits)
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if pool is not None and backend is not None:
-        pool._network_backend = _OneSendBackend(backend)
-    return transport
+def kube_transport(verify: Any, limits: httpx2.Limits) -> httpx2.AsyncBaseTransport:
+    """The transport under lightkube's httpx2 client for the API server."""
+    return AiohttpTransport(verify, limits)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pki_support import der, make_csr, pem, private_key, run_openssl
 
-from akv_issuer.pki import CSRError, PKIError, parse_csr
+from akv_issuer.pki import CSRError, PKIError, check_csr, parse_csr
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256", "p384", "p521", "ed25519"])
@@ -170,6 +170,22 @@ def test_refuses_tampered_content() -> None:
     csr = make_csr(private_key("rsa2048"))
     raw = der(csr).replace(b"app.example.com", b"evil.example.com"[:15])
     assert _reason(_repem(raw)) == "CSR signature does not verify against its public key"
+
+
+def test_a_refused_csr_is_refused_again_by_every_check() -> None:
+    """check_csr remembers CSRs that passed, never one that failed: the same
+    tampered CSR is refused by parse_csr, then by check_csr on the parsed
+    object and on a fresh parse of the same bytes."""
+    csr = make_csr(private_key("p256"))
+    raw = _repem(der(csr).replace(b"app.example.com", b"evil.example.com"[:15]))
+    for _ in range(2):
+        assert _reason(raw) == "CSR signature does not verify against its public key"
+        loaded = x509.load_pem_x509_csr(raw)
+        with pytest.raises(CSRError, match="does not verify"):
+            check_csr(loaded)
+    good = pem(csr)
+    check_csr(parse_csr(good))  # passes, and again from memory
+    check_csr(x509.load_pem_x509_csr(good))
 
 
 _NOT_PEM = "CSR is not PEM-encoded: expected '-----BEGIN CERTIFICATE REQUEST-----'"
