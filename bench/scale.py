@@ -13,10 +13,12 @@ prints spawn -> /readyz, the controller's CPU seconds by then and its VmHWM
 
     python -m bench.scale up --work /tmp/akv-scale &
     python -m bench.scale measure --work /tmp/akv-scale --runs 2
+    python -m bench.scale probe --work /tmp/akv-scale --limit 1000   # the API server alone
     kill <pid of up>          # stops the world (the cluster dies with it)
 
-``up`` also writes ``state.json`` (the admin kubeconfig, the namespace, the
-API server's pid) for probing the API server directly.
+``probe`` lists the requests with plain paginated GETs that read the bytes
+and decode nothing, and prints the API server's CPU seconds (``/proc``) beside
+the wall time: what the API server alone costs, whatever the client.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from bench.env import BenchEnv, csr_pool
+import httpx2
+import yaml
+
+from bench.env import BenchEnv, csr_pool, proc_stat_cpu
 from bench.scenarios import fill_through_etcd, start_listing_controller, trickle, write_finished
 
 NAMESPACE = "bench-finished"
@@ -98,6 +104,39 @@ def measure(work: Path, runs: int, pythonpath: str | None) -> int:
     return 0
 
 
+def probe(work: Path, limit: int, accept: str, encoding: str) -> int:
+    state = json.loads((work / "state.json").read_text())
+    kubeconfig = Path(state["kubeconfig"])
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    url = (
+        f"{state['server_url']}/apis/cert-manager.io/v1/namespaces/"
+        f"{state['namespace']}/certificaterequests"
+    )
+    headers = {"Authorization": f"Bearer {token}", "Accept": accept, "Accept-Encoding": encoding}
+    context = ssl.create_default_context(cafile=str(kubeconfig.parent / "pki" / "ca.crt"))
+    apiserver = int(state["apiserver_pid"])
+    pages = size = 0
+    with httpx2.Client(verify=context, headers=headers, timeout=600) as http:
+        cpu, wall = proc_stat_cpu(apiserver), time.monotonic()
+        cont = ""
+        while True:
+            params = {"limit": str(limit), **({"continue": cont} if cont else {})}
+            response = http.get(url, params=params)
+            response.raise_for_status()
+            body = response.content
+            pages, size = pages + 1, size + len(body)
+            at = body.find(b'"continue":"')
+            cont = body[at + 12 : body.index(b'"', at + 12)].decode() if at >= 0 else ""
+            if not cont:
+                break
+        wall, cpu = time.monotonic() - wall, proc_stat_cpu(apiserver) - cpu
+    print(
+        f"limit {limit}, {accept}, Accept-Encoding {encoding}: {pages} pages, "
+        f"{size / 1e6:.0f} MB, wall {wall:.2f} s, API server CPU {cpu:.2f} s"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     measure_parser.add_argument("--work", type=Path, required=True)
     measure_parser.add_argument("--runs", type=int, default=2)
     measure_parser.add_argument("--pythonpath", help="PYTHONPATH of the controller (its code)")
+    probe_parser = sub.add_parser("probe", help="the API server alone: a raw paginated list")
+    probe_parser.add_argument("--work", type=Path, required=True)
+    probe_parser.add_argument("--limit", type=int, default=500)
+    probe_parser.add_argument("--accept", default="application/json")
+    probe_parser.add_argument("--encoding", default="gzip", help="Accept-Encoding")
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return probe(args.work, args.limit, args.accept, args.encoding)
     if args.command == "up":
         asyncio.run(up(args.work, args.present, args.total))
         return 0
