@@ -14,7 +14,7 @@ prints spawn -> /readyz, the controller's CPU seconds by then and its VmHWM
     python -m bench.scale up --work /tmp/akv-scale &
     python -m bench.scale measure --work /tmp/akv-scale --runs 2
     python -m bench.scale probe --work /tmp/akv-scale --limit 1000   # the API server alone
-    kill <pid of up>          # stops the world (the cluster dies with it)
+    kill -INT <pid of up>     # stops the world (SIGTERM would leave the emulator running)
 
 ``probe`` lists the requests with plain paginated GETs that read the bytes
 and decode nothing, and prints the API server's CPU seconds (``/proc``) beside
