@@ -14,7 +14,7 @@ prints spawn -> /readyz, the controller's CPU seconds by then and its VmHWM
     python -m bench.scale up --work /tmp/akv-scale &
     python -m bench.scale measure --work /tmp/akv-scale --runs 2
     python -m bench.scale probe --work /tmp/akv-scale --limit 1000   # the API server alone
-    kill -INT <pid of up>     # stops the world (SIGTERM would leave the emulator running)
+    kill <pid of up>          # stops the world (SIGTERM or SIGINT: it tears itself down)
 
 ``probe`` lists the requests with plain paginated GETs that read the bytes
 and decode nothing, and prints the API server's CPU seconds (``/proc``) beside
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import ssl
 import sys
 import time
@@ -44,6 +45,12 @@ NAMESPACE = "bench-finished"
 async def up(work: Path, present: int, total: int) -> None:
     requests = work / "requests"
     requests.mkdir(parents=True, exist_ok=True)
+    # Stopped by a signal: cancelled, so that the teardown below runs (a
+    # background job ignores SIGINT, and SIGTERM would skip it).
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(stop, main_task.cancel)
     env = await BenchEnv.create(work / "env")
     try:
         csrs = await asyncio.to_thread(csr_pool, 20)
