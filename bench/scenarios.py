@@ -390,6 +390,33 @@ async def apiserver_baseline(
 # Memory with many finished requests
 
 
+async def write_finished(
+    env: BenchEnv,
+    namespace: str,
+    ref: dict[str, str],
+    csrs: Sequence[str],
+    count: int,
+    payload: dict[str, str],
+) -> None:
+    """``done-0`` .. ``done-<count-1>``, each created, then its status applied
+    as cert-manager's approver and an issuer would leave it (Approved,
+    Ready=True/Issued, ``payload``'s certificate and CA)."""
+
+    async def finished(i: int) -> None:
+        name = f"done-{i}"
+        await env.create_requests(namespace, [name], [csrs[i % len(csrs)]], ref)
+        status = {
+            "conditions": [
+                condition("Approved", "True", "cert-manager.io"),
+                condition("Ready", "True", "Issued"),
+            ],
+            **payload,
+        }
+        await env.apply_status(namespace, name, status, "bench-old-issuer")
+
+    await bounded(48, [functools.partial(finished, i) for i in range(count)])
+
+
 async def finished_requests(
     env: BenchEnv,
     ref_for: Callable[[str], Awaitable[dict[str, str]]],
@@ -402,22 +429,8 @@ async def finished_requests(
     Approved + Ready=True/Issued), then a fresh controller lists them at start."""
     namespace = await env.namespace("bench-finished")
     ref = await ref_for(namespace)
-    names = [f"done-{i}" for i in range(count)]
     started = time.monotonic()
-
-    async def finished(i: int) -> None:
-        name = names[i]
-        await env.create_requests(namespace, [name], [csrs[i % len(csrs)]], ref)
-        status = {
-            "conditions": [
-                condition("Approved", "True", "cert-manager.io"),
-                condition("Ready", "True", "Issued"),
-            ],
-            **payload,
-        }
-        await env.apply_status(namespace, name, status, "bench-old-issuer")
-
-    await bounded(48, [functools.partial(finished, i) for i in range(count)])
+    await write_finished(env, namespace, ref, csrs, count, payload)
     created_in = time.monotonic() - started
     env.set_sign_latency(0)
     controller = env.start_controller(4)
@@ -456,6 +469,28 @@ async def scale_requests(
     the rest are copies of one of them stored straight into etcd
     (:func:`bench.env.copy_through_etcd` says why). Then a controller without
     leader election starts, so its /readyz waits for every informer's list."""
+    filled = await fill_through_etcd(env, namespace, present, total)
+    env.set_sign_latency(0)
+    controller, started = await start_listing_controller(env)
+    work = await trickle(env, controller, namespace, ref, csrs, trickle_samples, "after-100k")
+    work.pop("status_payload", None)
+    result = {
+        "finished_requests": total,
+        **filled,
+        **started,
+        "trickle": work,
+        "rss_mib_end": controller.rss_mib(),
+        "rss_mib_hwm": controller.hwm_mib(),
+    }
+    controller.stop()
+    return result
+
+
+async def fill_through_etcd(
+    env: BenchEnv, namespace: str, present: int, total: int
+) -> dict[str, Any]:
+    """``done-<present>`` .. ``done-<total-1>`` as copies of ``done-0`` through
+    etcd, then one list of them all (timed apart, see below)."""
     template = dict(await env.kube.get(CertificateRequest, "done-0", namespace=namespace))
     names = [f"done-{i}" for i in range(present, total)]
     started = time.monotonic()
@@ -489,33 +524,32 @@ async def scale_requests(
             if err.status.code != 504 or time.monotonic() - started > 600:
                 raise
             await asyncio.sleep(1.0)
-    first_list_s = time.monotonic() - started
-    env.set_sign_latency(0)
+    return {
+        "through_etcd": len(names),
+        "created_in_s": created_in,
+        "first_list_s": time.monotonic() - started,
+        "first_list_attempts": attempts,
+    }
+
+
+async def start_listing_controller(
+    env: BenchEnv, environ: dict[str, str] | None = None
+) -> tuple[Controller, dict[str, Any]]:
+    """A controller without leader election (ready once every informer has
+    listed): spawn -> /readyz, its CPU by then, its memory 5 s after."""
     cpu_load = list(os.getloadavg())
-    controller = env.start_controller(4, leader_elect=False)
+    controller = env.start_controller(4, leader_elect=False, environ=environ)
     startup = await asyncio.to_thread(controller.wait_ready, 300.0)
     cpu_at_ready = controller.cpu_seconds()
     await env.wait_issuers_checked(controller, 1)
     await asyncio.sleep(5)
     after_sync = {"rss_mib": controller.rss_mib(), "hwm_mib": controller.hwm_mib()}
-    work = await trickle(env, controller, namespace, ref, csrs, trickle_samples, "after-100k")
-    work.pop("status_payload", None)
-    result = {
-        "finished_requests": total,
-        "through_etcd": len(names),
-        "created_in_s": created_in,
-        "first_list_s": first_list_s,
-        "first_list_attempts": attempts,
+    return controller, {
         "load_average_at_start": cpu_load,
         "startup_s": startup,
         "cpu_s_to_ready": cpu_at_ready,
         "after_sync": after_sync,
-        "trickle": work,
-        "rss_mib_end": controller.rss_mib(),
-        "rss_mib_hwm": controller.hwm_mib(),
     }
-    controller.stop()
-    return result
 
 
 # ---------------------------------------------------------------------------

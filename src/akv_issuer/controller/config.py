@@ -64,7 +64,12 @@ class ControllerConfig:
     # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
     issuer_ambient_credentials: bool = True
     shutdown_timeout: float = 30.0
-    list_chunk_size: int = 500
+    # Objects per list page. The API server's cost per page is ~10 ms besides
+    # its cost per object: 100,000 finished requests listed in pages of 250 /
+    # 500 / 1,000 / 2,000 cost it 12.7 / 10.7 / 9.0 / 8.4 s of CPU. 1,000 keeps
+    # two pages of the controller's memory (~5 MB each, one handled, one on its
+    # way) under the 2,000's peak (VmHWM 104-109 against 122-132 MiB).
+    list_chunk_size: int = 1000
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

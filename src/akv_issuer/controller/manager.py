@@ -195,21 +195,29 @@ class Manager:
             self.client, self.issuers, store, locks, self.metrics, self.events, self.crls.revoked
         )
         chunk = config.list_chunk_size
-        handlers: list[tuple[Any, str, Handler]] = [
-            (Issuer, "issuers", self.issuers.handler(ISSUER_KIND)),
-            (ClusterIssuer, "clusterissuers", self.issuers.handler(CLUSTER_ISSUER_KIND)),
+        # Issuers are kept whole (few, and read whole); requests are decoded
+        # into their kind's shape (many, mostly finished and forgotten).
+        handlers: list[tuple[Any, str, Handler, type | None]] = [
+            (Issuer, "issuers", self.issuers.handler(ISSUER_KIND), None),
+            (
+                ClusterIssuer,
+                "clusterissuers",
+                self.issuers.handler(CLUSTER_ISSUER_KIND),
+                None,
+            ),
             *(
                 (
                     flow.kind.resource,
                     flow.kind.name,
                     FanOut(flow, self.revoker) if index == 0 else flow,
+                    flow.kind.shape,
                 )
                 for index, flow in enumerate(self.flows)
             ),
         ]
         self.informers = [
-            Informer(self.client, resource, handler, name=name, chunk_size=chunk)
-            for resource, name, handler in handlers
+            Informer(self.client, resource, handler, name=name, shape=shape, chunk_size=chunk)
+            for resource, name, handler, shape in handlers
         ]
         self.controllers: list[Controller[Any]] = [
             self.issuers.controller,

@@ -7,28 +7,42 @@ when thousands of finished requests exist.
 
 Protocol: a paginated list, then a watch from the list's resourceVersion;
 a watch that the server closes is resumed from the last seen resourceVersion;
-``410 Gone`` (the version was compacted away) means a fresh list; any other
-error reconnects after an exponential backoff. After each list the handler is
-told which keys exist, so objects deleted while no watch was open are noticed.
+``410 Gone`` (the version was compacted away, or a list's continue token
+expired) means a fresh list; any other error reconnects after an exponential
+backoff. After each list the handler is told which keys exist, so objects
+deleted while no watch was open are noticed.
+
+The informer reads the list pages and the watch stream itself (lightkube's
+requests, its errors) and decodes them with :mod:`.decoding`: into the
+caller's ``shape`` when given (only the fields its handler reads; a handler
+that keeps an object calls :func:`~.decoding.whole` during the call), else
+whole. While one page is decoded and handled, the next is already asked for,
+so the API server encodes it meanwhile (on another core when there is one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx2
 from lightkube import ApiError, AsyncClient
+from lightkube.core import decoders
 from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import GlobalResource
 
+from akv_issuer.runtime.decoding import ListPage, ObjectDecoder, Partial, decode_event, decode_list
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+# Warnings about objects that do not fit their shape, per list (then silence).
+_SHAPE_WARNINGS = 3
 
 
 class Handler(Protocol):
@@ -65,14 +79,19 @@ class Informer:
         *,
         name: str,
         namespace: str | None = ALL_NS,
+        shape: type | None = None,
         chunk_size: int = 500,
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
+        """``shape``: a TypedDict of the fields ``handler`` reads (see
+        :mod:`.decoding`); None hands it whole objects."""
         self._client = client
         self._resource = resource
         self._handler = handler
+        self._decoder = ObjectDecoder(shape)
+        self._shape_warnings = 0
         self.name = name
         # A cluster-scoped resource has no namespace to list in.
         self._namespace = None if issubclass(resource, GlobalResource) else namespace
@@ -115,38 +134,110 @@ class Informer:
                 await self._sleep(delay)
 
     async def _list(self) -> str:
-        listing: Any = self._client.list(
-            self._resource, namespace=self._namespace, chunk_size=self._chunk_size
-        )
         keys: set[str] = set()
-        async for item in listing:
-            obj: Obj = item
-            keys.add(object_key(obj))
-            self._handler.on_upsert(obj)
+        self._shape_warnings = 0
+        page = await self._page("")
+        resource_version = page.resource_version
+        while True:
+            # The next page is asked for before this one is handled: the API
+            # server encodes it meanwhile.
+            following = (
+                asyncio.create_task(self._page(page.continue_token))
+                if page.continue_token
+                else None
+            )
+            try:
+                for raw in page.items:
+                    obj = self._object(raw)
+                    keys.add(object_key(obj))
+                    self._deliver(self._handler.on_upsert, obj)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                    with contextlib.suppress(BaseException):
+                        await following
+                raise
+            if following is None:
+                break
+            page = await following
+            # Every page of one list carries the list's resourceVersion.
+            resource_version = page.resource_version or resource_version
         self._handler.on_listed(keys)
         self.lists += 1
         self.synced.set()
-        # Set by lightkube per page, also for an empty list, once iteration ends.
-        return str(listing.resourceVersion)
+        return resource_version
+
+    async def _page(self, continue_token: str) -> ListPage:
+        """One page of the list (the first when ``continue_token`` is empty).
+        An expired continue token is ``410 Gone``: the list starts over."""
+        generic: Any = self._client._client
+        params: dict[str, Any] = {"limit": self._chunk_size}
+        if continue_token:
+            params["continue"] = continue_token
+        request = generic.prepare_request(
+            "list", self._resource, namespace=self._namespace, params=params
+        )
+        response = await generic.send(generic.build_adapter_request(request))
+        generic.raise_for_status(response)
+        return decode_list(response.content)
+
+    def _object(self, raw: Any) -> Obj:
+        obj, misfit = self._decoder.decode_lenient(raw)
+        if misfit is not None and self._shape_warnings < _SHAPE_WARNINGS:
+            self._shape_warnings += 1
+            log.warning(
+                "%s: %s does not have the expected fields (%s); read whole",
+                self.name,
+                object_key(obj),
+                misfit,
+            )
+        return obj
+
+    @staticmethod
+    def _deliver(call: Callable[[Obj], None], obj: Obj) -> None:
+        try:
+            call(obj)
+        finally:
+            if isinstance(obj, Partial):
+                obj.release()
 
     async def _watch(self, resource_version: str) -> str:
-        stream: AsyncIterable[tuple[str, Any]] = self._client.watch(
+        generic: Any = self._client._client
+        request = generic.prepare_request(
+            "list",
             self._resource,
             namespace=self._namespace,
-            resource_version=resource_version,
-            server_timeout=self._watch_timeout,
+            watch=True,
+            params={"timeoutSeconds": self._watch_timeout, "resourceVersion": resource_version},
         )
+        # No read timeout on the client's side (lightkube's own for watches):
+        # a quiet watch is no error, the server ends it after timeoutSeconds.
+        request.timeout = generic._watch_timeout
         last = resource_version
         try:
-            async for event_type, item in stream:
-                obj: Obj = item
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if rv:
-                    last = str(rv)
-                if event_type == "DELETED":
-                    self._handler.on_delete(obj)
-                elif event_type in ("ADDED", "MODIFIED"):
-                    self._handler.on_upsert(obj)
+            response = await generic.send(generic.build_adapter_request(request), stream=True)
+            try:
+                if response.is_error:
+                    await response.aread()  # the Status in the body names the error
+                    generic.raise_for_status(response)
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    event_type, raw = decode_event(line)
+                    if event_type == "ERROR":
+                        raise ApiError(status=decoders.decode_status(raw))
+                    if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue
+                    obj = self._object(raw)
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if rv:
+                        last = str(rv)
+                    if event_type == "DELETED":
+                        self._deliver(self._handler.on_delete, obj)
+                    else:
+                        self._deliver(self._handler.on_upsert, obj)
+            finally:
+                await response.aclose()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

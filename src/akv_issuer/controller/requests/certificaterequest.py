@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict
 
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
@@ -73,6 +73,35 @@ FINAL_REASONS = frozenset(
 )
 
 
+class _Metadata(TypedDict, total=False):
+    name: str
+    namespace: str
+    uid: str
+    resourceVersion: str
+    creationTimestamp: str
+    annotations: dict[str, str]  # the revoker's revoke/revoked
+
+
+class _Spec(TypedDict, total=False):
+    issuerRef: dict[str, Any]
+
+
+class _Status(TypedDict, total=False):
+    conditions: list[dict[str, Any]]
+
+
+class RequestFields(TypedDict, total=False):
+    """What the informer decodes of each CertificateRequest: what :func:`view`
+    and the revoker's handler read (no CSR, certificate, CA or managedFields,
+    ~5 KB of the ~5.6 KB of a finished one). Lists and watch events of
+    finished requests are decoded into this only; the flow keeps whole the
+    few it works on."""
+
+    metadata: _Metadata
+    spec: _Spec
+    status: _Status
+
+
 def addressed_issuer(obj: dict[str, Any]) -> IssuerKey | None:
     """The issuer ``spec.issuerRef`` names, or None when it is not one of ours."""
     meta = obj.get("metadata") or {}
@@ -121,6 +150,7 @@ class CertificateRequests:
     name = "certificaterequests"
     object_kind = CERTIFICATE_REQUEST_KIND
     resource: Any = CertificateRequest
+    shape: type = RequestFields
 
     def __init__(self, client: AsyncClient, field_manager: str) -> None:
         self._client = client

@@ -74,6 +74,7 @@ from akv_issuer.controller.signing import (
     Transient,
 )
 from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result
+from akv_issuer.runtime.decoding import whole
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.runtime.informer import object_key
 from akv_issuer.runtime.queue import Backoff
@@ -159,8 +160,9 @@ class RequestFlow:
         if approval == (False, False):
             return  # nothing to do until it is approved or denied
         previous = self._entries.get(key)
+        # The informer decodes only the kind's shape; what is kept is whole.
         self._entries[key] = _Entry(
-            view.issuer, approval, obj, previous.last_event if previous else None
+            view.issuer, approval, whole(obj), previous.last_event if previous else None
         )
         if previous is not None and previous.approval == approval:
             # Most likely our own write: it must not cut a backoff short.

@@ -57,6 +57,9 @@ class RequestKind(Protocol):
     name: str  # plural resource name: the work queue's and the log's name
     object_kind: str  # the API kind, as audit records name it
     resource: Any  # the lightkube resource a request is read with
+    # The fields the informer decodes for the flow (and the revoker): a
+    # TypedDict (akv_issuer.runtime.decoding); what the flow keeps it reads whole.
+    shape: type
 
     def view(self, obj: dict[str, Any]) -> RequestView:
         """What the state machine needs: addressed issuer, approval, finished."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
@@ -105,6 +105,31 @@ def cluster_issuer_of_signer(signer_name: str, group: str) -> str | None:
     return name if name and "/" not in name else None
 
 
+class _Metadata(TypedDict, total=False):
+    name: str
+    uid: str
+    resourceVersion: str
+    creationTimestamp: str
+
+
+class _Spec(TypedDict, total=False):
+    signerName: str
+
+
+class _Status(TypedDict, total=False):
+    conditions: list[dict[str, Any]]
+    certificate: str
+
+
+class CSRFields(TypedDict, total=False):
+    """What the informer decodes of each CSR: what :func:`view` reads (the
+    certificate only for whether there is one)."""
+
+    metadata: _Metadata
+    spec: _Spec
+    status: _Status
+
+
 def _true(conditions: tuple[Condition, ...], type_: str) -> bool:
     found = find_condition(conditions, type_)
     return found is not None and found.status == "True"
@@ -134,6 +159,7 @@ class KubeCSRs:
     name = "certificatesigningrequests"
     object_kind = "CertificateSigningRequest"
     resource: Any = KubeCertificateSigningRequest
+    shape: type = CSRFields
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
