@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
@@ -80,16 +81,38 @@ class ResolvedUsages:
     def key_usage_extension(self) -> x509.KeyUsage | None:
         if not self.key_usage:
             return None
-        return x509.KeyUsage(**{bit: bit in self.key_usage for bit in KEY_USAGE_BITS})
+        return _key_usage_extension(self.key_usage)
 
     def extended_key_usage_extension(self) -> x509.ExtendedKeyUsage | None:
         if not self.extended_key_usage:
             return None
-        return x509.ExtendedKeyUsage(list(self.extended_key_usage))
+        return _extended_key_usage_extension(self.extended_key_usage)
+
+
+# Built once per set of bits / OIDs (both extension objects are immutable):
+# every certificate of an issuer asks for the same few combinations, and
+# building a KeyUsage through its nine keyword checks was ~1 % of the
+# controller's CPU per certificate. The caches are bounded: at most 2**9 bit
+# sets exist, and the OID tuples come from a closed list.
+@lru_cache(maxsize=256)
+def _key_usage_extension(bits: frozenset[str]) -> x509.KeyUsage:
+    return x509.KeyUsage(**{bit: bit in bits for bit in KEY_USAGE_BITS})
+
+
+@lru_cache(maxsize=256)
+def _extended_key_usage_extension(oids: tuple[ObjectIdentifier, ...]) -> x509.ExtendedKeyUsage:
+    return x509.ExtendedKeyUsage(list(oids))
 
 
 def resolve_usages(usages: Iterable[str]) -> ResolvedUsages:
     """Map cert-manager usage strings; an unknown one raises :class:`PolicyError`."""
+    return _resolve_usages(tuple(usages))
+
+
+@lru_cache(maxsize=256)
+def _resolve_usages(usages: tuple[str, ...]) -> ResolvedUsages:
+    # Cached per list of strings (requests of one issuer repeat the same few);
+    # an unknown usage raises and so is never cached.
     bits: set[str] = set()
     extended: dict[ObjectIdentifier, None] = {}
     for usage in usages:
