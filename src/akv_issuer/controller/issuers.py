@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -70,6 +71,9 @@ from akv_issuer.pki import (
 )
 from akv_issuer.runtime.leader import no_fence
 
+if TYPE_CHECKING:
+    from akv_issuer.controller.audit import CAKey
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -112,6 +116,14 @@ class CheckedIssuer:
     @property
     def ca_cert(self) -> x509.Certificate:
         return self.ca.ca
+
+    @functools.cached_property
+    def audit_ca(self) -> CAKey:
+        """The CA as audit records name it, worked out once per checked issuer
+        rather than once per certificate (its subject's RFC 4514 string)."""
+        from akv_issuer.controller.audit import CAKey  # audit imports this module
+
+        return CAKey.of(self)
 
     @property
     def ca_chain(self) -> tuple[x509.Certificate, ...]:

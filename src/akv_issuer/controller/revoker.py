@@ -226,7 +226,7 @@ class Revoker:
                 requester=audit.requester_of(obj),
                 issuer=issuer,
                 certificate=leaf,
-                ca=audit.CAKey.of(checked),
+                ca=checked.audit_ca,
                 reason=str(recorded.reason),
                 revoked_at=recorded.revoked_at,
                 recorded_in=where,

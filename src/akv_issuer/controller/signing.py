@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
@@ -160,7 +159,7 @@ def request_serial(
             (request.duration, tuple(request.usages), request.is_ca, request.path_length)
         ).encode(),
         f"{checked.uid}/{checked.generation}".encode(),
-        checked.ca_cert.public_bytes(serialization.Encoding.DER),
+        checked.ca.ca_der,
         checked.key_info.kid.encode(),
         str(checked.algorithm.value).encode(),
         at.isoformat().encode(),
@@ -291,7 +290,7 @@ class RequestSigner:
         # sign_certificate verified the signature with the CA key; the chain's
         # order is worked out once per chain.
         cert_pem, ca_pem = checked.ca.split(certificate)
-        return Signed(cert_pem, ca_pem, checked.key, certificate, CAKey.of(checked))
+        return Signed(cert_pem, ca_pem, checked.key, certificate, checked.audit_ca)
 
     def _keep(
         self,

@@ -179,6 +179,12 @@ class CAChain:
         return to_pem(self.certificates)
 
     @functools.cached_property
+    def ca_der(self) -> bytes:
+        """The CA certificate's DER, encoded once per chain (an input of every
+        leaf's derived serial number)."""
+        return self.ca.public_bytes(serialization.Encoding.DER)
+
+    @functools.cached_property
     def _parts(self) -> tuple[bytes, bytes]:
         top = self.certificates[-1]
         below = self.certificates[:-1] if is_self_signed(top) else self.certificates

@@ -405,7 +405,7 @@ class RequestFlow:
                 reason=reason,
                 message=message,
                 csr_pem=csr_pem,
-                ca=audit.CAKey.of(checked) if checked is not None else None,
+                ca=checked.audit_ca if checked is not None else None,
                 at=self._now(),
             )
         )
