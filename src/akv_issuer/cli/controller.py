@@ -324,6 +324,14 @@ def run(args: argparse.Namespace) -> int:
     # triggers no longer walk it each time (listing 100,000 finished requests:
     # 5.35/5.78 -> 3.63/3.26 s of CPU in an in-process replay of the list).
     gc.freeze()
+    # A young generation of 10,000 (net container allocations) instead of 700:
+    # what a certificate allocates (decoded objects, the SDK's pipeline state)
+    # mostly dies young or is acyclic, yet crossing 700 ran a collection, and
+    # every tenth one a generation-1 pass, about every seven certificates.
+    # Measured over a 1,000-certificate burst (gc.callbacks): 0.12-0.18 s of
+    # collection in 4.2-4.6 s of CPU -> 0.02 s in 4.3 s; idle VmRSS unchanged
+    # (73.0 MiB either way). Cyclic garbage still goes, a little later.
+    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(run_controller(config))
     except ConfigError as err:
