@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -21,8 +20,10 @@ import (
 	"github.com/spf13/pflag"
 	apiext "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	cliflag "k8s.io/component-base/cli/flag"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 	apireg "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -41,7 +42,6 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
 	"github.com/cert-manager/cert-manager/pkg/util"
-	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
 )
 
 func defaults() (*config.CAInjectorConfiguration, error) {
@@ -83,19 +83,6 @@ func flagSet(c *config.CAInjectorConfiguration, configPath *string, showVersion 
 	fs.Var(cliflag.NewMapStringBool(&c.FeatureGates), "feature-gates", "cainjector feature gates.")
 	logf.AddFlags(&c.Logging, fs)
 	return fs
-}
-
-// load returns the configuration: upstream's defaults, then the --config
-// file if any, then the command-line flags over both (see ../configload).
-func load(args []string) (*config.CAInjectorConfiguration, bool, error) {
-	return configload.Load(args, defaults, flagSet, func(data []byte) (*config.CAInjectorConfiguration, []*string, error) {
-		file := configfile.New()
-		if err := file.DecodeAndConfigure(data); err != nil {
-			return nil, nil, err
-		}
-		refs, err := file.GetPathRefs()
-		return file.Config, refs, err
-	})
 }
 
 func run(ctx context.Context, cfg *config.CAInjectorConfiguration) error {
@@ -156,31 +143,23 @@ func run(ctx context.Context, cfg *config.CAInjectorConfiguration) error {
 }
 
 func main() {
-	cfg, showVersion, err := load(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "error: %v\n", err)
-		os.Exit(2)
-	}
-	if showVersion {
-		fmt.Println(util.AppVersion)
-		return
-	}
-	if errs := validation.ValidateCAInjectorConfiguration(cfg, nil); len(errs) > 0 {
-		fmt.Fprintf(os.Stderr, "error: invalid configuration: %v\n", errs.ToAggregate())
-		os.Exit(2)
-	}
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(cfg.FeatureGates); err != nil {
-		fmt.Fprintf(os.Stderr, "error: --feature-gates: %v\n", err)
-		os.Exit(2)
-	}
-	logf.InitLogs()
-	if err := logf.ValidateAndApply(&cfg.Logging); err != nil {
-		fmt.Fprintf(os.Stderr, "error: %v\n", err)
-		os.Exit(2)
-	}
+	cfg := configload.Start(os.Args[1:], configload.Component[config.CAInjectorConfiguration]{
+		Defaults: defaults,
+		Flags:    flagSet,
+		Decode: func(data []byte) (*config.CAInjectorConfiguration, []*string, error) {
+			file := configfile.New()
+			if err := file.DecodeAndConfigure(data); err != nil {
+				return nil, nil, err
+			}
+			refs, err := file.GetPathRefs()
+			return file.Config, refs, err
+		},
+		Validate: func(c *config.CAInjectorConfiguration) field.ErrorList {
+			return validation.ValidateCAInjectorConfiguration(c, nil)
+		},
+		FeatureGates: func(c *config.CAInjectorConfiguration) map[string]bool { return c.FeatureGates },
+		Logging:      func(c *config.CAInjectorConfiguration) *logsapi.LoggingConfiguration { return &c.Logging },
+	})
 	defer logf.FlushLogs()
 	log := klog.Background().WithName("cert-manager").WithName("cainjector")
 	ctrl.SetLogger(log)

@@ -13,13 +13,13 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/cert-manager/cert-manager/akv-devcluster-components/configload"
@@ -29,7 +29,6 @@ import (
 	_ "github.com/cert-manager/cert-manager/internal/webhook/feature" // registers the webhook's feature gates
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
 	"github.com/cert-manager/cert-manager/pkg/util"
-	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
 	"github.com/cert-manager/cert-manager/pkg/webhook/configfile"
 	"github.com/cert-manager/cert-manager/pkg/webhook/options"
 )
@@ -42,45 +41,24 @@ func flagSet(cfg *config.WebhookConfiguration, configPath *string, showVersion *
 	return fs
 }
 
-// load returns the configuration: upstream's defaults, then the --config
-// file if any, then the command-line flags over both (see ../configload).
-func load(args []string) (*config.WebhookConfiguration, bool, error) {
-	return configload.Load(args, options.NewWebhookConfiguration, flagSet, func(data []byte) (*config.WebhookConfiguration, []*string, error) {
-		file := configfile.New()
-		if err := file.DecodeAndConfigure(data); err != nil {
-			return nil, nil, err
-		}
-		refs, err := file.GetPathRefs()
-		return file.Config, refs, err
-	})
-}
-
 func main() {
-	cfg, showVersion, err := load(os.Args[1:])
-	if err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintf(os.Stderr, "error: %v\n", err)
-		os.Exit(2)
-	}
-	if showVersion {
-		fmt.Println(util.AppVersion)
-		return
-	}
-	if errs := validation.ValidateWebhookConfiguration(cfg, nil); len(errs) > 0 {
-		fmt.Fprintf(os.Stderr, "error: invalid configuration: %v\n", errs.ToAggregate())
-		os.Exit(2)
-	}
-	if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(cfg.FeatureGates); err != nil {
-		fmt.Fprintf(os.Stderr, "error: --feature-gates: %v\n", err)
-		os.Exit(2)
-	}
-	logf.InitLogs()
-	if err := logf.ValidateAndApply(&cfg.Logging); err != nil {
-		fmt.Fprintf(os.Stderr, "error: %v\n", err)
-		os.Exit(2)
-	}
+	cfg := configload.Start(os.Args[1:], configload.Component[config.WebhookConfiguration]{
+		Defaults: options.NewWebhookConfiguration,
+		Flags:    flagSet,
+		Decode: func(data []byte) (*config.WebhookConfiguration, []*string, error) {
+			file := configfile.New()
+			if err := file.DecodeAndConfigure(data); err != nil {
+				return nil, nil, err
+			}
+			refs, err := file.GetPathRefs()
+			return file.Config, refs, err
+		},
+		Validate: func(c *config.WebhookConfiguration) field.ErrorList {
+			return validation.ValidateWebhookConfiguration(c, nil)
+		},
+		FeatureGates: func(c *config.WebhookConfiguration) map[string]bool { return c.FeatureGates },
+		Logging:      func(c *config.WebhookConfiguration) *logsapi.LoggingConfiguration { return &c.Logging },
+	})
 	defer logf.FlushLogs()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
