@@ -32,10 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
@@ -51,6 +48,7 @@ from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, Issuer
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
+from bench.csrs import csr_pems
 
 REPO = Path(__file__).resolve().parents[1]
 MANAGER = "akv-bench"
@@ -82,18 +80,7 @@ def condition(type_: str, status: str, reason: str) -> dict[str, Any]:
 
 def csr_pool(count: int) -> list[str]:
     """``count`` distinct EC P-256 CSRs (base64 of the PEM, as spec.request)."""
-    pool = []
-    for i in range(count):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = f"app-{i}.bench.example.com"
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        pool.append(base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode())
-    return pool
+    return [base64.b64encode(pem).decode() for pem in csr_pems(count)]
 
 
 async def bounded(limit: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:

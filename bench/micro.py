@@ -23,11 +23,10 @@ import statistics
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa, utils
 
 from akv_issuer import pki
+from bench.csrs import csr_pems
 
 
 class _TimedLocalSigner:
@@ -44,23 +43,6 @@ class _TimedLocalSigner:
         )
         self.own_cpu += time.process_time() - started
         return signature
-
-
-def _csrs(count: int) -> list[bytes]:
-    from cryptography.hazmat.primitives import serialization
-
-    out = []
-    for i in range(count):
-        key = ec.generate_private_key(ec.SECP256R1())
-        host = f"app-{i}.bench.example.com"
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        out.append(csr.public_bytes(serialization.Encoding.PEM))
-    return out
 
 
 async def _ca(key: rsa.RSAPrivateKey) -> x509.Certificate:
@@ -96,7 +78,7 @@ async def _round(
 async def main_async(count: int, rounds: int) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     chain = pki.CAChain((await _ca(key),))
-    csrs = _csrs(count)
+    csrs = csr_pems(count)
     signer = _TimedLocalSigner(key)
     await _round(csrs[:10], chain, key, signer)  # warm-up
     per_cert = []
