@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
@@ -30,6 +28,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod, Secret
 
 from akv_devcluster import binaries as bins
 from akv_devcluster.certmanager import Certificate, certificate_body
+from akv_devcluster.helm import run as helm_run
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, Issuer
 
@@ -125,21 +124,7 @@ def chart_values(image: str, emulator: EmulatorProcess, **overrides: Any) -> dic
 
 
 def helm(helm_bin: str, kubeconfig: Path, *args: str, values: dict[str, Any] | None = None) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(values or {}, handle)
-    try:
-        proc = subprocess.run(
-            [helm_bin, "--kubeconfig", str(kubeconfig), *args, "-f", handle.name],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    finally:
-        Path(handle.name).unlink()
-    if proc.returncode != 0:
-        raise AssertionError(f"helm {args[0]} failed: {proc.stderr.strip()[-1500:]}")
-    return proc.stdout
+    return helm_run(Path(helm_bin), kubeconfig, args, values, error=AssertionError)
 
 
 def sp_issuer(

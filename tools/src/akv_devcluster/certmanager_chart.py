@@ -22,13 +22,10 @@ in ``cert-manager``), as in any cluster.
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightkube import Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
@@ -38,6 +35,7 @@ from akv_devcluster import binaries as bins
 from akv_devcluster import goimages
 from akv_devcluster.certmanager import certificate_body, chart_dir
 from akv_devcluster.cluster import DevCluster, DevClusterError
+from akv_devcluster.helm import run as helm_run
 from akv_devcluster.workloads import WorkloadError, wait_ready
 
 NAMESPACE = "cert-manager"
@@ -80,22 +78,7 @@ def helm_binary(*, build: bool) -> Path:
 
 def run_helm(helm: Path, cluster: DevCluster, args: list[str], values: dict[str, Any]) -> str:
     """Run helm against the cluster with values; its stdout, or one-line error."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(values, handle)
-    try:
-        proc = subprocess.run(
-            [str(helm), "--kubeconfig", str(cluster.kubeconfig_path), *args, "-f", handle.name],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    finally:
-        Path(handle.name).unlink()
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"]
-        raise CertManagerChartError(f"helm {args[0]} failed: {lines[-1]}")
-    return proc.stdout
+    return helm_run(helm, cluster.kubeconfig_path, args, values, error=CertManagerChartError)
 
 
 def adopt_existing(helm: Path, cluster: DevCluster) -> list[str]:
