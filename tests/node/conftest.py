@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import atexit
 import subprocess
 import sys
 import uuid
@@ -29,10 +28,10 @@ from node_install import NodeCA
 from akv_devcluster import DevCluster, DevClusterError
 from akv_devcluster.binaries import BinariesError, locate
 from akv_devcluster.certmanager import CertManager, start_cert_manager, stop_cert_manager
-from akv_devcluster.cluster import start_with_ports_retry
 from akv_devcluster.dockerfile import IMAGE_TAG, ImageBuildError, build_image
 from akv_devcluster.node import NodeError, build_node_binaries, load_image
 from akv_emulator.testing import EmulatorProcess, environ_with
+from fixtures.cluster import session_cluster
 from fixtures.secret_scan import SESSION
 
 
@@ -55,19 +54,13 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluste
         node = build_node_binaries(build=False)
     except (BinariesError, NodeError) as exc:
         pytest.fail(f"node binaries missing: {exc}", pytrace=False)
-    directory = tmp_path_factory.mktemp("nodecluster")
-    try:
-        cluster = start_with_ports_retry(
-            directory, binaries=binaries, die_with_parent=True, node=node
-        )
-    except DevClusterError as exc:
-        pytest.fail(f"the node cluster did not start: {exc}", pytrace=False)
-    atexit.register(cluster.stop)
-    try:
+    with session_cluster(
+        tmp_path_factory.mktemp("nodecluster"),
+        binaries,
+        "the node cluster did not start",
+        node=node,
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        atexit.unregister(cluster.stop)
 
 
 @pytest.fixture(scope="session")
