@@ -34,21 +34,27 @@ from akv_emulator.testing import EmulatorProcess
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-def _install(cluster: DevCluster, namespace: str, release: str, values: dict[str, object]) -> str:
+def _never_ready(
+    cluster: DevCluster, kube: Client, namespace: str, release: str, values: dict[str, object]
+) -> str:
+    """Install the chart, expect its Deployment never to become ready, uninstall;
+    the one-line error ``wait_ready`` gave."""
     helm(
         tool(bins.HELM), cluster.kubeconfig_path,
         "install", release, str(CHART), "--namespace", namespace, "--skip-crds",
         values=values,
     )  # fmt: skip
-    return f"{release}-azure-keyvault-issuer-controller-manager"
-
-
-def _uninstall(cluster: DevCluster, namespace: str, release: str) -> None:
-    subprocess.run(
-        [tool(bins.HELM), "--kubeconfig", str(cluster.kubeconfig_path), "uninstall", release,
-         "--namespace", namespace],
-        capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
+    deployment = f"{release}-azure-keyvault-issuer-controller-manager"
+    try:
+        with pytest.raises(WorkloadError) as excinfo:
+            wait_ready(kube, namespace, deployment, timeout=120, grace=0)
+    finally:
+        subprocess.run(
+            [tool(bins.HELM), "--kubeconfig", str(cluster.kubeconfig_path), "uninstall",
+             release, "--namespace", namespace],
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+    return str(excinfo.value)
 
 
 def test_image_not_loaded_is_err_image_never_pull(
@@ -58,13 +64,7 @@ def test_image_not_loaded_is_err_image_never_pull(
     emulator_ca_configmap(node_kube, namespace, node_emulator)
     image = "localhost/azure-keyvault-issuer:not-loaded"
     values = chart_values(image, node_emulator, replicaCount=1)
-    deployment = _install(node_cluster, namespace, "never-pull", values)
-    try:
-        with pytest.raises(WorkloadError) as excinfo:
-            wait_ready(node_kube, namespace, deployment, timeout=120, grace=0)
-    finally:
-        _uninstall(node_cluster, namespace, "never-pull")
-    message = str(excinfo.value)
+    message = _never_ready(node_cluster, node_kube, namespace, "never-pull", values)
     assert "ErrImageNeverPull" in message
     assert image in message
     assert "\n" not in message
@@ -80,13 +80,7 @@ def test_pod_security_violation_is_one_clear_line(
         replicaCount=1,
         securityContext={"allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True},
     )
-    deployment = _install(node_cluster, namespace, "pss", values)
-    try:
-        with pytest.raises(WorkloadError) as excinfo:
-            wait_ready(node_kube, namespace, deployment, timeout=120, grace=0)
-    finally:
-        _uninstall(node_cluster, namespace, "pss")
-    message = str(excinfo.value)
+    message = _never_ready(node_cluster, node_kube, namespace, "pss", values)
     assert "FailedCreate" in message
     assert 'violates PodSecurity "restricted:latest"' in message
     assert "allowPrivilegeEscalation != false" in message
