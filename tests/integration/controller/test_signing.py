@@ -6,10 +6,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from controller_harness import Env, condition, csr_pem
 from cryptography import x509
 
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem
 
 
 @pytest.mark.parametrize(

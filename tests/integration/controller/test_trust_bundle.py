@@ -16,8 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-from controller_harness import REPO, Env, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,8 +34,7 @@ from akv_issuer.controller.trust_bundle import (
     LABEL_MANAGED_BY,
     LABEL_TRUST_BUNDLE,
 )
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import REPO, Env, csr_pem, wait_for
 
 
 def _certs(pem: str | None) -> list[x509.Certificate]:

@@ -25,13 +25,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from controller_harness import (
-    CA,
-    Env,
-    condition,
-    open_env,
-    wait_for,
-)
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lightkube import ApiError, AsyncClient
@@ -53,6 +46,13 @@ from akv_devcluster.certmanager import (
 )
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
+from support.controller_harness import (
+    CA,
+    Env,
+    condition,
+    open_env,
+    wait_for,
+)
 
 WAIT = 90.0
 

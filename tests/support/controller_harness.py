@@ -52,9 +52,9 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
-from fixtures.secret_scan import SESSION
+from support.secret_scan import SESSION
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 TEST_MANAGER = "akv-tests"
 WAIT = 90.0
 
