@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -42,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``session_end`` tests look at what the whole session left behind (the
     controllers' logs).
     """
-    tiers: dict[object, str] = {}
+    tiers: dict[Path, str] = {}
     for item in items:
         if item.path not in tiers:
             try:
