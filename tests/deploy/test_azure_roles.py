@@ -39,25 +39,29 @@ EXPECTED: dict[str, set[str]] = {
 }
 # Key Vault's published data actions for vault objects that these roles may draw
 # from (a typo would make `az role definition create` fail, or grant nothing).
-KNOWN_VAULT_DATA_ACTIONS = {
-    KV + f"keys/{a}"
-    for a in (
-        "read",
-        "create/action",
-        "rotate/action",
-        "sign/action",
-        "verify/action",
-        "update/action",
-        "backup/action",
-        "encrypt/action",
-        "decrypt/action",
-        "wrap/action",
-        "unwrap/action",
-    )
-} | {
-    KV + f"secrets/{a}"
-    for a in ("getSecret/action", "setSecret/action", "readMetadata/action", "update/action")
-} | {KV + "certificates/read"}
+KNOWN_VAULT_DATA_ACTIONS = (
+    {
+        KV + f"keys/{a}"
+        for a in (
+            "read",
+            "create/action",
+            "rotate/action",
+            "sign/action",
+            "verify/action",
+            "update/action",
+            "backup/action",
+            "encrypt/action",
+            "decrypt/action",
+            "wrap/action",
+            "unwrap/action",
+        )
+    }
+    | {
+        KV + f"secrets/{a}"
+        for a in ("getSecret/action", "setSecret/action", "readMetadata/action", "update/action")
+    }
+    | {KV + "certificates/read"}
+)
 # Never in a role of ours: they let the holder take or destroy the CA key or secret.
 DANGEROUS = {"backup", "delete", "purge", "import", "release", "update", "restore", "encrypt"}
 BUILT_IN_ROLES = [
