@@ -32,6 +32,10 @@ def _promtool() -> str:
         assert apt_get, "promtool comes from Debian's prometheus package: no apt-get here"
         with tempfile.TemporaryDirectory() as tmp:
             download = run([apt_get, "download", "prometheus"], cwd=Path(tmp), timeout=300)
+            if download.returncode != 0:
+                # No package lists yet on a fresh machine: fetch them once, retry.
+                run([apt_get, "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], timeout=600)
+                download = run([apt_get, "download", "prometheus"], cwd=Path(tmp), timeout=300)
             debs = list(Path(tmp).glob("prometheus_*.deb"))
             assert debs, f"apt-get download prometheus failed: {download.stderr.strip()}"
             unpack = run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")])
