@@ -82,7 +82,7 @@ class FakeKube(RestVerbs):
         self._objects: dict[Key, Stored] = {}
         self._history: dict[Key, list[tuple[int, Obj | None]]] = {}
         self._log: list[Change] = []
-        self._rv = 0
+        self._rv = 100  # as a cluster that has lived a little: "1" is long compacted
         self._compacted = 0
         self._watchers: set[Watcher] = set()
         self._faults: list[Fault] = []
