@@ -55,9 +55,10 @@ def status_body(code: int, reason: str, message: str, details: Obj | None = None
         "metadata": {},
         "status": "Failure",
         "message": message,
-        "reason": reason,
-        "code": code,
     }
+    if reason:  # an internal error has none
+        body["reason"] = reason
+    body["code"] = code
     if details is not None:
         body["details"] = details
     return body
@@ -107,24 +108,36 @@ def no_such_resource() -> ApiStatus:
     return ApiStatus(404, "the server could not find the requested resource", details={})
 
 
-def apply_conflict(rtype: ResourceType, name: str, conflicts: list[fields.Conflict]) -> ApiStatus:
+def _manager(c: fields.Conflict) -> str:
+    """A manager as the API server names it in conflicts: an applier by its
+    name, an updater with the API version of its write."""
+    text = f'"{c.manager}"'
+    if c.subresource:
+        text += f' with subresource "{c.subresource}"'
+    if c.operation == "Update":
+        text += f" using {c.api_version}"
+    return text
+
+
+def apply_conflict(conflicts: list[fields.Conflict]) -> ApiStatus:
     causes = [
         {
             "reason": "FieldManagerConflict",
-            "message": f'conflict with "{c.manager}" using {c.api_version}',
+            "message": f"conflict with {_manager(c)}",
             "field": fields.dotted(c.path),
         }
         for c in conflicts
     ]
     if len(conflicts) == 1:
         c = conflicts[0]
-        text = (
-            f'Apply failed with 1 conflict: conflict with "{c.manager}" using '
-            f"{c.api_version}: {fields.dotted(c.path)}"
-        )
+        text = f"Apply failed with 1 conflict: conflict with {_manager(c)}: {fields.dotted(c.path)}"
     else:
-        lines = "\n".join(f"- {cause['message']}: {cause['field']}" for cause in causes)
-        text = f"Apply failed with {len(conflicts)} conflicts: {lines}"
-    details = details_of(rtype, name)
-    details["causes"] = causes
-    return ApiStatus(409, text, reason="Conflict", details=details)
+        by_manager: dict[str, list[str]] = {}
+        for c in conflicts:
+            by_manager.setdefault(_manager(c), []).append(fields.dotted(c.path))
+        lines = []
+        for manager in sorted(by_manager):
+            lines.append(f"conflicts with {manager}:")
+            lines.extend(f"- {path}" for path in by_manager[manager])
+        text = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiStatus(409, text, reason="Conflict", details={"causes": causes})

@@ -67,6 +67,14 @@ _UNOWNED: frozenset[Path] = frozenset(
 )
 
 
+# Maps with keys of the user's choosing: a manager whose update creates one
+# owns the map itself too (``f:data: {.: {}, f:key: {}}``), as on the real
+# server; an applier owns only the keys it applies.
+MAPS: frozenset[tuple[str, ...]] = frozenset(
+    {("data",), ("binaryData",), ("metadata", "labels"), ("metadata", "annotations")}
+)
+
+
 class PatchError(ValueError):
     """A patch that cannot be applied (422 Invalid or 400 BadRequest)."""
 
@@ -156,6 +164,11 @@ def dotted(path: Path) -> str:
     return text
 
 
+def _is_node(path: Path) -> bool:
+    """Whether ``path`` names a keyed-list entry or a map (owned as ``.``)."""
+    return isinstance(path[-1], Item) or path in MAPS
+
+
 def render(owned: Iterable[Path]) -> Obj:
     """``FieldsV1`` of a set of paths (``f:name`` / ``k:{...}`` / ``.``)."""
     tree: Obj = {}
@@ -163,7 +176,7 @@ def render(owned: Iterable[Path]) -> Obj:
         node = tree
         for step in path:
             node = node.setdefault(step.render() if isinstance(step, Item) else f"f:{step}", {})
-        if isinstance(path[-1], Item):
+        if _is_node(path):
             node["."] = {}
     return tree
 
@@ -205,6 +218,10 @@ def _under(path: Path, prefix: Path) -> bool:
     return path[: len(prefix)] == prefix
 
 
+def _filled_map(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value)
+
+
 def record_update(
     managers: list[Manager],
     old: Obj | None,
@@ -221,7 +238,11 @@ def record_update(
     before = paths(old, list_maps) if old is not None else set()
     after = paths(new, list_maps)
     changed = {p for p in after if p not in before or value_at(old, p) != value_at(new, p)}
-    gone = before - after
+    # A map this write created is the writer's too.
+    maps_before = {p for p in MAPS if old is not None and _filled_map(value_at(old, p))}
+    maps_after = {p for p in MAPS if _filled_map(value_at(new, p))}
+    changed |= maps_after - maps_before
+    gone = (before - after) | (maps_before - maps_after)
     for m in managers:
         m.owned -= changed | gone
     if changed:
@@ -238,7 +259,10 @@ def record_update(
 class Conflict:
     path: Path
     manager: str
+    operation: str
+    subresource: str
     api_version: str
+    time: str
 
 
 def apply(
@@ -266,7 +290,9 @@ def apply(
             continue
         for m in others:
             if path in m.owned:
-                conflicts.append(Conflict(path, m.manager, m.api_version))
+                conflicts.append(
+                    Conflict(path, m.manager, m.operation, m.subresource, m.api_version, m.time)
+                )
     if conflicts and not force:
         return live, conflicts
     for c in conflicts:

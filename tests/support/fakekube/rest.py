@@ -210,7 +210,10 @@ class RestVerbs:
         obj = self._body(call, rtype)
         meta = obj.setdefault("metadata", {})
         if meta.get("resourceVersion"):
-            raise ApiStatus(400, "resourceVersion should not be set on objects to be created")
+            # The real server answers this with an internal error (no reason).
+            raise ApiStatus(
+                500, "resourceVersion should not be set on objects to be created", reason=""
+            )
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         name = str(meta.get("name") or "")
@@ -304,7 +307,7 @@ class RestVerbs:
                 force=call.params.get("force") in ("true", "1"),
             )
             if conflicts and call.params.get("force") not in ("true", "1"):
-                raise apply_conflict(rtype, call.name, conflicts)
+                raise apply_conflict(conflicts)
             return 200, self._write(
                 rtype, key, stored, new, call.subresource, call.field_manager, dry_run, managers
             )
@@ -475,10 +478,6 @@ class RestVerbs:
                 if other_type.namespaced:
                     self._commit(other_type, other, None, [], self._objects[other].obj)
         self._commit(rtype, key, None, [], old)
-        if rtype.custom:
-            gone = copy.deepcopy(old)
-            gone["metadata"]["resourceVersion"] = str(self._rv)
-            return gone
         return {
             "kind": "Status",
             "apiVersion": "v1",
