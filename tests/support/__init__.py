@@ -9,6 +9,8 @@ tier marker from its folder (``tiers``). The rest are plain modules:
 ``controller_harness`` (our controller as a subprocess), ``e2e_harness``
 (with cert-manager), ``node_install`` (the chart on a node), ``deploy``
 (helm/kubectl rendering), ``pki`` (keys, CSRs, a local signer, openssl),
-``api_schema`` (our CRDs' schemas), ``measure`` (a rough measurement script,
-not a test).
+``api_schema`` (our CRDs' schemas), ``tls`` (a throwaway CA for local TLS
+servers), ``fakekube`` (an in-memory Kubernetes API server behind the real
+lightkube client, its own README.md) with ``fakeclock``, ``measure`` (a rough
+measurement script, not a test).
 """
