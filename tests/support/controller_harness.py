@@ -1,4 +1,5 @@
-"""Harness for controller integration tests.
+"""Harness for the controller tests of the cluster tier (tests/integration/controller;
+the e2e harness builds on it).
 
 The controller runs as a subprocess (``python -m akv_issuer.controller``)
 under a ServiceAccount bound to exactly ``config/rbac``'s manager ClusterRole

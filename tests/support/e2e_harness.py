@@ -2,8 +2,9 @@
 
 Session-wide: cert-manager's controller (``akv_devcluster.certmanager``,
 under its chart's RBAC plus our approver RBAC) and one azure-keyvault-issuer
-controller (under ``config/rbac``), both talking to the session's
-kube-apiserver; our controller signs with the session's Key Vault emulator.
+controller (under ``config/rbac``), both talking to the e2e tier's own
+kube-apiserver (``devcluster`` as tests/e2e/conftest.py overrides it); our
+controller signs with the session's Key Vault emulator.
 Per test: a namespace, issuers and Certificates, and checks a user would make
 on the resulting Secret (``openssl verify`` of tls.crt against ca.crt, tls.key
 matches tls.crt).
