@@ -464,7 +464,11 @@ class LintRun:
         errors: dict[str, str],
         report_path: Path,
     ) -> LintRun:
-        unknown = set(artefacts) - {c.id for c in cases}
+        ids = [c.id for c in cases]
+        assert len(ids) == len(set(ids)), (
+            f"case ids repeat: {sorted(i for i in ids if ids.count(i) > 1)}"
+        )
+        unknown = set(artefacts) - set(ids)
         assert not unknown, f"artefacts made for no declared case: {sorted(unknown)}"
         ordered = [artefacts[c.id] for c in cases if c.id in artefacts]
         reports = lint_all(ordered, waivers_for(cases))
