@@ -1,6 +1,5 @@
-"""Session fixtures of tests/lint: each matrix is made once and linted in one
-batch (one zlint process, pkilint in this process); the tests then look up
-their case."""
+"""Fixtures of tests/lint: each matrix is made once and linted in one batch
+(one zlint process, pkilint in this process); the tests then look up their case."""
 
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ def cli_lint(
     return run
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def controller_lint(
     kube_client: AsyncClient,
     manager_role: str,
@@ -45,7 +44,8 @@ async def controller_lint(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[LintRun]:
     """Every controller artefact (tests/lint/controller_artefacts.py), linted;
-    one controller in its own namespace, removed afterwards."""
+    one controller in its own namespace, stopped after the module's tests (it
+    watches every namespace, so it must not outlive them into other tests)."""
     tmp = tmp_path_factory.mktemp("lint-controller")
     namespace = f"akv-lint-{uuid.uuid4().hex[:6]}"
     await kube_client.create(Namespace(metadata=ObjectMeta(name=namespace)))
