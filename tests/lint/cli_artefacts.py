@@ -20,7 +20,7 @@ from pathlib import Path
 from azure.keyvault.keys import KeyClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from csrs import KEY_TYPES, SAN_TYPES, csr_pem
+from lint_csrs import KEY_TYPES, SAN_TYPES, csr_pem
 from linters import Artefact, Kind, LintCase
 
 from akv_emulator.testing import EmulatorProcess

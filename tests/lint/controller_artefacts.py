@@ -19,7 +19,6 @@ from cli_artefacts import CLIBuilder, CLIFailed
 from controller_harness import Env, condition, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from csrs import KEY_TYPES, SAN_TYPES, csr_pem
 from lightkube import ApiError
 from lightkube.models.certificates_v1 import (
     CertificateSigningRequestCondition,
@@ -31,6 +30,7 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequestApproval,
 )
 from lightkube.types import PatchType
+from lint_csrs import KEY_TYPES, SAN_TYPES, csr_pem
 from linters import Artefact, Kind, LintCase
 
 from akv_issuer.controller.api import GROUP, CertificateRequest
