@@ -216,7 +216,15 @@ class Manager:
             ),
         ]
         self.informers = [
-            Informer(self.client, resource, handler, name=name, shape=shape, chunk_size=chunk)
+            Informer(
+                self.client,
+                resource,
+                handler,
+                name=name,
+                shape=shape,
+                chunk_size=chunk,
+                handler_errors=self.metrics.informer_handler_errors,
+            )
             for resource, name, handler, shape in handlers
         ]
         self.controllers: list[Controller[Any]] = [
