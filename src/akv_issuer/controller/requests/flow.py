@@ -42,14 +42,13 @@ from typing import Any, Protocol
 
 from lightkube import ApiError, AsyncClient
 
-from akv_issuer.controller import audit
 from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import CheckedIssuer, CheckFailed, IssuerKey, IssuerView
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability import audit
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.decide import (
     GiveUp,
-    IssuerView,
     MarkDenied,
     RequestView,
     SetPending,
@@ -66,7 +65,7 @@ from akv_issuer.controller.requests.kind import (
     RequestKind,
     StatusUpdate,
 )
-from akv_issuer.controller.signing import (
+from akv_issuer.controller.requests.signing import (
     Outcome,
     Refused,
     RequestSigner,

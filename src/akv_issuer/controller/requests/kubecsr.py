@@ -44,8 +44,8 @@ from akv_issuer.controller.api import (
     format_time,
     parse_go_duration,
 )
-from akv_issuer.controller.audit import Requester, requester_of
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.observability.audit import Requester, requester_of
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
     Conflict,

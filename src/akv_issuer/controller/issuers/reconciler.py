@@ -1,7 +1,7 @@
 """Issuers and ClusterIssuers: watched, checked, their status written.
 
 This module keeps the issuer objects the watch delivers and, for each one
-that passed its check (:mod:`akv_issuer.controller.issuers`), the
+that passed its check (:mod:`akv_issuer.controller.issuers.check`), the
 :class:`CheckedIssuer` that signing needs. The request side reaches it only
 through the narrow interface of :class:`IssuerReconciler` (``lookup``,
 ``request_check``, ``report_fault``, ``subscribe``), so it never sees the
@@ -34,14 +34,14 @@ from akv_issuer.controller.api import (
     conditions_of,
     find_condition,
 )
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuer_events import IssuerEvents, published_ca
-from akv_issuer.controller.issuer_status import issuer_status, ready_message
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.reissue import Reissuer, condition_text
-from akv_issuer.controller.requests.decide import IssuerView
-from akv_issuer.controller.trust_bundle_publisher import TrustBundlePublisher
+from akv_issuer.controller.ca_lifecycle.reissue import Reissuer, condition_text
+from akv_issuer.controller.ca_lifecycle.trust_bundle_publisher import TrustBundlePublisher
+from akv_issuer.controller.core import CheckedIssuer, CheckFailed, IssuerKey, IssuerView
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.issuers.check import IssuerChecker
+from akv_issuer.controller.issuers.events import IssuerEvents, published_ca
+from akv_issuer.controller.issuers.status import issuer_status, ready_message
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.queue import Backoff

@@ -24,10 +24,9 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.ca_renewal import RENEWAL_FAILED, RENEWED
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import RENEWAL_FAILED, RENEWED, CheckedIssuer, IssuerKey
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)

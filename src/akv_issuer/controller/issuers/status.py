@@ -31,8 +31,7 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
 )
-from akv_issuer.controller.ca_renewal import NOT_DUE
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed
+from akv_issuer.controller.core import NOT_DUE, CheckedIssuer, CheckFailed
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
 _CA_FIELDS = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter")

@@ -47,8 +47,8 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.pki import issued_by
 
 log = logging.getLogger(__name__)

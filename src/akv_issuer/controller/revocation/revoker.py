@@ -19,12 +19,12 @@ Order of a revocation, so that nothing accepted is ever lost:
    ``status.certificate`` verifies against the issuer's current CA (signature
    and issuer name; a CA certificate renewed on the same key counts);
 2. the record is written into the issuer's revocation ConfigMap
-   (:mod:`akv_issuer.controller.revocations`) with a resourceVersion
+   (:mod:`akv_issuer.controller.revocation.store`) with a resourceVersion
    precondition -- from here on the next CRL contains it, whatever happens;
 3. only then the request gets ``.../revoked`` (so a restart does not redo
    it; redoing would be harmless, the record is found by serial), the
    events ``Revoked`` on the request and on the issuer, and a ``revoked``
-   audit record (:mod:`akv_issuer.controller.audit`; its requester is who
+   audit record (:mod:`akv_issuer.controller.observability.audit`; its requester is who
    requested the certificate, who annotated is in the API server's audit log).
 """
 
@@ -41,20 +41,19 @@ from cryptography.exceptions import InvalidSignature
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
-from akv_issuer.controller import audit
 from akv_issuer.controller.api import (
     CERTIFICATE_REQUEST_KIND,
     CertificateRequest,
+    CertificateRequestCondition,
     conditions_of,
     find_condition,
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.requests.certificaterequest import READY, addressed_issuer
-from akv_issuer.controller.requests.decide import IssuerView
-from akv_issuer.controller.revocations import (
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerView, addressed_issuer
+from akv_issuer.controller.observability import audit
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.revocation.store import (
     ANNOTATION_REVOKE,
     ANNOTATION_REVOKED,
     Conflict,
@@ -169,7 +168,7 @@ class Revoker:
             reason = parse_reason(value)
         except ReasonError as err:
             raise Refused(str(err)) from None
-        ready = find_condition(conditions_of(obj), READY)
+        ready = find_condition(conditions_of(obj), str(CertificateRequestCondition.READY))
         if ready is None or ready.reason != "Issued":
             state = f"Ready reason {ready.reason}" if ready is not None else "no Ready condition"
             raise Refused(

@@ -29,20 +29,20 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
-from akv_issuer.controller.config import COMPONENT, ControllerConfig
-from akv_issuer.controller.crl_publisher import CRLPublisher
-from akv_issuer.controller.crl_server import CRLServer
-from akv_issuer.controller.issuer_reconciler import IssuerReconciler
-from akv_issuer.controller.issuers import IssuerChecker
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core.config import COMPONENT, ControllerConfig
+from akv_issuer.controller.identity.service_account_tokens import ServiceAccountTokens
+from akv_issuer.controller.issuers.check import IssuerChecker
+from akv_issuer.controller.issuers.reconciler import IssuerReconciler
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.certificaterequest import CertificateRequests
 from akv_issuer.controller.requests.flow import RequestFlow
 from akv_issuer.controller.requests.kind import RequestKind
 from akv_issuer.controller.requests.kubecsr import KubeCSRs
-from akv_issuer.controller.revocations import RevocationStore
-from akv_issuer.controller.revoker import FanOut, IssuerLocks, Revoker
-from akv_issuer.controller.service_account_tokens import ServiceAccountTokens
-from akv_issuer.controller.signing import RequestSigner
+from akv_issuer.controller.requests.signing import RequestSigner
+from akv_issuer.controller.revocation.crl_publisher import CRLPublisher
+from akv_issuer.controller.revocation.crl_server import CRLServer
+from akv_issuer.controller.revocation.revoker import FanOut, IssuerLocks, Revoker
+from akv_issuer.controller.revocation.store import RevocationStore
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder

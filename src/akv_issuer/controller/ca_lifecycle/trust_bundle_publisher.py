@@ -1,7 +1,7 @@
 """Publishing an issuer's trust bundle: read the ConfigMap back, apply the plan.
 
 What goes into the bundle and for how long is decided, without I/O, in
-:mod:`akv_issuer.controller.trust_bundle`; this module does the two API calls
+:mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`; this module does the two API calls
 per check (a GET, and a server-side apply only when the content changed) and
 reports through events and metrics. A failed write never makes the issuer
 un-Ready: signing works without the bundle, and the reconciler retries with
@@ -23,23 +23,26 @@ from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import TrustBundleSpec
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.trust_bundle import (
-    ANNOTATION_ISSUER,
+from akv_issuer.controller.ca_lifecycle.trust_bundle import (
     ANNOTATION_STATE,
     EVENT_FAILED,
     EVENT_UPDATED,
     BundlePlan,
     Published,
     bundle_labels,
-    bundle_namespace,
-    issuer_identity,
     owner_conflict,
     plan_bundle,
     retention_window,
 )
+from akv_issuer.controller.core import (
+    ANNOTATION_ISSUER,
+    CheckedIssuer,
+    IssuerKey,
+    issuer_identity,
+    owner_namespace,
+)
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class TrustBundlePublisher:
         key = checked.key
         if spec is None:
             return True
-        namespace = bundle_namespace(key, self._config.cluster_resource_namespace)
+        namespace = owner_namespace(key, self._config.cluster_resource_namespace)
         where = f"ConfigMap {namespace}/{spec.config_map_name}"
         try:
             existing = await self._get(ConfigMap, spec.config_map_name, namespace)

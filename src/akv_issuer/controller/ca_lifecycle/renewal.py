@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from akv_issuer.controller.api import IssuerSpec, format_time
+from akv_issuer.controller.core import (
+    DUE_INTERMEDIATE,
+    DUE_MANUAL,
+    RENEWAL_FAILED,
+    RENEWED,
+    Renewal,
+)
 from akv_issuer.keyvault import (
     PEM_CONTENT_TYPE,
     AuthConfig,
@@ -56,31 +62,11 @@ from akv_issuer.runtime.leader import no_fence
 
 T = TypeVar("T")
 
-# Reasons of the CARenewalDue condition (and of the renewal metric's result).
-DUE_INTERMEDIATE = "IntermediateCA"
-DUE_MANUAL = "AutomaticRenewalOff"
-RENEWAL_FAILED = "RenewalFailed"
-RENEWED = "Renewed"
-NOT_DUE = "NotDue"
-
 
 class CountedCall(Protocol):
     """Awaits a Key Vault call, counting it by operation (``IssuerChecker.kv_call``)."""
 
     def __call__(self, operation: str, call: Awaitable[T], /) -> Awaitable[T]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Renewal:
-    """What an issuer check found about its CA certificate's renewal."""
-
-    reason: str  # one of the reasons above
-    message: str
-
-    @property
-    def due(self) -> bool:
-        """The certificate is in its window and was not renewed."""
-        return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
 
 
 def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
+from akv_issuer.controller.core import CAKey, IssuerKey, subject_text
 from akv_issuer.pki import CSR_PARSE_ERRORS
 
 AUDIT_LOGGER: Final = "akv_issuer.audit"
@@ -117,43 +117,8 @@ class RequestRef:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
 
 
-@dataclass(frozen=True, slots=True)
-class CAKey:
-    """The CA a certificate was (or would have been) signed with."""
-
-    key_id: str  # Key Vault's kid: https://<vault>/keys/<name>/<version>
-    key_name: str
-    key_version: str
-    ca_subject: str
-
-    @classmethod
-    def of(cls, checked: CheckedIssuer) -> CAKey:
-        info = checked.key_info
-        return cls(
-            key_id=info.kid,
-            key_name=info.name,
-            key_version=info.version,
-            ca_subject=_subject(checked.ca_cert.subject),
-        )
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id,
-            "key_name": self.key_name,
-            "key_version": self.key_version,
-            "subject": self.ca_subject,
-        }
-
-
 def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _subject(name: x509.Name) -> str:
-    try:
-        return name.rfc4514_string()
-    except ValueError:  # an attribute that does not decode: say so rather than fail
-        return "<undecodable>"
 
 
 def _sans(extensions: x509.Extensions) -> dict[str, list[str]]:
@@ -183,7 +148,7 @@ def certificate_fields(cert: x509.Certificate) -> dict[str, Any]:
         is_ca = False
     return {
         "serial": f"{cert.serial_number:x}",
-        "subject": _subject(cert.subject),
+        "subject": subject_text(cert.subject),
         "sans": _sans(cert.extensions),
         "not_before": _time(cert.not_valid_before_utc),
         "not_after": _time(cert.not_valid_after_utc),
@@ -204,7 +169,7 @@ def requested_fields(csr_pem: bytes | None) -> dict[str, Any] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             csr = x509.load_pem_x509_csr(csr_pem)
-            return {"subject": _subject(csr.subject), "sans": _sans(csr.extensions)}
+            return {"subject": subject_text(csr.subject), "sans": _sans(csr.extensions)}
     except (*CSR_PARSE_ERRORS, TypeError):
         return None
 

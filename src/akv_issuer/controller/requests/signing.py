@@ -22,16 +22,16 @@ from cryptography import x509
 from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
-from akv_issuer.controller.audit import CAKey
-from akv_issuer.controller.issuers import (
+from akv_issuer.controller.core import (
+    CAKey,
     CheckedIssuer,
     CheckFailed,
-    IssuerChecker,
     IssuerKey,
     ca_failure,
     keyvault_failure,
 )
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.issuers.check import IssuerChecker
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import KeyVaultAccess, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,

@@ -8,7 +8,7 @@ the one the current CRL was made from, the CA key changed, the validity
 changed, or nextUpdate is less than ``renewBefore`` away. One sign per CRL.
 
 The CRL number and the CRL itself are in the issuer's revocation ConfigMap
-(:mod:`akv_issuer.controller.revocations`), written with a resourceVersion
+(:mod:`akv_issuer.controller.revocation.store`), written with a resourceVersion
 precondition, so a new leader continues the numbering and never signs a CRL
 that is already there. A CRL that was signed but not written is never served,
 so reusing its number after a failure is safe.
@@ -45,10 +45,12 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_issuer_spec,
 )
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.revocations import (
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.requests.signing import RequestSigner
+from akv_issuer.controller.revocation.revoker import IssuerLocks, Issuers
+from akv_issuer.controller.revocation.store import (
     REASONS,
     Conflict,
     CRLState,
@@ -57,8 +59,6 @@ from akv_issuer.controller.revocations import (
     RevocationStore,
     key_id,
 )
-from akv_issuer.controller.revoker import IssuerLocks, Issuers
-from akv_issuer.controller.signing import RequestSigner
 from akv_issuer.keyvault import KeyVaultError
 from akv_issuer.pki import PKIError, RevokedCertificate, build_crl, sign_crl
 from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result

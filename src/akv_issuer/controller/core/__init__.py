@@ -1,0 +1,68 @@
+"""What every feature of the controller shares, and nothing else.
+
+Value types: :class:`IssuerKey`, :class:`CheckedIssuer` (what a successful
+issuer check leaves), :class:`CAKey`, :class:`Renewal`, :class:`CheckFailed`
+and the Ready reason of each Key Vault or CA failure; :class:`IssuerView` (an
+issuer object as the request side reads it); the owner-namespace rule
+(:func:`owner_namespace`) and how objects written for an issuer name it; the
+controller's settings (:class:`ControllerConfig`).
+
+Features (``issuers``, ``requests``, ``ca_lifecycle``, ``revocation``,
+``identity``) import each other only through this package.
+"""
+
+from akv_issuer.controller.core.checked import (
+    DUE_INTERMEDIATE,
+    DUE_MANUAL,
+    NOT_DUE,
+    RENEWAL_FAILED,
+    RENEWED,
+    CAKey,
+    CheckedIssuer,
+    Renewal,
+    subject_text,
+)
+from akv_issuer.controller.core.config import COMPONENT, FIELD_MANAGER, ControllerConfig
+from akv_issuer.controller.core.failures import (
+    ADMIN_FIX_RECHECK,
+    CheckFailed,
+    ca_failure,
+    keyvault_failure,
+)
+from akv_issuer.controller.core.issuer import (
+    ANNOTATION_ISSUER,
+    LABEL_MANAGED_BY,
+    IssuerKey,
+    addressed_issuer,
+    issuer_identity,
+    owner_namespace,
+    ownership_conflict,
+)
+from akv_issuer.controller.core.view import IssuerView
+
+__all__ = [
+    "ADMIN_FIX_RECHECK",
+    "ANNOTATION_ISSUER",
+    "COMPONENT",
+    "DUE_INTERMEDIATE",
+    "DUE_MANUAL",
+    "FIELD_MANAGER",
+    "LABEL_MANAGED_BY",
+    "NOT_DUE",
+    "RENEWAL_FAILED",
+    "RENEWED",
+    "CAKey",
+    "CheckFailed",
+    "CheckedIssuer",
+    "ControllerConfig",
+    "IssuerKey",
+    "IssuerView",
+    "Renewal",
+    "addressed_issuer",
+    "ca_failure",
+    "issuer_identity",
+    "keyvault_failure",
+    "owner_namespace",
+    "ownership_conflict",
+    "subject_text",
+]
