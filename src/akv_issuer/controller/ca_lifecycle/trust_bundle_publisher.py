@@ -37,6 +37,7 @@ from akv_issuer.controller.ca_lifecycle.trust_bundle import (
 from akv_issuer.controller.core import (
     ANNOTATION_ISSUER,
     CheckedIssuer,
+    FollowUp,
     IssuerKey,
     issuer_identity,
     owner_namespace,
@@ -49,7 +50,11 @@ log = logging.getLogger(__name__)
 
 
 class TrustBundlePublisher:
-    """Publishes an issuer's trust bundle after a successful check."""
+    """Publishes an issuer's trust bundle after a successful check: follows the
+    issuer checks (``core.CheckFollower``), its work done once the issuer's
+    status is written (:meth:`settled`)."""
+
+    condition_types: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -70,6 +75,17 @@ class TrustBundlePublisher:
     def forget(self, key: IssuerKey) -> None:
         self._written.pop(key, None)
         self._last_failure.pop(key, None)
+
+    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+        return FollowUp()
+
+    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+        """:meth:`publish`: a bundle that cannot be written leaves the issuer
+        Ready (signing does not need it): an event, a metric, and a retry."""
+        return await self.publish(obj, checked, now)
+
+    async def close(self) -> None:
+        return None
 
     async def publish(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
         """Bring the bundle up to date; False when it could not be (an event

@@ -1,7 +1,7 @@
 """What every feature of the controller shares, and nothing else.
 
 Value types: :class:`IssuerKey`, :class:`CheckedIssuer` (what a successful
-issuer check leaves), :class:`CAKey`, :class:`Renewal`, :class:`CheckFailed`
+issuer check leaves), :class:`Renewal`, :class:`CheckFailed`
 and the Ready reason of each Key Vault or CA failure; :class:`IssuerView` (an
 issuer object as the request side reads it); the owner-namespace rule
 (:func:`owner_namespace`) and how objects written for an issuer name it; the
@@ -17,10 +17,8 @@ from akv_issuer.controller.core.checked import (
     NOT_DUE,
     RENEWAL_FAILED,
     RENEWED,
-    CAKey,
     CheckedIssuer,
     Renewal,
-    subject_text,
 )
 from akv_issuer.controller.core.config import COMPONENT, FIELD_MANAGER, ControllerConfig
 from akv_issuer.controller.core.failures import (
@@ -29,6 +27,16 @@ from akv_issuer.controller.core.failures import (
     ca_failure,
     keyvault_failure,
 )
+from akv_issuer.controller.core.hooks import (
+    CARenewal,
+    CheckFollower,
+    FeatureCondition,
+    FollowUp,
+    IssuerHooks,
+    IssuerListener,
+    IssuerSide,
+)
+from akv_issuer.controller.core.host import Host
 from akv_issuer.controller.core.issuer import (
     ANNOTATION_ISSUER,
     LABEL_MANAGED_BY,
@@ -38,7 +46,14 @@ from akv_issuer.controller.core.issuer import (
     owner_namespace,
     ownership_conflict,
 )
-from akv_issuer.controller.core.view import IssuerView
+from akv_issuer.controller.core.keyvault_calls import (
+    CountedCall,
+    FencedSigner,
+    IssuerSigners,
+    KeyVaultCalls,
+    SignSlots,
+)
+from akv_issuer.controller.core.view import IssuerView, published_ca
 
 __all__ = [
     "ADMIN_FIX_RECHECK",
@@ -51,18 +66,30 @@ __all__ = [
     "NOT_DUE",
     "RENEWAL_FAILED",
     "RENEWED",
-    "CAKey",
+    "CARenewal",
     "CheckFailed",
+    "CheckFollower",
     "CheckedIssuer",
     "ControllerConfig",
+    "CountedCall",
+    "FeatureCondition",
+    "FencedSigner",
+    "FollowUp",
+    "Host",
+    "IssuerHooks",
     "IssuerKey",
+    "IssuerListener",
+    "IssuerSide",
+    "IssuerSigners",
     "IssuerView",
+    "KeyVaultCalls",
     "Renewal",
+    "SignSlots",
     "addressed_issuer",
     "ca_failure",
     "issuer_identity",
     "keyvault_failure",
     "owner_namespace",
     "ownership_conflict",
-    "subject_text",
+    "published_ca",
 ]

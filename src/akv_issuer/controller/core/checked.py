@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 
 from akv_issuer.controller.api import IssuerSpec
 from akv_issuer.controller.core.issuer import IssuerKey
+from akv_issuer.controller.observability.audit import CAKey, subject_text
 from akv_issuer.keyvault import AuthConfig, KeyInfo
 from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm
 
@@ -40,42 +40,6 @@ class Renewal:
     def due(self) -> bool:
         """The certificate is in its window and was not renewed."""
         return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
-
-
-def subject_text(name: x509.Name) -> str:
-    """A name as RFC 4514 text, or ``<undecodable>`` for one that does not decode."""
-    try:
-        return name.rfc4514_string()
-    except ValueError:  # an attribute that does not decode: say so rather than fail
-        return "<undecodable>"
-
-
-@dataclass(frozen=True, slots=True)
-class CAKey:
-    """The CA a certificate was (or would have been) signed with."""
-
-    key_id: str  # Key Vault's kid: https://<vault>/keys/<name>/<version>
-    key_name: str
-    key_version: str
-    ca_subject: str
-
-    @classmethod
-    def of(cls, checked: CheckedIssuer) -> CAKey:
-        info = checked.key_info
-        return cls(
-            key_id=info.kid,
-            key_name=info.name,
-            key_version=info.version,
-            ca_subject=subject_text(checked.ca_cert.subject),
-        )
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id,
-            "key_name": self.key_name,
-            "key_version": self.key_version,
-            "subject": self.ca_subject,
-        }
 
 
 @dataclass(frozen=True)
@@ -104,7 +68,12 @@ class CheckedIssuer:
     def audit_ca(self) -> CAKey:
         """The CA as audit records name it, worked out once per checked issuer
         rather than once per certificate (its subject's RFC 4514 string)."""
-        return CAKey.of(self)
+        return CAKey(
+            key_id=self.key_info.kid,
+            key_name=self.key_info.name,
+            key_version=self.key_info.version,
+            ca_subject=subject_text(self.ca_cert.subject),
+        )
 
     @property
     def ca_chain(self) -> tuple[x509.Certificate, ...]:

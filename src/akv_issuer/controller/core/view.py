@@ -1,11 +1,19 @@
-"""What the request side needs to know of an issuer object: :class:`IssuerView`."""
+"""An issuer object as the features read it: :class:`IssuerView` (what the
+request side needs to know of it) and :func:`published_ca`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from akv_issuer.controller.api import CONDITION_READY, Condition, find_condition
+from cryptography import x509
+
+from akv_issuer.controller.api import (
+    CONDITION_READY,
+    Condition,
+    find_condition,
+    first_certificate,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +45,8 @@ class IssuerView:
         return (
             ready.observed_generation is not None and ready.observed_generation >= self.generation
         )
+
+
+def published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
+    """The CA certificate the issuer's status published last (None: none yet)."""
+    return first_certificate((obj.get("status") or {}).get("caCertificate"))

@@ -15,7 +15,6 @@ import base64
 import datetime as dt
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -36,16 +35,17 @@ from akv_issuer.controller.api import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
-from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
+    CountedCall,
+    IssuerHooks,
     IssuerKey,
+    Renewal,
     ca_failure,
     keyvault_failure,
     owner_namespace,
 )
-from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
     Ambient,
     AssertionProvider,
@@ -72,7 +72,6 @@ from akv_issuer.pki import (
     default_algorithm,
     load_ca_chain,
 )
-from akv_issuer.runtime.leader import no_fence
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +83,19 @@ class IssuerChecker:
         self,
         client: AsyncClient,
         keyvault: KeyVaultAccess,
-        metrics: Metrics,
+        count: CountedCall,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
         service_account_tokens: AssertionProvider | None = None,
-        fence: Callable[[], None] = no_fence,
+        hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
-        # Asked right before a CA renewal's sign (see ca_renewal).
-        self._fence = fence
         self._kv = keyvault
-        self._metrics = metrics
+        # Every Key Vault call, counted by operation and status.
+        self.kv_call = count
+        # The CA renewal a feature plugged in (ca_lifecycle), if any.
+        self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
         # --issuer-ambient-credentials: may namespaced Issuers use the
         # controller's own identity (auth unset, auth.workloadIdentity)?
@@ -142,9 +142,9 @@ class IssuerChecker:
             _check_usable(spec, key_info, now)
 
         algorithm = _algorithm(spec, key_info)
-        ca, renewal = await renew_if_due(
-            self._kv, self.kv_call, spec, auth, key_info, algorithm, ca, now, self._fence
-        )
+        renewal: Renewal | None = None
+        if self._hooks.renewal is not None:
+            ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
         try:
             profile = IssuerProfile(
                 policy=IssuancePolicy(
@@ -283,16 +283,6 @@ class IssuerChecker:
             except CAError:
                 continue
         return None
-
-    async def kv_call(self, operation: str, call: Awaitable[T]) -> T:
-        """Await a Key Vault call, counting it by operation and HTTP status."""
-        try:
-            result = await call
-        except KeyVaultError as err:
-            self._metrics.keyvault_calls.labels(operation, err.metric_label).inc()
-            raise
-        self._metrics.keyvault_calls.labels(operation, "200").inc()
-        return result
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth

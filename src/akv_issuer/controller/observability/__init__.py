@@ -1,1 +1,2 @@
-"""observability"""
+"""What the controller reports: Prometheus series (:mod:`.metrics`) and audit
+records (:mod:`.audit`). Below ``core``: imports only ``api``."""

@@ -38,11 +38,10 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 
-from akv_issuer.controller.core import CAKey, IssuerKey, subject_text
 from akv_issuer.pki import CSR_PARSE_ERRORS
 
 AUDIT_LOGGER: Final = "akv_issuer.audit"
@@ -52,6 +51,7 @@ __all__ = [
     "AUDIT_LOGGER",
     "CAKey",
     "Event",
+    "IssuerRef",
     "RequestRef",
     "Requester",
     "certificate_fields",
@@ -61,6 +61,7 @@ __all__ = [
     "requested_fields",
     "requester_of",
     "revoked",
+    "subject_text",
 ]
 
 
@@ -96,6 +97,19 @@ def requester_of(obj: Mapping[str, Any]) -> Requester:
     )
 
 
+class IssuerRef(Protocol):
+    """The issuer a record is about (an ``IssuerKey``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRef:
     kind: str  # CertificateRequest, CertificateSigningRequest
@@ -115,6 +129,32 @@ class RequestRef:
 
     def fields(self) -> dict[str, Any]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
+
+
+def subject_text(name: x509.Name) -> str:
+    """A name as RFC 4514 text, or ``<undecodable>`` for one that does not decode."""
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # an attribute that does not decode: say so rather than fail
+        return "<undecodable>"
+
+
+@dataclass(frozen=True, slots=True)
+class CAKey:
+    """The CA a certificate was (or would have been) signed with."""
+
+    key_id: str  # Key Vault's kid: https://<vault>/keys/<name>/<version>
+    key_name: str
+    key_version: str
+    ca_subject: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "key_name": self.key_name,
+            "key_version": self.key_version,
+            "subject": self.ca_subject,
+        }
 
 
 def _time(moment: dt.datetime) -> str:
@@ -179,7 +219,7 @@ def _common(
     at: dt.datetime,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey | None,
+    issuer: IssuerRef | None,
     ca: CAKey | None,
 ) -> dict[str, Any]:
     return {
@@ -200,7 +240,7 @@ def issued(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey,
+    issuer: IssuerRef,
     certificate: x509.Certificate,
     ca: CAKey,
     at: dt.datetime,
@@ -215,7 +255,7 @@ def refused(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey | None,
+    issuer: IssuerRef | None,
     reason: str,
     message: str,
     csr_pem: bytes | None,
@@ -236,7 +276,7 @@ def revoked(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey,
+    issuer: IssuerRef,
     certificate: x509.Certificate,
     ca: CAKey,
     reason: str,

@@ -45,10 +45,10 @@ from akv_issuer.controller.core import addressed_issuer
 from akv_issuer.controller.observability.audit import Requester, requester_of
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
-    Conflict,
     Denied,
     Failed,
     Pending,
+    RequestConflict,
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
@@ -242,7 +242,7 @@ class CertificateRequests:
             )
         except ApiError as err:
             if err.status.code == 409:
-                raise Conflict(f"{namespace}/{name}") from err
+                raise RequestConflict(f"{namespace}/{name}") from err
             raise
         return dict(written)
 

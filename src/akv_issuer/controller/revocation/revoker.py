@@ -34,7 +34,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -50,16 +50,16 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerView, addressed_issuer
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide, addressed_issuer
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.revocation.store import (
     ANNOTATION_REVOKE,
     ANNOTATION_REVOKED,
-    Conflict,
     NotOurs,
     ReasonError,
     Revocation,
+    RevocationListConflict,
     RevocationStore,
     key_id,
     parse_reason,
@@ -79,15 +79,7 @@ EVENT_DELAYED: Final = "RevocationDelayed"
 UNCHECKED_RETRY: Final = 10.0
 
 
-class Issuers(Protocol):
-    def lookup(self, key: IssuerKey) -> tuple[IssuerView | None, CheckedIssuer | None]: ...
-
-    def issuer_object(self, key: IssuerKey) -> dict[str, Any] | None: ...
-
-    def request_check(self, key: IssuerKey) -> None: ...
-
-
-class Refused(Exception):
+class RevocationRefused(Exception):
     """The revocation can never be done as asked; the message says why."""
 
 
@@ -95,7 +87,7 @@ class Revoker:
     def __init__(
         self,
         client: AsyncClient,
-        issuers: Issuers,
+        issuers: IssuerSide,
         store: RevocationStore,
         locks: IssuerLocks,
         metrics: Metrics,
@@ -156,31 +148,33 @@ class Revoker:
             return DONE
         try:
             return await self._revoke(key, obj, str(annotations[ANNOTATION_REVOKE]))
-        except Refused as refusal:
+        except RevocationRefused as refusal:
             await self._refuse(key, obj, str(refusal))
             return DONE
 
     async def _revoke(self, key: str, obj: dict[str, Any], value: str) -> Result:
         issuer = addressed_issuer(obj)
         if issuer is None:
-            raise Refused("the request is not addressed to an azure-keyvault-issuer issuer")
+            raise RevocationRefused(
+                "the request is not addressed to an azure-keyvault-issuer issuer"
+            )
         try:
             reason = parse_reason(value)
         except ReasonError as err:
-            raise Refused(str(err)) from None
+            raise RevocationRefused(str(err)) from None
         ready = find_condition(conditions_of(obj), str(CertificateRequestCondition.READY))
         if ready is None or ready.reason != "Issued":
             state = f"Ready reason {ready.reason}" if ready is not None else "no Ready condition"
-            raise Refused(
+            raise RevocationRefused(
                 f"the request is not Issued ({state}): only an issued certificate can be "
                 "revoked; the annotation is acted on if the request is issued later"
             )
         leaf = first_certificate((obj.get("status") or {}).get("certificate"))
         if leaf is None:
-            raise Refused("status.certificate holds no readable certificate")
+            raise RevocationRefused("status.certificate holds no readable certificate")
         view, checked = self._issuers.lookup(issuer)
         if view is None:
-            raise Refused(f"{issuer} does not exist")
+            raise RevocationRefused(f"{issuer} does not exist")
         if checked is None:
             self._issuers.request_check(issuer)
             await self._delay(
@@ -242,7 +236,7 @@ class Revoker:
                 try:
                     current = await self._store.read(issuer)
                 except NotOurs as err:
-                    raise Refused(f"{err}; nothing recorded") from None
+                    raise RevocationRefused(f"{err}; nothing recorded") from None
                 existing = current.find(revocation.serial)
                 if existing is not None:
                     return existing
@@ -250,10 +244,10 @@ class Revoker:
                     await self._store.write(
                         issuer, current, revocations=current.with_revocation(revocation)
                     )
-                except Conflict:
+                except RevocationListConflict:
                     continue
                 except OverflowError as err:
-                    raise Refused(str(err)) from None
+                    raise RevocationRefused(str(err)) from None
                 return revocation
         raise RuntimeError("the revocation ConfigMap kept changing; retrying")
 
@@ -299,7 +293,7 @@ def _verify(leaf: x509.Certificate, checked: CheckedIssuer, issuer: IssuerKey) -
     try:
         leaf.verify_directly_issued_by(checked.ca_cert)
     except (ValueError, TypeError, InvalidSignature):
-        raise Refused(
+        raise RevocationRefused(
             f"certificate serial {leaf.serial_number:x} (issuer "
             f"{leaf.issuer.rfc4514_string()}) was not signed by the current CA of {issuer} "
             f"({checked.ca_cert.subject.rfc4514_string()}); a certificate of a previous CA "
@@ -317,22 +311,3 @@ class IssuerLocks:
 
     def hold(self, key: IssuerKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
-
-
-class FanOut:
-    """One informer, several handlers (the request flow and the revoker)."""
-
-    def __init__(self, *handlers: Any) -> None:
-        self._handlers = handlers
-
-    def on_upsert(self, obj: dict[str, Any]) -> None:
-        for handler in self._handlers:
-            handler.on_upsert(obj)
-
-    def on_delete(self, obj: dict[str, Any]) -> None:
-        for handler in self._handlers:
-            handler.on_delete(obj)
-
-    def on_listed(self, keys: set[str]) -> None:
-        for handler in self._handlers:
-            handler.on_listed(keys)

@@ -271,7 +271,7 @@ def list_name(key: IssuerKey) -> str:
     return name
 
 
-class Conflict(Exception):
+class RevocationListConflict(Exception):
     """Someone else wrote the ConfigMap since it was read: read again and redo."""
 
 
@@ -313,7 +313,7 @@ class RevocationStore:
         crl: tuple[str, CRLState] | None = None,
     ) -> None:
         """Write the revocation lines of ``revocations`` and/or a new CRL, on top
-        of ``base`` as read; :class:`Conflict` when it changed since."""
+        of ``base`` as read; :class:`RevocationListConflict` when it changed since."""
         namespace, name = self.where(key)
         data: dict[str, str] = {}
         if revocations is not None:
@@ -352,5 +352,5 @@ class RevocationStore:
                 )
         except ApiError as err:
             if err.status.code == 409:
-                raise Conflict(str(err.status.message)) from None
+                raise RevocationListConflict(str(err.status.message)) from None
             raise
