@@ -145,3 +145,21 @@ def test_import_contracts_break_on_a_forbidden_import(
     assert contract in broken, result.stdout
     # An import against the layers also closes a cycle: the acyclic contract may break too.
     assert "0 broken" not in result.stdout
+
+
+def test_the_layout_table_of_docs_controller_md_names_every_module() -> None:
+    """docs/controller.md draws the layout: every module of the runtime and the
+    controller appears in its table (``__init__``/``__main__`` and the ``api``
+    package, one row, aside)."""
+    text = (ROOT / "docs" / "controller.md").read_text()
+    table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        str(path.relative_to(SRC))
+        for package in ("runtime", "controller")
+        for path in sorted((SRC / package).rglob("*.py"))
+        if path.name not in ("__init__.py", "__main__.py")
+        and path.parent.name != "api"
+        and f"`{path.relative_to(SRC)}`" not in table
+    ]
+    assert missing == []
+    assert "`controller/api/`" in table
