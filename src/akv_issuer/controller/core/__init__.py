@@ -1,11 +1,18 @@
 """What every feature of the controller shares, and nothing else.
 
-Value types: :class:`IssuerKey`, :class:`CheckedIssuer` (what a successful
-issuer check leaves), :class:`Renewal`, :class:`CheckFailed`
-and the Ready reason of each Key Vault or CA failure; :class:`IssuerView` (an
-issuer object as the request side reads it); the owner-namespace rule
-(:func:`owner_namespace`) and how objects written for an issuer name it; the
-controller's settings (:class:`ControllerConfig`).
+- value types: :class:`IssuerKey`, :class:`CheckedIssuer` (what a successful
+  issuer check leaves), :class:`Renewal`, :class:`CheckFailed` and the Ready
+  reason of each Key Vault or CA failure, :class:`IssuerView` (an issuer
+  object as the request side reads it);
+- the rules written once: the namespace holding an issuer's objects
+  (:func:`owner_namespace`), how objects written for an issuer name it, which
+  issuer a CertificateRequest addresses;
+- the issuer side's interface and the one way to wire a feature to it
+  (:class:`IssuerSide`, :class:`IssuerHooks`; :mod:`.hooks`) and what a
+  feature's ``setup()`` wires into (:class:`Host`);
+- every Key Vault call counted, every sign fenced (:mod:`.keyvault_calls`);
+- the controller's settings (:class:`ControllerConfig`; here rather than in
+  ``app`` because the features read them).
 
 Features (``issuers``, ``requests``, ``ca_lifecycle``, ``revocation``,
 ``identity``) import each other only through this package.

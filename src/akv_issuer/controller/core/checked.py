@@ -2,7 +2,7 @@
 
 Everything signing needs (the spec, the identity, the Key Vault key version,
 the CA chain, the issuance profile), so a request costs one Key Vault call;
-the CA as audit records name it (:class:`CAKey`); and what the check found
+the CA as audit records name it (``audit_ca``, worked out once); and what the check found
 about the CA certificate's renewal (:class:`Renewal`, see
 :mod:`akv_issuer.controller.ca_lifecycle.renewal`).
 """

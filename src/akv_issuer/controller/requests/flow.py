@@ -19,7 +19,7 @@ What is kept in memory (and why it stays bounded):
 - the resourceVersion of each status write of ours until the watch delivers
   it, so an event older than our own write is not taken for news.
 
-Every final outcome the flow writes leaves one audit record (:mod:`..audit`):
+Every final outcome the flow writes leaves one audit record (:mod:`..observability.audit`):
 ``issued`` after the Issued write, ``refused`` after a Failed or Denied write;
 the Issued event names the certificate's serial.
 
