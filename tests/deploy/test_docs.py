@@ -25,6 +25,9 @@ OTHER_TOOLS_FLAGS = {
     "--ops",
     "--expires",
     "--trust-namespace",
+    "--reuse-values",
+    "--ignore-not-found",
+    "--dry-run",
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "ca": ("create", "rotate", "csr", "import", "crl"),
