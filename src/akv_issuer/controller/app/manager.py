@@ -164,6 +164,7 @@ class Manager:
                 name=name,
                 shape=watch.shape,
                 chunk_size=chunk,
+                handler_errors=self.metrics.informer_handler_errors,
             )
             for name, watch in self._watches.items()
         ]

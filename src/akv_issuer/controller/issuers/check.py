@@ -68,8 +68,8 @@ from akv_issuer.pki import (
     IssuerProfile,
     PKIError,
     SignatureAlgorithm,
+    ca_signature_algorithm,
     check_algorithm,
-    default_algorithm,
     load_ca_chain,
 )
 
@@ -141,7 +141,7 @@ class IssuerChecker:
             key_info, ca = older
             _check_usable(spec, key_info, now)
 
-        algorithm = _algorithm(spec, key_info)
+        algorithm = _algorithm(spec, key_info, ca.ca)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -420,13 +420,16 @@ def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None
     _algorithm(spec, key_info)
 
 
-def _algorithm(spec: IssuerSpec, key_info: KeyInfo) -> SignatureAlgorithm:
-    """The issuer's signature algorithm, or the default for the key, if the key fits it."""
+def _algorithm(
+    spec: IssuerSpec, key_info: KeyInfo, ca_cert: x509.Certificate | None = None
+) -> SignatureAlgorithm:
+    """The issuer's signature algorithm, or the default for the key and the CA
+    (PSS when the CA certificate is PSS-signed), if the key fits it."""
     try:
         if spec.signature_algorithm:
             algorithm = SignatureAlgorithm(spec.signature_algorithm)
         else:
-            algorithm = default_algorithm(key_info.public_key)
+            algorithm = ca_signature_algorithm(ca_cert, key_info.public_key)
         check_algorithm(key_info.public_key, algorithm)
     except (AlgorithmError, ValueError) as err:
         reason = err.reason if isinstance(err, PKIError) else str(err)

@@ -217,6 +217,13 @@ class Metrics:
             "process was shutting down.",
             registry=self.registry,
         )
+        self.informer_handler_errors = Counter(
+            f"{PREFIX}_informer_handler_errors",
+            "Objects an informer's handler raised on (logged with a traceback; the "
+            "object waits for its next change or the next list).",
+            ["informer"],
+            registry=self.registry,
+        )
         self.signs_in_flight = Gauge(
             f"{PREFIX}_keyvault_signs_in_flight",
             "Key Vault sign calls in flight (at most --concurrency).",
