@@ -17,7 +17,7 @@ from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from akv_devcluster import DevCluster
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
 from support.controller_harness import _service_account_kubeconfig
 from support.e2e_harness import E2E
 

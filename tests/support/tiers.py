@@ -19,6 +19,7 @@ FOLDERS = {
     "tests/cli": "emulator",
     "tools/tests/emulator": "emulator",
     "tests/integration": "cluster",
+    "tests/lint": "cluster",
     "tools/tests/cluster": "cluster",
     "tests/deploy": "deploy",
     "tests/e2e": "e2e",

@@ -46,7 +46,7 @@ from lightkube.types import PatchType
 
 from akv_devcluster import Identity
 from akv_issuer.controller.api import GROUP, CertificateRequest
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
 from support.controller_harness import CA, Controller, Env, csr_pem, wait_for
 
 MutatingAdmissionPolicy = create_global_resource(

@@ -1,0 +1,13 @@
+"""Lint every certificate and CRL the project makes (docs/linting.md).
+
+The controller harness of the cluster tier (tests/support/controller_harness.py)
+is reused as tests/e2e reuses it.
+"""
+
+from __future__ import annotations
+
+from lint_fixtures import cli_lint, controller_lint
+
+from support.controller_harness import issuer_crds, manager_role
+
+__all__ = ["cli_lint", "controller_lint", "issuer_crds", "manager_role"]
