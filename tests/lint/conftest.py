@@ -6,8 +6,7 @@ is reused as tests/e2e reuses it.
 
 from __future__ import annotations
 
-from lint_fixtures import cli_lint, controller_lint
-
 from support.controller_harness import issuer_crds, manager_role
+from support.lint.fixtures import cli_lint, controller_lint
 
 __all__ = ["cli_lint", "controller_lint", "issuer_crds", "manager_role"]
