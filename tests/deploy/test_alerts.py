@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import REPO, run
 
 from akv_devcluster import binaries
+from support.deploy import REPO, run
 
 METRICS_DOC = REPO / "docs" / "metrics.md"
 
