@@ -2,7 +2,8 @@
 
 promtool comes from Debian's `prometheus` package (downloaded with `apt-get
 download` and unpacked into the user cache, about a second; nothing is
-installed and no Go build is needed).
+installed and no Go build is needed), so this lives in the node tier, the one
+that needs Debian's packages and is skipped in one line where they are not.
 """
 
 from __future__ import annotations
