@@ -209,20 +209,43 @@ def firewall_refusal(request: web.Request, client_id: str) -> web.Response:
 
 
 def permission_refusal(
-    settings: VaultSettings, request: web.Request, client_id: str, area: str, action: str
+    settings: VaultSettings,
+    request: web.Request,
+    client_id: str,
+    area: str,
+    action: str,
+    *,
+    data_action: str,
+    resource: str,
+    tenant_id: str,
 ) -> web.Response:
+    """403 for a missing permission, worded as Key Vault words it for the vault's
+    permission model. Access policies: "The user, group or application '...' does not
+    have keys sign permission on key vault '...'" (``AccessDenied``). Azure RBAC: the
+    refused data action and resource in the lines Azure RBAC writes ("Caller is not
+    authorized to perform action on resource.", ``Action: '<data action>'``,
+    ``Resource: '<id>'``, ``Assignment: (not found)``, ``DecisionReason``;
+    ``ForbiddenByRbac``), as quoted in Key Vault users' reports of the error."""
+    host = request.host.split(":")[0]
+    vault = host.split(".")[0]
     if settings.permission_model == "access_policy":
-        host = request.host.split(":")[0]
         return forbidden(
-            f"The user, group or application 'appid={client_id}' does not have {area} "
-            f"{action} permission on key vault '{host.split('.')[0]};location={REGION}'. For "
-            f"help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+            f"The user, group or application 'appid={client_id};iss=https://sts.windows.net/"
+            f"{tenant_id}/' does not have {area} {action} permission on key vault "
+            f"'{vault};location={REGION}'. For help resolving this issue, please see "
+            f"https://go.microsoft.com/fwlink/?linkid=2125287",
             "AccessDenied",
         )
     return forbidden(
-        f"Caller is not authorized to perform action on resource. If role assignments, "
-        f"deny assignments or role definitions were changed recently, please observe "
-        f"propagation time.\r\nCaller: appid={client_id}\r\n"
-        f"Action: 'Microsoft.KeyVault/vaults/{area}/{action}'",
+        f"Caller is not authorized to perform action on resource.\r\n"
+        f"If role assignments, deny assignments or role definitions were changed recently, "
+        f"please observe propagation time.\r\n"
+        f"Caller: appid={client_id};iss=https://sts.windows.net/{tenant_id}/\r\n"
+        f"Action: '{data_action}'\r\n"
+        f"Resource: '{resource}'\r\n"
+        f"Assignment: (not found)\r\n"
+        f"DenyAssignmentId: null\r\n"
+        f"DecisionReason: 'DeniedWithNoValidRBAC' \r\n"
+        f"Vault: {vault};location={REGION}\r\n",
         "ForbiddenByRbac",
     )

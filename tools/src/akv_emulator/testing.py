@@ -257,6 +257,19 @@ class AdminClient:
             self.handed_out.append(secret)
         return result
 
+    def set_role_assignments(
+        self, client_id: str, assignments: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """The identity's Azure RBAC role assignments (akv_emulator.rbac), replacing any it
+        had: each ``{"scope": "/keys/<name>", "role_definition": <a role definition as
+        az takes it>}`` or ``{"scope", "data_actions", "not_data_actions"?}``. From then
+        on the identity may do only what they grant; None removes them (everything is
+        allowed again, within its access-policy permissions)."""
+        result: dict[str, Any] = self.call(
+            "PUT", f"identities/{client_id}", {"role_assignments": assignments}
+        )
+        return result
+
     def delete_identity(self, client_id: str) -> None:
         self.call("DELETE", f"identities/{client_id}")
 
