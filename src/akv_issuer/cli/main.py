@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ""
         if isinstance(exc, KeyVaultError) and exc.cause is Cause.API_VERSION:
             hint = " (set AKV_KEYVAULT_API_VERSION to a version the vault supports)"
+        elif isinstance(exc, KeyVaultError) and exc.missing_permission:
+            hint = (
+                f"; assign a role granting {exc.missing_permission} on it "
+                f"(docs/azure-roles.md: ca-operator.json)"
+                if exc.missing_permission.lower().startswith("microsoft.")
+                else f"; add {exc.missing_permission!r} to the vault's access policy"
+            )
         print(f"{PROG}: error: {exc}{hint}", file=sys.stderr)
         return 1
     except OSError as exc:
