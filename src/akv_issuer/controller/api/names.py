@@ -133,6 +133,14 @@ class IssuerReason(StrEnum):
     KEY_VAULT_API_VERSION_UNSUPPORTED = "KeyVaultAPIVersionUnsupported"
     """The vault does not support the Key Vault API version the controller uses
     (400 BadParameter; set AKV_KEYVAULT_API_VERSION to one it supports)."""
+    # --- issue 24 (the key stays in the HSM) ---
+    KEY_EXPORTABLE = "KeyExportable"
+    """The key is exportable or has a release policy (secure key release), so it can
+    leave Key Vault; refused unless spec.allowExportableKey."""
+    KEY_ATTESTATION_FAILED = "KeyAttestationFailed"
+    """Managed HSM: the key's attestation could not be fetched, or does not show this
+    key version, its public key, not exportable and no release policy; refused unless
+    spec.allowExportableKey."""
 
 
 class CertificateRequestCondition(StrEnum):

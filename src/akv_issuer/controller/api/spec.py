@@ -240,6 +240,10 @@ class IssuerSpec:
     authority_host: str | None = None
     """``spec.auth.authorityHost``: the Entra authority for this issuer's identity;
     None: derived from the vault's cloud (akv_issuer.keyvault.cloud)."""
+    # --- issue 24 (the key stays in the HSM) ---
+    allow_exportable_key: bool = False
+    """``spec.allowExportableKey``: sign with a key that can leave Key Vault (exportable,
+    a release policy, or in a Managed HSM an attestation that does not show otherwise)."""
 
     @property
     def ca_source(self) -> CASource:
@@ -451,6 +455,7 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         crl=_parse_crl(reader),
         ca_source_explicit=_parse_ca_source(reader, ca_renewal),
         authority_host=_optional_str(reader, "auth.authorityHost"),
+        allow_exportable_key=bool(reader.get("allowExportableKey")),
     )
 
 
