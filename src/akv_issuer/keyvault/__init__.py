@@ -13,6 +13,13 @@ from .access import (
     SecretVersion,
     normalize_vault_url,
 )
+from .attestation import (
+    AttestationError,
+    AttestationRoot,
+    AttestationSummary,
+    KeyAttestation,
+    check_attestation,
+)
 from .auth import (
     Ambient,
     AssertionProvider,
@@ -40,6 +47,9 @@ __all__ = [
     "Ambient",
     "AssertionProvider",
     "AssertionProviderError",
+    "AttestationError",
+    "AttestationRoot",
+    "AttestationSummary",
     "AuthConfig",
     "Cause",
     "CertificateInfo",
@@ -48,6 +58,7 @@ __all__ = [
     "CredentialConfigError",
     "ErrorKind",
     "FederatedServiceAccount",
+    "KeyAttestation",
     "KeyInfo",
     "KeyVaultAccess",
     "KeyVaultError",
@@ -58,6 +69,7 @@ __all__ = [
     "SecretVersion",
     "WorkloadIdentity",
     "authority_for",
+    "check_attestation",
     "classify",
     "cloud_of",
     "is_managed_hsm",

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_issuer.pki import SignatureAlgorithm
 
+from .attestation import KeyAttestation, attestation_from_sdk
 from .auth import AssertionProvider, AuthConfig, CredentialConfigError, make_credential
 from .cloud import authority_for
 from .errors import ErrorKind, KeyVaultError, classify
@@ -107,6 +108,10 @@ class KeyInfo:
     key_ops: tuple[str, ...]
     not_before: dt.datetime | None = None
     expires: dt.datetime | None = None
+    # Secure key release: the private key can leave Key Vault (keys.json 2025-07-01
+    # KeyAttributes.exportable, KeyBundle.release_policy).
+    exportable: bool = False
+    has_release_policy: bool = False
 
 
 # The content type a PEM CA certificate (chain) is stored under in a secret.
@@ -230,6 +235,8 @@ def _key_info(vault_url: str, key: KeyVaultKey) -> KeyInfo:
         key_ops=tuple(_text(op) for op in (key.key_operations or [])),
         not_before=props.not_before,
         expires=props.expires_on,
+        exportable=bool(props.exportable),
+        has_release_policy=props.release_policy is not None,
     )
 
 
@@ -612,6 +619,27 @@ class KeyVaultAccess:
                 now + self.options.latest_ttl,
             )
         return info
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation:
+        """A Managed HSM key version's attestation (GET /keys/{name}/{version}/attestation,
+        api-version 2025-07-01; the same permission as get). Not cached: it is asked
+        for once per check of an issuer in an HSM. Check it with
+        :func:`.attestation.check_attestation`."""
+        vault = normalize_vault_url(vault_url)
+        _check_name("key", name)
+        clients = self.clients(vault, auth)
+
+        async def fetch() -> KeyAttestation:
+            key = await clients.keys.get_key_attestation(name, version)
+            try:
+                public: PublicKey | None = _public_key(key.key)
+            except KeyVaultError:
+                public = None
+            return attestation_from_sdk(key, public)
+
+        return await self._call("get_key_attestation", vault, fetch)
 
     async def list_key_versions(
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25

@@ -35,9 +35,9 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .access import KeyInfo, PublicKey, _public_key
-from .errors import KeyVaultError
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
 class AttestationError(Exception):
@@ -63,17 +63,14 @@ class KeyAttestation:
     public_key_attestation: bytes
 
 
-def attestation_from_sdk(key: Any) -> KeyAttestation:
-    """A KeyAttestation from the SDK's ``KeyVaultKey`` of ``get_key_attestation``."""
+def attestation_from_sdk(key: Any, public_key: PublicKey | None) -> KeyAttestation:
+    """A KeyAttestation from the SDK's ``KeyVaultKey`` of ``get_key_attestation`` and the
+    public key read from its JWK (None when it holds none that can sign)."""
     props = key.properties
     found = props.attestation
-    try:
-        public: PublicKey | None = _public_key(key.key)
-    except KeyVaultError:  # a key type that cannot sign: the check says the key differs
-        public = None
     return KeyAttestation(
         kid=str(key.id or ""),
-        public_key=public,
+        public_key=public_key,
         exportable=props.exportable,
         has_release_policy=props.release_policy is not None,
         hsm_platform=props.hsm_platform,
@@ -111,10 +108,10 @@ def _spki(key: PublicKey) -> bytes:
     )
 
 
-def _same_version(kid: str, key: KeyInfo) -> bool:
+def _same_version(kid: str, wanted_kid: str) -> bool:
     """Key IDs compare by vault host, name (without case) and version (exactly)."""
     parts = kid.rstrip("/").split("/")
-    wanted = key.kid.rstrip("/").split("/")
+    wanted = wanted_kid.rstrip("/").split("/")
     return (
         len(parts) == len(wanted)
         and [p.lower() for p in parts[:-1]] == [p.lower() for p in wanted[:-1]]
@@ -122,14 +119,15 @@ def _same_version(kid: str, key: KeyInfo) -> bool:
     )
 
 
-def check_attestation(attested: KeyAttestation, key: KeyInfo) -> AttestationSummary:
-    """Check an attestation answer against the key version it was asked for; raise
+def check_attestation(
+    attested: KeyAttestation, *, kid: str, public_key: PublicKey
+) -> AttestationSummary:
+    """Check an attestation answer against the key version it was asked for (its key
+    ID with version, and its public key as read with ``get_key``); raise
     :class:`AttestationError` naming the first thing it does not show."""
-    if not _same_version(attested.kid, key):
-        raise AttestationError(
-            f"the attestation is for {attested.kid or 'no key'}, not for {key.kid}"
-        )
-    if attested.public_key is None or _spki(attested.public_key) != _spki(key.public_key):
+    if not _same_version(attested.kid, kid):
+        raise AttestationError(f"the attestation is for {attested.kid or 'no key'}, not for {kid}")
+    if attested.public_key is None or _spki(attested.public_key) != _spki(public_key):
         raise AttestationError("the attested public key is not the key's")
     if attested.exportable:
         raise AttestationError("the attestation says the key is exportable")

@@ -75,7 +75,7 @@ def attested(key: KeyInfo) -> KeyAttestation:
 
 
 def test_a_matching_attestation_is_summarised(key: KeyInfo, attested: KeyAttestation) -> None:
-    summary = check_attestation(attested, key)
+    summary = check_attestation(attested, kid=key.kid, public_key=key.public_key)
     assert summary.key_id == KID
     assert summary.format_version == "1.0.0"
     assert summary.hsm_platform == "2"
@@ -95,10 +95,10 @@ def test_the_key_name_compares_without_case_the_version_exactly(
     key: KeyInfo, attested: KeyAttestation
 ) -> None:
     upper = dataclasses.replace(attested, kid=KID.replace("ca-key", "CA-KEY"))
-    assert check_attestation(upper, key).key_id == upper.kid
+    assert check_attestation(upper, kid=key.kid, public_key=key.public_key).key_id == upper.kid
     other_version = dataclasses.replace(attested, kid=KID.replace("0123abcd", "0123ABCD"))
     with pytest.raises(AttestationError, match="not for"):
-        check_attestation(other_version, key)
+        check_attestation(other_version, kid=key.kid, public_key=key.public_key)
 
 
 @pytest.mark.parametrize(
@@ -119,11 +119,15 @@ def test_what_the_attestation_must_show(
     key: KeyInfo, attested: KeyAttestation, change: dict[str, object], reason: str
 ) -> None:
     with pytest.raises(AttestationError, match=reason) as caught:
-        check_attestation(dataclasses.replace(attested, **change), key)  # type: ignore[arg-type]
+        check_attestation(
+            dataclasses.replace(attested, **change), kid=key.kid, public_key=key.public_key
+        )  # type: ignore[arg-type]
     assert "\n" not in caught.value.reason
 
 
 def test_another_keys_public_key_is_refused(key: KeyInfo, attested: KeyAttestation) -> None:
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
     with pytest.raises(AttestationError, match="public key"):
-        check_attestation(dataclasses.replace(attested, public_key=other), key)
+        check_attestation(
+            dataclasses.replace(attested, public_key=other), kid=key.kid, public_key=key.public_key
+        )
