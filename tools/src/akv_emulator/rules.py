@@ -145,17 +145,21 @@ class VaultSettings:
     call with 403 ``ForbiddenByFirewall`` (the challenge round trip still answers 401:
     assumption, the firewall is applied to callers Key Vault has identified).
     ``api_versions``: the versions served (a sovereign cloud or Azure Stack Hub lags).
+    ``key_attestation``: a Managed HSM serves key attestation (false: it answers 400,
+    as an HSM platform without it would; assumption, Microsoft documents no error).
     """
 
     permission_model: str = "rbac"
     firewall: bool = False
     api_versions: tuple[str, ...] = field(default=SUPPORTED_API_VERSIONS)
+    key_attestation: bool = True
 
     def describe(self) -> dict[str, Any]:
         return {
             "permission_model": self.permission_model,
             "firewall": self.firewall,
             "api_versions": list(self.api_versions),
+            "key_attestation": self.key_attestation,
         }
 
 
@@ -166,7 +170,9 @@ class SettingsError(ValueError):
 def parse_settings(data: Any, current: VaultSettings) -> VaultSettings:
     if not isinstance(data, dict):
         raise SettingsError("the vault settings must be a JSON object")
-    unknown = sorted(set(data) - {"permission_model", "firewall", "api_versions"})
+    unknown = sorted(
+        set(data) - {"permission_model", "firewall", "api_versions", "key_attestation"}
+    )
     if unknown:
         raise SettingsError(f"unknown vault setting(s): {', '.join(unknown)}")
     model = data.get("permission_model", current.permission_model)
@@ -187,7 +193,10 @@ def parse_settings(data: Any, current: VaultSettings) -> VaultSettings:
             f"api_versions must be a non-empty list drawn from {', '.join(SUPPORTED_API_VERSIONS)}"
         )
     ordered = tuple(v for v in SUPPORTED_API_VERSIONS if v in versions)
-    return VaultSettings(model, firewall, ordered)
+    attestation = data.get("key_attestation", current.key_attestation)
+    if not isinstance(attestation, bool):
+        raise SettingsError("key_attestation must be true or false")
+    return VaultSettings(model, firewall, ordered, attestation)
 
 
 def forbidden(message: str, inner: str) -> web.Response:

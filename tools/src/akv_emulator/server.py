@@ -871,6 +871,8 @@ class Emulator:
         for Managed HSM keys only and no error for vaults)."""
         if not self.is_managed_hsm(request):
             return self.bad("Key attestation is available for Managed HSM keys only.")
+        if not self.vault_settings.key_attestation:
+            return self.bad("Key attestation is not available for this key.")
         item = self.find_key(name, version)
         if isinstance(item, web.Response):
             return item

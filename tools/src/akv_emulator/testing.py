@@ -305,9 +305,11 @@ class AdminClient:
         permission_model: str | None = None,
         firewall: bool | None = None,
         api_versions: list[str] | None = None,
+        key_attestation: bool | None = None,
     ) -> dict[str, Any]:
         """The vault's permission model ("rbac", "access_policy"), its firewall (True:
-        refuse every authenticated call) and the api-versions it serves."""
+        refuse every authenticated call), the api-versions it serves and whether a
+        Managed HSM serves key attestation."""
         body: dict[str, Any] = {}
         if permission_model is not None:
             body["permission_model"] = permission_model
@@ -315,6 +317,8 @@ class AdminClient:
             body["firewall"] = firewall
         if api_versions is not None:
             body["api_versions"] = api_versions
+        if key_attestation is not None:
+            body["key_attestation"] = key_attestation
         result: dict[str, Any] = self.call("PUT", "vault", body)
         return result
 

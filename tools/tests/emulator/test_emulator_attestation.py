@@ -231,3 +231,14 @@ def test_the_attestation_chain_is_the_emulators_throwaway_ca(hsm: EmulatorProces
     for certificate in _chain(found.certificate_pem_file):
         assert "akv-emulator" in certificate.subject.rfc4514_string()
         assert certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_an_hsm_without_attestation_answers_400(hsm: EmulatorProcess, unique_name: str) -> None:
+    client = _keys(hsm.env)
+    client.create_ec_key(unique_name, hardware_protected=True)
+    hsm.admin.set_vault(key_attestation=False)
+    with pytest.raises(HttpResponseError) as caught:
+        client.get_key_attestation(unique_name)
+    assert caught.value.status_code == 400
+    hsm.admin.reset()
+    assert client.get_key_attestation(unique_name).properties.attestation is not None

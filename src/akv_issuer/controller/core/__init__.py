@@ -25,6 +25,7 @@ from akv_issuer.controller.core.checked import (
     RENEWAL_FAILED,
     RENEWED,
     CheckedIssuer,
+    KeyProtection,
     Renewal,
 )
 from akv_issuer.controller.core.config import COMPONENT, FIELD_MANAGER, ControllerConfig
@@ -89,6 +90,7 @@ __all__ = [
     "IssuerSide",
     "IssuerSigners",
     "IssuerView",
+    "KeyProtection",
     "KeyVaultCalls",
     "Renewal",
     "SignSlots",

@@ -4,7 +4,9 @@ Order of the check, each step naming its own Ready reason when it fails:
 spec -> credentials (may this issuer use this identity; for
 auth.serviceAccountRef a ServiceAccount token) -> Key Vault key (exists,
 enabled, may sign, algorithm fits) -> CA secret (a PEM chain) -> CA
-certificate (a CA, valid now, public key equal to the Key Vault key's). A successful check leaves a
+certificate (a CA, valid now, public key equal to the Key Vault key's) -> key
+protection (not exportable, no release policy; in a Managed HSM its
+attestation: key_protection.py). A successful check leaves a
 :class:`CheckedIssuer` in memory: everything signing needs, so a
 CertificateRequest costs one Key Vault call (``sign``) and nothing else.
 """
@@ -72,6 +74,8 @@ from akv_issuer.pki import (
     check_algorithm,
     load_ca_chain,
 )
+
+from .key_protection import check_key_protection
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,8 @@ class IssuerChecker:
             _check_usable(spec, key_info, now)
 
         algorithm = _algorithm(spec, key_info, ca.ca)
+        # Can the key version that signs leave Key Vault? (KeyExportable, KeyAttestationFailed)
+        protection = await check_key_protection(self._kv, self.kv_call, spec, auth, key_info, now)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -173,6 +179,7 @@ class IssuerChecker:
             checked_at=now,
             pending_key_version=pending_version,
             renewal=renewal,
+            protection=protection,
         )
 
     async def _read_ca(self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig) -> str:
