@@ -117,7 +117,7 @@ async def renew_if_due(
             f"{spec.key_name}"
         )
         if spec.ca_source_explicit is not None:
-            # caSource rules automatic renewal out (see api.spec): say where to store it.
+            # caSource rules automatic renewal out (see api.spec_parser): say where to store it.
             how = f"{create} --out ca.pem ...` (same key) and store it in {spec.ca_description}"
         else:
             how = (
