@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from akv_issuer.cli import ca, controller, sign
+from akv_issuer.cli import ca, check, controller, sign
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import Cause, KeyVaultError
 from akv_issuer.pki import PKIError
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ca.register(subparsers)
     sign.register(subparsers)
+    check.register(subparsers)
     controller.register(subparsers)
     return parser
 
