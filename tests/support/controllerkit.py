@@ -56,6 +56,7 @@ from akv_issuer.controller.core import (
     CheckFailed,
     CheckFollower,
     ControllerConfig,
+    IssuerHooks,
     IssuerKey,
     IssuerListener,
     IssuerSigners,
@@ -64,7 +65,7 @@ from akv_issuer.controller.core import (
     SignSlots,
 )
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import Ambient, AuthConfig, KeyInfo
+from akv_issuer.keyvault import Ambient, AuthConfig, ErrorKind, KeyInfo, KeyVaultError, KeyVersion
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -118,14 +119,63 @@ class FakeSigner:
 
 
 class FakeVault:
-    """The one thing ``core.IssuerSigners`` asks of the Key Vault layer: the
-    signer of a key version (one :class:`FakeSigner` per key version id)."""
+    """The part of the Key Vault layer (``keyvault.KeyVaultAccess``) the
+    controller reads through in these tests: key versions (``get_key``,
+    ``list_key_versions``) and the signer of a key version (``signer``, one
+    :class:`FakeSigner` per version). ``calls`` counts each operation;
+    ``fail_next(operation, error)`` makes the next call of it raise."""
 
     def __init__(self) -> None:
+        self.keys: dict[str, list[KeyInfo]] = {}  # by key name, oldest first
         self.signers: dict[str, FakeSigner] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._faults: dict[str, collections.deque[BaseException]] = collections.defaultdict(
+            collections.deque
+        )
 
-    def add(self, kid: str, signer: FakeSigner) -> None:
-        self.signers[kid] = signer
+    def add(self, key: KeyInfo, signer: FakeSigner) -> None:
+        """A new (latest) version of ``key.name``."""
+        self.keys.setdefault(key.name, []).append(key)
+        self.signers[key.kid] = signer
+
+    def replace(self, key: KeyInfo) -> None:
+        """Change a version's state (``enabled``, ``key_ops``, dates)."""
+        versions = self.keys[key.name]
+        versions[:] = [key if k.version == key.version else k for k in versions]
+
+    def fail_next(self, operation: str, error: BaseException, *, times: int = 1) -> None:
+        self._faults[operation].extend([error] * times)
+
+    def _call(self, operation: str) -> None:
+        self.calls[operation] += 1
+        if self._faults[operation]:
+            raise self._faults[operation].popleft()
+
+    async def get_key(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo:
+        self._call("get_key")
+        versions = self.keys.get(name) or []
+        found = [k for k in versions if version is None or k.version == version]
+        if vault_url.rstrip("/") != VAULT_URL or not found:
+            raise KeyVaultError(
+                ErrorKind.NOT_FOUND,
+                f"A key with (name/id) {name} was not found in this key vault.",
+                status=404,
+                code="KeyNotFound",
+                operation="get_key",
+            )
+        return found[-1]
+
+    async def list_key_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[KeyVersion, ...]:
+        self._call("list_key_versions")
+        versions = self.keys.get(name) or []
+        return tuple(
+            KeyVersion(version=k.version, enabled=k.enabled, created=None)
+            for k in reversed(versions)
+        )[:limit]
 
     def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
         return self.signers[key.kid]
@@ -245,6 +295,17 @@ def issuer_object(
             ]
         }
     return obj
+
+
+def ca_secret(name: str, namespace: str, *cas: TestCA) -> dict[str, Any]:
+    """A Kubernetes Secret holding the PEM of ``cas`` under ``ca.crt`` (``caSource.secret``)."""
+    pem = b"".join(ca.pem for ca in cas)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"ca.crt": b64(pem)},
+    }
 
 
 def issuer_resource(key: IssuerKey) -> Any:
@@ -383,14 +444,14 @@ class FakeIssuers:
 
     ``checked[key]`` is what a successful check left (set by the test); like
     the issuer reconciler, it counts only while its generation is the object's.
-    Whatever a feature asks is recorded (``check_requests``, ``faults``)."""
+    What features ask is recorded (``check_requests``, ``faults``); what they
+    register is kept in a real ``core.IssuerHooks`` (``hooks``), which a test
+    runs as the issuer reconciler would (``hooks.checked``, ``hooks.settled``)."""
 
     def __init__(self, kube: FakeKube) -> None:
         self.kube = kube
         self.checked: dict[IssuerKey, CheckedIssuer] = {}
-        self.listeners: list[IssuerListener] = []
-        self.followers: list[CheckFollower] = []
-        self.renewal: CARenewal | None = None
+        self.hooks = IssuerHooks()
         self.check_requests: list[IssuerKey] = []
         self.faults: list[tuple[IssuerKey, CheckFailed, bool]] = []
 
@@ -417,18 +478,17 @@ class FakeIssuers:
         self.checked.pop(key, None)
 
     def subscribe(self, listener: IssuerListener) -> None:
-        self.listeners.append(listener)
+        self.hooks.subscribe(listener)
 
     def follow(self, follower: CheckFollower) -> None:
-        self.followers.append(follower)
+        self.hooks.follow(follower)
 
     def renew_ca_with(self, renewal: CARenewal) -> None:
-        self.renewal = renewal
+        self.hooks.renew_ca_with(renewal)
 
     def changed(self, key: IssuerKey) -> None:
         """Tell the subscribed features that ``key`` changed (as a check does)."""
-        for listener in self.listeners:
-            listener(key)
+        self.hooks.notify(key)
 
 
 # == the host ========================================================================
@@ -531,8 +591,9 @@ class FakeHost:
     # -- what tests do ---------------------------------------------------------------
 
     def add_ca(self, ca: TestCA) -> None:
-        """Key Vault holds ``ca``'s key: its version signs through ``ca.signer``."""
-        self.vault.add(ca.key_info.kid, ca.signer)
+        """Key Vault holds ``ca``'s key as the latest version of KEY_NAME,
+        signing through ``ca.signer``."""
+        self.vault.add(ca.key_info, ca.signer)
 
     def sample(self, name: str, **labels: str) -> float:
         """The value of series ``akv_issuer_<name>`` with ``labels`` (0 when absent)."""
