@@ -215,6 +215,27 @@ class TestCA:
             key_ops=("sign", "verify"),
         )
 
+    def issue(
+        self,
+        common_name: str,
+        *,
+        not_before: dt.datetime = START,
+        lifetime: dt.timedelta = dt.timedelta(days=730),
+    ) -> x509.Certificate:
+        """A leaf this CA signed (locally: for tests of what comes after issuance)."""
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_before + lifetime)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+
     @property
     def chain(self) -> pki.CAChain:
         return pki.CAChain((self.cert,))
@@ -369,6 +390,34 @@ def certificate_request(
     }
     if approval is not None:
         obj["status"] = {"conditions": [approved_condition(at, kind=approval)]}
+    return obj
+
+
+def issued_request(
+    name: str,
+    issuer: IssuerKey,
+    leaf: x509.Certificate,
+    ca: TestCA,
+    *,
+    namespace: str = "apps",
+    annotations: dict[str, str] | None = None,
+    at: dt.datetime = START,
+) -> dict[str, Any]:
+    """A CertificateRequest that was issued ``leaf`` (Ready=True/Issued)."""
+    obj = certificate_request(name, issuer, namespace=namespace, at=at)
+    if annotations:
+        obj["metadata"]["annotations"] = dict(annotations)
+    obj["status"]["conditions"].append(
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Issued",
+            "message": "Certificate issued",
+            "lastTransitionTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
+    obj["status"]["certificate"] = b64(leaf.public_bytes(serialization.Encoding.PEM))
+    obj["status"]["ca"] = b64(ca.pem)
     return obj
 
 
