@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from lightkube.resources.core_v1 import ConfigMap
 
-from akv_issuer.controller import issuers, requests
+from akv_issuer.controller import ca_lifecycle, issuers, requests
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, CertificateRequest, ClusterIssuer
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.issuers import IssuerReconciler
@@ -370,3 +371,36 @@ async def test_listeners_hear_every_check_and_the_deletion(
     assert not gone.failure
     assert gone.after is None
     assert len(t.status_writes()) == 1
+
+
+# -- the features that follow each check ------------------------------------------------------
+
+
+async def test_a_trust_bundle_that_cannot_be_written_leaves_the_issuer_ready_and_retries(
+    setup_issuers: Callable[[], Issuers],
+) -> None:
+    t = setup_issuers()
+    ca_lifecycle.setup(t.host, t.side)
+    spec = issuer_spec(
+        caSource={"secret": {"name": "vault-ca"}}, trustBundle={"configMapName": "vault-trust"}
+    )
+    t.add(spec)
+    t.deliver()
+    t.kube.fail("apply", ConfigMap, 403, message="forbidden")
+
+    result = await t.side.reconcile(VAULT, 0)
+
+    assert t.ready()["status"] == "True"  # signing does not need the bundle
+    assert t.side.lookup(VAULT)[1] is not None
+    assert result.failure  # the check comes back with backoff to publish it
+    assert result.after is not None
+    assert result.after <= 4.0
+    assert [e[1] for e in t.events()] == ["Checked", "TrustBundleFailed"]
+
+    again = await t.side.reconcile(VAULT, 1)
+
+    assert not again.failure
+    assert again.after == 300.0
+    assert t.kube.get(ConfigMap, "vault-trust", CLUSTER_NS) is not None
+    # Reissuing appears only once re-issuing has something to say (spec.reissue).
+    assert [c["type"] for c in t.get()["status"]["conditions"]] == ["Ready"]
