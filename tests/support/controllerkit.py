@@ -601,7 +601,7 @@ class FakeHost:
         self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
         self.lease_lost = False
         self.signers = IssuerSigners(
-            self.vault,  # type: ignore[arg-type]  # the signer is all IssuerSigners reads
+            self.vault,  # signer() is all IssuerSigners reads of the Key Vault layer
             self.keyvault_calls,
             SignSlots(self.config.concurrency, self.metrics.signs_in_flight),
             self.fence,

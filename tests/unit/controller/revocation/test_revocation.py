@@ -27,6 +27,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from akv_issuer.controller import revocation
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, CertificateRequest, ClusterIssuer
 from akv_issuer.controller.core import IssuerKey
+from akv_issuer.keyvault import ErrorKind, KeyVaultError
 from support.controllerkit import (
     CLUSTER_NS,
     FakeHost,
@@ -427,3 +428,75 @@ async def test_a_replica_that_lost_its_lease_leaves_a_due_crl_to_the_next_leader
 
     assert t.ca.signer.calls == 1
     assert t.config_map() == served  # CRL 1 is still what every replica serves
+
+
+# -- when re-signing fails ----------------------------------------------------------------
+
+
+async def test_while_key_vault_fails_the_stored_crl_is_served_and_the_condition_says_so(
+    revocations: Revocations,
+) -> None:
+    t = revocations
+    t.issuers.changed(VAULT)
+    await wait_until(lambda: t.crl() is not None, what="CRL 1")
+    served = (t.config_map() or {})["data"]["crl.pem"]
+
+    await t.clock.advance(20 * 3600)  # due: nextUpdate is 4 h away
+    t.ca.signer.fail_next(transient_error(), times=2)
+    t.issuers.changed(VAULT)
+    await wait_until(lambda: (t.crl_current() or {}).get("reason") == "ResignFailing")
+
+    current = t.crl_current()
+    assert current is not None
+    assert current["status"] == "False"
+    assert current["message"] == (
+        "re-signing the CRL fails (Key Vault: the vault answered 503); CRL number 1 is "
+        "served until its nextUpdate 2030-01-02T00:00:00Z"
+    )
+    assert (t.config_map() or {})["data"]["crl.pem"] == served
+    (failed,) = events(t.kube, reason="CRLSignFailed")
+    assert failed["type"] == "Warning"
+
+    # Backing off now: a check of the issuer does not cut that short, a revocation does.
+    await t.clock.advance(5 * 3600)  # past nextUpdate
+    first = t.request("first")
+    await wait_until(lambda: (t.crl_current() or {}).get("reason") == "Expired")
+
+    current = t.crl_current()
+    assert current is not None
+    assert current["message"].startswith(
+        "CRL number 1 expired at 2030-01-02T00:00:00Z and could not be re-signed "
+        "(Key Vault: the vault answered 503)"
+    )
+    assert REVOKED in t.annotations("first")  # recorded: the next CRL will list it
+    assert len(events(t.kube, reason="CRLSignFailed")) == 1  # once per distinct failure
+
+    second = t.request("second")  # Key Vault is back
+    await wait_until(lambda: t.crl_number() == 2, what="CRL 2")
+    crl = t.crl()
+    assert crl is not None
+    assert {r.serial_number for r in crl} == {first.serial_number, second.serial_number}
+    current = t.crl_current()
+    assert current is not None
+    assert (current["status"], current["reason"]) == ("True", "Current")
+
+
+async def test_no_crl_is_signed_for_an_issuer_not_checked_yet(
+    revocations: Revocations,
+) -> None:
+    t = revocations
+    del t.issuers.checked[VAULT]
+
+    t.issuers.changed(VAULT)
+    await wait_until(lambda: t.crl_current() is not None, what="CRLCurrent")
+
+    current = t.crl_current()
+    assert current is not None
+    assert (current["status"], current["reason"]) == ("False", "NotSigned")
+    assert current["message"] == "no CRL signed yet: ClusterIssuer vault is not Ready"
+    assert VAULT in t.issuers.check_requests
+    assert t.ca.signer.calls == 0
+
+
+def transient_error() -> Exception:
+    return KeyVaultError(ErrorKind.TRANSIENT, "the vault answered 503", status=503)
