@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from lightkube.resources.core_v1 import Event
 
 from akv_issuer import pki
+from akv_issuer.controller import core
 from akv_issuer.controller.api import (
     API_VERSION,
     GROUP,
@@ -59,10 +60,7 @@ from akv_issuer.controller.core import (
     IssuerHooks,
     IssuerKey,
     IssuerListener,
-    IssuerSigners,
     IssuerView,
-    KeyVaultCalls,
-    SignSlots,
 )
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import Ambient, AuthConfig, ErrorKind, KeyInfo, KeyVaultError, KeyVersion
@@ -72,6 +70,14 @@ from akv_issuer.runtime.informer import Handler, Informer
 from akv_issuer.runtime.leader import NotLeading
 from support.fakeclock import FakeClock, settle
 from support.fakekube import FakeKube
+
+# The Key Vault gateway (core.KeyVaultGateway) replaces core.keyvault_calls;
+# the host builds whichever the controller has. Drop the old branch once both
+# have landed on main.
+KeyVaultGateway: Any = getattr(core, "KeyVaultGateway", None)
+KeyVaultCalls: Any = getattr(core, "KeyVaultCalls", None)
+IssuerSigners: Any = getattr(core, "IssuerSigners", None)
+SignSlots: Any = getattr(core, "SignSlots", None)
 
 CLUSTER_NS = "akv-system"
 VAULT_URL = "https://unit.vault.azure.net"
@@ -179,6 +185,30 @@ class FakeVault:
 
     def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
         return self.signers[key.kid]
+
+    # The rest of what the controller reads: no secrets or certificate objects
+    # here (the tests keep CA certificates in Kubernetes Secrets).
+
+    async def get_secret(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> Any:
+        self._call("get_secret")
+        raise KeyVaultError(ErrorKind.NOT_FOUND, f"secret {name} not found", status=404)
+
+    async def get_certificate(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> Any:
+        self._call("get_certificate")
+        raise KeyVaultError(ErrorKind.NOT_FOUND, f"certificate {name} not found", status=404)
+
+    async def set_secret(
+        self, vault_url: str, name: str, value: str, auth: AuthConfig, **_: Any
+    ) -> Any:
+        self._call("set_secret")
+        raise KeyVaultError(ErrorKind.FORBIDDEN, "the fake vault stores no secrets", status=403)
+
+    async def close(self) -> None:
+        return None
 
 
 # == a CA and what a successful check leaves for it =================================
@@ -598,14 +628,20 @@ class FakeHost:
         self.metrics = Metrics()
         self.events = EventRecorder(self.client, COMPONENT, self.config.identity)
         self.vault = FakeVault()
-        self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
         self.lease_lost = False
-        self.signers = IssuerSigners(
-            self.vault,  # signer() is all IssuerSigners reads of the Key Vault layer
-            self.keyvault_calls,
-            SignSlots(self.config.concurrency, self.metrics.signs_in_flight),
-            self.fence,
-        )
+        if KeyVaultGateway is not None:
+            self.keyvault: Any = KeyVaultGateway(
+                self.vault, self.metrics, concurrency=self.config.concurrency, fence=self.fence
+            )
+        else:  # before the gateway (core.keyvault_calls)
+            self.keyvault = self.vault
+            self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
+            self.signers = IssuerSigners(
+                self.vault,  # signer() is all IssuerSigners reads of the Key Vault layer
+                self.keyvault_calls,
+                SignSlots(self.config.concurrency, self.metrics.signs_in_flight),
+                self.fence,
+            )
         self.controllers: list[Controller[Any]] = []
         self.watches: dict[str, _Watch] = {}
         self.routes: list[tuple[str, list[web.RouteDef]]] = []
@@ -613,10 +649,6 @@ class FakeHost:
         self.informers: list[Informer] = []
 
     # -- core.Host -----------------------------------------------------------------
-
-    @property
-    def keyvault(self) -> Any:
-        return self.vault
 
     @property
     def now(self) -> Callable[[], dt.datetime]:
