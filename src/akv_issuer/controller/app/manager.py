@@ -117,7 +117,7 @@ class Manager:
         keyvault: KeyVaultAccess | None = None,
     ) -> None:
         self.config = config
-        self.now: Callable[[], dt.datetime] = utc_now
+        self.now = utc_now
         self.metrics = Metrics()
         self.client = client or make_client(config)
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
