@@ -228,13 +228,13 @@ async def test_a_failed_write_is_reported_and_retried_until_it_succeeds(
     bundles: Bundles, ca: TestCA
 ) -> None:
     t = bundles
-    t.kube.fail("apply", ConfigMap, 403, message='configmaps "vault-trust" is forbidden')
+    t.kube.fail("apply", ConfigMap, 500, message="etcdserver: request timed out")
 
     assert not await t.checked(ca)
     assert t.kube.get(ConfigMap, BUNDLE, CLUSTER_NS) is None
     (failed,) = events(t.kube, reason="TrustBundleFailed")
     assert failed["message"] == (
-        f'writing ConfigMap {CLUSTER_NS}/{BUNDLE}: configmaps "vault-trust" is forbidden'
+        f"writing ConfigMap {CLUSTER_NS}/{BUNDLE}: etcdserver: request timed out"
     )
 
     assert await t.checked(ca)

@@ -386,7 +386,7 @@ async def test_a_trust_bundle_that_cannot_be_written_leaves_the_issuer_ready_and
     )
     t.add(spec)
     t.deliver()
-    t.kube.fail("apply", ConfigMap, 403, message="forbidden")
+    t.kube.fail("apply", ConfigMap, 500, message="etcdserver: request timed out")
 
     result = await t.side.reconcile(VAULT, 0)
 
