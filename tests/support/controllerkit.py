@@ -624,7 +624,12 @@ class FakeHost:
         self.kube = kube
         self.clock = clock
         self.config = config or unit_config()
-        self.client = kube.client(field_manager=self.config.field_manager)
+        if hasattr(kube, "api"):  # the hot path's KubeApi (runtime/kubeapi.py)
+            self.api: Any = kube.api(field_manager=self.config.field_manager)
+            self.client = self.api.client
+        else:
+            self.api = None
+            self.client = kube.client(field_manager=self.config.field_manager)
         self.metrics = Metrics()
         self.events = EventRecorder(self.client, COMPONENT, self.config.identity)
         self.vault = FakeVault()
@@ -702,7 +707,7 @@ class FakeHost:
         controller's workers, as the app does while leading."""
         for name, watch in self.watches.items() if informers else ():
             informer = Informer(
-                self.client,
+                self.api or self.client,
                 watch.resource,
                 self.handler(name),
                 name=name,
@@ -724,4 +729,4 @@ class FakeHost:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.close()
+        await (self.api or self.client).close()
