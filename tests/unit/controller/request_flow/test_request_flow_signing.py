@@ -664,3 +664,56 @@ async def test_a_network_failure_on_the_way_to_key_vault_is_transient(
     assert ready is not None
     assert ready["message"].startswith(f"RetryableError: {type(failure).__name__}: ")
     assert t.signer_calls == 1
+
+
+# -- waiting for the issuer -------------------------------------------------------------------
+
+
+async def test_a_request_for_a_missing_issuer_waits_then_is_issued_once_it_is_checked(
+    kube: FakeKube, clock: FakeClock, host: FakeHost, issuers: FakeIssuers, ca: TestCA
+) -> None:
+    requests.setup(host, issuers)
+    await host.start()
+    kube.add(certificate_request("web", VAULT))
+
+    await wait_until(lambda: condition(_cr(kube), "Ready") is not None, what="pending")
+    pending = condition(_cr(kube), "Ready")
+    assert pending is not None
+    assert (pending["status"], pending["reason"]) == ("False", "Pending")
+    assert pending["message"] == "IssuerNotFound: ClusterIssuer vault does not exist"
+    (waiting,) = events(kube, reason="WaitingForIssuerExist")
+    assert waiting["type"] == "Normal"
+
+    kube.add(issuer_object(VAULT))
+    stored = kube.get(ClusterIssuer, VAULT.name)
+    assert stored is not None
+    issuers.checked[VAULT] = ca.checked(VAULT, stored, at=clock.now())
+    issuers.changed(VAULT)  # the issuer's check tells the flows
+
+    await wait_until(lambda: CERTIFICATE_REQUESTS.leaf(_cr(kube)) is not None, what="issued")
+    assert ca.signer.calls == 1
+
+
+async def test_an_issuer_ready_but_not_checked_here_is_checked_first(
+    setup_flow: Callable[[Kind], Flow],
+) -> None:
+    """Ready in its status (say, this replica just became leader) but not
+    checked by this process: nothing is signed with what it has not checked."""
+    t = setup_flow(CERTIFICATE_REQUESTS)
+    del t.issuers.checked[VAULT]
+    t.add("web")
+    t.deliver("web")
+
+    result = await t.reconcile("web")
+
+    assert not result.failure
+    assert result.after == 30.0  # the check requeues it sooner
+    assert t.issuers.check_requests == [VAULT]
+    assert t.signer_calls == 0
+    assert t.kube.calls("patch") == []
+
+
+def _cr(kube: FakeKube) -> dict[str, Any]:
+    found = kube.get(CertificateRequest, "web", "apps")
+    assert found is not None
+    return found
