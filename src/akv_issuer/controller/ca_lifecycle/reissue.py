@@ -53,6 +53,7 @@ from akv_issuer.controller.core import (
     FeatureCondition,
     FollowUp,
     IssuerKey,
+    permissions,
     published_ca,
 )
 from akv_issuer.controller.observability.metrics import Metrics
@@ -75,6 +76,7 @@ class Progress:
     triggered: int = 0
     done: bool = False
     error: str | None = None
+    forbidden: bool = False  # the error is the controller's missing RBAC (rbac.reissue)
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
@@ -216,7 +218,11 @@ class Reissuer:
         except asyncio.CancelledError:
             raise
         except ApiError as err:
-            progress.error = f"HTTP {err.status.code}: {err.status.message}"
+            if permissions.is_forbidden(err):
+                progress.forbidden = True
+                progress.error = permissions.REISSUE.missing()
+            else:
+                progress.error = f"HTTP {err.status.code}: {err.status.message}"
             log.warning("%s: re-issuing stopped: %s", key, progress.error)
         finally:
             self._metrics.reissue_pending.labels(*labels).set(
@@ -274,6 +280,8 @@ def condition_text(progress: Progress | None) -> tuple[str, str] | None:
     """(reason, message) of a Reissuing=True condition, None when not in progress."""
     if progress is None or progress.done:
         return None
+    if progress.forbidden:
+        return permissions.REASON_FORBIDDEN, progress.describe()
     reason = "Stopped" if progress.error else "CAChanged"
     return reason, progress.describe()
 
