@@ -48,8 +48,8 @@ def configmaps(namespace: str, cluster_resource_namespace: str) -> Permission:
     """Trust bundles, revocation lists and CRLs: ConfigMaps of an issuer's namespace."""
     if namespace == cluster_resource_namespace:
         grant = (
-            "the RoleBinding of the configmap-writer role in the cluster resource namespace, "
-            "which the Helm chart and config/rbac always create (restore it)"
+            "a RoleBinding of configmap-writer-role in the cluster resource namespace, which "
+            "the Helm chart and config/rbac always create (restore it)"
         )
     else:
         grant = (
@@ -63,7 +63,7 @@ def configmaps(namespace: str, cluster_resource_namespace: str) -> Permission:
 
 
 def secrets_read(namespace: str, cluster_resource_namespace: str) -> Permission:
-    """auth.clientSecret and caSource.kubernetesSecret: a Secret of the issuer's namespace."""
+    """auth.clientSecret and caSource.secret: a Secret of the issuer's namespace."""
     if namespace == cluster_resource_namespace:
         grant = (
             "the Helm value rbac.clusterWideSecrets=true, or the secret-reader RoleBinding the "
