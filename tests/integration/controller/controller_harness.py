@@ -84,14 +84,17 @@ def _rbac(file: str) -> Any:
     return role
 
 
-async def controller_role(kube: AsyncClient, features: tuple[str, ...]) -> str:
+async def controller_role(
+    kube: AsyncClient, features: tuple[str, ...], without: tuple[str, ...] = ()
+) -> str:
     """A ClusterRole holding exactly the rules of config/rbac/role.yaml and of
     the feature roles named: what an install with those switches on binds
-    cluster-wide. Applied; its name."""
-    rules = list(_rbac("role.yaml").rules)
+    cluster-wide (``without``: drop the rules on these resources, as an older
+    ClusterRole would lack them). Applied; its name."""
+    rules = [r for r in _rbac("role.yaml").rules if not set(r.resources) & set(without)]
     for feature in sorted(features):
         rules += _rbac(FEATURE_ROLES[feature]).rules
-    name = "-".join(["akv-tests-manager", *sorted(features)])
+    name = "-".join(["akv-tests-manager", *sorted(features), *(f"no-{w}" for w in without)])
     await kube.apply(
         ClusterRole(metadata=ObjectMeta(name=name), rules=rules),
         field_manager=TEST_MANAGER,
@@ -206,10 +209,11 @@ class Env:
 
     # -- RBAC -----------------------------------------------------------------
 
-    async def bind_features(self, *features: str) -> None:
+    async def bind_features(self, *features: str, without: tuple[str, ...] = ()) -> None:
         """Bind the controller cluster-wide to role.yaml plus only these feature
-        roles (none: the default install), instead of all of them."""
-        role = await controller_role(self.kube, tuple(features))
+        roles (none: the default install), instead of all of them; ``without``
+        drops role.yaml's rules on those resources."""
+        role = await controller_role(self.kube, tuple(features), without)
         await self.kube.delete(ClusterRoleBinding, self.binding)
         await self.kube.create(
             ClusterRoleBinding(

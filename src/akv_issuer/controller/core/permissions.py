@@ -37,7 +37,7 @@ class Permission:
 
     def describe(self) -> str:
         group = f" ({self.group})" if self.group else ""
-        return f"{'/'.join(self.verbs)} on {self.resource}{group} {self.scope}"
+        return f"{'/'.join(self.verbs)} {self.resource}{group} {self.scope}"
 
     def missing(self) -> str:
         """The sentence for a condition or event message."""
