@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from akv_issuer.controller.core import permissions
+from support.deploy import (
     CHART,
     CONFIG,
     NAMESPACE,
@@ -30,8 +32,6 @@ from deploy_helpers import (
     kubectl,
     run,
 )
-
-from akv_issuer.controller.core import permissions
 
 INSTALL_MD = REPO / "docs" / "install.md"
 MARKER = "<!-- permissions: the table tests/deploy/test_rbac.py reads -->"

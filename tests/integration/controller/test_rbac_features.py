@@ -15,8 +15,6 @@ import contextlib
 import uuid
 from typing import Any
 
-import pytest
-from controller_harness import CA, Env, condition, csr_pem, wait_for
 from cryptography import x509
 from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
@@ -26,8 +24,7 @@ from lightkube.types import PatchType
 from akv_issuer.controller.api import API_VERSION, CertificateRequest, Issuer
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE, ANNOTATION_REVOKED, list_name
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, Env, condition, csr_pem, wait_for
 
 
 async def _issuer_in(env: Env, namespace: str, name: str, spec: dict[str, Any]) -> None:
