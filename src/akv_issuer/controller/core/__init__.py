@@ -11,6 +11,9 @@
   (:class:`IssuerSide`, :class:`IssuerHooks`; :mod:`.hooks`) and what a
   feature's ``setup()`` wires into (:class:`Host`);
 - every Key Vault call counted, every sign fenced (:mod:`.keyvault_calls`);
+- what a feature says when its Kubernetes permission is missing
+  (:mod:`.permissions`: the reason ``Forbidden``, the permission, the value
+  granting it);
 - the controller's settings (:class:`ControllerConfig`; here rather than in
   ``app`` because the features read them).
 
@@ -18,6 +21,7 @@ Features (``issuers``, ``requests``, ``ca_lifecycle``, ``revocation``,
 ``identity``) import each other only through this package.
 """
 
+from akv_issuer.controller.core import permissions
 from akv_issuer.controller.core.checked import (
     DUE_INTERMEDIATE,
     DUE_MANUAL,
@@ -98,5 +102,6 @@ __all__ = [
     "keyvault_failure",
     "owner_namespace",
     "ownership_conflict",
+    "permissions",
     "published_ca",
 ]

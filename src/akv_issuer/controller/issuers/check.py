@@ -46,6 +46,7 @@ from akv_issuer.controller.core import (
     ca_failure,
     keyvault_failure,
     owner_namespace,
+    permissions,
 )
 from akv_issuer.controller.issuers.signing_key import check_usable, issuer_algorithm
 from akv_issuer.keyvault import (
@@ -228,10 +229,8 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                raise CheckFailed(
-                    IssuerReason.CA_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
-                ) from None
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
             raise CheckFailed(
                 IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
             ) from None
@@ -352,9 +351,9 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
                 raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
                 ) from None
             raise CheckFailed(
                 IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"

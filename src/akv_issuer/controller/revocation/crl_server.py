@@ -26,9 +26,10 @@ from typing import Final
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lightkube import ApiError
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND
-from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.core import IssuerKey, permissions
 from akv_issuer.controller.revocation.store import NotOurs, RevocationStore
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ class CRLServer:
             try:
                 stored = await self._store.read(key)
             except NotOurs:
+                stored = None
+            except ApiError as err:
+                # An issuer whose namespace the controller may not read
+                # ConfigMaps in has no CRL (its CRLCurrent condition says why).
+                if not permissions.is_forbidden(err):
+                    raise
                 stored = None
             if stored is not None and stored.crl_pem:
                 try:
