@@ -21,13 +21,13 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from deploy_helpers import REPO, run
+from deploy_helpers import REPO, VERSION, run
 
 from akv_devcluster.binaries import cache_root
 
 UV_VERSION = "0.13.9"  # as in the Makefile and the Dockerfile
 DOCKERFILE = REPO / "Dockerfile"
-DIST_INFO = "azure_keyvault_issuer-0.1.0.dist-info"
+DIST_INFO = f"azure_keyvault_issuer-{VERSION}.dist-info"
 # The production package: akv_issuer with exactly these subpackages and top-level files.
 SUBPACKAGES = {"pki", "keyvault", "runtime", "controller", "cli"}
 TOP_LEVEL_FILES = {"__init__.py", "py.typed"}
@@ -207,7 +207,7 @@ def test_the_build_stage_copies_only_the_production_sources() -> None:
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.startswith("!")
     }
-    assert allowed == {"!pyproject.toml", "!uv.lock", "!README.md", "!src/"}
+    assert allowed == {"!pyproject.toml", "!uv.lock", "!README.md", "!LICENSE", "!NOTICE", "!src/"}
 
 
 def test_the_wheel_holds_the_controller_and_no_test_tools(
