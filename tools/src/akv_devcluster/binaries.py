@@ -198,6 +198,20 @@ WORKLOAD_IDENTITY_WEBHOOK = GoBinary(
     ((f"{WORKLOAD_IDENTITY_MODULE}/pkg/version.BuildVersion", WORKLOAD_IDENTITY_VERSION),),
 )
 
+# syft makes the SBOM of the release image (`make release`, CycloneDX JSON):
+# it reads both the Debian packages (dpkg status) and the Python distributions
+# (the venv's dist-info) of an image archive, which a Python-only tool
+# (cyclonedx-py) cannot. Upstream's own main package; built only for a release.
+SYFT_VERSION = "v1.57.2"
+SYFT_MODULE = "github.com/anchore/syft"
+SYFT = GoBinary(
+    "syft",
+    SYFT_VERSION,
+    "syft",
+    f"{SYFT_MODULE}/cmd/syft",
+    (("main.version", SYFT_VERSION.lstrip("v")),),
+)
+
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
 
 
@@ -564,6 +578,7 @@ def _ensure_only(names: list[str]) -> int:
             CERT_MANAGER_WEBHOOK,
             CERT_MANAGER_CAINJECTOR,
             WORKLOAD_IDENTITY_WEBHOOK,
+            SYFT,
         )
     }
     unknown = [n for n in names if n not in known]
@@ -613,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
+            print(f"syft            {ensure_binary(SYFT)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
