@@ -200,7 +200,8 @@ def test_no_development_tools_in_the_runtime_environment(image_venv: Path) -> No
 
 def test_the_build_stage_copies_only_the_production_sources() -> None:
     sources = {source for sources, _ in _build_stage_copies() for source in sources}
-    assert sources == {"pyproject.toml", "uv.lock", "README.md", "src"}
+    # LICENSE and NOTICE: pyproject's license-files, in the wheel and the image.
+    assert sources == {"pyproject.toml", "uv.lock", "README.md", "LICENSE", "NOTICE", "src"}
     # .dockerignore is an allow-list: the build context holds nothing of tools/ either.
     allowed = {
         line.strip()
@@ -265,12 +266,21 @@ def test_the_source_distribution_holds_the_same_package_only(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     (sdist,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
-        # Each member is under the azure_keyvault_issuer-0.1.0/ folder.
+        # Each member is under the azure_keyvault_issuer-<version>/ folder.
         files = [PurePosixPath(*PurePosixPath(m.name).parts[1:]) for m in archive.getmembers()]
     assert not [str(path) for path in files if TOOL_NAMES.search(str(path))]
-    # Build metadata around the package (hatchling also adds .gitignore), nothing else.
+    # Build metadata around the package (hatchling also adds .gitignore) and the
+    # license files, nothing else.
     top = {path.parts[0] for path in files if path.parts}
-    assert {"src", "pyproject.toml", "PKG-INFO"} <= top
-    assert top <= {"src", "pyproject.toml", "README.md", "PKG-INFO", ".gitignore"}
+    assert {"src", "pyproject.toml", "PKG-INFO", "LICENSE", "NOTICE"} <= top
+    assert top <= {
+        "src",
+        "pyproject.toml",
+        "README.md",
+        "PKG-INFO",
+        ".gitignore",
+        "LICENSE",
+        "NOTICE",
+    }
     packages = {path.parts[2] for path in files if len(path.parts) > 3 and path.parts[0] == "src"}
     assert packages == SUBPACKAGES

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from akv_issuer import build_info
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
 from akv_issuer.controller.config import (
@@ -317,7 +316,6 @@ def run(args: argparse.Namespace) -> int:
     from akv_issuer.runtime.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level, always_info=(AUDIT_LOGGER,))
-    logging.getLogger(__name__).info("akv-issuer %s starting", build_info().describe())
     if args.deprecated_emulator:
         logging.getLogger(__name__).warning(DEPRECATED_EMULATOR)
     config = config_from_args(args)

@@ -28,6 +28,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
+from akv_issuer import build_info
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
 from akv_issuer.controller.config import COMPONENT, ControllerConfig
 from akv_issuer.controller.crl_publisher import CRLPublisher
@@ -374,7 +375,8 @@ async def run_controller(config: ControllerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     manager = Manager(config)
     log.info(
-        "controller starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        "akv-issuer %s starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        build_info().describe(),
         config.cluster_resource_namespace,
         config.concurrency,
         config.retry_budget,

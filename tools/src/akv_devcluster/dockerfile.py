@@ -273,6 +273,7 @@ def build_image(
         _prune_when_large()
         chosen = _choose_base(base)
         _log(f"building {tag} from {context / 'Dockerfile'} on {chosen}")
+        version, revision = project.version(), project.revision(context)
         _buildah(
             "bud",
             "--isolation",
@@ -285,9 +286,19 @@ def build_image(
             "--build-arg",
             f"PYTHON_IMAGE={chosen}",
             "--build-arg",
-            f"VERSION={project.version()}",
+            f"VERSION={version}",
             "--build-arg",
-            f"REVISION={project.revision(context)}",
+            f"REVISION={revision}",
+            # buildah (1.28) keys its layer cache on a LABEL/ENV line's text,
+            # not on the build arguments in it: with every step cached it
+            # returns the image of an earlier commit, labels and
+            # AKV_ISSUER_COMMIT included. A --label adds a last step that is
+            # never cached, so the image is committed with this build's
+            # configuration (checked by tests/deploy/test_release.py).
+            "--label",
+            f"org.opencontainers.image.version={version}",
+            "--label",
+            f"org.opencontainers.image.revision={revision}",
             "--tag",
             tag,
             "--file",
