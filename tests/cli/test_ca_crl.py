@@ -5,6 +5,7 @@ and the list parser, a pure function, on its own."""
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cryptography import x509
 from test_cli import assert_one_line_error, make_csr, openssl, run, vault_args
 
 from akv_emulator.testing import EmulatorProcess
-from akv_issuer.cli.crl import parse_revoked
+from akv_issuer.cli.crl import check_dates, parse_revoked
 from akv_issuer.cli.errors import CLIError
 
 UTC = datetime.UTC
@@ -72,9 +73,9 @@ def test_crl_verifies_and_revokes_the_listed_leaf(
     listing = tmp_path / "revoked.txt"
     listing.write_text(
         "# revoked by the security team\n"
-        f"{serial},2030-05-01T12:00:00Z,keyCompromise,2030-04-28T08:30:00+02:00\n"
+        f"{serial},2026-05-01T12:00:00Z,keyCompromise,2026-04-28T08:30:00+02:00\n"
         "\n"
-        "0a:0b:0c,2030-05-02T00:00:00.5Z,superseded  # colons as `openssl x509 -text` prints\n"
+        "0a:0b:0c,2026-05-02T00:00:00.5Z,superseded  # colons as `openssl x509 -text` prints\n"
         "dec:4096,,unspecified\n"
         "0x1F\n"
     )
@@ -117,14 +118,14 @@ def test_crl_verifies_and_revokes_the_listed_leaf(
 
     leaf = crl.get_revoked_certificate_by_serial_number(int(serial, 16))
     assert leaf is not None
-    assert leaf.revocation_date_utc == datetime.datetime(2030, 5, 1, 12, tzinfo=UTC)
+    assert leaf.revocation_date_utc == datetime.datetime(2026, 5, 1, 12, tzinfo=UTC)
     reason = leaf.extensions.get_extension_for_class(x509.CRLReason).value.reason
     assert reason is x509.ReasonFlags.key_compromise
     invalidity = leaf.extensions.get_extension_for_class(x509.InvalidityDate).value
-    assert invalidity.invalidity_date_utc == datetime.datetime(2030, 4, 28, 6, 30, tzinfo=UTC)
+    assert invalidity.invalidity_date_utc == datetime.datetime(2026, 4, 28, 6, 30, tzinfo=UTC)
     colons = crl.get_revoked_certificate_by_serial_number(0x0A0B0C)
     assert colons is not None
-    assert colons.revocation_date_utc == datetime.datetime(2030, 5, 2, tzinfo=UTC)
+    assert colons.revocation_date_utc == datetime.datetime(2026, 5, 2, tzinfo=UTC)
     superseded = colons.extensions.get_extension_for_class(x509.CRLReason).value.reason
     assert superseded is x509.ReasonFlags.superseded
     decimal = crl.get_revoked_certificate_by_serial_number(4096)
@@ -168,11 +169,11 @@ def test_empty_list_gives_an_empty_crl_pem_on_stdout_or_der(
     ("content", "fragments"),
     [
         ("1A\n\n# c\nXYZ\n", ["line 4: serial 'XYZ' is neither hexadecimal"]),
-        ("1A\n1a,2030-01-01T00:00:00Z\n", ["line 2: serial 1A is already listed on line 1"]),
+        ("1A\n1a,2026-01-01T00:00:00Z\n", ["line 2: serial 1A is already listed on line 1"]),
         ("0x1A\ndec:26\n", ["line 2: serial 1A is already listed on line 1"]),
-        ("1A,2030-01-01\n", ["line 1: revocation time '2030-01-01' is not RFC 3339"]),
-        ("1A,2030-01-01T00:00:00\n", ["line 1: revocation time", "with an offset"]),
-        ("1A,2030-13-01T00:00:00Z\n", ["line 1: revocation time", "month must be in 1..12"]),
+        ("1A,2026-01-01\n", ["line 1: revocation time '2026-01-01' is not RFC 3339"]),
+        ("1A,2026-01-01T00:00:00\n", ["line 1: revocation time", "with an offset"]),
+        ("1A,2026-13-01T00:00:00Z\n", ["line 1: revocation time", "month must be in 1..12"]),
         ("1A,,compromised\n", ["line 1: unknown reason 'compromised'; use one of unspecified,"]),
         ("1A,,removeFromCRL\n", ["line 1: reason removeFromCRL is only for delta CRLs"]),
         ("1A,,keyCompromise,yesterday\n", ["line 1: invalidity time 'yesterday'"]),
@@ -180,8 +181,20 @@ def test_empty_list_gives_an_empty_crl_pem_on_stdout_or_der(
         ("0\n", ["line 1: serial '0' is not a positive number"]),
         ("dec:0\n", ["line 1: serial 'dec:0' is not a positive number"]),
         (f"{2**159:X}\n", ["is not a positive number of at most 20 octets"]),
-        (",2030-01-01T00:00:00Z\n", ["line 1: the serial number is missing"]),
+        (",2026-01-01T00:00:00Z\n", ["line 1: the serial number is missing"]),
         ("\xff\n", ["is not UTF-8 text"]),
+        # RFC 5280 5.1.2.6 / 5.3.2: nothing after the CRL's thisUpdate (now).
+        (
+            "1A\n# later\n2B,2999-01-01T00:00:00Z\n",
+            [
+                "line 3: revocation time 2999-01-01T00:00:00Z is after the CRL's thisUpdate",
+                "a CRL lists only what is known when it is signed",
+            ],
+        ),
+        (
+            "1A,2026-01-01T00:00:00Z,keyCompromise,2999-01-01T01:00:00+02:00\n",
+            ["line 1: invalidity time 2998-12-31T23:00:00Z is after the CRL's thisUpdate"],
+        ),
     ],
 )
 def test_input_mistakes_are_one_line_errors_before_the_vault_is_asked(
@@ -237,8 +250,8 @@ def test_parse_revoked_reads_every_documented_form() -> None:
     entries = parse_revoked(
         "# header\n"
         "  4F2A910C77  \n"
-        "0X4f2a910c78 , 2030-05-01t12:00:00z , KEYCOMPROMISE , 2030-04-30 23:00:00-01:00\n"
-        "3a:4f:00,2030-05-01T12:00:00.123456789+05:30,aACompromise\n"
+        "0X4f2a910c78 , 2026-05-01t12:00:00z , KEYCOMPROMISE , 2026-04-30 23:00:00-01:00\n"
+        "3a:4f:00,2026-05-01T12:00:00.123456789+05:30,aACompromise\n"
         "dec:18446744073709551616,,certificateHold # a comment after an entry\n",
         "list.txt",
     )
@@ -250,17 +263,133 @@ def test_parse_revoked_reads_every_documented_form() -> None:
     ]
     assert entries[0].revocation_date is None
     assert entries[0].reason is None
-    assert entries[1].revocation_date == datetime.datetime(2030, 5, 1, 12, tzinfo=UTC)
+    assert entries[1].revocation_date == datetime.datetime(2026, 5, 1, 12, tzinfo=UTC)
     assert entries[1].reason is x509.ReasonFlags.key_compromise
-    assert entries[1].invalidity_date == datetime.datetime(2030, 5, 1, 0, tzinfo=UTC)
+    assert entries[1].invalidity_date == datetime.datetime(2026, 5, 1, 0, tzinfo=UTC)
     assert entries[2].reason is x509.ReasonFlags.aa_compromise
     assert entries[2].revocation_date is not None
     assert entries[2].revocation_date.astimezone(UTC) == datetime.datetime(
-        2030, 5, 1, 6, 30, 0, 123456, tzinfo=UTC
+        2026, 5, 1, 6, 30, 0, 123456, tzinfo=UTC
     )
     assert entries[3].reason is x509.ReasonFlags.certificate_hold
-    now = datetime.datetime(2031, 1, 1, tzinfo=UTC)
+    now = datetime.datetime(2027, 1, 1, tzinfo=UTC)
     assert entries[0].revoked(now).revocation_date == now
     assert parse_revoked("", "empty") == []
     with pytest.raises(CLIError, match=r"^list\.txt line 2: serial 'G1' is neither"):
         parse_revoked("1\nG1\n", "list.txt")
+
+
+def test_check_dates_allows_up_to_this_update_in_whole_seconds() -> None:
+    this_update = datetime.datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+    entries = parse_revoked(
+        "1A,2026-06-01T12:00:00.999Z,keyCompromise,2026-06-01T14:00:00+02:00\n"
+        "2B\n"
+        "3C,2026-06-01T12:00:01Z\n",
+        "list.txt",
+    )
+    check_dates(entries[:2], this_update, "list.txt")
+    with pytest.raises(CLIError) as info:
+        check_dates(entries, this_update, "list.txt")
+    assert str(info.value).startswith(
+        "list.txt line 3: revocation time 2026-06-01T12:00:01Z is after the CRL's thisUpdate "
+        "2026-06-01T12:00:00Z (now)"
+    )
+
+
+def _list_of(tmp_path: Path, *leaves: Path) -> Path:
+    listing = tmp_path / "revoked.txt"
+    listing.write_text(
+        "".join(f"{_openssl_serial(leaf)},2026-06-01T00:00:00Z,keyCompromise\n" for leaf in leaves)
+    )
+    return listing
+
+
+def _crl_check(ca: Path, crl: Path, leaf: Path) -> str:
+    """openssl's verdict on ``leaf`` against root ``ca`` with ``crl``: "OK" or its error."""
+    result = openssl("verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(crl), str(leaf))
+    if result.returncode == 0:
+        return "OK"
+    return result.stdout + result.stderr
+
+
+def _secret_version(stderr: str) -> str:
+    match = re.search(r"^ca secret: +\S+ \(version (\w+)\)$", stderr, re.MULTILINE)
+    assert match is not None, stderr
+    return match.group(1)
+
+
+def test_crl_for_the_previous_key_version_after_rotate(
+    emulator: EmulatorProcess, unique_name: str, tmp_path: Path
+) -> None:
+    """docs/revocation.md: after `ca rotate`, certificates of the old CA are
+    revoked with `ca crl --key-version OLD`, which finds the CA secret version
+    holding the old key's certificate. The CA is PSS-signed, and so are the
+    CRLs of both key versions, without --pss."""
+    old_ca = tmp_path / "old-ca.pem"
+    created = run(
+        emulator,
+        "ca",
+        "create",
+        *vault_args(emulator, unique_name),
+        "--create-key",
+        "rsa-2048",
+        "--pss",
+        "--common-name",
+        "Rotated CRL Root",
+        "--lifetime",
+        "30d",
+        "--upload-secret",
+        "--out",
+        str(old_ca),
+    )
+    match = re.search(rf"created key \S+/keys/{unique_name}/(\w+)", created.stderr)
+    assert match is not None, created.stderr
+    old_key_version = match.group(1)
+    old_cert = x509.load_pem_x509_certificate(old_ca.read_bytes())
+    revoked_leaf = _leaf(emulator, unique_name, tmp_path, "revoked.example")
+    kept_leaf = _leaf(emulator, unique_name, tmp_path, "kept.example")
+    new_ca = tmp_path / "new-ca.pem"
+    run(emulator, "ca", "rotate", *vault_args(emulator, unique_name), "--out", str(new_ca))
+
+    listing = _list_of(tmp_path, revoked_leaf)
+    crl_args = ["ca", "crl", *vault_args(emulator, unique_name), "--revoked", str(listing)]
+    old_crl = tmp_path / "old.crl"
+    result = run(
+        emulator,
+        *crl_args,
+        "--key-version",
+        old_key_version,
+        "--crl-number",
+        "3",
+        "--out",
+        str(old_crl),
+    )
+    assert f"/keys/{unique_name}/{old_key_version}" in result.stderr
+    assert "algorithm:   PS256" in result.stderr
+    crl = x509.load_pem_x509_crl(old_crl.read_bytes())
+    assert crl.issuer == old_cert.subject
+    assert crl.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
+    assert "certificate revoked" in _crl_check(old_ca, old_crl, revoked_leaf)
+    assert _crl_check(old_ca, old_crl, kept_leaf) == "OK"
+
+    # The newest key version's CRL comes from the newest secret version, as before.
+    new_crl = tmp_path / "new.crl"
+    newest = run(emulator, *crl_args, "--crl-number", "1", "--out", str(new_crl))
+    assert "algorithm:   PS256" in newest.stderr
+    verified = openssl("crl", "-verify", "-CAfile", str(new_ca), "-in", str(new_crl), "-noout")
+    assert verified.returncode == 0, verified.stderr
+    assert _secret_version(newest.stderr) != _secret_version(result.stderr)
+
+    # A named secret version that does not hold the old key's CA: one line.
+    refused = run(
+        emulator,
+        *crl_args,
+        "--key-version",
+        old_key_version,
+        "--crl-number",
+        "4",
+        "--secret-version",
+        _secret_version(newest.stderr),
+        check=False,
+    )
+    assert_one_line_error(refused, "is not the signing key's public key")

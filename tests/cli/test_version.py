@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.observability.metrics import Metrics
 
 AKV_ISSUER = str(Path(sys.executable).with_name("akv-issuer"))
 REPO = Path(__file__).resolve().parents[2]

@@ -99,6 +99,7 @@ def test_leader_election_role_equals_config_rbac(default_chart: list[Doc]) -> No
     [
         "cert-manager-approver",
         "issuer-viewer-role",
+        "issuer-editor-role",
         "secret-reader-role",
         "trust-bundle-secret-writer-role",
     ],

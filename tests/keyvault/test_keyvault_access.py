@@ -189,6 +189,21 @@ async def test_key_versions_are_listed_newest_first(
     assert [v.version for v in limited] == [created[2].version, created[1].version]
 
 
+async def test_secret_versions_are_listed_newest_first(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    stored = [
+        await access.set_secret(env.vault_url, unique_name, f"value {n}", auth) for n in range(3)
+    ]
+    listed = await access.list_secret_versions(env.vault_url, unique_name, auth)
+    assert [v.version for v in listed] == [s.version for s in reversed(stored)]
+    assert all(v.enabled for v in listed)
+    limited = await access.list_secret_versions(env.vault_url, unique_name, auth, limit=1)
+    assert [v.version for v in limited] == [stored[2].version]
+
+
 async def test_rotate_key_is_the_new_latest_at_once(
     access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:

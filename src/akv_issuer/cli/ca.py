@@ -354,7 +354,7 @@ async def _rotate(args: argparse.Namespace) -> int:
         path_length = old.extensions.get_extension_for_class(
             x509.BasicConstraints
         ).value.path_length
-        pss = args.pss or old.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
+        pss = args.pss or pki.is_pss_signed(old)
         target_secret = args.new_key_name or secret_name
         now = datetime.datetime.now(datetime.UTC)
         if args.new_key_name is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from akv_issuer import pki
 from akv_issuer.cli.errors import CLIError
@@ -60,13 +60,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_algorithm_arguments(parser: argparse.ArgumentParser, pss_note: str = "") -> None:
+def add_algorithm_arguments(
+    parser: argparse.ArgumentParser, pss_note: str = "", algorithm_note: str = ""
+) -> None:
     """``--algorithm`` and ``--pss`` of the commands that sign with the CA key."""
     parser.add_argument(
         "--algorithm",
         choices=[alg.value for alg in pki.SignatureAlgorithm],
         default=None,
-        help="signature algorithm (default: from the key; RSA by size, EC by curve)",
+        help="signature algorithm (default: from the key; RSA by size, EC by curve"
+        + algorithm_note
+        + ")",
     )
     parser.add_argument(
         "--pss",
@@ -74,6 +78,23 @@ def add_algorithm_arguments(parser: argparse.ArgumentParser, pss_note: str = "")
         help="with the default algorithm of an RSA key, use RSASSA-PSS instead of PKCS#1 v1.5"
         + pss_note,
     )
+
+
+CA_SCHEME_NOTE = "; RSASSA-PSS when the CA certificate is PSS-signed"
+"""``algorithm_note`` of the commands that sign with an existing CA: one
+signature scheme per CA (:func:`akv_issuer.pki.ca_signature_algorithm`)."""
+
+
+def ca_algorithm(
+    args: argparse.Namespace, ca_cert: x509.Certificate, key: KeyInfo
+) -> pki.SignatureAlgorithm:
+    """``--algorithm`` if given (checked against the key), else the CA's own
+    scheme: PSS when ``--pss`` or when ``ca_cert`` is PSS-signed."""
+    if args.algorithm is not None:
+        algorithm = pki.SignatureAlgorithm(args.algorithm)
+        pki.check_algorithm(key.public_key, algorithm)
+        return algorithm
+    return pki.ca_signature_algorithm(ca_cert, key.public_key, pss=args.pss)
 
 
 def add_vault_arguments(parser: argparse.ArgumentParser, *, key_version: bool = True) -> None:
@@ -209,6 +230,46 @@ class VaultSession:
         secret = await self.access.get_secret(self.vault_url, name, version, AUTH)
         return secret.value
 
+    async def load_ca(
+        self,
+        name: str,
+        version: str | None,
+        key: KeyInfo,
+        now: datetime.datetime,
+        *,
+        version_option: str,
+    ) -> tuple[pki.CAChain, str]:
+        """The CA chain of ``key`` in secret ``name``, and the secret version it
+        came from: ``version`` if given, else the newest version holding a
+        certificate for the key. After ``ca rotate`` the newest version holds
+        the new key version's CA, and an older key version's CA (for
+        ``--key-version OLD``) is in an older secret version. ``version_option``
+        names the command's option for the secret version, for messages."""
+        secret = await self.access.get_secret(self.vault_url, name, version, AUTH)
+        if version is not None or _holds_key(secret.value, key) is not False:
+            # The named version, one holding the key, or one unreadable
+            # (load_ca_chain says what is wrong with it).
+            return pki.load_ca_chain(secret.value, key.public_key, now), secret.version
+        try:
+            versions = await self.access.list_secret_versions(self.vault_url, name, AUTH)
+        except KeyVaultError as exc:
+            raise CLIError(
+                f"the latest version of secret {name} holds no certificate for key version "
+                f"{key.version}, and its older versions cannot be listed ({exc}); name the "
+                f"version that does with {version_option}"
+            ) from None
+        for listed in versions:
+            if listed.version == secret.version or not listed.enabled:
+                continue
+            older = await self.access.get_secret(self.vault_url, name, listed.version, AUTH)
+            if _holds_key(older.value, key):
+                return pki.load_ca_chain(older.value, key.public_key, now), older.version
+        raise CLIError(
+            f"none of the {len(versions)} newest versions of secret {name} holds a CA "
+            f"certificate for key version {key.version} of {key.name}; name the version "
+            f"that does with {version_option}"
+        )
+
     async def set_secret(self, name: str, value: str, content_type: str) -> str:
         try:
             secret = await self.access.set_secret(
@@ -217,6 +278,25 @@ class VaultSession:
         except KeyVaultError as exc:
             raise _soft_deleted(exc, "secret", self.vault_url, name) from None
         return secret.version
+
+
+def _holds_key(value: str, key: KeyInfo) -> bool | None:
+    """Whether a certificate in the PEM ``value`` holds ``key``'s public key;
+    None when ``value`` holds no readable certificate."""
+    try:
+        certificates = pki.load_certificates(value)
+    except pki.PKIError:
+        return None
+    wanted = key.public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return any(
+        cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == wanted
+        for cert in certificates
+    )
 
 
 def _soft_deleted(exc: KeyVaultError, kind: str, vault_url: str, name: str) -> Exception:

@@ -12,13 +12,14 @@ entry per line::
 
     # serial[,revocation-time[,reason[,invalidity-time]]]
     4F2A910C77                # hex as openssl prints it; colons and 0x allowed
-    dec:1234567,2030-05-01T12:00:00Z,keyCompromise,2030-04-28T00:00:00Z
+    dec:1234567,2026-05-01T12:00:00Z,keyCompromise,2026-04-28T00:00:00Z
 
 A serial is hexadecimal unless written ``dec:DIGITS``: openssl prints hex,
 ``step`` prints decimal, and a bare ``1000`` must not mean two things. An
 omitted (or empty) revocation time is the CRL's thisUpdate; times are RFC
-3339 with an offset; reasons are RFC 5280's names. Every mistake is reported
-with its line number, before Key Vault is asked for anything.
+3339 with an offset and not after thisUpdate; reasons are RFC 5280's names.
+Every mistake is reported with its line number, before Key Vault is asked for
+anything.
 """
 
 from __future__ import annotations
@@ -59,11 +60,18 @@ def register(ca_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "number, thisUpdate now and nextUpdate after --validity, and one entry per line of "
         "--revoked: serial[,revocation-time[,reason[,invalidity-time]]], the serial in hex as "
         "openssl prints it (colons and 0x allowed) or dec:DIGITS for decimal, times in RFC 3339 "
-        "(revocation time default: now), reason an RFC 5280 name such as keyCompromise; '#' "
+        "(revocation time default: now; no time may be after now), reason an RFC 5280 name such "
+        "as keyCompromise; '#' "
         "starts a comment. An empty file gives an empty CRL.",
     )
     common.add_vault_arguments(crl)
     crl.add_argument("--secret-name", default=None, help="CA secret name (default: the key's name)")
+    crl.add_argument(
+        "--secret-version",
+        default=None,
+        help="CA secret version (default: the newest holding a certificate for the key version, "
+        "so --key-version alone finds a previous CA after `ca rotate`)",
+    )
     crl.add_argument(
         "--revoked",
         required=True,
@@ -83,7 +91,7 @@ def register(ca_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=datetime.timedelta(hours=168),
         help="time from thisUpdate to nextUpdate (default 168h)",
     )
-    common.add_algorithm_arguments(crl)
+    common.add_algorithm_arguments(crl, algorithm_note=common.CA_SCHEME_NOTE)
     crl.add_argument("--out", default=None, help="write the CRL here (default: stdout)")
     crl.add_argument("--der", action="store_true", help="write DER instead of PEM")
     crl.set_defaults(handler=_crl)
@@ -186,6 +194,29 @@ def _time(text: str, what: str, fail: _Fail) -> datetime.datetime | None:
         raise fail(f"{what} {text!r}: {exc}") from None
 
 
+def check_dates(entries: list[Entry], this_update: datetime.datetime, source: str) -> None:
+    """Refuse a revocation or invalidity time after the CRL's thisUpdate (in
+    whole seconds, as written): a CRL lists what is known when it is signed
+    (RFC 5280 5.1.2.6, 5.3.2), so such a line is a typo or a date meant for
+    a later CRL. Raises :class:`CLIError` as ``SOURCE line N: ...``."""
+    limit = this_update.astimezone(datetime.UTC).replace(microsecond=0)
+    for entry in entries:
+        for what, when in (
+            ("revocation time", entry.revocation_date),
+            ("invalidity time", entry.invalidity_date),
+        ):
+            if when is not None and when.astimezone(datetime.UTC).replace(microsecond=0) > limit:
+                raise CLIError(
+                    f"{source} line {entry.line}: {what} {_iso(when)} is after the CRL's "
+                    f"thisUpdate {_iso(limit)} (now); a CRL lists only what is known when it "
+                    "is signed (RFC 5280 5.1.2.6, 5.3.2)"
+                )
+
+
+def _iso(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
 def _read_list(path: str) -> str:
     data = sys.stdin.buffer.read() if path == "-" else common.read_file(path, "--revoked")
     try:
@@ -199,15 +230,14 @@ async def _crl(args: argparse.Namespace) -> int:
     entries = parse_revoked(_read_list(args.revoked), source)
     secret_name = args.secret_name or args.key_name
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    check_dates(entries, now, source)
     revoked = [entry.revoked(now) for entry in entries]
     async with common.open_vault(args) as vault:
         key = await vault.get_key()
-        secret = await vault.get_secret(secret_name, None)
-        chain = pki.load_ca_chain(secret, key.public_key, now)
-        if args.algorithm is not None:
-            algorithm = pki.SignatureAlgorithm(args.algorithm)
-        else:
-            algorithm = pki.default_algorithm(key.public_key, pss=args.pss)
+        chain, secret_version = await vault.load_ca(
+            secret_name, args.secret_version, key, now, version_option="--secret-version"
+        )
+        algorithm = common.ca_algorithm(args, chain.ca, key)
         builder = pki.build_crl(
             chain.ca,
             revoked,
@@ -225,6 +255,7 @@ async def _crl(args: argparse.Namespace) -> int:
     next_update = crl.next_update_utc
     print(f"next update: {next_update.isoformat() if next_update else '-'}", file=sys.stderr)
     print(f"key:         {key.kid}", file=sys.stderr)
+    print(f"ca secret:   {secret_name} (version {secret_version})", file=sys.stderr)
     print(f"algorithm:   {algorithm}", file=sys.stderr)
     if next_update is not None and next_update > chain.ca.not_valid_after_utc:
         print(

@@ -10,6 +10,8 @@ import argparse
 import datetime
 import sys
 
+from cryptography import x509
+
 from akv_issuer import pki
 from akv_issuer.cli import common
 from akv_issuer.cli.errors import CLIError
@@ -27,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--ca-secret", default=None, help="secret holding the CA chain (default: the key's name)"
     )
     parser.add_argument(
-        "--ca-secret-version", default=None, help="CA secret version (default: latest)"
+        "--ca-secret-version",
+        default=None,
+        help="CA secret version (default: the newest holding a certificate for the key version)",
     )
     parser.add_argument("--csr", required=True, help="PEM CSR file")
     parser.add_argument(
@@ -43,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=sorted(pki.KNOWN_USAGES),
         metavar="USAGE",
         help="a cert-manager key usage; repeat for several (default: digital signature, "
-        "key encipherment)",
+        "key encipherment); usages the CSR's key type cannot have are left out, and a CA "
+        "certificate gets cert sign, crl sign and digital signature",
     )
     parser.add_argument("--ca", action="store_true", help="issue a CA certificate")
     parser.add_argument(
@@ -52,12 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="with --ca: basicConstraints path length",
     )
-    parser.add_argument(
-        "--algorithm",
-        choices=[alg.value for alg in pki.SignatureAlgorithm],
-        default=None,
-        help="signature algorithm (default: from the CA key)",
-    )
+    common.add_algorithm_arguments(parser, algorithm_note=common.CA_SCHEME_NOTE)
     parser.add_argument(
         "--out", default=None, help="write leaf + intermediates PEM here (default: stdout)"
     )
@@ -82,13 +82,14 @@ async def _sign(args: argparse.Namespace) -> int:
     now = datetime.datetime.now(datetime.UTC)
     async with common.open_vault(args) as vault:
         key = await vault.get_key()
-        secret = await vault.get_secret(args.ca_secret or args.key_name, args.ca_secret_version)
-        chain = pki.load_ca_chain(secret, key.public_key, now)
-        algorithm = (
-            pki.SignatureAlgorithm(args.algorithm)
-            if args.algorithm
-            else pki.default_algorithm(key.public_key)
+        chain, _ = await vault.load_ca(
+            args.ca_secret or args.key_name,
+            args.ca_secret_version,
+            key,
+            now,
+            version_option="--ca-secret-version",
         )
+        algorithm = common.ca_algorithm(args, chain.ca, key)
         plan = pki.build_certificate(csr, request, chain.ca, profile, now)
         cert = await pki.sign_certificate(
             plan.builder, key.public_key, algorithm, vault.signer(key)
@@ -98,6 +99,16 @@ async def _sign(args: argparse.Namespace) -> int:
     if args.ca_out:
         common.write_output(args.ca_out, ca_pem)
     print(common.describe_certificate(cert), file=sys.stderr)
+    print(f"algorithm:   {algorithm}", file=sys.stderr)
+    print(f"key usage:   {_key_usage(cert)}", file=sys.stderr)
     if plan.clamped:
         print(f"note:        NotAfter shortened ({plan.clamped_by})", file=sys.stderr)
     return 0
+
+
+def _key_usage(cert: x509.Certificate) -> str:
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return "none (no KeyUsage extension)"
+    return pki.usages.describe_key_usage_bits(pki.usages.key_usage_bits(usage))

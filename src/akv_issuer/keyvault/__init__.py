@@ -10,6 +10,7 @@ from .access import (
     KeyVaultSigner,
     KeyVersion,
     SecretInfo,
+    SecretVersion,
     normalize_vault_url,
 )
 from .auth import (
@@ -54,6 +55,7 @@ __all__ = [
     "KeyVaultSigner",
     "KeyVersion",
     "SecretInfo",
+    "SecretVersion",
     "WorkloadIdentity",
     "authority_for",
     "classify",

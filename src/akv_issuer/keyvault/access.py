@@ -123,6 +123,15 @@ class KeyVersion:
 
 
 @dataclass(frozen=True)
+class SecretVersion:
+    """One version of a secret as Key Vault lists it (no value)."""
+
+    version: str
+    enabled: bool
+    created: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class SecretInfo:
     vault_url: str
     name: str
@@ -752,6 +761,29 @@ class KeyVaultAccess:
             )
 
         return await self._call("get_secret", clients.vault_url, fetch)
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]:
+        """A secret's versions, newest first, at most ``limit`` of them, sorted
+        as :meth:`list_key_versions` sorts key versions. Needs secrets
+        ``list`` (``secrets/readMetadata/action``), which reading a value does
+        not include."""
+        _check_name("secret", name)
+        clients = self.clients(vault_url, auth)
+        oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+        async def fetch() -> tuple[SecretVersion, ...]:
+            found = [
+                SecretVersion(str(p.version or ""), bool(p.enabled), p.created_on)
+                async for p in clients.secrets.list_properties_of_secret_versions(name)
+                if p.version
+            ]
+            found.reverse()
+            found.sort(key=lambda v: v.created or oldest, reverse=True)
+            return tuple(found[:limit])
+
+        return await self._call("list_secret_versions", clients.vault_url, fetch)
 
     # ---- certificates ------------------------------------------------------------------
 

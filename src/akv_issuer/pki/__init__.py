@@ -55,15 +55,24 @@ from akv_issuer.pki.signing import (
     CAPublicKey,
     RemoteSigner,
     SignatureAlgorithm,
+    ca_signature_algorithm,
     check_algorithm,
     default_algorithm,
+    is_pss_signed,
     sign_certificate,
     sign_csr,
     verify_signature,
 )
-from akv_issuer.pki.usages import DEFAULT_USAGES, KNOWN_USAGES, resolve_usages
+from akv_issuer.pki.usages import (
+    CA_KEY_USAGE,
+    DEFAULT_USAGES,
+    KNOWN_USAGES,
+    issued_key_usage,
+    resolve_usages,
+)
 
 __all__ = [
+    "CA_KEY_USAGE",
     "CSR_PARSE_ERRORS",
     "DEFAULT_DURATION",
     "DEFAULT_USAGES",
@@ -92,13 +101,16 @@ __all__ = [
     "build_certificate",
     "build_crl",
     "build_root_ca",
+    "ca_signature_algorithm",
     "check_algorithm",
     "check_ca",
     "check_csr",
     "default_algorithm",
     "derived_serial_number",
+    "is_pss_signed",
     "is_self_signed",
     "issued_by",
+    "issued_key_usage",
     "load_ca_chain",
     "load_certificates",
     "order_chain",

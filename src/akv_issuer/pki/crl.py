@@ -72,7 +72,9 @@ def build_crl(
     Raises :class:`PolicyError` for a negative or oversized CRL number, a
     ``next_update`` not after ``this_update`` (after truncation to whole
     seconds), a serial number <= 0 or longer than 20 octets, a serial listed
-    twice, or a ``removeFromCRL`` reason; :class:`CAError` (``not-a-ca``) when
+    twice, a revocation or invalidity date after ``this_update`` (whole
+    seconds; RFC 5280 5.1.2.6 / 5.3.2: a CRL lists what was known when it was
+    issued), or a ``removeFromCRL`` reason; :class:`CAError` (``not-a-ca``) when
     ``ca_cert``'s key usage leaves out cRLSign, since relying parties reject a
     CRL from such a CA; ``ValueError`` for a naive datetime (a programming
     error, as elsewhere in :mod:`akv_issuer.pki`).
@@ -97,7 +99,7 @@ def build_crl(
             )
         if serial in entries:
             raise PolicyError(f"serial number {_hex(serial)} is listed twice")
-        entries[serial] = _entry(entry)
+        entries[serial] = _entry(entry, last)
     # The constructor rather than add_revoked_certificate(): that copies the
     # list on every call, which is quadratic for a CRL of 100,000 entries.
     return x509.CertificateRevocationListBuilder(
@@ -149,11 +151,13 @@ def _check_crl_sign(ca_cert: x509.Certificate) -> None:
         )
 
 
-def _entry(entry: RevokedCertificate) -> x509.RevokedCertificate:
+def _entry(entry: RevokedCertificate, this_update: datetime.datetime) -> x509.RevokedCertificate:
+    revocation = _whole_seconds(entry.revocation_date, "revocation_date")
+    _check_not_after(entry.serial_number, "revocation", revocation, this_update)
     builder = (
         x509.RevokedCertificateBuilder()
         .serial_number(entry.serial_number)
-        .revocation_date(_whole_seconds(entry.revocation_date, "revocation_date"))
+        .revocation_date(revocation)
     )
     reason = entry.reason
     if reason is x509.ReasonFlags.remove_from_crl:
@@ -165,8 +169,21 @@ def _entry(entry: RevokedCertificate) -> x509.RevokedCertificate:
         builder = builder.add_extension(x509.CRLReason(reason), critical=False)
     if entry.invalidity_date is not None:
         invalidity = _whole_seconds(entry.invalidity_date, "invalidity_date")
+        _check_not_after(entry.serial_number, "invalidity", invalidity, this_update)
         builder = builder.add_extension(x509.InvalidityDate(invalidity), critical=False)
     return builder.build()
+
+
+def _check_not_after(
+    serial: int, what: str, when: datetime.datetime, this_update: datetime.datetime
+) -> None:
+    # A CRL states what was known at thisUpdate (RFC 5280 5.1.2.4, 5.1.2.6,
+    # 5.3.2): a revocation, or a key compromise, after it is not known yet.
+    if when > this_update:
+        raise PolicyError(
+            f"serial number {_hex(serial)}: {what} time {when.isoformat()} is after the "
+            f"CRL's thisUpdate {this_update.isoformat()}; a CRL cannot list a future {what}"
+        )
 
 
 def _whole_seconds(value: datetime.datetime, what: str) -> datetime.datetime:

@@ -23,6 +23,7 @@ from akv_issuer.pki.usages import (
     ResolvedUsages,
     describe_extended_key_usages,
     describe_key_usage_bits,
+    issued_key_usage,
     key_usage_bits,
     resolve_usages,
 )
@@ -47,7 +48,9 @@ class IssuanceRequest:
     """What the requester asked for, beside the CSR itself.
 
     ``usages`` empty means cert-manager's default (``digital signature``,
-    ``key encipherment``), as an unset ``spec.usages`` does. ``path_length`` is
+    ``key encipherment``), as an unset ``spec.usages`` does. The certificate
+    gets those of them the subject key can use
+    (:func:`~akv_issuer.pki.usages.issued_key_usage`). ``path_length`` is
     only read when ``is_ca``; cert-manager has no field for it, the CLI does.
     """
 
@@ -168,13 +171,14 @@ def build_certificate(
     requested_bits = set(usages.key_usage)
     if request.is_ca:
         requested_bits.add("key_cert_sign")
-    issued_bits = set(requested_bits)
-    if request.is_ca:
-        # A CA that cannot sign CRLs cannot revoke what it issued.
-        issued_bits.add("crl_sign")
+    requested = frozenset(requested_bits)
+    public_key = csr.public_key()
+    # What the subject key type allows (RFC 3279, 8813, 8410/9295); CA
+    # certificates get keyCertSign, cRLSign and digitalSignature only.
+    issued_bits = issued_key_usage(requested, public_key, is_ca=request.is_ca)
 
     csr_extensions = csr.extensions
-    _check_csr_key_usage(csr_extensions, frozenset(requested_bits), frozenset(issued_bits))
+    _check_csr_key_usage(csr_extensions, requested, issued_bits, is_ca=request.is_ca)
     _check_csr_extended_key_usage(csr_extensions, frozenset(usages.extended_key_usage))
     csr_path_length = _check_csr_basic_constraints(csr_extensions, request.is_ca)
     path_length = (
@@ -197,7 +201,6 @@ def build_certificate(
 
     not_before, not_after, clamped_by = _validity(now, request.duration, ca_cert, profile)
     serial = random_serial_number() if serial_number is None else serial_number
-    public_key = csr.public_key()
 
     builder = (
         x509.CertificateBuilder()
@@ -209,7 +212,7 @@ def build_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(request.is_ca, path_length), critical=True)
     )
-    key_usage = ResolvedUsages(frozenset(issued_bits), ()).key_usage_extension()
+    key_usage = ResolvedUsages(issued_bits, ()).key_usage_extension()
     if key_usage is not None:
         builder = builder.add_extension(key_usage, critical=True)
     extended_key_usage = usages.extended_key_usage_extension()
@@ -248,15 +251,25 @@ def _optional(extensions: x509.Extensions, kind: type[_E]) -> x509.Extension[_E]
 
 
 def _check_csr_key_usage(
-    extensions: x509.Extensions, requested: frozenset[str], issued: frozenset[str]
+    extensions: x509.Extensions,
+    requested: frozenset[str],
+    issued: frozenset[str],
+    *,
+    is_ca: bool,
 ) -> None:
     extension = _optional(extensions, x509.KeyUsage)
     if extension is None:
         return
     found = key_usage_bits(extension.value)
-    # cert-manager puts exactly the requested bits in its CSRs; cRLSign, which
-    # this issuer adds to CA certificates, is tolerated on top.
-    if found not in (requested, issued):
+    # cert-manager (v1.21 too) puts exactly the requested bits in its CSRs,
+    # whatever the key type: an ECDSA CSR with default usages asks for
+    # keyEncipherment, which the certificate then leaves out. A CSR asking for
+    # exactly what will be issued is accepted too, and for a CA the requested
+    # bits plus cRLSign (which this issuer always adds).
+    accepted = {requested, issued}
+    if is_ca:
+        accepted.add(requested | {"crl_sign"})
+    if found not in accepted:
         raise CSRError(
             f"CSR key usages ({describe_key_usage_bits(found)}) do not match "
             f"the requested usages ({describe_key_usage_bits(requested)})"

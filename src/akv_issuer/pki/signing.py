@@ -37,8 +37,10 @@ __all__ = [
     "CAPublicKey",
     "RemoteSigner",
     "SignatureAlgorithm",
+    "ca_signature_algorithm",
     "check_algorithm",
     "default_algorithm",
+    "is_pss_signed",
     "sign_certificate",
     "sign_csr",
     "verify_signature",
@@ -137,6 +139,29 @@ def default_algorithm(
         return algorithm
     raise AlgorithmError(
         f"CA key {describe_key(public_key)} is not supported; use an RSA or EC key"
+    )
+
+
+def is_pss_signed(cert: x509.Certificate) -> bool:
+    """Whether ``cert``'s own signature is RSASSA-PSS."""
+    return cert.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS
+
+
+def ca_signature_algorithm(
+    ca_cert: x509.Certificate | None,
+    public_key: CertificateIssuerPublicKeyTypes,
+    *,
+    pss: bool = False,
+) -> SignatureAlgorithm:
+    """The algorithm a CA signs with when none is configured: one signature
+    scheme per CA. :func:`default_algorithm` for the key, with RSASSA-PSS when
+    ``pss`` or when the CA's own certificate ``ca_cert`` is PSS-signed (its
+    relying parties verify PSS already, and a CA that mixes PSS and PKCS#1
+    v1.5 gives linters and policy checks two schemes to accept); the hash
+    follows the key size either way. ``ca_cert`` None (no CA certificate
+    known yet): the key's default."""
+    return default_algorithm(
+        public_key, pss=pss or (ca_cert is not None and is_pss_signed(ca_cert))
     )
 
 

@@ -7,17 +7,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from akv_issuer.pki._keys import describe_key
 from akv_issuer.pki.errors import PolicyError
 
 __all__ = [
+    "CA_KEY_USAGE",
     "DEFAULT_USAGES",
     "KEY_USAGE_BITS",
     "KNOWN_USAGES",
     "ResolvedUsages",
     "describe_extended_key_usages",
     "describe_key_usage_bits",
+    "issued_key_usage",
     "key_usage_bits",
     "resolve_usages",
 ]
@@ -158,3 +163,73 @@ def describe_key_usage_bits(bits: Iterable[str]) -> str:
 def describe_extended_key_usages(oids: Iterable[ObjectIdentifier]) -> str:
     names = sorted(_OID_NAMES.get(oid, oid.dotted_string) for oid in oids)
     return ", ".join(names) if names else "none"
+
+
+# ---- key usages the subject key can have -----------------------------------------------
+
+CA_KEY_USAGE: frozenset[str] = frozenset({"digital_signature", "key_cert_sign", "crl_sign"})
+"""The key usage of every CA certificate: keyCertSign and cRLSign (a CA that
+cannot sign CRLs cannot revoke what it issued), and digitalSignature so that
+the CA key may sign OCSP responses itself. Nothing else: RFC 3279 2.3.1 says
+a CA's RSA key SHOULD NOT have keyEncipherment or dataEncipherment, and the
+EC and Ed25519 RFCs forbid them."""
+
+# The bits an end-entity certificate may assert, per subject key type:
+# RSA, RFC 3279 2.3.1 (digitalSignature, nonRepudiation, keyEncipherment,
+# dataEncipherment; cRLSign for a CRL issuer certificate), so no keyAgreement;
+# ECDSA (id-ecPublicKey), RFC 5480 3 and RFC 8813 3: keyEncipherment and
+# dataEncipherment MUST NOT be present, keyAgreement (ECDH) may, with
+# encipherOnly / decipherOnly; Ed25519 / Ed448, RFC 8410 5 as replaced by
+# RFC 9295: digitalSignature, nonRepudiation, cRLSign only.
+_RSA_BITS = frozenset(
+    {"digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "crl_sign"}
+)
+_EC_BITS = frozenset(
+    {
+        "digital_signature",
+        "content_commitment",
+        "key_agreement",
+        "encipher_only",
+        "decipher_only",
+        "crl_sign",
+    }
+)
+_EDDSA_BITS = frozenset({"digital_signature", "content_commitment", "crl_sign"})
+
+
+def _allowed_bits(public_key: CertificatePublicKeyTypes) -> tuple[frozenset[str], str]:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _RSA_BITS, "RFC 3279 section 2.3.1"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _EC_BITS, "RFC 8813 section 3"
+    if isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return _EDDSA_BITS, "RFC 8410 section 5 (RFC 9295)"
+    raise PolicyError(f"key usages for a {describe_key(public_key)} key are not defined here")
+
+
+def issued_key_usage(
+    requested: frozenset[str], public_key: CertificatePublicKeyTypes, *, is_ca: bool
+) -> frozenset[str]:
+    """The key usage bits a certificate for ``public_key`` gets when
+    ``requested`` (KEY_USAGE_BITS names) were asked for.
+
+    A CA certificate gets :data:`CA_KEY_USAGE`, whatever was asked. An
+    end-entity certificate gets the requested bits its key type can use: the
+    others are left out rather than refused, so that cert-manager's default
+    usages (digital signature, key encipherment) still give an ECDSA or
+    Ed25519 key a certificate, without keyEncipherment. Nothing requested,
+    nothing issued (no KeyUsage extension). If every requested bit is one the
+    key cannot use, :class:`PolicyError`: a certificate without a KeyUsage
+    extension would allow every use instead.
+    """
+    if is_ca:
+        return CA_KEY_USAGE
+    allowed, rfc = _allowed_bits(public_key)
+    issued = requested & allowed
+    if requested and not issued:
+        raise PolicyError(
+            f"usages ({describe_key_usage_bits(requested)}) do not fit the "
+            f"{describe_key(public_key)} subject key ({rfc}); ask for one of "
+            f"{describe_key_usage_bits(allowed - {'encipher_only', 'decipher_only'})}"
+        )
+    return issued

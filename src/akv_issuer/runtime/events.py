@@ -61,8 +61,11 @@ class EventRecorder:
         component: str,
         instance: str,
         dropped: Counter | None = None,
+        *,
+        queue_bound: int = _QUEUE_BOUND,
     ) -> None:
         self._client = client
+        self._queue_bound = queue_bound
         self._component = component
         self._instance = instance
         self._dropped = dropped
@@ -75,7 +78,7 @@ class EventRecorder:
         """Send events from background tasks from now on (call inside the loop)."""
         if self._queue is not None:
             return
-        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_BOUND)
+        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_bound)
         self._queue = queue
         self._senders = [
             asyncio.create_task(self._send_loop(queue), name=f"event-sender-{n}")

@@ -12,6 +12,11 @@ expired) means a fresh list; any other error reconnects after an exponential
 backoff. After each list the handler is told which keys exist, so objects
 deleted while no watch was open are noticed.
 
+A handler that raises costs that one object (or event), never the list or
+the watch: the error is logged once with its traceback and counted
+(``handler_errors``); the list goes on and the watch stays open. The object
+is handed over again at its next change or the next list.
+
 The informer reads the list pages and the watch stream itself (lightkube's
 requests, its errors) and decodes them with :mod:`.decoding`: into the
 caller's ``shape`` when given (only the fields its handler reads; a handler
@@ -33,6 +38,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.core import decoders
 from lightkube.core.generic_client import ALL_NS
 from lightkube.core.resource import GlobalResource
+from prometheus_client import Counter
 
 from akv_issuer.runtime.decoding import ListPage, ObjectDecoder, Partial, decode_event, decode_list
 from akv_issuer.runtime.queue import Backoff
@@ -84,9 +90,12 @@ class Informer:
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        handler_errors: Counter | None = None,
     ) -> None:
         """``shape``: a TypedDict of the fields ``handler`` reads (see
-        :mod:`.decoding`); None hands it whole objects."""
+        :mod:`.decoding`); None hands it whole objects. ``handler_errors``:
+        a counter with one label, the informer's name, counting exceptions
+        the handler raised."""
         self._client = client
         self._resource = resource
         self._handler = handler
@@ -100,8 +109,10 @@ class Informer:
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
         self._sleep = sleep
         self.synced = asyncio.Event()
+        self._handler_errors = handler_errors
         self.lists = 0
         self.watch_restarts = 0
+        self.handler_errors = 0
 
     async def run(self) -> None:
         failures = 0
@@ -150,7 +161,7 @@ class Informer:
                 for raw in page.items:
                     obj = self._object(raw)
                     keys.add(object_key(obj))
-                    self._deliver(self._handler.on_upsert, obj)
+                    self._deliver(self._handler.on_upsert, obj, "listed")
             except BaseException:
                 if following is not None:
                     following.cancel()
@@ -162,7 +173,10 @@ class Informer:
             page = await following
             # Every page of one list carries the list's resourceVersion.
             resource_version = page.resource_version or resource_version
-        self._handler.on_listed(keys)
+        try:
+            self._handler.on_listed(keys)
+        except Exception:
+            self._handler_failed("the list's keys", f"{len(keys)} objects")
         self.lists += 1
         self.synced.set()
         return resource_version
@@ -193,13 +207,27 @@ class Informer:
             )
         return obj
 
-    @staticmethod
-    def _deliver(call: Callable[[Obj], None], obj: Obj) -> None:
+    def _deliver(self, call: Callable[[Obj], None], obj: Obj, event: str) -> None:
+        """Hand ``obj`` to the handler; an exception it raises costs this object only."""
         try:
             call(obj)
+        except Exception:
+            self._handler_failed(event, object_key(obj))
         finally:
             if isinstance(obj, Partial):
                 obj.release()
+
+    def _handler_failed(self, event: str, what: str) -> None:
+        # Inside an except block: log.exception adds the traceback, once.
+        self.handler_errors += 1
+        if self._handler_errors is not None:
+            self._handler_errors.labels(self.name).inc()
+        log.exception(
+            "%s: handler failed on %s (%s); skipped until it changes again or is listed again",
+            self.name,
+            what,
+            event,
+        )
 
     async def _watch(self, resource_version: str) -> str:
         generic: Any = self._client._client
@@ -233,9 +261,9 @@ class Informer:
                     if rv:
                         last = str(rv)
                     if event_type == "DELETED":
-                        self._deliver(self._handler.on_delete, obj)
+                        self._deliver(self._handler.on_delete, obj, event_type)
                     else:
-                        self._deliver(self._handler.on_upsert, obj)
+                        self._deliver(self._handler.on_upsert, obj, event_type)
             finally:
                 await response.aclose()
         except asyncio.CancelledError:

@@ -23,16 +23,22 @@ The semantics are those of client-go's leader election:
   ``lease_duration - renew_deadline`` is the margin for that call to reach
   the server. A leader cut off from the API server, or whose event loop is
   starved, thus stops signing on time even before ``hold`` returns.
+
+Time is read from the injectable ``clock`` and waited out with the
+injectable ``sleep`` only (the retry period, a renewal's deadline), so tests
+run all of this on a fake clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -77,10 +83,12 @@ class LeaderElector:
         client: AsyncClient,
         config: LeaderElectionConfig,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
         self.config = config
         self._clock = clock
+        self._sleep = sleep
         self._observed: tuple[str | None, object] | None = None
         self._observed_at = 0.0
         self._lease: Lease | None = None
@@ -113,7 +121,7 @@ class LeaderElector:
             except Exception as exc:
                 self.healthy = False
                 log.warning("leader election: cannot reach the lease (%s)", _brief(exc))
-            await asyncio.sleep(self.config.retry_period)
+            await self._sleep(self.config.retry_period)
 
     def leading(self) -> bool:
         """Whether this replica holds the lease now, with the fencing margin."""
@@ -130,11 +138,11 @@ class LeaderElector:
     async def hold(self) -> None:
         """Renew until a renewal deadline is missed; then mark the lease lost and return."""
         while True:
-            await asyncio.sleep(self.config.retry_period)
+            await self._sleep(self.config.retry_period)
             try:
                 attempt = self._try_acquire_or_renew()
                 remaining = self._valid_until - self._clock()
-                ok = await asyncio.wait_for(attempt, timeout=max(remaining, 0.001))
+                ok = await self._within(attempt, max(remaining, 0.001))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -148,6 +156,23 @@ class LeaderElector:
                 self._valid_until = 0.0
                 self.lost.set()
                 return
+
+    async def _within(self, attempt: Coroutine[Any, Any, bool], seconds: float) -> bool:
+        """``attempt``'s result, or TimeoutError once ``seconds`` passed on the
+        elector's clock (``asyncio.wait_for`` on the injectable sleep)."""
+        task = asyncio.ensure_future(attempt)
+        timer = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, timer):
+                if not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+        if task.cancelled():
+            raise TimeoutError(f"no answer within {seconds:.1f}s")
+        return task.result()
 
     def _lost_to_other(self) -> bool:
         return self._observed is not None and self._observed[0] not in (

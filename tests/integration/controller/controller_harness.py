@@ -232,11 +232,13 @@ class Env:
         size: int | None = None,
         curve: str | None = None,
         lifetime: dt.timedelta = dt.timedelta(days=365),
+        pss: bool = False,
     ) -> CA:
         """A root CA whose key is in the emulator; valid from now for ``lifetime``
-        (a year: from a minute ago, to tolerate clock differences)."""
+        (a year: from a minute ago, to tolerate clock differences); RSASSA-PSS
+        signed if ``pss``."""
         name = f"ca-{uuid.uuid4().hex[:10]}"
-        return await self.rotate_ca(name, kind, size=size, curve=curve, lifetime=lifetime)
+        return await self.rotate_ca(name, kind, size=size, curve=curve, lifetime=lifetime, pss=pss)
 
     async def rotate_ca(
         self,
@@ -247,6 +249,7 @@ class Env:
         curve: str | None = None,
         lifetime: dt.timedelta = dt.timedelta(days=365),
         store: bool = True,
+        pss: bool = False,
     ) -> CA:
         """A new version of key ``name`` (the first, if there is none) and a root
         CA certificate for it, stored as a new version of the secret ``name``
@@ -257,7 +260,7 @@ class Env:
         if lifetime > dt.timedelta(hours=1):
             now -= dt.timedelta(minutes=1)
         plan = build_root_ca(key.public_key, f"Test CA {name}", lifetime=lifetime, now=now)
-        algorithm = default_algorithm(key.public_key)
+        algorithm = default_algorithm(key.public_key, pss=pss)
         cert = await sign_certificate(
             plan.builder, key.public_key, algorithm, self.kv.signer(key, self.kv_auth)
         )
@@ -508,7 +511,16 @@ async def wait_for(
 # CSRs
 
 
-def csr_pem(key_type: str = "rsa", cn: str = "app.example.com", *, is_ca: bool = False) -> bytes:
+def csr_pem(
+    key_type: str = "rsa",
+    cn: str = "app.example.com",
+    *,
+    is_ca: bool = False,
+    default_usages_in_csr: bool = False,
+) -> bytes:
+    """A CSR for a fresh key; ``default_usages_in_csr``: with the KeyUsage
+    cert-manager encodes for its default usages (digital signature, key
+    encipherment, plus cert sign for a CA), whatever the key type."""
     key: Any
     if key_type.startswith("rsa"):
         # "rsa" is RSA-2048; "rsa1024" and the like ask for another size.
@@ -529,6 +541,19 @@ def csr_pem(key_type: str = "rsa", cn: str = "app.example.com", *, is_ca: bool =
         builder = builder.add_extension(
             x509.BasicConstraints(ca=True, path_length=None), critical=True
         )
+    if default_usages_in_csr:
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=True,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=is_ca,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
+        )
+        builder = builder.add_extension(usage, critical=True)
     algorithm = None if key_type == "ed25519" else hashes.SHA256()
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
 

@@ -29,6 +29,7 @@ from lightkube.resources.certificates_v1 import (
 )
 
 from akv_issuer.controller.api import GROUP
+from akv_issuer.pki.usages import key_usage_bits
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +167,45 @@ async def test_approved_csr_is_signed_with_its_expiration_and_usages(env: Env, c
         )
         == 1
     )
+
+
+async def test_csr_key_usages_fit_the_key_and_a_pss_ca_signs_with_pss(env: Env, csrs: CSRs) -> None:
+    """Kubernetes CSRs with the usual usages (digital signature, key
+    encipherment, ...): an ECDSA or Ed25519 key gets no keyEncipherment (RFC
+    8813, RFC 8410/9295), an RSA key keeps it, a CA gets keyCertSign, cRLSign
+    and digitalSignature only; all PSS-signed like the ClusterIssuer's CA."""
+    ca = await env.make_ca("RSA", size=3072, pss=True)
+    name = f"kcsr-{uuid.uuid4().hex[:6]}"
+    signer = await _cluster_issuer(env, name, ca, policy={"allowCA": True})
+    env.start_controller()
+    await env.wait_issuer(name, "True", cluster=True)
+
+    usages = ["digital signature", "key encipherment"]
+    made = {
+        await csrs.create(
+            key_type, signer, usages=usages, request=csr_pem(key_type, default_usages_in_csr=True)
+        ): bits
+        for key_type, bits in (
+            ("ec", {"digital_signature"}),
+            ("ed25519", {"digital_signature"}),
+            ("rsa", {"digital_signature", "key_encipherment"}),
+        )
+    }
+    sub_ca = await csrs.create(
+        "sub-ca",
+        signer,
+        usages=[*usages, "cert sign"],
+        annotations={"experimental.cert-manager.io/request-is-ca": "true"},
+        request=csr_pem("ec", "Sub CA", is_ca=True, default_usages_in_csr=True),
+    )
+    made[sub_ca] = {"digital_signature", "key_cert_sign", "crl_sign"}
+    for csr in made:
+        await csrs.set_condition(csr, "Approved")
+    for csr, bits in made.items():
+        cert = _verify(env, await csrs.wait(csr, "issued", _certificate, env), ca)
+        assert cert.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS, csr
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert key_usage_bits(usage) == bits, csr
 
 
 async def test_annotations_set_duration_and_ca_and_policy_refusals_end_failed(

@@ -9,6 +9,8 @@ import pytest
 from controller_harness import Env, condition, csr_pem
 from cryptography import x509
 
+from akv_issuer.pki.usages import key_usage_bits
+
 pytestmark = pytest.mark.integration
 
 
@@ -56,6 +58,42 @@ async def test_issuer_signs_rsa_ec_and_ed25519_requests_after_approval(
     assert "certificate" not in (waiting.get("status") or {})
     assert env.sign_calls() - signs_before == 3
     assert controller.metric("akv_issuer_certificaterequests_issued_total") == 3
+
+
+_LEAF_BITS = {
+    "rsa": {"digital_signature", "key_encipherment"},
+    "ec": {"digital_signature"},
+    "ed25519": {"digital_signature"},
+}
+_CA_BITS = {"digital_signature", "key_cert_sign", "crl_sign"}
+
+
+async def test_pss_ca_signs_with_pss_and_key_usages_fit_each_key(env: Env) -> None:
+    """Requests as cert-manager makes them with its default usages (none in
+    spec.usages, digital signature + key encipherment in the CSR, for every
+    key type): issued, keyEncipherment only for RSA keys (RFC 8813, RFC
+    8410/9295), a CA certificate with keyCertSign, cRLSign and
+    digitalSignature only (RFC 3279), all PSS-signed like the issuer's CA."""
+    ca = await env.make_ca("RSA", size=2048, pss=True)
+    await env.create_issuer("pss-ca", env.issuer_spec(ca, policy={"allowCA": True}))
+    env.start_controller()
+    issuer = await env.wait_issuer("pss-ca", "True", "Checked")
+    assert issuer["status"]["signatureAlgorithm"] == "PS256"
+
+    for key_type in _LEAF_BITS:
+        csr = csr_pem(key_type, f"{key_type}.example.com", default_usages_in_csr=True)
+        await env.create_request(f"cr-{key_type}", csr, "pss-ca")
+    sub_ca = csr_pem("ec", "Sub CA", is_ca=True, default_usages_in_csr=True)
+    await env.create_request("cr-sub-ca", sub_ca, "pss-ca", isCA=True)
+    for name in [*(f"cr-{k}" for k in _LEAF_BITS), "cr-sub-ca"]:
+        await env.approve(name)
+
+    expected = {**{f"cr-{k}": bits for k, bits in _LEAF_BITS.items()}, "cr-sub-ca": _CA_BITS}
+    for name, bits in expected.items():
+        cert = env.openssl_verify(await env.wait_request(name, "Issued"), ca)
+        assert cert.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS, name
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert key_usage_bits(usage) == bits, name
 
 
 async def test_cluster_issuer_serves_every_namespace(env: Env) -> None:

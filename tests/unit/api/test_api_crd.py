@@ -63,6 +63,14 @@ def test_crd_names_match_the_constants(kind: str) -> None:
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Key"]["jsonPath"] == ".spec.keyName"
     assert columns["Age"]["jsonPath"] == ".metadata.creationTimestamp"
+    # The CA's NotAfter as the timestamp itself: kubectl renders a `date`
+    # column as an age, "<invalid>" for every time in the future.
+    assert columns["CA Not After"] == {
+        "name": "CA Not After",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.caNotAfter",
+    }
     # Columns shown without -o wide, in order.
     default_columns = [
         c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")

@@ -316,6 +316,16 @@ async def test_bad_crl_parameters(kwargs: dict[str, object], reason: str) -> Non
             [RevokedCertificate(9, NOW, x509.ReasonFlags.remove_from_crl)],
             "serial number 0x9: reason removeFromCRL is only for delta CRLs",
         ),
+        (
+            [RevokedCertificate(0x2A, NOW + datetime.timedelta(seconds=1))],
+            "serial number 0x2A: revocation time 2030-05-17T12:30:46+00:00 is after the CRL's "
+            "thisUpdate 2030-05-17T12:30:45+00:00; a CRL cannot list a future revocation",
+        ),
+        (
+            [RevokedCertificate(0x2B, NOW - WEEK, x509.ReasonFlags.key_compromise, NOW + WEEK)],
+            "serial number 0x2B: invalidity time 2030-05-24T12:30:45+00:00 is after the CRL's "
+            "thisUpdate 2030-05-17T12:30:45+00:00; a CRL cannot list a future invalidity",
+        ),
     ],
 )
 async def test_bad_entries(entries: list[RevokedCertificate], reason: str) -> None:
@@ -323,6 +333,24 @@ async def test_bad_entries(entries: list[RevokedCertificate], reason: str) -> No
     with pytest.raises(PolicyError) as info:
         pki.build_crl(root, entries, crl_number=1, this_update=NOW, next_update=NOW + WEEK)
     assert info.value.reason.startswith(reason)
+
+
+async def test_dates_up_to_this_update_in_whole_seconds_are_accepted() -> None:
+    # NOW has microseconds; an entry later within the same second is the same
+    # whole second as thisUpdate once both are truncated, as they are written.
+    root = await _root_for("p256")
+    same_second = NOW.replace(microsecond=999999)
+    builder = pki.build_crl(
+        root,
+        [RevokedCertificate(0x2C, same_second, x509.ReasonFlags.key_compromise, same_second)],
+        crl_number=1,
+        this_update=NOW,
+        next_update=NOW + WEEK,
+    )
+    crl = await _sign(builder, "p256")
+    entry = crl.get_revoked_certificate_by_serial_number(0x2C)
+    assert entry is not None
+    assert entry.revocation_date_utc == crl.last_update_utc
 
 
 def test_a_ca_without_crl_sign_is_refused() -> None:

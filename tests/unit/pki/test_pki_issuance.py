@@ -102,10 +102,13 @@ def test_defaults_match_cert_manager() -> None:
     assert (plan.not_before, plan.not_after) == (NOW, NOW + 90 * DAY)
     key_usage = _ext(cert, x509.KeyUsage)
     assert key_usage.critical
+    # The CSR key is ECDSA P-256: of the default usages only digital signature
+    # (RFC 8813 section 3 forbids keyEncipherment; cert-manager's CA issuer
+    # v1.21 still sets it). RSA keys keep both, see below.
     assert key_usage.value == x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
-        key_encipherment=True,
+        key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
         key_cert_sign=False,
@@ -317,7 +320,9 @@ def test_csr_key_usage_that_agrees_is_accepted() -> None:
 
 
 def test_csr_key_usage_that_disagrees_is_refused() -> None:
-    csr = make_csr(private_key("p256"), extensions=[(_key_usage(digital_signature=True), True)])
+    # RSA: the default usages are issued as they are, so digital signature
+    # alone neither matches the request nor what is issued.
+    csr = make_csr(private_key("rsa2048"), extensions=[(_key_usage(digital_signature=True), True)])
     with pytest.raises(CSRError) as info:
         _issue(csr)
     assert info.value.reason == (
@@ -618,3 +623,162 @@ def test_template_invariants(
     serial_der = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")
     assert len(serial_der) <= 20
     assert list(_ext(cert, x509.SubjectAlternativeName).value) == sans
+
+
+# ---- key usages right for the subject key (RFC 3279, 8813, 8410/9295) ----------------
+
+
+def _bits(cert: x509.Certificate) -> frozenset[str]:
+    return pki.usages.key_usage_bits(_ext(cert, x509.KeyUsage).value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("rsa2048", {"digital_signature", "key_encipherment"}),
+        ("p256", {"digital_signature"}),
+        ("p384", {"digital_signature"}),
+        ("ed25519", {"digital_signature"}),
+    ],
+)
+@pytest.mark.parametrize("cert_manager_csr", [False, True], ids=["plain-csr", "cert-manager-csr"])
+def test_default_usages_fit_the_subject_key(
+    kind: str, expected: set[str], cert_manager_csr: bool
+) -> None:
+    """cert-manager's default usages (digital signature, key encipherment),
+    with or without them in the CSR as cert-manager encodes them for every key
+    type: issued, and keyEncipherment only for an RSA key."""
+    extensions = (
+        [(_key_usage(digital_signature=True, key_encipherment=True), True)]
+        if cert_manager_csr
+        else []
+    )
+    csr = make_csr(private_key(kind), extensions=extensions)
+    _, cert = _issue(csr, IssuanceRequest())
+    assert _bits(cert) == expected
+    assert _ext(cert, x509.KeyUsage).critical
+
+
+@pytest.mark.parametrize(
+    ("kind", "usages", "expected"),
+    [
+        # RSA: no keyAgreement (RFC 3279 2.3.1 lists it for no RSA certificate).
+        (
+            "rsa2048",
+            ("digital signature", "data encipherment", "key agreement", "encipher only"),
+            {"digital_signature", "data_encipherment"},
+        ),
+        # ECDSA: keyAgreement (ECDH) stays, the encipherments go.
+        (
+            "p256",
+            ("content commitment", "key encipherment", "data encipherment", "key agreement"),
+            {"content_commitment", "key_agreement"},
+        ),
+        (
+            "p384",
+            ("key agreement", "decipher only", "key encipherment"),
+            {"key_agreement", "decipher_only"},
+        ),
+        # Ed25519: signatures only (RFC 9295), crl sign for a CRL issuer.
+        (
+            "ed25519",
+            ("digital signature", "key agreement", "key encipherment", "crl sign", "server auth"),
+            {"digital_signature", "crl_sign"},
+        ),
+    ],
+)
+def test_requested_usages_the_key_cannot_use_are_left_out(
+    kind: str, usages: tuple[str, ...], expected: set[str]
+) -> None:
+    _, cert = _issue(make_csr(private_key(kind)), IssuanceRequest(usages=usages))
+    assert _bits(cert) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "usages", "reason"),
+    [
+        (
+            "p256",
+            ("key encipherment", "server auth"),
+            "usages (key encipherment) do not fit the ECDSA P-256 subject key "
+            "(RFC 8813 section 3); ask for one of content commitment, crl sign, "
+            "digital signature, key agreement",
+        ),
+        (
+            "ed25519",
+            ("key agreement", "data encipherment"),
+            "usages (data encipherment, key agreement) do not fit the Ed25519 subject key "
+            "(RFC 8410 section 5 (RFC 9295)); ask for one of content commitment, crl sign, "
+            "digital signature",
+        ),
+        (
+            "rsa2048",
+            ("key agreement",),
+            "usages (key agreement) do not fit the RSA 2048-bit subject key "
+            "(RFC 3279 section 2.3.1); ask for one of content commitment, crl sign, "
+            "data encipherment, digital signature, key encipherment",
+        ),
+    ],
+)
+def test_usages_of_which_the_key_can_use_none_are_refused(
+    kind: str, usages: tuple[str, ...], reason: str
+) -> None:
+    # Leaving them all out would leave out the KeyUsage extension, which
+    # allows every use.
+    with pytest.raises(PolicyError) as info:
+        _issue(make_csr(private_key(kind)), IssuanceRequest(usages=usages))
+    assert info.value.reason == reason
+
+
+def test_csr_asking_for_exactly_what_is_issued_is_accepted() -> None:
+    # A client that already leaves keyEncipherment out for its ECDSA key.
+    csr = make_csr(private_key("p256"), extensions=[(_key_usage(digital_signature=True), True)])
+    _, cert = _issue(csr, IssuanceRequest())
+    assert _bits(cert) == {"digital_signature"}
+
+
+def test_csr_asking_for_another_usage_the_key_could_have_is_refused() -> None:
+    csr = make_csr(
+        private_key("p256"),
+        extensions=[(_key_usage(digital_signature=True, key_agreement=True), True)],
+    )
+    with pytest.raises(CSRError) as info:
+        _issue(csr, IssuanceRequest())
+    assert info.value.reason == (
+        "CSR key usages (digital signature, key agreement) do not match the requested usages "
+        "(digital signature, key encipherment)"
+    )
+
+
+_CA_BITS = {"digital_signature", "key_cert_sign", "crl_sign"}
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256", "p521", "ed25519"])
+@pytest.mark.parametrize(
+    ("usages", "csr_bits"),
+    [
+        # cert-manager's default-usage CA CSR: its usages plus certSign.
+        ((), {"digital_signature": True, "key_encipherment": True, "key_cert_sign": True}),
+        # `akv-issuer ca csr` puts no key usage in the CSR.
+        ((), None),
+        # A CSR asking for exactly the CA usages.
+        (
+            ("digital signature", "key encipherment"),
+            {"digital_signature": True, "key_cert_sign": True, "crl_sign": True},
+        ),
+        (("cert sign", "crl sign", "data encipherment", "server auth"), None),
+    ],
+    ids=["cert-manager-defaults", "no-csr-usage", "exact-csr", "explicit-usages"],
+)
+def test_ca_certificates_get_cert_sign_crl_sign_and_digital_signature_only(
+    kind: str, usages: tuple[str, ...], csr_bits: dict[str, bool] | None
+) -> None:
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=None), True)
+    ]
+    if csr_bits is not None:
+        extensions.append((_key_usage(**csr_bits), True))
+    csr = make_csr(private_key(kind), extensions=extensions)
+    plan, cert = _issue(csr, IssuanceRequest(usages=usages, is_ca=True), ALLOW_CA)
+    assert plan.is_ca
+    assert _bits(cert) == _CA_BITS

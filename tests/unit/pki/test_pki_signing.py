@@ -55,6 +55,51 @@ def test_default_algorithm(kind: str, pss: bool, expected: SignatureAlgorithm) -
     assert pki.default_algorithm(ca_key(kind).public_key(), pss=pss) is expected
 
 
+@pytest.mark.parametrize(
+    ("ca_kind", "ca_pss", "key_kind", "pss", "expected"),
+    [
+        # A PSS-signed CA keeps PSS; the hash follows the key size.
+        ("rsa2048", True, "rsa2048", False, SignatureAlgorithm.PS256),
+        ("rsa4096", True, "rsa4096", False, SignatureAlgorithm.PS512),
+        # A PKCS#1 v1.5 CA keeps PKCS#1 v1.5, unless PSS is asked for.
+        ("rsa3072", False, "rsa3072", False, SignatureAlgorithm.RS384),
+        ("rsa3072", False, "rsa3072", True, SignatureAlgorithm.PS384),
+        # An intermediate whose certificate a PSS root signed: its own key
+        # decides the scheme family (EC: ECDSA; RSA: PSS like its certificate).
+        ("rsa2048", True, "p384", False, SignatureAlgorithm.ES384),
+        ("rsa2048", True, "rsa3072", False, SignatureAlgorithm.PS384),
+        ("p256", False, "rsa2048", False, SignatureAlgorithm.RS256),
+    ],
+)
+async def test_ca_signature_algorithm_keeps_the_cas_own_scheme(
+    ca_kind: str, ca_pss: bool, key_kind: str, pss: bool, expected: SignatureAlgorithm
+) -> None:
+    ca = await _root_for(ca_kind, ca_pss)
+    assert pki.is_pss_signed(ca) is ca_pss
+    key = ca_key(key_kind).public_key()
+    assert pki.ca_signature_algorithm(ca, key, pss=pss) is expected
+
+
+def test_ca_signature_algorithm_without_a_ca_certificate_is_the_default() -> None:
+    key = ca_key("rsa2048").public_key()
+    assert pki.ca_signature_algorithm(None, key) is SignatureAlgorithm.RS256
+    assert pki.ca_signature_algorithm(None, key, pss=True) is SignatureAlgorithm.PS256
+
+
+async def test_a_pss_ca_signs_leaves_with_pss_by_default(tmp_path: Path) -> None:
+    root = await _root_for("rsa2048", True)
+    key = ca_key("rsa2048")
+    algorithm = pki.ca_signature_algorithm(root, key.public_key())
+    now = datetime.datetime.now(datetime.UTC)
+    plan = pki.build_certificate(
+        make_csr(private_key("p256")), IssuanceRequest(), root, IssuerProfile(), now
+    )
+    leaf = await pki.sign_certificate(plan.builder, key.public_key(), algorithm, LocalSigner(key))
+    assert pki.is_pss_signed(leaf)
+    result = openssl_verify_strict(tmp_path, root, leaf)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_default_algorithm_refuses_unsupported_keys() -> None:
     with pytest.raises(AlgorithmError, match="ECDSA secp256k1 is not supported"):
         pki.default_algorithm(ec.generate_private_key(ec.SECP256K1()).public_key())
@@ -327,6 +372,10 @@ async def test_intermediate_ca_through_sign_csr(kind: str, pss: bool, tmp_path: 
         int_plan.builder, root_key.public_key(), SignatureAlgorithm.ES384, LocalSigner(root_key)
     )
     pki.check_ca(intermediate, key.public_key(), now)
+    # CA certificates: keyCertSign, cRLSign, digitalSignature, and no
+    # keyEncipherment (RFC 3279: a CA's key SHOULD NOT; RFC 8813 for EC).
+    usage = intermediate.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert pki.usages.key_usage_bits(usage) == pki.CA_KEY_USAGE
 
     leaf_plan = pki.build_certificate(
         make_csr(private_key("ed25519")), IssuanceRequest(), intermediate, IssuerProfile(), now

@@ -45,6 +45,9 @@ KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager"
 TRUST_MANAGER_MODULE = "github.com/cert-manager/trust-manager"
+# zlint, one of the two certificate/CRL linters of tests/lint (docs/linting.md).
+ZLINT_VERSION = "v3.7.3"
+ZLINT_MODULE = "github.com/zmap/zlint/v3"
 
 # The repository root is three levels up (tools/src/akv_devcluster/): the dev tools
 # run from a checkout (an editable workspace install), never from a built wheel.
@@ -198,10 +201,20 @@ WORKLOAD_IDENTITY_WEBHOOK = GoBinary(
     ((f"{WORKLOAD_IDENTITY_MODULE}/pkg/version.BuildVersion", WORKLOAD_IDENTITY_VERSION),),
 )
 
+# zlint, upstream's own main package (cmd/zlint) at the version hack/zlint/go.mod
+# pins; tests/lint runs it over every certificate and CRL the project makes.
+ZLINT = GoBinary(
+    "zlint",
+    ZLINT_VERSION,
+    "zlint",
+    f"{ZLINT_MODULE}/cmd/zlint",
+    (("main.version", ZLINT_VERSION),),
+)
+
 # syft makes the SBOM of the release image (`make release`, CycloneDX JSON):
 # it reads both the Debian packages (dpkg status) and the Python distributions
 # (the venv's dist-info) of an image archive, which a Python-only tool
-# (cyclonedx-py) cannot. Upstream's own main package; built only for a release.
+# (cyclonedx-py) cannot. Upstream's own main package; tests/deploy/test_release.py needs it.
 SYFT_VERSION = "v1.57.2"
 SYFT_MODULE = "github.com/anchore/syft"
 SYFT = GoBinary(
@@ -578,6 +591,7 @@ def _ensure_only(names: list[str]) -> int:
             CERT_MANAGER_WEBHOOK,
             CERT_MANAGER_CAINJECTOR,
             WORKLOAD_IDENTITY_WEBHOOK,
+            ZLINT,
             SYFT,
         )
     }
@@ -628,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
+            print(f"zlint           {ensure_binary(ZLINT)}")
             print(f"syft            {ensure_binary(SYFT)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,213 @@
+"""Publishing an issuer's trust bundle: read the ConfigMap back, apply the plan.
+
+What goes into the bundle and for how long is decided, without I/O, in
+:mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`; this module does the two API calls
+per check (a GET, and a server-side apply only when the content changed) and
+reports through events and metrics. A failed write never makes the issuer
+un-Ready: signing works without the bundle, and the reconciler retries with
+backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.types import PatchType
+
+from akv_issuer.controller.api import TrustBundleSpec
+from akv_issuer.controller.ca_lifecycle.trust_bundle import (
+    ANNOTATION_STATE,
+    EVENT_FAILED,
+    EVENT_UPDATED,
+    BundlePlan,
+    Published,
+    bundle_labels,
+    owner_conflict,
+    plan_bundle,
+    retention_window,
+)
+from akv_issuer.controller.core import (
+    ANNOTATION_ISSUER,
+    CheckedIssuer,
+    FollowUp,
+    IssuerKey,
+    issuer_identity,
+    owner_namespace,
+)
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
+
+log = logging.getLogger(__name__)
+
+
+class TrustBundlePublisher:
+    """Publishes an issuer's trust bundle after a successful check: follows the
+    issuer checks (``core.CheckFollower``), its work done once the issuer's
+    status is written (:meth:`settled`)."""
+
+    condition_types: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        client: AsyncClient,
+        metrics: Metrics,
+        events: EventRecorder,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._metrics = metrics
+        self._events = events
+        # Digest of what was last written per issuer, so an unchanged bundle
+        # costs one GET per check and no write.
+        self._written: dict[IssuerKey, str] = {}
+        self._last_failure: dict[IssuerKey, str] = {}
+
+    def forget(self, key: IssuerKey) -> None:
+        self._written.pop(key, None)
+        self._last_failure.pop(key, None)
+
+    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+        return FollowUp()
+
+    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+        """:meth:`publish`: a bundle that cannot be written leaves the issuer
+        Ready (signing does not need it): an event, a metric, and a retry."""
+        return await self.publish(obj, checked, now)
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+        """Bring the bundle up to date; False when it could not be (an event
+        says why, and the caller retries with backoff)."""
+        spec = checked.spec.trust_bundle
+        key = checked.key
+        if spec is None:
+            return True
+        namespace = owner_namespace(key, self._config.cluster_resource_namespace)
+        where = f"ConfigMap {namespace}/{spec.config_map_name}"
+        try:
+            existing = await self._get(ConfigMap, spec.config_map_name, namespace)
+            conflict = owner_conflict(key, existing)
+            if conflict is not None:
+                return await self._failed(obj, key, f"{where} {conflict}; not overwritten")
+            meta = (existing or {}).get("metadata") or {}
+            published = Published.read(
+                ((existing or {}).get("data") or {}).get(spec.key),
+                (meta.get("annotations") or {}).get(ANNOTATION_STATE),
+            )
+            plan = plan_bundle(checked.ca, published, retention_window(checked.spec), now)
+            body = self._body("ConfigMap", key, spec, namespace, spec.config_map_name, plan)
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            current = _in_sync(existing, body)
+            if current and self._written.get(key) == digest:
+                self._succeeded(key, plan)
+                return True
+            if not current:
+                await self._apply(ConfigMap, body, force=True)
+            if spec.secret_name:
+                where = f"Secret {namespace}/{spec.secret_name}"
+                secret = self._body("Secret", key, spec, namespace, spec.secret_name, plan)
+                await self._apply(Secret, secret, force=False)
+        except ApiError as err:
+            detail = err.status.message or f"HTTP {err.status.code}"
+            return await self._failed(obj, key, f"writing {where}: {detail}")
+        except Exception as exc:  # network errors and the like: retried the same way
+            return await self._failed(obj, key, f"writing {where}: {type(exc).__name__}: {exc}")
+        self._written[key] = digest
+        self._succeeded(key, plan)
+        if plan.changed or existing is None:
+            await self._events.record(
+                ObjectRef.of(obj),
+                NORMAL,
+                EVENT_UPDATED,
+                f"trust bundle {namespace}/{spec.config_map_name} holds "
+                f"{len(plan.certificates)} CA certificate(s): {plan.summary()}",
+            )
+        return True
+
+    def _succeeded(self, key: IssuerKey, plan: BundlePlan) -> None:
+        self._last_failure.pop(key, None)
+        self._metrics.trust_bundle_certificates.labels(*key.labels).set(len(plan.certificates))
+
+    async def _failed(self, obj: dict[str, Any], key: IssuerKey, message: str) -> bool:
+        self._metrics.trust_bundle_failures.labels(*key.labels).inc()
+        self._written.pop(key, None)
+        log.warning("%s: trust bundle not published: %s", key, message)
+        if self._last_failure.get(key) != message:
+            self._last_failure[key] = message
+            await self._events.record(ObjectRef.of(obj), WARNING, EVENT_FAILED, message)
+        return False
+
+    async def _get(self, resource: Any, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            found: Any = await self._client.get(resource, name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        return dict(found.to_dict())
+
+    async def _apply(self, resource: Any, body: dict[str, Any], *, force: bool) -> None:
+        meta = body["metadata"]
+        await self._client.patch(
+            resource,
+            meta["name"],
+            body,
+            namespace=meta["namespace"],
+            patch_type=PatchType.APPLY,
+            field_manager=self._config.field_manager,
+            force=force,
+        )
+
+    @staticmethod
+    def _body(
+        kind: str,
+        key: IssuerKey,
+        spec: TrustBundleSpec,
+        namespace: str,
+        name: str,
+        plan: BundlePlan,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": bundle_labels(key),
+                "annotations": {
+                    ANNOTATION_ISSUER: issuer_identity(key),
+                    ANNOTATION_STATE: plan.state.encode(),
+                },
+            },
+        }
+        if kind == "Secret":
+            body["type"] = "Opaque"
+            body["data"] = {spec.key: base64.b64encode(plan.pem().encode()).decode()}
+        else:
+            body["data"] = {spec.key: plan.pem()}
+        return body
+
+
+def _in_sync(existing: Mapping[str, Any] | None, body: Mapping[str, Any]) -> bool:
+    """Whether the existing ConfigMap already has everything ``body`` sets."""
+    if existing is None:
+        return False
+    meta = existing.get("metadata") or {}
+    want = body["metadata"]
+    return (
+        all((meta.get("labels") or {}).get(k) == v for k, v in want["labels"].items())
+        and all((meta.get("annotations") or {}).get(k) == v for k, v in want["annotations"].items())
+        and all((existing.get("data") or {}).get(k) == v for k, v in body["data"].items())
+    )

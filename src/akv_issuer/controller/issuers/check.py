@@ -1,0 +1,437 @@
+"""The issuer check: can this Issuer / ClusterIssuer sign right now?
+
+Order of the check, each step naming its own Ready reason when it fails:
+spec -> credentials (may this issuer use this identity; for
+auth.serviceAccountRef a ServiceAccount token) -> Key Vault key (exists,
+enabled, may sign, algorithm fits) -> CA secret (a PEM chain) -> CA
+certificate (a CA, valid now, public key equal to the Key Vault key's). A successful check leaves a
+:class:`CheckedIssuer` in memory: everything signing needs, so a
+CertificateRequest costs one Key Vault call (``sign``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import os
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+
+from akv_issuer.controller.api import (
+    CLUSTER_ISSUER_KIND,
+    AmbientAuth,
+    ClientSecretAuth,
+    IssuerReason,
+    IssuerSpec,
+    KeyVaultCertificateCA,
+    KubernetesSecretCA,
+    ServiceAccountAuth,
+    SpecError,
+    WorkloadIdentityAuth,
+    parse_issuer_spec,
+)
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    CheckFailed,
+    CountedCall,
+    IssuerHooks,
+    IssuerKey,
+    Renewal,
+    ca_failure,
+    keyvault_failure,
+    owner_namespace,
+)
+from akv_issuer.keyvault import (
+    Ambient,
+    AssertionProvider,
+    AssertionProviderError,
+    AuthConfig,
+    ClientSecret,
+    FederatedServiceAccount,
+    KeyInfo,
+    KeyVaultAccess,
+    KeyVaultError,
+    WorkloadIdentity,
+    is_managed_hsm,
+)
+from akv_issuer.pki import (
+    AlgorithmError,
+    CAChain,
+    CAError,
+    CAErrorKind,
+    IssuancePolicy,
+    IssuerProfile,
+    PKIError,
+    SignatureAlgorithm,
+    ca_signature_algorithm,
+    check_algorithm,
+    load_ca_chain,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class IssuerChecker:
+    def __init__(
+        self,
+        client: AsyncClient,
+        keyvault: KeyVaultAccess,
+        count: CountedCall,
+        cluster_resource_namespace: str,
+        *,
+        issuer_ambient_credentials: bool = True,
+        service_account_tokens: AssertionProvider | None = None,
+        hooks: IssuerHooks | None = None,
+    ) -> None:
+        self._client = client
+        self._kv = keyvault
+        # Every Key Vault call, counted by operation and status.
+        self.kv_call = count
+        # The CA renewal a feature plugged in (ca_lifecycle), if any.
+        self._hooks = hooks or IssuerHooks()
+        self._cluster_ns = cluster_resource_namespace
+        # --issuer-ambient-credentials: may namespaced Issuers use the
+        # controller's own identity (auth unset, auth.workloadIdentity)?
+        self._issuer_ambient = issuer_ambient_credentials
+        self._sa_tokens = service_account_tokens
+
+    async def check(self, key: IssuerKey, obj: dict[str, Any], now: dt.datetime) -> CheckedIssuer:
+        meta = obj.get("metadata") or {}
+        try:
+            spec = parse_issuer_spec(obj.get("spec") or {})
+        except SpecError as err:
+            raise CheckFailed(IssuerReason.INVALID_SPEC, str(err), retryable=False) from None
+
+        auth = await self._auth(key, spec)
+
+        try:
+            key_info = await self.kv_call(
+                "get_key",
+                self._kv.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(
+                err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
+            ) from None
+        _check_usable(spec, key_info, now)
+
+        ca_text = await self._read_ca(key, spec, auth)
+        what = spec.ca_description
+        pending_version: str | None = None
+        try:
+            ca = load_ca_chain(ca_text, key_info.public_key, now)
+        except CAError as err:
+            if err.kind is not CAErrorKind.MISMATCH or spec.key_version:
+                raise ca_failure(err, what) from None
+            # keyVersion unset and the latest version is not the CA's: a new
+            # version (manual, or Key Vault's rotation policy) whose CA
+            # certificate is not stored yet. Keep signing with the version the
+            # CA certificate holds rather than stop issuance.
+            older = await self._version_of_ca(spec, auth, ca_text, key_info, now)
+            if older is None:
+                raise ca_failure(err, what) from None
+            pending_version = key_info.version
+            key_info, ca = older
+            _check_usable(spec, key_info, now)
+
+        algorithm = _algorithm(spec, key_info, ca.ca)
+        renewal: Renewal | None = None
+        if self._hooks.renewal is not None:
+            ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
+        try:
+            profile = IssuerProfile(
+                policy=IssuancePolicy(
+                    max_duration=spec.policy.max_duration,
+                    allow_ca=spec.policy.allow_ca,
+                    max_path_length=spec.policy.max_path_length,
+                ),
+                backdate=spec.policy.backdate,
+                crl_distribution_points=spec.crl_urls,
+                ocsp_servers=spec.ocsp_servers,
+                issuing_certificate_urls=spec.issuing_certificate_urls,
+            )
+        except PKIError as err:
+            raise CheckFailed(IssuerReason.INVALID_SPEC, err.reason, retryable=False) from None
+
+        return CheckedIssuer(
+            key=key,
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            auth=auth,
+            key_info=key_info,
+            algorithm=algorithm,
+            ca=ca,
+            profile=profile,
+            checked_at=now,
+            pending_key_version=pending_version,
+            renewal=renewal,
+        )
+
+    async def _read_ca(self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig) -> str:
+        """The CA certificate (chain) as PEM text from wherever ``spec`` says it is kept.
+
+        A Key Vault certificate object is read through the Certificates API: its
+        public certificate only (``cer``, no chain), never its secret, which may
+        hold the private key. A Kubernetes Secret is read from the issuer's own
+        namespace, or for a ClusterIssuer from the cluster resource namespace.
+        """
+        source = spec.ca_source
+        what = spec.ca_description
+        if isinstance(source, KubernetesSecretCA):
+            return await self._kubernetes_ca(key, source)
+        if isinstance(source, KeyVaultCertificateCA):
+            vault = source.vault_base_url or spec.key_vault_base_url
+            try:
+                cert = await self.kv_call(
+                    "get_certificate",
+                    self._kv.get_certificate(vault, source.name, source.version, auth),
+                )
+            except KeyVaultError as err:
+                raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
+            try:
+                parsed = x509.load_der_x509_certificate(cert.cer)
+            except ValueError:
+                raise CheckFailed(
+                    IssuerReason.CA_INVALID, f"{what}: its cer is not a DER certificate"
+                ) from None
+            return parsed.public_bytes(serialization.Encoding.PEM).decode()
+        if spec.ca_source_explicit is None and is_managed_hsm(spec.key_vault_base_url):
+            raise CheckFailed(
+                IssuerReason.INVALID_SPEC,
+                f"the key is in a Managed HSM, which holds keys only: set spec.caSource to "
+                f"where the CA certificate is kept (a Key Vault secret or certificate in a "
+                f"vault, or a Kubernetes Secret) instead of reading {what}",
+                retryable=False,
+            )
+        try:
+            secret = await self.kv_call(
+                "get_secret",
+                self._kv.get_secret(source.vault_base_url, source.name, source.version, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
+        return secret.value
+
+    async def _kubernetes_ca(self, key: IssuerKey, source: KubernetesSecretCA) -> str:
+        # As for clientSecret: the spec never names a namespace.
+        namespace = owner_namespace(key, self._cluster_ns)
+        where = f"CA Secret {namespace}/{source.name}"
+        try:
+            secret = await self._client.get(Secret, source.name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
+            if err.status.code == 403:
+                raise CheckFailed(
+                    IssuerReason.CA_SECRET_NOT_FOUND,
+                    f"{where}: the controller may not read it (forbidden)",
+                ) from None
+            raise CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
+            ) from None
+        raw = (secret.data or {}).get(source.key)
+        value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
+        if not value.strip():
+            raise CheckFailed(
+                IssuerReason.CA_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {source.key!r}"
+            )
+        return value
+
+    async def _version_of_ca(
+        self,
+        spec: IssuerSpec,
+        auth: AuthConfig,
+        secret_value: str,
+        latest: KeyInfo,
+        now: dt.datetime,
+    ) -> tuple[KeyInfo, CAChain] | None:
+        """The newest enabled older version of the key whose public key the CA
+        secret holds a certificate for, with that chain; None if there is none."""
+        try:
+            versions = await self.kv_call(
+                "list_key_versions",
+                self._kv.list_key_versions(spec.key_vault_base_url, spec.key_name, auth),
+            )
+        except KeyVaultError as err:
+            raise keyvault_failure(
+                err, f"versions of key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
+            ) from None
+        for listed in versions:
+            if listed.version == latest.version or not listed.enabled:
+                continue
+            try:
+                info = await self.kv_call(
+                    "get_key",
+                    self._kv.get_key(spec.key_vault_base_url, spec.key_name, listed.version, auth),
+                )
+            except KeyVaultError as err:
+                raise keyvault_failure(
+                    err,
+                    f"key {spec.key_name!r} version {listed.version}",
+                    IssuerReason.KEY_NOT_FOUND,
+                ) from None
+            try:
+                return info, load_ca_chain(secret_value, info.public_key, now)
+            except CAError:
+                continue
+        return None
+
+    async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
+        auth = spec.auth
+        self._check_ambient_allowed(key, auth)
+        if isinstance(auth, ServiceAccountAuth):
+            return await self._service_account(key, auth, spec.authority_host)
+        if isinstance(auth, AmbientAuth):
+            return Ambient(authority_host=spec.authority_host)
+        if isinstance(auth, WorkloadIdentityAuth):
+            tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
+            return WorkloadIdentity(
+                client_id=auth.client_id, tenant_id=tenant, authority_host=spec.authority_host
+            )
+        return await self._client_secret(key, auth, spec.authority_host)
+
+    def _check_ambient_allowed(self, key: IssuerKey, auth: object) -> None:
+        """--no-issuer-ambient-credentials: a namespaced Issuer may not use the
+        controller's own identity, nor federate the controller's ServiceAccount
+        (workloadIdentity). ClusterIssuers are created by cluster admins."""
+        if self._issuer_ambient or key.kind == CLUSTER_ISSUER_KIND:
+            return
+        if isinstance(auth, AmbientAuth):
+            what = "the controller's own identity (spec.auth unset)"
+        elif isinstance(auth, WorkloadIdentityAuth):
+            what = "auth.workloadIdentity (the controller's ServiceAccount token)"
+        else:
+            return
+        raise CheckFailed(
+            IssuerReason.AMBIENT_CREDENTIALS_NOT_ALLOWED,
+            f"{key} uses {what}, but namespaced Issuers may not: the controller runs with "
+            f"--issuer-ambient-credentials=false (AKV_ISSUER_AMBIENT_CREDENTIALS, Helm value "
+            f"controller.issuerAmbientCredentials); use auth.serviceAccountRef or "
+            f"auth.clientSecret, or a ClusterIssuer",
+            retryable=False,
+        )
+
+    async def _service_account(
+        self, key: IssuerKey, auth: ServiceAccountAuth, authority_host: str | None = None
+    ) -> AuthConfig:
+        # The ServiceAccount is the issuer's own namespace's (a ClusterIssuer's:
+        # the cluster resource namespace); the spec never names a namespace.
+        namespace = owner_namespace(key, self._cluster_ns)
+        tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
+        if not tenant:
+            raise CheckFailed(
+                IssuerReason.INVALID_SPEC,
+                "spec.auth.serviceAccountRef.tenantID: is required when the controller has "
+                "no AZURE_TENANT_ID",
+                retryable=False,
+            )
+        config = FederatedServiceAccount(
+            namespace=namespace,
+            name=auth.name,
+            client_id=auth.client_id,
+            tenant_id=tenant,
+            audiences=auth.audiences,
+            authority_host=authority_host,
+        )
+        if self._sa_tokens is None:
+            raise CheckFailed(
+                IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED,
+                "this controller cannot request ServiceAccount tokens",
+                retryable=False,
+            )
+        # Fetched (and cached) here, so a missing ServiceAccount or grant is
+        # named as such before any Key Vault call.
+        try:
+            await self._sa_tokens(config)
+        except AssertionProviderError as err:
+            raise CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message) from None
+        return config
+
+    async def _client_secret(
+        self, key: IssuerKey, auth: ClientSecretAuth, authority_host: str | None = None
+    ) -> AuthConfig:
+        # A ClusterIssuer's secret comes from the cluster resource namespace,
+        # an Issuer's from its own namespace; the spec never names a namespace.
+        namespace = owner_namespace(key, self._cluster_ns)
+        ref = auth.secret_ref
+        where = f"Secret {namespace}/{ref.name}"
+        try:
+            secret = await self._client.get(Secret, ref.name, namespace=namespace)
+        except ApiError as err:
+            if err.status.code == 404:
+                raise CheckFailed(
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
+                ) from None
+            if err.status.code == 403:
+                raise CheckFailed(
+                    IssuerReason.AUTH_SECRET_NOT_FOUND,
+                    f"{where}: the controller may not read it (forbidden)",
+                ) from None
+            raise CheckFailed(
+                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
+            ) from None
+        raw = (secret.data or {}).get(ref.key)
+        if raw is None and secret.stringData:
+            raw_text = secret.stringData.get(ref.key)
+            value = raw_text if raw_text is not None else None
+        else:
+            value = base64.b64decode(raw).decode() if raw is not None else None
+        if not value:
+            raise CheckFailed(
+                IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {ref.key!r}"
+            )
+        return ClientSecret(
+            tenant_id=auth.tenant_id,
+            client_id=auth.client_id,
+            secret=value.strip(),
+            authority_host=authority_host,
+        )
+
+
+def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
+    """The key version is enabled, within its validity, allowed to sign, and fits
+    the issuer's signature algorithm."""
+    if not key_info.enabled:
+        raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
+    if key_info.not_before is not None and key_info.not_before > now:
+        raise CheckFailed(
+            IssuerReason.KEY_DISABLED,
+            f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
+        )
+    if key_info.expires is not None and key_info.expires <= now:
+        raise CheckFailed(
+            IssuerReason.KEY_DISABLED,
+            f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
+        )
+    if "sign" not in key_info.key_ops:
+        raise CheckFailed(
+            IssuerReason.KEY_NOT_USABLE,
+            f"key {spec.key_name!r} does not allow the sign operation "
+            f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
+        )
+    _algorithm(spec, key_info)
+
+
+def _algorithm(
+    spec: IssuerSpec, key_info: KeyInfo, ca_cert: x509.Certificate | None = None
+) -> SignatureAlgorithm:
+    """The issuer's signature algorithm, or the default for the key and the CA
+    (PSS when the CA certificate is PSS-signed), if the key fits it."""
+    try:
+        if spec.signature_algorithm:
+            algorithm = SignatureAlgorithm(spec.signature_algorithm)
+        else:
+            algorithm = ca_signature_algorithm(ca_cert, key_info.public_key)
+        check_algorithm(key_info.public_key, algorithm)
+    except (AlgorithmError, ValueError) as err:
+        reason = err.reason if isinstance(err, PKIError) else str(err)
+        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
+    return algorithm

@@ -1,0 +1,257 @@
+"""From an approved request to a signed certificate, for both request kinds.
+
+cert-manager CertificateRequests and Kubernetes CertificateSigningRequests
+differ in where their inputs live and how a result is written, not in how a
+certificate is made. This module is the shared middle: it takes the CSR and
+the issuance parameters already read from the request, builds the
+certificate, has Key Vault sign it (holding one of the ``--concurrency`` sign
+slots only for that remote call) and says how it went, as one of four
+outcomes the callers map onto their own status fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from akv_issuer.controller.api import IssuerReason
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    CheckFailed,
+    IssuerKey,
+    IssuerSigners,
+    ca_failure,
+    keyvault_failure,
+)
+from akv_issuer.controller.observability.audit import CAKey
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.keyvault import KeyVaultError
+from akv_issuer.pki import (
+    AlgorithmError,
+    CAError,
+    CertificatePlan,
+    CSRError,
+    IssuanceRequest,
+    PolicyError,
+    SignatureError,
+    build_certificate,
+    derived_serial_number,
+    parse_csr,
+    sign_certificate,
+)
+
+__all__ = [
+    "IssuerFault",
+    "Outcome",
+    "RequestRefused",
+    "RequestSigner",
+    "Signed",
+    "Transient",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    certificate_pem: bytes  # the leaf, then the intermediates below the root
+    ca_pem: bytes  # the root, or the top of the chain
+    issuer: IssuerKey
+    # For the audit record and the Issued event (kept with the certificate, so
+    # a retried status write records the same facts without the issuer).
+    leaf: x509.Certificate
+    ca_key: CAKey
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """The request can never succeed: its CSR or parameters are wrong."""
+
+    kind: str  # InvalidCSR, PolicyViolation or InvalidRequest
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.kind}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transient:
+    """Key Vault throttled or could not be reached: try again later."""
+
+    message: str
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerFault:
+    """Signing showed the issuer cannot sign (key gone, CA does not match)."""
+
+    failure: CheckFailed
+    # The issuer check will find the same fault (the CA stopped being valid
+    # since the last check): check at once rather than after a backoff.
+    recheck_now: bool = False
+
+
+Outcome = Signed | RequestRefused | Transient | IssuerFault
+
+
+# Certificates are built for the start of the 5-minute step (counted from the
+# request's creation) that ``now`` falls in, so replicas and retries agree on
+# the validity; NotBefore is thus at most this much earlier than otherwise.
+PLAN_STEP = dt.timedelta(minutes=5)
+
+
+def plan_time(
+    created: dt.datetime | None, now: dt.datetime, ca_cert: x509.Certificate
+) -> dt.datetime:
+    """The time a request's certificate is built for: the same on every replica
+    within a step; ``now`` when the request's clock is ahead of ours."""
+    if created is None or created > now:
+        return now
+    at = created + ((now - created) // PLAN_STEP) * PLAN_STEP
+    ca_not_before = ca_cert.not_valid_before_utc
+    # Not before the CA (a CA rotated since the request was created).
+    return max(at, ca_not_before) if ca_not_before <= now else now
+
+
+def request_serial(
+    request_key: str,
+    csr_pem: bytes,
+    request: IssuanceRequest,
+    checked: CheckedIssuer,
+    at: dt.datetime,
+) -> int:
+    """The serial of the request's certificate, from every input of it: the
+    request (uid, CSR, parameters), the issuer object's uid and generation
+    (its profile), the CA certificate, the key version and algorithm, the
+    validity's time. Two different certificates never share a serial."""
+    return derived_serial_number(
+        request_key.encode(),
+        csr_pem,
+        repr(
+            (request.duration, tuple(request.usages), request.is_ca, request.path_length)
+        ).encode(),
+        f"{checked.uid}/{checked.generation}".encode(),
+        checked.ca.ca_der,
+        checked.key_info.kid.encode(),
+        str(checked.algorithm.value).encode(),
+        at.isoformat().encode(),
+    )
+
+
+class RequestSigner:
+    def __init__(self, signers: IssuerSigners, metrics: Metrics) -> None:
+        self._signers = signers
+        self._metrics = metrics
+        # By request uid: the plan of a sign that failed transiently (see sign()).
+        self._kept: dict[str, _KeptPlan] = {}
+
+    def forget(self, request_key: str) -> None:
+        """The request is finished or gone: drop a plan kept for its retry."""
+        self._kept.pop(request_key, None)
+
+    async def sign(
+        self,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        now: dt.datetime,
+        *,
+        request_key: str | None = None,
+        created: dt.datetime | None = None,
+    ) -> Outcome:
+        """``request_key`` (the request's uid) and ``created`` (its creation
+        time) make the certificate a function of the request: a retry after a
+        transient failure, or another replica after this one died or lost its
+        lease between Key Vault's signature and the status write, signs the
+        *same* certificate (serial and validity), never a second one. Key Vault
+        may have signed before the answer was lost."""
+        started = time.perf_counter()
+        kept = self._kept.pop(request_key, None) if request_key else None
+        try:
+            if kept is not None and kept.fits(csr_pem, request, checked):
+                plan = kept.plan
+            else:
+                csr = parse_csr(csr_pem)
+                at, serial = now, None
+                if request_key:
+                    at = plan_time(created, now, checked.ca_cert)
+                    serial = request_serial(request_key, csr_pem, request, checked, at)
+                plan = build_certificate(
+                    csr, request, checked.ca_cert, checked.profile, at, serial_number=serial
+                )
+        except CSRError as err:
+            return RequestRefused("InvalidCSR", err.reason)
+        except PolicyError as err:
+            return RequestRefused("PolicyViolation", err.reason)
+        except CAError as err:
+            # The CA was valid at the issuer check and is not now (it expired,
+            # or its clock-skewed NotBefore is still ahead): not the request's
+            # fault. The issuer goes not Ready with the CA's own reason.
+            return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
+
+        signer = self._signers.remote_signer(checked)
+        try:
+            certificate = await sign_certificate(
+                plan.builder, checked.key_info.public_key, checked.algorithm, signer
+            )
+        except KeyVaultError as err:
+            if not err.retryable:
+                return IssuerFault(
+                    keyvault_failure(
+                        err,
+                        f"signing with key {checked.spec.key_name!r}",
+                        IssuerReason.KEY_NOT_FOUND,
+                    )
+                )
+            self._keep(request_key, csr_pem, request, checked, plan)
+            return Transient(f"Key Vault: {err.message or err.kind.name}", err.retry_after)
+        except SignatureError as err:
+            return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
+        except AlgorithmError as err:
+            return IssuerFault(CheckFailed(IssuerReason.KEY_NOT_USABLE, err.reason))
+        except (TimeoutError, OSError) as err:
+            self._keep(request_key, csr_pem, request, checked, plan)
+            return Transient(f"{type(err).__name__}: {err}", None)
+        self._metrics.sign_seconds.labels(*checked.key.labels).observe(
+            time.perf_counter() - started
+        )
+        # sign_certificate verified the signature with the CA key; the chain's
+        # order is worked out once per chain.
+        cert_pem, ca_pem = checked.ca.split(certificate)
+        return Signed(cert_pem, ca_pem, checked.key, certificate, checked.audit_ca)
+
+    def _keep(
+        self,
+        request_key: str | None,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        plan: CertificatePlan,
+    ) -> None:
+        if request_key:
+            self._kept[request_key] = _KeptPlan(
+                csr_pem, request, checked.key_info.kid, checked.ca_cert, plan
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptPlan:
+    """A certificate plan whose sign failed transiently, for the request's retry."""
+
+    csr_pem: bytes
+    request: IssuanceRequest
+    kid: str
+    ca_cert: x509.Certificate
+    plan: CertificatePlan
+
+    def fits(self, csr_pem: bytes, request: IssuanceRequest, checked: CheckedIssuer) -> bool:
+        """Still the same request, key version and CA (a rotation makes a new plan)."""
+        return (
+            self.csr_pem == csr_pem
+            and self.request == request
+            and self.kid == checked.key_info.kid
+            and self.ca_cert == checked.ca_cert
+        )
