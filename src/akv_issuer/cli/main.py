@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from akv_issuer import build_info
 from akv_issuer.cli import ca, controller, sign
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import Cause, KeyVaultError
 from akv_issuer.pki import PKIError
+from akv_issuer.runtime.buildinfo import build_info
 
 PROG = "akv-issuer"
 

@@ -31,7 +31,6 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
-from akv_issuer import build_info
 from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
 from akv_issuer.controller.core import (
     COMPONENT,
@@ -43,6 +42,7 @@ from akv_issuer.controller.core import (
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer

@@ -21,8 +21,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from akv_issuer import build_info
 from akv_issuer.controller.api import IssuerReason
+from akv_issuer.runtime.buildinfo import build_info
 
 PREFIX = "akv_issuer"
 
