@@ -214,7 +214,7 @@ ZLINT = GoBinary(
 # syft makes the SBOM of the release image (`make release`, CycloneDX JSON):
 # it reads both the Debian packages (dpkg status) and the Python distributions
 # (the venv's dist-info) of an image archive, which a Python-only tool
-# (cyclonedx-py) cannot. Upstream's own main package; tests/deploy/test_release.py needs it.
+# (cyclonedx-py) cannot. Upstream's own main package; tests/node/test_node_release.py needs it.
 SYFT_VERSION = "v1.57.2"
 SYFT_MODULE = "github.com/anchore/syft"
 SYFT = GoBinary(

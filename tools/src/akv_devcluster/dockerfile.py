@@ -294,7 +294,7 @@ def build_image(
             # returns the image of an earlier commit, labels and
             # AKV_ISSUER_COMMIT included. A --label adds a last step that is
             # never cached, so the image is committed with this build's
-            # configuration (checked by tests/deploy/test_release.py).
+            # configuration (checked by tests/node/test_node_release.py).
             "--label",
             f"org.opencontainers.image.version={version}",
             "--label",
