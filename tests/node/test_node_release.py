@@ -31,15 +31,10 @@ from support.deploy import REPO, VERSION
 URL = "https://github.com/azure-keyvault-issuer/azure-keyvault-issuer"
 
 
-# --- a release, made as `make release` makes it --------------------------------
-
-
-# The image build (warm after `make image`: its layers are reused, the archive
-# is written again) dominates; syft's scan takes seconds. A cold machine builds
-# syft once (`make binaries`, ~4 min on 2 cores) and the image (`make image`).
-# buildah needs root and `make node-deps`, as for tests/node.
-def release_built(test: Any) -> Any:
-    return pytest.mark.integration(pytest.mark.timeout(2400)(test))
+# The image build (warm after `make image`, which `make node` runs first: its
+# layers are reused, the archive is written again) dominates; syft's scan takes
+# seconds. A cold machine builds syft once (`make binaries`, ~4 min on 2 cores).
+release_built = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
