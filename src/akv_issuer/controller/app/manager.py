@@ -43,6 +43,7 @@ from akv_issuer.controller.core import (
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -343,7 +344,8 @@ async def run_controller(config: ControllerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     manager = Manager(config)
     log.info(
-        "controller starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        "akv-issuer %s starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        build_info().describe(),
         config.cluster_resource_namespace,
         config.concurrency,
         config.retry_budget,

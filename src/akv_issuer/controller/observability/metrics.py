@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from akv_issuer.controller.api import IssuerReason
+from akv_issuer.runtime.buildinfo import build_info
 
 PREFIX = "akv_issuer"
 
@@ -31,6 +32,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        build = build_info()
+        Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; the labels say which build runs (version, commit, Python).",
+            ["version", "commit", "python"],
+            registry=self.registry,
+        ).labels(build.version, build.commit or "unknown", build.python).set(1)
         issuer = ["issuer_kind", "issuer_namespace", "issuer_name"]
         self.issued = Counter(
             f"{PREFIX}_certificaterequests_issued",
