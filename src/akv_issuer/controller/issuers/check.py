@@ -38,9 +38,9 @@ from akv_issuer.controller.api import (
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
-    CountedCall,
     IssuerHooks,
     IssuerKey,
+    KeyVaultGateway,
     Renewal,
     ca_failure,
     keyvault_failure,
@@ -54,7 +54,6 @@ from akv_issuer.keyvault import (
     ClientSecret,
     FederatedServiceAccount,
     KeyInfo,
-    KeyVaultAccess,
     KeyVaultError,
     WorkloadIdentity,
     is_managed_hsm,
@@ -82,8 +81,7 @@ class IssuerChecker:
     def __init__(
         self,
         client: AsyncClient,
-        keyvault: KeyVaultAccess,
-        count: CountedCall,
+        keyvault: KeyVaultGateway,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
@@ -91,9 +89,8 @@ class IssuerChecker:
         hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
+        # Every Key Vault call goes through the gateway (counted).
         self._kv = keyvault
-        # Every Key Vault call, counted by operation and status.
-        self.kv_call = count
         # The CA renewal a feature plugged in (ca_lifecycle), if any.
         self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
@@ -112,9 +109,8 @@ class IssuerChecker:
         auth = await self._auth(key, spec)
 
         try:
-            key_info = await self.kv_call(
-                "get_key",
-                self._kv.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+            key_info = await self._kv.get_key(
+                spec.key_vault_base_url, spec.key_name, spec.key_version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(
@@ -190,10 +186,7 @@ class IssuerChecker:
         if isinstance(source, KeyVaultCertificateCA):
             vault = source.vault_base_url or spec.key_vault_base_url
             try:
-                cert = await self.kv_call(
-                    "get_certificate",
-                    self._kv.get_certificate(vault, source.name, source.version, auth),
-                )
+                cert = await self._kv.get_certificate(vault, source.name, source.version, auth)
             except KeyVaultError as err:
                 raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
             try:
@@ -212,9 +205,8 @@ class IssuerChecker:
                 retryable=False,
             )
         try:
-            secret = await self.kv_call(
-                "get_secret",
-                self._kv.get_secret(source.vault_base_url, source.name, source.version, auth),
+            secret = await self._kv.get_secret(
+                source.vault_base_url, source.name, source.version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
@@ -256,9 +248,8 @@ class IssuerChecker:
         """The newest enabled older version of the key whose public key the CA
         secret holds a certificate for, with that chain; None if there is none."""
         try:
-            versions = await self.kv_call(
-                "list_key_versions",
-                self._kv.list_key_versions(spec.key_vault_base_url, spec.key_name, auth),
+            versions = await self._kv.list_key_versions(
+                spec.key_vault_base_url, spec.key_name, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(
@@ -268,9 +259,8 @@ class IssuerChecker:
             if listed.version == latest.version or not listed.enabled:
                 continue
             try:
-                info = await self.kv_call(
-                    "get_key",
-                    self._kv.get_key(spec.key_vault_base_url, spec.key_name, listed.version, auth),
+                info = await self._kv.get_key(
+                    spec.key_vault_base_url, spec.key_name, listed.version, auth
                 )
             except KeyVaultError as err:
                 raise keyvault_failure(

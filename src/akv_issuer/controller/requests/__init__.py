@@ -35,7 +35,7 @@ def request_workers(config: ControllerConfig) -> int:
 def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
     """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``)."""
     config = host.config
-    signer = RequestSigner(host.signers, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics)
     kinds: list[tuple[RequestKind, int]] = [
         (CertificateRequests(host.client, config.field_manager), request_workers(config))
     ]

@@ -25,7 +25,7 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     store = RevocationStore(host.client, config.cluster_resource_namespace, config.field_manager)
     locks = IssuerLocks()
     crls = CRLPublisher(
-        config, host.client, issuers, store, locks, host.signers, host.metrics, host.events
+        config, host.client, issuers, store, locks, host.keyvault, host.metrics, host.events
     )
     issuers.subscribe(crls.issuer_changed)
     revoker = Revoker(host.client, issuers, store, locks, host.metrics, host.events, crls.revoked)
