@@ -4,9 +4,8 @@ Every sign -- a certificate's, a CRL's, a CA renewal's -- holds one of the
 ``--concurrency`` sign slots, asks the leader fence right before the remote call
 and is counted; every other call is counted; a failed call reads "Key Vault: ...".
 
-The vault is a fake of the gateway's ``KeyVault`` interface (what the
-controller uses of ``KeyVaultAccess``) holding one EC key in memory; it signs
-for real, so the pki layer verifies every signature as it does in production.
+The vault is ``support.fakevault.FakeVault``, a fake of the gateway's
+``KeyVault`` interface holding one EC key in memory that signs for real.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
 from akv_issuer.controller.api import IssuerReason, parse_issuer_spec
 from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
@@ -35,116 +33,23 @@ from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.signing import IssuerFault, RequestSigner, Signed, Transient
 from akv_issuer.keyvault import (
     Ambient,
-    AuthConfig,
-    CertificateInfo,
     ErrorKind,
-    KeyInfo,
     KeyVaultError,
-    KeyVersion,
-    SecretInfo,
 )
 from akv_issuer.pki import (
     IssuancePolicy,
     IssuanceRequest,
     IssuerProfile,
-    RemoteSigner,
     SignatureAlgorithm,
     build_root_ca,
     load_ca_chain,
 )
 from akv_issuer.runtime.leader import NotLeading
+from support.fakevault import VAULT, FakeVault
 
-VAULT = "https://ca.vault.azure.net"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 AUTH = Ambient()
 ES256 = SignatureAlgorithm.ES256
-
-
-class FakeVault:
-    """One EC P-256 key version and the secrets stored, in memory. ``hold``, when
-    set, keeps every sign waiting until it is set; ``sign_error`` fails signs."""
-
-    def __init__(self) -> None:
-        self.private = ec.generate_private_key(ec.SECP256R1())
-        self.key = KeyInfo(
-            vault_url=VAULT,
-            name="ca-key",
-            version="v1",
-            kid=f"{VAULT}/keys/ca-key/v1",
-            kty="EC",
-            public_key=self.private.public_key(),
-            enabled=True,
-            key_ops=("sign", "verify"),
-        )
-        self.signs = 0  # signs that reached the vault
-        self.entered = asyncio.Event()  # set by the first sign that reaches it
-        self.hold: asyncio.Event | None = None
-        self.sign_error: KeyVaultError | None = None
-        self.secrets: dict[str, list[str]] = {}
-
-    async def get_key(
-        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> KeyInfo:
-        return self.key
-
-    async def list_key_versions(
-        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
-    ) -> tuple[KeyVersion, ...]:
-        return (KeyVersion(self.key.version, True, NOW),)
-
-    async def get_secret(
-        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> SecretInfo:
-        if name not in self.secrets:
-            raise KeyVaultError(
-                ErrorKind.NOT_FOUND, f"A secret with (name/id) {name} was not found", status=404
-            )
-        return self._secret(name)
-
-    async def get_certificate(
-        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> CertificateInfo:
-        raise KeyVaultError(ErrorKind.NOT_FOUND, "no certificate", status=404)
-
-    async def set_secret(
-        self,
-        vault_url: str,
-        name: str,
-        value: str,
-        auth: AuthConfig,
-        *,
-        content_type: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> SecretInfo:
-        self.secrets.setdefault(name, []).append(value)
-        return self._secret(name)
-
-    def _secret(self, name: str) -> SecretInfo:
-        versions = self.secrets[name]
-        return SecretInfo(VAULT, name, f"s{len(versions)}", f"{VAULT}/secrets/{name}", "", None)
-
-    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner:
-        return _FakeSigner(self)
-
-    async def close(self) -> None:
-        pass
-
-
-class _FakeSigner:
-    def __init__(self, vault: FakeVault) -> None:
-        self._vault = vault
-
-    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        vault = self._vault
-        vault.signs += 1
-        vault.entered.set()
-        if vault.hold is not None:
-            await vault.hold.wait()
-        if vault.sign_error is not None:
-            raise vault.sign_error
-        der = vault.private.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-        r, s = decode_dss_signature(der)
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 class Fence:

@@ -226,9 +226,7 @@ class IssuerChecker:
                     IssuerReason.CA_SECRET_NOT_FOUND,
                     f"{where}: the controller may not read it (forbidden)",
                 ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
         if not value.strip():
@@ -365,9 +363,7 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND,
                     f"{where}: the controller may not read it (forbidden)",
                 ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)
         if raw is None and secret.stringData:
             raw_text = secret.stringData.get(ref.key)
@@ -384,6 +380,21 @@ class IssuerChecker:
             secret=value.strip(),
             authority_host=authority_host,
         )
+
+
+def kubernetes_failure(where: str, err: ApiError) -> CheckFailed:
+    """The Kubernetes API failed reading ``where`` (not a 404 or 403): its own
+    reason, with the API's status, retried with backoff (and no sooner than a
+    Retry-After the API server sent)."""
+    status = err.status
+    answer = " ".join(str(part) for part in (status.code, status.reason) if part)
+    detail = f"{where}: the Kubernetes API answered {answer or 'an error'}"
+    if status.message:
+        detail += f": {status.message}"
+    retry_after = status.details.retryAfterSeconds if status.details is not None else None
+    return CheckFailed(
+        IssuerReason.KUBERNETES_API_ERROR, detail, retry_after=float(retry_after or 0) or None
+    )
 
 
 def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
