@@ -21,6 +21,7 @@ from lightkube.resources.core_v1 import Secret
 
 from akv_issuer.controller.api import ISSUER_KIND, Issuer, IssuerReason
 from akv_issuer.controller.core import (
+    CheckFailed,
     ControllerConfig,
     IssuerHooks,
     IssuerKey,
@@ -171,3 +172,22 @@ async def test_a_missing_secret_keeps_its_own_reason(
     await reconciler.reconcile(KEY, 0)
 
     assert ready(kube)["reason"] == "AuthSecretNotFound"
+
+
+async def test_a_failed_status_write_while_flipping_names_the_apis_answer(
+    kube: FakeKube, client: AsyncClient, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signing showed the issuer cannot sign, and marking it not Ready failed:
+    the log says what the API server answered (it said only the type's name)."""
+    reconciler = issuers(client, FakeVault(), clock)
+    reconciler.upserted(ISSUER_KIND, add_issuer(kube, {}))
+    kube.fail("patch", Issuer.Status, 500, message="etcdserver: leader changed")
+
+    await reconciler.report_fault(
+        KEY, CheckFailed(IssuerReason.FORBIDDEN, "denied"), recheck_now=False
+    )
+
+    (record,) = [r for r in caplog.records if "could not mark" in r.getMessage()]
+    assert "HTTP 500" in record.getMessage()
+    assert "etcdserver: leader changed" in record.getMessage()
+    assert record.exc_info is None

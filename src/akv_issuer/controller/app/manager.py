@@ -111,7 +111,11 @@ class Manager:
         self.sa_tokens = identity.setup(self.client, self.metrics)
         access = keyvault or make_keyvault(config, self.sa_tokens.token)
         self.events = EventRecorder(
-            self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
+            self.client,
+            COMPONENT,
+            config.identity,
+            dropped=self.metrics.events_dropped,
+            unexpected=self.metrics.unexpected,
         )
         self.elector: LeaderElector | None = None
         if config.leader_elect:
@@ -125,6 +129,7 @@ class Manager:
                     renew_deadline=config.renew_deadline,
                     retry_period=config.retry_period,
                 ),
+                unexpected=self.metrics.unexpected,
             )
         # The one way to Key Vault: counted, --concurrency sign slots, and fenced:
         # no Key Vault sign once the lease may have passed to a standby.

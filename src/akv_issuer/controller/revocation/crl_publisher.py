@@ -113,6 +113,7 @@ class CRLPublisher:
             workers=1,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._condition: dict[IssuerKey, tuple[str, str, str]] = {}
         self._last_failure: dict[IssuerKey, str] = {}
