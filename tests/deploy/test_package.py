@@ -21,9 +21,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from deploy_helpers import REPO, run
 
 from akv_devcluster.binaries import cache_root
+from support.deploy import REPO, run
 
 UV_VERSION = "0.13.9"  # as in the Makefile and the Dockerfile
 DOCKERFILE = REPO / "Dockerfile"

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 
 import pytest
-from controller_harness import Env, condition, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -16,8 +15,7 @@ from akv_issuer.controller.core import KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.pki import load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem, wait_for
 
 
 async def _condition_is(env: Env, name: str, type_: str, status: str) -> dict:

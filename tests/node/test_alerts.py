@@ -2,7 +2,8 @@
 
 promtool comes from Debian's `prometheus` package (downloaded with `apt-get
 download` and unpacked into the user cache, about a second; nothing is
-installed and no Go build is needed).
+installed and no Go build is needed), so this lives in the node tier, the one
+that needs Debian's packages and is skipped in one line where they are not.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import REPO, run
 
 from akv_devcluster import binaries
+from support.deploy import REPO, run
 
 METRICS_DOC = REPO / "docs" / "metrics.md"
 

@@ -1,6 +1,6 @@
 """Rough measurements of the controller (not a test; the formal benchmark is later).
 
-    AKV_DEVCLUSTER_DIR=/tmp/akvdev .venv/bin/python tests/integration/controller/measure.py \
+    AKV_DEVCLUSTER_DIR=/tmp/akvdev PYTHONPATH=tests .venv/bin/python -m support.measure \
         --finished 10000 --latency-samples 50
 
 Needs a running dev cluster (``akv-devcluster up --dir DIR``) with our CRDs;
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from controller_harness import REPO, csr_pem, free_port
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
@@ -39,6 +38,7 @@ from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, Issuer
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess, KeyVaultOptions
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
+from support.controller_harness import REPO, csr_pem, free_port
 
 
 def rss_mib(pid: int) -> float:

@@ -1,4 +1,5 @@
-"""Harness for controller integration tests.
+"""Harness for the controller tests of the cluster tier (tests/integration/controller;
+the e2e harness builds on it).
 
 The controller runs as a subprocess (``python -m akv_issuer.controller``)
 under a ServiceAccount bound to exactly ``config/rbac``'s manager ClusterRole
@@ -52,9 +53,9 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
-from fixtures.secret_scan import SESSION
+from support.secret_scan import SESSION
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 TEST_MANAGER = "akv-tests"
 WAIT = 90.0
 

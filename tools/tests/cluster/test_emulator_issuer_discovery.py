@@ -30,8 +30,6 @@ from akv_issuer.keyvault import (
     KeyVaultOptions,
 )
 
-pytestmark = pytest.mark.integration
-
 AUDIENCE = "api://AzureADTokenExchange"
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from azure.keyvault.keys import KeyClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from lint_csrs import KEY_TYPES, SAN_TYPES, csr_pem
-from linters import Artefact, Kind, LintCase
 
 from akv_emulator.testing import EmulatorProcess
+from support.lint.csrs import KEY_TYPES, SAN_TYPES, csr_pem
+from support.lint.linters import Artefact, Kind, LintCase
 
 AKV_ISSUER = str(Path(sys.executable).with_name("akv-issuer"))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
 CRD_DIR = CONFIG / "crd" / "bases"
 ISSUER_CRD = CRD_DIR / "azure-keyvault-issuer.gonicus.de_issuers.yaml"

@@ -22,7 +22,7 @@ from azure.keyvault.secrets.aio import SecretClient as AioSecretClient
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
-from fixtures.emulator import digest_for, verify_locally
+from support.emulator import digest_for, verify_locally
 
 # (kty, size, curve, algorithms that key can sign with)
 KEY_CASES = [

@@ -1,42 +1,28 @@
-"""RBAC and manager manifests under config/, and the kustomize base rendering."""
+"""RBAC and manager manifests under config/, and the kustomize base rendering
+(with the pinned kubectl, `make binaries`)."""
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from api_schema_helpers import CONFIG, CRD_DIR, load_one
 
 from akv_issuer.controller import api
+from support.api_schema import CONFIG, CRD_DIR, load_one
+from support.deploy import kubectl
 
 RBAC = CONFIG / "rbac"
 NAMESPACE = "azure-keyvault-issuer-system"
 PREFIX = "azure-keyvault-issuer-"
-CACHE = Path(os.environ.get("HOME", "/root")) / ".cache" / "azure-keyvault-issuer"
-
-
-def _kubectl() -> str:
-    """The pinned kubectl from the Go-module build if present, else the system one."""
-    # Bounded depth: the cache may also hold a large Go module cache.
-    candidates = [p for depth in range(3) for p in CACHE.glob("*/" * depth + "kubectl")]
-    pinned = sorted(p for p in candidates if p.is_file() and os.access(p, os.X_OK))
-    if pinned:
-        return str(pinned[-1])
-    system = Path("/usr/bin/kubectl")
-    if system.exists():
-        return str(system)
-    raise AssertionError(f"no kubectl under {CACHE} nor /usr/bin/kubectl; run `make binaries`")
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
     result = subprocess.run(
-        [_kubectl(), "kustomize", str(CONFIG / "default")],
+        [kubectl(), "kustomize", str(CONFIG / "default")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -15,8 +15,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cli_artefacts import CLIBuilder, CLIFailed
-from controller_harness import Env, condition, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError
@@ -30,10 +28,12 @@ from lightkube.resources.certificates_v1 import (
     CertificateSigningRequestApproval,
 )
 from lightkube.types import PatchType
-from lint_csrs import KEY_TYPES, SAN_TYPES, csr_pem
-from linters import Artefact, Kind, LintCase
 
 from akv_issuer.controller.api import GROUP, CertificateRequest
+from support.controller_harness import Env, condition, wait_for
+from support.lint.cli_artefacts import CLIBuilder, CLIFailed
+from support.lint.csrs import KEY_TYPES, SAN_TYPES, csr_pem
+from support.lint.linters import Artefact, Kind, LintCase
 
 # The issuers' CAs (ROOTS ids of cli_artefacts): PKCS#1, PSS, EC.
 ISSUER_CAS = ("rsa2048", "rsa2048-pss", "ec-p256")

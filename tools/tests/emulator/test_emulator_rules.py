@@ -19,7 +19,7 @@ from azure.keyvault.secrets import SecretClient
 
 from akv_emulator.rules import SUPPORTED_API_VERSIONS
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
-from fixtures.emulator import digest_for
+from support.emulator import digest_for
 
 
 def keys(env: EmulatorEnv, **kwargs: Any) -> KeyClient:

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Node
-from node_install import tool
 
 from akv_devcluster import DevCluster
 from akv_devcluster import binaries as bins
 from akv_devcluster.images import write_image_archive
 from akv_devcluster.node import CLAIMS_DIR, NODE_NAME, cluster_id
+from support.node_install import tool
 
 # The first test to ask for the image may build it (minutes when cold).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 CLI = str(Path(sys.executable).parent / "akv-devcluster")
 

@@ -24,7 +24,7 @@ from azure.keyvault.keys.crypto import SignatureAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from akv_emulator.testing import EmulatorProcess
-from fixtures.emulator import digest_for, verify_locally
+from support.emulator import digest_for, verify_locally
 
 
 def public_key_of(key: Any) -> Any:

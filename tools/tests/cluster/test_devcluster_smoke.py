@@ -20,8 +20,6 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import PatchType
 
-pytestmark = pytest.mark.integration
-
 CertificateRequest = create_namespaced_resource(
     "cert-manager.io", "v1", "CertificateRequest", "certificaterequests"
 )

@@ -2,8 +2,9 @@
 
 Session-wide: cert-manager's controller (``akv_devcluster.certmanager``,
 under its chart's RBAC plus our approver RBAC) and one azure-keyvault-issuer
-controller (under ``config/rbac``), both talking to the session's
-kube-apiserver; our controller signs with the session's Key Vault emulator.
+controller (under ``config/rbac``), both talking to the e2e tier's own
+kube-apiserver (``devcluster`` as tests/e2e/conftest.py overrides it); our
+controller signs with the session's Key Vault emulator.
 Per test: a namespace, issuers and Certificates, and checks a user would make
 on the resulting Secret (``openssl verify`` of tls.crt against ca.crt, tls.key
 matches tls.crt).
@@ -25,13 +26,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from controller_harness import (
-    CA,
-    Env,
-    condition,
-    open_env,
-    wait_for,
-)
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lightkube import ApiError, AsyncClient
@@ -53,6 +47,13 @@ from akv_devcluster.certmanager import (
 )
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
+from support.controller_harness import (
+    CA,
+    Env,
+    condition,
+    open_env,
+    wait_for,
+)
 
 WAIT = 90.0
 

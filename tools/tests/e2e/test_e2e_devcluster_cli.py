@@ -7,12 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from akv_devcluster.binaries import locate
 from akv_devcluster.process import ProcessRecord, is_alive
-
-pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "akv_devcluster.cli"]
 

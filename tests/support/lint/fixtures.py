@@ -9,25 +9,25 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from cli_artefacts import CLI_CASES, CLIBuilder, build_cli_artefacts
-from controller_artefacts import CONTROLLER_CASES, build_controller_artefacts
-from controller_harness import open_env
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
-from linters import LintRun
 
 from akv_devcluster import DevCluster
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import CertificateRequest, ClusterIssuer, Issuer
+from support.controller_harness import open_env
+from support.lint.cli_artefacts import CLI_CASES, CLIBuilder, build_cli_artefacts
+from support.lint.controller_artefacts import CONTROLLER_CASES, build_controller_artefacts
+from support.lint.linters import LintRun
 
 
 @pytest.fixture(scope="session")
 def cli_lint(
     emulator_process: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> LintRun:
-    """Every CLI artefact (tests/lint/cli_artefacts.py), linted."""
+    """Every CLI artefact (tests/support/lint/cli_artefacts.py), linted."""
     tmp = tmp_path_factory.mktemp("lint-cli")
     built = build_cli_artefacts(emulator_process, tmp)
     run = LintRun.lint(CLI_CASES, built.artefacts, built.errors, tmp / "lint-report.txt")
@@ -43,7 +43,7 @@ async def controller_lint(
     emulator_process: EmulatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[LintRun]:
-    """Every controller artefact (tests/lint/controller_artefacts.py), linted;
+    """Every controller artefact (tests/support/lint/controller_artefacts.py), linted;
     one controller in its own namespace, stopped after the module's tests (it
     watches every namespace, so it must not outlive them into other tests)."""
     tmp = tmp_path_factory.mktemp("lint-controller")

@@ -1,4 +1,6 @@
-"""Session fixtures of the node tests: one dev cluster with a node, shared.
+"""Session fixtures of the node tier (tests/node, tools/tests/node): one dev
+cluster with a node, shared. A fixture plugin (``support.plugin``), so both
+folders share one node cluster per session.
 
 - ``node_cluster``: ``akv_devcluster`` with ``node=...`` (kubelet, containerd,
   kube-proxy, scheduler, controller-manager); started once per session
@@ -23,7 +25,6 @@ from pathlib import Path
 import pytest
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
-from node_install import NodeCA
 
 from akv_devcluster import DevCluster, DevClusterError
 from akv_devcluster.binaries import BinariesError, locate
@@ -31,8 +32,9 @@ from akv_devcluster.certmanager import CertManager, start_cert_manager, stop_cer
 from akv_devcluster.dockerfile import IMAGE_TAG, ImageBuildError, build_image
 from akv_devcluster.node import NodeError, build_node_binaries, load_image
 from akv_emulator.testing import EmulatorProcess, environ_with
-from fixtures.cluster import session_cluster
-from fixtures.secret_scan import SESSION
+from support.cluster import session_cluster
+from support.node_install import NodeCA
+from support.secret_scan import SESSION
 
 
 def run(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 180) -> str:

@@ -11,8 +11,6 @@ import pytest
 
 from akv_devcluster import binaries
 
-pytestmark = pytest.mark.integration
-
 
 def test_committed_gomod_replaces_every_staging_module_with_the_published_version() -> None:
     upstream = Path(
