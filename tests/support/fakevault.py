@@ -24,6 +24,7 @@ from akv_issuer.keyvault import (
     KeyVaultError,
     KeyVersion,
     SecretInfo,
+    SecretVersion,
 )
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 
@@ -64,6 +65,29 @@ class FakeVault:
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
     ) -> tuple[KeyVersion, ...]:
         return (KeyVersion(self.key.version, True, CREATED),)
+
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
+        raise KeyVaultError(ErrorKind.PERMANENT, "this fake vault holds one key version")
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo:
+        raise KeyVaultError(ErrorKind.PERMANENT, "this fake vault holds one key version")
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]:
+        versions = self.secrets.get(name, [])
+        return tuple(SecretVersion(f"s{n}", True, CREATED) for n in range(len(versions), 0, -1))[
+            :limit
+        ]
 
     async def get_secret(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig

@@ -28,8 +28,8 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from akv_issuer.ca import CAVault, RootTemplate, recertify_root
 from akv_issuer.controller.api import IssuerSpec, format_time
 from akv_issuer.controller.core import (
     DUE_INTERMEDIATE,
@@ -40,17 +40,8 @@ from akv_issuer.controller.core import (
     Renewal,
     keyvault_failure_text,
 )
-from akv_issuer.keyvault import PEM_CONTENT_TYPE, AuthConfig, KeyInfo, KeyVaultError
-from akv_issuer.pki import (
-    CAChain,
-    CAError,
-    PKIError,
-    SignatureAlgorithm,
-    build_root_ca,
-    is_self_signed,
-    load_ca_chain,
-    sign_certificate,
-)
+from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultError
+from akv_issuer.pki import CAChain, PKIError, SignatureAlgorithm, is_self_signed
 
 
 def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:
@@ -113,7 +104,7 @@ async def renew_if_due(
             f"{spec.key_name}"
         )
         if spec.ca_source_explicit is not None:
-            # caSource rules automatic renewal out (see api.spec): say where to store it.
+            # caSource rules automatic renewal out (see api.spec_parser): say where to store it.
             how = f"{create} --out ca.pem ...` (same key) and store it in {spec.ca_description}"
         else:
             how = (
@@ -157,36 +148,20 @@ async def _renew_root(
     ca: CAChain,
     now: dt.datetime,
 ) -> tuple[CAChain, str]:
-    old = ca.ca
-    lifetime = spec.ca_renewal.lifetime or (old.not_valid_after_utc - old.not_valid_before_utc)
-    try:
-        path_length = old.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        path_length = None
-    plan = build_root_ca(
-        key.public_key,
-        old.subject,
-        lifetime=lifetime,
-        now=now,
-        path_length=path_length.path_length if path_length is not None else None,
-    )
-    # Through the gateway like every sign: fenced, so two replicas never both renew.
-    cert = await sign_certificate(
-        plan.builder, key.public_key, algorithm, keyvault.signer(key, auth)
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    stored = await keyvault.set_secret(
-        spec.key_vault_base_url,
+    """The same key version's root again (:func:`akv_issuer.ca.recertify_root`),
+    as ``ca rotate`` makes one for a new version."""
+    template = RootTemplate.renewing(ca.ca, lifetime=spec.ca_renewal.lifetime)
+    # Through the gateway: every call counted, and the sign in a sign slot and
+    # fenced like every other sign, so two replicas never both renew.
+    vault = CAVault(keyvault, spec.key_vault_base_url, auth)
+    renewed = await recertify_root(
+        vault,
         spec.ca_secret_name,
-        pem,
-        auth,
-        content_type=PEM_CONTENT_TYPE,
+        key,
+        template,
+        algorithm,
+        vault.signer(key),
+        now,
         tags={"renewed-by": "azure-keyvault-issuer"},
     )
-    try:
-        renewed = load_ca_chain(pem, key.public_key, now)
-    except CAError as err:  # cannot happen for a certificate we just built; say so if it does
-        raise PKIError(
-            f"the renewed certificate does not pass the CA checks: {err.reason}"
-        ) from err
-    return renewed, stored.version
+    return renewed.chain, renewed.secret_version

@@ -34,6 +34,7 @@ from akv_issuer.keyvault import (
     KeyVaultError,
     KeyVersion,
     SecretInfo,
+    SecretVersion,
 )
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 from akv_issuer.runtime.leader import no_fence
@@ -42,7 +43,9 @@ T = TypeVar("T")
 
 
 class KeyVault(Protocol):
-    """What the controller uses of ``akv_issuer.keyvault.KeyVaultAccess``."""
+    """What the controller uses of ``akv_issuer.keyvault.KeyVaultAccess``: what
+    the issuer check, signing and CA renewal call, and what the CA rules
+    (``akv_issuer.ca.VaultAccess``) may call besides."""
 
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
@@ -52,9 +55,26 @@ class KeyVault(Protocol):
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
     ) -> tuple[KeyVersion, ...]: ...
 
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo: ...
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo: ...
+
     async def get_secret(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> SecretInfo: ...
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]: ...
 
     async def get_certificate(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
@@ -106,8 +126,9 @@ class SignSlots:
 
 class KeyVaultGateway:
     """Every Key Vault call of the controller: counted; every sign also holding
-    a sign slot and fenced (see the module). The reads take the arguments of
-    ``KeyVaultAccess``'s methods of the same names."""
+    a sign slot and fenced (see the module). Each method takes the arguments of
+    ``KeyVaultAccess``'s method of the same name, so the gateway is also the
+    ``akv_issuer.ca.VaultAccess`` the CA rules reach Key Vault through."""
 
     def __init__(
         self,
@@ -131,7 +152,7 @@ class KeyVaultGateway:
         self._calls.labels(operation, "200").inc()
         return result
 
-    # -- reads (the issuer check) and the one write (a renewed CA certificate) --
+    # -- keys, secrets, certificates --------------------------------------------
 
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
@@ -145,10 +166,36 @@ class KeyVaultGateway:
             "list_key_versions", self._kv.list_key_versions(vault_url, name, auth, limit=limit)
         )
 
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
+        return await self._count("rotate_key", self._kv.rotate_key(vault_url, name, auth))
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo:
+        return await self._count(
+            "create_key",
+            self._kv.create_key(vault_url, name, auth, kty=kty, size=size, curve=curve),
+        )
+
     async def get_secret(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> SecretInfo:
         return await self._count("get_secret", self._kv.get_secret(vault_url, name, version, auth))
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]:
+        return await self._count(
+            "list_secret_versions",
+            self._kv.list_secret_versions(vault_url, name, auth, limit=limit),
+        )
 
     async def get_certificate(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
