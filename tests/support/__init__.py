@@ -11,9 +11,7 @@ tier marker from its folder (``tiers``). The rest are plain modules:
 (helm/kubectl rendering), ``pki`` (keys, CSRs, a local signer, openssl),
 ``api_schema`` (our CRDs' schemas), ``tls`` (a throwaway CA for local TLS
 servers), ``fakekube`` (an in-memory Kubernetes API server behind the real
-lightkube client, its own README.md) with ``fakeclock``, ``fakevault`` (a
-Key Vault in memory behind the controller's ``core.KeyVault`` interface, signing
-for real, for unit tests through the Key Vault gateway), ``lint`` (the
+lightkube client, its own README.md) with ``fakeclock``, ``lint`` (the
 certificate lint harness of tests/lint), ``measure`` (a rough
 measurement script, not a test).
 """

@@ -4,15 +4,14 @@ Every sign -- a certificate's, a CRL's, a CA renewal's -- holds one of the
 ``--concurrency`` sign slots, asks the leader fence right before the remote call
 and is counted; every other call is counted; a failed call reads "Key Vault: ...".
 
-The vault is ``support.fakevault.FakeVault``, a fake of the gateway's
-``KeyVault`` interface holding one EC key in memory that signs for real.
+The vault is support.controllerkit's FakeVault (the gateway's ``KeyVault``
+interface in memory), its key a TestCA's signing for real through a FakeSigner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -24,30 +23,18 @@ from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
 from akv_issuer.controller.core import (
     RENEWAL_FAILED,
     RENEWED,
-    CheckedIssuer,
     IssuerKey,
     KeyVaultGateway,
     keyvault_failure_text,
 )
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.signing import IssuerFault, RequestSigner, Signed, Transient
-from akv_issuer.keyvault import (
-    Ambient,
-    ErrorKind,
-    KeyVaultError,
-)
-from akv_issuer.pki import (
-    IssuancePolicy,
-    IssuanceRequest,
-    IssuerProfile,
-    SignatureAlgorithm,
-    build_root_ca,
-    load_ca_chain,
-)
+from akv_issuer.keyvault import Ambient, ErrorKind, KeyVaultError
+from akv_issuer.pki import CAChain, IssuanceRequest, SignatureAlgorithm, load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
-from support.fakevault import VAULT, FakeVault
+from support.controllerkit import KEY_NAME, VAULT_URL, FakeVault, TestCA, issuer_object
 
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 AUTH = Ambient()
 ES256 = SignatureAlgorithm.ES256
 
@@ -65,163 +52,152 @@ class Fence:
             raise NotLeading("the lease may have passed to another replica")
 
 
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+class Setup:
+    """A CA whose key the fake vault holds, and the gateway over that vault."""
+
+    def __init__(
+        self, *, concurrency: int = 4, ca: TestCA | None = None, fence: Fence | None = None
+    ) -> None:
+        self.ca = ca or TestCA()
+        self.vault = FakeVault()
+        self.vault.add(self.ca.key_info, self.ca.signer)
+        self.metrics = Metrics()
+        self.fence = fence or Fence()
+        self.kv = KeyVaultGateway(
+            self.vault, self.metrics, concurrency=concurrency, fence=self.fence
+        )
+
+    def calls(self, operation: str, status: str = "200") -> float:
+        value = self.metrics.registry.get_sample_value(
+            "akv_issuer_keyvault_requests_total",
+            {"operation": operation, "status_code": status},
+        )
+        return value or 0.0
+
+    def in_flight(self) -> float:
+        return self.metrics.registry.get_sample_value("akv_issuer_keyvault_signs_in_flight") or 0
 
 
-def calls(metrics: Metrics, operation: str, status: str = "200") -> float:
-    return sample(
-        metrics,
-        "akv_issuer_keyvault_requests_total",
-        operation=operation,
-        status_code=status,
+def throttled() -> KeyVaultError:
+    return KeyVaultError(
+        ErrorKind.THROTTLED, "Too many requests", status=429, code="Throttled", retry_after=5
     )
 
 
-def gateway(
-    vault: FakeVault, *, concurrency: int = 4, fence: Fence | None = None
-) -> tuple[KeyVaultGateway, Metrics]:
-    metrics = Metrics()
-    return (
-        KeyVaultGateway(vault, metrics, concurrency=concurrency, fence=fence or Fence()),
-        metrics,
+def forbidden() -> KeyVaultError:
+    return KeyVaultError(
+        ErrorKind.FORBIDDEN,
+        "Operation sign is not permitted\nTrace ID: 1",
+        status=403,
+        code="Forbidden",
     )
 
 
 async def test_every_call_is_counted_by_operation_and_outcome() -> None:
-    vault = FakeVault()
-    kv, metrics = gateway(vault)
-    await kv.get_key(VAULT, "ca-key", None, AUTH)
+    t = Setup()
+    await t.kv.get_key(VAULT_URL, KEY_NAME, None, AUTH)
     with pytest.raises(KeyVaultError):
-        await kv.get_secret(VAULT, "missing", None, AUTH)
-    await kv.set_secret(VAULT, "ca-key", "pem", AUTH)
-    await kv.signer(vault.key, AUTH).sign_digest(ES256, b"\1" * 32)
+        await t.kv.get_secret(VAULT_URL, "missing", None, AUTH)
+    await t.kv.set_secret(VAULT_URL, "ca", "pem", AUTH)
+    await t.kv.signer(t.ca.key_info, AUTH).sign_digest(ES256, b"\1" * 32)
 
-    assert calls(metrics, "get_key") == 1
-    assert calls(metrics, "get_secret", "404") == 1
-    assert calls(metrics, "get_secret") == 0
-    assert calls(metrics, "set_secret") == 1
-    assert calls(metrics, "sign") == 1
+    assert t.calls("get_key") == 1
+    assert t.calls("get_secret", "404") == 1
+    assert t.calls("get_secret") == 0
+    assert t.calls("set_secret") == 1
+    assert t.calls("sign") == 1
 
 
 async def test_a_sign_after_the_lease_was_lost_never_reaches_the_vault() -> None:
-    vault = FakeVault()
-    fence = Fence()
-    kv, metrics = gateway(vault, fence=fence)
-    fence.lost = True
+    t = Setup()
+    t.fence.lost = True
     with pytest.raises(NotLeading):
-        await kv.signer(vault.key, AUTH).sign_digest(ES256, b"\1" * 32)
-    assert vault.signs == 0
-    assert calls(metrics, "sign") == 0
+        await t.kv.signer(t.ca.key_info, AUTH).sign_digest(ES256, b"\1" * 32)
+    assert t.ca.signer.calls == 0
+    assert t.calls("sign") == 0
 
 
 async def test_signs_wait_for_a_slot_and_the_fence_is_asked_after_the_wait() -> None:
-    vault = FakeVault()
-    fence = Fence()
-    kv, metrics = gateway(vault, concurrency=1, fence=fence)
-    vault.hold = asyncio.Event()
-    signer = kv.signer(vault.key, AUTH)
+    t = Setup(concurrency=1)
+    t.ca.signer.gate = asyncio.Event()
+    signer = t.kv.signer(t.ca.key_info, AUTH)
     first = asyncio.create_task(signer.sign_digest(ES256, b"\1" * 32))
     second = asyncio.create_task(signer.sign_digest(ES256, b"\2" * 32))
-    await vault.entered.wait()
-    for _ in range(10):  # the second sign had every chance to start
+    for _ in range(20):  # both signs had every chance to start
         await asyncio.sleep(0)
 
-    assert vault.signs == 1, "one slot: the second sign waits"
-    assert sample(metrics, "akv_issuer_keyvault_signs_in_flight") == 1
-    assert fence.asked == 1
+    assert t.ca.signer.calls == 1, "one slot: the second sign waits"
+    assert t.in_flight() == 1
+    assert t.fence.asked == 1
     # The lease is lost while the second sign waits for its slot.
-    fence.lost = True
-    vault.hold.set()
+    t.fence.lost = True
+    t.ca.signer.gate.set()
     assert len(await first) == 64
     with pytest.raises(NotLeading):
         await second
-    assert vault.signs == 1
-    assert sample(metrics, "akv_issuer_keyvault_signs_in_flight") == 0
+    assert t.ca.signer.calls == 1
+    assert t.in_flight() == 0
 
 
 def test_the_failure_text_is_the_first_line_and_the_code() -> None:
-    throttled = KeyVaultError(
-        ErrorKind.THROTTLED, "Too many requests\nTrace ID: 1", status=429, code="Throttled"
+    assert keyvault_failure_text(throttled()) == "Key Vault: Too many requests (Throttled)"
+    assert (
+        keyvault_failure_text(forbidden())
+        == "Key Vault: Operation sign is not permitted (Forbidden)"
     )
-    assert keyvault_failure_text(throttled) == "Key Vault: Too many requests (Throttled)"
-    bare = KeyVaultError(ErrorKind.TRANSIENT, "")
-    assert keyvault_failure_text(bare) == "Key Vault: transient"
+    assert keyvault_failure_text(KeyVaultError(ErrorKind.TRANSIENT, "")) == "Key Vault: transient"
 
 
 # -- the signs of the features go through it ------------------------------------
 
 
-def due_root(vault: FakeVault) -> Any:
-    """A root CA certificate for the vault's key, 29 days into its 30."""
-    start = NOW - dt.timedelta(days=29)
-    plan = build_root_ca(
-        vault.private.public_key(), "Due CA", lifetime=dt.timedelta(days=30), now=start
+def due_root() -> TestCA:
+    """A root 29 days into its 30: in its renewal window."""
+    return TestCA(not_before=NOW - dt.timedelta(days=29), lifetime=dt.timedelta(days=30))
+
+
+def chain_of(ca: TestCA) -> CAChain:
+    return load_ca_chain(ca.pem, ca.key_info.public_key, NOW)
+
+
+RENEWING = parse_issuer_spec(
+    {"keyVaultBaseURL": VAULT_URL, "keyName": KEY_NAME, "caRenewal": {"automatic": True}}
+)
+
+
+async def test_a_renewal_signs_and_stores_through_the_gateway() -> None:
+    t = Setup(ca=due_root())
+    chain, renewal = await renew_if_due(
+        t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW
     )
-    cert = plan.builder.sign(vault.private, hashes.SHA256())
-    return load_ca_chain(cert.public_bytes(serialization.Encoding.PEM), vault.key.public_key, NOW)
-
-
-SPEC = {"keyVaultBaseURL": VAULT, "keyName": "ca-key", "caRenewal": {"automatic": True}}
-
-
-async def test_a_renewal_signs_through_the_gateway() -> None:
-    vault = FakeVault()
-    kv, metrics = gateway(vault)
-    spec = parse_issuer_spec(SPEC)
-    chain, renewal = await renew_if_due(kv, spec, AUTH, vault.key, ES256, due_root(vault), NOW)
 
     assert renewal is not None
     assert renewal.reason == RENEWED
     assert chain.not_after > NOW + dt.timedelta(days=29)
-    assert calls(metrics, "sign") == 1
-    assert calls(metrics, "set_secret") == 1
-    assert vault.secrets["ca-key"] == [chain.pem().decode()]
+    assert t.calls("sign") == 1
+    assert t.calls("set_secret") == 1
+    assert t.vault.secrets[KEY_NAME] == [chain.pem().decode()]
+    assert t.fence.asked == 1
 
 
 async def test_a_renewal_after_the_lease_was_lost_is_neither_signed_nor_stored() -> None:
-    vault = FakeVault()
-    fence = Fence()
-    kv, _ = gateway(vault, fence=fence)
-    fence.lost = True
+    t = Setup(ca=due_root())
+    t.fence.lost = True
     with pytest.raises(NotLeading):
-        await renew_if_due(
-            kv, parse_issuer_spec(SPEC), AUTH, vault.key, ES256, due_root(vault), NOW
-        )
-    assert vault.signs == 0
-    assert vault.secrets == {}
+        await renew_if_due(t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW)
+    assert t.ca.signer.calls == 0
+    assert t.vault.secrets == {}
 
 
 async def test_a_failed_renewal_says_key_vault_once() -> None:
-    vault = FakeVault()
-    vault.sign_error = KeyVaultError(
-        ErrorKind.FORBIDDEN, "Operation sign is not permitted\nmore", status=403, code="Forbidden"
-    )
-    kv, metrics = gateway(vault)
-    _, renewal = await renew_if_due(
-        kv, parse_issuer_spec(SPEC), AUTH, vault.key, ES256, due_root(vault), NOW
-    )
+    t = Setup(ca=due_root())
+    t.ca.signer.fail_next(forbidden())
+    _, renewal = await renew_if_due(t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW)
     assert renewal is not None
     assert renewal.reason == RENEWAL_FAILED
     assert "failed: Key Vault: Operation sign is not permitted (Forbidden)" in renewal.message
     assert renewal.message.count("Key Vault") == 1
-    assert calls(metrics, "sign", "403") == 1
-
-
-def checked_issuer(vault: FakeVault) -> CheckedIssuer:
-    ca = due_root(vault)
-    return CheckedIssuer(
-        key=IssuerKey("Issuer", "apps", "ca"),
-        uid="uid-1",
-        generation=1,
-        spec=parse_issuer_spec({"keyVaultBaseURL": VAULT, "keyName": "ca-key"}),
-        auth=AUTH,
-        key_info=vault.key,
-        algorithm=ES256,
-        ca=ca,
-        profile=IssuerProfile(policy=IssuancePolicy()),
-        checked_at=NOW,
-    )
+    assert t.calls("sign", "403") == 1
 
 
 def csr_pem() -> bytes:
@@ -236,33 +212,34 @@ def csr_pem() -> bytes:
 
 
 REQUEST = IssuanceRequest(duration=dt.timedelta(hours=1))
+ISSUER = IssuerKey("Issuer", "apps", "ca")
+
+
+async def sign_request(t: Setup) -> object:
+    checked = t.ca.checked(ISSUER, issuer_object(ISSUER), at=NOW, auth=AUTH)
+    return await RequestSigner(t.kv, t.metrics).sign(csr_pem(), REQUEST, checked, NOW)
 
 
 async def test_a_certificate_signs_through_the_gateway() -> None:
-    vault = FakeVault()
-    kv, metrics = gateway(vault)
-    outcome = await RequestSigner(kv, metrics).sign(csr_pem(), REQUEST, checked_issuer(vault), NOW)
-    assert isinstance(outcome, Signed)
-    assert calls(metrics, "sign") == 1
+    t = Setup()
+    assert isinstance(await sign_request(t), Signed)
+    assert t.calls("sign") == 1
+    assert t.fence.asked == 1
 
 
 async def test_a_throttled_certificate_sign_says_key_vault_once() -> None:
-    vault = FakeVault()
-    vault.sign_error = KeyVaultError(
-        ErrorKind.THROTTLED, "Too many requests", status=429, code="Throttled", retry_after=5
-    )
-    kv, metrics = gateway(vault)
-    outcome = await RequestSigner(kv, metrics).sign(csr_pem(), REQUEST, checked_issuer(vault), NOW)
+    t = Setup()
+    t.ca.signer.fail_next(throttled())
+    outcome = await sign_request(t)
     assert isinstance(outcome, Transient)
     assert outcome.message == "Key Vault: Too many requests (Throttled)"
     assert outcome.retry_after == 5
-    assert calls(metrics, "sign", "429") == 1
+    assert t.calls("sign", "429") == 1
 
 
 async def test_a_refused_certificate_sign_is_the_issuers_fault() -> None:
-    vault = FakeVault()
-    vault.sign_error = KeyVaultError(ErrorKind.FORBIDDEN, "denied", status=403, code="Forbidden")
-    kv, metrics = gateway(vault)
-    outcome = await RequestSigner(kv, metrics).sign(csr_pem(), REQUEST, checked_issuer(vault), NOW)
+    t = Setup()
+    t.ca.signer.fail_next(forbidden())
+    outcome = await sign_request(t)
     assert isinstance(outcome, IssuerFault)
     assert outcome.failure.reason == IssuerReason.FORBIDDEN

@@ -10,6 +10,8 @@ them all with the process's lifecycle and leadership.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -40,6 +42,13 @@ class Host(Protocol):
 
     @property
     def events(self) -> EventRecorder: ...
+
+    @property
+    def now(self) -> Callable[[], dt.datetime]:
+        """The wall clock (aware UTC) every feature reads: retry budgets, status
+        and revocation times, CRL validity. The app's is the system clock; unit
+        tests give a fake one."""
+        ...
 
     def add_controller(self, controller: Controller[Any]) -> None:
         """Run ``controller``'s workers while this replica leads."""

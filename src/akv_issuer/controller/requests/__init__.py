@@ -52,6 +52,7 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
             events=host.events,
             config=config,
             workers=workers,
+            now=host.now,
         )
         issuers.subscribe(flow.issuer_changed)
         # Requests are decoded into their kind's shape (many, mostly finished
