@@ -45,9 +45,13 @@ from akv_issuer.controller.core import (
 )
 from akv_issuer.controller.core.config import ControllerConfig
 from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.runtime.errors import expected
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)
+
+# The component of its unexpected errors (akv_issuer_unexpected_errors_total).
+UNEXPECTED_COMPONENT = "trust-bundle"
 
 
 class TrustBundlePublisher:
@@ -136,6 +140,15 @@ class TrustBundlePublisher:
             detail = err.status.message or f"HTTP {err.status.code}"
             return await self._failed(obj, key, f"writing {where}: {detail}")
         except Exception as exc:  # network errors and the like: retried the same way
+            if not expected(exc):  # a bug: its traceback once, counted
+                self._metrics.unexpected.report(
+                    log,
+                    UNEXPECTED_COMPONENT,
+                    key,
+                    exc,
+                    "writing the trust bundle of %s failed",
+                    key,
+                )
             return await self._failed(obj, key, f"writing {where}: {type(exc).__name__}: {exc}")
         self._written[key] = digest
         self._succeeded(key, plan)
@@ -150,6 +163,7 @@ class TrustBundlePublisher:
         return True
 
     def _succeeded(self, key: IssuerKey, plan: BundlePlan) -> None:
+        self._metrics.unexpected.forget(UNEXPECTED_COMPONENT, key)
         self._last_failure.pop(key, None)
         self._metrics.trust_bundle_certificates.labels(*key.labels).set(len(plan.certificates))
 

@@ -10,7 +10,8 @@
 - the issuer side's interface and the one way to wire a feature to it
   (:class:`IssuerSide`, :class:`IssuerHooks`; :mod:`.hooks`) and what a
   feature's ``setup()`` wires into (:class:`Host`);
-- every Key Vault call counted, every sign fenced (:mod:`.keyvault_calls`);
+- the one way to Key Vault: every call counted, every sign holding a sign slot
+  and fenced, the failure text (:class:`KeyVaultGateway`; :mod:`.keyvault_gateway`);
 - what a feature says when its Kubernetes permission is missing
   (:mod:`.permissions`: the reason ``Forbidden``, the permission, the value
   granting it);
@@ -57,12 +58,10 @@ from akv_issuer.controller.core.issuer import (
     owner_namespace,
     ownership_conflict,
 )
-from akv_issuer.controller.core.keyvault_calls import (
-    CountedCall,
-    FencedSigner,
-    IssuerSigners,
-    KeyVaultCalls,
-    SignSlots,
+from akv_issuer.controller.core.keyvault_gateway import (
+    KeyVault,
+    KeyVaultGateway,
+    keyvault_failure_text,
 )
 from akv_issuer.controller.core.view import IssuerView, published_ca
 
@@ -82,24 +81,22 @@ __all__ = [
     "CheckFollower",
     "CheckedIssuer",
     "ControllerConfig",
-    "CountedCall",
     "FeatureCondition",
-    "FencedSigner",
     "FollowUp",
     "Host",
     "IssuerHooks",
     "IssuerKey",
     "IssuerListener",
     "IssuerSide",
-    "IssuerSigners",
     "IssuerView",
-    "KeyVaultCalls",
+    "KeyVault",
+    "KeyVaultGateway",
     "Renewal",
-    "SignSlots",
     "addressed_issuer",
     "ca_failure",
     "issuer_identity",
     "keyvault_failure",
+    "keyvault_failure_text",
     "owner_namespace",
     "ownership_conflict",
     "permissions",

@@ -36,7 +36,7 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
     """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``,
     with the reference reviews of namespaced Issuers' CSRs beside their flow)."""
     config = host.config
-    signer = RequestSigner(host.signers, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics)
     kinds: list[tuple[RequestKind, int]] = [
         (CertificateRequests(host.client, config.field_manager), request_workers(config))
     ]

@@ -50,7 +50,8 @@ from akv_issuer.controller.core import (
     ControllerConfig,
     IssuerKey,
     IssuerSide,
-    IssuerSigners,
+    KeyVaultGateway,
+    keyvault_failure_text,
     permissions,
 )
 from akv_issuer.controller.observability.metrics import Metrics
@@ -92,7 +93,7 @@ class CRLPublisher:
         issuers: IssuerSide,
         store: RevocationStore,
         locks: IssuerLocks,
-        signers: IssuerSigners,
+        keyvault: KeyVaultGateway,
         metrics: Metrics,
         events: EventRecorder,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -102,7 +103,7 @@ class CRLPublisher:
         self._issuers = issuers
         self._store = store
         self._locks = locks
-        self._signers = signers
+        self._kv = keyvault
         self._metrics = metrics
         self._events = events
         self._now = now
@@ -113,6 +114,7 @@ class CRLPublisher:
             workers=1,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._condition: dict[IssuerKey, tuple[str, str, str]] = {}
         self._last_failure: dict[IssuerKey, str] = {}
@@ -199,11 +201,11 @@ class CRLPublisher:
                 builder,
                 checked.key_info.public_key,
                 checked.algorithm,
-                self._signers.remote_signer(checked),
+                self._kv.issuer_signer(checked),
             )
         except KeyVaultError as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
-            detail = f"Key Vault: {err.message or err.kind.name}"
+            detail = keyvault_failure_text(err)
             return await self._failed(key, obj, state, now, detail, failures, err.retry_after)
         except (PKIError, TimeoutError, OSError) as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()

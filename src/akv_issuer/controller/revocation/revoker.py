@@ -118,6 +118,7 @@ class Revoker:
             workers=2,
             backoff=Backoff(base=1.0, cap=120.0),
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         # (uid, message) of the last refusal per request, so a relist or an
         # unrelated update does not repeat the same Warning.
