@@ -25,7 +25,6 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from akv_issuer import pki
-from akv_issuer.ca import uncounted
 from akv_issuer.cli import common
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import (
@@ -289,14 +288,14 @@ async def _check(
     args: argparse.Namespace,
     now: dt.datetime,
 ) -> None:
-    kv, auth, count = session.access, common.AUTH, uncounted
-    key = await _step(report, read_key(kv, count, spec, auth, now))
+    kv, auth = session.access, common.AUTH
+    key = await _step(report, read_key(kv, spec, auth, now))
     if key is not None:
         report.ok(f"key {key.kid}: {key.kty}, enabled, may sign")
     ca_text = await _ca_text(report, session, spec, args)
     matched: MatchedCA | None = None
     if key is not None and ca_text is not None:
-        matched = await _step(report, match_ca(kv, count, spec, auth, ca_text, key, now))
+        matched = await _step(report, match_ca(kv, spec, auth, ca_text, key, now))
         if matched is not None:
             _report_ca(report, spec, matched)
     if key is None:
@@ -310,7 +309,7 @@ async def _check(
     except CheckFailed as err:
         report.failure(err)
         return
-    protection = await _step(report, check_key_protection(kv, count, spec, auth, signing_key, now))
+    protection = await _step(report, check_key_protection(kv, spec, auth, signing_key, now))
     if protection is not None:
         _report_protection(report, protection)
     if args.no_sign:
@@ -352,7 +351,7 @@ async def _ca_text(
             f"jsonpath='{{.data.{spec.ca_source.key.replace('.', chr(92) + '.')}}}' | base64 -d)"
         )
         return None
-    return await _step(report, read_vault_ca(session.access, uncounted, spec, common.AUTH))
+    return await _step(report, read_vault_ca(session.access, spec, common.AUTH))
 
 
 def _report_ca(report: Report, spec: IssuerSpec, matched: MatchedCA) -> None:

@@ -35,9 +35,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+from .models import PublicKey
 
 
 class AttestationError(Exception):

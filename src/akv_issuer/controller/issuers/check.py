@@ -17,7 +17,7 @@ import base64
 import datetime as dt
 import logging
 import os
-from typing import Any, TypeVar
+from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
@@ -37,11 +37,12 @@ from akv_issuer.controller.api import (
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
-    CountedCall,
     IssuerHooks,
     IssuerKey,
+    KeyVaultGateway,
     Renewal,
     owner_namespace,
+    permissions,
 )
 from akv_issuer.controller.issuers.signing_key import issuer_algorithm
 from akv_issuer.keyvault import (
@@ -51,7 +52,6 @@ from akv_issuer.keyvault import (
     AuthConfig,
     ClientSecret,
     FederatedServiceAccount,
-    KeyVaultAccess,
     WorkloadIdentity,
 )
 from akv_issuer.pki import (
@@ -65,15 +65,12 @@ from .vault_steps import match_ca, read_key, read_vault_ca
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 
 class IssuerChecker:
     def __init__(
         self,
         client: AsyncClient,
-        keyvault: KeyVaultAccess,
-        count: CountedCall,
+        keyvault: KeyVaultGateway,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
@@ -81,9 +78,8 @@ class IssuerChecker:
         hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
+        # Every Key Vault call goes through the gateway (counted).
         self._kv = keyvault
-        # Every Key Vault call, counted by operation and status.
-        self.kv_call = count
         # The CA renewal a feature plugged in (ca_lifecycle), if any.
         self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
@@ -102,14 +98,14 @@ class IssuerChecker:
         auth = await self._auth(key, spec)
 
         # The Key Vault side, step by step (vault_steps.py, shared with akv-issuer check).
-        key_info = await read_key(self._kv, self.kv_call, spec, auth, now)
+        key_info = await read_key(self._kv, spec, auth, now)
         ca_text = await self._read_ca(key, spec, auth)
-        matched = await match_ca(self._kv, self.kv_call, spec, auth, ca_text, key_info, now)
+        matched = await match_ca(self._kv, spec, auth, ca_text, key_info, now)
         key_info, ca, pending_version = matched.key_info, matched.ca, matched.pending_key_version
 
         algorithm = issuer_algorithm(spec, key_info, ca.ca)
         # Can the key version that signs leave Key Vault? (KeyExportable, KeyAttestationFailed)
-        protection = await check_key_protection(self._kv, self.kv_call, spec, auth, key_info, now)
+        protection = await check_key_protection(self._kv, spec, auth, key_info, now)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -152,7 +148,7 @@ class IssuerChecker:
         source = spec.ca_source
         if isinstance(source, KubernetesSecretCA):
             return await self._kubernetes_ca(key, source)
-        return await read_vault_ca(self._kv, self.kv_call, spec, auth)
+        return await read_vault_ca(self._kv, spec, auth)
 
     async def _kubernetes_ca(self, key: IssuerKey, source: KubernetesSecretCA) -> str:
         # As for clientSecret: the spec never names a namespace.
@@ -164,13 +160,9 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                raise CheckFailed(
-                    IssuerReason.CA_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
-                ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
         if not value.strip():
@@ -266,13 +258,11 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
                 raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
                 ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)
         if raw is None and secret.stringData:
             raw_text = secret.stringData.get(ref.key)
@@ -289,3 +279,18 @@ class IssuerChecker:
             secret=value.strip(),
             authority_host=authority_host,
         )
+
+
+def kubernetes_failure(where: str, err: ApiError) -> CheckFailed:
+    """The Kubernetes API failed reading ``where`` (not a 404 or 403): its own
+    reason, with the API's status, retried with backoff (and no sooner than a
+    Retry-After the API server sent)."""
+    status = err.status
+    answer = " ".join(str(part) for part in (status.code, status.reason) if part)
+    detail = f"{where}: the Kubernetes API answered {answer or 'an error'}"
+    if status.message:
+        detail += f": {status.message}"
+    retry_after = status.details.retryAfterSeconds if status.details is not None else None
+    return CheckFailed(
+        IssuerReason.KUBERNETES_API_ERROR, detail, retry_after=float(retry_after or 0) or None
+    )

@@ -20,12 +20,12 @@ anyway; the check then records what it found (the Ready message, status
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from akv_issuer.controller.api import IssuerReason, IssuerSpec
 from akv_issuer.controller.core import (
     ADMIN_FIX_RECHECK,
     CheckFailed,
-    CountedCall,
     KeyProtection,
     keyvault_failure,
 )
@@ -33,19 +33,27 @@ from akv_issuer.keyvault import (
     AttestationError,
     AuthConfig,
     ErrorKind,
+    KeyAttestation,
     KeyInfo,
-    KeyVaultAccess,
     KeyVaultError,
     check_attestation,
     is_managed_hsm,
 )
 
+
+class AttestationReads(Protocol):
+    """``KeyVaultAccess`` (the CLI) or the controller's gateway (counted)."""
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation: ...
+
+
 OPT_OUT = "set spec.allowExportableKey: true to sign with it anyway"
 
 
 async def check_key_protection(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: AttestationReads,
     spec: IssuerSpec,
     auth: AuthConfig,
     key: KeyInfo,
@@ -76,9 +84,8 @@ async def check_key_protection(
     if not is_managed_hsm(spec.key_vault_base_url):
         return protection
     try:
-        attested = await count(
-            "get_key_attestation",
-            keyvault.get_key_attestation(spec.key_vault_base_url, key.name, key.version, auth),
+        attested = await keyvault.get_key_attestation(
+            spec.key_vault_base_url, key.name, key.version, auth
         )
         summary = check_attestation(attested, kid=key.kid, public_key=key.public_key)
     except KeyVaultError as err:

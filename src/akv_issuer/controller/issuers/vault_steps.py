@@ -24,31 +24,46 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from akv_issuer.ca import CAVault, KeyVersionUnreadable, key_version_of_ca
+from akv_issuer.ca import CAVault, KeyVersionUnreadable, VaultAccess, key_version_of_ca
 from akv_issuer.controller.api import (
     IssuerReason,
     IssuerSpec,
     KeyVaultCertificateCA,
     KubernetesSecretCA,
 )
-from akv_issuer.controller.core import (
-    CheckFailed,
-    CountedCall,
-    ca_failure,
-    keyvault_failure,
-)
+from akv_issuer.controller.core import CheckFailed, ca_failure, keyvault_failure
 from akv_issuer.controller.issuers.signing_key import check_usable
-from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultAccess, KeyVaultError, is_managed_hsm
+from akv_issuer.keyvault import (
+    AuthConfig,
+    CertificateInfo,
+    KeyAttestation,
+    KeyInfo,
+    KeyVaultError,
+    is_managed_hsm,
+)
 from akv_issuer.pki import CAChain, CAError, CAErrorKind, load_ca_chain
 
 
+class VaultReads(VaultAccess, Protocol):
+    """What the steps read: ``akv_issuer.keyvault.KeyVaultAccess`` (the CLI) or the
+    controller's Key Vault gateway (``core.KeyVaultGateway``, which counts every call)."""
+
+    async def get_certificate(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> CertificateInfo: ...
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation: ...
+
+
 async def read_key(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: VaultReads,
     spec: IssuerSpec,
     auth: AuthConfig,
     now: dt.datetime,
@@ -56,9 +71,8 @@ async def read_key(
     """Step 1: the key version ``spec`` names (the latest when ``keyVersion`` is
     unset), usable for this issuer."""
     try:
-        key_info = await count(
-            "get_key",
-            keyvault.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+        key_info = await keyvault.get_key(
+            spec.key_vault_base_url, spec.key_name, spec.key_version, auth
         )
     except KeyVaultError as err:
         raise keyvault_failure(err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND) from None
@@ -66,9 +80,7 @@ async def read_key(
     return key_info
 
 
-async def read_vault_ca(
-    keyvault: KeyVaultAccess, count: CountedCall, spec: IssuerSpec, auth: AuthConfig
-) -> str:
+async def read_vault_ca(keyvault: VaultReads, spec: IssuerSpec, auth: AuthConfig) -> str:
     """Step 2: the CA certificate (chain) as PEM text from a Key Vault secret or
     certificate object, as ``spec`` says. A Key Vault certificate object is read
     through the Certificates API: its public certificate only (``cer``, no chain),
@@ -81,10 +93,7 @@ async def read_vault_ca(
     if isinstance(source, KeyVaultCertificateCA):
         vault = source.vault_base_url or spec.key_vault_base_url
         try:
-            cert = await count(
-                "get_certificate",
-                keyvault.get_certificate(vault, source.name, source.version, auth),
-            )
+            cert = await keyvault.get_certificate(vault, source.name, source.version, auth)
         except KeyVaultError as err:
             raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
         try:
@@ -103,10 +112,7 @@ async def read_vault_ca(
             retryable=False,
         )
     try:
-        secret = await count(
-            "get_secret",
-            keyvault.get_secret(source.vault_base_url, source.name, source.version, auth),
-        )
+        secret = await keyvault.get_secret(source.vault_base_url, source.name, source.version, auth)
     except KeyVaultError as err:
         raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
     return secret.value
@@ -123,8 +129,7 @@ class MatchedCA:
 
 
 async def match_ca(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: VaultReads,
     spec: IssuerSpec,
     auth: AuthConfig,
     ca_text: str,
@@ -146,7 +151,7 @@ async def match_ca(
     # (manual, or Key Vault's rotation policy) whose CA certificate is not stored
     # yet. Keep signing with the version the CA certificate holds rather than
     # stop issuance.
-    vault = CAVault(keyvault, spec.key_vault_base_url, auth, count)
+    vault = CAVault(keyvault, spec.key_vault_base_url, auth)
     try:
         older = await key_version_of_ca(vault, spec.key_name, ca_text, key_info, now)
     except KeyVersionUnreadable as unreadable:
