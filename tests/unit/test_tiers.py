@@ -70,3 +70,14 @@ def test_no_test_file_edits_sys_path() -> None:
         if re.search(r"sys\.path\.(insert|append)|sys\.path\s*\+?=", path.read_text())
     ]
     assert not edits
+
+
+def test_no_two_test_files_share_a_name() -> None:
+    """pytest imports test modules by basename (rootdir import mode, no packages):
+    a second file of the same name stops the whole collection with "import file
+    mismatch", and only when both tiers are collected together (make test's
+    tiers each are, pytest -m collects everything first)."""
+    seen: dict[str, list[str]] = {}
+    for path in _test_files():
+        seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
