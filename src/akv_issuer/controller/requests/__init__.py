@@ -37,15 +37,15 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
     config = host.config
     signer = RequestSigner(host.signers, host.metrics)
     kinds: list[tuple[RequestKind, int]] = [
-        (CertificateRequests(host.client, config.field_manager), request_workers(config))
+        (CertificateRequests(host.api, config.field_manager), request_workers(config))
     ]
     if config.kubernetes_csrs:
-        kinds.append((KubeCSRs(host.client), KUBE_CSR_WORKERS))
+        kinds.append((KubeCSRs(host.api), KUBE_CSR_WORKERS))
     flows: list[RequestFlow] = []
     for kind, workers in kinds:
         flow = RequestFlow(
             kind,
-            client=host.client,
+            api=host.api,
             issuers=issuers,
             signer=signer,
             metrics=host.metrics,

@@ -24,14 +24,13 @@ import base64
 import datetime as dt
 from typing import Any, TypedDict
 
-from lightkube import ApiError, AsyncClient
-from lightkube.types import PatchType
+from lightkube import ApiError
 
 from akv_issuer.controller.api import (
     CERT_MANAGER_GROUP,
     CERT_MANAGER_VERSION,
     CERTIFICATE_REQUEST_KIND,
-    CertificateRequest,
+    CERTIFICATE_REQUESTS,
     CertificateRequestCondition,
     CertificateRequestReason,
     Condition,
@@ -52,14 +51,13 @@ from akv_issuer.controller.requests.kind import (
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
+from akv_issuer.runtime.kubeapi import APPLY_PATCH, PARTIAL_METADATA, ApiResource, KubeApi
 
 API_VERSION = f"{CERT_MANAGER_GROUP}/{CERT_MANAGER_VERSION}"
 READY = str(CertificateRequestCondition.READY)
 APPROVED = str(CertificateRequestCondition.APPROVED)
 DENIED = str(CertificateRequestCondition.DENIED)
 INVALID_REQUEST = str(CertificateRequestCondition.INVALID_REQUEST)
-# The metadata alone of an object, as a response (the API server's "as" media type parameter).
-PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 FINAL_REASONS = frozenset(
     {
         str(CertificateRequestReason.ISSUED),
@@ -129,11 +127,11 @@ class CertificateRequests:
 
     name = "certificaterequests"
     object_kind = CERTIFICATE_REQUEST_KIND
-    resource: Any = CertificateRequest
+    resource: ApiResource = CERTIFICATE_REQUESTS
     shape: type = RequestFields
 
-    def __init__(self, client: AsyncClient, field_manager: str) -> None:
-        self._client = client
+    def __init__(self, api: KubeApi, field_manager: str) -> None:
+        self._api = api
         self._field_manager = field_manager
 
     def view(self, obj: dict[str, Any]) -> RequestView:
@@ -226,25 +224,25 @@ class CertificateRequests:
             "status": status,
         }
         try:
-            # lightkube's patch() with one more header (its generic request):
-            # the flow reads only the written object's metadata, so the API
+            # The flow reads only the written object's metadata, so the API
             # server answers with PartialObjectMetadata and neither it nor we
             # encode and decode the whole request with its certificate again
             # (~4.8 KB -> ~0.7 KB per write).
-            written = await self._client._client.request(
-                "patch",
-                res=CertificateRequest.Status,
-                name=name,
+            return await self._api.patch(
+                CERTIFICATE_REQUESTS,
+                name,
+                body,
                 namespace=namespace,
-                obj=body,
-                headers={"Content-Type": PatchType.APPLY.value, "Accept": PARTIAL_METADATA},
-                params={"force": "true", "fieldManager": self._field_manager},
+                subresource="status",
+                content_type=APPLY_PATCH,
+                force=True,
+                field_manager=self._field_manager,
+                accept=PARTIAL_METADATA,
             )
         except ApiError as err:
             if err.status.code == 409:
                 raise RequestConflict(f"{namespace}/{name}") from err
             raise
-        return dict(written)
 
 
 def _ready(

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError
 
 from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
 from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide
@@ -76,6 +76,7 @@ from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result
 from akv_issuer.runtime.decoding import whole
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from akv_issuer.runtime.informer import object_key
+from akv_issuer.runtime.kubeapi import KubeApi
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class RequestFlow:
         self,
         kind: RequestKind,
         *,
-        client: AsyncClient,
+        api: KubeApi,
         issuers: IssuerSide,
         signer: RequestSigner,
         metrics: Metrics,
@@ -109,7 +110,7 @@ class RequestFlow:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.kind = kind
-        self._client = client
+        self._api = api
         self._issuers = issuers
         self._signer = signer
         self._metrics = metrics
@@ -224,12 +225,11 @@ class RequestFlow:
     async def _read(self, key: str) -> dict[str, Any] | None:
         namespace, _, name = key.rpartition("/")
         try:
-            found = await self._client.get(self.kind.resource, name, namespace=namespace or None)
+            return await self._api.get(self.kind.resource, name, namespace=namespace or None)
         except ApiError as err:
             if err.status.code == 404:
                 return None
             raise
-        return dict(found)
 
     async def _sign(
         self,

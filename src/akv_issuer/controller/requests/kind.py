@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from akv_issuer.controller.observability.audit import Requester
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.pki import IssuanceRequest
+from akv_issuer.runtime.kubeapi import ApiResource
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class RequestConflict(Exception):
 class RequestKind(Protocol):
     name: str  # plural resource name: the work queue's and the log's name
     object_kind: str  # the API kind, as audit records name it
-    resource: Any  # the lightkube resource a request is read with
+    resource: ApiResource  # where requests of this kind are watched, read and written
     # The fields the informer decodes for the flow (and the revoker): a
     # TypedDict (akv_issuer.runtime.decoding); what the flow keeps it reads whole.
     shape: type

@@ -31,14 +31,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from lightkube import ApiError, AsyncClient
-from lightkube.types import PatchType
+from lightkube import ApiError
 
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     GROUP,
+    KUBE_CSRS,
     Condition,
-    KubeCertificateSigningRequest,
     conditions_of,
     find_condition,
     format_time,
@@ -54,6 +53,7 @@ from akv_issuer.controller.requests.kind import (
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
+from akv_issuer.runtime.kubeapi import MERGE_PATCH, ApiResource, KubeApi
 
 ANNOTATION_DURATION = "experimental.cert-manager.io/request-duration"
 ANNOTATION_IS_CA = "experimental.cert-manager.io/request-is-ca"
@@ -158,11 +158,11 @@ class KubeCSRs:
 
     name = "certificatesigningrequests"
     object_kind = "CertificateSigningRequest"
-    resource: Any = KubeCertificateSigningRequest
+    resource: ApiResource = KUBE_CSRS
     shape: type = CSRFields
 
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
 
     def view(self, obj: dict[str, Any]) -> RequestView:
         return view(obj)
@@ -212,14 +212,14 @@ class KubeCSRs:
         meta = obj.get("metadata") or {}
         body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         try:
-            written = await self._client.patch(
-                KubeCertificateSigningRequest.Status,
+            return await self._api.patch(
+                KUBE_CSRS,
                 str(meta.get("name") or ""),
                 body,
-                patch_type=PatchType.MERGE,
+                subresource="status",
+                content_type=MERGE_PATCH,
             )
         except ApiError as err:
             if err.status.code == 409:
                 raise RequestConflict(str(meta.get("name") or "")) from err
             raise
-        return dict(written)
