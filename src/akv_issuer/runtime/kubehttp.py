@@ -13,9 +13,10 @@ a dict keyed by host.
 So :class:`AiohttpTransport` replaces only the transport under httpx2 (under
 both clients of :class:`~.kubeapi.KubeApi`: lightkube's and the hot path's,
 which lightkube's ``client_adapter`` builds): every request is still built
-and every response read through httpx2, so lightkube's configuration, auth flows (token files re-read, exec plugins, client
-certificates), proxies from the environment (httpx2 mounts its own proxy
-transports for those) and error handling stay as they are. What the transport
+and every response read through httpx2, so lightkube's configuration, auth
+flows (token files re-read, exec plugins, client certificates), proxies from
+the environment (httpx2 mounts its own proxy transports for those) and error
+handling stay as they are. What the transport
 keeps of httpx2's:
 
 - TLS: the ``SSLContext`` lightkube built (CA, client certificate,
