@@ -37,10 +37,9 @@ from typing import Any, Final, cast
 
 import httpx2
 import msgspec
-from lightkube import ApiError, AsyncClient, ConfigError
+from lightkube import ApiError, AsyncClient, ConfigError, SingleConfig
 from lightkube.config.client_adapter import AsyncClient as adapter_client
 from lightkube.config.client_adapter import ConnectionParams, verify_cluster
-from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.meta_v1 import Status
 
 from akv_issuer.runtime.decoding import ListPage, decode_list

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from lightkube import ApiError, AsyncClient
-from lightkube.core.generic_client import ALL_NS
+from lightkube import ALL_NS, ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
