@@ -40,6 +40,7 @@ from prometheus_client import Counter
 
 from akv_issuer.runtime.decoding import ListPage, ObjectDecoder, Partial, decode_event
 from akv_issuer.runtime.kubeapi import ApiResource, KubeApi, watch_error
+from akv_issuer.runtime.logs import about
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
@@ -204,14 +205,16 @@ class Informer:
         return obj
 
     def _deliver(self, call: Callable[[Obj], None], obj: Obj, event: str) -> None:
-        """Hand ``obj`` to the handler; an exception it raises costs this object only."""
-        try:
-            call(obj)
-        except Exception:
-            self._handler_failed(event, object_key(obj))
-        finally:
-            if isinstance(obj, Partial):
-                obj.release()
+        """Hand ``obj`` to the handler; an exception it raises costs this object
+        only. Lines logged meanwhile name the informer and the object's key."""
+        with about(self.name, obj, object_key):
+            try:
+                call(obj)
+            except Exception:
+                self._handler_failed(event, object_key(obj))
+            finally:
+                if isinstance(obj, Partial):
+                    obj.release()
 
     def _handler_failed(self, event: str, what: str) -> None:
         # Inside an except block: log.exception adds the traceback, once.

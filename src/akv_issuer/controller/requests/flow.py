@@ -295,9 +295,7 @@ class RequestFlow:
             message = f"{decision.message}; last error: {outcome.message}"
             failed = Failed("RetryBudgetExhausted", message, invalid=False)
             return await self._finish(key, obj, view, failed, failures)
-        log.warning(
-            "%s %s: %s (retrying in %.0fs)", self.kind.name, key, outcome.message, decision.delay
-        )
+        log.warning("%s (retrying in %.0fs)", outcome.message, decision.delay)
         await self._pending(
             key,
             obj,
@@ -362,7 +360,7 @@ class RequestFlow:
             await self._write(key, obj, update)
         except RequestConflict:
             delay = self.backoff.delay(failures + 1)
-            log.info("%s %s changed while being written; deciding again", self.kind.name, key)
+            log.info("changed while being written; deciding again")
             return Result.retry(delay)
         self._forget(key, view.uid)
         reason = update.reason if isinstance(update, Failed) else "Denied"
@@ -372,7 +370,7 @@ class RequestFlow:
             await self._events.record(
                 ObjectRef.of(obj), WARNING, CertificateRequestEvent.PERMANENT_ERROR, update.message
             )
-        log.info("%s %s ended %s: %s", self.kind.name, key, type(update).__name__, update.message)
+        log.info("ended %s: %s", type(update).__name__, update.message)
         self._audit_refusal(obj, view, reason, update.message)
         return DONE
 
@@ -410,10 +408,8 @@ class RequestFlow:
             self._metrics.status_write_retries.inc()
             delay = self.controller.backoff.delay(failures + 1)
             log.warning(
-                "%s %s: writing the issued certificate failed (%s); retrying the same "
+                "writing the issued certificate failed (%s); retrying the same "
                 "certificate in %.1fs",
-                self.kind.name,
-                key,
                 "conflict" if isinstance(exc, RequestConflict) else type(exc).__name__,
                 delay,
             )
@@ -422,7 +418,7 @@ class RequestFlow:
         self._metrics.issued.labels(*result.issuer.labels).inc()
         self._forget(key, view.uid)
         serial = f"{result.leaf.serial_number:x}"
-        log.info("%s %s issued by %s (serial %s)", self.kind.name, key, result.issuer, serial)
+        log.info("issued by %s (serial %s)", result.issuer, serial)
         audit.emit(
             audit.issued(
                 request=audit.RequestRef.of(self.kind.object_kind, obj),

@@ -284,7 +284,7 @@ class CRLPublisher:
                 f"could not be re-signed ({detail}); relying parties that check CRLs reject "
                 "this issuer's certificates"
             )
-        log.warning("%s: %s", key, message)
+        log.warning("%s", message)
         if self._last_failure.get(key) != detail:
             self._last_failure[key] = detail
             await self._events.record(ObjectRef.of(obj), WARNING, EVENT_CRL_FAILED, message)

@@ -212,7 +212,7 @@ class Revoker:
                 f"certificate serial {serial} of CertificateRequest {key} revoked "
                 f"({recorded.reason})",
             )
-        log.info("%s: revoked serial %s of %s (%s)", issuer, serial, key, recorded.reason)
+        log.info("revoked serial %s, issued by %s (%s)", serial, issuer, recorded.reason)
         audit.emit(
             audit.revoked(
                 request=audit.RequestRef.of(CERTIFICATE_REQUEST_KIND, obj),
@@ -278,7 +278,7 @@ class Revoker:
         if self._refused.get(key) == (uid, message):
             return
         self._refused[key] = (uid, message)
-        log.warning("revocation of %s refused: %s", key, message)
+        log.warning("revocation refused: %s", message)
         await self._events.record(ObjectRef.of(obj), WARNING, EVENT_REFUSED, message)
 
     async def _delay(self, key: str, obj: dict[str, Any], message: str) -> None:
