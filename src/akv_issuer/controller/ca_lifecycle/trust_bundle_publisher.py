@@ -23,6 +23,7 @@ from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import TrustBundleSpec
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.ca_lifecycle.trust_bundle import (
     ANNOTATION_STATE,
     EVENT_FAILED,
@@ -76,10 +77,10 @@ class TrustBundlePublisher:
         self._written.pop(key, None)
         self._last_failure.pop(key, None)
 
-    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+    def checked(self, obj: IssuerObject, checked: CheckedIssuer) -> FollowUp:
         return FollowUp()
 
-    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def settled(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """:meth:`publish`: a bundle that cannot be written leaves the issuer
         Ready (signing does not need it): an event, a metric, and a retry."""
         return await self.publish(obj, checked, now)
@@ -87,7 +88,7 @@ class TrustBundlePublisher:
     async def close(self) -> None:
         return None
 
-    async def publish(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def publish(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """Bring the bundle up to date; False when it could not be (an event
         says why, and the caller retries with backoff)."""
         spec = checked.spec.trust_bundle
@@ -140,7 +141,7 @@ class TrustBundlePublisher:
         self._last_failure.pop(key, None)
         self._metrics.trust_bundle_certificates.labels(*key.labels).set(len(plan.certificates))
 
-    async def _failed(self, obj: dict[str, Any], key: IssuerKey, message: str) -> bool:
+    async def _failed(self, obj: IssuerObject, key: IssuerKey, message: str) -> bool:
         self._metrics.trust_bundle_failures.labels(*key.labels).inc()
         self._written.pop(key, None)
         log.warning("%s: trust bundle not published: %s", key, message)

@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import logging
 import os
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +35,7 @@ from akv_issuer.controller.api import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
@@ -102,7 +103,7 @@ class IssuerChecker:
         self._issuer_ambient = issuer_ambient_credentials
         self._sa_tokens = service_account_tokens
 
-    async def check(self, key: IssuerKey, obj: dict[str, Any], now: dt.datetime) -> CheckedIssuer:
+    async def check(self, key: IssuerKey, obj: IssuerObject, now: dt.datetime) -> CheckedIssuer:
         meta = obj.get("metadata") or {}
         try:
             spec = parse_issuer_spec(obj.get("spec") or {})

@@ -9,9 +9,10 @@ Public: :func:`setup`, and the worker counts the app sizes its connection pool b
 
 from __future__ import annotations
 
+from akv_issuer.controller.api.objects import CertificateRequestObject, KubeCSRObject
 from akv_issuer.controller.core import ControllerConfig, Host, IssuerSide
 from akv_issuer.controller.requests.certificaterequest import CertificateRequests
-from akv_issuer.controller.requests.flow import RequestFlow
+from akv_issuer.controller.requests.flow import RequestFlow, RequestT
 from akv_issuer.controller.requests.kind import RequestKind
 from akv_issuer.controller.requests.kubecsr import KubeCSRs
 from akv_issuer.controller.requests.signing import RequestSigner
@@ -27,36 +28,53 @@ KUBERNETES_WORKERS = 8
 KUBE_CSR_WORKERS = 2
 
 
+# The flows setup() makes, one per kind.
+RequestFlows = RequestFlow[CertificateRequestObject] | RequestFlow[KubeCSRObject]
+
+
 def request_workers(config: ControllerConfig) -> int:
     """CertificateRequest workers: the sign slots plus the Kubernetes-I/O extra."""
     return config.concurrency + KUBERNETES_WORKERS
 
 
-def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
+def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
     """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``)."""
     config = host.config
     signer = RequestSigner(host.signers, host.metrics)
-    kinds: list[tuple[RequestKind, int]] = [
-        (CertificateRequests(host.api, config.field_manager), request_workers(config))
+    flows: list[RequestFlows] = [
+        _flow(
+            host,
+            issuers,
+            signer,
+            CertificateRequests(host.api, config.field_manager),
+            request_workers(config),
+        )
     ]
     if config.kubernetes_csrs:
-        kinds.append((KubeCSRs(host.api), KUBE_CSR_WORKERS))
-    flows: list[RequestFlow] = []
-    for kind, workers in kinds:
-        flow = RequestFlow(
-            kind,
-            api=host.api,
-            issuers=issuers,
-            signer=signer,
-            metrics=host.metrics,
-            events=host.events,
-            config=config,
-            workers=workers,
-        )
-        issuers.subscribe(flow.issuer_changed)
-        # Requests are decoded into their kind's shape (many, mostly finished
-        # and forgotten).
-        host.watch(kind.resource, kind.name, flow, shape=kind.shape)
-        host.add_controller(flow.controller)
-        flows.append(flow)
+        flows.append(_flow(host, issuers, signer, KubeCSRs(host.api), KUBE_CSR_WORKERS))
     return flows
+
+
+def _flow(
+    host: Host,
+    issuers: IssuerSide,
+    signer: RequestSigner,
+    kind: RequestKind[RequestT],
+    workers: int,
+) -> RequestFlow[RequestT]:
+    flow = RequestFlow(
+        kind,
+        api=host.api,
+        issuers=issuers,
+        signer=signer,
+        metrics=host.metrics,
+        events=host.events,
+        config=host.config,
+        workers=workers,
+    )
+    issuers.subscribe(flow.issuer_changed)
+    # Requests are decoded into their kind's shape (many, mostly finished
+    # and forgotten).
+    host.watch(kind.resource, kind.name, flow, shape=kind.shape)
+    host.add_controller(flow.controller)
+    return flow

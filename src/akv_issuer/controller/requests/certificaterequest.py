@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from lightkube import ApiError
 
@@ -39,6 +39,15 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
     parse_go_duration,
+)
+from akv_issuer.controller.api.objects import (
+    CertificateRequestObject,
+    CertificateRequestStatus,
+    ConditionFields,
+    HasMetadata,
+    IssuerRef,
+    ObjectMeta,
+    typed,
 )
 from akv_issuer.controller.core import addressed_issuer
 from akv_issuer.controller.observability.audit import Requester, requester_of
@@ -77,11 +86,11 @@ class _Metadata(TypedDict, total=False):
 
 
 class _Spec(TypedDict, total=False):
-    issuerRef: dict[str, Any]
+    issuerRef: IssuerRef
 
 
 class _Status(TypedDict, total=False):
-    conditions: list[dict[str, Any]]
+    conditions: list[ConditionFields]
 
 
 class RequestFields(TypedDict, total=False):
@@ -105,7 +114,7 @@ def is_finished(conditions: tuple[Condition, ...]) -> bool:
     return invalid is not None and invalid.status == "True"
 
 
-def view(obj: dict[str, Any]) -> RequestView:
+def view(obj: CertificateRequestObject) -> RequestView:
     conditions = conditions_of(obj)
     approved = find_condition(conditions, APPROVED)
     denied = find_condition(conditions, DENIED)
@@ -134,16 +143,16 @@ class CertificateRequests:
         self._api = api
         self._field_manager = field_manager
 
-    def view(self, obj: dict[str, Any]) -> RequestView:
+    def view(self, obj: CertificateRequestObject) -> RequestView:
         return view(obj)
 
-    def csr(self, obj: dict[str, Any]) -> str:
+    def csr(self, obj: CertificateRequestObject) -> str:
         return str((obj.get("spec") or {}).get("request") or "")
 
-    def requester(self, obj: dict[str, Any]) -> Requester:
+    def requester(self, obj: CertificateRequestObject) -> Requester:
         return requester_of(obj)
 
-    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+    def parameters(self, obj: CertificateRequestObject) -> tuple[str, IssuanceRequest]:
         spec = obj.get("spec") or {}
         duration = spec.get("duration")
         usages = spec.get("usages")
@@ -153,7 +162,7 @@ class CertificateRequests:
             is_ca=bool(spec.get("isCA")),
         )
 
-    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+    def shows(self, obj: CertificateRequestObject, update: StatusUpdate) -> bool:
         if not isinstance(update, Pending):
             return False
         ready = find_condition(conditions_of(obj), READY)
@@ -165,11 +174,11 @@ class CertificateRequests:
         )
 
     async def write(
-        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
-    ) -> dict[str, Any] | None:
+        self, obj: CertificateRequestObject, update: StatusUpdate, now: dt.datetime
+    ) -> HasMetadata | None:
         old_ready = find_condition(conditions_of(obj), READY)
         precondition = None
-        status: dict[str, Any]
+        status: CertificateRequestStatus
         if isinstance(update, Pending):
             ready = _ready(
                 "False", CertificateRequestReason.PENDING, update.message, old_ready, now
@@ -210,14 +219,17 @@ class CertificateRequests:
         return await self._apply(obj, status, precondition)
 
     async def _apply(
-        self, obj: dict[str, Any], status: dict[str, Any], resource_version: str | None
-    ) -> dict[str, Any]:
+        self,
+        obj: CertificateRequestObject,
+        status: CertificateRequestStatus,
+        resource_version: str | None,
+    ) -> HasMetadata:
         meta = obj.get("metadata") or {}
         name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        metadata: ObjectMeta = {"name": name, "namespace": namespace}
         if resource_version:
             metadata["resourceVersion"] = resource_version
-        body = {
+        body: CertificateRequestObject = {
             "apiVersion": API_VERSION,
             "kind": CERTIFICATE_REQUEST_KIND,
             "metadata": metadata,
@@ -228,10 +240,10 @@ class CertificateRequests:
             # server answers with PartialObjectMetadata and neither it nor we
             # encode and decode the whole request with its certificate again
             # (~4.8 KB -> ~0.7 KB per write).
-            return await self._api.patch(
+            written = await self._api.patch(
                 CERTIFICATE_REQUESTS,
                 name,
-                body,
+                dict(body),
                 namespace=namespace,
                 subresource="status",
                 content_type=APPLY_PATCH,
@@ -243,11 +255,12 @@ class CertificateRequests:
             if err.status.code == 409:
                 raise RequestConflict(f"{namespace}/{name}") from err
             raise
+        return typed(written, HasMetadata)
 
 
 def _ready(
     status: str, reason: str, message: str, old: Condition | None, now: dt.datetime
-) -> dict[str, Any]:
+) -> ConditionFields:
     condition = make_condition(
         CertificateRequestCondition.READY,
         status,

@@ -38,11 +38,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from lightkube import ApiError
 
 from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
+from akv_issuer.controller.api.objects import HasMetadata
 from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide
 from akv_issuer.controller.core.config import ControllerConfig
 from akv_issuer.controller.observability import audit
@@ -87,18 +88,22 @@ log = logging.getLogger(__name__)
 UNCHECKED_ISSUER_RETRY = 30.0
 
 
+# The request kind's object type (api.objects: CertificateRequestObject, KubeCSRObject).
+RequestT = TypeVar("RequestT", bound=HasMetadata)
+
+
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(Generic[RequestT]):
     issuer: IssuerKey
     approval: tuple[bool, bool]  # (approved, denied)
-    obj: dict[str, Any]  # the watch's copy
+    obj: RequestT  # the watch's copy
     last_event: tuple[str, str] | None = None  # (reason, message) last recorded
 
 
-class RequestFlow:
+class RequestFlow(Generic[RequestT]):
     def __init__(
         self,
-        kind: RequestKind,
+        kind: RequestKind[RequestT],
         *,
         api: KubeApi,
         issuers: IssuerSide,
@@ -127,15 +132,20 @@ class RequestFlow:
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
         )
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry[RequestT]] = {}
         self._signed: dict[str, Signed] = {}
         self._written_rv: dict[str, int] = {}
+
+    def _typed(self, obj: dict[str, Any]) -> RequestT:
+        """A request as the API server sent it, as its kind's object type (the
+        API server's schema validation guarantees the fields' types)."""
+        return cast(RequestT, obj)
 
     # -- informer handler -------------------------------------------------------
 
     def on_upsert(self, obj: dict[str, Any]) -> None:
         key = object_key(obj)
-        view = self.kind.view(obj)
+        view = self.kind.view(self._typed(obj))
         written = self._written_rv.get(key)
         if written is not None:
             if view.resource_version < written:
@@ -150,7 +160,10 @@ class RequestFlow:
         previous = self._entries.get(key)
         # The informer decodes only the kind's shape; what is kept is whole.
         self._entries[key] = _Entry(
-            view.issuer, approval, whole(obj), previous.last_event if previous else None
+            view.issuer,
+            approval,
+            self._typed(whole(obj)),
+            previous.last_event if previous else None,
         )
         if previous is not None and previous.approval == approval:
             # Most likely our own write: it must not cut a backoff short.
@@ -179,7 +192,7 @@ class RequestFlow:
         entry = self._entries.pop(key, None)
         self.controller.cancel(key)
         if not uid and entry is not None:
-            uid = str((entry.obj.get("metadata") or {}).get("uid") or "")
+            uid = _uid(entry.obj)
         if uid:
             self._signed.pop(uid, None)
             self._signer.forget(uid)
@@ -222,10 +235,12 @@ class RequestFlow:
             return Result.requeue(UNCHECKED_ISSUER_RETRY)
         return await self._sign(key, obj, view, checked, failures)
 
-    async def _read(self, key: str) -> dict[str, Any] | None:
+    async def _read(self, key: str) -> RequestT | None:
         namespace, _, name = key.rpartition("/")
         try:
-            return await self._api.get(self.kind.resource, name, namespace=namespace or None)
+            return self._typed(
+                await self._api.get(self.kind.resource, name, namespace=namespace or None)
+            )
         except ApiError as err:
             if err.status.code == 404:
                 return None
@@ -234,7 +249,7 @@ class RequestFlow:
     async def _sign(
         self,
         key: str,
-        obj: dict[str, Any],
+        obj: RequestT,
         view: RequestView,
         checked: CheckedIssuer,
         failures: int,
@@ -278,7 +293,7 @@ class RequestFlow:
     async def _transient(
         self,
         key: str,
-        obj: dict[str, Any],
+        obj: RequestT,
         view: RequestView,
         issuer: IssuerKey,
         outcome: Transient,
@@ -311,7 +326,7 @@ class RequestFlow:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def _write(self, key: str, obj: dict[str, Any], update: StatusUpdate) -> None:
+    async def _write(self, key: str, obj: RequestT, update: StatusUpdate) -> None:
         written = await self.kind.write(obj, update, self._now())
         if written is not None:
             meta = written.get("metadata") or {}
@@ -323,7 +338,7 @@ class RequestFlow:
     async def _pending(
         self,
         key: str,
-        obj: dict[str, Any],
+        obj: RequestT,
         reason: str,
         message: str,
         event_reason: str,
@@ -349,7 +364,7 @@ class RequestFlow:
     async def _finish(
         self,
         key: str,
-        obj: dict[str, Any],
+        obj: RequestT,
         view: RequestView,
         update: Denied | Failed,
         failures: int,
@@ -374,9 +389,7 @@ class RequestFlow:
         self._audit_refusal(obj, view, reason, update.message)
         return DONE
 
-    def _audit_refusal(
-        self, obj: dict[str, Any], view: RequestView, reason: str, message: str
-    ) -> None:
+    def _audit_refusal(self, obj: RequestT, view: RequestView, reason: str, message: str) -> None:
         try:
             csr_pem: bytes | None = base64.b64decode(self.kind.csr(obj), validate=True)
         except ValueError:
@@ -396,7 +409,7 @@ class RequestFlow:
         )
 
     async def _write_issued(
-        self, key: str, obj: dict[str, Any], view: RequestView, result: Signed, failures: int
+        self, key: str, obj: RequestT, view: RequestView, result: Signed, failures: int
     ) -> Result:
         try:
             await self._write(key, obj, Issued(result.certificate_pem, result.ca_pem))
@@ -436,3 +449,7 @@ class RequestFlow:
             f"Certificate issued (serial {serial})",
         )
         return DONE
+
+
+def _uid(obj: HasMetadata) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from lightkube import ApiError
 
@@ -42,6 +41,13 @@ from akv_issuer.controller.api import (
     find_condition,
     format_time,
     parse_go_duration,
+)
+from akv_issuer.controller.api.objects import (
+    ConditionFields,
+    HasMetadata,
+    KubeCSRObject,
+    KubeCSRStatus,
+    typed,
 )
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.observability.audit import Requester, requester_of
@@ -64,7 +70,7 @@ CSR_DENIED = "Denied"
 CSR_FAILED = "Failed"
 
 
-def issuance_request(obj: Mapping[str, Any]) -> IssuanceRequest:
+def issuance_request(obj: KubeCSRObject) -> IssuanceRequest:
     """The issuance parameters of a Kubernetes CSR; ValueError names a bad field."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -117,7 +123,7 @@ class _Spec(TypedDict, total=False):
 
 
 class _Status(TypedDict, total=False):
-    conditions: list[dict[str, Any]]
+    conditions: list[ConditionFields]
     certificate: str
 
 
@@ -135,7 +141,7 @@ def _true(conditions: tuple[Condition, ...], type_: str) -> bool:
     return found is not None and found.status == "True"
 
 
-def view(obj: dict[str, Any]) -> RequestView:
+def view(obj: KubeCSRObject) -> RequestView:
     spec = obj.get("spec") or {}
     conditions = conditions_of(obj)
     name = cluster_issuer_of_signer(str(spec.get("signerName") or ""), GROUP)
@@ -164,24 +170,24 @@ class KubeCSRs:
     def __init__(self, api: KubeApi) -> None:
         self._api = api
 
-    def view(self, obj: dict[str, Any]) -> RequestView:
+    def view(self, obj: KubeCSRObject) -> RequestView:
         return view(obj)
 
-    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+    def parameters(self, obj: KubeCSRObject) -> tuple[str, IssuanceRequest]:
         return self.csr(obj), issuance_request(obj)
 
-    def csr(self, obj: dict[str, Any]) -> str:
+    def csr(self, obj: KubeCSRObject) -> str:
         return str((obj.get("spec") or {}).get("request") or "")
 
-    def requester(self, obj: dict[str, Any]) -> Requester:
+    def requester(self, obj: KubeCSRObject) -> Requester:
         return requester_of(obj)
 
-    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+    def shows(self, obj: KubeCSRObject, update: StatusUpdate) -> bool:
         return False  # nothing is written for Pending (no such condition), so never shown
 
     async def write(
-        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
-    ) -> dict[str, Any] | None:
+        self, obj: KubeCSRObject, update: StatusUpdate, now: dt.datetime
+    ) -> HasMetadata | None:
         if isinstance(update, Issued):
             # The leaf and its intermediates; the CA is published in the
             # ClusterIssuer's status.caCertificate (a CSR has no field for it).
@@ -195,7 +201,7 @@ class KubeCSRs:
                 for c in (obj.get("status") or {}).get("conditions") or ()
                 if c.get("type") != CSR_FAILED
             ]
-            failed = {
+            failed: ConditionFields = {
                 "type": CSR_FAILED,
                 "status": "True",
                 "reason": update.reason,
@@ -208,11 +214,11 @@ class KubeCSRs:
         # a denied CSR is finished.
         return None
 
-    async def _patch(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    async def _patch(self, obj: KubeCSRObject, status: KubeCSRStatus) -> HasMetadata:
         meta = obj.get("metadata") or {}
         body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         try:
-            return await self._api.patch(
+            written = await self._api.patch(
                 KUBE_CSRS,
                 str(meta.get("name") or ""),
                 body,
@@ -223,3 +229,4 @@ class KubeCSRs:
             if err.status.code == 409:
                 raise RequestConflict(str(meta.get("name") or "")) from err
             raise
+        return typed(written, HasMetadata)

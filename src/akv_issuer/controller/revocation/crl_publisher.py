@@ -45,6 +45,7 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_issuer_spec,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     ControllerConfig,
@@ -148,7 +149,7 @@ class CRLPublisher:
     async def _refresh(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         spec: IssuerSpec,
         checked: CheckedIssuer,
         current: RevocationList,
@@ -228,7 +229,7 @@ class CRLPublisher:
     async def _unchecked(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         state: CRLState | None,
         now: dt.datetime,
         failures: int,
@@ -262,7 +263,7 @@ class CRLPublisher:
     async def _failed(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         state: CRLState | None,
         now: dt.datetime,
         detail: str,
@@ -311,7 +312,7 @@ class CRLPublisher:
         self.controller.cancel(key)
 
     async def _set_condition(
-        self, key: IssuerKey, obj: dict[str, Any], status: str, reason: str, message: str
+        self, key: IssuerKey, obj: IssuerObject, status: str, reason: str, message: str
     ) -> None:
         meta = obj.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
@@ -362,7 +363,7 @@ class CRLPublisher:
         self._condition[key] = (status, reason, message)
 
 
-def _spec(obj: dict[str, Any]) -> IssuerSpec | None:
+def _spec(obj: IssuerObject) -> IssuerSpec | None:
     try:
         return parse_issuer_spec(obj.get("spec") or {})
     except SpecError:

@@ -50,6 +50,7 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
+from akv_issuer.controller.api.objects import CertificateRequestObject, typed
 from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide, addressed_issuer
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.observability.metrics import Metrics
@@ -138,7 +139,10 @@ class Revoker:
     async def reconcile(self, key: str, failures: int) -> Result:
         namespace, _, name = key.rpartition("/")
         try:
-            obj = dict(await self._client.get(CertificateRequest, name, namespace=namespace))
+            obj = typed(
+                dict(await self._client.get(CertificateRequest, name, namespace=namespace)),
+                CertificateRequestObject,
+            )
         except ApiError as err:
             if err.status.code == 404:
                 return DONE
@@ -152,7 +156,7 @@ class Revoker:
             await self._refuse(key, obj, str(refusal))
             return DONE
 
-    async def _revoke(self, key: str, obj: dict[str, Any], value: str) -> Result:
+    async def _revoke(self, key: str, obj: CertificateRequestObject, value: str) -> Result:
         issuer = addressed_issuer(obj)
         if issuer is None:
             raise RevocationRefused(
@@ -251,7 +255,7 @@ class Revoker:
                 return revocation
         raise RuntimeError("the revocation ConfigMap kept changing; retrying")
 
-    async def _mark(self, obj: dict[str, Any], recorded: Revocation) -> None:
+    async def _mark(self, obj: CertificateRequestObject, recorded: Revocation) -> None:
         meta = obj.get("metadata") or {}
         value = (
             f"serial={recorded.serial_hex} reason={recorded.reason} "
@@ -269,7 +273,7 @@ class Revoker:
             if err.status.code != 404:
                 raise
 
-    async def _refuse(self, key: str, obj: dict[str, Any], message: str) -> None:
+    async def _refuse(self, key: str, obj: CertificateRequestObject, message: str) -> None:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         issuer = addressed_issuer(obj)
@@ -281,7 +285,7 @@ class Revoker:
         log.warning("revocation refused: %s", message)
         await self._events.record(ObjectRef.of(obj), WARNING, EVENT_REFUSED, message)
 
-    async def _delay(self, key: str, obj: dict[str, Any], message: str) -> None:
+    async def _delay(self, key: str, obj: CertificateRequestObject, message: str) -> None:
         if self._refused.get(key) == ("delay", message):
             return
         self._refused[key] = ("delay", message)
