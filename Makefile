@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all venv lint typecheck unit test demo demo-node image binaries bench clean node-deps
+.PHONY: all venv lint typecheck test demo demo-node image binaries bench clean node-deps
 
 all: test
 
@@ -39,12 +39,61 @@ node-deps:
 	bash hack/install-node-deps.sh
 
 # Go-built upstream binaries (kube-apiserver, etcd, kubectl, kubelet, ...) cached under $(CACHE_DIR).
-binaries: venv node-deps
+binaries: venv
 	$(PY) -m akv_devcluster.binaries ensure
 
+# Test tiers (tests/README.md): `make <tier>` is `pytest -m <tier>` under a time
+# limit in seconds (hack/tier.sh prints the tier's result and duration); the tier
+# of a test is its folder's (tests/support/tiers.py). PYTEST_ARGS go to pytest,
+# e.g. `make unit PYTEST_ARGS="-x -k crl"`.
+.PHONY: unit emulator cluster deploy e2e node harness node-unavailable
+TIER := bash hack/tier.sh
+
+unit: venv
+	@$(TIER) unit 120 $(PYTEST_ARGS)
+
+emulator: venv
+	@$(TIER) emulator 900 $(PYTEST_ARGS)
+
+cluster: binaries
+	@$(TIER) cluster 1800 $(PYTEST_ARGS)
+
+deploy: binaries
+	@$(TIER) deploy 900 $(PYTEST_ARGS)
+
+e2e: binaries
+	@$(TIER) e2e 900 $(PYTEST_ARGS)
+
 # `image` first: the node tests load it (their own build is then a warm one).
-test: lint typecheck binaries image
-	$(VENV)/bin/pytest
+node: binaries image
+	@$(TIER) node 2400 $(PYTEST_ARGS)
+
+harness: binaries
+	@$(TIER) harness 1200 $(PYTEST_ARGS)
+
+# The node tier needs root and Debian's apt (hack/node-tier-check.sh); elsewhere
+# `make test` says so in one line and runs every other tier.
+NODE_UNAVAILABLE := $(shell bash hack/node-tier-check.sh)
+ifeq ($(NODE_UNAVAILABLE),)
+NODE_TIER := node
+else
+NODE_TIER := node-unavailable
+endif
+
+node-unavailable:
+	@line="tier node     skipped: $(NODE_UNAVAILABLE)"; echo "$$line"; \
+	if [ -n "$$TIER_TIMES" ]; then echo "$$line" >> "$$TIER_TIMES"; fi
+
+# ruff, mypy, then every tier in order, each its own pytest session (.ci/run runs
+# this); a summary of the tiers' times at the end.
+TIER_TIMES_FILE := $(abspath .pytest_cache/tier-times)
+test: export TIER_TIMES := $(TIER_TIMES_FILE)
+test: tier-times-reset lint typecheck unit emulator cluster deploy e2e $(NODE_TIER) harness
+	@echo "make test: every tier passed"; cat $(TIER_TIMES_FILE)
+
+.PHONY: tier-times-reset
+tier-times-reset:
+	@mkdir -p $(dir $(TIER_TIMES_FILE)); : > $(TIER_TIMES_FILE)
 
 demo: venv
 	bash hack/demo.sh

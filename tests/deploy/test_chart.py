@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from akv_issuer.controller import api
+from support.deploy import (
     CHART,
     CONFIG,
     NAMESPACE,
@@ -36,8 +38,6 @@ from deploy_helpers import (
     one,
     run,
 )
-
-from akv_issuer.controller import api
 
 CRD_BASES = CONFIG / "crd" / "bases"
 PREFIX = f"{RELEASE}-"

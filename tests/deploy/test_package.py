@@ -21,15 +21,15 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from deploy_helpers import REPO, run
 
 from akv_devcluster.binaries import cache_root
+from support.deploy import REPO, run
 
 UV_VERSION = "0.13.9"  # as in the Makefile and the Dockerfile
 DOCKERFILE = REPO / "Dockerfile"
 DIST_INFO = "azure_keyvault_issuer-0.1.0.dist-info"
 # The production package: akv_issuer with exactly these subpackages and top-level files.
-SUBPACKAGES = {"pki", "keyvault", "runtime", "controller", "cli"}
+SUBPACKAGES = {"pki", "keyvault", "ca", "runtime", "controller", "cli"}
 TOP_LEVEL_FILES = {"__init__.py", "py.typed"}
 # Any path component naming a test tool, old or new location.
 TOOL_NAMES = re.compile(r"emulator|devcluster|devtls|devtools", re.IGNORECASE)
@@ -229,6 +229,7 @@ def test_the_wheel_holds_the_controller_and_no_test_tools(
         "cli/main.py",
         "cli/controller.py",
         "keyvault/access.py",
+        "ca/versions.py",
         "pki/signing.py",
         "runtime/informer.py",
     ):

@@ -10,19 +10,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-from controller_harness import _service_account_kubeconfig
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from e2e_harness import E2E
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from akv_devcluster import DevCluster
 from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import _service_account_kubeconfig
+from support.e2e_harness import E2E
 
 
 def _crl_url(leaf: x509.Certificate) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypedDict
 
-import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
@@ -17,8 +16,6 @@ from akv_devcluster import DevCluster
 from akv_issuer.runtime.decoding import Partial, whole
 from akv_issuer.runtime.informer import Informer, object_key
 from akv_issuer.runtime.kubeapi import ApiResource, KubeApi
-
-pytestmark = pytest.mark.integration
 
 CONFIGMAPS = ApiResource("", "v1", "configmaps", namespaced=True)
 

@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import pytest
-from controller_harness import Env, condition, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -16,8 +15,7 @@ from akv_issuer.controller.api import parse_issuer_spec
 from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
 from akv_issuer.pki import load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem, wait_for
 
 T = TypeVar("T")
 

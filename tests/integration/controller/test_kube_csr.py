@@ -13,9 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_asyncio
-from controller_harness import CA, Env, condition, csr_pem, wait_for
 from cryptography import x509
 from lightkube import AsyncClient
 from lightkube.models.certificates_v1 import (
@@ -30,8 +28,7 @@ from lightkube.resources.certificates_v1 import (
 
 from akv_issuer.controller.api import GROUP
 from akv_issuer.pki.usages import key_usage_bits
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, Env, condition, csr_pem, wait_for
 
 
 class CSRs:

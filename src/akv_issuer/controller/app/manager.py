@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 from collections.abc import Callable
@@ -93,6 +94,11 @@ def make_keyvault(
     )
 
 
+def utc_now() -> dt.datetime:
+    """The system's wall clock, aware UTC (``core.Host.now``)."""
+    return dt.datetime.now(dt.UTC)
+
+
 class Manager:
     """The controller process, and the ``core.Host`` every feature's ``setup()``
     wires itself into."""
@@ -105,6 +111,7 @@ class Manager:
         keyvault: KeyVaultAccess | None = None,
     ) -> None:
         self.config = config
+        self.now = utc_now
         self.metrics = Metrics()
         self.api = api or make_api(config)
         self.client: AsyncClient = self.api.client

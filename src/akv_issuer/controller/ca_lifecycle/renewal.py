@@ -30,8 +30,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from akv_issuer.ca import CAVault, RootTemplate, recertify_root
 from akv_issuer.controller.api import IssuerSpec, format_time
 from akv_issuer.controller.core import (
     DUE_INTERMEDIATE,
@@ -42,23 +42,8 @@ from akv_issuer.controller.core import (
     FencedSigner,
     Renewal,
 )
-from akv_issuer.keyvault import (
-    PEM_CONTENT_TYPE,
-    AuthConfig,
-    KeyInfo,
-    KeyVaultAccess,
-    KeyVaultError,
-)
-from akv_issuer.pki import (
-    CAChain,
-    CAError,
-    PKIError,
-    SignatureAlgorithm,
-    build_root_ca,
-    is_self_signed,
-    load_ca_chain,
-    sign_certificate,
-)
+from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultAccess, KeyVaultError
+from akv_issuer.pki import CAChain, PKIError, SignatureAlgorithm, is_self_signed
 from akv_issuer.runtime.leader import no_fence
 
 T = TypeVar("T")
@@ -132,7 +117,7 @@ async def renew_if_due(
             f"{spec.key_name}"
         )
         if spec.ca_source_explicit is not None:
-            # caSource rules automatic renewal out (see api.spec): say where to store it.
+            # caSource rules automatic renewal out (see api.spec_parser): say where to store it.
             how = f"{create} --out ca.pem ...` (same key) and store it in {spec.ca_description}"
         else:
             how = (
@@ -181,38 +166,20 @@ async def _renew_root(
     now: dt.datetime,
     fence: Callable[[], None],
 ) -> tuple[CAChain, str]:
-    old = ca.ca
-    lifetime = spec.ca_renewal.lifetime or (old.not_valid_after_utc - old.not_valid_before_utc)
-    try:
-        path_length = old.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        path_length = None
-    plan = build_root_ca(
-        key.public_key,
-        old.subject,
-        lifetime=lifetime,
-        now=now,
-        path_length=path_length.path_length if path_length is not None else None,
-    )
+    """The same key version's root again (:func:`akv_issuer.ca.recertify_root`),
+    as ``ca rotate`` makes one for a new version."""
+    template = RootTemplate.renewing(ca.ca, lifetime=spec.ca_renewal.lifetime)
+    vault = CAVault(keyvault, spec.key_vault_base_url, auth, count)
     # Fenced: two replicas never both renew.
     signer = FencedSigner(keyvault.signer(key, auth), count, fence)
-    cert = await sign_certificate(plan.builder, key.public_key, algorithm, signer)
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    stored = await count(
-        "set_secret",
-        keyvault.set_secret(
-            spec.key_vault_base_url,
-            spec.ca_secret_name,
-            pem,
-            auth,
-            content_type=PEM_CONTENT_TYPE,
-            tags={"renewed-by": "azure-keyvault-issuer"},
-        ),
+    renewed = await recertify_root(
+        vault,
+        spec.ca_secret_name,
+        key,
+        template,
+        algorithm,
+        signer,
+        now,
+        tags={"renewed-by": "azure-keyvault-issuer"},
     )
-    try:
-        renewed = load_ca_chain(pem, key.public_key, now)
-    except CAError as err:  # cannot happen for a certificate we just built; say so if it does
-        raise PKIError(
-            f"the renewed certificate does not pass the CA checks: {err.reason}"
-        ) from err
-    return renewed, stored.version
+    return renewed.chain, renewed.secret_version

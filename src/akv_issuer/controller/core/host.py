@@ -10,6 +10,7 @@ them all with the process's lifecycle and leadership.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -59,6 +60,13 @@ class Host(Protocol):
     def signers(self) -> IssuerSigners:
         """An issuer's Key Vault signer for certificates and CRLs: counted,
         fenced, sharing the ``--concurrency`` sign slots."""
+        ...
+
+    @property
+    def now(self) -> Callable[[], dt.datetime]:
+        """The wall clock (aware UTC) every feature reads: retry budgets, status
+        and revocation times, CRL validity. The app's is the system clock; unit
+        tests give a fake one."""
         ...
 
     @property

@@ -33,7 +33,9 @@ def setup(
         service_account_tokens=service_account_tokens,
         hooks=hooks,
     )
-    issuers = IssuerReconciler(config, host.client, checker, host.metrics, host.events, hooks)
+    issuers = IssuerReconciler(
+        config, host.client, checker, host.metrics, host.events, hooks, now=host.now
+    )
     # Issuers are kept whole (few, and read whole).
     host.watch(ISSUERS, "issuers", issuers.handler(ISSUER_KIND))
     host.watch(CLUSTER_ISSUERS, "clusterissuers", issuers.handler(CLUSTER_ISSUER_KIND))

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
+from akv_issuer.ca import CAVault, KeyVersionUnreadable, key_version_of_ca
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     AmbientAuth,
@@ -47,6 +48,7 @@ from akv_issuer.controller.core import (
     keyvault_failure,
     owner_namespace,
 )
+from akv_issuer.controller.issuers.signing_key import check_usable, issuer_algorithm
 from akv_issuer.keyvault import (
     Ambient,
     AssertionProvider,
@@ -61,16 +63,12 @@ from akv_issuer.keyvault import (
     is_managed_hsm,
 )
 from akv_issuer.pki import (
-    AlgorithmError,
     CAChain,
     CAError,
     CAErrorKind,
     IssuancePolicy,
     IssuerProfile,
     PKIError,
-    SignatureAlgorithm,
-    ca_signature_algorithm,
-    check_algorithm,
     load_ca_chain,
 )
 
@@ -121,7 +119,7 @@ class IssuerChecker:
             raise keyvault_failure(
                 err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
             ) from None
-        _check_usable(spec, key_info, now)
+        check_usable(spec, key_info, now)
 
         ca_text = await self._read_ca(key, spec, auth)
         what = spec.ca_description
@@ -140,9 +138,9 @@ class IssuerChecker:
                 raise ca_failure(err, what) from None
             pending_version = key_info.version
             key_info, ca = older
-            _check_usable(spec, key_info, now)
+            check_usable(spec, key_info, now)
 
-        algorithm = _algorithm(spec, key_info, ca.ca)
+        algorithm = issuer_algorithm(spec, key_info, ca.ca)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -255,35 +253,18 @@ class IssuerChecker:
         now: dt.datetime,
     ) -> tuple[KeyInfo, CAChain] | None:
         """The newest enabled older version of the key whose public key the CA
-        secret holds a certificate for, with that chain; None if there is none."""
+        secret holds a certificate for, with that chain; None if there is none
+        (the rule: :func:`akv_issuer.ca.key_version_of_ca`)."""
+        vault = CAVault(self._kv, spec.key_vault_base_url, auth, self.kv_call)
         try:
-            versions = await self.kv_call(
-                "list_key_versions",
-                self._kv.list_key_versions(spec.key_vault_base_url, spec.key_name, auth),
+            return await key_version_of_ca(vault, spec.key_name, secret_value, latest, now)
+        except KeyVersionUnreadable as err:
+            what = (
+                f"versions of key {spec.key_name!r}"
+                if err.version is None
+                else f"key {spec.key_name!r} version {err.version}"
             )
-        except KeyVaultError as err:
-            raise keyvault_failure(
-                err, f"versions of key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
-            ) from None
-        for listed in versions:
-            if listed.version == latest.version or not listed.enabled:
-                continue
-            try:
-                info = await self.kv_call(
-                    "get_key",
-                    self._kv.get_key(spec.key_vault_base_url, spec.key_name, listed.version, auth),
-                )
-            except KeyVaultError as err:
-                raise keyvault_failure(
-                    err,
-                    f"key {spec.key_name!r} version {listed.version}",
-                    IssuerReason.KEY_NOT_FOUND,
-                ) from None
-            try:
-                return info, load_ca_chain(secret_value, info.public_key, now)
-            except CAError:
-                continue
-        return None
+            raise keyvault_failure(err.error, what, IssuerReason.KEY_NOT_FOUND) from None
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
@@ -395,44 +376,3 @@ class IssuerChecker:
             secret=value.strip(),
             authority_host=authority_host,
         )
-
-
-def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
-    """The key version is enabled, within its validity, allowed to sign, and fits
-    the issuer's signature algorithm."""
-    if not key_info.enabled:
-        raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
-    if key_info.not_before is not None and key_info.not_before > now:
-        raise CheckFailed(
-            IssuerReason.KEY_DISABLED,
-            f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
-        )
-    if key_info.expires is not None and key_info.expires <= now:
-        raise CheckFailed(
-            IssuerReason.KEY_DISABLED,
-            f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
-        )
-    if "sign" not in key_info.key_ops:
-        raise CheckFailed(
-            IssuerReason.KEY_NOT_USABLE,
-            f"key {spec.key_name!r} does not allow the sign operation "
-            f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
-        )
-    _algorithm(spec, key_info)
-
-
-def _algorithm(
-    spec: IssuerSpec, key_info: KeyInfo, ca_cert: x509.Certificate | None = None
-) -> SignatureAlgorithm:
-    """The issuer's signature algorithm, or the default for the key and the CA
-    (PSS when the CA certificate is PSS-signed), if the key fits it."""
-    try:
-        if spec.signature_algorithm:
-            algorithm = SignatureAlgorithm(spec.signature_algorithm)
-        else:
-            algorithm = ca_signature_algorithm(ca_cert, key_info.public_key)
-        check_algorithm(key_info.public_key, algorithm)
-    except (AlgorithmError, ValueError) as err:
-        reason = err.reason if isinstance(err, PKIError) else str(err)
-        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
-    return algorithm

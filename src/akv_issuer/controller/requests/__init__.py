@@ -71,6 +71,7 @@ def _flow(
         events=host.events,
         config=host.config,
         workers=workers,
+        now=host.now,
     )
     issuers.subscribe(flow.issuer_changed)
     # Requests are decoded into their kind's shape (many, mostly finished

@@ -25,10 +25,27 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     store = RevocationStore(host.client, config.cluster_resource_namespace, config.field_manager)
     locks = IssuerLocks()
     crls = CRLPublisher(
-        config, host.client, issuers, store, locks, host.signers, host.metrics, host.events
+        config,
+        host.client,
+        issuers,
+        store,
+        locks,
+        host.signers,
+        host.metrics,
+        host.events,
+        now=host.now,
     )
     issuers.subscribe(crls.issuer_changed)
-    revoker = Revoker(host.client, issuers, store, locks, host.metrics, host.events, crls.revoked)
+    revoker = Revoker(
+        host.client,
+        issuers,
+        store,
+        locks,
+        host.metrics,
+        host.events,
+        crls.revoked,
+        now=host.now,
+    )
     host.watch(CERTIFICATE_REQUESTS, "certificaterequests", revoker)
     host.add_controller(revoker.controller)
     host.add_controller(crls.controller)
