@@ -135,3 +135,11 @@ clean:
 bench-crl: venv
 	$(PY) -m bench.crl
 
+
+# A release of pyproject.toml's version into dist/release/ (docs/versioning.md):
+# wheel and sdist (uv build), the packaged chart (helm package), the image
+# archive (as `make image`), its SBOM (syft, CycloneDX JSON) and SHA256SUMS.
+# Not part of `make test`; tests/node/test_node_release.py makes one in a temp folder.
+.PHONY: release
+release: venv node-deps
+	UV=$(UV) $(PY) -m akv_devcluster.release

@@ -114,8 +114,11 @@ def test_manager_role_is_least_privilege() -> None:
         assert "*" not in rule["verbs"], rule
         assert "*" not in rule["resources"], rule
         if rule["resources"] == ["signers"]:
-            # Signing Kubernetes CSRs: only for our own ClusterIssuer signer names.
-            assert rule["resourceNames"] == [f"clusterissuers.{api.GROUP}/*"], rule
+            # Signing Kubernetes CSRs: only for our own issuers' signer names.
+            assert rule["resourceNames"] == [
+                f"clusterissuers.{api.GROUP}/*",
+                f"issuers.{api.GROUP}/*",
+            ], rule
         else:
             assert "resourceNames" not in rule, rule
     ours, cm = api.GROUP, api.CERT_MANAGER_GROUP
@@ -125,13 +128,9 @@ def test_manager_role_is_least_privilege() -> None:
         *((ours, r, v) for r in (issuers, cluster) for v in ("get", "list", "watch")),
         *((ours, f"{r}/status", v) for r in (issuers, cluster) for v in ("patch", "update")),
         *((cm, crs, v) for v in ("get", "list", "watch")),
-        # Revocation: only the annotation recording an accepted revocation.
-        (cm, crs, "patch"),
         *((cm, f"{crs}/status", v) for v in ("patch", "update")),
         *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
         ("", "secrets", "get"),
-        # Trust bundles: read back and server-side apply one ConfigMap by name.
-        *(("", "configmaps", v) for v in ("get", "create", "patch")),
         *(
             ("certificates.k8s.io", "certificatesigningrequests", v)
             for v in ("get", "list", "watch")
@@ -141,12 +140,36 @@ def test_manager_role_is_least_privilege() -> None:
             for v in ("patch", "update")
         ),
         ("certificates.k8s.io", "signers", "sign"),
-        # spec.reissue: read Certificates, set their Issuing condition; no watch,
-        # no update of the Certificate itself.
-        *((cm, "certificates", v) for v in ("get", "list")),
-        (cm, "certificates/status", "patch"),
+        # Namespaced Issuers' CSRs: may the requester reference the Issuer?
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
     }
+    # No write only a feature needs: ConfigMaps, Certificates and the
+    # CertificateRequest itself are in roles of their own (below).
     assert _grants(role["rules"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("file", "grants"),
+    [
+        # Trust bundles, revocation lists, CRLs: by name, no list/watch/delete.
+        ("configmap_writer_role.yaml", {("", "configmaps", v) for v in ("get", "create", "patch")}),
+        # spec.reissue: read Certificates, set their Issuing condition; no
+        # watch, no update of the Certificate itself.
+        (
+            "reissuer_role.yaml",
+            {
+                *((api.CERT_MANAGER_GROUP, "certificates", v) for v in ("get", "list")),
+                (api.CERT_MANAGER_GROUP, "certificates/status", "patch"),
+            },
+        ),
+        # Revocation: only the annotation recording an accepted revocation.
+        ("revoker_role.yaml", {(api.CERT_MANAGER_GROUP, api.CERTIFICATE_REQUEST_PLURAL, "patch")}),
+    ],
+)
+def test_feature_roles_grant_only_their_feature(file: str, grants: set[Any]) -> None:
+    role = load_one(RBAC / file)
+    assert role["kind"] == "ClusterRole"
+    assert _grants(role["rules"]) == grants
 
 
 def test_leader_election_role_is_namespaced_and_lease_only() -> None:
@@ -253,4 +276,7 @@ def test_kubernetes_csr_grants_are_the_managers_and_only_for_our_signers(
             assert doc["metadata"]["name"] == f"{PREFIX}manager-role", doc["metadata"]["name"]
             assert "approve" not in rule["verbs"], rule
             if "signers" in rule["resources"]:
-                assert rule["resourceNames"] == [f"clusterissuers.{api.GROUP}/*"], rule
+                assert rule["resourceNames"] == [
+                    f"clusterissuers.{api.GROUP}/*",
+                    f"issuers.{api.GROUP}/*",
+                ], rule

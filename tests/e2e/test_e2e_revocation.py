@@ -71,6 +71,9 @@ async def test_revoked_certificate_fails_openssl_crl_check(
     ca = await e2e.env.make_ca("EC", curve="P-256")
     name = "revocable"
     url = f"http://127.0.0.1:{controller.crl_port}/crl/issuer/{e2e.namespace}/{name}.crl"
+    # An Issuer's revocation list lives in its namespace: granted as the Helm
+    # value rbac.configMapNamespaces does (docs/install.md, "Permissions").
+    await e2e.env.grant_configmaps(e2e.namespace)
     ref = await e2e.issuer(ca, name=name, crl={"enabled": True, "validity": "1h", "url": url})
     for cert in ("leaked", "fine"):
         await e2e.create_certificate(cert, ref, secretName=f"{cert}-tls")

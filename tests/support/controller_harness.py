@@ -2,9 +2,12 @@
 the e2e harness builds on it).
 
 The controller runs as a subprocess (``python -m akv_issuer.controller``)
-under a ServiceAccount bound to exactly ``config/rbac``'s manager ClusterRole
-and leader-election Role, against the session's real kube-apiserver and the
-Key Vault emulator. Tests act as a user and cert-manager would: an admin client
+under a ServiceAccount bound to exactly ``config/rbac``'s roles -- the manager
+ClusterRole's rules plus those of the feature roles (re-issuing, revocation:
+all features on, unless a test binds fewer with ``Env.bind_features``), the
+configmap-writer role and the leader-election Role in its namespace (the
+cluster resource namespace) -- against the session's real kube-apiserver and
+the Key Vault emulator. Tests act as a user and cert-manager would: an admin client
 creates issuers and requests and writes the Approved/Denied conditions.
 """
 
@@ -38,7 +41,7 @@ from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import RoleRef, Subject
 from lightkube.resources.core_v1 import Event, ServiceAccount, ServiceAccountToken
-from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, RoleBinding
+from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding, RoleBinding
 from lightkube.types import PatchType
 
 from akv_devcluster import DevCluster
@@ -68,18 +71,50 @@ def issuer_crds(devcluster: DevCluster) -> list[str]:
     return devcluster.install_crds(sorted((REPO / "config/crd/bases").glob("*.yaml")))
 
 
+RBAC = REPO / "config" / "rbac"
+# The ClusterRoles a feature switch binds cluster-wide (Helm rbac.<feature>,
+# kustomize config/components/<feature>).
+FEATURE_ROLES = {"reissue": "reissuer_role.yaml", "revocation": "revoker_role.yaml"}
+ALL_FEATURES = tuple(FEATURE_ROLES)
+CONFIGMAP_ROLE = "configmap_writer_role.yaml"
+
+
+def _rbac(file: str) -> Any:
+    with (RBAC / file).open() as handle:
+        (role,) = codecs.load_all_yaml(handle)
+    return role
+
+
+async def controller_role(
+    kube: AsyncClient, features: tuple[str, ...], without: tuple[str, ...] = ()
+) -> str:
+    """A ClusterRole holding exactly the rules of config/rbac/role.yaml and of
+    the feature roles named: what an install with those switches on binds
+    cluster-wide (``without``: drop the rules on these resources, as an older
+    ClusterRole would lack them). Applied; its name."""
+    rules = [r for r in _rbac("role.yaml").rules if not set(r.resources) & set(without)]
+    for feature in sorted(features):
+        rules += _rbac(FEATURE_ROLES[feature]).rules
+    name = "-".join(["akv-tests-manager", *sorted(features), *(f"no-{w}" for w in without)])
+    await kube.apply(
+        ClusterRole(metadata=ObjectMeta(name=name), rules=rules),
+        field_manager=TEST_MANAGER,
+        force=True,
+    )
+    return name
+
+
 @pytest_asyncio.fixture(scope="session")
 async def manager_role(kube_client: AsyncClient, issuer_crds: list[str]) -> str:
-    with (REPO / "config/rbac/role.yaml").open() as handle:
-        (role,) = codecs.load_all_yaml(handle)
-    await kube_client.apply(role, field_manager=TEST_MANAGER, force=True)
-    return str(role.metadata.name)
+    """The shipped roles applied; the name of the cluster-wide role with every
+    feature on, which the controller under test is bound to."""
+    for file in ("role.yaml", CONFIGMAP_ROLE, *FEATURE_ROLES.values()):
+        await kube_client.apply(_rbac(file), field_manager=TEST_MANAGER, force=True)
+    return await controller_role(kube_client, ALL_FEATURES)
 
 
 def _leader_role() -> Any:
-    with (REPO / "config/rbac/leader_election_role.yaml").open() as handle:
-        (role,) = codecs.load_all_yaml(handle)
-    return role
+    return _rbac("leader_election_role.yaml")
 
 
 def free_port() -> int:
@@ -169,6 +204,33 @@ class Env:
     tmp: Path
     controllers: list[Controller] = field(default_factory=list)
     cluster_issuers: list[str] = field(default_factory=list)
+    # The controller's ServiceAccount (in ``namespace``) and its ClusterRoleBinding.
+    account: str = "controller"
+    binding: str = ""
+
+    # -- RBAC -----------------------------------------------------------------
+
+    async def bind_features(self, *features: str, without: tuple[str, ...] = ()) -> None:
+        """Bind the controller cluster-wide to role.yaml plus only these feature
+        roles (none: the default install), instead of all of them; ``without``
+        drops role.yaml's rules on those resources."""
+        role = await controller_role(self.kube, tuple(features), without)
+        await self.kube.delete(ClusterRoleBinding, self.binding)
+        await self.kube.create(
+            ClusterRoleBinding(
+                metadata=ObjectMeta(name=self.binding),
+                roleRef=RoleRef(
+                    apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=role
+                ),
+                subjects=[
+                    Subject(kind="ServiceAccount", name=self.account, namespace=self.namespace)
+                ],
+            )
+        )
+
+    async def grant_configmaps(self, namespace: str) -> None:
+        """The configmap-writer role in ``namespace`` (Helm rbac.configMapNamespaces)."""
+        await _bind_configmaps(self.kube, namespace, self.account, self.namespace)
 
     # -- controller -----------------------------------------------------------
 
@@ -592,7 +654,24 @@ async def _service_account_kubeconfig(
     )
 
 
+async def _bind_configmaps(kube: AsyncClient, namespace: str, sa: str, sa_namespace: str) -> None:
+    role = _rbac(CONFIGMAP_ROLE)
+    await kube.apply(
+        RoleBinding(
+            metadata=ObjectMeta(name="configmap-writer", namespace=namespace),
+            roleRef=RoleRef(
+                apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=role.metadata.name
+            ),
+            subjects=[Subject(kind="ServiceAccount", name=sa, namespace=sa_namespace)],
+        ),
+        field_manager=TEST_MANAGER,
+    )
+
+
 async def _bind_controller(kube: AsyncClient, namespace: str, role: str, sa: str) -> str:
+    """The controller's grants: ``role`` cluster-wide; in ``namespace`` (its
+    own and the cluster resource namespace) the leader election Role and the
+    configmap-writer role, as the chart and config/rbac bind them."""
     binding_name = f"akv-controller-{namespace}"
     await kube.apply(
         ClusterRoleBinding(
@@ -615,6 +694,7 @@ async def _bind_controller(kube: AsyncClient, namespace: str, role: str, sa: str
         ),
         field_manager=TEST_MANAGER,
     )
+    await _bind_configmaps(kube, namespace, sa, namespace)
     return binding_name
 
 
@@ -627,8 +707,9 @@ async def open_env(
     tmp: Path,
 ) -> tuple[Env, str]:
     """An Env whose controller identity lives in ``namespace`` (which doubles as its
-    cluster resource namespace) bound to the shipped manager role; returns the
-    Env and the name of the ClusterRoleBinding to delete afterwards."""
+    cluster resource namespace) bound to ``manager_role`` (the shipped roles,
+    every feature on); returns the Env and the name of the ClusterRoleBinding
+    to delete afterwards."""
     kubeconfig = await _service_account_kubeconfig(
         kube_client, devcluster, namespace, "controller", tmp
     )
@@ -643,6 +724,7 @@ async def open_env(
         kv_auth=auth,
         kubeconfig=kubeconfig,
         tmp=tmp,
+        binding=binding,
     )
     return env, binding
 

@@ -5,11 +5,14 @@ these are the parts it is wired into, all in memory:
 
 - :class:`FakeHost`: a ``core.Host`` on :class:`~support.fakekube.FakeKube`
   (a real lightkube client, real metrics, a real event recorder sending Events
-  to the fake API server, the real Key Vault call counting, fence and sign
-  slots) whose wall clock is a :class:`~support.fakeclock.FakeClock`. It keeps
+  to the fake API server, the real Key Vault gateway -- call counting, sign
+  slots, the fence -- over a :class:`FakeVault`) whose wall clock is a
+  :class:`~support.fakeclock.FakeClock`. It keeps
   what the feature registers (controllers, watches, routes): a test delivers
   watch events itself (:meth:`FakeHost.deliver`) and calls a reconcile itself,
   or starts real informers and workers (:meth:`FakeHost.start`).
+- :class:`FakeVault`: the Key Vault layer as the controller uses it
+  (``core.KeyVault``) in memory: key versions, their signers, secrets.
 - :class:`FakeSigner`: the Key Vault signer the controller's sign path takes
   (``pki.RemoteSigner``), signing with a local key, counting every call and
   the digests it signed, with scripted failures. A fake of our interface,
@@ -40,7 +43,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from lightkube.resources.core_v1 import Event
 
 from akv_issuer import pki
-from akv_issuer.controller import core
 from akv_issuer.controller.api import (
     API_VERSION,
     GROUP,
@@ -61,23 +63,25 @@ from akv_issuer.controller.core import (
     IssuerKey,
     IssuerListener,
     IssuerView,
+    KeyVaultGateway,
 )
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import Ambient, AuthConfig, ErrorKind, KeyInfo, KeyVaultError, KeyVersion
+from akv_issuer.keyvault import (
+    Ambient,
+    AuthConfig,
+    ErrorKind,
+    KeyInfo,
+    KeyVaultError,
+    KeyVersion,
+    SecretInfo,
+    SecretVersion,
+)
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
 from akv_issuer.runtime.leader import NotLeading
 from support.fakeclock import FakeClock, settle
 from support.fakekube import FakeKube
-
-# The Key Vault gateway (core.KeyVaultGateway) replaces core.keyvault_calls;
-# the host builds whichever the controller has. Drop the old branch once both
-# have landed on main.
-KeyVaultGateway: Any = getattr(core, "KeyVaultGateway", None)
-KeyVaultCalls: Any = getattr(core, "KeyVaultCalls", None)
-IssuerSigners: Any = getattr(core, "IssuerSigners", None)
-SignSlots: Any = getattr(core, "SignSlots", None)
 
 CLUSTER_NS = "akv-system"
 VAULT_URL = "https://unit.vault.azure.net"
@@ -125,14 +129,16 @@ class FakeSigner:
 
 
 class FakeVault:
-    """The part of the Key Vault layer (``keyvault.KeyVaultAccess``) the
-    controller reads through in these tests: key versions (``get_key``,
-    ``list_key_versions``) and the signer of a key version (``signer``, one
-    :class:`FakeSigner` per version). ``calls`` counts each operation;
+    """The Key Vault layer as the controller uses it (``core.KeyVault``, what it
+    calls of ``keyvault.KeyVaultAccess``), in memory: key versions (``get_key``,
+    ``list_key_versions``), the signer of a key version (``signer``, one
+    :class:`FakeSigner` per version) and secrets (``set_secret`` stores a new
+    version, ``get_secret`` reads the latest). ``calls`` counts each operation;
     ``fail_next(operation, error)`` makes the next call of it raise."""
 
     def __init__(self) -> None:
         self.keys: dict[str, list[KeyInfo]] = {}  # by key name, oldest first
+        self.secrets: dict[str, list[str]] = {}  # values by secret name, oldest first
         self.signers: dict[str, FakeSigner] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self._faults: dict[str, collections.deque[BaseException]] = collections.defaultdict(
@@ -186,26 +192,78 @@ class FakeVault:
     def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
         return self.signers[key.kid]
 
-    # The rest of what the controller reads: no secrets or certificate objects
-    # here (the tests keep CA certificates in Kubernetes Secrets).
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
+        self._call("rotate_key")
+        raise KeyVaultError(ErrorKind.PERMANENT, "the fake vault rotates no keys")
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo:
+        self._call("create_key")
+        raise KeyVaultError(ErrorKind.PERMANENT, "the fake vault creates no keys")
 
     async def get_secret(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> Any:
+    ) -> SecretInfo:
         self._call("get_secret")
-        raise KeyVaultError(ErrorKind.NOT_FOUND, f"secret {name} not found", status=404)
+        values = self.secrets.get(name) or []
+        number = int(version[1:]) if version and version[1:].isdigit() else len(values)
+        if not values or not 1 <= number <= len(values):
+            raise KeyVaultError(
+                ErrorKind.NOT_FOUND,
+                f"A secret with (name/id) {name} was not found in this key vault.",
+                status=404,
+                code="SecretNotFound",
+                operation="get_secret",
+            )
+        return self._secret(name, number)
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]:
+        self._call("list_secret_versions")
+        count = len(self.secrets.get(name) or [])
+        return tuple(SecretVersion(f"s{n}", True, None) for n in range(count, 0, -1))[:limit]
+
+    async def set_secret(
+        self,
+        vault_url: str,
+        name: str,
+        value: str,
+        auth: AuthConfig,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        self._call("set_secret")
+        self.secrets.setdefault(name, []).append(value)
+        return self._secret(name, len(self.secrets[name]))
+
+    def _secret(self, name: str, number: int) -> SecretInfo:
+        return SecretInfo(
+            vault_url=VAULT_URL,
+            name=name,
+            version=f"s{number}",
+            id=f"{VAULT_URL}/secrets/{name}/s{number}",
+            value=self.secrets[name][number - 1],
+            content_type=None,
+        )
+
+    # No certificate objects here (the tests keep CA certificates in
+    # Kubernetes Secrets or in vault secrets).
 
     async def get_certificate(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> Any:
         self._call("get_certificate")
         raise KeyVaultError(ErrorKind.NOT_FOUND, f"certificate {name} not found", status=404)
-
-    async def set_secret(
-        self, vault_url: str, name: str, value: str, auth: AuthConfig, **_: Any
-    ) -> Any:
-        self._call("set_secret")
-        raise KeyVaultError(ErrorKind.FORBIDDEN, "the fake vault stores no secrets", status=403)
 
     async def close(self) -> None:
         return None
@@ -631,19 +689,10 @@ class FakeHost:
         self.events = EventRecorder(self.client, COMPONENT, self.config.identity)
         self.vault = FakeVault()
         self.lease_lost = False
-        if KeyVaultGateway is not None:
-            self.keyvault: Any = KeyVaultGateway(
-                self.vault, self.metrics, concurrency=self.config.concurrency, fence=self.fence
-            )
-        else:  # before the gateway (core.keyvault_calls)
-            self.keyvault = self.vault
-            self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
-            self.signers = IssuerSigners(
-                self.vault,  # signer() is all IssuerSigners reads of the Key Vault layer
-                self.keyvault_calls,
-                SignSlots(self.config.concurrency, self.metrics.signs_in_flight),
-                self.fence,
-            )
+        # The real gateway over the fake vault: counted, sign slots, the fence.
+        self.keyvault = KeyVaultGateway(
+            self.vault, self.metrics, concurrency=self.config.concurrency, fence=self.fence
+        )
         self.controllers: list[Controller[Any]] = []
         self.watches: dict[str, _Watch] = {}
         self.routes: list[tuple[str, list[web.RouteDef]]] = []

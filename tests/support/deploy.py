@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from akv_issuer.controller.core.config import ControllerConfig
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "charts" / "azure-keyvault-issuer"
 CONFIG = REPO / "config"
+# The project's metadata; its version is the one every artefact carries (docs/versioning.md).
+PROJECT: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+VERSION: str = PROJECT["version"]
 NAMESPACE = "azure-keyvault-issuer-system"
 # The release name under which the chart's objects are named like the
 # kustomize base's (namePrefix azure-keyvault-issuer-).

@@ -17,8 +17,9 @@ and ``keyvault`` only, never ``runtime``, ``controller`` or ``cli``.
 - rotation steps (:mod:`.rotation`): :func:`plan_rotation`, then
   :func:`new_key_version`, then :func:`certify_new_root`.
 
-Key Vault is reached through :class:`CAVault` (one vault, one identity, every
-call through a ``count`` the controller uses for its metrics). Refusals are
+Key Vault is reached through :class:`CAVault` (one vault, one identity) over a
+:class:`VaultAccess`: the CLI's ``KeyVaultAccess``, or the controller's Key
+Vault gateway, which counts every call and fences every sign. Refusals are
 :class:`CARuleError` subclasses carrying their facts; callers word them.
 """
 
@@ -53,7 +54,7 @@ from akv_issuer.ca.rotation import (
     plan_rotation,
     refuse_existing_key,
 )
-from akv_issuer.ca.vault import CAVault, Count, uncounted
+from akv_issuer.ca.vault import CAVault, Count, VaultAccess, uncounted
 from akv_issuer.ca.versions import (
     CurrentCA,
     ca_of_key_version,
@@ -81,6 +82,7 @@ __all__ = [
     "RotationStep",
     "SecretVersionsUnlisted",
     "StoredRoot",
+    "VaultAccess",
     "ca_of_key_version",
     "certificate_for",
     "certify_new_root",

@@ -1,6 +1,10 @@
 """The Key Vault calls the CA rules make: one vault, one identity, each call
-awaited through ``count`` (the controller counts every Key Vault call by
-operation; the CLI counts nothing)."""
+awaited through ``count`` (counts nothing by default).
+
+``access`` is anything with ``KeyVaultAccess``'s methods (:class:`VaultAccess`):
+the CLI passes its ``KeyVaultAccess``; the controller its Key Vault gateway
+(``controller.core.KeyVaultGateway``), which counts every call and gives a
+signer holding a sign slot and the leader fence, like every sign it makes."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ from akv_issuer.keyvault import (
     PEM_CONTENT_TYPE,
     AuthConfig,
     KeyInfo,
-    KeyVaultAccess,
     KeyVersion,
     SecretInfo,
     SecretVersion,
@@ -20,6 +23,52 @@ from akv_issuer.keyvault import (
 from akv_issuer.pki import RemoteSigner
 
 T = TypeVar("T")
+
+
+class VaultAccess(Protocol):
+    """What the CA rules call of ``akv_issuer.keyvault.KeyVaultAccess``."""
+
+    async def get_key(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo: ...
+
+    async def list_key_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[KeyVersion, ...]: ...
+
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo: ...
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo: ...
+
+    async def get_secret(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> SecretInfo: ...
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]: ...
+
+    async def set_secret(
+        self,
+        vault_url: str,
+        name: str,
+        value: str,
+        auth: AuthConfig,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SecretInfo: ...
+
+    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner: ...
 
 
 class Count(Protocol):
@@ -37,7 +86,7 @@ async def uncounted(operation: str, call: Awaitable[T], /) -> T:
 class CAVault:
     """A vault as one identity sees it, for the CA rules."""
 
-    access: KeyVaultAccess
+    access: VaultAccess
     vault_url: str
     auth: AuthConfig
     count: Count = uncounted
@@ -97,6 +146,7 @@ class CAVault:
         )
 
     def signer(self, key: KeyInfo) -> RemoteSigner:
-        """The key version's Key Vault signer, uncounted and unfenced: the
-        controller signs through its own (``core.FencedSigner``)."""
+        """The key version's signer from ``access`` (the controller's gateway
+        counts it, holds a sign slot and asks the leader fence; ``count`` does
+        not see signs)."""
         return self.access.signer(key, self.auth)

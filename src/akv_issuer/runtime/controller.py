@@ -12,7 +12,10 @@ not the reconcile, owns the queue (as controller-runtime's
   ``after`` seconds (the reconcile picks the delay, since it often has to
   honour a Retry-After or a deadline and say so in a status message);
 - an exception: logged, counted as a failure and retried after the
-  controller's own backoff.
+  controller's own backoff. The API server refusing or being unreachable is
+  one line; anything else is unexpected (:mod:`akv_issuer.runtime.errors`):
+  its traceback once per key and error type, one line on its retries, counted
+  by controller name.
 
 Every line logged during a reconcile names the controller and the key
 (:func:`~.logs.about`), so neither the reconcile nor the lines here pass them.
@@ -34,6 +37,7 @@ import httpx2
 from lightkube import ApiError
 from prometheus_client import Gauge
 
+from akv_issuer.runtime.errors import UnexpectedErrors, api_error_text
 from akv_issuer.runtime.leader import NotLeading
 from akv_issuer.runtime.logs import about
 from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
@@ -79,6 +83,7 @@ class Controller(Generic[K]):
         workers: int,
         backoff: Backoff,
         gauges: QueueGauges | None = None,
+        unexpected: UnexpectedErrors | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
@@ -88,6 +93,7 @@ class Controller(Generic[K]):
         self._workers = workers
         self._queue: WorkQueue[K] = WorkQueue(name, backoff)
         self._gauges = gauges
+        self._unexpected = unexpected or UnexpectedErrors()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- what event handlers may do ----------------------------------------
@@ -150,7 +156,7 @@ class Controller(Generic[K]):
                     log.warning(
                         "%s: %s (retrying in %.1fs)",
                         type(exc).__name__,
-                        _api_error_text(exc),
+                        api_error_text(exc),
                         delay,
                     )
                 except NotLeading as exc:
@@ -158,10 +164,18 @@ class Controller(Generic[K]):
                     # manager cancels the workers), the new leader takes the key.
                     delay = queue.add_rate_limited(key)
                     log.warning("%s; not done here", exc)
-                except Exception:
+                except Exception as exc:
                     delay = queue.add_rate_limited(key)
-                    log.exception("unexpected error (retrying in %.1fs)", delay)
+                    self._unexpected.report(
+                        log,
+                        self.name,
+                        key,
+                        exc,
+                        "unexpected error (retrying in %.1fs)",
+                        delay,
+                    )
                 else:
+                    self._unexpected.forget(self.name, key)
                     self._apply(key, result)
                 finally:
                     queue.done(key)
@@ -180,9 +194,3 @@ class Controller(Generic[K]):
         if self._gauges is not None:
             self._gauges.depth.labels(self.name).set(len(self._queue))
             self._gauges.delayed.labels(self.name).set(self._queue.delayed)
-
-
-def _api_error_text(exc: Exception) -> str:
-    if isinstance(exc, ApiError):
-        return f"HTTP {exc.status.code} {exc.status.reason or ''}: {exc.status.message or ''}"
-    return str(exc) or type(exc).__name__

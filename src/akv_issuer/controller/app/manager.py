@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import logging
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +30,11 @@ from aiohttp import web
 from lightkube import AsyncClient, ConfigError, KubeConfig
 
 from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
-from akv_issuer.controller.core import (
-    COMPONENT,
-    ControllerConfig,
-    IssuerSigners,
-    KeyVaultCalls,
-    SignSlots,
-)
+from akv_issuer.controller.core import COMPONENT, ControllerConfig, KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -118,9 +112,13 @@ class Manager:
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
         self.sa_tokens = identity.setup(self.client, self.metrics)
-        self.keyvault = keyvault or make_keyvault(config, self.sa_tokens.token)
+        access = keyvault or make_keyvault(config, self.sa_tokens.token)
         self.events = EventRecorder(
-            self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
+            self.client,
+            COMPONENT,
+            config.identity,
+            dropped=self.metrics.events_dropped,
+            unexpected=self.metrics.unexpected,
         )
         self.elector: LeaderElector | None = None
         if config.leader_elect:
@@ -134,17 +132,15 @@ class Manager:
                     renew_deadline=config.renew_deadline,
                     retry_period=config.retry_period,
                 ),
+                unexpected=self.metrics.unexpected,
             )
-        # Fencing: no Key Vault sign once the lease may have passed to a standby.
-        self.fence: Callable[[], None] = (
-            self.elector.ensure_leading if self.elector is not None else no_fence
-        )
-        self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
-        self.signers = IssuerSigners(
-            self.keyvault,
-            self.keyvault_calls,
-            SignSlots(config.concurrency, self.metrics.signs_in_flight),
-            self.fence,
+        # The one way to Key Vault: counted, --concurrency sign slots, and fenced:
+        # no Key Vault sign once the lease may have passed to a standby.
+        self.keyvault = KeyVaultGateway(
+            access,
+            self.metrics,
+            concurrency=config.concurrency,
+            fence=self.elector.ensure_leading if self.elector is not None else no_fence,
         )
         self.controllers: list[Controller[Any]] = []
         self._watches: dict[str, _Watch] = {}
@@ -338,7 +334,8 @@ async def run_controller(config: ControllerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     manager = Manager(config)
     log.info(
-        "controller starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        "akv-issuer %s starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        build_info().describe(),
         config.cluster_resource_namespace,
         config.concurrency,
         config.retry_budget,

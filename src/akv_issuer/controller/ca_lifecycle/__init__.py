@@ -26,7 +26,7 @@ __all__ = ["setup"]
 
 
 def setup(host: Host, issuers: IssuerSide) -> None:
-    issuers.renew_ca_with(Renewer(host.keyvault, host.keyvault_calls, host.fence))
+    issuers.renew_ca_with(Renewer(host.keyvault))
     reissuer = Reissuer(host.client, host.metrics, on_done=issuers.request_check)
     issuers.follow(ReissueOnCAChange(reissuer))
     issuers.follow(TrustBundlePublisher(host.config, host.client, host.metrics, host.events))

@@ -26,8 +26,6 @@ while the current certificate is valid.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import TypeVar
 
 from cryptography import x509
 
@@ -38,15 +36,12 @@ from akv_issuer.controller.core import (
     DUE_MANUAL,
     RENEWAL_FAILED,
     RENEWED,
-    CountedCall,
-    FencedSigner,
+    KeyVaultGateway,
     Renewal,
+    keyvault_failure_text,
 )
-from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultAccess, KeyVaultError
+from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultError
 from akv_issuer.pki import CAChain, PKIError, SignatureAlgorithm, is_self_signed
-from akv_issuer.runtime.leader import no_fence
-
-T = TypeVar("T")
 
 
 def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:
@@ -59,15 +54,11 @@ def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> d
 
 class Renewer:
     """The CA renewal ``ca_lifecycle.setup`` plugs into the issuer check
-    (``core.CARenewal``): :func:`renew_if_due` with this process's Key Vault,
-    counted calls and leader fence."""
+    (``core.CARenewal``): :func:`renew_if_due` through this process's Key Vault
+    gateway (counted, the renewal's sign in a sign slot and fenced)."""
 
-    def __init__(
-        self, keyvault: KeyVaultAccess, count: CountedCall, fence: Callable[[], None] = no_fence
-    ) -> None:
+    def __init__(self, keyvault: KeyVaultGateway) -> None:
         self._kv = keyvault
-        self._count = count
-        self._fence = fence
 
     async def __call__(
         self,
@@ -79,26 +70,22 @@ class Renewer:
         now: dt.datetime,
         /,
     ) -> tuple[CAChain, Renewal | None]:
-        return await renew_if_due(
-            self._kv, self._count, spec, auth, key, algorithm, ca, now, self._fence
-        )
+        return await renew_if_due(self._kv, spec, auth, key, algorithm, ca, now)
 
 
 async def renew_if_due(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: KeyVaultGateway,
     spec: IssuerSpec,
     auth: AuthConfig,
     key: KeyInfo,
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
-    fence: Callable[[], None] = no_fence,
 ) -> tuple[CAChain, Renewal | None]:
     """The CA chain to sign with, and what renewal did (None: not due).
 
-    ``NotLeading`` from ``fence`` propagates: the check is abandoned, not
-    reported as a failed renewal; the new leader renews."""
+    ``NotLeading`` from the gateway's fence propagates: the check is abandoned,
+    not reported as a failed renewal; the new leader renews."""
     due_at = renewal_due_at(ca.ca, spec.ca_renewal.renew_before)
     if now < due_at:
         return ca, None
@@ -134,15 +121,12 @@ async def renew_if_due(
             "a renewed certificate stored as a new secret version would not be used",
         )
     try:
-        renewed = await _renew_root(keyvault, count, spec, auth, key, algorithm, ca, now, fence)
+        renewed = await _renew_root(keyvault, spec, auth, key, algorithm, ca, now)
     except KeyVaultError as err:
-        detail = (err.message or err.kind.value).splitlines()[0]
-        if err.code:
-            detail += f" ({err.code})"
         return ca, Renewal(
             RENEWAL_FAILED,
-            f"renewing the root CA certificate (expires at {expires}) failed: Key Vault: "
-            f"{detail}; retried at the next check",
+            f"renewing the root CA certificate (expires at {expires}) failed: "
+            f"{keyvault_failure_text(err)}; retried at the next check",
         )
     except PKIError as err:
         return ca, Renewal(RENEWAL_FAILED, f"renewing the root CA certificate failed: {err.reason}")
@@ -156,29 +140,27 @@ async def renew_if_due(
 
 
 async def _renew_root(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: KeyVaultGateway,
     spec: IssuerSpec,
     auth: AuthConfig,
     key: KeyInfo,
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
-    fence: Callable[[], None],
 ) -> tuple[CAChain, str]:
     """The same key version's root again (:func:`akv_issuer.ca.recertify_root`),
     as ``ca rotate`` makes one for a new version."""
     template = RootTemplate.renewing(ca.ca, lifetime=spec.ca_renewal.lifetime)
-    vault = CAVault(keyvault, spec.key_vault_base_url, auth, count)
-    # Fenced: two replicas never both renew.
-    signer = FencedSigner(keyvault.signer(key, auth), count, fence)
+    # Through the gateway: every call counted, and the sign in a sign slot and
+    # fenced like every other sign, so two replicas never both renew.
+    vault = CAVault(keyvault, spec.key_vault_base_url, auth)
     renewed = await recertify_root(
         vault,
         spec.ca_secret_name,
         key,
         template,
         algorithm,
-        signer,
+        vault.signer(key),
         now,
         tags={"renewed-by": "azure-keyvault-issuer"},
     )

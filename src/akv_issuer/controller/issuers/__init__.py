@@ -27,7 +27,6 @@ def setup(
     checker = IssuerChecker(
         host.client,
         host.keyvault,
-        host.keyvault_calls,
         config.cluster_resource_namespace,
         issuer_ambient_credentials=config.issuer_ambient_credentials,
         service_account_tokens=service_account_tokens,

@@ -15,7 +15,6 @@ import base64
 import datetime as dt
 import logging
 import os
-from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -40,13 +39,14 @@ from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
-    CountedCall,
     IssuerHooks,
     IssuerKey,
+    KeyVaultGateway,
     Renewal,
     ca_failure,
     keyvault_failure,
     owner_namespace,
+    permissions,
 )
 from akv_issuer.controller.issuers.signing_key import check_usable, issuer_algorithm
 from akv_issuer.keyvault import (
@@ -57,7 +57,6 @@ from akv_issuer.keyvault import (
     ClientSecret,
     FederatedServiceAccount,
     KeyInfo,
-    KeyVaultAccess,
     KeyVaultError,
     WorkloadIdentity,
     is_managed_hsm,
@@ -74,15 +73,12 @@ from akv_issuer.pki import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 
 class IssuerChecker:
     def __init__(
         self,
         client: AsyncClient,
-        keyvault: KeyVaultAccess,
-        count: CountedCall,
+        keyvault: KeyVaultGateway,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
@@ -90,9 +86,8 @@ class IssuerChecker:
         hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
+        # Every Key Vault call goes through the gateway (counted).
         self._kv = keyvault
-        # Every Key Vault call, counted by operation and status.
-        self.kv_call = count
         # The CA renewal a feature plugged in (ca_lifecycle), if any.
         self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
@@ -111,9 +106,8 @@ class IssuerChecker:
         auth = await self._auth(key, spec)
 
         try:
-            key_info = await self.kv_call(
-                "get_key",
-                self._kv.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+            key_info = await self._kv.get_key(
+                spec.key_vault_base_url, spec.key_name, spec.key_version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(
@@ -189,10 +183,7 @@ class IssuerChecker:
         if isinstance(source, KeyVaultCertificateCA):
             vault = source.vault_base_url or spec.key_vault_base_url
             try:
-                cert = await self.kv_call(
-                    "get_certificate",
-                    self._kv.get_certificate(vault, source.name, source.version, auth),
-                )
+                cert = await self._kv.get_certificate(vault, source.name, source.version, auth)
             except KeyVaultError as err:
                 raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
             try:
@@ -211,9 +202,8 @@ class IssuerChecker:
                 retryable=False,
             )
         try:
-            secret = await self.kv_call(
-                "get_secret",
-                self._kv.get_secret(source.vault_base_url, source.name, source.version, auth),
+            secret = await self._kv.get_secret(
+                source.vault_base_url, source.name, source.version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
@@ -229,13 +219,9 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                raise CheckFailed(
-                    IssuerReason.CA_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
-                ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
         if not value.strip():
@@ -255,7 +241,7 @@ class IssuerChecker:
         """The newest enabled older version of the key whose public key the CA
         secret holds a certificate for, with that chain; None if there is none
         (the rule: :func:`akv_issuer.ca.key_version_of_ca`)."""
-        vault = CAVault(self._kv, spec.key_vault_base_url, auth, self.kv_call)
+        vault = CAVault(self._kv, spec.key_vault_base_url, auth)
         try:
             return await key_version_of_ca(vault, spec.key_name, secret_value, latest, now)
         except KeyVersionUnreadable as err:
@@ -353,13 +339,11 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
                 raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
                 ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)
         if raw is None and secret.stringData:
             raw_text = secret.stringData.get(ref.key)
@@ -376,3 +360,18 @@ class IssuerChecker:
             secret=value.strip(),
             authority_host=authority_host,
         )
+
+
+def kubernetes_failure(where: str, err: ApiError) -> CheckFailed:
+    """The Kubernetes API failed reading ``where`` (not a 404 or 403): its own
+    reason, with the API's status, retried with backoff (and no sooner than a
+    Retry-After the API server sent)."""
+    status = err.status
+    answer = " ".join(str(part) for part in (status.code, status.reason) if part)
+    detail = f"{where}: the Kubernetes API answered {answer or 'an error'}"
+    if status.message:
+        detail += f": {status.message}"
+    retry_after = status.details.retryAfterSeconds if status.details is not None else None
+    return CheckFailed(
+        IssuerReason.KUBERNETES_API_ERROR, detail, retry_after=float(retry_after or 0) or None
+    )

@@ -14,7 +14,7 @@ from akv_issuer.controller.core import ControllerConfig, Host, IssuerSide
 from akv_issuer.controller.requests.certificaterequest import CertificateRequests
 from akv_issuer.controller.requests.flow import RequestFlow, RequestT
 from akv_issuer.controller.requests.kind import RequestKind
-from akv_issuer.controller.requests.kubecsr import KubeCSRs
+from akv_issuer.controller.requests.kubecsr import KubeCSRs, ReferenceReviews
 from akv_issuer.controller.requests.signing import RequestSigner
 
 __all__ = ["KUBERNETES_WORKERS", "KUBE_CSR_WORKERS", "RequestFlow", "request_workers", "setup"]
@@ -38,9 +38,10 @@ def request_workers(config: ControllerConfig) -> int:
 
 
 def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
-    """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``)."""
+    """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``,
+    with the reference reviews of namespaced Issuers' CSRs beside their flow)."""
     config = host.config
-    signer = RequestSigner(host.signers, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics)
     flows: list[RequestFlows] = [
         _flow(
             host,
@@ -51,7 +52,16 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
         )
     ]
     if config.kubernetes_csrs:
-        flows.append(_flow(host, issuers, signer, KubeCSRs(host.api), KUBE_CSR_WORKERS))
+        csrs = KubeCSRs(host.api)
+        flow = _flow(host, issuers, signer, csrs, KUBE_CSR_WORKERS)
+        flows.append(flow)
+        # After the flow's handler, on the same informer: a namespaced
+        # Issuer's CSR reaches the flow's signing only once allowed.
+        reviews = ReferenceReviews(
+            csrs, host.client, host.events, host.metrics, wake=flow.controller.enqueue
+        )
+        host.watch(csrs.resource, csrs.name, reviews)
+        host.add_controller(reviews.controller)
     return flows
 
 

@@ -97,6 +97,7 @@ class RequestFlow(Generic[RequestT]):
             workers=workers,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._memory: RequestMemory[RequestT] = RequestMemory()
         self._outcomes = Outcomes(

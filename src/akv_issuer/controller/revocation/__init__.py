@@ -30,7 +30,7 @@ def setup(host: Host, issuers: IssuerSide) -> None:
         issuers,
         store,
         locks,
-        host.signers,
+        host.keyvault,
         host.metrics,
         host.events,
         now=host.now,
@@ -50,4 +50,6 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     host.add_controller(revoker.controller)
     host.add_controller(crls.controller)
     # Every replica serves CRLs, read from the ConfigMaps on demand.
-    host.serve(config.crl_bind_address, CRLServer(store).routes())
+    host.serve(
+        config.crl_bind_address, CRLServer(store, unexpected=host.metrics.unexpected).routes()
+    )
