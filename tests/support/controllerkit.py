@@ -692,12 +692,9 @@ class FakeHost:
         self.kube = kube
         self.clock = clock
         self.config = config or unit_config()
-        if hasattr(kube, "api"):  # the hot path's KubeApi (runtime/kubeapi.py)
-            self.api: Any = kube.api(field_manager=self.config.field_manager)
-            self.client = self.api.client
-        else:
-            self.api = None
-            self.client = kube.client(field_manager=self.config.field_manager)
+        # The hot path's KubeApi (runtime/kubeapi.py) and lightkube's client on it.
+        self.api = kube.api(field_manager=self.config.field_manager)
+        self.client = self.api.client
         self.metrics = Metrics()
         self.events = EventRecorder(self.client, COMPONENT, self.config.identity)
         self.vault = FakeVault()
@@ -766,7 +763,7 @@ class FakeHost:
         controller's workers, as the app does while leading."""
         for name, watch in self.watches.items() if informers else ():
             informer = Informer(
-                self.api or self.client,
+                self.api,
                 watch.resource,
                 self.handler(name),
                 name=name,
@@ -788,4 +785,4 @@ class FakeHost:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await (self.api or self.client).close()
+        await self.api.close()

@@ -309,7 +309,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `akv-issuer --help` does not load the whole controller.
-    from lightkube.core.exceptions import ConfigError
+    from lightkube import ConfigError
 
     from akv_issuer.controller.app.manager import run_controller
     from akv_issuer.controller.observability.audit import AUDIT_LOGGER

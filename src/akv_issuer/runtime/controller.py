@@ -17,6 +17,9 @@ not the reconcile, owns the queue (as controller-runtime's
   its traceback once per key and error type, one line on its retries, counted
   by controller name.
 
+Every line logged during a reconcile names the controller and the key
+(:func:`~.logs.about`), so neither the reconcile nor the lines here pass them.
+
 The reconcile receives the number of failures counted so far for its key,
 so it can tell a first attempt from a retry. Event handlers reach the queue
 only through :meth:`Controller.enqueue` and :meth:`Controller.cancel`.
@@ -36,6 +39,7 @@ from prometheus_client import Gauge
 
 from akv_issuer.runtime.errors import UnexpectedErrors, api_error_text
 from akv_issuer.runtime.leader import NotLeading
+from akv_issuer.runtime.logs import about
 from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -139,45 +143,43 @@ class Controller(Generic[K]):
                 key = await queue.get()
             except ShutDown:
                 return
-            try:
-                result = await self._reconcile(key, queue.failures(key))
-            except asyncio.CancelledError:
-                raise
-            except (ApiError, httpx2.HTTPError) as exc:
-                # The API server refused or could not be reached: expected in
-                # a cluster's life, worth a line, not a traceback.
-                delay = queue.add_rate_limited(key)
-                log.warning(
-                    "%s %s: %s: %s (retrying in %.1fs)",
-                    self.name,
-                    key,
-                    type(exc).__name__,
-                    api_error_text(exc),
-                    delay,
-                )
-            except NotLeading as exc:
-                # The lease may have passed on: this replica stops at once (the
-                # manager cancels the workers), the new leader takes the key.
-                delay = queue.add_rate_limited(key)
-                log.warning("%s %s: %s; not done here", self.name, key, exc)
-            except Exception as exc:
-                delay = queue.add_rate_limited(key)
-                self._unexpected.report(
-                    log,
-                    self.name,
-                    key,
-                    exc,
-                    "%s %s: unexpected error (retrying in %.1fs)",
-                    self.name,
-                    key,
-                    delay,
-                )
-            else:
-                self._unexpected.forget(self.name, key)
-                self._apply(key, result)
-            finally:
-                queue.done(key)
-                self._update_gauges()
+            # Every line logged meanwhile names the controller and the key.
+            with about(self.name, key):
+                try:
+                    result = await self._reconcile(key, queue.failures(key))
+                except asyncio.CancelledError:
+                    raise
+                except (ApiError, httpx2.HTTPError) as exc:
+                    # The API server refused or could not be reached: expected in
+                    # a cluster's life, worth a line, not a traceback.
+                    delay = queue.add_rate_limited(key)
+                    log.warning(
+                        "%s: %s (retrying in %.1fs)",
+                        type(exc).__name__,
+                        api_error_text(exc),
+                        delay,
+                    )
+                except NotLeading as exc:
+                    # The lease may have passed on: this replica stops at once (the
+                    # manager cancels the workers), the new leader takes the key.
+                    delay = queue.add_rate_limited(key)
+                    log.warning("%s; not done here", exc)
+                except Exception as exc:
+                    delay = queue.add_rate_limited(key)
+                    self._unexpected.report(
+                        log,
+                        self.name,
+                        key,
+                        exc,
+                        "unexpected error (retrying in %.1fs)",
+                        delay,
+                    )
+                else:
+                    self._unexpected.forget(self.name, key)
+                    self._apply(key, result)
+                finally:
+                    queue.done(key)
+                    self._update_gauges()
 
     def _apply(self, key: K, result: Result) -> None:
         queue = self._queue

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ class ObjectRef:
     uid: str
 
     @classmethod
-    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+    def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
         meta = obj.get("metadata") or {}
         return cls(
             api_version=str(obj.get("apiVersion") or ""),

@@ -17,12 +17,13 @@ the watch: the error is logged once with its traceback and counted
 (``handler_errors``); the list goes on and the watch stays open. The object
 is handed over again at its next change or the next list.
 
-The informer reads the list pages and the watch stream itself (lightkube's
-requests, its errors) and decodes them with :mod:`.decoding`: into the
-caller's ``shape`` when given (only the fields its handler reads; a handler
-that keeps an object calls :func:`~.decoding.whole` during the call), else
-whole. While one page is decoded and handled, the next is already asked for,
-so the API server encodes it meanwhile (on another core when there is one).
+The informer reads the list pages and the watch stream through
+:class:`~.kubeapi.KubeApi` (lightkube's errors) and decodes them with
+:mod:`.decoding`: into the caller's ``shape`` when given (only the fields its
+handler reads; a handler that keeps an object calls :func:`~.decoding.whole`
+during the call), else whole. While one page is decoded and handled, the next
+is already asked for, so the API server encodes it meanwhile (on another core
+when there is one).
 """
 
 from __future__ import annotations
@@ -34,13 +35,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx2
-from lightkube import ApiError, AsyncClient
-from lightkube.core import decoders
-from lightkube.core.generic_client import ALL_NS
-from lightkube.core.resource import GlobalResource
+from lightkube import ApiError
 from prometheus_client import Counter
 
-from akv_issuer.runtime.decoding import ListPage, ObjectDecoder, Partial, decode_event, decode_list
+from akv_issuer.runtime.decoding import ListPage, ObjectDecoder, Partial, decode_event
+from akv_issuer.runtime.kubeapi import ApiResource, KubeApi, watch_error
+from akv_issuer.runtime.logs import about
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,12 @@ def _is_gone(exc: BaseException) -> bool:
 class Informer:
     def __init__(
         self,
-        client: AsyncClient,
-        resource: type[Any],
+        api: KubeApi,
+        resource: ApiResource,
         handler: Handler,
         *,
         name: str,
-        namespace: str | None = ALL_NS,
+        namespace: str | None = None,
         shape: type | None = None,
         chunk_size: int = 500,
         watch_timeout: int = 300,
@@ -92,18 +92,19 @@ class Informer:
         sleep: Callable[[float], Any] = asyncio.sleep,
         handler_errors: Counter | None = None,
     ) -> None:
-        """``shape``: a TypedDict of the fields ``handler`` reads (see
-        :mod:`.decoding`); None hands it whole objects. ``handler_errors``:
+        """``namespace``: None lists and watches every namespace (a
+        cluster-scoped resource has none). ``shape``: a TypedDict of the
+        fields ``handler`` reads (see :mod:`.decoding`); None hands it whole
+        objects. ``handler_errors``:
         a counter with one label, the informer's name, counting exceptions
         the handler raised."""
-        self._client = client
+        self._api = api
         self._resource = resource
         self._handler = handler
         self._decoder = ObjectDecoder(shape)
         self._shape_warnings = 0
         self.name = name
-        # A cluster-scoped resource has no namespace to list in.
-        self._namespace = None if issubclass(resource, GlobalResource) else namespace
+        self._namespace = namespace if resource.namespaced else None
         self._chunk_size = chunk_size
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff(base=0.5, cap=30.0)
@@ -184,16 +185,12 @@ class Informer:
     async def _page(self, continue_token: str) -> ListPage:
         """One page of the list (the first when ``continue_token`` is empty).
         An expired continue token is ``410 Gone``: the list starts over."""
-        generic: Any = self._client._client
-        params: dict[str, Any] = {"limit": self._chunk_size}
-        if continue_token:
-            params["continue"] = continue_token
-        request = generic.prepare_request(
-            "list", self._resource, namespace=self._namespace, params=params
+        return await self._api.list_page(
+            self._resource,
+            namespace=self._namespace,
+            limit=self._chunk_size,
+            continue_token=continue_token,
         )
-        response = await generic.send(generic.build_adapter_request(request))
-        generic.raise_for_status(response)
-        return decode_list(response.content)
 
     def _object(self, raw: Any) -> Obj:
         obj, misfit = self._decoder.decode_lenient(raw)
@@ -208,14 +205,16 @@ class Informer:
         return obj
 
     def _deliver(self, call: Callable[[Obj], None], obj: Obj, event: str) -> None:
-        """Hand ``obj`` to the handler; an exception it raises costs this object only."""
-        try:
-            call(obj)
-        except Exception:
-            self._handler_failed(event, object_key(obj))
-        finally:
-            if isinstance(obj, Partial):
-                obj.release()
+        """Hand ``obj`` to the handler; an exception it raises costs this object
+        only. Lines logged meanwhile name the informer and the object's key."""
+        with about(self.name, obj, object_key):
+            try:
+                call(obj)
+            except Exception:
+                self._handler_failed(event, object_key(obj))
+            finally:
+                if isinstance(obj, Partial):
+                    obj.release()
 
     def _handler_failed(self, event: str, what: str) -> None:
         # Inside an except block: log.exception adds the traceback, once.
@@ -230,30 +229,20 @@ class Informer:
         )
 
     async def _watch(self, resource_version: str) -> str:
-        generic: Any = self._client._client
-        request = generic.prepare_request(
-            "list",
-            self._resource,
-            namespace=self._namespace,
-            watch=True,
-            params={"timeoutSeconds": self._watch_timeout, "resourceVersion": resource_version},
-        )
-        # No read timeout on the client's side (lightkube's own for watches):
-        # a quiet watch is no error, the server ends it after timeoutSeconds.
-        request.timeout = generic._watch_timeout
         last = resource_version
         try:
-            response = await generic.send(generic.build_adapter_request(request), stream=True)
-            try:
-                if response.is_error:
-                    await response.aread()  # the Status in the body names the error
-                    generic.raise_for_status(response)
-                async for line in response.aiter_lines():
+            async with self._api.watch(
+                self._resource,
+                namespace=self._namespace,
+                resource_version=resource_version,
+                timeout_seconds=self._watch_timeout,
+            ) as lines:
+                async for line in lines:
                     if not line:
                         continue
                     event_type, raw = decode_event(line)
                     if event_type == "ERROR":
-                        raise ApiError(status=decoders.decode_status(raw))
+                        raise watch_error(raw)
                     if event_type not in ("ADDED", "MODIFIED", "DELETED"):
                         continue
                     obj = self._object(raw)
@@ -264,8 +253,6 @@ class Informer:
                         self._deliver(self._handler.on_delete, obj, event_type)
                     else:
                         self._deliver(self._handler.on_upsert, obj, event_type)
-            finally:
-                await response.aclose()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""The Kubernetes client's wire: lightkube's httpx2 client over aiohttp's connections.
+"""The Kubernetes client's wire: httpx2 clients over aiohttp's connections.
 
 Every status write, Event and watch event costs the controller a trip through
 the HTTP client, three per certificate. lightkube's own stack (httpx2 ->
@@ -10,11 +10,13 @@ loaded (the Key Vault SDK and the probe servers run on it) and parses HTTP in
 C, coalesces a request's head and body into one send, and keeps its pool in
 a dict keyed by host.
 
-So :class:`AiohttpTransport` replaces only the transport under httpx2: lightkube
-keeps building every request and reading every response through httpx2, so
-its configuration, auth flows (token files re-read, exec plugins, client
-certificates), proxies from the environment (httpx2 mounts its own proxy
-transports for those) and error handling stay as they are. What the transport
+So :class:`AiohttpTransport` replaces only the transport under httpx2 (under
+both clients of :class:`~.kubeapi.KubeApi`: lightkube's and the hot path's,
+which lightkube's ``client_adapter`` builds): every request is still built
+and every response read through httpx2, so lightkube's configuration, auth
+flows (token files re-read, exec plugins, client certificates), proxies from
+the environment (httpx2 mounts its own proxy transports for those) and error
+handling stay as they are. What the transport
 keeps of httpx2's:
 
 - TLS: the ``SSLContext`` lightkube built (CA, client certificate,
@@ -173,5 +175,5 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
 
 def kube_transport(verify: Any, limits: httpx2.Limits) -> httpx2.AsyncBaseTransport:
-    """The transport under lightkube's httpx2 client for the API server."""
+    """The transport under the httpx2 clients of the API server (``KubeApi``)."""
     return AiohttpTransport(verify, limits)

@@ -12,6 +12,16 @@ of their values (a CSR's subject, say) are chosen by whoever made a request.
 Loggers named in ``setup_logging(always_info=...)`` (the controller passes its
 audit logger) are kept at INFO whatever the level, so ``--log-level warning``
 quiets the controller without losing audit records.
+
+Every line says which object it is about without the call site passing it:
+the runtime sets a context variable around each reconcile (the controller's
+name and the key, :class:`~.controller.Controller`) and each informer handler
+call (the informer's name and the object's key), with :func:`about`. The
+handler's :class:`ContextFilter` copies it onto each record made meanwhile
+(``record.controller``, ``record.object``); JSON lines carry it as the
+``controller`` and ``object`` fields, text lines as a ``[controller key]``
+prefix of the message. Tasks started meanwhile inherit it (asyncio copies the
+context into a new task).
 """
 
 from __future__ import annotations
@@ -21,9 +31,59 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 STRUCTURED: Final = "audit"  # the extra attribute holding a record's structured fields
+# The record attributes naming the object a line is about (set by ContextFilter).
+CONTROLLER: Final = "controller"
+OBJECT: Final = "object"
+
+# (controller or informer name, subject, how to name the subject): the key is
+# only worked out when a line is logged, not for every object an informer hands on.
+_Context = tuple[str, object, Callable[[Any], str]]
+_CONTEXT: ContextVar[_Context | None] = ContextVar("akv_issuer_log_context", default=None)
+
+
+@contextmanager
+def about(controller: str, subject: object, describe: Callable[[Any], str] = str) -> Iterator[None]:
+    """Lines logged inside the block are about ``describe(subject)`` (an
+    object's key) of ``controller`` (a work queue's or an informer's name)."""
+    token = _CONTEXT.set((controller, subject, describe))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current_object() -> tuple[str, str] | None:
+    """(controller, key) of the block :func:`about` is in, or None."""
+    context = _CONTEXT.get()
+    if context is None:
+        return None
+    controller, subject, describe = context
+    return controller, describe(subject)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the object a record is about (:func:`about`) to the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if CONTROLLER not in record.__dict__:
+            found = current_object()
+            if found is not None:
+                record.__dict__[CONTROLLER], record.__dict__[OBJECT] = found
+        return True
+
+
+def _prefix(record: logging.LogRecord) -> str:
+    controller = record.__dict__.get(CONTROLLER)
+    if controller is None:
+        return ""
+    return f"[{controller} {record.__dict__.get(OBJECT)}] "
+
 
 _REDACTIONS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1[REDACTED]"),
@@ -96,7 +156,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("resource", "kind", "namespace", "name", "uid", "reason"):
+        for key in (CONTROLLER, OBJECT, "resource", "kind", "namespace", "name", "uid", "reason"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value
@@ -111,10 +171,15 @@ class JSONFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The usual text line, then a record's structured fields as compact JSON."""
+    """The usual text line (``[controller key]`` before the message when it is
+    about an object), then a record's structured fields as compact JSON."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(about)s%(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.about = _prefix(record)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -136,6 +201,7 @@ def setup_logging(
         handler.setFormatter(TextFormatter())
     else:
         raise ValueError(f"unknown log format {fmt!r}")
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypedDict
 
-from lightkube import AsyncClient
+from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
+from akv_devcluster import DevCluster
 from akv_issuer.runtime.decoding import Partial, whole
 from akv_issuer.runtime.informer import Informer, object_key
+from akv_issuer.runtime.kubeapi import ApiResource, KubeApi
+
+CONFIGMAPS = ApiResource("", "v1", "configmaps", namespaced=True)
 
 
 class _Meta(TypedDict, total=False):
@@ -69,14 +73,28 @@ async def _config_maps(client: AsyncClient, namespace: str, names: list[str]) ->
 
 
 async def test_pages_shapes_watch_and_a_deletion_missed(
-    kube_client: AsyncClient, namespace: str
+    devcluster: DevCluster, kube_client: AsyncClient, namespace: str
+) -> None:
+    # The controller's own hot path (on its aiohttp transport, lightkube's TLS
+    # and auth from the kubeconfig), against the real API server.
+    config = KubeConfig.from_file(devcluster.kubeconfig_path).get()
+    assert config is not None
+    api = KubeApi.connect(config)
+    try:
+        await _pages_shapes_watch_and_a_deletion_missed(api, kube_client, namespace)
+    finally:
+        await api.close()
+
+
+async def _pages_shapes_watch_and_a_deletion_missed(
+    api: KubeApi, kube_client: AsyncClient, namespace: str
 ) -> None:
     names = [f"cm-{i}" for i in range(7)]
     await _config_maps(kube_client, namespace, names)
     recorder = _Recorder()
     informer = Informer(
-        kube_client,
-        ConfigMap,
+        api,
+        CONFIGMAPS,
         recorder,
         name="cms",
         namespace=namespace,
@@ -110,9 +128,7 @@ async def test_pages_shapes_watch_and_a_deletion_missed(
 
     # Deleted while no watch was open: the next list leaves it out.
     await kube_client.delete(ConfigMap, "cm-2", namespace=namespace)
-    again = Informer(
-        kube_client, ConfigMap, recorder, name="cms", namespace=namespace, chunk_size=2
-    )
+    again = Informer(api, CONFIGMAPS, recorder, name="cms", namespace=namespace, chunk_size=2)
     task = asyncio.create_task(again.run())
     try:
         await asyncio.wait_for(again.synced.wait(), 30)

@@ -2,7 +2,8 @@
 
 :class:`FakeKube` holds the state and answers ``httpx2`` requests (through
 :class:`~support.fakekube.transport.FakeTransport`, so the code under test
-talks to it with a real ``lightkube.AsyncClient``); tests also read and
+talks to it with a real ``lightkube.AsyncClient``, or the controller's own
+``KubeApi`` on one); tests also read and
 change the state directly (``add``, ``get``, ``modify``, ``remove``) and
 inject faults. See ``README.md`` beside this file for the semantics served
 and what is left out.
@@ -23,6 +24,8 @@ import httpx2
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 from lightkube.core import resource as lightkube_resource
+
+from akv_issuer.runtime.kubeapi import KubeApi
 
 from . import fields
 from .errors import REASONS, ApiStatus, no_such_resource, not_found, status_body
@@ -119,6 +122,30 @@ class FakeKube(RestVerbs):
             field_manager=field_manager,
             timeout=httpx2.Timeout(timeout),
             transport=FakeTransport(self),
+            trust_env=False,
+        )
+
+    def api(
+        self,
+        *,
+        field_manager: str | None = None,
+        namespace: str = "default",
+        timeout: float = 30.0,
+    ) -> KubeApi:
+        """The controller's hot path (``akv_issuer.runtime.kubeapi.KubeApi``)
+        on this fake; its ``.client`` is a real ``lightkube.AsyncClient`` on the
+        same transport. Close it with ``await api.close()``."""
+        from .transport import FakeTransport
+
+        config = KubeConfig.from_one(
+            cluster=Cluster(server=SERVER), user=User(), namespace=namespace
+        ).get()
+        assert config is not None
+        return KubeApi(
+            config,
+            transport=FakeTransport(self),
+            field_manager=field_manager,
+            timeout=timeout,
             trust_env=False,
         )
 

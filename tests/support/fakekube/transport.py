@@ -3,8 +3,8 @@
 lightkube builds every request and reads every response through ``httpx2``
 as it does against a real cluster (the controller's own client runs on
 ``akv_issuer.runtime.kubehttp.AiohttpTransport`` in the same place); only the
-wire is replaced. Requests sent through lightkube's generic client
-(``AsyncClient._client``) arrive here the same way.
+wire is replaced. The requests of ``akv_issuer.runtime.kubeapi.KubeApi``
+(``FakeKube.api()``) arrive here the same way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """runtime.Informer on the in-memory API server: pages, watch, resume, 410, errors.
 
-Every test runs the informer's real list and watch requests through a real
-lightkube client against :class:`~support.fakekube.FakeKube`; backoff sleeps
-and watch timeouts run on a :class:`~support.fakeclock.FakeClock`, so
+Every test runs the informer's real list and watch requests through the
+controller's ``KubeApi`` against :class:`~support.fakekube.FakeKube`; backoff
+sleeps and watch timeouts run on a :class:`~support.fakeclock.FakeClock`, so
 nothing waits for real time.
 """
 
@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient
 from lightkube.resources.core_v1 import ConfigMap
 from prometheus_client import CollectorRegistry, Counter
 
 from akv_issuer.runtime.informer import Informer, object_key
+from akv_issuer.runtime.kubeapi import ApiResource, KubeApi
 from akv_issuer.runtime.queue import Backoff
 from support.fakeclock import FakeClock, wait_until
 from support.fakekube import FakeKube
 
 NS = "default"
+CONFIGMAPS = ApiResource("", "v1", "configmaps", namespaced=True)
 
 
 def configmap(name: str, value: str = "1") -> dict[str, Any]:
@@ -65,7 +66,7 @@ class Recorder:
 class Setup:
     kube: FakeKube
     clock: FakeClock
-    client: AsyncClient
+    api: KubeApi
     recorder: Recorder
     informer: Informer
     errors: Counter
@@ -80,23 +81,23 @@ Start = Callable[..., Awaitable[Setup]]
 @pytest.fixture
 async def start() -> AsyncIterator[Start]:
     tasks: list[asyncio.Task[None]] = []
-    clients: list[AsyncClient] = []
+    clients: list[KubeApi] = []
 
     async def make(
         kube: FakeKube | None = None, *, recorder: Recorder | None = None, **options: Any
     ) -> Setup:
         clock = kube.clock if kube is not None else FakeClock()
         kube = kube or FakeKube(clock)
-        client = kube.client()
-        clients.append(client)
+        api = kube.api()
+        clients.append(api)
         recorder = recorder or Recorder()
         errors = Counter(
             "informer_handler_errors", "test", ["informer"], registry=CollectorRegistry()
         )
         options.setdefault("backoff", Backoff(base=0.5, cap=30.0, jitter=0.0))
         informer = Informer(
-            client,
-            ConfigMap,
+            api,
+            CONFIGMAPS,
             recorder,
             name="configmaps",
             sleep=clock.sleep,
@@ -104,7 +105,7 @@ async def start() -> AsyncIterator[Start]:
             **options,
         )
         tasks.append(asyncio.create_task(informer.run()))
-        return Setup(kube, clock, client, recorder, informer, errors)
+        return Setup(kube, clock, api, recorder, informer, errors)
 
     yield make
     for task in tasks:

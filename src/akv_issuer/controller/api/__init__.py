@@ -1,6 +1,8 @@
 """The issuer's Kubernetes API, one concept per module.
 
-- :mod:`.names`: group, kinds, plurals, lightkube resource classes, signer
+- :mod:`.names`: group, kinds, plurals, lightkube resource classes, the
+  watched kinds' API paths (``ApiResource``: ``ISSUERS``, ``CLUSTER_ISSUERS``,
+  ``CERTIFICATE_REQUESTS``, ``KUBE_CSRS``), signer
   names, condition types and reasons;
 - :mod:`.conditions`: the one :class:`Condition` view, :func:`find_condition`,
   :func:`make_condition` and the ``metav1.Time`` helpers
@@ -30,8 +32,10 @@ from akv_issuer.controller.api.names import (
     CERT_MANAGER_VERSION,
     CERTIFICATE_REQUEST_KIND,
     CERTIFICATE_REQUEST_PLURAL,
+    CERTIFICATE_REQUESTS,
     CLUSTER_ISSUER_KIND,
     CLUSTER_ISSUER_PLURAL,
+    CLUSTER_ISSUERS,
     CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     CONDITION_READY,
@@ -40,8 +44,10 @@ from akv_issuer.controller.api.names import (
     ISSUER_KIND,
     ISSUER_KINDS,
     ISSUER_PLURAL,
+    ISSUERS,
     KEY_VERSION_CURRENT_REASON,
     KEY_VERSION_PENDING_REASON,
+    KUBE_CSRS,
     VERSION,
     Certificate,
     CertificateRequest,
@@ -87,10 +93,12 @@ from akv_issuer.controller.api.status import build_issuer_status, first_certific
 
 __all__ = [
     "API_VERSION",
+    "CERTIFICATE_REQUESTS",
     "CERTIFICATE_REQUEST_KIND",
     "CERTIFICATE_REQUEST_PLURAL",
     "CERT_MANAGER_GROUP",
     "CERT_MANAGER_VERSION",
+    "CLUSTER_ISSUERS",
     "CLUSTER_ISSUER_KIND",
     "CLUSTER_ISSUER_PLURAL",
     "CONDITION_CA_RENEWAL_DUE",
@@ -99,11 +107,13 @@ __all__ = [
     "CONDITION_REISSUING",
     "ENTRA_TOKEN_EXCHANGE_AUDIENCE",
     "GROUP",
+    "ISSUERS",
     "ISSUER_KIND",
     "ISSUER_KINDS",
     "ISSUER_PLURAL",
     "KEY_VERSION_CURRENT_REASON",
     "KEY_VERSION_PENDING_REASON",
+    "KUBE_CSRS",
     "MAX_BACKDATE",
     "SIGNATURE_ALGORITHMS",
     "SPEC_FIELDS",

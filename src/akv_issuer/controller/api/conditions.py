@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from akv_issuer.controller.api.names import ConditionStatus
+from akv_issuer.controller.api.objects import ConditionFields
 
 __all__ = [
     "Condition",
@@ -114,9 +115,9 @@ def make_condition(
     *,
     observed_generation: int | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> ConditionFields:
     """One entry of ``status.conditions`` in the CRD's shape, for a status write."""
-    condition: dict[str, Any] = {
+    condition: ConditionFields = {
         "type": type_,
         "status": str(ConditionStatus(status)),
         "reason": reason,

@@ -13,6 +13,8 @@ from typing import Final
 
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 
+from akv_issuer.runtime.kubeapi import ApiResource
+
 GROUP: Final = "azure-keyvault-issuer.gonicus.de"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
@@ -47,6 +49,18 @@ Certificate = create_namespaced_resource(
 KubeCertificateSigningRequest = create_global_resource(
     "certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests"
 )
+
+KUBE_CSR_GROUP: Final = "certificates.k8s.io"
+KUBE_CSR_PLURAL: Final = "certificatesigningrequests"
+
+# Where the watched kinds live, for the hot path's own requests
+# (runtime/kubeapi.py: lists, watches, the request kinds' reads and status writes).
+ISSUERS: Final = ApiResource(GROUP, VERSION, ISSUER_PLURAL, namespaced=True)
+CLUSTER_ISSUERS: Final = ApiResource(GROUP, VERSION, CLUSTER_ISSUER_PLURAL, namespaced=False)
+CERTIFICATE_REQUESTS: Final = ApiResource(
+    CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, CERTIFICATE_REQUEST_PLURAL, namespaced=True
+)
+KUBE_CSRS: Final = ApiResource(KUBE_CSR_GROUP, "v1", KUBE_CSR_PLURAL, namespaced=False)
 
 
 def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> str:

@@ -14,11 +14,12 @@ from typing import Any
 from cryptography import x509
 
 from akv_issuer.controller.api.conditions import format_time
+from akv_issuer.controller.api.objects import ConditionFields, IssuerStatus
 
 
 def build_issuer_status(
     *,
-    conditions: Sequence[Mapping[str, Any]],
+    conditions: Sequence[ConditionFields],
     ca_certificate_pem: bytes | None = None,
     key_id: str | None = None,
     key_version: str | None = None,
@@ -26,13 +27,13 @@ def build_issuer_status(
     ca_not_after: datetime | None = None,
     last_check_time: datetime | None = None,
     key_attestation: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> IssuerStatus:
     """The ``status`` object of an Issuer / ClusterIssuer, in the CRD's shape.
 
     Fields left None are omitted, so a server-side apply with this body drops
     values that no longer hold (e.g. the CA after the secret vanished).
     """
-    status: dict[str, Any] = {"conditions": [dict(c) for c in conditions]}
+    status: IssuerStatus = {"conditions": [c.copy() for c in conditions]}
     if ca_certificate_pem is not None:
         # format: byte -- the Go version stored []byte, i.e. base64 of the PEM.
         status["caCertificate"] = base64.b64encode(ca_certificate_pem).decode("ascii")

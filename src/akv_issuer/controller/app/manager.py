@@ -27,9 +27,7 @@ from typing import Any
 
 import httpx2
 from aiohttp import web
-from lightkube import AsyncClient, KubeConfig
-from lightkube.config.client_adapter import verify_cluster
-from lightkube.core.exceptions import ConfigError
+from lightkube import AsyncClient, ConfigError, KubeConfig
 
 from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
 from akv_issuer.controller.core import COMPONENT, ControllerConfig, KeyVaultGateway
@@ -40,7 +38,7 @@ from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
-from akv_issuer.runtime.kubehttp import kube_transport
+from akv_issuer.runtime.kubeapi import ApiResource, KubeApi
 from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector, no_fence
 from akv_issuer.runtime.servers import Probes, Servers
 
@@ -56,7 +54,7 @@ EXIT_FAILED = 1
 _OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4 + 2 + 1 + 2
 
 
-def make_client(config: ControllerConfig) -> AsyncClient:
+def make_api(config: ControllerConfig) -> KubeApi:
     kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
     single = kube.get()
     if single is None or single.user is None:
@@ -67,15 +65,11 @@ def make_client(config: ControllerConfig) -> AsyncClient:
     # many as can be busy at once. The TLS settings are lightkube's own.
     workers = request_workers(config) + KUBE_CSR_WORKERS + config.issuer_concurrency
     busy = workers + _OTHER_CONNECTIONS
-    transport = kube_transport(
-        verify_cluster(single.cluster, single.user, single.abs_file),
-        httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
-    )
-    return AsyncClient(
-        config=single,
+    return KubeApi.connect(
+        single,
         field_manager=config.field_manager,
-        timeout=httpx2.Timeout(30.0),
-        transport=transport,
+        timeout=30.0,
+        limits=httpx2.Limits(max_connections=busy + 16, max_keepalive_connections=busy),
     )
 
 
@@ -107,13 +101,14 @@ class Manager:
         self,
         config: ControllerConfig,
         *,
-        client: AsyncClient | None = None,
+        api: KubeApi | None = None,
         keyvault: KeyVaultAccess | None = None,
     ) -> None:
         self.config = config
         self.now = utc_now
         self.metrics = Metrics()
-        self.client = client or make_client(config)
+        self.api = api or make_api(config)
+        self.client: AsyncClient = self.api.client
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
         self.sa_tokens = identity.setup(self.client, self.metrics)
@@ -161,7 +156,7 @@ class Manager:
         chunk = config.list_chunk_size
         self.informers = [
             Informer(
-                self.client,
+                self.api,
                 watch.resource,
                 watch.handler(),
                 name=name,
@@ -188,14 +183,14 @@ class Manager:
         self.controllers.append(controller)
 
     def watch(
-        self, resource: Any, name: str, handler: Handler, *, shape: type | None = None
+        self, resource: ApiResource, name: str, handler: Handler, *, shape: type | None = None
     ) -> None:
         watch = self._watches.get(name)
         if watch is None:
             self._watches[name] = _Watch(resource, shape, [handler])
             return
-        if watch.resource is not resource:
-            raise ValueError(f"informer {name!r} already watches {watch.resource.__name__}")
+        if watch.resource != resource:
+            raise ValueError(f"informer {name!r} already watches {watch.resource.plural}")
         watch.handlers.append(handler)
 
     def serve(self, bind_address: str, routes: list[web.RouteDef]) -> None:
@@ -234,7 +229,7 @@ class Manager:
             with contextlib.suppress(Exception):
                 await self.keyvault.close()
             with contextlib.suppress(Exception):
-                await self.client.close()
+                await self.api.close()
 
     async def _run(self, stop: asyncio.Event) -> int:
         stop_wait = asyncio.create_task(stop.wait(), name="stop")
@@ -352,7 +347,7 @@ async def run_controller(config: ControllerConfig) -> int:
 class _Watch:
     """One informer: the first feature's resource and shape, every feature's handler."""
 
-    resource: Any
+    resource: ApiResource
     shape: type | None
     handlers: list[Handler]
 

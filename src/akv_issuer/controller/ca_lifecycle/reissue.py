@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from lightkube import ApiError, AsyncClient
-from lightkube.core.generic_client import ALL_NS
+from lightkube import ALL_NS, ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
@@ -49,6 +48,7 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     FeatureCondition,
@@ -318,7 +318,7 @@ class ReissueOnCAChange:
     def __init__(self, reissuer: Reissuer) -> None:
         self._reissuer = reissuer
 
-    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+    def checked(self, obj: IssuerObject, checked: CheckedIssuer) -> FollowUp:
         key = checked.key
         if not checked.spec.reissue.on_ca_change:
             self._reissuer.stop(key)
@@ -340,7 +340,7 @@ class ReissueOnCAChange:
             recheck_within=REISSUE_PROGRESS_INTERVAL if active is not None else None,
         )
 
-    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def settled(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         return True
 
     def forget(self, key: IssuerKey) -> None:

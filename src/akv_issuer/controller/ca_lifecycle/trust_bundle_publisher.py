@@ -23,6 +23,7 @@ from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import TrustBundleSpec
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.ca_lifecycle.trust_bundle import (
     ANNOTATION_STATE,
     EVENT_FAILED,
@@ -81,10 +82,10 @@ class TrustBundlePublisher:
         self._written.pop(key, None)
         self._last_failure.pop(key, None)
 
-    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+    def checked(self, obj: IssuerObject, checked: CheckedIssuer) -> FollowUp:
         return FollowUp()
 
-    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def settled(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """:meth:`publish`: a bundle that cannot be written leaves the issuer
         Ready (signing does not need it): an event, a metric, and a retry."""
         return await self.publish(obj, checked, now)
@@ -92,7 +93,7 @@ class TrustBundlePublisher:
     async def close(self) -> None:
         return None
 
-    async def publish(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def publish(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """Bring the bundle up to date; False when it could not be (an event
         says why, and the caller retries with backoff)."""
         spec = checked.spec.trust_bundle
@@ -168,7 +169,7 @@ class TrustBundlePublisher:
         self._metrics.trust_bundle_certificates.labels(*key.labels).set(len(plan.certificates))
 
     async def _failed(
-        self, obj: dict[str, Any], key: IssuerKey, message: str, *, reason: str = EVENT_FAILED
+        self, obj: IssuerObject, key: IssuerKey, message: str, *, reason: str = EVENT_FAILED
     ) -> bool:
         self._metrics.trust_bundle_failures.labels(*key.labels).inc()
         self._written.pop(key, None)

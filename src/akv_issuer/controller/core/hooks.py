@@ -27,9 +27,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from akv_issuer.controller.api import IssuerSpec
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core.checked import CheckedIssuer, Renewal
 from akv_issuer.controller.core.failures import CheckFailed
 from akv_issuer.controller.core.issuer import IssuerKey
@@ -69,11 +70,11 @@ class CheckFollower(Protocol):
         """The status conditions it owns: a failed check keeps them as they are."""
         ...
 
-    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+    def checked(self, obj: IssuerObject, checked: CheckedIssuer) -> FollowUp:
         """Before the status write; ``obj`` is the issuer object as last observed."""
         ...
 
-    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def settled(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """After the status write, the events and the listeners; False: the work
         could not be done (the follower reported why), retry with backoff. Never
         makes the issuer un-Ready."""
@@ -114,7 +115,7 @@ class IssuerSide(Protocol):
         process has checked its current generation successfully, what signing needs."""
         ...
 
-    def issuer_object(self, key: IssuerKey) -> dict[str, Any] | None:
+    def issuer_object(self, key: IssuerKey) -> IssuerObject | None:
         """The issuer object as last observed (for events about it)."""
         ...
 
@@ -167,7 +168,7 @@ class IssuerHooks:
         for listener in self._listeners:
             listener(key)
 
-    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+    def checked(self, obj: IssuerObject, checked: CheckedIssuer) -> FollowUp:
         """Every follower's follow-up, merged: their conditions in order, the
         soonest re-check."""
         conditions: list[FeatureCondition] = []
@@ -183,7 +184,7 @@ class IssuerHooks:
                 )
         return FollowUp(tuple(conditions), within)
 
-    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+    async def settled(self, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime) -> bool:
         """Every follower's work after the status write; False when any could not."""
         ok = True
         for follower in self._followers:

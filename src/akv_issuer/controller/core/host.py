@@ -23,6 +23,7 @@ from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler
+from akv_issuer.runtime.kubeapi import ApiResource, KubeApi
 
 
 class Host(Protocol):
@@ -30,7 +31,15 @@ class Host(Protocol):
     def config(self) -> ControllerConfig: ...
 
     @property
-    def client(self) -> AsyncClient: ...
+    def api(self) -> KubeApi:
+        """The hot path's requests (request reads and status writes); its
+        ``client`` is :attr:`client`."""
+        ...
+
+    @property
+    def client(self) -> AsyncClient:
+        """lightkube's typed client, for every other object."""
+        ...
 
     @property
     def keyvault(self) -> KeyVaultGateway:
@@ -55,7 +64,7 @@ class Host(Protocol):
         ...
 
     def watch(
-        self, resource: Any, name: str, handler: Handler, *, shape: type | None = None
+        self, resource: ApiResource, name: str, handler: Handler, *, shape: type | None = None
     ) -> None:
         """List-then-watch ``resource`` while this replica leads, calling ``handler``."""
         ...

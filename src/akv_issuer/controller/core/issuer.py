@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, GROUP, ISSUER_KIND, ISSUER_KINDS
+from akv_issuer.controller.api.objects import CertificateRequestObject
 from akv_issuer.controller.core.config import COMPONENT
 
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -67,7 +68,7 @@ def ownership_conflict(key: IssuerKey, obj: Mapping[str, Any] | None, held: str)
     return None
 
 
-def addressed_issuer(obj: Mapping[str, Any]) -> IssuerKey | None:
+def addressed_issuer(obj: CertificateRequestObject) -> IssuerKey | None:
     """The issuer a CertificateRequest's ``spec.issuerRef`` names, or None when it
     is not one of ours."""
     meta = obj.get("metadata") or {}

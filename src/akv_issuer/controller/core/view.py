@@ -4,7 +4,6 @@ request side needs to know of it) and :func:`published_ca`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 
@@ -14,6 +13,7 @@ from akv_issuer.controller.api import (
     find_condition,
     first_certificate,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class IssuerView:
     ready: Condition | None
 
     @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> IssuerView:
+    def from_object(cls, obj: IssuerObject) -> IssuerView:
         meta = obj.get("metadata") or {}
         status = obj.get("status") or {}
         conditions = tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
@@ -47,6 +47,6 @@ class IssuerView:
         )
 
 
-def published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
+def published_ca(obj: IssuerObject) -> x509.Certificate | None:
     """The CA certificate the issuer's status published last (None: none yet)."""
     return first_certificate((obj.get("status") or {}).get("caCertificate"))

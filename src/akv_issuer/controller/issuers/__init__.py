@@ -8,7 +8,7 @@ issuer side every other feature uses (``core.IssuerSide``) and plugs into
 
 from __future__ import annotations
 
-from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
+from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, CLUSTER_ISSUERS, ISSUER_KIND, ISSUERS
 from akv_issuer.controller.core import Host, IssuerHooks
 from akv_issuer.controller.issuers.check import IssuerChecker
 from akv_issuer.controller.issuers.reconciler import IssuerReconciler
@@ -36,7 +36,7 @@ def setup(
         config, host.client, checker, host.metrics, host.events, hooks, now=host.now
     )
     # Issuers are kept whole (few, and read whole).
-    host.watch(Issuer, "issuers", issuers.handler(ISSUER_KIND))
-    host.watch(ClusterIssuer, "clusterissuers", issuers.handler(CLUSTER_ISSUER_KIND))
+    host.watch(ISSUERS, "issuers", issuers.handler(ISSUER_KIND))
+    host.watch(CLUSTER_ISSUERS, "clusterissuers", issuers.handler(CLUSTER_ISSUER_KIND))
     host.add_controller(issuers.controller)
     return issuers

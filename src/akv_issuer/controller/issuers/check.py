@@ -17,7 +17,6 @@ import base64
 import datetime as dt
 import logging
 import os
-from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
@@ -34,6 +33,7 @@ from akv_issuer.controller.api import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
@@ -88,7 +88,7 @@ class IssuerChecker:
         self._issuer_ambient = issuer_ambient_credentials
         self._sa_tokens = service_account_tokens
 
-    async def check(self, key: IssuerKey, obj: dict[str, Any], now: dt.datetime) -> CheckedIssuer:
+    async def check(self, key: IssuerKey, obj: IssuerObject, now: dt.datetime) -> CheckedIssuer:
         meta = obj.get("metadata") or {}
         try:
             spec = parse_issuer_spec(obj.get("spec") or {})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
 from akv_issuer.controller.api import (
     CONDITION_CA_RENEWAL_DUE,
@@ -21,6 +20,7 @@ from akv_issuer.controller.api import (
     find_condition,
     format_time,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     RENEWAL_FAILED,
     RENEWED,
@@ -54,7 +54,7 @@ class IssuerEvents:
         self._expiring.discard(key)
 
     async def after_check(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime
+        self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime
     ) -> None:
         """Events of a successful check, judged against the status it replaces."""
         await self._key_version_events(obj, checked)
@@ -66,7 +66,7 @@ class IssuerEvents:
         await self._warn_ca_expiry(key, obj, checked, now)
 
     async def _renewal_events(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
+        self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer
     ) -> None:
         """An event for a renewal (done or failed) and, once, for a renewal that
         is due but not the controller's to do; the metrics follow."""
@@ -100,7 +100,7 @@ class IssuerEvents:
         type_, reason = events.get(renewal.reason, (WARNING, EVENT_CA_RENEWAL_DUE))
         await self._events.record(ObjectRef.of(obj), type_, reason, renewal.message)
 
-    async def _key_version_events(self, obj: dict[str, Any], checked: CheckedIssuer) -> None:
+    async def _key_version_events(self, obj: IssuerObject, checked: CheckedIssuer) -> None:
         """An event when a new key version waits for its CA, and when the CA that
         signs changes: another key version, or another certificate of the same one."""
         status = obj.get("status") or {}
@@ -139,7 +139,7 @@ class IssuerEvents:
             )
 
     async def _warn_ca_expiry(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime
+        self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime
     ) -> None:
         left = checked.not_after - now
         expiring = left <= self.config.ca_expiry_warning
@@ -159,7 +159,7 @@ class IssuerEvents:
 
     async def transition(
         self,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         old: Condition | None,
         status: str,
         reason: str,

@@ -32,6 +32,7 @@ from akv_issuer.controller.api import (
     Issuer,
     IssuerReason,
 )
+from akv_issuer.controller.api.objects import HasMetadata, IssuerObject, typed
 from akv_issuer.controller.core import (
     CARenewal,
     CheckedIssuer,
@@ -56,7 +57,7 @@ from akv_issuer.runtime.queue import Backoff
 log = logging.getLogger(__name__)
 
 
-def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+def resource_version_newer(new: HasMetadata, old: HasMetadata | None) -> bool:
     """Whether ``new`` is at least as recent as ``old`` (etcd resourceVersions are
     increasing integers; anything unreadable counts as newer, so it is kept)."""
     if old is None:
@@ -94,7 +95,7 @@ class IssuerReconciler:
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
             unexpected=metrics.unexpected,
         )
-        self._objects: dict[IssuerKey, dict[str, Any]] = {}
+        self._objects: dict[IssuerKey, IssuerObject] = {}
         self._checked: dict[IssuerKey, CheckedIssuer] = {}
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
         self._issuer_events = IssuerEvents(config, metrics, events)
@@ -115,7 +116,7 @@ class IssuerReconciler:
             checked = None
         return view, checked
 
-    def issuer_object(self, key: IssuerKey) -> dict[str, Any] | None:
+    def issuer_object(self, key: IssuerKey) -> IssuerObject | None:
         """The issuer object as last observed (for events about it)."""
         return self._objects.get(key)
 
@@ -179,12 +180,13 @@ class IssuerReconciler:
     def handler(self, kind: str) -> _Handler:
         return _Handler(self, kind)
 
-    def _key(self, kind: str, obj: dict[str, Any]) -> IssuerKey:
+    def _key(self, kind: str, obj: HasMetadata) -> IssuerKey:
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or "") if kind == ISSUER_KIND else ""
         return IssuerKey(kind, namespace, str(meta.get("name") or ""))
 
-    def upserted(self, kind: str, obj: dict[str, Any]) -> None:
+    def upserted(self, kind: str, raw: dict[str, Any]) -> None:
+        obj = typed(raw, IssuerObject)
         key = self._key(kind, obj)
         if not resource_version_newer(obj, self._objects.get(key)):
             return
@@ -198,8 +200,8 @@ class IssuerReconciler:
             self.controller.enqueue(key, reset=True)
         self._notify(key)
 
-    def deleted(self, kind: str, obj: dict[str, Any]) -> None:
-        key = self._key(kind, obj)
+    def deleted(self, kind: str, raw: dict[str, Any]) -> None:
+        key = self._key(kind, typed(raw, HasMetadata))
         self._forget(key)
         self._notify(key)
 
@@ -291,7 +293,7 @@ class IssuerReconciler:
     async def _write_status(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         *,
         now: dt.datetime,
         checked: CheckedIssuer | None = None,
@@ -327,7 +329,7 @@ class IssuerReconciler:
             raise
         # Keep the cache as fresh as our own write, so requests queued right
         # now see the new Ready condition without waiting for the watch.
-        updated = dict(result)
+        updated = typed(dict(result), IssuerObject)
         if key in self._objects and resource_version_newer(updated, self._objects[key]):
             self._objects[key] = updated
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, Literal
 
 from akv_issuer.controller.api import (
     CONDITION_CA_RENEWAL_DUE,
@@ -31,6 +31,7 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
 )
+from akv_issuer.controller.api.objects import ConditionFields, IssuerObject, IssuerStatus
 from akv_issuer.controller.core import (
     NOT_DUE,
     CheckedIssuer,
@@ -40,25 +41,30 @@ from akv_issuer.controller.core import (
 )
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
-_CA_FIELDS = (
-    "caCertificate",
-    "keyID",
-    "keyVersion",
-    "signatureAlgorithm",
-    "caNotAfter",
-    "keyAttestation",
-)
+_CA_FIELDS: Final[
+    tuple[
+        Literal[
+            "caCertificate",
+            "keyID",
+            "keyVersion",
+            "signatureAlgorithm",
+            "caNotAfter",
+            "keyAttestation",
+        ],
+        ...,
+    ]
+] = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter", "keyAttestation")
 
 
 def issuer_status(
-    obj: dict[str, Any],
+    obj: IssuerObject,
     *,
     now: dt.datetime,
     checked: CheckedIssuer | None = None,
     failure: CheckFailed | None = None,
     conditions: Sequence[FeatureCondition] = (),
     kept: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> IssuerStatus:
     """The status to apply after a check that passed (``checked``) or failed.
 
     ``conditions``: those the features following a passed check own (the
@@ -131,8 +137,8 @@ def issuer_status(
 
 
 def _key_version_condition(
-    obj: dict[str, Any], checked: CheckedIssuer | None, now: dt.datetime
-) -> dict[str, Any] | None:
+    obj: IssuerObject, checked: CheckedIssuer | None, now: dt.datetime
+) -> ConditionFields | None:
     """KeyVersionPending: a newer key version waits for its CA certificate."""
     active = None
     if checked is not None and checked.pending_key_version:
@@ -155,8 +161,8 @@ def _key_version_condition(
 
 
 def _renewal_condition(
-    obj: dict[str, Any], checked: CheckedIssuer | None, now: dt.datetime
-) -> dict[str, Any] | None:
+    obj: IssuerObject, checked: CheckedIssuer | None, now: dt.datetime
+) -> ConditionFields | None:
     """CARenewalDue: the CA certificate is in its renewal window and not renewed."""
     renewal = checked.renewal if checked is not None else None
     active = (renewal.reason, renewal.message) if renewal is not None and renewal.due else None
@@ -171,13 +177,13 @@ def _renewal_condition(
 
 
 def _optional_condition(
-    obj: dict[str, Any],
+    obj: IssuerObject,
     type_: str,
     active: tuple[str, str] | None,
     inactive: tuple[str, str],
     checked: bool,
     now: dt.datetime,
-) -> dict[str, Any] | None:
+) -> ConditionFields | None:
     """A condition that appears only once it has something to say.
 
     True with ``active`` (reason, message) while that holds; once it has
@@ -207,9 +213,9 @@ def _optional_condition(
     return condition
 
 
-def _condition_dict(condition: Condition) -> dict[str, Any]:
+def _condition_dict(condition: Condition) -> ConditionFields:
     """A condition as read, in the shape it is written back."""
-    written: dict[str, Any] = {
+    written: ConditionFields = {
         "type": condition.type,
         "status": condition.status,
         "reason": condition.reason,

@@ -9,9 +9,10 @@ Public: :func:`setup`, and the worker counts the app sizes its connection pool b
 
 from __future__ import annotations
 
+from akv_issuer.controller.api.objects import CertificateRequestObject, KubeCSRObject
 from akv_issuer.controller.core import ControllerConfig, Host, IssuerSide
 from akv_issuer.controller.requests.certificaterequest import CertificateRequests
-from akv_issuer.controller.requests.flow import RequestFlow
+from akv_issuer.controller.requests.flow import RequestFlow, RequestT
 from akv_issuer.controller.requests.kind import RequestKind
 from akv_issuer.controller.requests.kubecsr import KubeCSRs, ReferenceReviews
 from akv_issuer.controller.requests.signing import RequestSigner
@@ -27,47 +28,64 @@ KUBERNETES_WORKERS = 8
 KUBE_CSR_WORKERS = 2
 
 
+# The flows setup() makes, one per kind.
+RequestFlows = RequestFlow[CertificateRequestObject] | RequestFlow[KubeCSRObject]
+
+
 def request_workers(config: ControllerConfig) -> int:
     """CertificateRequest workers: the sign slots plus the Kubernetes-I/O extra."""
     return config.concurrency + KUBERNETES_WORKERS
 
 
-def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
+def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
     """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``,
     with the reference reviews of namespaced Issuers' CSRs beside their flow)."""
     config = host.config
     signer = RequestSigner(host.keyvault, host.metrics)
-    kinds: list[tuple[RequestKind, int]] = [
-        (CertificateRequests(host.client, config.field_manager), request_workers(config))
-    ]
-    csrs = KubeCSRs(host.client) if config.kubernetes_csrs else None
-    if csrs is not None:
-        kinds.append((csrs, KUBE_CSR_WORKERS))
-    flows: list[RequestFlow] = []
-    for kind, workers in kinds:
-        flow = RequestFlow(
-            kind,
-            client=host.client,
-            issuers=issuers,
-            signer=signer,
-            metrics=host.metrics,
-            events=host.events,
-            config=config,
-            workers=workers,
-            now=host.now,
+    flows: list[RequestFlows] = [
+        _flow(
+            host,
+            issuers,
+            signer,
+            CertificateRequests(host.api, config.field_manager),
+            request_workers(config),
         )
-        issuers.subscribe(flow.issuer_changed)
-        # Requests are decoded into their kind's shape (many, mostly finished
-        # and forgotten).
-        host.watch(kind.resource, kind.name, flow, shape=kind.shape)
-        host.add_controller(flow.controller)
+    ]
+    if config.kubernetes_csrs:
+        csrs = KubeCSRs(host.api)
+        flow = _flow(host, issuers, signer, csrs, KUBE_CSR_WORKERS)
         flows.append(flow)
-        if kind is csrs:
-            # After the flow's handler, on the same informer: a namespaced
-            # Issuer's CSR reaches the flow's signing only once allowed.
-            reviews = ReferenceReviews(
-                csrs, host.client, host.events, host.metrics, wake=flow.controller.enqueue
-            )
-            host.watch(kind.resource, kind.name, reviews)
-            host.add_controller(reviews.controller)
+        # After the flow's handler, on the same informer: a namespaced
+        # Issuer's CSR reaches the flow's signing only once allowed.
+        reviews = ReferenceReviews(
+            csrs, host.client, host.events, host.metrics, wake=flow.controller.enqueue
+        )
+        host.watch(csrs.resource, csrs.name, reviews)
+        host.add_controller(reviews.controller)
     return flows
+
+
+def _flow(
+    host: Host,
+    issuers: IssuerSide,
+    signer: RequestSigner,
+    kind: RequestKind[RequestT],
+    workers: int,
+) -> RequestFlow[RequestT]:
+    flow = RequestFlow(
+        kind,
+        api=host.api,
+        issuers=issuers,
+        signer=signer,
+        metrics=host.metrics,
+        events=host.events,
+        config=host.config,
+        workers=workers,
+        now=host.now,
+    )
+    issuers.subscribe(flow.issuer_changed)
+    # Requests are decoded into their kind's shape (many, mostly finished
+    # and forgotten).
+    host.watch(kind.resource, kind.name, flow, shape=kind.shape)
+    host.add_controller(flow.controller)
+    return flow

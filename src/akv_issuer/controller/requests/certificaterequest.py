@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from lightkube import ApiError, AsyncClient
-from lightkube.types import PatchType
+from lightkube import ApiError
 
 from akv_issuer.controller.api import (
     CERT_MANAGER_GROUP,
     CERT_MANAGER_VERSION,
     CERTIFICATE_REQUEST_KIND,
-    CertificateRequest,
+    CERTIFICATE_REQUESTS,
     CertificateRequestCondition,
     CertificateRequestReason,
     Condition,
@@ -40,6 +39,15 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
     parse_go_duration,
+)
+from akv_issuer.controller.api.objects import (
+    CertificateRequestObject,
+    CertificateRequestStatus,
+    ConditionFields,
+    HasMetadata,
+    IssuerRef,
+    ObjectMeta,
+    typed,
 )
 from akv_issuer.controller.core import addressed_issuer
 from akv_issuer.controller.observability.audit import Requester, requester_of
@@ -52,14 +60,13 @@ from akv_issuer.controller.requests.kind import (
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
+from akv_issuer.runtime.kubeapi import APPLY_PATCH, PARTIAL_METADATA, ApiResource, KubeApi
 
 API_VERSION = f"{CERT_MANAGER_GROUP}/{CERT_MANAGER_VERSION}"
 READY = str(CertificateRequestCondition.READY)
 APPROVED = str(CertificateRequestCondition.APPROVED)
 DENIED = str(CertificateRequestCondition.DENIED)
 INVALID_REQUEST = str(CertificateRequestCondition.INVALID_REQUEST)
-# The metadata alone of an object, as a response (the API server's "as" media type parameter).
-PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 FINAL_REASONS = frozenset(
     {
         str(CertificateRequestReason.ISSUED),
@@ -79,11 +86,11 @@ class _Metadata(TypedDict, total=False):
 
 
 class _Spec(TypedDict, total=False):
-    issuerRef: dict[str, Any]
+    issuerRef: IssuerRef
 
 
 class _Status(TypedDict, total=False):
-    conditions: list[dict[str, Any]]
+    conditions: list[ConditionFields]
 
 
 class RequestFields(TypedDict, total=False):
@@ -107,7 +114,7 @@ def is_finished(conditions: tuple[Condition, ...]) -> bool:
     return invalid is not None and invalid.status == "True"
 
 
-def view(obj: dict[str, Any]) -> RequestView:
+def view(obj: CertificateRequestObject) -> RequestView:
     conditions = conditions_of(obj)
     approved = find_condition(conditions, APPROVED)
     denied = find_condition(conditions, DENIED)
@@ -129,23 +136,23 @@ class CertificateRequests:
 
     name = "certificaterequests"
     object_kind = CERTIFICATE_REQUEST_KIND
-    resource: Any = CertificateRequest
+    resource: ApiResource = CERTIFICATE_REQUESTS
     shape: type = RequestFields
 
-    def __init__(self, client: AsyncClient, field_manager: str) -> None:
-        self._client = client
+    def __init__(self, api: KubeApi, field_manager: str) -> None:
+        self._api = api
         self._field_manager = field_manager
 
-    def view(self, obj: dict[str, Any]) -> RequestView:
+    def view(self, obj: CertificateRequestObject) -> RequestView:
         return view(obj)
 
-    def csr(self, obj: dict[str, Any]) -> str:
+    def csr(self, obj: CertificateRequestObject) -> str:
         return str((obj.get("spec") or {}).get("request") or "")
 
-    def requester(self, obj: dict[str, Any]) -> Requester:
+    def requester(self, obj: CertificateRequestObject) -> Requester:
         return requester_of(obj)
 
-    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+    def parameters(self, obj: CertificateRequestObject) -> tuple[str, IssuanceRequest]:
         spec = obj.get("spec") or {}
         duration = spec.get("duration")
         usages = spec.get("usages")
@@ -155,7 +162,7 @@ class CertificateRequests:
             is_ca=bool(spec.get("isCA")),
         )
 
-    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+    def shows(self, obj: CertificateRequestObject, update: StatusUpdate) -> bool:
         if not isinstance(update, Pending):
             return False
         ready = find_condition(conditions_of(obj), READY)
@@ -167,11 +174,11 @@ class CertificateRequests:
         )
 
     async def write(
-        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
-    ) -> dict[str, Any] | None:
+        self, obj: CertificateRequestObject, update: StatusUpdate, now: dt.datetime
+    ) -> HasMetadata | None:
         old_ready = find_condition(conditions_of(obj), READY)
         precondition = None
-        status: dict[str, Any]
+        status: CertificateRequestStatus
         if isinstance(update, Pending):
             ready = _ready(
                 "False", CertificateRequestReason.PENDING, update.message, old_ready, now
@@ -212,44 +219,48 @@ class CertificateRequests:
         return await self._apply(obj, status, precondition)
 
     async def _apply(
-        self, obj: dict[str, Any], status: dict[str, Any], resource_version: str | None
-    ) -> dict[str, Any]:
+        self,
+        obj: CertificateRequestObject,
+        status: CertificateRequestStatus,
+        resource_version: str | None,
+    ) -> HasMetadata:
         meta = obj.get("metadata") or {}
         name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        metadata: ObjectMeta = {"name": name, "namespace": namespace}
         if resource_version:
             metadata["resourceVersion"] = resource_version
-        body = {
+        body: CertificateRequestObject = {
             "apiVersion": API_VERSION,
             "kind": CERTIFICATE_REQUEST_KIND,
             "metadata": metadata,
             "status": status,
         }
         try:
-            # lightkube's patch() with one more header (its generic request):
-            # the flow reads only the written object's metadata, so the API
+            # The flow reads only the written object's metadata, so the API
             # server answers with PartialObjectMetadata and neither it nor we
             # encode and decode the whole request with its certificate again
             # (~4.8 KB -> ~0.7 KB per write).
-            written = await self._client._client.request(
-                "patch",
-                res=CertificateRequest.Status,
-                name=name,
+            written = await self._api.patch(
+                CERTIFICATE_REQUESTS,
+                name,
+                dict(body),
                 namespace=namespace,
-                obj=body,
-                headers={"Content-Type": PatchType.APPLY.value, "Accept": PARTIAL_METADATA},
-                params={"force": "true", "fieldManager": self._field_manager},
+                subresource="status",
+                content_type=APPLY_PATCH,
+                force=True,
+                field_manager=self._field_manager,
+                accept=PARTIAL_METADATA,
             )
         except ApiError as err:
             if err.status.code == 409:
                 raise RequestConflict(f"{namespace}/{name}") from err
             raise
-        return dict(written)
+        return typed(written, HasMetadata)
 
 
 def _ready(
     status: str, reason: str, message: str, old: Condition | None, now: dt.datetime
-) -> dict[str, Any]:
+) -> ConditionFields:
     condition = make_condition(
         CertificateRequestCondition.READY,
         status,

@@ -11,15 +11,14 @@ the state machine in one place, as cert-manager's issuer-lib does.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from akv_issuer.controller.api import (
     CertificateRequestEvent,
     PendingReason,
     parse_time,
 )
+from akv_issuer.controller.api.objects import HasMetadata
 from akv_issuer.controller.core import IssuerKey, IssuerView
 
 
@@ -47,7 +46,7 @@ class RequestView:
     @classmethod
     def read(
         cls,
-        obj: Mapping[str, Any],
+        obj: HasMetadata,
         *,
         issuer: IssuerKey | None,
         finished: bool,

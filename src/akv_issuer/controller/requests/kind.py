@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
+from akv_issuer.controller.api.objects import HasMetadata
 from akv_issuer.controller.observability.audit import Requester
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.pki import IssuanceRequest
+from akv_issuer.runtime.kubeapi import ApiResource
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,38 +55,42 @@ class RequestConflict(Exception):
     """The request changed since it was read (HTTP 409): read it again and decide anew."""
 
 
-class RequestKind(Protocol):
+# The kind's object type (api.objects: CertificateRequestObject, KubeCSRObject).
+O_contra = TypeVar("O_contra", bound=HasMetadata, contravariant=True)
+
+
+class RequestKind(Protocol[O_contra]):
     name: str  # plural resource name: the work queue's and the log's name
     object_kind: str  # the API kind, as audit records name it
-    resource: Any  # the lightkube resource a request is read with
+    resource: ApiResource  # where requests of this kind are watched, read and written
     # The fields the informer decodes for the flow (and the revoker): a
     # TypedDict (akv_issuer.runtime.decoding); what the flow keeps it reads whole.
     shape: type
 
-    def view(self, obj: dict[str, Any]) -> RequestView:
+    def view(self, obj: O_contra) -> RequestView:
         """What the state machine needs: addressed issuer, approval, finished."""
         ...
 
-    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+    def parameters(self, obj: O_contra) -> tuple[str, IssuanceRequest]:
         """The base64 PEM CSR and the issuance parameters; ``ValueError`` names a bad field."""
         ...
 
-    def csr(self, obj: dict[str, Any]) -> str:
+    def csr(self, obj: O_contra) -> str:
         """The base64 PEM CSR as written (for the record of a refusal, which
         names what was asked for even when the other parameters are bad)."""
         ...
 
-    def requester(self, obj: dict[str, Any]) -> Requester:
+    def requester(self, obj: O_contra) -> Requester:
         """Who created the request, as the API server recorded it."""
         ...
 
-    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+    def shows(self, obj: O_contra, update: StatusUpdate) -> bool:
         """Whether ``obj`` already shows ``update`` (so writing it would be a no-op)."""
         ...
 
     async def write(
-        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
-    ) -> dict[str, Any] | None:
+        self, obj: O_contra, update: StatusUpdate, now: dt.datetime
+    ) -> HasMetadata | None:
         """Write ``update`` into the request's status; the object as written (at
         least its metadata: the flow reads its resourceVersion), or None when
         this kind has no field for it. Raises :class:`RequestConflict` when the

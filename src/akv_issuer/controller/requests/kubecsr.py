@@ -49,13 +49,13 @@ from typing import Any, Final, TypedDict, cast
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.authorization_v1 import SubjectAccessReview
-from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
     CERT_MANAGER_GROUP,
     CLUSTER_ISSUER_KIND,
     GROUP,
     ISSUER_KIND,
+    KUBE_CSRS,
     CertificateRequestEvent,
     Condition,
     KubeCertificateSigningRequest,
@@ -63,6 +63,13 @@ from akv_issuer.controller.api import (
     find_condition,
     format_time,
     parse_go_duration,
+)
+from akv_issuer.controller.api.objects import (
+    ConditionFields,
+    HasMetadata,
+    KubeCSRObject,
+    KubeCSRStatus,
+    typed,
 )
 from akv_issuer.controller.core import IssuerKey, permissions
 from akv_issuer.controller.observability import audit
@@ -78,6 +85,7 @@ from akv_issuer.controller.requests.kind import (
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
 from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result
 from akv_issuer.runtime.events import WARNING, EventRecorder, ObjectRef
+from akv_issuer.runtime.kubeapi import MERGE_PATCH, ApiResource, KubeApi
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
@@ -104,7 +112,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
-def issuance_request(obj: Mapping[str, Any]) -> IssuanceRequest:
+def issuance_request(obj: KubeCSRObject) -> IssuanceRequest:
     """The issuance parameters of a Kubernetes CSR; ValueError names a bad field."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -206,7 +214,7 @@ class _Spec(TypedDict, total=False):
 
 
 class _Status(TypedDict, total=False):
-    conditions: list[dict[str, Any]]
+    conditions: list[ConditionFields]
     certificate: str
 
 
@@ -224,7 +232,7 @@ def _true(conditions: tuple[Condition, ...], type_: str) -> bool:
     return found is not None and found.status == "True"
 
 
-def _signer_issuer(obj: Mapping[str, Any]) -> IssuerKey | None:
+def _signer_issuer(obj: KubeCSRObject) -> IssuerKey | None:
     """The issuer a CSR names, None when not one of ours or malformed (the
     reference reviews answer a malformed one)."""
     try:
@@ -233,7 +241,7 @@ def _signer_issuer(obj: Mapping[str, Any]) -> IssuerKey | None:
         return None
 
 
-def _finished(obj: Mapping[str, Any], conditions: tuple[Condition, ...]) -> bool:
+def _finished(obj: KubeCSRObject, conditions: tuple[Condition, ...]) -> bool:
     # Denied is final too: Kubernetes CSRs have no terminal condition for a
     # signer to add after a denial, so there is nothing left to do.
     return (
@@ -244,7 +252,7 @@ def _finished(obj: Mapping[str, Any], conditions: tuple[Condition, ...]) -> bool
 
 
 def view(
-    obj: dict[str, Any], referable: Callable[[Mapping[str, Any]], bool] | None = None
+    obj: KubeCSRObject, referable: Callable[[KubeCSRObject], bool] | None = None
 ) -> RequestView:
     """The request view of a CSR; ``referable`` says whether a namespaced
     Issuer's CSR passed its reference review (none given: not yet)."""
@@ -265,19 +273,19 @@ class KubeCSRs:
 
     name = "certificatesigningrequests"
     object_kind = "CertificateSigningRequest"
-    resource: Any = KubeCertificateSigningRequest
+    resource: ApiResource = KUBE_CSRS
     shape: type = CSRFields
 
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
         # CSR name -> uid of each CSR whose requester the reference review
         # allowed to use the namespaced Issuer it names (until it is finished).
         self._referable: dict[str, str] = {}
 
-    def view(self, obj: dict[str, Any]) -> RequestView:
+    def view(self, obj: KubeCSRObject) -> RequestView:
         return view(obj, self.referable)
 
-    def referable(self, obj: Mapping[str, Any]) -> bool:
+    def referable(self, obj: KubeCSRObject) -> bool:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         return bool(uid) and self._referable.get(str(meta.get("name") or "")) == uid
@@ -292,21 +300,21 @@ class KubeCSRs:
         for name in [n for n in self._referable if n not in names]:
             del self._referable[name]
 
-    def parameters(self, obj: dict[str, Any]) -> tuple[str, IssuanceRequest]:
+    def parameters(self, obj: KubeCSRObject) -> tuple[str, IssuanceRequest]:
         return self.csr(obj), issuance_request(obj)
 
-    def csr(self, obj: dict[str, Any]) -> str:
+    def csr(self, obj: KubeCSRObject) -> str:
         return str((obj.get("spec") or {}).get("request") or "")
 
-    def requester(self, obj: dict[str, Any]) -> Requester:
+    def requester(self, obj: KubeCSRObject) -> Requester:
         return requester_of(obj)
 
-    def shows(self, obj: dict[str, Any], update: StatusUpdate) -> bool:
+    def shows(self, obj: KubeCSRObject, update: StatusUpdate) -> bool:
         return False  # nothing is written for Pending (no such condition), so never shown
 
     async def write(
-        self, obj: dict[str, Any], update: StatusUpdate, now: dt.datetime
-    ) -> dict[str, Any] | None:
+        self, obj: KubeCSRObject, update: StatusUpdate, now: dt.datetime
+    ) -> HasMetadata | None:
         if isinstance(update, Issued):
             # The leaf and its intermediates; the CA is published in the
             # ClusterIssuer's status.caCertificate (a CSR has no field for it).
@@ -320,7 +328,7 @@ class KubeCSRs:
                 for c in (obj.get("status") or {}).get("conditions") or ()
                 if c.get("type") != CSR_FAILED
             ]
-            failed = {
+            failed: ConditionFields = {
                 "type": CSR_FAILED,
                 "status": "True",
                 "reason": update.reason,
@@ -333,21 +341,22 @@ class KubeCSRs:
         # a denied CSR is finished.
         return None
 
-    async def _patch(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    async def _patch(self, obj: KubeCSRObject, status: KubeCSRStatus) -> HasMetadata:
         meta = obj.get("metadata") or {}
         body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         try:
-            written = await self._client.patch(
-                KubeCertificateSigningRequest.Status,
+            written = await self._api.patch(
+                KUBE_CSRS,
                 str(meta.get("name") or ""),
                 body,
-                patch_type=PatchType.MERGE,
+                subresource="status",
+                content_type=MERGE_PATCH,
             )
         except ApiError as err:
             if err.status.code == 409:
                 raise RequestConflict(str(meta.get("name") or "")) from err
             raise
-        return dict(written)
+        return typed(written, HasMetadata)
 
 
 class ReferenceReviews:
@@ -387,7 +396,7 @@ class ReferenceReviews:
     # -- informer handler -------------------------------------------------------
 
     @staticmethod
-    def _needs_review(obj: Mapping[str, Any]) -> bool:
+    def _needs_review(obj: KubeCSRObject) -> bool:
         """Approved, unfinished, and addressed to a namespaced Issuer of ours or
         to a malformed signerName of our group."""
         conditions = conditions_of(obj)
@@ -399,7 +408,8 @@ class ReferenceReviews:
             return True
         return issuer is not None and issuer.kind == ISSUER_KIND
 
-    def on_upsert(self, obj: dict[str, Any]) -> None:
+    def on_upsert(self, raw: dict[str, Any]) -> None:
+        obj = typed(raw, KubeCSRObject)
         name = str((obj.get("metadata") or {}).get("name") or "")
         if not self._needs_review(obj):
             self._forget(name)
@@ -423,7 +433,9 @@ class ReferenceReviews:
 
     async def reconcile(self, name: str, failures: int) -> Result:
         try:
-            obj = dict(await self._client.get(KubeCertificateSigningRequest, name))
+            obj = typed(
+                dict(await self._client.get(KubeCertificateSigningRequest, name)), KubeCSRObject
+            )
         except ApiError as err:
             if err.status.code == 404:
                 self._forget(name)
@@ -465,7 +477,7 @@ class ReferenceReviews:
         )
         return await self._fail(obj, issuer, REASON_DENIED_REFERENCE, message, failures)
 
-    async def _may_reference(self, obj: Mapping[str, Any], issuer: IssuerKey) -> bool:
+    async def _may_reference(self, obj: KubeCSRObject, issuer: IssuerKey) -> bool:
         for name in (issuer.name, "*"):
             review = cast(
                 SubjectAccessReview,
@@ -478,7 +490,7 @@ class ReferenceReviews:
 
     async def _fail(
         self,
-        obj: dict[str, Any],
+        obj: KubeCSRObject,
         issuer: IssuerKey | None,
         reason: str,
         message: str,
@@ -498,7 +510,7 @@ class ReferenceReviews:
             else CertificateRequestEvent.PERMANENT_ERROR
         )
         await self._events.record(ObjectRef.of(obj), WARNING, str(event), message)
-        log.info("%s %s ended Failed: %s", self._kind.name, name, message)
+        log.info("ended Failed: %s", message)
         try:
             csr_pem: bytes | None = base64.b64decode(self._kind.csr(obj), validate=True)
         except ValueError:
@@ -517,10 +529,10 @@ class ReferenceReviews:
         )
         return DONE
 
-    async def _warn_forbidden(self, obj: dict[str, Any], message: str) -> None:
+    async def _warn_forbidden(self, obj: KubeCSRObject, message: str) -> None:
         name = str((obj.get("metadata") or {}).get("name") or "")
         if self._warned.get(name) == message:
             return
         self._warned[name] = message
-        log.warning("%s %s: %s", self._kind.name, name, message)
+        log.warning("%s", message)
         await self._events.record(ObjectRef.of(obj), WARNING, permissions.REASON_FORBIDDEN, message)

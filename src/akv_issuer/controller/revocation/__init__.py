@@ -8,7 +8,7 @@ Public: :func:`setup`.
 
 from __future__ import annotations
 
-from akv_issuer.controller.api import CertificateRequest
+from akv_issuer.controller.api import CERTIFICATE_REQUESTS
 from akv_issuer.controller.core import Host, IssuerSide
 from akv_issuer.controller.revocation.crl_publisher import CRLPublisher
 from akv_issuer.controller.revocation.crl_server import CRLServer
@@ -46,7 +46,7 @@ def setup(host: Host, issuers: IssuerSide) -> None:
         crls.revoked,
         now=host.now,
     )
-    host.watch(CertificateRequest, "certificaterequests", revoker)
+    host.watch(CERTIFICATE_REQUESTS, "certificaterequests", revoker)
     host.add_controller(revoker.controller)
     host.add_controller(crls.controller)
     # Every replica serves CRLs, read from the ConfigMaps on demand.

@@ -45,6 +45,7 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_issuer_spec,
 )
+from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
     CheckedIssuer,
     ControllerConfig,
@@ -155,7 +156,7 @@ class CRLPublisher:
     async def _refresh(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         spec: IssuerSpec,
         checked: CheckedIssuer,
         current: RevocationList,
@@ -239,7 +240,7 @@ class CRLPublisher:
     async def _unchecked(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         state: CRLState | None,
         now: dt.datetime,
         failures: int,
@@ -273,7 +274,7 @@ class CRLPublisher:
     async def _forbidden(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         state: CRLState | None,
         now: dt.datetime,
         failures: int,
@@ -292,7 +293,7 @@ class CRLPublisher:
     async def _failed(
         self,
         key: IssuerKey,
-        obj: dict[str, Any],
+        obj: IssuerObject,
         state: CRLState | None,
         now: dt.datetime,
         detail: str,
@@ -320,7 +321,7 @@ class CRLPublisher:
                 "this issuer's certificates"
             )
         reason = cause or reason
-        log.warning("%s: %s", key, message)
+        log.warning("%s", message)
         if self._last_failure.get(key) != detail:
             self._last_failure[key] = detail
             await self._events.record(
@@ -349,7 +350,7 @@ class CRLPublisher:
         self.controller.cancel(key)
 
     async def _set_condition(
-        self, key: IssuerKey, obj: dict[str, Any], status: str, reason: str, message: str
+        self, key: IssuerKey, obj: IssuerObject, status: str, reason: str, message: str
     ) -> None:
         meta = obj.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
@@ -400,7 +401,7 @@ class CRLPublisher:
         self._condition[key] = (status, reason, message)
 
 
-def _spec(obj: dict[str, Any]) -> IssuerSpec | None:
+def _spec(obj: IssuerObject) -> IssuerSpec | None:
     try:
         return parse_issuer_spec(obj.get("spec") or {})
     except SpecError:

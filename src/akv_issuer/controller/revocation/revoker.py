@@ -50,6 +50,7 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
+from akv_issuer.controller.api.objects import CertificateRequestObject, typed
 from akv_issuer.controller.core import (
     CheckedIssuer,
     IssuerKey,
@@ -148,7 +149,10 @@ class Revoker:
     async def reconcile(self, key: str, failures: int) -> Result:
         namespace, _, name = key.rpartition("/")
         try:
-            obj = dict(await self._client.get(CertificateRequest, name, namespace=namespace))
+            obj = typed(
+                dict(await self._client.get(CertificateRequest, name, namespace=namespace)),
+                CertificateRequestObject,
+            )
         except ApiError as err:
             if err.status.code == 404:
                 return DONE
@@ -162,7 +166,7 @@ class Revoker:
             await self._refuse(key, obj, str(refusal))
             return DONE
 
-    async def _revoke(self, key: str, obj: dict[str, Any], value: str) -> Result:
+    async def _revoke(self, key: str, obj: CertificateRequestObject, value: str) -> Result:
         issuer = addressed_issuer(obj)
         if issuer is None:
             raise RevocationRefused(
@@ -245,7 +249,7 @@ class Revoker:
                 f"certificate serial {serial} of CertificateRequest {key} revoked "
                 f"({recorded.reason})",
             )
-        log.info("%s: revoked serial %s of %s (%s)", issuer, serial, key, recorded.reason)
+        log.info("revoked serial %s, issued by %s (%s)", serial, issuer, recorded.reason)
         audit.emit(
             audit.revoked(
                 request=audit.RequestRef.of(CERTIFICATE_REQUEST_KIND, obj),
@@ -284,7 +288,7 @@ class Revoker:
                 return revocation
         raise RuntimeError("the revocation ConfigMap kept changing; retrying")
 
-    async def _mark(self, obj: dict[str, Any], recorded: Revocation) -> bool:
+    async def _mark(self, obj: CertificateRequestObject, recorded: Revocation) -> bool:
         """Annotate the request with the accepted revocation; False when the
         controller may not (rbac.revocation is off)."""
         meta = obj.get("metadata") or {}
@@ -307,7 +311,7 @@ class Revoker:
                 raise
         return True
 
-    async def _forbidden(self, key: str, obj: dict[str, Any], message: str) -> None:
+    async def _forbidden(self, key: str, obj: CertificateRequestObject, message: str) -> None:
         """A Warning ``Forbidden`` on the request, once per distinct message."""
         if self._refused.get(key) == ("forbidden", message):
             return
@@ -315,7 +319,7 @@ class Revoker:
         log.warning("revocation of %s: %s", key, message)
         await self._events.record(ObjectRef.of(obj), WARNING, permissions.REASON_FORBIDDEN, message)
 
-    async def _refuse(self, key: str, obj: dict[str, Any], message: str) -> None:
+    async def _refuse(self, key: str, obj: CertificateRequestObject, message: str) -> None:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         issuer = addressed_issuer(obj)
@@ -324,10 +328,10 @@ class Revoker:
         if self._refused.get(key) == (uid, message):
             return
         self._refused[key] = (uid, message)
-        log.warning("revocation of %s refused: %s", key, message)
+        log.warning("revocation refused: %s", message)
         await self._events.record(ObjectRef.of(obj), WARNING, EVENT_REFUSED, message)
 
-    async def _delay(self, key: str, obj: dict[str, Any], message: str) -> None:
+    async def _delay(self, key: str, obj: CertificateRequestObject, message: str) -> None:
         if self._refused.get(key) == ("delay", message):
             return
         self._refused[key] = ("delay", message)
