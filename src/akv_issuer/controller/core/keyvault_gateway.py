@@ -25,6 +25,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from akv_issuer.ca import VaultAccess
 from akv_issuer.controller.core.checked import CheckedIssuer
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
@@ -43,39 +44,10 @@ from akv_issuer.runtime.leader import no_fence
 T = TypeVar("T")
 
 
-class KeyVault(Protocol):
+class KeyVault(VaultAccess, Protocol):
     """What the controller uses of ``akv_issuer.keyvault.KeyVaultAccess``: what
-    the issuer check, signing and CA renewal call, and what the CA rules
-    (``akv_issuer.ca.VaultAccess``) may call besides."""
-
-    async def get_key(
-        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> KeyInfo: ...
-
-    async def list_key_versions(
-        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
-    ) -> tuple[KeyVersion, ...]: ...
-
-    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo: ...
-
-    async def create_key(
-        self,
-        vault_url: str,
-        name: str,
-        auth: AuthConfig,
-        *,
-        kty: str = "RSA",
-        size: int | None = None,
-        curve: str | None = None,
-    ) -> KeyInfo: ...
-
-    async def get_secret(
-        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
-    ) -> SecretInfo: ...
-
-    async def list_secret_versions(
-        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
-    ) -> tuple[SecretVersion, ...]: ...
+    the CA rules call (:class:`akv_issuer.ca.VaultAccess`, declared once there)
+    and what the issuer check reads besides."""
 
     async def get_certificate(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
@@ -84,19 +56,6 @@ class KeyVault(Protocol):
     async def get_key_attestation(
         self, vault_url: str, name: str, version: str, auth: AuthConfig
     ) -> KeyAttestation: ...
-
-    async def set_secret(
-        self,
-        vault_url: str,
-        name: str,
-        value: str,
-        auth: AuthConfig,
-        *,
-        content_type: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> SecretInfo: ...
-
-    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner: ...
 
     async def close(self) -> None: ...
 
