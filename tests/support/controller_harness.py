@@ -56,6 +56,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.keyvault import ClientSecret, KeyVaultAccess
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, default_algorithm, sign_certificate
+from support.emulator import import_certificate
 from support.secret_scan import SESSION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -756,3 +757,36 @@ async def env(
         await kube_client.deletecollection(Issuer, namespace=namespace)
         await kube_client.deletecollection(CertificateRequest, namespace=namespace)
         await kube_client.delete(ClusterRoleBinding, binding)
+
+
+async def certificate_object_ca(env: Env, vault_url: str, common_name: str) -> CA:
+    """A self-signed P-256 CA imported into ``vault_url`` as a Key Vault
+    certificate object (key, secret and certificate of one new name), for
+    ``caSource.keyVaultCertificate``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    bundle = pem + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    name = f"cert-{uuid.uuid4().hex[:10]}"
+    await import_certificate(env.emulator, vault_url, name, bundle)
+    algorithm = default_algorithm(key.public_key())
+    return CA(name=name, key_version="", pem=pem, cert=cert, algorithm=algorithm)

@@ -19,10 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
@@ -31,8 +28,7 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from akv_devcluster import DevCluster
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
-from support.controller_harness import CA, Env, csr_pem, open_env
-from support.emulator import import_certificate
+from support.controller_harness import CA, Env, certificate_object_ca, csr_pem, open_env
 
 CHINA = "https://akvit.vault.azure.cn"
 HSM = "https://akvit.managedhsm.azure.net"
@@ -110,33 +106,8 @@ async def test_certificate_object_in_a_china_vault_is_the_ca_and_no_secret_is_re
     cenv: Env,
 ) -> None:
     env = cenv
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "China certificate-object CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    bundle = pem + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    name = f"cert-{uuid.uuid4().hex[:10]}"
-    await import_certificate(env.emulator, CHINA, name, bundle)
-    algorithm = default_algorithm(key.public_key())
-    ca = CA(name=name, key_version="", pem=pem, cert=cert, algorithm=algorithm)
+    ca = await certificate_object_ca(env, CHINA, "China certificate-object CA")
+    name = ca.name
     env.emulator.admin.reset_counters()
 
     await env.create_issuer(

@@ -11,17 +11,16 @@ several CAs would.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-from akv_issuer.pki import default_algorithm
 from support.azure_roles import assignment, assignments_without
-from support.controller_harness import CA, Env, condition, csr_pem, wait_for
-from support.emulator import import_certificate
+from support.controller_harness import (
+    CA,
+    Env,
+    certificate_object_ca,
+    condition,
+    csr_pem,
+    wait_for,
+)
 
 KV = "Microsoft.KeyVault/vaults/"
 SIGNER = "issuer-key-signer.json"
@@ -33,33 +32,7 @@ CERT_READER = "issuer-ca-certificate-reader.json"
 async def _certificate_ca(env: Env) -> CA:
     """A CA imported as a Key Vault certificate object (key, secret and certificate of
     one name), for caSource.keyVaultCertificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Certificate-object CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    bundle = pem + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    name = f"cert-{uuid.uuid4().hex[:10]}"
-    await import_certificate(env.emulator, env.emulator.env.vault_url, name, bundle)
-    return CA(name=name, key_version="", pem=pem, cert=cert, algorithm=default_algorithm(
-        key.public_key()))  # fmt: skip
+    return await certificate_object_ca(env, env.emulator.env.vault_url, "Certificate-object CA")
 
 
 async def _issue(env: Env, issuer: str, ca: CA) -> None:
