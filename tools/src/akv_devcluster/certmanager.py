@@ -12,7 +12,9 @@ process of a :class:`DevCluster`:
   a copy), plus *our* shipped approver ClusterRole and binding from
   ``config/rbac/`` so its approver may approve requests for our issuers;
 - without its webhook and cainjector, and without the controllers that need
-  ACME or Ingress (``orders``, ``challenges``, ``ingress-shim``).
+  an ACME server (``orders``, ``challenges``); ingress-shim runs (Certificates
+  from annotated Ingresses: cert-manager's conformance specs use it);
+- with its (alpha) Kubernetes CSR signers on (``FEATURE_GATES``).
 
 ``issue_certificates`` creates N Certificates against any issuerRef and
 measures each one's time to Ready: the benchmark calls it with our issuer and
@@ -59,9 +61,15 @@ NAMESPACE = "cert-manager"
 SERVICE_ACCOUNT = "cert-manager"
 PROCESS_NAME = "cert-manager-controller"
 FIELD_MANAGER = "akv-devcluster"
-# Controllers that need ACME servers, solver pods or Ingress objects; nothing
-# here uses them and the dev cluster runs no pods.
-DISABLED_CONTROLLERS = ("orders", "challenges", "ingress-shim")
+# Controllers that need ACME servers or solver pods; nothing here uses them
+# and the dev cluster runs no pods.
+DISABLED_CONTROLLERS = ("orders", "challenges")
+# cert-manager's Kubernetes CSR signers (certificatesigningrequests-issuer-*)
+# are alpha upstream and off by default; on here so that cert-manager's own CA
+# issuer can be the baseline of the CSR conformance specs
+# (tests/e2e/test_e2e_conformance.py). They only act on CSRs whose signerName
+# is in cert-manager.io.
+FEATURE_GATES = ("ExperimentalCertificateSigningRequestControllers=true",)
 # The TokenRequest token in the controller's kubeconfig. No kubelet refreshes
 # it here, so it lives as long as a long dev session.
 TOKEN_SECONDS = 7 * 24 * 3600
@@ -191,6 +199,7 @@ def controller_argv(
         f"--cluster-resource-namespace={cluster_resource_namespace}",
         "--controllers=*," + ",".join(f"-{name}" for name in DISABLED_CONTROLLERS),
         "--enable-certificate-owner-ref=true",
+        "--feature-gates=" + ",".join(FEATURE_GATES),
         f"--healthz-listen-address=127.0.0.1:{healthz_port}",
         f"--metrics-listen-address=127.0.0.1:{metrics_port}",
         "--v=2",
@@ -311,7 +320,10 @@ class LocalCA:
 
 
 def make_local_ca(
-    key_type: str = "ecdsa-p256", common_name: str = "cert-manager CA baseline"
+    key_type: str = "ecdsa-p256",
+    common_name: str = "cert-manager CA baseline",
+    *,
+    lifetime: dt.timedelta = dt.timedelta(days=365),
 ) -> LocalCA:
     """A self-signed CA whose key sits in a Secret: what cert-manager's CA issuer uses."""
     from cryptography.hazmat.primitives import hashes, serialization
@@ -329,7 +341,7 @@ def make_local_ca(
     plan = build_root_ca(
         key.public_key(),
         common_name,
-        lifetime=dt.timedelta(days=365),
+        lifetime=lifetime,
         now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
     )
     cert = plan.builder.sign(key, hashes.SHA256())
