@@ -64,6 +64,9 @@ class GoBinary:
     module_dir: str
     package: str
     version_vars: tuple[tuple[str, str], ...] = ()
+    # Built with `go test -c` (a package whose code is only _test.go files,
+    # e.g. Ginkgo specs) instead of `go build`.
+    test_binary: bool = False
 
     @property
     def source_dir(self) -> Path:
@@ -196,6 +199,20 @@ WORKLOAD_IDENTITY_WEBHOOK = GoBinary(
     "azure-workload-identity",
     f"{WORKLOAD_IDENTITY_MODULE}/cmd/webhook",
     ((f"{WORKLOAD_IDENTITY_MODULE}/pkg/version.BuildVersion", WORKLOAD_IDENTITY_VERSION),),
+)
+
+# cert-manager's issuer conformance specs (test/e2e/suite/conformance) as a
+# test binary from a wrapper of our own; pinned to the newest cert-manager
+# release whose root module still holds test/e2e (later ones moved it to a
+# module the proxy does not serve). Run by tests/e2e/test_e2e_conformance.py
+# through akv_devcluster.conformance; see hack/cert-manager-conformance.
+CONFORMANCE_VERSION = "v1.11.5"
+CERT_MANAGER_CONFORMANCE = GoBinary(
+    "cert-manager-conformance",
+    CONFORMANCE_VERSION,
+    "cert-manager-conformance",
+    ".",
+    test_binary=True,
 )
 
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
@@ -391,6 +408,8 @@ def _inputs_digest(binary: GoBinary) -> str:
     digest = hashlib.sha256()
     digest.update(binary.ldflags().encode())
     digest.update(binary.package.encode())
+    if binary.test_binary:
+        digest.update(b"go test -c")
     for path in sorted(binary.source_dir.rglob("*")):
         if path.is_file() and (path.suffix == ".go" or path.name in ("go.mod", "go.sum")):
             digest.update(str(path.relative_to(binary.source_dir)).encode())
@@ -454,10 +473,10 @@ def _build(binary: GoBinary) -> Path:
             "for all three on 2 cores, ~2 GB of RAM; later runs reuse the cache"
         )
     started = time.monotonic()
+    # `go test -c` takes the build flags too; its -v would be a test flag.
     cmd = [
         _go(),
-        "build",
-        "-v",
+        *(["test", "-c"] if binary.test_binary else ["build", "-v"]),
         "-mod=readonly",
         "-ldflags",
         binary.ldflags(),
@@ -564,6 +583,7 @@ def _ensure_only(names: list[str]) -> int:
             CERT_MANAGER_WEBHOOK,
             CERT_MANAGER_CAINJECTOR,
             WORKLOAD_IDENTITY_WEBHOOK,
+            CERT_MANAGER_CONFORMANCE,
         )
     }
     unknown = [n for n in names if n not in known]
@@ -613,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
+            print(f"cm-conformance  {ensure_binary(CERT_MANAGER_CONFORMANCE)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
