@@ -29,6 +29,7 @@ venv: $(VENV)/.synced
 lint: venv
 	$(VENV)/bin/ruff check src tools tests
 	$(VENV)/bin/ruff format --check src tools tests
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy

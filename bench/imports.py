@@ -14,7 +14,7 @@ from pathlib import Path
 
 CONTROLLER = [
     "akv_issuer.cli.controller",
-    "akv_issuer.controller.manager",
+    "akv_issuer.controller.app.manager",
     "httpcore2",
     "anyio._backends._asyncio",
     "azure.identity.aio",

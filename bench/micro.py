@@ -1,6 +1,6 @@
 """`python -m bench.micro`: the controller's per-certificate PKI work, in-process.
 
-What :class:`akv_issuer.controller.signing.RequestSigner` does for each request
+What :class:`akv_issuer.controller.requests.signing.RequestSigner` does for each request
 apart from the Key Vault call: parse and check the CSR, build the certificate,
 sign it through a remote signer (here a local RSA-2048 key, whose own time is
 subtracted: Key Vault spends it, not the controller), verify the signature and

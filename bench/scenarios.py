@@ -190,7 +190,7 @@ def import_seconds(runs: int = 3) -> tuple[float, float]:
     before serving (the CPU time moves far less with the machine's load)."""
     code = (
         "import time; t = time.perf_counter(); c = time.process_time(); "
-        "import akv_issuer.cli.controller, akv_issuer.controller.manager; "
+        "import akv_issuer.cli.controller, akv_issuer.controller.app.manager; "
         "print(time.perf_counter() - t, time.process_time() - c)"
     )
     wall, cpu = [], []

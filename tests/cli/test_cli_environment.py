@@ -14,7 +14,7 @@ import pytest
 CHECK = """
 import sys
 import {entry}
-import akv_issuer.controller.manager
+import akv_issuer.controller.app.manager
 import frozenlist
 maps = open("/proc/self/maps").read()
 print(frozenlist.FrozenList is frozenlist.PyFrozenList, "libstdc++" in maps)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from akv_issuer.cli.controller import DEPRECATED_EMULATOR, add_arguments, config_from_args
-from akv_issuer.controller.manager import make_keyvault
+from akv_issuer.controller.app.manager import make_keyvault
 
 AKV_ISSUER = str(Path(sys.executable).with_name("akv-issuer"))
 ENV_VARS = ("AKV_VERIFY_CHALLENGE_RESOURCE", "AKV_EMULATOR")

@@ -18,7 +18,7 @@ import yaml
 
 from akv_devcluster import binaries
 from akv_issuer.cli.controller import add_arguments, config_from_args
-from akv_issuer.controller.config import ControllerConfig
+from akv_issuer.controller.core.config import ControllerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "charts" / "azure-keyvault-issuer"

@@ -133,7 +133,7 @@ def test_troubleshooting_explains_every_condition_reason() -> None:
 
 
 def test_metrics_reference_lists_every_series() -> None:
-    from akv_issuer.controller.metrics import Metrics
+    from akv_issuer.controller.observability.metrics import Metrics
 
     text = (REPO / "docs" / "metrics.md").read_text()
     for family in Metrics().registry.collect():

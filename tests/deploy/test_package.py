@@ -224,7 +224,7 @@ def test_the_wheel_holds_the_controller_and_no_test_tools(
     # The controller, its CLI and the layers below are all there (so this can fail both ways).
     names = {str(path) for path in package}
     for module in (
-        "controller/manager.py",
+        "controller/app/manager.py",
         "controller/requests/flow.py",
         "cli/main.py",
         "cli/controller.py",

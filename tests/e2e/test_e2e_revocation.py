@@ -20,7 +20,7 @@ from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from akv_devcluster import DevCluster
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
 
 pytestmark = pytest.mark.integration
 

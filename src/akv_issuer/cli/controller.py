@@ -19,7 +19,7 @@ from typing import Any
 
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
-from akv_issuer.controller.config import (
+from akv_issuer.controller.core.config import (
     LEADER_ELECTION_ID,
     ControllerConfig,
     default_identity,
@@ -311,8 +311,8 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `akv-issuer --help` does not load the whole controller.
     from lightkube.core.exceptions import ConfigError
 
-    from akv_issuer.controller.audit import AUDIT_LOGGER
-    from akv_issuer.controller.manager import run_controller
+    from akv_issuer.controller.app.manager import run_controller
+    from akv_issuer.controller.observability.audit import AUDIT_LOGGER
     from akv_issuer.runtime.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level, always_info=(AUDIT_LOGGER,))

@@ -48,7 +48,7 @@ from lightkube.types import PatchType
 
 from akv_devcluster import Identity
 from akv_issuer.controller.api import GROUP, CertificateRequest
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
 
 pytestmark = pytest.mark.integration
 

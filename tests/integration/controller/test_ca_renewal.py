@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from akv_issuer.controller.api import parse_issuer_spec
-from akv_issuer.controller.ca_renewal import renew_if_due
+from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
 from akv_issuer.pki import load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
 

@@ -20,7 +20,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import CertificateRequest
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE, ANNOTATION_REVOKED
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE, ANNOTATION_REVOKED
 
 pytestmark = pytest.mark.integration
 

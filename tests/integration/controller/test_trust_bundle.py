@@ -30,12 +30,8 @@ from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from akv_devcluster import DevCluster
 from akv_devcluster.trustmanager import Bundle, start_trust_manager, stop_trust_manager
-from akv_issuer.controller.trust_bundle import (
-    ANNOTATION_ISSUER,
-    LABEL_ISSUER_NAME,
-    LABEL_MANAGED_BY,
-    LABEL_TRUST_BUNDLE,
-)
+from akv_issuer.controller.ca_lifecycle.trust_bundle import LABEL_ISSUER_NAME, LABEL_TRUST_BUNDLE
+from akv_issuer.controller.core import ANNOTATION_ISSUER, LABEL_MANAGED_BY
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from akv_issuer.controller import api
-from akv_issuer.controller.requests.decide import IssuerView
+from akv_issuer.controller.core import IssuerView
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Audit records (akv_issuer.controller.audit): their fields from a real
+"""Audit records (akv_issuer.controller.observability.audit): their fields from a real
 certificate and CSR, and how they come out of the controller's log setup
 (JSON object, text suffix, redaction, kept at any --log-level)."""
 
@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from akv_issuer.controller import audit
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.observability import audit
 from akv_issuer.runtime.logs import setup_logging
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from akv_issuer.controller.api import parse_issuer_spec
-from akv_issuer.controller.ca_renewal import Renewal, renew_if_due, renewal_due_at
+from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due, renewal_due_at
+from akv_issuer.controller.core import Renewal
 from akv_issuer.keyvault import KeyInfo
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, load_ca_chain
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from azure.core.exceptions import ClientAuthenticationError
 
 from akv_issuer.controller.api import IssuerReason
-from akv_issuer.controller.issuers import keyvault_failure
+from akv_issuer.controller.core import keyvault_failure
 from akv_issuer.keyvault import ErrorKind, classify
 
 ENTRA = (

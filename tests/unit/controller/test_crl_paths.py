@@ -2,8 +2,8 @@
 
 import pytest
 
-from akv_issuer.controller.crl_server import crl_path, parse_path
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.revocation.crl_server import crl_path, parse_path
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ from typing import Any
 import pytest
 
 from akv_issuer.controller.api import GROUP
+from akv_issuer.controller.core import IssuerView
 from akv_issuer.controller.requests.certificaterequest import view
 from akv_issuer.controller.requests.decide import (
     GiveUp,
     Ignore,
-    IssuerView,
     MarkDenied,
     RequestView,
     Retry,

@@ -7,14 +7,8 @@ from typing import Any
 import pytest
 
 from akv_issuer.controller.api import GROUP
-from akv_issuer.controller.requests.decide import (
-    Ignore,
-    IssuerView,
-    SetPending,
-    Sign,
-    WaitForApproval,
-    decide,
-)
+from akv_issuer.controller.core import IssuerView
+from akv_issuer.controller.requests.decide import Ignore, SetPending, Sign, WaitForApproval, decide
 from akv_issuer.controller.requests.kubecsr import cluster_issuer_of_signer, issuance_request, view
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES
 

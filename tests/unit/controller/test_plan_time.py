@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from akv_issuer.controller.signing import PLAN_STEP, plan_time
+from akv_issuer.controller.requests.signing import PLAN_STEP, plan_time
 from akv_issuer.pki import derived_serial_number
 
 CREATED = dt.datetime(2026, 3, 1, 12, 0, 7, tzinfo=dt.UTC)

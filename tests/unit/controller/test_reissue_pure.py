@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from akv_issuer.controller.api import GROUP
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.reissue import Progress, addresses, current_leaf
+from akv_issuer.controller.ca_lifecycle.reissue import Progress, addresses, current_leaf
+from akv_issuer.controller.core import IssuerKey
 
 ISSUER = IssuerKey("Issuer", "team-a", "ca")
 CLUSTER = IssuerKey("ClusterIssuer", "", "root")

@@ -10,7 +10,7 @@ from typing import Any
 
 from akv_issuer.controller.api import GROUP
 from akv_issuer.controller.requests import certificaterequest, kubecsr
-from akv_issuer.controller.revocations import ANNOTATION_REVOKE
+from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
 from akv_issuer.runtime.decoding import ObjectDecoder, Partial
 
 ISSUED = Path(__file__).parent / "data" / "certificaterequest_issued.json"

@@ -11,20 +11,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from akv_issuer.controller.api import parse_issuer_spec
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.trust_bundle import (
-    ANNOTATION_ISSUER,
+from akv_issuer.controller.ca_lifecycle.trust_bundle import (
     LABEL_ISSUER_NAME,
-    LABEL_MANAGED_BY,
     BundleState,
     Published,
     bundle_labels,
-    bundle_namespace,
     fingerprint,
     owner_conflict,
     plan_bundle,
     retention_window,
     trust_anchor,
+)
+from akv_issuer.controller.core import (
+    ANNOTATION_ISSUER,
+    LABEL_MANAGED_BY,
+    IssuerKey,
+    owner_namespace,
 )
 from akv_issuer.pki import CAChain
 
@@ -186,8 +188,8 @@ def test_retention_window_prefers_overlap_then_max_duration() -> None:
 
 
 def test_namespace_is_the_issuers_or_the_cluster_resource_namespace() -> None:
-    assert bundle_namespace(IssuerKey("Issuer", "team-a", "x"), "akv-system") == "team-a"
-    assert bundle_namespace(IssuerKey("ClusterIssuer", "", "x"), "akv-system") == "akv-system"
+    assert owner_namespace(IssuerKey("Issuer", "team-a", "x"), "akv-system") == "team-a"
+    assert owner_namespace(IssuerKey("ClusterIssuer", "", "x"), "akv-system") == "akv-system"
 
 
 def test_labels_name_the_issuer_when_the_name_fits_a_label() -> None:

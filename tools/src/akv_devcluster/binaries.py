@@ -45,6 +45,9 @@ KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager"
 TRUST_MANAGER_MODULE = "github.com/cert-manager/trust-manager"
+# zlint, one of the two certificate/CRL linters of tests/lint (docs/linting.md).
+ZLINT_VERSION = "v3.7.3"
+ZLINT_MODULE = "github.com/zmap/zlint/v3"
 
 # The repository root is three levels up (tools/src/akv_devcluster/): the dev tools
 # run from a checkout (an editable workspace install), never from a built wheel.
@@ -213,6 +216,16 @@ CERT_MANAGER_CONFORMANCE = GoBinary(
     "cert-manager-conformance",
     ".",
     test_binary=True,
+)
+
+# zlint, upstream's own main package (cmd/zlint) at the version hack/zlint/go.mod
+# pins; tests/lint runs it over every certificate and CRL the project makes.
+ZLINT = GoBinary(
+    "zlint",
+    ZLINT_VERSION,
+    "zlint",
+    f"{ZLINT_MODULE}/cmd/zlint",
+    (("main.version", ZLINT_VERSION),),
 )
 
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
@@ -584,6 +597,7 @@ def _ensure_only(names: list[str]) -> int:
             CERT_MANAGER_CAINJECTOR,
             WORKLOAD_IDENTITY_WEBHOOK,
             CERT_MANAGER_CONFORMANCE,
+            ZLINT,
         )
     }
     unknown = [n for n in names if n not in known]
@@ -634,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
             print(f"cm-conformance  {ensure_binary(CERT_MANAGER_CONFORMANCE)}")
+            print(f"zlint           {ensure_binary(ZLINT)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

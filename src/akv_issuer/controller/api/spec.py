@@ -141,7 +141,7 @@ class TrustBundleSpec:
     The namespace is implied, never written: the Issuer's own, or for a
     ClusterIssuer the cluster resource namespace (as for ``ClientSecretAuth``).
     ``overlap`` None: how long a previous CA is kept follows from what it may
-    have issued (see :mod:`akv_issuer.controller.trust_bundle`).
+    have issued (see :mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`).
     """
 
     config_map_name: str

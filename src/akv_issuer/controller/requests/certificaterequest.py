@@ -31,10 +31,6 @@ from akv_issuer.controller.api import (
     CERT_MANAGER_GROUP,
     CERT_MANAGER_VERSION,
     CERTIFICATE_REQUEST_KIND,
-    CLUSTER_ISSUER_KIND,
-    GROUP,
-    ISSUER_KIND,
-    ISSUER_KINDS,
     CertificateRequest,
     CertificateRequestCondition,
     CertificateRequestReason,
@@ -45,14 +41,14 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_go_duration,
 )
-from akv_issuer.controller.audit import Requester, requester_of
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import addressed_issuer
+from akv_issuer.controller.observability.audit import Requester, requester_of
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
-    Conflict,
     Denied,
     Failed,
     Pending,
+    RequestConflict,
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
@@ -100,22 +96,6 @@ class RequestFields(TypedDict, total=False):
     metadata: _Metadata
     spec: _Spec
     status: _Status
-
-
-def addressed_issuer(obj: dict[str, Any]) -> IssuerKey | None:
-    """The issuer ``spec.issuerRef`` names, or None when it is not one of ours."""
-    meta = obj.get("metadata") or {}
-    ref = (obj.get("spec") or {}).get("issuerRef") or {}
-    # cert-manager treats an empty kind as a namespaced Issuer.
-    kind = str(ref.get("kind") or ISSUER_KIND)
-    if str(ref.get("group") or "") != GROUP or kind not in ISSUER_KINDS:
-        return None
-    name = str(ref.get("name") or "")
-    if kind == CLUSTER_ISSUER_KIND:
-        return IssuerKey(CLUSTER_ISSUER_KIND, "", name)
-    # issuerRef names only the Issuer: it is looked up in the request's own
-    # namespace, so a namespaced Issuer can never serve another namespace.
-    return IssuerKey(ISSUER_KIND, str(meta.get("namespace") or ""), name)
 
 
 def is_finished(conditions: tuple[Condition, ...]) -> bool:
@@ -262,7 +242,7 @@ class CertificateRequests:
             )
         except ApiError as err:
             if err.status.code == 409:
-                raise Conflict(f"{namespace}/{name}") from err
+                raise RequestConflict(f"{namespace}/{name}") from err
             raise
         return dict(written)
 

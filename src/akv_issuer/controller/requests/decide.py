@@ -16,14 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from akv_issuer.controller.api import (
-    CONDITION_READY,
     CertificateRequestEvent,
-    Condition,
     PendingReason,
-    find_condition,
     parse_time,
 )
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import IssuerKey, IssuerView
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,37 +63,6 @@ class RequestView:
             finished=finished,
             approved=approved,
             denied=denied,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class IssuerView:
-    """What the state machine needs to know of an issuer object."""
-
-    generation: int
-    ready: Condition | None
-
-    @classmethod
-    def from_object(cls, obj: dict[str, Any]) -> IssuerView:
-        meta = obj.get("metadata") or {}
-        status = obj.get("status") or {}
-        conditions = tuple(Condition.from_dict(c) for c in status.get("conditions") or ())
-        return cls(
-            generation=int(meta.get("generation") or 0),
-            ready=find_condition(conditions, CONDITION_READY),
-        )
-
-    def is_ready(self) -> bool:
-        ready = self.ready
-        if ready is None or ready.status != "True":
-            return False
-        # A Ready condition written for an older spec says nothing about the
-        # current one: treat it as not ready until the check catches up.
-        # One without observedGeneration (the Go version wrote such) is not ours.
-        if self.generation == 0:
-            return True
-        return (
-            ready.observed_generation is not None and ready.observed_generation >= self.generation
         )
 
 

@@ -19,7 +19,7 @@ What is kept in memory (and why it stays bounded):
 - the resourceVersion of each status write of ours until the watch delivers
   it, so an event older than our own write is not taken for news.
 
-Every final outcome the flow writes leaves one audit record (:mod:`..audit`):
+Every final outcome the flow writes leaves one audit record (:mod:`..observability.audit`):
 ``issued`` after the Issued write, ``refused`` after a Failed or Denied write;
 the Issued event names the certificate's serial.
 
@@ -38,18 +38,17 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
-from akv_issuer.controller import audit
 from akv_issuer.controller.api import CertificateRequestEvent, PendingReason
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability import audit
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.decide import (
     GiveUp,
-    IssuerView,
     MarkDenied,
     RequestView,
     SetPending,
@@ -58,17 +57,17 @@ from akv_issuer.controller.requests.decide import (
     decide,
 )
 from akv_issuer.controller.requests.kind import (
-    Conflict,
     Denied,
     Failed,
     Issued,
     Pending,
+    RequestConflict,
     RequestKind,
     StatusUpdate,
 )
-from akv_issuer.controller.signing import (
+from akv_issuer.controller.requests.signing import (
     Outcome,
-    Refused,
+    RequestRefused,
     RequestSigner,
     Signed,
     Transient,
@@ -87,18 +86,6 @@ log = logging.getLogger(__name__)
 UNCHECKED_ISSUER_RETRY = 30.0
 
 
-class Issuers(Protocol):
-    """What the request flow needs of the issuer side (``IssuerReconciler``)."""
-
-    def lookup(self, key: IssuerKey) -> tuple[IssuerView | None, CheckedIssuer | None]: ...
-
-    def request_check(self, key: IssuerKey) -> None: ...
-
-    async def report_fault(
-        self, key: IssuerKey, failure: CheckFailed, *, recheck_now: bool
-    ) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class _Entry:
     issuer: IssuerKey
@@ -113,7 +100,7 @@ class RequestFlow:
         kind: RequestKind,
         *,
         client: AsyncClient,
-        issuers: Issuers,
+        issuers: IssuerSide,
         signer: RequestSigner,
         metrics: Metrics,
         events: EventRecorder,
@@ -259,7 +246,7 @@ class RequestFlow:
         except ValueError as err:
             # Undecodable base64 (binascii.Error is a ValueError), a duration
             # Go would refuse, a bad annotation.
-            outcome = Refused("InvalidRequest", str(err))
+            outcome = RequestRefused("InvalidRequest", str(err))
         else:
             outcome = await self._signer.sign(
                 csr_pem, request, checked, self._now(), request_key=view.uid, created=view.created
@@ -269,7 +256,7 @@ class RequestFlow:
         if isinstance(outcome, Signed):
             self._signed[view.uid] = outcome
             return await self._write_issued(key, obj, view, outcome, failures)
-        if isinstance(outcome, Refused):
+        if isinstance(outcome, RequestRefused):
             failed = Failed(outcome.kind, outcome.message, invalid=True)
             return await self._finish(key, obj, view, failed, failures)
         if isinstance(outcome, Transient):
@@ -373,7 +360,7 @@ class RequestFlow:
         meanwhile (409), it is read again and decided anew."""
         try:
             await self._write(key, obj, update)
-        except Conflict:
+        except RequestConflict:
             delay = self.backoff.delay(failures + 1)
             log.info("%s %s changed while being written; deciding again", self.kind.name, key)
             return Result.retry(delay)
@@ -427,7 +414,7 @@ class RequestFlow:
                 "certificate in %.1fs",
                 self.kind.name,
                 key,
-                "conflict" if isinstance(exc, Conflict) else type(exc).__name__,
+                "conflict" if isinstance(exc, RequestConflict) else type(exc).__name__,
                 delay,
             )
             return Result.retry(delay)

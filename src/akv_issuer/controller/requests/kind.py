@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from akv_issuer.controller.audit import Requester
+from akv_issuer.controller.observability.audit import Requester
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.pki import IssuanceRequest
 
@@ -49,7 +49,7 @@ class Issued:
 StatusUpdate = Pending | Denied | Failed | Issued
 
 
-class Conflict(Exception):
+class RequestConflict(Exception):
     """The request changed since it was read (HTTP 409): read it again and decide anew."""
 
 
@@ -87,6 +87,6 @@ class RequestKind(Protocol):
     ) -> dict[str, Any] | None:
         """Write ``update`` into the request's status; the object as written (at
         least its metadata: the flow reads its resourceVersion), or None when
-        this kind has no field for it. Raises :class:`Conflict` when the
+        this kind has no field for it. Raises :class:`RequestConflict` when the
         request changed since ``obj`` was read."""
         ...

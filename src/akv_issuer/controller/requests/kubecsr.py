@@ -44,13 +44,13 @@ from akv_issuer.controller.api import (
     format_time,
     parse_go_duration,
 )
-from akv_issuer.controller.audit import Requester, requester_of
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.observability.audit import Requester, requester_of
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
-    Conflict,
     Failed,
     Issued,
+    RequestConflict,
     StatusUpdate,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES, IssuanceRequest
@@ -220,6 +220,6 @@ class KubeCSRs:
             )
         except ApiError as err:
             if err.status.code == 409:
-                raise Conflict(str(meta.get("name") or "")) from err
+                raise RequestConflict(str(meta.get("name") or "")) from err
             raise
         return dict(written)

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -38,17 +35,23 @@ from akv_issuer.controller.api import (
     WorkloadIdentityAuth,
     parse_issuer_spec,
 )
-from akv_issuer.controller.ca_renewal import Renewal, renew_if_due
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    CheckFailed,
+    CountedCall,
+    IssuerHooks,
+    IssuerKey,
+    Renewal,
+    ca_failure,
+    keyvault_failure,
+    owner_namespace,
+)
 from akv_issuer.keyvault import (
-    SERVICE_ACCOUNT_TOKEN_FAILED,
     Ambient,
     AssertionProvider,
     AssertionProviderError,
     AuthConfig,
-    Cause,
     ClientSecret,
-    ErrorKind,
     FederatedServiceAccount,
     KeyInfo,
     KeyVaultAccess,
@@ -69,182 +72,10 @@ from akv_issuer.pki import (
     check_algorithm,
     load_ca_chain,
 )
-from akv_issuer.runtime.leader import no_fence
-
-if TYPE_CHECKING:
-    from akv_issuer.controller.audit import CAKey
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class IssuerKey:
-    kind: str
-    namespace: str  # "" for a ClusterIssuer
-    name: str
-
-    def __str__(self) -> str:
-        if self.namespace:
-            return f"{self.kind} {self.namespace}/{self.name}"
-        return f"{self.kind} {self.name}"
-
-    @property
-    def labels(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
-
-
-@dataclass(frozen=True)
-class CheckedIssuer:
-    key: IssuerKey
-    uid: str
-    generation: int
-    spec: IssuerSpec
-    auth: AuthConfig
-    key_info: KeyInfo
-    algorithm: SignatureAlgorithm
-    ca: CAChain
-    profile: IssuerProfile
-    checked_at: dt.datetime
-    # With keyVersion unset: a version newer than the one signing (the one the
-    # CA certificate holds) for which no CA certificate is stored yet.
-    pending_key_version: str | None = None
-    # The CA certificate is in its renewal window: renewed now, or due (see ca_renewal).
-    renewal: Renewal | None = None
-
-    @property
-    def ca_cert(self) -> x509.Certificate:
-        return self.ca.ca
-
-    @functools.cached_property
-    def audit_ca(self) -> CAKey:
-        """The CA as audit records name it, worked out once per checked issuer
-        rather than once per certificate (its subject's RFC 4514 string)."""
-        from akv_issuer.controller.audit import CAKey  # audit imports this module
-
-        return CAKey.of(self)
-
-    @property
-    def ca_chain(self) -> tuple[x509.Certificate, ...]:
-        """The CA first, then its issuers."""
-        return self.ca.certificates
-
-    @property
-    def ca_pem(self) -> bytes:
-        return self.ca.pem()
-
-    @property
-    def not_after(self) -> dt.datetime:
-        return self.ca.not_after
-
-    @property
-    def key_version(self) -> str:
-        return self.key_info.version
-
-    @property
-    def key_id(self) -> str:
-        return self.key_info.kid
-
-
-class CheckFailed(Exception):
-    """The issuer cannot sign. ``retryable``: check again soon with backoff;
-    else only a spec change (or the periodic re-check) can help."""
-
-    def __init__(
-        self,
-        reason: IssuerReason,
-        message: str,
-        *,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> CheckFailed:
-    """Map a Key Vault error met while reading ``what`` to an issuer reason.
-
-    The keyvault layer has already said what the error means (its kind); this
-    only names the Ready reason for it. ``not_found`` is the reason of a missing
-    object, which depends on what was read (the key or the CA secret).
-    """
-    detail = f"{what}: {err.message}" if err.message else what
-    if err.code:
-        detail += f" ({err.code})"
-    if err.code == SERVICE_ACCOUNT_TOKEN_FAILED:
-        # auth.serviceAccountRef: no ServiceAccount token to exchange.
-        return CheckFailed(IssuerReason.SERVICE_ACCOUNT_TOKEN_FAILED, err.message)
-    match err.cause:
-        case Cause.CREDENTIAL_REFUSED:
-            # Entra ID refused the credential itself (the AADSTS line): no federated
-            # credential for this subject/audience, unknown client or tenant, wrong
-            # secret. No outage: re-checked slowly until an administrator fixes it.
-            return CheckFailed(IssuerReason.FORBIDDEN, detail, retry_after=ADMIN_FIX_RECHECK)
-        case Cause.NETWORK_RULES:
-            return CheckFailed(
-                IssuerReason.KEY_VAULT_NETWORK_DENIED,
-                f"{what}: the vault's network rules (firewall) refuse this controller's "
-                f"address: {err.message}",
-                retry_after=ADMIN_FIX_RECHECK,
-            )
-        case Cause.DISABLED:
-            if not_found == IssuerReason.KEY_NOT_FOUND:
-                return CheckFailed(IssuerReason.KEY_DISABLED, f"{what} is disabled: {err.message}")
-            return CheckFailed(
-                IssuerReason.CA_SECRET_DISABLED, f"{what} is disabled: {err.message}"
-            )
-        case Cause.API_VERSION:
-            return CheckFailed(
-                IssuerReason.KEY_VAULT_API_VERSION_UNSUPPORTED,
-                f"the vault refuses the Key Vault API version the controller uses: "
-                f"{err.message} (set AKV_KEYVAULT_API_VERSION to a version the vault supports)",
-                retryable=False,
-            )
-        case _:
-            pass
-    match err.kind:
-        case ErrorKind.THROTTLED:
-            return CheckFailed(IssuerReason.THROTTLED, detail, retry_after=err.retry_after)
-        case ErrorKind.TRANSIENT:
-            return CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after
-            )
-        case ErrorKind.FORBIDDEN:
-            return CheckFailed(IssuerReason.FORBIDDEN, detail)
-        case ErrorKind.NOT_FOUND:
-            return CheckFailed(not_found, detail)
-        case ErrorKind.PERMANENT:
-            return CheckFailed(
-                IssuerReason.KEY_NOT_USABLE
-                if not_found == IssuerReason.KEY_NOT_FOUND
-                else IssuerReason.CA_INVALID,
-                detail,
-            )
-
-
-# Seconds before re-checking an issuer that only an administrator can fix (a
-# credential Entra ID refuses, a vault firewall): no faster than this, so a
-# broken identity does not ask Entra ID every few seconds; the reconciler's
-# backoff (at most 5 minutes) still applies above it.
-ADMIN_FIX_RECHECK = 120.0
-
-_CA_REASONS = {
-    CAErrorKind.INVALID: IssuerReason.CA_INVALID,
-    CAErrorKind.NOT_A_CA: IssuerReason.CA_INVALID,
-    CAErrorKind.MISMATCH: IssuerReason.CA_KEY_MISMATCH,
-    CAErrorKind.EXPIRED: IssuerReason.CA_EXPIRED,
-    CAErrorKind.NOT_YET_VALID: IssuerReason.CA_NOT_YET_VALID,
-}
-
-
-def ca_failure(err: CAError, what: str) -> CheckFailed:
-    """Map a CA certificate that fails its checks to the issuer's Ready reason."""
-    return CheckFailed(_CA_REASONS[err.kind], f"{what}: {err.reason}")
 
 
 class IssuerChecker:
@@ -252,18 +83,19 @@ class IssuerChecker:
         self,
         client: AsyncClient,
         keyvault: KeyVaultAccess,
-        metrics: Metrics,
+        count: CountedCall,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
         service_account_tokens: AssertionProvider | None = None,
-        fence: Callable[[], None] = no_fence,
+        hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
-        # Asked right before a CA renewal's sign (see ca_renewal).
-        self._fence = fence
         self._kv = keyvault
-        self._metrics = metrics
+        # Every Key Vault call, counted by operation and status.
+        self.kv_call = count
+        # The CA renewal a feature plugged in (ca_lifecycle), if any.
+        self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
         # --issuer-ambient-credentials: may namespaced Issuers use the
         # controller's own identity (auth unset, auth.workloadIdentity)?
@@ -310,9 +142,9 @@ class IssuerChecker:
             _check_usable(spec, key_info, now)
 
         algorithm = _algorithm(spec, key_info, ca.ca)
-        ca, renewal = await renew_if_due(
-            self._kv, self.kv_call, spec, auth, key_info, algorithm, ca, now, self._fence
-        )
+        renewal: Renewal | None = None
+        if self._hooks.renewal is not None:
+            ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
         try:
             profile = IssuerProfile(
                 policy=IssuancePolicy(
@@ -390,7 +222,7 @@ class IssuerChecker:
 
     async def _kubernetes_ca(self, key: IssuerKey, source: KubernetesSecretCA) -> str:
         # As for clientSecret: the spec never names a namespace.
-        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        namespace = owner_namespace(key, self._cluster_ns)
         where = f"CA Secret {namespace}/{source.name}"
         try:
             secret = await self._client.get(Secret, source.name, namespace=namespace)
@@ -452,16 +284,6 @@ class IssuerChecker:
                 continue
         return None
 
-    async def kv_call(self, operation: str, call: Awaitable[T]) -> T:
-        """Await a Key Vault call, counting it by operation and HTTP status."""
-        try:
-            result = await call
-        except KeyVaultError as err:
-            self._metrics.keyvault_calls.labels(operation, err.metric_label).inc()
-            raise
-        self._metrics.keyvault_calls.labels(operation, "200").inc()
-        return result
-
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
         self._check_ambient_allowed(key, auth)
@@ -502,7 +324,7 @@ class IssuerChecker:
     ) -> AuthConfig:
         # The ServiceAccount is the issuer's own namespace's (a ClusterIssuer's:
         # the cluster resource namespace); the spec never names a namespace.
-        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        namespace = owner_namespace(key, self._cluster_ns)
         tenant = auth.tenant_id or os.environ.get("AZURE_TENANT_ID", "")
         if not tenant:
             raise CheckFailed(
@@ -538,7 +360,7 @@ class IssuerChecker:
     ) -> AuthConfig:
         # A ClusterIssuer's secret comes from the cluster resource namespace,
         # an Issuer's from its own namespace; the spec never names a namespace.
-        namespace = self._cluster_ns if key.kind == CLUSTER_ISSUER_KIND else key.namespace
+        namespace = owner_namespace(key, self._cluster_ns)
         ref = auth.secret_ref
         where = f"Secret {namespace}/{ref.name}"
         try:

@@ -34,7 +34,7 @@ Certificates in the data that the annotation does not track are not ours and
 are dropped.
 
 The planning here (:func:`plan_bundle`) is pure;
-:class:`akv_issuer.controller.trust_bundle_publisher.TrustBundlePublisher`
+:class:`akv_issuer.controller.ca_lifecycle.trust_bundle_publisher.TrustBundlePublisher`
 does the two API calls (get, then server-side apply) and reports through
 events and metrics. A failed write never makes the issuer un-Ready: signing
 works without the bundle, and the reconciler retries with backoff.
@@ -54,23 +54,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from akv_issuer.controller.api import (
-    CLUSTER_ISSUER_KIND,
     GROUP,
     IssuerSpec,
     format_time,
     parse_time,
 )
-from akv_issuer.controller.config import COMPONENT
-from akv_issuer.controller.issuers import IssuerKey
+from akv_issuer.controller.core import (
+    COMPONENT,
+    LABEL_MANAGED_BY,
+    IssuerKey,
+    ownership_conflict,
+)
 from akv_issuer.pki import CAChain
 
 log = logging.getLogger(__name__)
 
-LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_TRUST_BUNDLE: Final = f"{GROUP}/trust-bundle"
 LABEL_ISSUER_KIND: Final = f"{GROUP}/issuer-kind"
 LABEL_ISSUER_NAME: Final = f"{GROUP}/issuer-name"
-ANNOTATION_ISSUER: Final = f"{GROUP}/issuer"
 ANNOTATION_STATE: Final = f"{GROUP}/trust-bundle-state"
 
 EVENT_UPDATED: Final = "TrustBundleUpdated"
@@ -305,15 +306,6 @@ def _unique(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     return out
 
 
-def bundle_namespace(key: IssuerKey, cluster_resource_namespace: str) -> str:
-    """Where an issuer's bundle lives: never a namespace written in the spec."""
-    return cluster_resource_namespace if key.kind == CLUSTER_ISSUER_KIND else key.namespace
-
-
-def issuer_identity(key: IssuerKey) -> str:
-    return f"{key.kind}/{key.namespace}/{key.name}" if key.namespace else f"{key.kind}/{key.name}"
-
-
 def bundle_labels(key: IssuerKey) -> dict[str, str]:
     """Labels a trust-manager Bundle can select on. The issuer's name is a
     label only when it fits a label value (at most 63 characters)."""
@@ -329,16 +321,7 @@ def bundle_labels(key: IssuerKey) -> dict[str, str]:
 
 def owner_conflict(key: IssuerKey, existing: Mapping[str, Any] | None) -> str | None:
     """Why an existing object must not be overwritten (None: it is ours, or absent)."""
-    if existing is None:
-        return None
-    meta = existing.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    owner = (meta.get("annotations") or {}).get(ANNOTATION_ISSUER)
-    if labels.get(LABEL_MANAGED_BY) != COMPONENT or owner is None:
-        return "exists and is not managed by azure-keyvault-issuer"
-    if owner != issuer_identity(key):
-        return f"is the trust bundle of {owner}"
-    return None
+    return ownership_conflict(key, existing, "is the trust bundle of {owner}")
 
 
 # --- I/O -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the one the current CRL was made from, the CA key changed, the validity
 changed, or nextUpdate is less than ``renewBefore`` away. One sign per CRL.
 
 The CRL number and the CRL itself are in the issuer's revocation ConfigMap
-(:mod:`akv_issuer.controller.revocations`), written with a resourceVersion
+(:mod:`akv_issuer.controller.revocation.store`), written with a resourceVersion
 precondition, so a new leader continues the numbering and never signs a CRL
 that is already there. A CRL that was signed but not written is never served,
 so reusing its number after a failure is safe.
@@ -45,20 +45,24 @@ from akv_issuer.controller.api import (
     make_condition,
     parse_issuer_spec,
 )
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.revocations import (
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    ControllerConfig,
+    IssuerKey,
+    IssuerSide,
+    IssuerSigners,
+)
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.revocation.revoker import IssuerLocks
+from akv_issuer.controller.revocation.store import (
     REASONS,
-    Conflict,
     CRLState,
     NotOurs,
     RevocationList,
+    RevocationListConflict,
     RevocationStore,
     key_id,
 )
-from akv_issuer.controller.revoker import IssuerLocks, Issuers
-from akv_issuer.controller.signing import RequestSigner
 from akv_issuer.keyvault import KeyVaultError
 from akv_issuer.pki import PKIError, RevokedCertificate, build_crl, sign_crl
 from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result
@@ -84,10 +88,10 @@ class CRLPublisher:
         self,
         config: ControllerConfig,
         client: AsyncClient,
-        issuers: Issuers,
+        issuers: IssuerSide,
         store: RevocationStore,
         locks: IssuerLocks,
-        signer: RequestSigner,
+        signers: IssuerSigners,
         metrics: Metrics,
         events: EventRecorder,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -97,7 +101,7 @@ class CRLPublisher:
         self._issuers = issuers
         self._store = store
         self._locks = locks
-        self._signer = signer
+        self._signers = signers
         self._metrics = metrics
         self._events = events
         self._now = now
@@ -190,7 +194,7 @@ class CRLPublisher:
                 builder,
                 checked.key_info.public_key,
                 checked.algorithm,
-                self._signer.remote_signer(checked),
+                self._signers.remote_signer(checked),
             )
         except KeyVaultError as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
@@ -205,7 +209,7 @@ class CRLPublisher:
         pem = crl.public_bytes(serialization.Encoding.PEM).decode()
         try:
             await self._store.write(key, current, crl=(pem, new_state))
-        except Conflict:
+        except RevocationListConflict:
             return Result.requeue(0.0)  # a revocation landed meanwhile: sign again
         except OverflowError as err:
             return await self._failed(key, obj, state, now, str(err), failures)

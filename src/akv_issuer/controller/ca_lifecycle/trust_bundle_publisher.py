@@ -1,7 +1,7 @@
 """Publishing an issuer's trust bundle: read the ConfigMap back, apply the plan.
 
 What goes into the bundle and for how long is decided, without I/O, in
-:mod:`akv_issuer.controller.trust_bundle`; this module does the two API calls
+:mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`; this module does the two API calls
 per check (a GET, and a server-side apply only when the content changed) and
 reports through events and metrics. A failed write never makes the issuer
 un-Ready: signing works without the bundle, and the reconciler retries with
@@ -23,30 +23,38 @@ from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import TrustBundleSpec
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.trust_bundle import (
-    ANNOTATION_ISSUER,
+from akv_issuer.controller.ca_lifecycle.trust_bundle import (
     ANNOTATION_STATE,
     EVENT_FAILED,
     EVENT_UPDATED,
     BundlePlan,
     Published,
     bundle_labels,
-    bundle_namespace,
-    issuer_identity,
     owner_conflict,
     plan_bundle,
     retention_window,
 )
+from akv_issuer.controller.core import (
+    ANNOTATION_ISSUER,
+    CheckedIssuer,
+    FollowUp,
+    IssuerKey,
+    issuer_identity,
+    owner_namespace,
+)
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)
 
 
 class TrustBundlePublisher:
-    """Publishes an issuer's trust bundle after a successful check."""
+    """Publishes an issuer's trust bundle after a successful check: follows the
+    issuer checks (``core.CheckFollower``), its work done once the issuer's
+    status is written (:meth:`settled`)."""
+
+    condition_types: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -68,6 +76,17 @@ class TrustBundlePublisher:
         self._written.pop(key, None)
         self._last_failure.pop(key, None)
 
+    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+        return FollowUp()
+
+    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+        """:meth:`publish`: a bundle that cannot be written leaves the issuer
+        Ready (signing does not need it): an event, a metric, and a retry."""
+        return await self.publish(obj, checked, now)
+
+    async def close(self) -> None:
+        return None
+
     async def publish(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
         """Bring the bundle up to date; False when it could not be (an event
         says why, and the caller retries with backoff)."""
@@ -75,7 +94,7 @@ class TrustBundlePublisher:
         key = checked.key
         if spec is None:
             return True
-        namespace = bundle_namespace(key, self._config.cluster_resource_namespace)
+        namespace = owner_namespace(key, self._config.cluster_resource_namespace)
         where = f"ConfigMap {namespace}/{spec.config_map_name}"
         try:
             existing = await self._get(ConfigMap, spec.config_map_name, namespace)

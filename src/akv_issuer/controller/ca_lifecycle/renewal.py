@@ -26,14 +26,22 @@ while the current certificate is valid.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from akv_issuer.controller.api import IssuerSpec, format_time
+from akv_issuer.controller.core import (
+    DUE_INTERMEDIATE,
+    DUE_MANUAL,
+    RENEWAL_FAILED,
+    RENEWED,
+    CountedCall,
+    FencedSigner,
+    Renewal,
+)
 from akv_issuer.keyvault import (
     PEM_CONTENT_TYPE,
     AuthConfig,
@@ -45,7 +53,6 @@ from akv_issuer.pki import (
     CAChain,
     CAError,
     PKIError,
-    RemoteSigner,
     SignatureAlgorithm,
     build_root_ca,
     is_self_signed,
@@ -56,32 +63,6 @@ from akv_issuer.runtime.leader import no_fence
 
 T = TypeVar("T")
 
-# Reasons of the CARenewalDue condition (and of the renewal metric's result).
-DUE_INTERMEDIATE = "IntermediateCA"
-DUE_MANUAL = "AutomaticRenewalOff"
-RENEWAL_FAILED = "RenewalFailed"
-RENEWED = "Renewed"
-NOT_DUE = "NotDue"
-
-
-class CountedCall(Protocol):
-    """Awaits a Key Vault call, counting it by operation (``IssuerChecker.kv_call``)."""
-
-    def __call__(self, operation: str, call: Awaitable[T], /) -> Awaitable[T]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Renewal:
-    """What an issuer check found about its CA certificate's renewal."""
-
-    reason: str  # one of the reasons above
-    message: str
-
-    @property
-    def due(self) -> bool:
-        """The certificate is in its window and was not renewed."""
-        return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
-
 
 def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:
     """When renewal of ``ca`` is due: ``renew_before`` ahead of its NotAfter, by
@@ -91,20 +72,31 @@ def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> d
     return not_after - (renew_before if renew_before is not None else lifetime / 3)
 
 
-class _CountedSigner:
-    """The Key Vault signer, counted like every other Key Vault call of the
-    controller, and fenced like the request flow's: with leader election,
-    ``fence`` raises ``NotLeading`` right before the sign once this replica's
-    lease may have passed to another, so two replicas never both renew."""
+class Renewer:
+    """The CA renewal ``ca_lifecycle.setup`` plugs into the issuer check
+    (``core.CARenewal``): :func:`renew_if_due` with this process's Key Vault,
+    counted calls and leader fence."""
 
-    def __init__(self, inner: RemoteSigner, count: CountedCall, fence: Callable[[], None]) -> None:
-        self._inner = inner
+    def __init__(
+        self, keyvault: KeyVaultAccess, count: CountedCall, fence: Callable[[], None] = no_fence
+    ) -> None:
+        self._kv = keyvault
         self._count = count
         self._fence = fence
 
-    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        self._fence()
-        return await self._count("sign", self._inner.sign_digest(algorithm, digest))
+    async def __call__(
+        self,
+        spec: IssuerSpec,
+        auth: AuthConfig,
+        key: KeyInfo,
+        algorithm: SignatureAlgorithm,
+        ca: CAChain,
+        now: dt.datetime,
+        /,
+    ) -> tuple[CAChain, Renewal | None]:
+        return await renew_if_due(
+            self._kv, self._count, spec, auth, key, algorithm, ca, now, self._fence
+        )
 
 
 async def renew_if_due(
@@ -202,7 +194,8 @@ async def _renew_root(
         now=now,
         path_length=path_length.path_length if path_length is not None else None,
     )
-    signer = _CountedSigner(keyvault.signer(key, auth), count, fence)
+    # Fenced: two replicas never both renew.
+    signer = FencedSigner(keyvault.signer(key, auth), count, fence)
     cert = await sign_certificate(plan.builder, key.public_key, algorithm, signer)
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     stored = await count(

@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.revocations import NotOurs, RevocationStore
+from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.revocation.store import NotOurs, RevocationStore
 
 log = logging.getLogger(__name__)
 

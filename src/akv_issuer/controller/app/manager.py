@@ -21,34 +21,32 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from aiohttp import web
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
-from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND, ClusterIssuer, Issuer
-from akv_issuer.controller.config import COMPONENT, ControllerConfig
-from akv_issuer.controller.crl_publisher import CRLPublisher
-from akv_issuer.controller.crl_server import CRLServer
-from akv_issuer.controller.issuer_reconciler import IssuerReconciler
-from akv_issuer.controller.issuers import IssuerChecker
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.requests.certificaterequest import CertificateRequests
-from akv_issuer.controller.requests.flow import RequestFlow
-from akv_issuer.controller.requests.kind import RequestKind
-from akv_issuer.controller.requests.kubecsr import KubeCSRs
-from akv_issuer.controller.revocations import RevocationStore
-from akv_issuer.controller.revoker import FanOut, IssuerLocks, Revoker
-from akv_issuer.controller.service_account_tokens import ServiceAccountTokens
-from akv_issuer.controller.signing import RequestSigner
+from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
+from akv_issuer.controller.core import (
+    COMPONENT,
+    ControllerConfig,
+    IssuerSigners,
+    KeyVaultCalls,
+    SignSlots,
+)
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
 from akv_issuer.runtime.kubehttp import kube_transport
-from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector
+from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector, no_fence
 from akv_issuer.runtime.servers import Probes, Servers
 
 log = logging.getLogger(__name__)
@@ -57,24 +55,10 @@ EXIT_OK = 0
 EXIT_LOST_LEASE = 2
 EXIT_FAILED = 1
 
-# Workers beyond --concurrency: --concurrency bounds the Key Vault signs in
-# flight (the remote, throttled resource), and these extra workers read
-# requests and write statuses meanwhile, so a slow vault keeps its sign slots
-# busy instead of waiting on Kubernetes round trips between signs.
-KUBERNETES_WORKERS = 8
-# Kubernetes CSRs are rare next to CertificateRequests; they share the sign slots.
-KUBE_CSR_WORKERS = 2
-
-
 # Event senders, the Lease and the informers' watches (each holds a connection
 # for as long as it streams), besides the request and issuer workers; then the
 # revocation and CRL workers and the CRL endpoint's reads.
 _OTHER_CONNECTIONS = EVENT_SENDERS + 1 + 4 + 2 + 1 + 2
-
-
-def request_workers(config: ControllerConfig) -> int:
-    """CertificateRequest workers: the sign slots plus the Kubernetes-I/O extra."""
-    return config.concurrency + KUBERNETES_WORKERS
 
 
 def make_client(config: ControllerConfig) -> AsyncClient:
@@ -116,6 +100,9 @@ def make_keyvault(
 
 
 class Manager:
+    """The controller process, and the ``core.Host`` every feature's ``setup()``
+    wires itself into."""
+
     def __init__(
         self,
         config: ControllerConfig,
@@ -128,10 +115,7 @@ class Manager:
         self.client = client or make_client(config)
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
-        self.sa_tokens = ServiceAccountTokens(
-            self.client,
-            on_request=lambda result: self.metrics.service_account_tokens.labels(result).inc(),
-        )
+        self.sa_tokens = identity.setup(self.client, self.metrics)
         self.keyvault = keyvault or make_keyvault(config, self.sa_tokens.token)
         self.events = EventRecorder(
             self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
@@ -150,101 +134,71 @@ class Manager:
                 ),
             )
         # Fencing: no Key Vault sign once the lease may have passed to a standby.
-        fence = {"fence": self.elector.ensure_leading} if self.elector is not None else {}
-        checker = IssuerChecker(
-            self.client,
+        self.fence: Callable[[], None] = (
+            self.elector.ensure_leading if self.elector is not None else no_fence
+        )
+        self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
+        self.signers = IssuerSigners(
             self.keyvault,
-            self.metrics,
-            config.cluster_resource_namespace,
-            issuer_ambient_credentials=config.issuer_ambient_credentials,
-            service_account_tokens=self.sa_tokens.token,
-            **fence,
+            self.keyvault_calls,
+            SignSlots(config.concurrency, self.metrics.signs_in_flight),
+            self.fence,
         )
-        signer = RequestSigner(self.keyvault, checker, self.metrics, config.concurrency, **fence)
-        self.issuers = IssuerReconciler(config, self.client, checker, self.metrics, self.events)
-        kinds: list[tuple[RequestKind, int]] = [
-            (CertificateRequests(self.client, config.field_manager), request_workers(config))
-        ]
-        if config.kubernetes_csrs:
-            kinds.append((KubeCSRs(self.client), KUBE_CSR_WORKERS))
-        self.flows: list[RequestFlow] = []
-        for kind, workers in kinds:
-            flow = RequestFlow(
-                kind,
-                client=self.client,
-                issuers=self.issuers,
-                signer=signer,
-                metrics=self.metrics,
-                events=self.events,
-                config=config,
-                workers=workers,
-            )
-            self.issuers.subscribe(flow.issuer_changed)
-            self.flows.append(flow)
-        # Revocations and CRLs: the revocation ConfigMaps are the state; the
-        # revoker shares the CertificateRequest informer with the request flow.
-        store = RevocationStore(
-            self.client, config.cluster_resource_namespace, config.field_manager
-        )
-        locks = IssuerLocks()
-        self.crls = CRLPublisher(
-            config, self.client, self.issuers, store, locks, signer, self.metrics, self.events
-        )
-        self.issuers.subscribe(self.crls.issuer_changed)
-        self.revoker = Revoker(
-            self.client, self.issuers, store, locks, self.metrics, self.events, self.crls.revoked
-        )
+        self.controllers: list[Controller[Any]] = []
+        self._watches: dict[str, _Watch] = {}
+        self._served: tuple[str, list[web.RouteDef]] | None = None
+
+        # The features, each wired by its setup(); the issuer side first, as
+        # every other feature plugs into it.
+        self.issuers = issuers.setup(self, service_account_tokens=self.sa_tokens.token)
+        ca_lifecycle.setup(self, self.issuers)
+        self.flows = requests.setup(self, self.issuers)
+        revocation.setup(self, self.issuers)
+
         chunk = config.list_chunk_size
-        # Issuers are kept whole (few, and read whole); requests are decoded
-        # into their kind's shape (many, mostly finished and forgotten).
-        handlers: list[tuple[Any, str, Handler, type | None]] = [
-            (Issuer, "issuers", self.issuers.handler(ISSUER_KIND), None),
-            (
-                ClusterIssuer,
-                "clusterissuers",
-                self.issuers.handler(CLUSTER_ISSUER_KIND),
-                None,
-            ),
-            *(
-                (
-                    flow.kind.resource,
-                    flow.kind.name,
-                    FanOut(flow, self.revoker) if index == 0 else flow,
-                    flow.kind.shape,
-                )
-                for index, flow in enumerate(self.flows)
-            ),
-        ]
         self.informers = [
             Informer(
                 self.client,
-                resource,
-                handler,
+                watch.resource,
+                watch.handler(),
                 name=name,
-                shape=shape,
+                shape=watch.shape,
                 chunk_size=chunk,
                 handler_errors=self.metrics.informer_handler_errors,
             )
-            for resource, name, handler, shape in handlers
+            for name, watch in self._watches.items()
         ]
-        self.controllers: list[Controller[Any]] = [
-            self.issuers.controller,
-            *(flow.controller for flow in self.flows),
-            self.revoker.controller,
-            self.crls.controller,
-        ]
-        # Every replica serves CRLs, read from the ConfigMaps on demand.
-        self.crl_server = CRLServer(store)
         self.servers = Servers(
             Probes(healthy=self._healthy, ready=self._ready),
             self.metrics.registry,
             config.health_probe_bind_address,
             config.metrics_bind_address,
-            extra=(config.crl_bind_address, self.crl_server.routes()),
+            extra=self._served,
         )
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._leading = False
+
+    # -- core.Host: what features wire themselves into ---------------------
+
+    def add_controller(self, controller: Controller[Any]) -> None:
+        self.controllers.append(controller)
+
+    def watch(
+        self, resource: Any, name: str, handler: Handler, *, shape: type | None = None
+    ) -> None:
+        watch = self._watches.get(name)
+        if watch is None:
+            self._watches[name] = _Watch(resource, shape, [handler])
+            return
+        if watch.resource is not resource:
+            raise ValueError(f"informer {name!r} already watches {watch.resource.__name__}")
+        watch.handlers.append(handler)
+
+    def serve(self, bind_address: str, routes: list[web.RouteDef]) -> None:
+        if self._served is not None:
+            raise ValueError("extra routes are served already")
+        self._served = (bind_address, routes)
 
     # -- probes ------------------------------------------------------------
 
@@ -388,3 +342,34 @@ async def run_controller(config: ControllerConfig) -> int:
         config.retry_budget,
     )
     return await manager.run(stop)
+
+
+@dataclass
+class _Watch:
+    """One informer: the first feature's resource and shape, every feature's handler."""
+
+    resource: Any
+    shape: type | None
+    handlers: list[Handler]
+
+    def handler(self) -> Handler:
+        return self.handlers[0] if len(self.handlers) == 1 else FanOut(*self.handlers)
+
+
+class FanOut:
+    """One informer, several handlers (the request flow and the revoker), in order."""
+
+    def __init__(self, *handlers: Handler) -> None:
+        self._handlers = handlers
+
+    def on_upsert(self, obj: dict[str, Any]) -> None:
+        for handler in self._handlers:
+            handler.on_upsert(obj)
+
+    def on_delete(self, obj: dict[str, Any]) -> None:
+        for handler in self._handlers:
+            handler.on_delete(obj)
+
+    def on_listed(self, keys: set[str]) -> None:
+        for handler in self._handlers:
+            handler.on_listed(keys)

@@ -1,11 +1,13 @@
 """Issuers and ClusterIssuers: watched, checked, their status written.
 
 This module keeps the issuer objects the watch delivers and, for each one
-that passed its check (:mod:`akv_issuer.controller.issuers`), the
+that passed its check (:mod:`akv_issuer.controller.issuers.check`), the
 :class:`CheckedIssuer` that signing needs. The request side reaches it only
 through the narrow interface of :class:`IssuerReconciler` (``lookup``,
-``request_check``, ``report_fault``, ``subscribe``), so it never sees the
-cache, the queue or how a check is done.
+``request_check``, ``report_fault``), so it never sees the
+cache, the queue or how a check is done. Every other feature uses it through
+``core.IssuerSide`` and plugs in through its hooks (``subscribe``, ``follow``,
+``renew_ca_with``; see :mod:`akv_issuer.controller.core.hooks`).
 
 A check runs when an issuer's spec changes (a new generation), after a
 failure with backoff, and every ``--issuer-recheck-interval``; a signing
@@ -20,37 +22,37 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
     API_VERSION,
-    CONDITION_REISSUING,
     ISSUER_KIND,
     ClusterIssuer,
     Issuer,
     IssuerReason,
-    conditions_of,
-    find_condition,
 )
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuer_events import IssuerEvents, published_ca
-from akv_issuer.controller.issuer_status import issuer_status, ready_message
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed, IssuerChecker, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.reissue import Reissuer, condition_text
-from akv_issuer.controller.requests.decide import IssuerView
-from akv_issuer.controller.trust_bundle_publisher import TrustBundlePublisher
+from akv_issuer.controller.core import (
+    CARenewal,
+    CheckedIssuer,
+    CheckFailed,
+    CheckFollower,
+    ControllerConfig,
+    FeatureCondition,
+    IssuerHooks,
+    IssuerKey,
+    IssuerListener,
+    IssuerView,
+)
+from akv_issuer.controller.issuers.check import IssuerChecker
+from akv_issuer.controller.issuers.events import IssuerEvents
+from akv_issuer.controller.issuers.status import issuer_status, ready_message
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.queue import Backoff
 
 log = logging.getLogger(__name__)
-
-# How often an issuer is re-checked (and its Reissuing progress written) while
-# Certificates are being re-issued.
-REISSUE_PROGRESS_INTERVAL = 30.0
 
 
 def resource_version_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -72,6 +74,7 @@ class IssuerReconciler:
         checker: IssuerChecker,
         metrics: Metrics,
         events: EventRecorder,
+        hooks: IssuerHooks,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.config = config
@@ -89,13 +92,12 @@ class IssuerReconciler:
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
         )
-        self._reissuer = Reissuer(client, metrics, on_done=self.controller.enqueue)
         self._objects: dict[IssuerKey, dict[str, Any]] = {}
         self._checked: dict[IssuerKey, CheckedIssuer] = {}
         self._checked_generation: dict[IssuerKey, tuple[str, int]] = {}
         self._issuer_events = IssuerEvents(config, metrics, events)
-        self._listeners: list[Callable[[IssuerKey], None]] = []
-        self._trust_bundles = TrustBundlePublisher(config, client, metrics, events)
+        # What other features registered: listeners, followers, the CA renewal.
+        self._hooks = hooks
 
     # -- the interface of the request side ------------------------------------
 
@@ -119,9 +121,17 @@ class IssuerReconciler:
         """Check ``key`` soon (its status says Ready, but this process has not checked it)."""
         self.controller.enqueue(key)
 
-    def subscribe(self, listener: Callable[[IssuerKey], None]) -> None:
+    def subscribe(self, listener: IssuerListener) -> None:
         """Call ``listener(key)`` whenever an issuer changes: checked, failed, deleted."""
-        self._listeners.append(listener)
+        self._hooks.subscribe(listener)
+
+    def follow(self, follower: CheckFollower) -> None:
+        """Have ``follower`` work on every successful check (see ``core.hooks``)."""
+        self._hooks.follow(follower)
+
+    def renew_ca_with(self, renewal: CARenewal) -> None:
+        """Renew CA certificates in their renewal window during the check."""
+        self._hooks.renew_ca_with(renewal)
 
     async def report_fault(
         self, key: IssuerKey, failure: CheckFailed, *, recheck_now: bool
@@ -193,14 +203,12 @@ class IssuerReconciler:
         self._checked.pop(key, None)
         self._checked_generation.pop(key, None)
         self._issuer_events.forget(key)
-        self._reissuer.stop(key)
-        self._trust_bundles.forget(key)
+        self._hooks.forget(key)
         self.controller.cancel(key)
         self._metrics.forget_issuer(*key.labels)
 
     def _notify(self, key: IssuerKey) -> None:
-        for listener in self._listeners:
-            listener(key)
+        self._hooks.notify(key)
 
     # -- reconcile --------------------------------------------------------------
 
@@ -242,45 +250,29 @@ class IssuerReconciler:
 
         self._checked[key] = checked
         self._checked_generation[key] = (checked.uid, generation)
-        reissuing = self._reissue(key, obj, checked)
-        await self._write_status(key, obj, checked=checked, now=now, reissuing=reissuing)
+        follow_up = self._hooks.checked(obj, checked)
+        await self._write_status(
+            key, obj, checked=checked, now=now, conditions=follow_up.conditions
+        )
         message = ready_message(checked)
         await self._issuer_events.transition(obj, old_ready, "True", IssuerReason.CHECKED, message)
         self._metrics.issuer_ready.labels(*key.labels).set(1)
         self._metrics.set_not_ready_reason(*key.labels, None)
         await self._issuer_events.after_check(key, obj, checked, now)
         self._notify(key)
-        # A bundle that cannot be written leaves the issuer Ready (signing does
-        # not need it): an event, a metric, and a retry with backoff.
-        if not await self._trust_bundles.publish(obj, checked, now):
+        # Work a follower could not do (a trust bundle that cannot be written)
+        # leaves the issuer Ready (signing does not need it): the follower
+        # reports it, and the issuer is retried with backoff.
+        if not await self._hooks.settled(obj, checked, now):
             return Result.retry(self.backoff.delay(failures + 1))
-        if reissuing is not None:
-            # Show progress while Certificates are re-issued; the sweep's end
-            # also brings the issuer back at once.
-            return Result.requeue(min(recheck, REISSUE_PROGRESS_INTERVAL))
+        if follow_up.recheck_within is not None:
+            # A follower shows progress (re-issuing Certificates).
+            return Result.requeue(min(recheck, follow_up.recheck_within))
         return Result.requeue(recheck)
 
-    def _reissue(
-        self, key: IssuerKey, obj: dict[str, Any], checked: CheckedIssuer
-    ) -> tuple[str, str] | None:
-        """Start re-issuing after a CA change (spec.reissue.onCAChange), or resume
-        one a restart interrupted; the Reissuing condition's (reason, message)."""
-        if not checked.spec.reissue.on_ca_change:
-            self._reissuer.stop(key)
-            return None
-        published = published_ca(obj)
-        changed = published is not None and not _same_ca(published, checked.ca_cert)
-        was = find_condition(conditions_of(obj), CONDITION_REISSUING)
-        progress = self._reissuer.progress(key)
-        finished = progress is not None and progress.done
-        unfinished = was is not None and was.status == "True" and not finished
-        if changed or (unfinished and not self._reissuer.running(key)):
-            self._reissuer.start(key, checked)
-        return condition_text(self._reissuer.progress(key))
-
     async def close(self) -> None:
-        """Stop background work (re-issuing); call after the workers stopped."""
-        await self._reissuer.close()
+        """Stop the followers' background work (re-issuing); call after the workers stopped."""
+        await self._hooks.close()
 
     # -- status -----------------------------------------------------------------
 
@@ -292,9 +284,16 @@ class IssuerReconciler:
         now: dt.datetime,
         checked: CheckedIssuer | None = None,
         failure: CheckFailed | None = None,
-        reissuing: tuple[str, str] | None = None,
+        conditions: tuple[FeatureCondition, ...] = (),
     ) -> None:
-        status = issuer_status(obj, now=now, checked=checked, failure=failure, reissuing=reissuing)
+        status = issuer_status(
+            obj,
+            now=now,
+            checked=checked,
+            failure=failure,
+            conditions=conditions,
+            kept=self._hooks.condition_types,
+        )
         resource: Any = Issuer if key.kind == ISSUER_KIND else ClusterIssuer
         metadata: dict[str, Any] = {"name": key.name}
         if key.namespace:
@@ -336,9 +335,3 @@ class _Handler:
 
     def on_listed(self, keys: set[str]) -> None:
         self._issuers.listed(self._kind, keys)
-
-
-def _same_ca(old: x509.Certificate, new: x509.Certificate) -> bool:
-    """Same key and subject: what one signed verifies against the other (a
-    renewed root), so its leaves need no re-issuing."""
-    return old.subject == new.subject and old.public_key() == new.public_key()

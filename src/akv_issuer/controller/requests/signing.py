@@ -11,28 +11,24 @@ outcomes the callers map onto their own status fields.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
-from prometheus_client import Gauge
 
 from akv_issuer.controller.api import IssuerReason
-from akv_issuer.controller.audit import CAKey
-from akv_issuer.controller.issuers import (
+from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
-    IssuerChecker,
     IssuerKey,
+    IssuerSigners,
     ca_failure,
     keyvault_failure,
 )
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.keyvault import KeyVaultAccess, KeyVaultError
+from akv_issuer.controller.observability.audit import CAKey
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.keyvault import KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -40,22 +36,18 @@ from akv_issuer.pki import (
     CSRError,
     IssuanceRequest,
     PolicyError,
-    RemoteSigner,
-    SignatureAlgorithm,
     SignatureError,
     build_certificate,
     derived_serial_number,
     parse_csr,
     sign_certificate,
 )
-from akv_issuer.runtime.leader import no_fence
 
 __all__ = [
     "IssuerFault",
     "Outcome",
-    "Refused",
+    "RequestRefused",
     "RequestSigner",
-    "SignSlots",
     "Signed",
     "Transient",
 ]
@@ -73,7 +65,7 @@ class Signed:
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class RequestRefused:
     """The request can never succeed: its CSR or parameters are wrong."""
 
     kind: str  # InvalidCSR, PolicyViolation or InvalidRequest
@@ -102,24 +94,7 @@ class IssuerFault:
     recheck_now: bool = False
 
 
-Outcome = Signed | Refused | Transient | IssuerFault
-
-
-class SignSlots:
-    """At most ``size`` Key Vault signs in flight, process-wide."""
-
-    def __init__(self, size: int, in_flight: Gauge) -> None:
-        self._semaphore = asyncio.Semaphore(size)
-        self._in_flight = in_flight
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        async with self._semaphore:
-            self._in_flight.inc()
-            try:
-                yield
-            finally:
-                self._in_flight.dec()
+Outcome = Signed | RequestRefused | Transient | IssuerFault
 
 
 # Certificates are built for the start of the 5-minute step (counted from the
@@ -166,56 +141,12 @@ def request_serial(
     )
 
 
-class _SlottedSigner:
-    """The Key Vault signer, counted per status code, holding a sign slot for
-    exactly the duration of the remote call. ``fence`` is asked right before
-    the call (after waiting for the slot): with leader election it raises
-    ``NotLeading`` once this replica's lease may have passed to another."""
-
-    def __init__(
-        self,
-        inner: RemoteSigner,
-        checker: IssuerChecker,
-        slots: SignSlots,
-        fence: Callable[[], None] = no_fence,
-    ) -> None:
-        self._inner = inner
-        self._checker = checker
-        self._slots = slots
-        self._fence = fence
-
-    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        async with self._slots.hold():
-            self._fence()
-            result: bytes = await self._checker.kv_call(
-                "sign", self._inner.sign_digest(algorithm, digest)
-            )
-        return result
-
-
 class RequestSigner:
-    def __init__(
-        self,
-        keyvault: KeyVaultAccess,
-        checker: IssuerChecker,
-        metrics: Metrics,
-        concurrency: int,
-        fence: Callable[[], None] = no_fence,
-    ) -> None:
-        self._kv = keyvault
-        self._fence = fence
-        self._checker = checker
+    def __init__(self, signers: IssuerSigners, metrics: Metrics) -> None:
+        self._signers = signers
         self._metrics = metrics
-        self._slots = SignSlots(concurrency, metrics.signs_in_flight)
         # By request uid: the plan of a sign that failed transiently (see sign()).
         self._kept: dict[str, _KeptPlan] = {}
-
-    def remote_signer(self, checked: CheckedIssuer) -> RemoteSigner:
-        """The issuer's Key Vault signer, counted and holding a sign slot per call
-        (for CRLs, which share the ``--concurrency`` slots with certificates)."""
-        return _SlottedSigner(
-            self._kv.signer(checked.key_info, checked.auth), self._checker, self._slots, self._fence
-        )
 
     def forget(self, request_key: str) -> None:
         """The request is finished or gone: drop a plan kept for its retry."""
@@ -252,16 +183,16 @@ class RequestSigner:
                     csr, request, checked.ca_cert, checked.profile, at, serial_number=serial
                 )
         except CSRError as err:
-            return Refused("InvalidCSR", err.reason)
+            return RequestRefused("InvalidCSR", err.reason)
         except PolicyError as err:
-            return Refused("PolicyViolation", err.reason)
+            return RequestRefused("PolicyViolation", err.reason)
         except CAError as err:
             # The CA was valid at the issuer check and is not now (it expired,
             # or its clock-skewed NotBefore is still ahead): not the request's
             # fault. The issuer goes not Ready with the CA's own reason.
             return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
-        signer = self.remote_signer(checked)
+        signer = self._signers.remote_signer(checked)
         try:
             certificate = await sign_certificate(
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer

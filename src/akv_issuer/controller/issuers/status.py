@@ -13,13 +13,13 @@ the CA fields during a passing Key Vault outage, and the optional conditions.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from akv_issuer.controller.api import (
     CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     CONDITION_READY,
-    CONDITION_REISSUING,
     KEY_VERSION_CURRENT_REASON,
     KEY_VERSION_PENDING_REASON,
     Condition,
@@ -31,8 +31,7 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
 )
-from akv_issuer.controller.ca_renewal import NOT_DUE
-from akv_issuer.controller.issuers import CheckedIssuer, CheckFailed
+from akv_issuer.controller.core import NOT_DUE, CheckedIssuer, CheckFailed, FeatureCondition
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
 _CA_FIELDS = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter")
@@ -44,10 +43,15 @@ def issuer_status(
     now: dt.datetime,
     checked: CheckedIssuer | None = None,
     failure: CheckFailed | None = None,
-    reissuing: tuple[str, str] | None = None,
+    conditions: Sequence[FeatureCondition] = (),
+    kept: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The status to apply after a check that passed (``checked``) or failed;
-    ``reissuing``: (reason, message) while Certificates are being re-issued."""
+    """The status to apply after a check that passed (``checked``) or failed.
+
+    ``conditions``: those the features following a passed check own (the
+    Reissuing condition while Certificates are being re-issued, see
+    ``core.hooks``); ``kept``: the types of every such condition, which a
+    failed check keeps as they are."""
     meta = obj.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
     old_status = obj.get("status") or {}
@@ -75,24 +79,22 @@ def issuer_status(
         and old_ready.last_transition_time
     ):
         condition["lastTransitionTime"] = old_ready.last_transition_time
-    conditions = [condition]
+    written = [condition]
+    features = (
+        (_optional_condition(obj, c.type, c.active, c.inactive, True, now) for c in conditions)
+        if checked is not None
+        else (_optional_condition(obj, type_, None, ("", ""), False, now) for type_ in kept)
+    )
     for optional in (
         _key_version_condition(obj, checked, now),
         _renewal_condition(obj, checked, now),
-        _optional_condition(
-            obj,
-            CONDITION_REISSUING,
-            reissuing,
-            ("Complete", "no Certificate of this issuer is left on a previous CA"),
-            checked is not None,
-            now,
-        ),
+        *features,
     ):
         if optional is not None:
-            conditions.append(optional)
+            written.append(optional)
     if checked is not None:
         status = build_issuer_status(
-            conditions=conditions,
+            conditions=written,
             ca_certificate_pem=checked.ca_pem,
             key_id=checked.key_id or None,
             key_version=checked.key_version or None,
@@ -101,7 +103,7 @@ def issuer_status(
             last_check_time=now,
         )
     else:
-        status = build_issuer_status(conditions=conditions, last_check_time=now)
+        status = build_issuer_status(conditions=written, last_check_time=now)
         if failure is not None and failure.reason in (
             IssuerReason.THROTTLED,
             IssuerReason.KEY_VAULT_UNREACHABLE,

@@ -41,10 +41,16 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
-from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, GROUP, format_time, parse_time
-from akv_issuer.controller.config import COMPONENT
-from akv_issuer.controller.issuers import IssuerKey
-from akv_issuer.controller.trust_bundle import ANNOTATION_ISSUER, LABEL_MANAGED_BY, issuer_identity
+from akv_issuer.controller.api import GROUP, format_time, parse_time
+from akv_issuer.controller.core import (
+    ANNOTATION_ISSUER,
+    COMPONENT,
+    LABEL_MANAGED_BY,
+    IssuerKey,
+    issuer_identity,
+    owner_namespace,
+    ownership_conflict,
+)
 
 # The annotation a user sets on a CertificateRequest, and the one the controller
 # sets once the revocation is recorded.
@@ -254,11 +260,6 @@ def _readable(line: str) -> bool:
     return True
 
 
-def list_namespace(key: IssuerKey, cluster_resource_namespace: str) -> str:
-    """Beside the trust bundle: the Issuer's namespace, or the cluster resource namespace."""
-    return cluster_resource_namespace if key.kind == CLUSTER_ISSUER_KIND else key.namespace
-
-
 def list_name(key: IssuerKey) -> str:
     """``akv-revocations-issuer-<name>`` / ``akv-revocations-clusterissuer-<name>``;
     the kind keeps a ClusterIssuer's list apart from an Issuer's of the same name
@@ -270,19 +271,7 @@ def list_name(key: IssuerKey) -> str:
     return name
 
 
-def ownership_conflict(key: IssuerKey, obj: Mapping[str, Any] | None) -> str | None:
-    if obj is None:
-        return None
-    meta = obj.get("metadata") or {}
-    owner = (meta.get("annotations") or {}).get(ANNOTATION_ISSUER)
-    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != COMPONENT or owner is None:
-        return "exists and is not managed by azure-keyvault-issuer"
-    if owner != issuer_identity(key):
-        return f"holds the revocations of {owner}"
-    return None
-
-
-class Conflict(Exception):
+class RevocationListConflict(Exception):
     """Someone else wrote the ConfigMap since it was read: read again and redo."""
 
 
@@ -299,7 +288,7 @@ class RevocationStore:
         self._field_manager = field_manager
 
     def where(self, key: IssuerKey) -> tuple[str, str]:
-        return list_namespace(key, self._cluster_ns), list_name(key)
+        return owner_namespace(key, self._cluster_ns), list_name(key)
 
     async def read(self, key: IssuerKey) -> RevocationList:
         namespace, name = self.where(key)
@@ -310,7 +299,7 @@ class RevocationStore:
                 return RevocationList()
             raise
         obj = dict(found.to_dict())
-        conflict = ownership_conflict(key, obj)
+        conflict = ownership_conflict(key, obj, "holds the revocations of {owner}")
         if conflict is not None:
             raise NotOurs(f"ConfigMap {namespace}/{name} {conflict}")
         return RevocationList.read(obj)
@@ -324,7 +313,7 @@ class RevocationStore:
         crl: tuple[str, CRLState] | None = None,
     ) -> None:
         """Write the revocation lines of ``revocations`` and/or a new CRL, on top
-        of ``base`` as read; :class:`Conflict` when it changed since."""
+        of ``base`` as read; :class:`RevocationListConflict` when it changed since."""
         namespace, name = self.where(key)
         data: dict[str, str] = {}
         if revocations is not None:
@@ -363,5 +352,5 @@ class RevocationStore:
                 )
         except ApiError as err:
             if err.status.code == 409:
-                raise Conflict(str(err.status.message)) from None
+                raise RevocationListConflict(str(err.status.message)) from None
             raise

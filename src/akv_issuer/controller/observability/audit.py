@@ -38,11 +38,10 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
 from akv_issuer.pki import CSR_PARSE_ERRORS
 
 AUDIT_LOGGER: Final = "akv_issuer.audit"
@@ -52,6 +51,7 @@ __all__ = [
     "AUDIT_LOGGER",
     "CAKey",
     "Event",
+    "IssuerRef",
     "RequestRef",
     "Requester",
     "certificate_fields",
@@ -61,6 +61,7 @@ __all__ = [
     "requested_fields",
     "requester_of",
     "revoked",
+    "subject_text",
 ]
 
 
@@ -96,6 +97,19 @@ def requester_of(obj: Mapping[str, Any]) -> Requester:
     )
 
 
+class IssuerRef(Protocol):
+    """The issuer a record is about (an ``IssuerKey``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRef:
     kind: str  # CertificateRequest, CertificateSigningRequest
@@ -117,6 +131,14 @@ class RequestRef:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
 
 
+def subject_text(name: x509.Name) -> str:
+    """A name as RFC 4514 text, or ``<undecodable>`` for one that does not decode."""
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # an attribute that does not decode: say so rather than fail
+        return "<undecodable>"
+
+
 @dataclass(frozen=True, slots=True)
 class CAKey:
     """The CA a certificate was (or would have been) signed with."""
@@ -125,16 +147,6 @@ class CAKey:
     key_name: str
     key_version: str
     ca_subject: str
-
-    @classmethod
-    def of(cls, checked: CheckedIssuer) -> CAKey:
-        info = checked.key_info
-        return cls(
-            key_id=info.kid,
-            key_name=info.name,
-            key_version=info.version,
-            ca_subject=_subject(checked.ca_cert.subject),
-        )
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -147,13 +159,6 @@ class CAKey:
 
 def _time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _subject(name: x509.Name) -> str:
-    try:
-        return name.rfc4514_string()
-    except ValueError:  # an attribute that does not decode: say so rather than fail
-        return "<undecodable>"
 
 
 def _sans(extensions: x509.Extensions) -> dict[str, list[str]]:
@@ -183,7 +188,7 @@ def certificate_fields(cert: x509.Certificate) -> dict[str, Any]:
         is_ca = False
     return {
         "serial": f"{cert.serial_number:x}",
-        "subject": _subject(cert.subject),
+        "subject": subject_text(cert.subject),
         "sans": _sans(cert.extensions),
         "not_before": _time(cert.not_valid_before_utc),
         "not_after": _time(cert.not_valid_after_utc),
@@ -204,7 +209,7 @@ def requested_fields(csr_pem: bytes | None) -> dict[str, Any] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             csr = x509.load_pem_x509_csr(csr_pem)
-            return {"subject": _subject(csr.subject), "sans": _sans(csr.extensions)}
+            return {"subject": subject_text(csr.subject), "sans": _sans(csr.extensions)}
     except (*CSR_PARSE_ERRORS, TypeError):
         return None
 
@@ -214,7 +219,7 @@ def _common(
     at: dt.datetime,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey | None,
+    issuer: IssuerRef | None,
     ca: CAKey | None,
 ) -> dict[str, Any]:
     return {
@@ -235,7 +240,7 @@ def issued(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey,
+    issuer: IssuerRef,
     certificate: x509.Certificate,
     ca: CAKey,
     at: dt.datetime,
@@ -250,7 +255,7 @@ def refused(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey | None,
+    issuer: IssuerRef | None,
     reason: str,
     message: str,
     csr_pem: bytes | None,
@@ -271,7 +276,7 @@ def revoked(
     *,
     request: RequestRef,
     requester: Requester,
-    issuer: IssuerKey,
+    issuer: IssuerRef,
     certificate: x509.Certificate,
     ca: CAKey,
     reason: str,

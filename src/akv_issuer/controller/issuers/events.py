@@ -13,21 +13,23 @@ import datetime as dt
 import logging
 from typing import Any
 
-from cryptography import x509
-
 from akv_issuer.controller.api import (
     CONDITION_CA_RENEWAL_DUE,
     CONDITION_KEY_VERSION_PENDING,
     Condition,
     conditions_of,
     find_condition,
-    first_certificate,
     format_time,
 )
-from akv_issuer.controller.ca_renewal import RENEWAL_FAILED, RENEWED
-from akv_issuer.controller.config import ControllerConfig
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import (
+    RENEWAL_FAILED,
+    RENEWED,
+    CheckedIssuer,
+    IssuerKey,
+    published_ca,
+)
+from akv_issuer.controller.core.config import ControllerConfig
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)
@@ -172,8 +174,3 @@ class IssuerEvents:
             return
         type_ = NORMAL if status == "True" else WARNING
         await self._events.record(ObjectRef.of(obj), type_, str(reason), message)
-
-
-def published_ca(obj: dict[str, Any]) -> x509.Certificate | None:
-    """The CA certificate the issuer's status published last (None: none yet)."""
-    return first_certificate((obj.get("status") or {}).get("caCertificate"))

@@ -38,6 +38,7 @@ from lightkube.core.generic_client import ALL_NS
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
+    CONDITION_REISSUING,
     GROUP,
     ISSUER_KIND,
     Certificate,
@@ -47,8 +48,14 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    FeatureCondition,
+    FollowUp,
+    IssuerKey,
+    published_ca,
+)
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.pki import issued_by
 
 log = logging.getLogger(__name__)
@@ -269,3 +276,58 @@ def condition_text(progress: Progress | None) -> tuple[str, str] | None:
         return None
     reason = "Stopped" if progress.error else "CAChanged"
     return reason, progress.describe()
+
+
+# How often an issuer is re-checked (and its Reissuing progress written) while
+# Certificates are being re-issued.
+REISSUE_PROGRESS_INTERVAL = 30.0
+# The Reissuing condition once no sweep is in progress.
+REISSUE_COMPLETE = ("Complete", "no Certificate of this issuer is left on a previous CA")
+
+
+class ReissueOnCAChange:
+    """Follows every successful issuer check (``core.CheckFollower``): starts
+    re-issuing after a CA change (``spec.reissue.onCAChange``), or resumes one a
+    restart interrupted, and owns the issuer's Reissuing condition."""
+
+    condition_types = (CONDITION_REISSUING,)
+
+    def __init__(self, reissuer: Reissuer) -> None:
+        self._reissuer = reissuer
+
+    def checked(self, obj: dict[str, Any], checked: CheckedIssuer) -> FollowUp:
+        key = checked.key
+        if not checked.spec.reissue.on_ca_change:
+            self._reissuer.stop(key)
+            active = None
+        else:
+            published = published_ca(obj)
+            changed = published is not None and not _same_ca(published, checked.ca_cert)
+            was = find_condition(conditions_of(obj), CONDITION_REISSUING)
+            progress = self._reissuer.progress(key)
+            finished = progress is not None and progress.done
+            unfinished = was is not None and was.status == "True" and not finished
+            if changed or (unfinished and not self._reissuer.running(key)):
+                self._reissuer.start(key, checked)
+            active = condition_text(self._reissuer.progress(key))
+        return FollowUp(
+            conditions=(FeatureCondition(CONDITION_REISSUING, active, REISSUE_COMPLETE),),
+            # Show progress while Certificates are re-issued; the sweep's end
+            # also brings the issuer back at once.
+            recheck_within=REISSUE_PROGRESS_INTERVAL if active is not None else None,
+        )
+
+    async def settled(self, obj: dict[str, Any], checked: CheckedIssuer, now: dt.datetime) -> bool:
+        return True
+
+    def forget(self, key: IssuerKey) -> None:
+        self._reissuer.stop(key)
+
+    async def close(self) -> None:
+        await self._reissuer.close()
+
+
+def _same_ca(old: x509.Certificate, new: x509.Certificate) -> bool:
+    """Same key and subject: what one signed verifies against the other (a
+    renewed root), so its leaves need no re-issuing."""
+    return old.subject == new.subject and old.public_key() == new.public_key()

@@ -19,12 +19,12 @@ Order of a revocation, so that nothing accepted is ever lost:
    ``status.certificate`` verifies against the issuer's current CA (signature
    and issuer name; a CA certificate renewed on the same key counts);
 2. the record is written into the issuer's revocation ConfigMap
-   (:mod:`akv_issuer.controller.revocations`) with a resourceVersion
+   (:mod:`akv_issuer.controller.revocation.store`) with a resourceVersion
    precondition -- from here on the next CRL contains it, whatever happens;
 3. only then the request gets ``.../revoked`` (so a restart does not redo
    it; redoing would be harmless, the record is found by serial), the
    events ``Revoked`` on the request and on the issuer, and a ``revoked``
-   audit record (:mod:`akv_issuer.controller.audit`; its requester is who
+   audit record (:mod:`akv_issuer.controller.observability.audit`; its requester is who
    requested the certificate, who annotated is in the API server's audit log).
 """
 
@@ -34,33 +34,32 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
-from akv_issuer.controller import audit
 from akv_issuer.controller.api import (
     CERTIFICATE_REQUEST_KIND,
     CertificateRequest,
+    CertificateRequestCondition,
     conditions_of,
     find_condition,
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.issuers import CheckedIssuer, IssuerKey
-from akv_issuer.controller.metrics import Metrics
-from akv_issuer.controller.requests.certificaterequest import READY, addressed_issuer
-from akv_issuer.controller.requests.decide import IssuerView
-from akv_issuer.controller.revocations import (
+from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide, addressed_issuer
+from akv_issuer.controller.observability import audit
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.revocation.store import (
     ANNOTATION_REVOKE,
     ANNOTATION_REVOKED,
-    Conflict,
     NotOurs,
     ReasonError,
     Revocation,
+    RevocationListConflict,
     RevocationStore,
     key_id,
     parse_reason,
@@ -80,15 +79,7 @@ EVENT_DELAYED: Final = "RevocationDelayed"
 UNCHECKED_RETRY: Final = 10.0
 
 
-class Issuers(Protocol):
-    def lookup(self, key: IssuerKey) -> tuple[IssuerView | None, CheckedIssuer | None]: ...
-
-    def issuer_object(self, key: IssuerKey) -> dict[str, Any] | None: ...
-
-    def request_check(self, key: IssuerKey) -> None: ...
-
-
-class Refused(Exception):
+class RevocationRefused(Exception):
     """The revocation can never be done as asked; the message says why."""
 
 
@@ -96,7 +87,7 @@ class Revoker:
     def __init__(
         self,
         client: AsyncClient,
-        issuers: Issuers,
+        issuers: IssuerSide,
         store: RevocationStore,
         locks: IssuerLocks,
         metrics: Metrics,
@@ -157,31 +148,33 @@ class Revoker:
             return DONE
         try:
             return await self._revoke(key, obj, str(annotations[ANNOTATION_REVOKE]))
-        except Refused as refusal:
+        except RevocationRefused as refusal:
             await self._refuse(key, obj, str(refusal))
             return DONE
 
     async def _revoke(self, key: str, obj: dict[str, Any], value: str) -> Result:
         issuer = addressed_issuer(obj)
         if issuer is None:
-            raise Refused("the request is not addressed to an azure-keyvault-issuer issuer")
+            raise RevocationRefused(
+                "the request is not addressed to an azure-keyvault-issuer issuer"
+            )
         try:
             reason = parse_reason(value)
         except ReasonError as err:
-            raise Refused(str(err)) from None
-        ready = find_condition(conditions_of(obj), READY)
+            raise RevocationRefused(str(err)) from None
+        ready = find_condition(conditions_of(obj), str(CertificateRequestCondition.READY))
         if ready is None or ready.reason != "Issued":
             state = f"Ready reason {ready.reason}" if ready is not None else "no Ready condition"
-            raise Refused(
+            raise RevocationRefused(
                 f"the request is not Issued ({state}): only an issued certificate can be "
                 "revoked; the annotation is acted on if the request is issued later"
             )
         leaf = first_certificate((obj.get("status") or {}).get("certificate"))
         if leaf is None:
-            raise Refused("status.certificate holds no readable certificate")
+            raise RevocationRefused("status.certificate holds no readable certificate")
         view, checked = self._issuers.lookup(issuer)
         if view is None:
-            raise Refused(f"{issuer} does not exist")
+            raise RevocationRefused(f"{issuer} does not exist")
         if checked is None:
             self._issuers.request_check(issuer)
             await self._delay(
@@ -243,7 +236,7 @@ class Revoker:
                 try:
                     current = await self._store.read(issuer)
                 except NotOurs as err:
-                    raise Refused(f"{err}; nothing recorded") from None
+                    raise RevocationRefused(f"{err}; nothing recorded") from None
                 existing = current.find(revocation.serial)
                 if existing is not None:
                     return existing
@@ -251,10 +244,10 @@ class Revoker:
                     await self._store.write(
                         issuer, current, revocations=current.with_revocation(revocation)
                     )
-                except Conflict:
+                except RevocationListConflict:
                     continue
                 except OverflowError as err:
-                    raise Refused(str(err)) from None
+                    raise RevocationRefused(str(err)) from None
                 return revocation
         raise RuntimeError("the revocation ConfigMap kept changing; retrying")
 
@@ -300,7 +293,7 @@ def _verify(leaf: x509.Certificate, checked: CheckedIssuer, issuer: IssuerKey) -
     try:
         leaf.verify_directly_issued_by(checked.ca_cert)
     except (ValueError, TypeError, InvalidSignature):
-        raise Refused(
+        raise RevocationRefused(
             f"certificate serial {leaf.serial_number:x} (issuer "
             f"{leaf.issuer.rfc4514_string()}) was not signed by the current CA of {issuer} "
             f"({checked.ca_cert.subject.rfc4514_string()}); a certificate of a previous CA "
@@ -318,22 +311,3 @@ class IssuerLocks:
 
     def hold(self, key: IssuerKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
-
-
-class FanOut:
-    """One informer, several handlers (the request flow and the revoker)."""
-
-    def __init__(self, *handlers: Any) -> None:
-        self._handlers = handlers
-
-    def on_upsert(self, obj: dict[str, Any]) -> None:
-        for handler in self._handlers:
-            handler.on_upsert(obj)
-
-    def on_delete(self, obj: dict[str, Any]) -> None:
-        for handler in self._handlers:
-            handler.on_delete(obj)
-
-    def on_listed(self, keys: set[str]) -> None:
-        for handler in self._handlers:
-            handler.on_listed(keys)

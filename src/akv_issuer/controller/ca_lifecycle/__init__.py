@@ -1,0 +1,33 @@
+"""The CA's whole life: renewal of the CA certificate in its window
+(:mod:`.renewal`), trust bundles of current and previous CAs (:mod:`.trust_bundle`,
+:mod:`.trust_bundle_publisher`), and re-issuing Certificates after a CA change
+(:mod:`.reissue`).
+
+Public: :func:`setup`, which plugs all three into the issuer side through
+``core.hooks``: renewal into the check (``renew_ca_with``), re-issuing and the
+trust bundle as followers of every successful check (``follow``).
+
+Why a hook and not a lower layer for renewal: the renewal rule reads the
+issuer's spec (``spec.caRenewal``, the CA source) and reports through the
+issuer's status, so it belongs to the controller; the issuer check calls it
+through ``core.CARenewal`` without knowing this package. The re-certification
+of a root itself (``renewal._renew_root``, like ``akv-issuer ca create`` for
+the same key) is the part a CLI-and-controller ``akv_issuer.ca`` package can
+take over later.
+"""
+
+from __future__ import annotations
+
+from akv_issuer.controller.ca_lifecycle.reissue import ReissueOnCAChange, Reissuer
+from akv_issuer.controller.ca_lifecycle.renewal import Renewer
+from akv_issuer.controller.ca_lifecycle.trust_bundle_publisher import TrustBundlePublisher
+from akv_issuer.controller.core import Host, IssuerSide
+
+__all__ = ["setup"]
+
+
+def setup(host: Host, issuers: IssuerSide) -> None:
+    issuers.renew_ca_with(Renewer(host.keyvault, host.keyvault_calls, host.fence))
+    reissuer = Reissuer(host.client, host.metrics, on_done=issuers.request_check)
+    issuers.follow(ReissueOnCAChange(reissuer))
+    issuers.follow(TrustBundlePublisher(host.config, host.client, host.metrics, host.events))

@@ -1,0 +1,97 @@
+"""What a successful issuer check leaves for every feature: :class:`CheckedIssuer`.
+
+Everything signing needs (the spec, the identity, the Key Vault key version,
+the CA chain, the issuance profile), so a request costs one Key Vault call;
+the CA as audit records name it (``audit_ca``, worked out once); and what the check found
+about the CA certificate's renewal (:class:`Renewal`, see
+:mod:`akv_issuer.controller.ca_lifecycle.renewal`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from akv_issuer.controller.api import IssuerSpec
+from akv_issuer.controller.core.issuer import IssuerKey
+from akv_issuer.controller.observability.audit import CAKey, subject_text
+from akv_issuer.keyvault import AuthConfig, KeyInfo
+from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm
+
+# Reasons of the CARenewalDue condition (and of the renewal metric's result).
+DUE_INTERMEDIATE = "IntermediateCA"
+DUE_MANUAL = "AutomaticRenewalOff"
+RENEWAL_FAILED = "RenewalFailed"
+RENEWED = "Renewed"
+NOT_DUE = "NotDue"
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What an issuer check found about its CA certificate's renewal."""
+
+    reason: str  # one of the reasons above
+    message: str
+
+    @property
+    def due(self) -> bool:
+        """The certificate is in its window and was not renewed."""
+        return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
+
+
+@dataclass(frozen=True)
+class CheckedIssuer:
+    key: IssuerKey
+    uid: str
+    generation: int
+    spec: IssuerSpec
+    auth: AuthConfig
+    key_info: KeyInfo
+    algorithm: SignatureAlgorithm
+    ca: CAChain
+    profile: IssuerProfile
+    checked_at: dt.datetime
+    # With keyVersion unset: a version newer than the one signing (the one the
+    # CA certificate holds) for which no CA certificate is stored yet.
+    pending_key_version: str | None = None
+    # The CA certificate is in its renewal window: renewed now, or due (see ca_lifecycle).
+    renewal: Renewal | None = None
+
+    @property
+    def ca_cert(self) -> x509.Certificate:
+        return self.ca.ca
+
+    @functools.cached_property
+    def audit_ca(self) -> CAKey:
+        """The CA as audit records name it, worked out once per checked issuer
+        rather than once per certificate (its subject's RFC 4514 string)."""
+        return CAKey(
+            key_id=self.key_info.kid,
+            key_name=self.key_info.name,
+            key_version=self.key_info.version,
+            ca_subject=subject_text(self.ca_cert.subject),
+        )
+
+    @property
+    def ca_chain(self) -> tuple[x509.Certificate, ...]:
+        """The CA first, then its issuers."""
+        return self.ca.certificates
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.pem()
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.ca.not_after
+
+    @property
+    def key_version(self) -> str:
+        return self.key_info.version
+
+    @property
+    def key_id(self) -> str:
+        return self.key_info.kid
