@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all venv lint typecheck unit test demo demo-node image binaries bench clean node-deps
+.PHONY: all venv lint typecheck unit test test-oldest demo demo-node image binaries bench clean node-deps
 
 all: test
 
@@ -43,8 +43,16 @@ binaries: venv node-deps
 	$(PY) -m akv_devcluster.binaries ensure
 
 # `image` first: the node tests load it (their own build is then a warm one).
+# Then the end-to-end tests again on the oldest supported Kubernetes and
+# cert-manager (docs/e2e.md "Support matrix").
 test: lint typecheck binaries image
 	$(VENV)/bin/pytest
+	$(MAKE) --no-print-directory test-oldest
+
+# The e2e tier on the oldest point of the support matrix (AKV_MATRIX=oldest:
+# kube-apiserver/kubectl and cert-manager's controller and CRDs of that point).
+test-oldest: venv
+	AKV_MATRIX=oldest $(VENV)/bin/pytest tests/e2e
 
 demo: venv
 	bash hack/demo.sh

@@ -63,7 +63,8 @@ CA_LIFETIME = dt.timedelta(days=3650)
 # them: its CSR signers on (certmanager.FEATURE_GATES), literal subjects on
 # (the default since cert-manager 1.16).
 SPEC_FEATURE_GATES = (*FEATURE_GATES, "LiteralCertificateSubject=true")
-# Three binaries at a time on 2 cores: each mostly waits on the controllers.
+# Three binaries at a time on 2 cores (six at once are no faster: the runs then
+# wait on the same cert-manager controller).
 PARALLEL = 3
 
 
@@ -237,7 +238,7 @@ async def test_cert_manager_conformance_suite(
         )
     pairs = issuers.pairs()
     targets = [target for pair in pairs for target in pair]
-    kubectl = bins.binary_path(bins.KUBECTL)
+    kubectl = devcluster.kubectl_path
     started = time.monotonic()
     results = await asyncio.to_thread(
         conformance.run_targets,
@@ -246,13 +247,17 @@ async def test_cert_manager_conformance_suite(
         kubeconfig=devcluster.kubeconfig_path,
         workdir=tmp_path,
         parallel=PARALLEL,
-        kubectl=kubectl if kubectl.is_file() else None,
+        kubectl=kubectl,
         feature_gates=SPEC_FEATURE_GATES,
     )
     elapsed = time.monotonic() - started
     by_label = {r.target.label: r for r in results}
 
-    report = [f"cert-manager conformance suite ({bins.CONFORMANCE_VERSION} specs), {elapsed:.0f} s"]
+    point = bins.matrix_point()
+    report = [
+        f"cert-manager conformance suite ({bins.CONFORMANCE_VERSION} specs) on Kubernetes "
+        f"{point.kubernetes} + cert-manager {point.cert_manager} ({point.name}), {elapsed:.0f} s"
+    ]
     report += conformance.summary_lines(results)
     ours_only: list[str] = []
     for ours, baseline in pairs:
