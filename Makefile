@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: all venv lint typecheck unit test test-oldest demo demo-node image binaries bench clean node-deps
+.PHONY: all venv lint typecheck test demo demo-node image binaries bench clean node-deps
 
 all: test
 
@@ -39,20 +39,67 @@ node-deps:
 	bash hack/install-node-deps.sh
 
 # Go-built upstream binaries (kube-apiserver, etcd, kubectl, kubelet, ...) cached under $(CACHE_DIR).
-binaries: venv node-deps
+binaries: venv
 	$(PY) -m akv_devcluster.binaries ensure
 
-# `image` first: the node tests load it (their own build is then a warm one).
-# Then the end-to-end tests again on the oldest supported Kubernetes and
-# cert-manager (docs/e2e.md "Support matrix").
-test: lint typecheck binaries image
-	$(VENV)/bin/pytest
-	$(MAKE) --no-print-directory test-oldest
+# Test tiers (tests/README.md): `make <tier>` is `pytest -m <tier>` under a time
+# limit in seconds (hack/tier.sh prints the tier's result and duration); the tier
+# of a test is its folder's (tests/support/tiers.py). PYTEST_ARGS go to pytest,
+# e.g. `make unit PYTEST_ARGS="-x -k crl"`.
+.PHONY: unit emulator cluster deploy e2e e2e-oldest node harness node-unavailable
+TIER := bash hack/tier.sh
 
-# The e2e tier on the oldest point of the support matrix (AKV_MATRIX=oldest:
-# kube-apiserver/kubectl and cert-manager's controller and CRDs of that point).
-test-oldest: venv
-	AKV_MATRIX=oldest $(VENV)/bin/pytest tests/e2e
+unit: venv
+	@$(TIER) unit 120 $(PYTEST_ARGS)
+
+emulator: venv
+	@$(TIER) emulator 900 $(PYTEST_ARGS)
+
+cluster: binaries
+	@$(TIER) cluster 1800 $(PYTEST_ARGS)
+
+deploy: binaries
+	@$(TIER) deploy 900 $(PYTEST_ARGS)
+
+e2e: binaries
+	@$(TIER) e2e 900 $(PYTEST_ARGS)
+
+# The e2e tier again on the oldest supported Kubernetes and cert-manager
+# (AKV_MATRIX=oldest: their kube-apiserver, kubectl, controller and CRDs;
+# docs/e2e.md "Support matrix").
+e2e-oldest: binaries
+	@AKV_MATRIX=oldest TIER_LABEL=e2e-oldest $(TIER) e2e 900 $(PYTEST_ARGS)
+
+# `image` first: the node tests load it (their own build is then a warm one).
+node: binaries image
+	@$(TIER) node 2400 $(PYTEST_ARGS)
+
+harness: binaries
+	@$(TIER) harness 1200 $(PYTEST_ARGS)
+
+# The node tier needs root and Debian's apt (hack/node-tier-check.sh); elsewhere
+# `make test` says so in one line and runs every other tier.
+NODE_UNAVAILABLE := $(shell bash hack/node-tier-check.sh)
+ifeq ($(NODE_UNAVAILABLE),)
+NODE_TIER := node
+else
+NODE_TIER := node-unavailable
+endif
+
+node-unavailable:
+	@line="tier node     skipped: $(NODE_UNAVAILABLE)"; echo "$$line"; \
+	if [ -n "$$TIER_TIMES" ]; then echo "$$line" >> "$$TIER_TIMES"; fi
+
+# ruff, mypy, then every tier in order, each its own pytest session (.ci/run runs
+# this); a summary of the tiers' times at the end.
+TIER_TIMES_FILE := $(abspath .pytest_cache/tier-times)
+test: export TIER_TIMES := $(TIER_TIMES_FILE)
+test: tier-times-reset lint typecheck unit emulator cluster deploy e2e e2e-oldest $(NODE_TIER) harness
+	@echo "make test: every tier passed"; cat $(TIER_TIMES_FILE)
+
+.PHONY: tier-times-reset
+tier-times-reset:
+	@mkdir -p $(dir $(TIER_TIMES_FILE)); : > $(TIER_TIMES_FILE)
 
 demo: venv
 	bash hack/demo.sh
@@ -94,3 +141,11 @@ clean:
 bench-crl: venv
 	$(PY) -m bench.crl
 
+
+# A release of pyproject.toml's version into dist/release/ (docs/versioning.md):
+# wheel and sdist (uv build), the packaged chart (helm package), the image
+# archive (as `make image`), its SBOM (syft, CycloneDX JSON) and SHA256SUMS.
+# Not part of `make test`; tests/node/test_node_release.py makes one in a temp folder.
+.PHONY: release
+release: venv node-deps
+	UV=$(UV) $(PY) -m akv_devcluster.release

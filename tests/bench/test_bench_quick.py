@@ -15,18 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.run import HEADLINE_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(420)
 def test_quick_benchmark_writes_every_key(tmp_path: Path) -> None:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from bench.run import HEADLINE_KEYS
-
     env = {**os.environ, "BENCH_QUICK": "1"}
     env.pop("AKV_DEVCLUSTER_DIR", None)
     proc = subprocess.run(

@@ -19,8 +19,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.timeout(420)
 def test_quick_chaos_run_holds_the_invariants(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from test_cli import assert_one_line_error, make_csr, openssl, run, vault_args
 
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.cli.crl import check_dates, parse_revoked
 from akv_issuer.cli.errors import CLIError
+from support.cli import assert_one_line_error, make_csr, openssl, run, vault_args
 
 UTC = datetime.UTC
 

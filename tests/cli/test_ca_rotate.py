@@ -15,7 +15,9 @@ from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from test_cli import (
+
+from akv_emulator.testing import EmulatorProcess
+from support.cli import (
     assert_one_line_error,
     make_csr,
     offline_root,
@@ -24,8 +26,6 @@ from test_cli import (
     signed_intermediate,
     vault_args,
 )
-
-from akv_emulator.testing import EmulatorProcess
 
 
 class Vault:

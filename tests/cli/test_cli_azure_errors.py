@@ -11,9 +11,9 @@ from pathlib import Path
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
-from test_cli import AKV_ISSUER, assert_one_line_error, run, vault_args
 
 from akv_emulator.testing import EmulatorEnv, EmulatorProcess
+from support.cli import AKV_ISSUER, assert_one_line_error, run, vault_args
 
 
 def _credential(env: EmulatorEnv) -> ClientSecretCredential:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import SignatureAlgorithmOID
-from test_cli import openssl, run, vault_args
 
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.pki.usages import key_usage_bits
+from support.cli import openssl, run, vault_args
 
 _NEWKEY = {
     "rsa": ["-newkey", "rsa:2048"],

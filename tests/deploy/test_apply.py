@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from akv_devcluster import DevCluster
+from akv_devcluster.binaries import download_module
+from support.deploy import (
     NAMESPACE,
     RELEASE,
     Doc,
@@ -30,11 +33,6 @@ from deploy_helpers import (
     one,
     run,
 )
-
-from akv_devcluster import DevCluster
-from akv_devcluster.binaries import download_module
-
-pytestmark = pytest.mark.integration
 
 # The ServiceMonitor CRD users get from kube-prometheus-stack / prometheus-operator.
 PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import REPO
+
+from support.deploy import REPO
 
 ROLES = REPO / "deploy" / "azure-roles"
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md", *REPO.glob("deploy/**/*.md")]

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from akv_issuer.controller import api
+from support.deploy import (
     CHART,
     CONFIG,
     NAMESPACE,
@@ -36,8 +38,6 @@ from deploy_helpers import (
     one,
     run,
 )
-
-from akv_issuer.controller import api
 
 CRD_BASES = CONFIG / "crd" / "bases"
 PREFIX = f"{RELEASE}-"
@@ -102,6 +102,9 @@ def test_leader_election_role_equals_config_rbac(default_chart: list[Doc]) -> No
         "issuer-editor-role",
         "secret-reader-role",
         "trust-bundle-secret-writer-role",
+        "configmap-writer-role",
+        "reissuer-role",
+        "revoker-role",
     ],
 )
 def test_other_cluster_roles_equal_config_rbac(default_chart: list[Doc], name: str) -> None:
@@ -165,12 +168,8 @@ def test_approver_rbac_can_be_skipped() -> None:
     # Nothing may approve any more; signing Kubernetes CSRs is the controller's own.
     assert not any(g[1] == "signers" and g[2] == "approve" for g in grants_all)
     assert {g for g in grants_all if g[1] == "signers"} == {
-        (
-            "certificates.k8s.io",
-            "signers",
-            "sign",
-            "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
-        )
+        ("certificates.k8s.io", "signers", "sign", f"{plural}.azure-keyvault-issuer.gonicus.de/*")
+        for plural in ("clusterissuers", "issuers")
     }
 
 
@@ -362,7 +361,8 @@ def test_default_chart_flags_are_the_cli_defaults_with_leader_election(
 def test_leader_election_lease_role_follows_its_namespace() -> None:
     rendered = docs(helm_template({"leaderElection": {"namespace": "kube-system"}}))
     assert one(rendered, "Role")["metadata"]["namespace"] == "kube-system"
-    assert one(rendered, "RoleBinding")["metadata"]["namespace"] == "kube-system"
+    binding = one(rendered, "RoleBinding", f"{PREFIX}leader-election-rolebinding")
+    assert binding["metadata"]["namespace"] == "kube-system"
 
 
 def test_several_replicas_need_leader_election() -> None:
@@ -508,13 +508,21 @@ def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None
         {
             "apiGroups": ["certificates.k8s.io"],
             "resources": ["signers"],
-            "resourceNames": ["clusterissuers.azure-keyvault-issuer.gonicus.de/*"],
+            "resourceNames": [
+                "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
+                "issuers.azure-keyvault-issuer.gonicus.de/*",
+            ],
             "verbs": ["sign"],
         }
     ]
+    reviews = ("authorization.k8s.io", "subjectaccessreviews", "create", "*")
+    manager = one(default_chart, "ClusterRole", f"{PREFIX}manager-role")
+    assert reviews in grants(manager["rules"])
     assert "--no-kubernetes-csrs" not in controller_args(one(default_chart, "Deployment"))
     off = docs(helm_template({"controller": {"kubernetesCSRs": False}}))
     assert _csr_grants(off) == []
+    # Namespaced Issuers' CSRs are the only reason for SubjectAccessReviews.
+    assert reviews not in grants(one(off, "ClusterRole", f"{PREFIX}manager-role")["rules"])
     assert "--no-kubernetes-csrs" in controller_args(one(off, "Deployment"))
 
 

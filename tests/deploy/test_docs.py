@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_helpers import REPO, run
+
+from support.deploy import REPO, run
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
 # The user guides of issue 5; each must show real akv-issuer command lines.

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import (
+
+from support.deploy import (
     CONFIG,
     RELEASE,
     Doc,

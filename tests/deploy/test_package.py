@@ -21,15 +21,15 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from deploy_helpers import REPO, run
 
 from akv_devcluster.binaries import cache_root
+from support.deploy import REPO, VERSION, run
 
 UV_VERSION = "0.13.9"  # as in the Makefile and the Dockerfile
 DOCKERFILE = REPO / "Dockerfile"
-DIST_INFO = "azure_keyvault_issuer-0.1.0.dist-info"
+DIST_INFO = f"azure_keyvault_issuer-{VERSION}.dist-info"
 # The production package: akv_issuer with exactly these subpackages and top-level files.
-SUBPACKAGES = {"pki", "keyvault", "runtime", "controller", "cli"}
+SUBPACKAGES = {"pki", "keyvault", "ca", "runtime", "controller", "cli"}
 TOP_LEVEL_FILES = {"__init__.py", "py.typed"}
 # Any path component naming a test tool, old or new location.
 TOOL_NAMES = re.compile(r"emulator|devcluster|devtls|devtools", re.IGNORECASE)
@@ -200,14 +200,15 @@ def test_no_development_tools_in_the_runtime_environment(image_venv: Path) -> No
 
 def test_the_build_stage_copies_only_the_production_sources() -> None:
     sources = {source for sources, _ in _build_stage_copies() for source in sources}
-    assert sources == {"pyproject.toml", "uv.lock", "README.md", "src"}
+    # LICENSE and NOTICE: pyproject's license-files, in the wheel and the image.
+    assert sources == {"pyproject.toml", "uv.lock", "README.md", "LICENSE", "NOTICE", "src"}
     # .dockerignore is an allow-list: the build context holds nothing of tools/ either.
     allowed = {
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.startswith("!")
     }
-    assert allowed == {"!pyproject.toml", "!uv.lock", "!README.md", "!src/"}
+    assert allowed == {"!pyproject.toml", "!uv.lock", "!README.md", "!LICENSE", "!NOTICE", "!src/"}
 
 
 def test_the_wheel_holds_the_controller_and_no_test_tools(
@@ -229,6 +230,7 @@ def test_the_wheel_holds_the_controller_and_no_test_tools(
         "cli/main.py",
         "cli/controller.py",
         "keyvault/access.py",
+        "ca/versions.py",
         "pki/signing.py",
         "runtime/informer.py",
     ):
@@ -265,12 +267,21 @@ def test_the_source_distribution_holds_the_same_package_only(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     (sdist,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
-        # Each member is under the azure_keyvault_issuer-0.1.0/ folder.
+        # Each member is under the azure_keyvault_issuer-<version>/ folder.
         files = [PurePosixPath(*PurePosixPath(m.name).parts[1:]) for m in archive.getmembers()]
     assert not [str(path) for path in files if TOOL_NAMES.search(str(path))]
-    # Build metadata around the package (hatchling also adds .gitignore), nothing else.
+    # Build metadata around the package (hatchling also adds .gitignore) and the
+    # license files, nothing else.
     top = {path.parts[0] for path in files if path.parts}
-    assert {"src", "pyproject.toml", "PKG-INFO"} <= top
-    assert top <= {"src", "pyproject.toml", "README.md", "PKG-INFO", ".gitignore"}
+    assert {"src", "pyproject.toml", "PKG-INFO", "LICENSE", "NOTICE"} <= top
+    assert top <= {
+        "src",
+        "pyproject.toml",
+        "README.md",
+        "PKG-INFO",
+        ".gitignore",
+        "LICENSE",
+        "NOTICE",
+    }
     packages = {path.parts[2] for path in files if len(path.parts) > 3 and path.parts[0] == "src"}
     assert packages == SUBPACKAGES

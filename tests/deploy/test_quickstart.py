@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from support.deploy import (
     CHART,
     NAMESPACE,
     REPO,

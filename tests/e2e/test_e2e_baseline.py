@@ -4,12 +4,8 @@ CA issuer (key in a Secret) and through ours, on the same control plane, with
 
 from __future__ import annotations
 
-import pytest
-from e2e_harness import E2E, shared_ca
-
 from akv_devcluster.certmanager import create_ca_issuer, issue_certificates
-
-pytestmark = pytest.mark.integration
+from support.e2e_harness import E2E, shared_ca
 
 COUNT = 3
 

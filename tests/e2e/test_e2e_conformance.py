@@ -9,9 +9,12 @@ our controller:
 - Certificates through our ClusterIssuer, and through a namespaced Issuer the
   binary creates in every spec's namespace; both with ``policy.allowCA``;
 - Kubernetes CSRs for our ClusterIssuer's signer
-  ``clusterissuers.<group>/<name>``;
-- the same three through cert-manager's ``ca`` ClusterIssuer / Issuer (CA key
-  in a Secret) and its CSR signer ``clusterissuers.cert-manager.io/<name>``.
+  ``clusterissuers.<group>/<name>`` and for a namespaced Issuer's
+  ``issuers.<group>/<namespace>.<name>`` (the Issuer made in every spec's
+  namespace);
+- the same four through cert-manager's ``ca`` ClusterIssuer / Issuer (CA key
+  in a Secret) and its CSR signers ``clusterissuers.cert-manager.io/<name>``
+  and ``issuers.cert-manager.io/<namespace>.<name>``.
 
 A spec failing for both an issuer of ours and its baseline is the suite's
 (listed in the output, not a failure of this test); one failing only for ours
@@ -33,7 +36,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
-from controller_harness import Env, condition, wait_for
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_global_resource
 from lightkube.models.meta_v1 import ObjectMeta
@@ -50,6 +52,7 @@ from akv_devcluster.certmanager import (
     make_local_ca,
 )
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
+from support.controller_harness import Env, condition, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -180,6 +183,20 @@ class Issuers:
                     signer_name=f"clusterissuers.cert-manager.io/{self.baseline}",
                 ),
             ),
+            (
+                conformance.Target(
+                    "AKV Issuer CSR signer",
+                    "csr",
+                    issuer_manifest=self.our_issuer_manifest(),
+                    signer_name=f"issuers.{GROUP}/{{namespace}}.{{name}}",
+                ),
+                conformance.Target(
+                    "CA Issuer CSR signer",
+                    "csr",
+                    issuer_manifest=self.baseline_issuer_manifest(),
+                    signer_name="issuers.cert-manager.io/{namespace}.{name}",
+                ),
+            ),
         ]
 
     async def delete(self) -> None:
@@ -220,8 +237,14 @@ async def _sweep(kube: AsyncClient, made: Issuers) -> None:
         f"clusterissuers.{GROUP}/{made.ours}",
         f"clusterissuers.cert-manager.io/{made.baseline}",
     }
+    prefixes = (f"issuers.{GROUP}/e2e-tests-", "issuers.cert-manager.io/e2e-tests-")
     async for csr in kube.list(CertificateSigningRequest):
-        if csr.spec.signerName in signers and csr.metadata and csr.metadata.name:
+        signer = csr.spec.signerName
+        if (
+            (signer in signers or signer.startswith(prefixes))
+            and csr.metadata
+            and csr.metadata.name
+        ):
             with contextlib.suppress(ApiError):
                 await kube.delete(CertificateSigningRequest, csr.metadata.name)
 

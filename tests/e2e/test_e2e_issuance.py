@@ -9,11 +9,9 @@ import ipaddress
 from typing import Any
 
 import pytest
-from controller_harness import condition
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from e2e_harness import E2E, shared_ca
 from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
@@ -21,8 +19,8 @@ from lightkube.types import PatchType
 
 from akv_devcluster.certmanager import NAMESPACE, SERVICE_ACCOUNT
 from akv_issuer.controller.api import API_VERSION, GROUP, Issuer
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import condition
+from support.e2e_harness import E2E, shared_ca
 
 SANS: dict[str, Any] = {
     "dnsNames": ["app.example.com", "www.app.example.com"],

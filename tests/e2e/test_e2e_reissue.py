@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from controller_harness import condition
-from e2e_harness import E2E, shared_ca
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import Issuer
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import condition
+from support.e2e_harness import E2E, shared_ca
 
 
 async def test_certificates_of_the_previous_ca_are_reissued_once_each(e2e: E2E) -> None:

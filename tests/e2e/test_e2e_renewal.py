@@ -3,13 +3,9 @@ and through a Key Vault outage."""
 
 from __future__ import annotations
 
-import pytest
-from controller_harness import condition
-from e2e_harness import E2E, shared_ca
-
 from akv_devcluster.certmanager import Certificate
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import condition
+from support.e2e_harness import E2E, shared_ca
 
 
 async def test_timed_renewal_issues_a_new_certificate(e2e: E2E) -> None:

@@ -10,19 +10,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-from controller_harness import _service_account_kubeconfig
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from e2e_harness import E2E
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from akv_devcluster import DevCluster
 from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import _service_account_kubeconfig
+from support.e2e_harness import E2E
 
 
 def _crl_url(leaf: x509.Certificate) -> str:
@@ -74,6 +71,9 @@ async def test_revoked_certificate_fails_openssl_crl_check(
     ca = await e2e.env.make_ca("EC", curve="P-256")
     name = "revocable"
     url = f"http://127.0.0.1:{controller.crl_port}/crl/issuer/{e2e.namespace}/{name}.crl"
+    # An Issuer's revocation list lives in its namespace: granted as the Helm
+    # value rbac.configMapNamespaces does (docs/install.md, "Permissions").
+    await e2e.env.grant_configmaps(e2e.namespace)
     ref = await e2e.issuer(ca, name=name, crl={"enabled": True, "validity": "1h", "url": url})
     for cert in ("leaked", "fine"):
         await e2e.create_certificate(cert, ref, secretName=f"{cert}-tls")

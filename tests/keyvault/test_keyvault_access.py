@@ -28,7 +28,7 @@ from akv_issuer.keyvault import (
     WorkloadIdentity,
 )
 from akv_issuer.pki import SignatureAlgorithm
-from fixtures.emulator import digest_for, verify_locally
+from support.emulator import digest_for, verify_locally
 
 KEY_CASES = [
     ("RSA", 2048, None, ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]),

@@ -18,7 +18,7 @@ from akv_issuer.keyvault import (
     KeyVaultOptions,
 )
 from akv_issuer.pki import SignatureAlgorithm
-from fixtures.emulator import digest_for
+from support.emulator import digest_for
 
 
 def sp_auth(env: EmulatorEnv, **changes: str) -> ClientSecret:

@@ -15,9 +15,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from azure.identity.aio import ClientSecretCredential as AioClientSecretCredential
-from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
-from azure.keyvault.certificates.aio import CertificateClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,7 +32,7 @@ from akv_issuer.keyvault import (
     is_managed_hsm,
 )
 from akv_issuer.pki import SignatureAlgorithm
-from fixtures.emulator import digest_for, verify_locally
+from support.emulator import digest_for, import_certificate, verify_locally
 
 CHINA_VAULT = "https://akvtest.vault.azure.cn"
 USGOV_VAULT = "https://akvtest.vault.usgovcloudapi.net"
@@ -172,30 +169,6 @@ def _ca_pem(common_name: str) -> tuple[bytes, x509.Certificate]:
         serialization.NoEncryption(),
     )
     return pem, cert
-
-
-async def import_certificate(em: EmulatorProcess, vault: str, name: str, pem: bytes) -> str:
-    """Import a PEM certificate + key as a certificate object with the real SDK; its version."""
-    env = em.env
-    async with (
-        AioClientSecretCredential(
-            env.tenant_id,
-            env.sp_client_id,
-            env.sp_client_secret,
-            authority=env.authority_host,
-            connection_verify=env.ca_file,
-            disable_instance_discovery=True,
-        ) as credential,
-        CertificateClient(vault, credential, connection_verify=env.ca_file) as client,
-    ):
-        imported = await client.import_certificate(
-            name,
-            pem,
-            policy=CertificatePolicy(
-                issuer_name="Unknown", content_type=CertificateContentType.pem
-            ),
-        )
-    return str(imported.properties.version if imported.properties else "")
 
 
 async def test_certificate_object_is_read_without_its_secret(emulator: EmulatorProcess) -> None:

@@ -12,10 +12,9 @@ import pytest
 import pytest_asyncio
 
 from akv_emulator.testing import EmulatorProcess
-from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions, WorkloadIdentity
-from akv_issuer.keyvault.access import proxy_for
+from akv_issuer.keyvault import KeyVaultAccess, KeyVaultOptions, WorkloadIdentity, proxy_for
 from akv_issuer.pki import SignatureAlgorithm
-from fixtures.emulator import digest_for
+from support.emulator import digest_for
 
 
 class ConnectProxy:

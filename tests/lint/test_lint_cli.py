@@ -1,15 +1,14 @@
 """Every kind of certificate and CRL `akv-issuer` makes (roots of each key type
 and algorithm, intermediates as docs/install.md makes them, rotated roots,
 leaves of each key and SAN type, CRLs of each shape) passes zlint's and
-pkilint's RFC-level lints, waivers aside (tests/lint/linters.py)."""
+pkilint's RFC-level lints, waivers aside (tests/support/lint/linters.py)."""
 
 from __future__ import annotations
 
 import pytest
-from cli_artefacts import CLI_CASES
-from linters import LintCase, LintRun
 
-pytestmark = pytest.mark.integration
+from support.lint.cli_artefacts import CLI_CASES
+from support.lint.linters import LintCase, LintRun
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda case: case.id)

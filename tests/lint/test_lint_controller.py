@@ -1,15 +1,14 @@
 """Every kind of certificate and CRL the controller makes (CertificateRequests
 and Kubernetes CSRs of each key and SAN type, a sub-CA, renewed roots, CRLs
 from spec.crl) passes zlint's and pkilint's RFC-level lints, waivers aside
-(tests/lint/linters.py)."""
+(tests/support/lint/linters.py)."""
 
 from __future__ import annotations
 
 import pytest
-from controller_artefacts import CONTROLLER_CASES
-from linters import LintCase, LintRun
 
-pytestmark = pytest.mark.integration
+from support.lint.controller_artefacts import CONTROLLER_CASES
+from support.lint.linters import LintCase, LintRun
 
 
 @pytest.mark.parametrize("case", CONTROLLER_CASES, ids=lambda case: case.id)

@@ -24,7 +24,14 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod, Secret, Service, ServiceAccount
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding, Role
-from node_install import (
+
+from akv_devcluster import DevCluster
+from akv_devcluster import binaries as bins
+from akv_devcluster.certmanager import CertManager
+from akv_devcluster.workloads import wait_ready
+from akv_emulator.testing import EmulatorProcess
+from akv_issuer.controller.api import Issuer
+from support.node_install import (
     CHART,
     NodeCA,
     chart_selector,
@@ -42,15 +49,8 @@ from node_install import (
     wait_until,
 )
 
-from akv_devcluster import DevCluster
-from akv_devcluster import binaries as bins
-from akv_devcluster.certmanager import CertManager
-from akv_devcluster.workloads import wait_ready
-from akv_emulator.testing import EmulatorProcess
-from akv_issuer.controller.api import Issuer
-
 # The first test to ask for the image may build it (minutes when cold).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 RELEASE = "akv-node"
 DEPLOYMENT = f"{RELEASE}-azure-keyvault-issuer-controller-manager"

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 from lightkube import Client
-from node_install import (
+
+from akv_devcluster import DevCluster
+from akv_devcluster import binaries as bins
+from akv_devcluster.workloads import WorkloadError, wait_ready
+from akv_emulator.testing import EmulatorProcess
+from support.node_install import (
     CHART,
     chart_values,
     emulator_ca_configmap,
@@ -25,13 +30,8 @@ from node_install import (
     tool,
 )
 
-from akv_devcluster import DevCluster
-from akv_devcluster import binaries as bins
-from akv_devcluster.workloads import WorkloadError, wait_ready
-from akv_emulator.testing import EmulatorProcess
-
 # The first test to ask for the image may build it (minutes when cold).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 
 def _never_ready(

@@ -15,10 +15,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from node_install import REPO
+
+from support.node_install import REPO
 
 # The first test to ask for the image may build it (minutes when cold).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 TEST_TOOLS = ("akv_emulator", "akv_devcluster", "akv_devtls", "pytest", "_pytest", "hypothesis")
 

@@ -18,7 +18,13 @@ import pytest
 import yaml
 from lightkube import Client
 from lightkube.resources.core_v1 import Namespace
-from node_install import (
+
+from akv_devcluster import DevCluster
+from akv_devcluster import binaries as bins
+from akv_devcluster.certmanager import CertManager
+from akv_devcluster.workloads import wait_ready
+from akv_emulator.testing import EmulatorProcess
+from support.node_install import (
     CA_CONFIGMAP,
     CA_MOUNT,
     REPO,
@@ -31,14 +37,8 @@ from node_install import (
     wait_certificate_secret,
 )
 
-from akv_devcluster import DevCluster
-from akv_devcluster import binaries as bins
-from akv_devcluster.certmanager import CertManager
-from akv_devcluster.workloads import wait_ready
-from akv_emulator.testing import EmulatorProcess
-
 # The first test to ask for the image may build it (minutes when cold).
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 NAMESPACE = "azure-keyvault-issuer-system"
 DEPLOYMENT = "azure-keyvault-issuer-controller-manager"

@@ -36,21 +36,6 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.core_v1 import Namespace, Pod, Secret
-from node_install import (
-    CA_MOUNT,
-    CHART,
-    NodeCA,
-    chart_selector,
-    controller_pods,
-    emulator_ca_configmap,
-    helm,
-    openssl_verify,
-    request_certificate,
-    restricted_namespace,
-    tool,
-    wait_certificate_secret,
-    wait_until,
-)
 
 from akv_devcluster import DevCluster, goimages
 from akv_devcluster import binaries as bins
@@ -78,8 +63,21 @@ from akv_devcluster.workloadidentity import (
 from akv_devcluster.workloadidentity import NAMESPACE as WI_NAMESPACE
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.controller.api import API_VERSION, GROUP, Issuer
-
-pytestmark = pytest.mark.integration
+from support.node_install import (
+    CA_MOUNT,
+    CHART,
+    NodeCA,
+    chart_selector,
+    controller_pods,
+    emulator_ca_configmap,
+    helm,
+    openssl_verify,
+    request_certificate,
+    restricted_namespace,
+    tool,
+    wait_certificate_secret,
+    wait_until,
+)
 
 SERVICE_ACCOUNT = "akv-issuer-wi"
 

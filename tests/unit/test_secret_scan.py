@@ -1,4 +1,4 @@
-"""The session's log scan (tests/fixtures/secret_scan.py) finds what it must.
+"""The session's log scan (tests/support/secret_scan.py) finds what it must.
 
 The scan runs at the end of every test session over the controllers' logs and
 passes when they are clean; this shows it is not passing for want of looking:
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fixtures.secret_scan import SessionSecrets, scan_text
+from support.secret_scan import SessionSecrets, scan_text
 
 SECRET = "Zq8-uV1Lr2kQ_s3cretFromTheEmulator"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXBhcnQ"

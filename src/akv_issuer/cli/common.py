@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 
-from akv_issuer import pki
+from akv_issuer import ca, pki
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.controller.api import parse_go_duration
 from akv_issuer.keyvault import (
@@ -86,15 +86,13 @@ signature scheme per CA (:func:`akv_issuer.pki.ca_signature_algorithm`)."""
 
 
 def ca_algorithm(
-    args: argparse.Namespace, ca_cert: x509.Certificate, key: KeyInfo
+    args: argparse.Namespace, ca_cert: x509.Certificate | None, key: KeyInfo
 ) -> pki.SignatureAlgorithm:
     """``--algorithm`` if given (checked against the key), else the CA's own
-    scheme: PSS when ``--pss`` or when ``ca_cert`` is PSS-signed."""
-    if args.algorithm is not None:
-        algorithm = pki.SignatureAlgorithm(args.algorithm)
-        pki.check_algorithm(key.public_key, algorithm)
-        return algorithm
-    return pki.ca_signature_algorithm(ca_cert, key.public_key, pss=args.pss)
+    scheme: PSS when ``--pss`` or when ``ca_cert`` is PSS-signed
+    (:func:`akv_issuer.ca.signature_algorithm`)."""
+    explicit = pki.SignatureAlgorithm(args.algorithm) if args.algorithm is not None else None
+    return ca.signature_algorithm(key.public_key, explicit, ca_cert=ca_cert, pss=args.pss)
 
 
 def add_vault_arguments(parser: argparse.ArgumentParser, *, key_version: bool = True) -> None:
@@ -192,12 +190,17 @@ class VaultSession:
     key_name: str
     key_version: str | None
 
+    @property
+    def ca_vault(self) -> ca.CAVault:
+        """The vault as the CA rules reach it."""
+        return ca.CAVault(self.access, self.vault_url, AUTH)
+
     async def get_key(self) -> KeyInfo:
         key = await self.access.get_key(self.vault_url, self.key_name, self.key_version, AUTH)
-        if not key.enabled:
-            raise CLIError(f"key {key.kid} is disabled")
-        if "sign" not in key.key_ops:
-            raise CLIError(f"key {key.kid} does not permit the sign operation")
+        try:
+            ca.check_signing_key(key)
+        except ca.KeyNotUsable as exc:
+            raise CLIError(str(exc)) from None
         return key
 
     async def create_key(self, kind: KeyKind) -> KeyInfo:
@@ -241,34 +244,13 @@ class VaultSession:
     ) -> tuple[pki.CAChain, str]:
         """The CA chain of ``key`` in secret ``name``, and the secret version it
         came from: ``version`` if given, else the newest version holding a
-        certificate for the key. After ``ca rotate`` the newest version holds
-        the new key version's CA, and an older key version's CA (for
-        ``--key-version OLD``) is in an older secret version. ``version_option``
-        names the command's option for the secret version, for messages."""
-        secret = await self.access.get_secret(self.vault_url, name, version, AUTH)
-        if version is not None or _holds_key(secret.value, key) is not False:
-            # The named version, one holding the key, or one unreadable
-            # (load_ca_chain says what is wrong with it).
-            return pki.load_ca_chain(secret.value, key.public_key, now), secret.version
+        certificate for the key (:func:`akv_issuer.ca.ca_of_key_version`).
+        ``version_option`` names the command's option for the secret version,
+        for messages."""
         try:
-            versions = await self.access.list_secret_versions(self.vault_url, name, AUTH)
-        except KeyVaultError as exc:
-            raise CLIError(
-                f"the latest version of secret {name} holds no certificate for key version "
-                f"{key.version}, and its older versions cannot be listed ({exc}); name the "
-                f"version that does with {version_option}"
-            ) from None
-        for listed in versions:
-            if listed.version == secret.version or not listed.enabled:
-                continue
-            older = await self.access.get_secret(self.vault_url, name, listed.version, AUTH)
-            if _holds_key(older.value, key):
-                return pki.load_ca_chain(older.value, key.public_key, now), older.version
-        raise CLIError(
-            f"none of the {len(versions)} newest versions of secret {name} holds a CA "
-            f"certificate for key version {key.version} of {key.name}; name the version "
-            f"that does with {version_option}"
-        )
+            return await ca.ca_of_key_version(self.ca_vault, name, key, now, secret_version=version)
+        except (ca.SecretVersionsUnlisted, ca.NoSecretVersionForKey) as exc:
+            raise CLIError(f"{exc}; name the version that does with {version_option}") from None
 
     async def set_secret(self, name: str, value: str, content_type: str) -> str:
         try:
@@ -278,25 +260,6 @@ class VaultSession:
         except KeyVaultError as exc:
             raise _soft_deleted(exc, "secret", self.vault_url, name) from None
         return secret.version
-
-
-def _holds_key(value: str, key: KeyInfo) -> bool | None:
-    """Whether a certificate in the PEM ``value`` holds ``key``'s public key;
-    None when ``value`` holds no readable certificate."""
-    try:
-        certificates = pki.load_certificates(value)
-    except pki.PKIError:
-        return None
-    wanted = key.public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return any(
-        cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        == wanted
-        for cert in certificates
-    )
 
 
 def _soft_deleted(exc: KeyVaultError, kind: str, vault_url: str, name: str) -> Exception:

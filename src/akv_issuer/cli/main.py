@@ -17,8 +17,21 @@ from akv_issuer.cli import ca, controller, sign
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import Cause, KeyVaultError
 from akv_issuer.pki import PKIError
+from akv_issuer.runtime.buildinfo import build_info
 
 PROG = "akv-issuer"
+
+
+class _VersionAction(argparse.Action):
+    """argparse's version action, reading the version only when asked (its
+    metadata lookup would otherwise slow every command's start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"{PROG} {build_info().describe()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
             "cert-manager external issuer signing with an Azure Key Vault key, "
             "and the tools to create and use its CA offline."
         ),
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version, the commit it was built from (when known) and exit",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ca.register(subparsers)

@@ -1,18 +1,14 @@
 """Key Vault access: credentials, one client set per (vault, identity), caching, timeouts,
-a per-vault concurrency limit and error classification (see docs/architecture.md)."""
+a per-vault concurrency limit and error classification (see docs/architecture.md).
 
-from .access import (
-    PEM_CONTENT_TYPE,
-    CertificateInfo,
-    KeyInfo,
-    KeyVaultAccess,
-    KeyVaultOptions,
-    KeyVaultSigner,
-    KeyVersion,
-    SecretInfo,
-    SecretVersion,
-    normalize_vault_url,
-)
+Modules: :mod:`.access` (``KeyVaultAccess``, the facade), :mod:`.models` (options and
+the values read from a vault), :mod:`.jwk` (JSON Web Keys), :mod:`.clients` (the SDK
+clients per vault and identity), :mod:`.retry` (time limit, retries, per-vault
+concurrency), :mod:`.cache` (the key cache, shared lookups), :mod:`.auth`,
+:mod:`.cloud`, :mod:`.errors`. Everything public is importable from the package.
+"""
+
+from .access import KeyVaultAccess, KeyVaultSigner
 from .auth import (
     Ambient,
     AssertionProvider,
@@ -23,6 +19,7 @@ from .auth import (
     FederatedServiceAccount,
     WorkloadIdentity,
 )
+from .clients import proxy_for
 from .cloud import CLOUDS, Cloud, authority_for, cloud_of, is_managed_hsm
 from .errors import (
     SERVICE_ACCOUNT_TOKEN_FAILED,
@@ -31,6 +28,16 @@ from .errors import (
     KeyVaultError,
     classify,
     parse_retry_after,
+)
+from .models import (
+    PEM_CONTENT_TYPE,
+    CertificateInfo,
+    KeyInfo,
+    KeyVaultOptions,
+    KeyVersion,
+    SecretInfo,
+    SecretVersion,
+    normalize_vault_url,
 )
 
 __all__ = [
@@ -63,4 +70,5 @@ __all__ = [
     "is_managed_hsm",
     "normalize_vault_url",
     "parse_retry_after",
+    "proxy_for",
 ]

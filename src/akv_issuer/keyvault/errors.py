@@ -282,7 +282,7 @@ def _kind_of_status(status: int | None) -> ErrorKind:
     return ErrorKind.PERMANENT
 
 
-def classify(exc: BaseException, *, operation: str, vault_url: str) -> KeyVaultError:
+def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError:
     """Map an SDK, transport or timeout exception to a KeyVaultError."""
     if isinstance(exc, KeyVaultError):
         return exc

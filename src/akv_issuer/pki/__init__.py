@@ -1,8 +1,9 @@
 """Pure X.509 logic for the issuer: no I/O, no Kubernetes, no Key Vault.
 
 CSR checks (:func:`parse_csr`), the certificate template
-(:func:`build_certificate`), remote-signature assembly
-(:func:`sign_certificate`, :func:`sign_csr`), CRLs (:func:`build_crl`,
+(:func:`build_certificate`), the signature algorithms
+(:class:`SignatureAlgorithm`, :func:`ca_signature_algorithm`), remote-signature
+assembly (:func:`sign_certificate`, :func:`sign_csr`), CRLs (:func:`build_crl`,
 :func:`sign_crl`, through the same remote route), the root CA template
 (:func:`build_root_ca`), CA checks (:func:`check_ca`) and chains
 (:func:`load_ca_chain`, the one reading of a CA secret for both the CLI and
@@ -10,6 +11,15 @@ the controller; :func:`split_chain`). Every failure is a
 :class:`PKIError` subclass with a one-line ``reason``.
 """
 
+from akv_issuer.pki.algorithms import (
+    CAPublicKey,
+    SignatureAlgorithm,
+    ca_signature_algorithm,
+    check_algorithm,
+    default_algorithm,
+    is_pss_signed,
+    verify_signature,
+)
 from akv_issuer.pki.ca import build_root_ca, check_ca
 from akv_issuer.pki.chain import (
     CAChain,
@@ -51,18 +61,7 @@ from akv_issuer.pki.issuance import (
     derived_serial_number,
     random_serial_number,
 )
-from akv_issuer.pki.signing import (
-    CAPublicKey,
-    RemoteSigner,
-    SignatureAlgorithm,
-    ca_signature_algorithm,
-    check_algorithm,
-    default_algorithm,
-    is_pss_signed,
-    sign_certificate,
-    sign_csr,
-    verify_signature,
-)
+from akv_issuer.pki.signing import RemoteSigner, sign_certificate, sign_csr
 from akv_issuer.pki.usages import (
     CA_KEY_USAGE,
     DEFAULT_USAGES,

@@ -28,14 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPublicKeyTypes,
 )
 
+from akv_issuer.pki.algorithms import SignatureAlgorithm, check_algorithm
 from akv_issuer.pki.errors import CAError, CAErrorKind, PolicyError, SignatureError
 from akv_issuer.pki.issuance import authority_key_identifier
-from akv_issuer.pki.signing import (
-    RemoteSigner,
-    SignatureAlgorithm,
-    check_algorithm,
-    sign_remotely,
-)
+from akv_issuer.pki.signing import RemoteSigner, sign_remotely
 
 __all__ = ["MAX_CRL_NUMBER", "MAX_SERIAL_NUMBER", "RevokedCertificate", "build_crl", "sign_crl"]
 

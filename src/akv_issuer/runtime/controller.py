@@ -12,7 +12,10 @@ not the reconcile, owns the queue (as controller-runtime's
   ``after`` seconds (the reconcile picks the delay, since it often has to
   honour a Retry-After or a deadline and say so in a status message);
 - an exception: logged, counted as a failure and retried after the
-  controller's own backoff.
+  controller's own backoff. The API server refusing or being unreachable is
+  one line; anything else is unexpected (:mod:`akv_issuer.runtime.errors`):
+  its traceback once per key and error type, one line on its retries, counted
+  by controller name.
 
 The reconcile receives the number of failures counted so far for its key,
 so it can tell a first attempt from a retry. Event handlers reach the queue
@@ -31,6 +34,7 @@ import httpx2
 from lightkube import ApiError
 from prometheus_client import Gauge
 
+from akv_issuer.runtime.errors import UnexpectedErrors, api_error_text
 from akv_issuer.runtime.leader import NotLeading
 from akv_issuer.runtime.queue import Backoff, ShutDown, WorkQueue
 
@@ -75,6 +79,7 @@ class Controller(Generic[K]):
         workers: int,
         backoff: Backoff,
         gauges: QueueGauges | None = None,
+        unexpected: UnexpectedErrors | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a controller needs at least one worker")
@@ -84,6 +89,7 @@ class Controller(Generic[K]):
         self._workers = workers
         self._queue: WorkQueue[K] = WorkQueue(name, backoff)
         self._gauges = gauges
+        self._unexpected = unexpected or UnexpectedErrors()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- what event handlers may do ----------------------------------------
@@ -146,7 +152,7 @@ class Controller(Generic[K]):
                     self.name,
                     key,
                     type(exc).__name__,
-                    _api_error_text(exc),
+                    api_error_text(exc),
                     delay,
                 )
             except NotLeading as exc:
@@ -154,10 +160,20 @@ class Controller(Generic[K]):
                 # manager cancels the workers), the new leader takes the key.
                 delay = queue.add_rate_limited(key)
                 log.warning("%s %s: %s; not done here", self.name, key, exc)
-            except Exception:
+            except Exception as exc:
                 delay = queue.add_rate_limited(key)
-                log.exception("%s %s: unexpected error (retrying in %.1fs)", self.name, key, delay)
+                self._unexpected.report(
+                    log,
+                    self.name,
+                    key,
+                    exc,
+                    "%s %s: unexpected error (retrying in %.1fs)",
+                    self.name,
+                    key,
+                    delay,
+                )
             else:
+                self._unexpected.forget(self.name, key)
                 self._apply(key, result)
             finally:
                 queue.done(key)
@@ -176,9 +192,3 @@ class Controller(Generic[K]):
         if self._gauges is not None:
             self._gauges.depth.labels(self.name).set(len(self._queue))
             self._gauges.delayed.labels(self.name).set(self._queue.delayed)
-
-
-def _api_error_text(exc: Exception) -> str:
-    if isinstance(exc, ApiError):
-        return f"HTTP {exc.status.code} {exc.status.reason or ''}: {exc.status.message or ''}"
-    return str(exc) or type(exc).__name__

@@ -25,6 +25,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 from prometheus_client import Counter
 
+from akv_issuer.runtime.errors import UnexpectedErrors, api_error_text, expected
+
 log = logging.getLogger(__name__)
 
 NORMAL = "Normal"
@@ -63,8 +65,10 @@ class EventRecorder:
         dropped: Counter | None = None,
         *,
         queue_bound: int = _QUEUE_BOUND,
+        unexpected: UnexpectedErrors | None = None,
     ) -> None:
         self._client = client
+        self._unexpected = unexpected or UnexpectedErrors()
         self._queue_bound = queue_bound
         self._component = component
         self._instance = instance
@@ -157,10 +161,24 @@ class EventRecorder:
             self.recorded += 1
         except Exception as exc:
             involved = event.involvedObject
-            log.warning(
-                "could not record event %s on %s %s: %s",
-                event.reason,
-                involved.kind if involved else "",
-                involved.name if involved else "",
-                type(exc).__name__,
-            )
+            kind, name = (involved.kind or "", involved.name or "") if involved else ("", "")
+            if expected(exc):
+                log.warning(
+                    "could not record event %s on %s %s: %s: %s",
+                    event.reason,
+                    kind,
+                    name,
+                    type(exc).__name__,
+                    api_error_text(exc),
+                )
+            else:  # a bug: its traceback once per event reason, counted
+                self._unexpected.report(
+                    log,
+                    "events",
+                    event.reason,
+                    exc,
+                    "could not record event %s on %s %s",
+                    event.reason,
+                    kind,
+                    name,
+                )

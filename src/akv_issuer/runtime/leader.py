@@ -45,6 +45,8 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from akv_issuer.runtime.errors import UnexpectedErrors, expected
+
 log = logging.getLogger(__name__)
 
 
@@ -84,8 +86,10 @@ class LeaderElector:
         config: LeaderElectionConfig,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        unexpected: UnexpectedErrors | None = None,
     ) -> None:
         self._client = client
+        self._unexpected = unexpected or UnexpectedErrors()
         self.config = config
         self._clock = clock
         self._sleep = sleep
@@ -120,7 +124,7 @@ class LeaderElector:
                 raise
             except Exception as exc:
                 self.healthy = False
-                log.warning("leader election: cannot reach the lease (%s)", _brief(exc))
+                self._failed("leader election: cannot reach the lease", exc)
             await self._sleep(self.config.retry_period)
 
     def leading(self) -> bool:
@@ -147,7 +151,7 @@ class LeaderElector:
                 raise
             except Exception as exc:
                 ok = False
-                log.warning("leader election: renewal failed (%s)", _brief(exc))
+                self._failed("leader election: renewal failed", exc)
             if ok:
                 continue
             if self._clock() >= self._valid_until or self._lost_to_other():
@@ -197,7 +201,15 @@ class LeaderElector:
             await self._client.replace(lease)
             log.info("released the leader lease")
         except Exception as exc:
-            log.warning("could not release the leader lease (%s)", _brief(exc))
+            self._failed("could not release the leader lease", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """The API server refused or could not be reached: one line (the loop
+        retries); anything else is a bug: its traceback once, counted."""
+        if expected(exc):
+            log.warning("%s (%s)", what, _brief(exc))
+        else:
+            self._unexpected.report(log, "leader-election", self.config.name, exc, "%s", what)
 
     async def _try_acquire_or_renew(self) -> bool:
         cfg = self.config

@@ -16,7 +16,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, ServiceAccount, ServiceAccountToken
@@ -24,8 +23,6 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api.names import CertificateRequest
 from support.fakekube import PARTIAL_METADATA, FakeKube
-
-pytestmark = pytest.mark.integration
 
 Observations = list[tuple[str, Any]]
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypedDict
 
-import pytest
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
 from akv_issuer.runtime.decoding import Partial, whole
 from akv_issuer.runtime.informer import Informer, object_key
-
-pytestmark = pytest.mark.integration
 
 
 class _Meta(TypedDict, total=False):

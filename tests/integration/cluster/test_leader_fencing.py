@@ -23,8 +23,6 @@ from akv_devcluster.faultproxy import FaultProxy
 from akv_devcluster.kubeconfig import write_kubeconfig
 from akv_issuer.runtime.leader import LeaderElectionConfig, LeaderElector, NotLeading
 
-pytestmark = pytest.mark.integration
-
 LEASE, RENEW, RETRY = 6.0, 4.0, 1.0
 
 

@@ -1,5 +1,5 @@
-"""Fixtures of the controller integration tests (defined in controller_harness)."""
+"""Fixtures of the controller integration tests (defined in tests/support/controller_harness.py)."""
 
-from controller_harness import env, issuer_crds, manager_role
+from support.controller_harness import env, issuer_crds, manager_role
 
 __all__ = ["env", "issuer_crds", "manager_role"]

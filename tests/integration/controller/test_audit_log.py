@@ -22,9 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import pytest_asyncio
-from controller_harness import CA, Controller, Env, csr_pem, wait_for
 from cryptography import x509
 from lightkube import AsyncClient
 from lightkube.generic_resource import create_global_resource
@@ -49,8 +47,7 @@ from lightkube.types import PatchType
 from akv_devcluster import Identity
 from akv_issuer.controller.api import GROUP, CertificateRequest
 from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, Controller, Env, csr_pem, wait_for
 
 MutatingAdmissionPolicy = create_global_resource(
     "admissionregistration.k8s.io", "v1", "MutatingAdmissionPolicy", "mutatingadmissionpolicies"

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 
-import pytest
-from controller_harness import Env, condition, csr_pem
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem
 
 
 async def test_a_wrong_client_secret_is_forbidden_with_the_aadsts_line_and_rechecked_slowly(

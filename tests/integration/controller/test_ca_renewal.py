@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import pytest
-from controller_harness import Env, condition, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from akv_issuer.controller.api import parse_issuer_spec
 from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
+from akv_issuer.controller.core import KeyVaultGateway
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.pki import load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
-
-pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
+from support.controller_harness import Env, condition, csr_pem, wait_for
 
 
 async def _condition_is(env: Env, name: str, type_: str, status: str) -> dict:
@@ -141,22 +137,21 @@ async def test_a_replica_whose_lease_may_have_passed_does_not_renew(env: Env) ->
     now = dt.datetime.now(dt.UTC)
     chain = load_ca_chain(old.pem.decode(), key.public_key, now)
 
-    async def count(operation: str, call: Awaitable[T]) -> T:
-        return await call
-
     def fence() -> None:
         raise NotLeading("not the leader any more (test)")
 
+    fenced = KeyVaultGateway(env.kv, Metrics(), concurrency=1, fence=fence)
     signs = len(env.emulator.admin.sign_log())
     with pytest.raises(NotLeading):
-        await renew_if_due(env.kv, count, spec, env.kv_auth, key, old.algorithm, chain, now, fence)
+        await renew_if_due(fenced, spec, env.kv_auth, key, old.algorithm, chain, now)
     assert len(env.emulator.admin.sign_log()) == signs
     secret = await env.kv.get_secret(vault, old.name, None, env.kv_auth)
     assert x509.load_pem_x509_certificate(secret.value.encode()) == old.cert
 
     # The same call on the leader renews: the fence was what stopped it.
+    leading = KeyVaultGateway(env.kv, Metrics(), concurrency=1, fence=lambda: None)
     renewed, renewal = await renew_if_due(
-        env.kv, count, spec, env.kv_auth, key, old.algorithm, chain, now, lambda: None
+        leading, spec, env.kv_auth, key, old.algorithm, chain, now
     )
     assert renewal is not None
     assert renewal.reason == "Renewed", renewal.message

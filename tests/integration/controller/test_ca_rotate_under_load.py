@@ -30,15 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from controller_harness import Env, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube.models.meta_v1 import ObjectMeta
 
 from akv_issuer.controller.api import GROUP, CertificateRequest
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, csr_pem, wait_for
 
 AKV_ISSUER = str(Path(sys.executable).with_name("akv-issuer"))
 RECHECK_SECONDS = 2.0

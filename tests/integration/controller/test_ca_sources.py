@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from controller_harness import CA, Env, csr_pem, open_env
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,9 +31,8 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from akv_devcluster import DevCluster
 from akv_emulator.testing import EmulatorProcess
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "keyvault"))
-from test_keyvault_clouds import import_certificate
+from support.controller_harness import CA, Env, csr_pem, open_env
+from support.emulator import import_certificate
 
 CHINA = "https://akvit.vault.azure.cn"
 HSM = "https://akvit.managedhsm.azure.net"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-import pytest
-from controller_harness import Env, condition, csr_pem
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem
 
 
 async def test_ca_expiring_after_the_check_leaves_the_request_pending_and_the_issuer_rechecked(

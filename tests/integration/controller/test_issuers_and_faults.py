@@ -5,15 +5,12 @@ from __future__ import annotations
 import base64
 import uuid
 
-import pytest
-from controller_harness import Env, condition, csr_pem, wait_for
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import CertificateRequest, Issuer
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem, wait_for
 
 
 async def test_issuer_serves_only_its_own_namespace(env: Env) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-from controller_harness import CA, Env, condition, csr_pem, wait_for
 from cryptography.hazmat.primitives import serialization
 
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, Env, condition, csr_pem, wait_for
 
 
 async def _key_version_pending(env: Env, name: str, status: str) -> dict:

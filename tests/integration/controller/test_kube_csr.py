@@ -1,8 +1,10 @@
 """Kubernetes CertificateSigningRequests (certificates.k8s.io/v1) signed by a
-ClusterIssuer: approved ones get a certificate that verifies, everything else
-is left alone or ends Failed with the documented reason. The controller runs
-under the shipped ClusterRole, so the API server's own check that a signer
-may sign for a signerName is part of every test."""
+ClusterIssuer, or by a namespaced Issuer for requesters who may reference it:
+approved ones get a certificate that verifies, everything else is left alone
+or ends Failed with the documented reason. The controller runs under the
+shipped ClusterRole, so the API server's own check that a signer may sign for
+a signerName, and its answers to the controller's SubjectAccessReviews, are
+part of every test."""
 
 from __future__ import annotations
 
@@ -13,9 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_asyncio
-from controller_harness import CA, Env, condition, csr_pem, wait_for
 from cryptography import x509
 from lightkube import AsyncClient
 from lightkube.models.certificates_v1 import (
@@ -23,15 +23,22 @@ from lightkube.models.certificates_v1 import (
     CertificateSigningRequestSpec,
 )
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.certificates_v1 import (
     CertificateSigningRequest,
     CertificateSigningRequestApproval,
 )
+from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.rbac_authorization_v1 import (
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+)
 
 from akv_issuer.controller.api import GROUP
 from akv_issuer.pki.usages import key_usage_bits
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, Env, condition, csr_pem, wait_for
 
 
 class CSRs:
@@ -51,10 +58,13 @@ class CSRs:
         expiration_seconds: int | None = None,
         annotations: dict[str, str] | None = None,
         request: bytes | None = None,
+        as_client: AsyncClient | None = None,
     ) -> str:
+        """A CSR named after ``suffix``, created by the admin or ``as_client``
+        (the API server records that client's identity as the requester)."""
         name = f"{self.prefix}-{suffix}"
         self.names.append(name)
-        await self.kube.create(
+        await (as_client or self.kube).create(
             CertificateSigningRequest(
                 metadata=ObjectMeta(name=name, annotations=annotations),
                 spec=CertificateSigningRequestSpec(
@@ -277,3 +287,173 @@ async def test_controller_with_csrs_off_leaves_them_alone(env: Env, csrs: CSRs) 
     env.openssl_verify(await env.wait_request("cr", "Issued"), ca)
     assert not _certificate(await csrs.get(csr))
     assert condition(await csrs.get(csr), "Failed") is None
+
+
+# -- namespaced Issuers: only for requesters who may reference them -----------
+
+
+async def _grant(kube: AsyncClient, role: Any, binding: Any) -> None:
+    await kube.apply(role, field_manager="akv-tests", force=True)
+    await kube.apply(binding, field_manager="akv-tests", force=True)
+
+
+def _reference_rule(names: list[str] | None) -> PolicyRule:
+    # What cert-manager asks a requester of its own Issuers' CSRs to hold.
+    return PolicyRule(
+        apiGroups=["cert-manager.io"],
+        resources=["signers"],
+        verbs=["reference"],
+        resourceNames=names,
+    )
+
+
+async def test_namespaced_issuer_signs_only_for_requesters_who_may_reference_it(
+    env: Env, csrs: CSRs, make_identity: Any, identity_client: Any
+) -> None:
+    """signerName issuers.<group>/<namespace>.<name>: a SubjectAccessReview per
+    CSR decides (verb reference on cert-manager.io signers in the Issuer's
+    namespace, by name or '*'); the others end Failed/DeniedReference with an
+    event, and nothing is signed for them."""
+    ca = await env.make_ca("EC", curve="P-256")
+    issuer = f"team-ca-{uuid.uuid4().hex[:6]}"
+    await env.create_issuer(issuer, env.issuer_spec(ca))
+    signer = f"issuers.{GROUP}/{env.namespace}.{issuer}"
+    elsewhere = f"{env.namespace}-x"
+    await env.kube.create(Namespace(metadata=ObjectMeta(name=elsewhere)))
+    requester_role = f"akv-tests-csr-requester-{env.namespace}"
+    clients: dict[str, AsyncClient] = {}
+    subjects: list[Subject] = []
+    for who in ("by-name", "by-star", "elsewhere", "nobody"):
+        identity = await make_identity(env.namespace, who)
+        clients[who] = identity_client(identity)
+        subjects.append(Subject(kind="ServiceAccount", name=who, namespace=env.namespace))
+    try:
+        # Everyone may create CSRs (a cluster-wide right) ...
+        await _grant(
+            env.kube,
+            ClusterRole(
+                metadata=ObjectMeta(name=requester_role),
+                rules=[
+                    PolicyRule(
+                        apiGroups=["certificates.k8s.io"],
+                        resources=["certificatesigningrequests"],
+                        verbs=["create", "get"],
+                    )
+                ],
+            ),
+            ClusterRoleBinding(
+                metadata=ObjectMeta(name=requester_role),
+                roleRef=RoleRef(
+                    apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=requester_role
+                ),
+                subjects=subjects,
+            ),
+        )
+        # ... but only some may reference Issuers of this namespace.
+        for who, namespace, names in (
+            ("by-name", env.namespace, [issuer]),
+            ("by-star", env.namespace, ["*"]),
+            ("elsewhere", elsewhere, None),
+        ):
+            role = Role(
+                metadata=ObjectMeta(name=f"reference-{who}", namespace=namespace),
+                rules=[_reference_rule(names)],
+            )
+            binding = RoleBinding(
+                metadata=ObjectMeta(name=f"reference-{who}", namespace=namespace),
+                roleRef=RoleRef(
+                    apiGroup="rbac.authorization.k8s.io", kind="Role", name=f"reference-{who}"
+                ),
+                subjects=[Subject(kind="ServiceAccount", name=who, namespace=env.namespace)],
+            )
+            await _grant(env.kube, role, binding)
+
+        controller = env.start_controller()
+        await env.wait_issuer(issuer, "True")
+        signs_before = env.sign_calls()
+        made = {who: await csrs.create(who, signer, as_client=c) for who, c in clients.items()}
+        for name in made.values():
+            await csrs.set_condition(name, "Approved")
+
+        for who in ("by-name", "by-star"):
+            issued = await csrs.wait(made[who], "issued", _certificate, env)
+            assert (issued["spec"]["username"]) == f"system:serviceaccount:{env.namespace}:{who}"
+            _verify(env, issued, ca)
+        for who in ("elsewhere", "nobody"):
+            failed = await csrs.wait(made[who], "Failed", lambda o: condition(o, "Failed"), env)
+            refused = condition(failed, "Failed") or {}
+            assert (refused.get("status"), refused.get("reason")) == ("True", "DeniedReference")
+            requester = f"system:serviceaccount:{env.namespace}:{who}"
+            assert refused["message"] == (
+                f"the requester {requester!r} may not reference Issuer {env.namespace}/{issuer}: "
+                f"it needs verb reference on signers (cert-manager.io) in namespace "
+                f"{env.namespace}, resourceName {issuer} or all"
+            )
+            assert (condition(failed, "Approved") or {}).get("status") == "True"
+            assert not _certificate(failed)
+            event = await env.wait_event(
+                made[who], "DeniedReference", type_="Warning", namespace="default"
+            )
+            assert event[2] == refused["message"]
+        # Two certificates, nothing signed for the refused requesters.
+        assert env.sign_calls() - signs_before == 2
+        assert (
+            controller.metric(
+                "akv_issuer_certificaterequests_failed_total",
+                issuer_kind="Issuer",
+                issuer_name=issuer,
+                reason="DeniedReference",
+            )
+            == 2
+        )
+    finally:
+        for client in clients.values():
+            await client.close()
+        for kind in (ClusterRoleBinding, ClusterRole):
+            with contextlib.suppress(Exception):  # best-effort cleanup of a test object
+                await env.kube.delete(kind, requester_role)
+        with contextlib.suppress(Exception):
+            await env.kube.delete(Namespace, elsewhere)
+
+
+async def test_a_malformed_signer_name_of_ours_ends_failed_not_ignored(
+    env: Env, csrs: CSRs
+) -> None:
+    env.start_controller()
+    nameless = await csrs.create("nameless", f"issuers.{GROUP}/{env.namespace}")
+    await csrs.set_condition(nameless, "Approved")
+    failed = await csrs.wait(nameless, "Failed", lambda o: condition(o, "Failed"), env)
+    refused = condition(failed, "Failed") or {}
+    assert (refused.get("status"), refused.get("reason")) == ("True", "InvalidRequest")
+    assert refused["message"] == (
+        f"signerName 'issuers.{GROUP}/{env.namespace}' names no Issuer: expected "
+        f"issuers.{GROUP}/<namespace>.<name>"
+    )
+    await env.wait_event(nameless, "PermanentError", type_="Warning", namespace="default")
+
+
+async def test_without_subjectaccessreviews_a_namespaced_csr_waits_and_says_forbidden(
+    env: Env, csrs: CSRs
+) -> None:
+    """A ClusterRole older than the image (no create on subjectaccessreviews):
+    the namespaced Issuer's CSR is neither signed nor failed; a Warning event
+    Forbidden names the permission and the chart value."""
+    await env.bind_features(without=("subjectaccessreviews",))
+    ca = await env.make_ca("EC", curve="P-256")
+    issuer = f"team-ca-{uuid.uuid4().hex[:6]}"
+    await env.create_issuer(issuer, env.issuer_spec(ca))
+    env.start_controller()
+    await env.wait_issuer(issuer, "True")
+    waiting = await csrs.create("waiting", f"issuers.{GROUP}/{env.namespace}.{issuer}")
+    await csrs.set_condition(waiting, "Approved")
+    event = await env.wait_event(waiting, "Forbidden", type_="Warning", namespace="default")
+    assert event[2] == (
+        f"whether the requester may use Issuer {env.namespace}/{issuer} cannot be checked: "
+        "the controller may not create subjectaccessreviews (authorization.k8s.io) "
+        "cluster-wide (forbidden); grant it with the Helm value controller.kubernetesCSRs=true, "
+        "which renders it with the CSR rules (kustomize: config/rbac/role.yaml); retried "
+        "every 120s"
+    )
+    obj = await csrs.get(waiting)
+    assert not _certificate(obj)
+    assert condition(obj, "Failed") is None

@@ -4,11 +4,9 @@ nor double-signs a request."""
 
 from __future__ import annotations
 
-import pytest
-from controller_harness import Controller, Env, condition, csr_pem, wait_for
 from lightkube.resources.coordination_v1 import Lease
 
-pytestmark = pytest.mark.integration
+from support.controller_harness import Controller, Env, condition, csr_pem, wait_for
 
 # Shorter than the 15 s / 10 s / 2 s defaults only to keep the test short.
 FAST_LEASE = ("--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s")

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from controller_harness import Env, condition, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube.resources.core_v1 import ConfigMap
@@ -21,8 +19,7 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api import CertificateRequest
 from akv_issuer.controller.revocation.store import ANNOTATION_REVOKE, ANNOTATION_REVOKED
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem, wait_for
 
 
 async def _issue(env: Env, name: str, issuer: str) -> x509.Certificate:

@@ -18,8 +18,6 @@ import urllib.request
 import uuid
 from typing import Any
 
-import pytest
-from controller_harness import CA, REPO, TEST_MANAGER, Env, condition, csr_pem, wait_for
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lightkube import codecs
@@ -29,8 +27,7 @@ from lightkube.types import PatchType
 
 from akv_devcluster import DevCluster
 from akv_issuer.controller.api import API_VERSION, CertificateRequest, Issuer
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import CA, REPO, TEST_MANAGER, Env, condition, csr_pem, wait_for
 
 TENANT_SA = "akv-issuer"
 GRANT = REPO / "config" / "samples" / "serviceaccount-token-grant.yaml"

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import base64
 
-import pytest
-from controller_harness import Env, csr_pem
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, csr_pem
 
 
 def _tbs_digest(certificate: x509.Certificate) -> str:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import base64
 
 import pytest
-from controller_harness import Env, condition, csr_pem
 from cryptography import x509
 
 from akv_issuer.pki.usages import key_usage_bits
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, condition, csr_pem
 
 
 @pytest.mark.parametrize(

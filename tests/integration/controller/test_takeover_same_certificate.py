@@ -16,15 +16,12 @@ from __future__ import annotations
 import base64
 from urllib.parse import urlsplit
 
-import pytest
 import yaml
-from controller_harness import Env, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from akv_devcluster.faultproxy import FaultProxy
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import Env, csr_pem, wait_for
 
 FAST_LEASE = ("--lease-duration", "6s", "--renew-deadline", "4s", "--retry-period", "1s")
 

@@ -16,8 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-from controller_harness import REPO, Env, csr_pem, wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,8 +30,7 @@ from akv_devcluster import DevCluster
 from akv_devcluster.trustmanager import Bundle, start_trust_manager, stop_trust_manager
 from akv_issuer.controller.ca_lifecycle.trust_bundle import LABEL_ISSUER_NAME, LABEL_TRUST_BUNDLE
 from akv_issuer.controller.core import ANNOTATION_ISSUER, LABEL_MANAGED_BY
-
-pytestmark = pytest.mark.integration
+from support.controller_harness import REPO, Env, csr_pem, wait_for
 
 
 def _certs(pem: str | None) -> list[x509.Certificate]:

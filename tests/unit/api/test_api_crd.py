@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 import pytest
-from api_schema_helpers import (
+
+from akv_issuer.controller import api
+from support.api_schema import (
     CLUSTER_ISSUER_CRD,
     ISSUER_CRD,
     SAMPLES,
@@ -16,8 +18,6 @@ from api_schema_helpers import (
     validate,
     version_schema,
 )
-
-from akv_issuer.controller import api
 
 CRDS = {
     api.ISSUER_KIND: (ISSUER_CRD, api.ISSUER_PLURAL, "Namespaced"),

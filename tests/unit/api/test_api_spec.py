@@ -6,9 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from api_schema_helpers import SAMPLES, load_one
 
 from akv_issuer.controller import api
+from support.api_schema import SAMPLES, load_one
 
 
 def _spec(**overrides: Any) -> dict[str, Any]:

@@ -2,8 +2,7 @@
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -14,8 +13,6 @@ from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due, renewal_due
 from akv_issuer.controller.core import Renewal
 from akv_issuer.keyvault import KeyInfo
 from akv_issuer.pki import SignatureAlgorithm, build_root_ca, load_ca_chain
-
-T = TypeVar("T")
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -67,12 +64,14 @@ def _due_renewal(spec_extra: dict[str, object]) -> Renewal:
         key_ops=("sign",),
     )
 
-    async def no_call(operation: str, call: Awaitable[T]) -> T:
-        raise AssertionError(f"unexpected Key Vault call {operation}")
+    class NoKeyVault:
+        def __getattr__(self, operation: str) -> Any:
+            raise AssertionError(f"unexpected Key Vault call {operation}")
 
+    no_keyvault: Any = NoKeyVault()
     unused: Any = None
     _, renewal = asyncio.run(
-        renew_if_due(unused, no_call, spec, unused, info, SignatureAlgorithm.ES256, chain, now)
+        renew_if_due(no_keyvault, spec, unused, info, SignatureAlgorithm.ES256, chain, now)
     )
     assert renewal is not None
     assert renewal.reason == "AutomaticRenewalOff"

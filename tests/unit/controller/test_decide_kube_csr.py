@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 
 from akv_issuer.controller.api import GROUP
-from akv_issuer.controller.core import IssuerView
+from akv_issuer.controller.core import IssuerKey, IssuerView
 from akv_issuer.controller.requests.decide import Ignore, SetPending, Sign, WaitForApproval, decide
-from akv_issuer.controller.requests.kubecsr import cluster_issuer_of_signer, issuance_request, view
+from akv_issuer.controller.requests.kubecsr import (
+    SignerNameError,
+    cluster_issuer_of_signer,
+    issuance_request,
+    issuer_of_signer,
+    reference_review,
+    view,
+)
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES
 
 SIGNER = f"clusterissuers.{GROUP}/root"
@@ -38,7 +45,7 @@ def csr(
     ("signer", "name"),
     [
         (SIGNER, "root"),
-        (f"issuers.{GROUP}/team-a.ca", None),  # namespaced Issuers never sign CSRs
+        (f"issuers.{GROUP}/team-a.ca", None),  # an Issuer's, see issuer_of_signer
         (f"clusterissuers.{GROUP}/", None),
         (f"clusterissuers.{GROUP}/a/b", None),
         ("clusterissuers.cert-manager.io/root", None),
@@ -47,6 +54,87 @@ def csr(
 )
 def test_cluster_issuer_of_signer(signer: str, name: str | None) -> None:
     assert cluster_issuer_of_signer(signer, GROUP) == name
+
+
+@pytest.mark.parametrize(
+    ("signer", "issuer"),
+    [
+        (SIGNER, IssuerKey("ClusterIssuer", "", "root")),
+        (f"issuers.{GROUP}/team-a.ca", IssuerKey("Issuer", "team-a", "ca")),
+        # The namespace is a DNS label: it ends at the first dot, the name may hold more.
+        (f"issuers.{GROUP}/team-a.ca.v2", IssuerKey("Issuer", "team-a", "ca.v2")),
+        ("issuers.cert-manager.io/team-a.ca", None),
+        (f"issuers.{GROUP}.example/team-a.ca", None),
+        ("kubernetes.io/kube-apiserver-client", None),
+    ],
+)
+def test_issuer_of_signer(signer: str, issuer: IssuerKey | None) -> None:
+    assert issuer_of_signer(signer, GROUP) == issuer
+
+
+@pytest.mark.parametrize(
+    "signer",
+    [
+        f"issuers.{GROUP}/ca",  # no namespace
+        f"issuers.{GROUP}/team-a.",  # no name
+        f"issuers.{GROUP}/Team-A.ca",
+        f"issuers.{GROUP}/team-a.ca/x",
+        f"clusterissuers.{GROUP}/",
+        f"clusterissuers.{GROUP}/a/b",
+    ],
+)
+def test_a_malformed_signer_name_of_our_group_is_an_error_naming_it(signer: str) -> None:
+    with pytest.raises(SignerNameError, match=re.escape(repr(signer))):
+        issuer_of_signer(signer, GROUP)
+
+
+def test_a_namespaced_issuers_csr_waits_for_its_reference_review() -> None:
+    obj = csr("Approved", signer=f"issuers.{GROUP}/team-a.ca")
+    unchecked = view(obj)
+    assert unchecked.issuer == IssuerKey("Issuer", "team-a", "ca")
+    assert unchecked.referable is False
+    # Neither signed nor told whether the Issuer exists before the review allows it.
+    assert isinstance(decide(unchecked, READY), Ignore)
+    assert isinstance(decide(unchecked, None), Ignore)
+    allowed = view(obj, lambda o: True)
+    assert isinstance(decide(allowed, READY), Sign)
+    assert isinstance(decide(allowed, None), SetPending)
+    # Before approval the review changes nothing.
+    assert isinstance(
+        decide(view(csr(signer=f"issuers.{GROUP}/team-a.ca")), READY), WaitForApproval
+    )
+    # A ClusterIssuer's CSR needs no review.
+    assert view(csr("Approved")).referable is True
+
+
+def test_the_reference_review_asks_what_cert_manager_asks() -> None:
+    obj = csr(
+        "Approved",
+        signer=f"issuers.{GROUP}/team-a.ca",
+        username="system:serviceaccount:team-a:app",
+        groups=["system:serviceaccounts", "system:authenticated"],
+        uid="u-1",
+        extra={"authentication.kubernetes.io/pod-name": ["app-0"]},
+    )
+    review = reference_review(obj, IssuerKey("Issuer", "team-a", "ca"), "*")
+    assert (review["apiVersion"], review["kind"]) == (
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+    )
+    assert review["spec"] == {
+        "user": "system:serviceaccount:team-a:app",
+        "groups": ["system:serviceaccounts", "system:authenticated"],
+        "uid": "u-1",
+        "extra": {"authentication.kubernetes.io/pod-name": ["app-0"]},
+        "resourceAttributes": {
+            "group": "cert-manager.io",
+            "resource": "signers",
+            "verb": "reference",
+            "namespace": "team-a",
+            "name": "*",
+            "version": "*",
+        },
+    }
 
 
 @pytest.mark.parametrize(

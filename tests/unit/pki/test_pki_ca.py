@@ -9,7 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from pki_support import (
+
+from akv_issuer import pki
+from akv_issuer.pki import CAError, CAErrorKind, PolicyError
+from support.pki import (
     LocalSigner,
     ca_key,
     make_csr,
@@ -20,9 +23,6 @@ from pki_support import (
     run_openssl,
     sign_locally,
 )
-
-from akv_issuer import pki
-from akv_issuer.pki import CAError, CAErrorKind, PolicyError
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)

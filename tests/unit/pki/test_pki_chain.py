@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pki_support import ca_key, der, make_csr, pem, private_key, sign_locally
 
 from akv_issuer import pki
 from akv_issuer.pki import CAError, CAErrorKind
+from support.pki import ca_key, der, make_csr, pem, private_key, sign_locally
 
 NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)

@@ -11,18 +11,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pki_support import (
-    CA_KEY_KINDS,
-    LocalSigner,
-    ca_key,
-    make_csr,
-    make_root,
-    name,
-    pem,
-    private_key,
-    run_openssl,
-    sign_locally,
-)
 
 from akv_issuer import pki
 from akv_issuer.pki import (
@@ -35,6 +23,18 @@ from akv_issuer.pki import (
     SignatureError,
 )
 from akv_issuer.pki.usages import KEY_USAGE_BITS
+from support.pki import (
+    CA_KEY_KINDS,
+    LocalSigner,
+    ca_key,
+    make_csr,
+    make_root,
+    name,
+    pem,
+    private_key,
+    run_openssl,
+    sign_locally,
+)
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2030, 5, 17, 12, 30, 45, 987654, tzinfo=UTC)

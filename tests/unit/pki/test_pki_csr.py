@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, padding, r
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pki_support import der, make_csr, pem, private_key, run_openssl
 
 from akv_issuer.pki import CSRError, PKIError, check_csr, parse_csr
+from support.pki import der, make_csr, pem, private_key, run_openssl
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "rsa4096", "p256", "p384", "p521", "ed25519"])

@@ -15,10 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
-from pki_support import ca_key, make_csr, pem, private_key, sign_locally
 
 from akv_issuer import pki
 from akv_issuer.pki import CSRError, IssuanceRequest, IssuerProfile, build_certificate, parse_csr
+from support.pki import ca_key, make_csr, pem, private_key, sign_locally
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 

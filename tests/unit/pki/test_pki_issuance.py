@@ -19,20 +19,6 @@ from cryptography.x509.oid import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pki_support import (
-    LocalSigner,
-    ca_key,
-    der,
-    make_csr,
-    name,
-    openssl_verify_strict,
-    private_key,
-    raw_extension_value,
-    raw_subject_of_certificate,
-    raw_subject_of_csr,
-    run_openssl,
-    sign_locally,
-)
 
 from akv_issuer import pki
 from akv_issuer.pki import (
@@ -45,6 +31,20 @@ from akv_issuer.pki import (
     IssuerProfile,
     PolicyError,
     build_certificate,
+)
+from support.pki import (
+    LocalSigner,
+    ca_key,
+    der,
+    make_csr,
+    name,
+    openssl_verify_strict,
+    private_key,
+    raw_extension_value,
+    raw_subject_of_certificate,
+    raw_subject_of_csr,
+    run_openssl,
+    sign_locally,
 )
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)

@@ -13,7 +13,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from pki_support import (
+
+from akv_issuer import pki
+from akv_issuer.pki import (
+    AlgorithmError,
+    IssuanceRequest,
+    IssuerProfile,
+    SignatureAlgorithm,
+    SignatureError,
+)
+from support.pki import (
     CA_KEY_KINDS,
     CSR_KEY_KINDS,
     LocalSigner,
@@ -25,15 +34,6 @@ from pki_support import (
     pem,
     private_key,
     run_openssl,
-)
-
-from akv_issuer import pki
-from akv_issuer.pki import (
-    AlgorithmError,
-    IssuanceRequest,
-    IssuerProfile,
-    SignatureAlgorithm,
-    SignatureError,
 )
 
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import ConfigMap
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from akv_issuer.runtime.controller import DONE, Controller, QueueGauges, Result
+from akv_issuer.runtime.errors import UnexpectedErrors
 from akv_issuer.runtime.leader import NotLeading
 from akv_issuer.runtime.queue import Backoff
 from support.fakeclock import wait_until
@@ -57,9 +58,13 @@ async def client(kube: FakeKube) -> AsyncIterator[AsyncClient]:
     await client.close()
 
 
-async def run(reconciler: Reconciler, gauges: QueueGauges | None = None) -> None:
+async def run(
+    reconciler: Reconciler,
+    gauges: QueueGauges | None = None,
+    unexpected: UnexpectedErrors | None = None,
+) -> None:
     controller: Controller[str] = Controller(
-        "configmaps", reconciler, workers=1, backoff=NOW, gauges=gauges
+        "configmaps", reconciler, workers=1, backoff=NOW, gauges=gauges, unexpected=unexpected
     )
     tasks = controller.start()
     controller.enqueue("a")
@@ -130,6 +135,31 @@ async def test_an_unexpected_exception_has_its_traceback(
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert "unexpected error" in record.getMessage()
+
+
+async def test_a_repeated_unexpected_exception_has_its_traceback_once_and_is_counted(
+    client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bug(failures: int) -> None:
+        if failures < 3:
+            raise KeyError("spec")
+
+    registry = CollectorRegistry()
+    counter = Counter("unexpected_errors", "test", ["component"], registry=registry)
+    reconciler = Reconciler(client, bug)
+    await run(reconciler, unexpected=UnexpectedErrors(counter))
+
+    assert reconciler.calls == [("a", 0), ("a", 1), ("a", 2), ("a", 3)]
+    first, *again = records(caplog)
+    assert first.exc_info is not None
+    assert "unexpected error" in first.getMessage()
+    assert len(again) == 2
+    for record in again:
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is None
+        assert "KeyError: 'spec'" in record.getMessage()
+        assert "traceback was logged the first time" in record.getMessage()
+    assert registry.get_sample_value("unexpected_errors_total", {"component": "configmaps"}) == 3
 
 
 async def test_queue_gauges_follow_the_queue(client: AsyncClient) -> None:

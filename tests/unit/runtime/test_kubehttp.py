@@ -1,17 +1,15 @@
-"""The Kubernetes client's transport (httpx2 over aiohttp) against real servers.
+"""The Kubernetes client's transport (httpx2 over aiohttp) against a local server.
 
-Against a real kube-apiserver: lightkube with this transport streams a watch,
-reads a 404 as lightkube's ApiError, and refuses a server whose certificate
-the configured CA did not sign. Against a local HTTPS server that misbehaves
-on purpose: a 5xx answer, a server that closes the connection without an
-answer, one that closes an idle keep-alive connection, one that never answers
-(read timeout), a gzip body, each request in one piece and a large body whole.
+A local HTTPS server that misbehaves on purpose: a 5xx answer, a server that
+closes the connection without an answer, one that closes an idle keep-alive
+connection, one that never answers (read timeout), a gzip body, each request
+in one piece and a large body whole.
+Against the real kube-apiserver: tests/integration/cluster/test_kubehttp_apiserver.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,19 +18,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from lightkube import ApiError, AsyncClient
-from lightkube.config.client_adapter import verify_cluster
-from lightkube.config.kubeconfig import KubeConfig
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap
 
-from akv_devcluster import DevCluster
-from akv_devtls import server_certificate
 from akv_issuer.runtime.kubehttp import kube_transport
+from support.tls import local_tls
 
 # What the local server answers to one request: (status line and headers, body),
 # or None to close the connection without an answer.
@@ -67,45 +55,9 @@ class Server:
     connections: int = 0
 
 
-def _tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key, cert = server_certificate(
-        ca_key, ca, ["127.0.0.1"], common_name="127.0.0.1", lifetime=dt.timedelta(hours=1), now=now
-    )
-    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context, ca_file
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    context, ca_file = _tls(tmp_path)
+    context, ca_file = local_tls(tmp_path)
     found = Server("", ca_file)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -264,7 +216,7 @@ async def test_no_answer_in_time_is_a_read_timeout(server: Server) -> None:
 
 async def test_a_certificate_from_another_ca_is_refused(server: Server, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
-    _, other_ca = _tls(tmp_path / "other")
+    _, other_ca = local_tls(tmp_path / "other")
     async with _client(server, ca_file=other_ca) as client:
         with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await client.get("/x")
@@ -280,77 +232,3 @@ async def test_a_refused_connection_is_a_connect_error(server: Server) -> None:
     async with _client(server) as client:
         with pytest.raises(httpx2.ConnectError):
             await client.get("/x")
-
-
-# ---------------------------------------------------------------------------
-# lightkube over this transport, against the real kube-apiserver
-
-
-def _lightkube(kubeconfig: Path, ca_file: Path | None = None) -> AsyncClient:
-    single = KubeConfig.from_file(kubeconfig).get()
-    assert single is not None
-    assert single.user is not None
-    verify = (
-        ssl.create_default_context(cafile=str(ca_file))
-        if ca_file
-        else verify_cluster(single.cluster, single.user, single.abs_file)
-    )
-    return AsyncClient(
-        config=single,
-        field_manager="akv-tests",
-        timeout=httpx2.Timeout(10.0),
-        transport=kube_transport(verify, httpx2.Limits(max_connections=8)),
-    )
-
-
-async def test_lightkube_watches_and_reads_errors_through_it(
-    devcluster: DevCluster, namespace: str
-) -> None:
-    client = _lightkube(devcluster.kubeconfig_path)
-    try:
-        seen: list[tuple[str, str]] = []
-        started = asyncio.Event()
-
-        async def watch() -> None:
-            started.set()
-            async for kind, obj in client.watch(ConfigMap, namespace=namespace):
-                assert obj.metadata is not None
-                if obj.metadata.name and obj.metadata.name.startswith("w-"):
-                    seen.append((kind, obj.metadata.name))
-                    if len(seen) == 3:
-                        return
-
-        task = asyncio.create_task(watch())
-        await started.wait()
-        await asyncio.sleep(0.3)
-        for i in range(3):
-            # Each event arrives while the stream stays open, before the next create.
-            await client.create(
-                ConfigMap(
-                    metadata=ObjectMeta(name=f"w-{i}", namespace=namespace), data={"i": str(i)}
-                )
-            )
-            for _ in range(100):
-                if len(seen) > i:
-                    break
-                await asyncio.sleep(0.02)
-            assert seen[-1] == ("ADDED", f"w-{i}")
-        await asyncio.wait_for(task, 10)
-
-        with pytest.raises(ApiError) as missing:
-            await client.get(ConfigMap, "absent", namespace=namespace)
-        assert missing.value.status.code == 404
-    finally:
-        await client.close()
-
-
-async def test_a_kube_apiserver_outside_the_ca_is_refused(
-    devcluster: DevCluster, tmp_path: Path
-) -> None:
-    _, other_ca = _tls(tmp_path)
-    client = _lightkube(devcluster.kubeconfig_path, ca_file=other_ca)
-    try:
-        with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-            await client.get(ConfigMap, "absent", namespace="default")
-    finally:
-        await client.close()

@@ -266,6 +266,20 @@ ZLINT = GoBinary(
     (("main.version", ZLINT_VERSION),),
 )
 
+# syft makes the SBOM of the release image (`make release`, CycloneDX JSON):
+# it reads both the Debian packages (dpkg status) and the Python distributions
+# (the venv's dist-info) of an image archive, which a Python-only tool
+# (cyclonedx-py) cannot. Upstream's own main package; tests/node/test_node_release.py needs it.
+SYFT_VERSION = "v1.57.2"
+SYFT_MODULE = "github.com/anchore/syft"
+SYFT = GoBinary(
+    "syft",
+    SYFT_VERSION,
+    "syft",
+    f"{SYFT_MODULE}/cmd/syft",
+    (("main.version", SYFT_VERSION.lstrip("v")),),
+)
+
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
 
 
@@ -711,6 +725,7 @@ def _ensure_only(names: list[str]) -> int:
             WORKLOAD_IDENTITY_WEBHOOK,
             CERT_MANAGER_CONFORMANCE,
             ZLINT,
+            SYFT,
         )
     }
     unknown = [n for n in names if n not in known]
@@ -762,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
             print(f"cm-conformance  {ensure_binary(CERT_MANAGER_CONFORMANCE)}")
             print(f"zlint           {ensure_binary(ZLINT)}")
+            print(f"syft            {ensure_binary(SYFT)}")
             # The rest of the support matrix: what its e2e run needs beyond
             # the binaries above (docs/e2e.md "Support matrix").
             for other in MATRIX.values():

@@ -1,9 +1,10 @@
 """Build the project's Dockerfile without a Docker daemon or a registry (``make image``).
 
 The Dockerfile stays the one a Docker user builds (``docker build .``, base
-``python:3.12-slim-bookworm``). Here no registry answers, so:
+``python:3.12-slim-bookworm`` pinned by digest). Here no registry answers, so:
 
-1. the base is tried first by pulling the Dockerfile's default; when that
+1. the base is tried first by pulling the Dockerfile's default (its ``ARG
+   PYTHON_IMAGE``, by digest); when that
    fails (no registry: the usual case on the project's machines) a base is
    made locally: ``mmdebstrap`` writes a Debian bookworm root filesystem with
    ``python3``, ``python3-venv`` and ``ca-certificates`` (cached as a tar under
@@ -15,6 +16,10 @@ The Dockerfile stays the one a Docker user builds (``docker build .``, base
    warm builds;
 3. the result is pushed to a ``docker save`` archive (``ctr images import``,
    ``docker load``, ``akv-devcluster load-image`` read it).
+
+Every build passes the Dockerfile's ``VERSION`` (pyproject.toml's version) and
+``REVISION`` (the checkout's commit) build arguments, so the image's OCI labels
+and ``akv-issuer --version`` name what was built (akv_devcluster.project).
 
 The Dockerfile's build stage installs the locked dependencies from PyPI
 (uv), so PyPI must be reachable, as for ``make venv``.
@@ -36,10 +41,10 @@ import sys
 import time
 from pathlib import Path
 
-from akv_devcluster.binaries import HACK_DIR, cache_root, file_lock
+from akv_devcluster import project
+from akv_devcluster.binaries import cache_root, file_lock
 
-REPO_ROOT = HACK_DIR.parent
-DEFAULT_BASE = "docker.io/library/python:3.12-slim-bookworm"
+REPO_ROOT = project.REPO_ROOT
 DEBIAN_BASE = "localhost/akv-debian-python3:bookworm"
 IMAGE_TAG = "localhost/azure-keyvault-issuer:dev"
 DEFAULT_ARCHIVE = REPO_ROOT / "build" / "azure-keyvault-issuer-image.tar"
@@ -202,7 +207,7 @@ def _debian_base() -> str:
 def _choose_base(base: str) -> str:
     if base == "debian":
         return _debian_base()
-    wanted = DEFAULT_BASE if base == "auto" else base
+    wanted = project.qualified(project.dockerfile_base() if base == "auto" else base)
     if _has_image(wanted):
         return wanted
     pulled = _buildah("pull", wanted, what=f"pulling {wanted}", check=False)
@@ -268,6 +273,7 @@ def build_image(
         _prune_when_large()
         chosen = _choose_base(base)
         _log(f"building {tag} from {context / 'Dockerfile'} on {chosen}")
+        version, revision = project.version(), project.revision(context)
         _buildah(
             "bud",
             "--isolation",
@@ -279,6 +285,20 @@ def build_image(
             *_trust_volumes(),
             "--build-arg",
             f"PYTHON_IMAGE={chosen}",
+            "--build-arg",
+            f"VERSION={version}",
+            "--build-arg",
+            f"REVISION={revision}",
+            # buildah (1.28) keys its layer cache on a LABEL/ENV line's text,
+            # not on the build arguments in it: with every step cached it
+            # returns the image of an earlier commit, labels and
+            # AKV_ISSUER_COMMIT included. A --label adds a last step that is
+            # never cached, so the image is committed with this build's
+            # configuration (checked by tests/node/test_node_release.py).
+            "--label",
+            f"org.opencontainers.image.version={version}",
+            "--label",
+            f"org.opencontainers.image.revision={revision}",
             "--tag",
             tag,
             "--file",

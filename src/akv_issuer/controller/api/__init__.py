@@ -7,7 +7,8 @@
   :func:`format_time` / :func:`parse_time`;
 - :mod:`.durations`: Go durations (``2160h``);
 - :mod:`.schema`: the CRD schema restated (``SPEC_FIELDS``, ``STATUS_FIELDS``);
-- :mod:`.spec`: the typed spec and :func:`parse_issuer_spec`;
+- :mod:`.spec`: the typed spec;
+- :mod:`.spec_parser`: :func:`parse_issuer_spec`, every field checked;
 - :mod:`.status`: :func:`build_issuer_status`, :func:`first_certificate`.
 
 Everything public is re-exported here, so callers import from
@@ -63,7 +64,6 @@ from akv_issuer.controller.api.schema import (
 )
 from akv_issuer.controller.api.spec import (  # auth.serviceAccountRef
     ENTRA_TOKEN_EXCHANGE_AUDIENCE,
-    MAX_BACKDATE,
     AmbientAuth,
     AuthSpec,
     CARenewalSpec,
@@ -81,8 +81,8 @@ from akv_issuer.controller.api.spec import (  # auth.serviceAccountRef
     SpecError,
     TrustBundleSpec,
     WorkloadIdentityAuth,
-    parse_issuer_spec,
 )
+from akv_issuer.controller.api.spec_parser import MAX_BACKDATE, parse_issuer_spec
 from akv_issuer.controller.api.status import build_issuer_status, first_certificate
 
 __all__ = [

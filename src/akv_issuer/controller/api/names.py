@@ -133,6 +133,10 @@ class IssuerReason(StrEnum):
     KEY_VAULT_API_VERSION_UNSUPPORTED = "KeyVaultAPIVersionUnsupported"
     """The vault does not support the Key Vault API version the controller uses
     (400 BadParameter; set AKV_KEYVAULT_API_VERSION to one it supports)."""
+    # --- issue 22 (no lost errors) ---
+    KUBERNETES_API_ERROR = "KubernetesAPIError"
+    """The Kubernetes API failed reading the CA or auth Secret (an error other than
+    404 or 403; the message carries the API's status). Transient."""
 
 
 class CertificateRequestCondition(StrEnum):

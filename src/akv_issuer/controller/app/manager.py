@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +32,11 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.core.exceptions import ConfigError
 
 from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
-from akv_issuer.controller.core import (
-    COMPONENT,
-    ControllerConfig,
-    IssuerSigners,
-    KeyVaultCalls,
-    SignSlots,
-)
+from akv_issuer.controller.core import COMPONENT, ControllerConfig, KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
 from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -99,6 +94,11 @@ def make_keyvault(
     )
 
 
+def utc_now() -> dt.datetime:
+    """The system's wall clock, aware UTC (``core.Host.now``)."""
+    return dt.datetime.now(dt.UTC)
+
+
 class Manager:
     """The controller process, and the ``core.Host`` every feature's ``setup()``
     wires itself into."""
@@ -111,14 +111,19 @@ class Manager:
         keyvault: KeyVaultAccess | None = None,
     ) -> None:
         self.config = config
+        self.now = utc_now
         self.metrics = Metrics()
         self.client = client or make_client(config)
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
         self.sa_tokens = identity.setup(self.client, self.metrics)
-        self.keyvault = keyvault or make_keyvault(config, self.sa_tokens.token)
+        access = keyvault or make_keyvault(config, self.sa_tokens.token)
         self.events = EventRecorder(
-            self.client, COMPONENT, config.identity, dropped=self.metrics.events_dropped
+            self.client,
+            COMPONENT,
+            config.identity,
+            dropped=self.metrics.events_dropped,
+            unexpected=self.metrics.unexpected,
         )
         self.elector: LeaderElector | None = None
         if config.leader_elect:
@@ -132,17 +137,15 @@ class Manager:
                     renew_deadline=config.renew_deadline,
                     retry_period=config.retry_period,
                 ),
+                unexpected=self.metrics.unexpected,
             )
-        # Fencing: no Key Vault sign once the lease may have passed to a standby.
-        self.fence: Callable[[], None] = (
-            self.elector.ensure_leading if self.elector is not None else no_fence
-        )
-        self.keyvault_calls = KeyVaultCalls(self.metrics.keyvault_calls)
-        self.signers = IssuerSigners(
-            self.keyvault,
-            self.keyvault_calls,
-            SignSlots(config.concurrency, self.metrics.signs_in_flight),
-            self.fence,
+        # The one way to Key Vault: counted, --concurrency sign slots, and fenced:
+        # no Key Vault sign once the lease may have passed to a standby.
+        self.keyvault = KeyVaultGateway(
+            access,
+            self.metrics,
+            concurrency=config.concurrency,
+            fence=self.elector.ensure_leading if self.elector is not None else no_fence,
         )
         self.controllers: list[Controller[Any]] = []
         self._watches: dict[str, _Watch] = {}
@@ -336,7 +339,8 @@ async def run_controller(config: ControllerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     manager = Manager(config)
     log.info(
-        "controller starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        "akv-issuer %s starting (cluster resource namespace %s, concurrency %d, retry budget %s)",
+        build_info().describe(),
         config.cluster_resource_namespace,
         config.concurrency,
         config.retry_budget,

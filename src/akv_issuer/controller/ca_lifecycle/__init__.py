@@ -10,10 +10,9 @@ trust bundle as followers of every successful check (``follow``).
 Why a hook and not a lower layer for renewal: the renewal rule reads the
 issuer's spec (``spec.caRenewal``, the CA source) and reports through the
 issuer's status, so it belongs to the controller; the issuer check calls it
-through ``core.CARenewal`` without knowing this package. The re-certification
-of a root itself (``renewal._renew_root``, like ``akv-issuer ca create`` for
-the same key) is the part a CLI-and-controller ``akv_issuer.ca`` package can
-take over later.
+through ``core.CARenewal`` without knowing this package. The
+re-certification of a root itself is :func:`akv_issuer.ca.recertify_root`,
+the same rule ``akv-issuer ca rotate`` applies to a new key version.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ __all__ = ["setup"]
 
 
 def setup(host: Host, issuers: IssuerSide) -> None:
-    issuers.renew_ca_with(Renewer(host.keyvault, host.keyvault_calls, host.fence))
+    issuers.renew_ca_with(Renewer(host.keyvault))
     reissuer = Reissuer(host.client, host.metrics, on_done=issuers.request_check)
     issuers.follow(ReissueOnCAChange(reissuer))
     issuers.follow(TrustBundlePublisher(host.config, host.client, host.metrics, host.events))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ from akv_issuer.controller.core import (
     FeatureCondition,
     FollowUp,
     IssuerKey,
+    permissions,
     published_ca,
 )
 from akv_issuer.controller.observability.metrics import Metrics
@@ -75,6 +77,8 @@ class Progress:
     triggered: int = 0
     done: bool = False
     error: str | None = None
+    forbidden: bool = False  # the error is the controller's missing RBAC (rbac.reissue)
+    stopped_at: float | None = None  # time.monotonic() of the error
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
@@ -152,6 +156,18 @@ class Reissuer:
         task = self._tasks.get(key)
         return task is not None and not task.done()
 
+    def may_resume(self, key: IssuerKey) -> bool:
+        """Whether an unfinished sweep may start again: not while one runs, and
+        after an error not at the check its end asks for at once, but at the
+        next one (``REISSUE_PROGRESS_INTERVAL`` later): a sweep that keeps
+        failing (a missing permission) must not restart in a tight loop."""
+        if self.running(key):
+            return False
+        progress = self._progress.get(key)
+        if progress is None or progress.stopped_at is None:
+            return True
+        return time.monotonic() - progress.stopped_at >= REISSUE_PROGRESS_INTERVAL / 2
+
     def start(self, key: IssuerKey, checked: CheckedIssuer) -> None:
         """Sweep the issuer's Certificates against its current CA, unless a sweep
         against that same CA runs already (a sweep for an older CA is replaced)."""
@@ -216,7 +232,12 @@ class Reissuer:
         except asyncio.CancelledError:
             raise
         except ApiError as err:
-            progress.error = f"HTTP {err.status.code}: {err.status.message}"
+            if permissions.is_forbidden(err):
+                progress.forbidden = True
+                progress.error = permissions.REISSUE.missing()
+            else:
+                progress.error = f"HTTP {err.status.code}: {err.status.message}"
+            progress.stopped_at = time.monotonic()
             log.warning("%s: re-issuing stopped: %s", key, progress.error)
         finally:
             self._metrics.reissue_pending.labels(*labels).set(
@@ -274,6 +295,8 @@ def condition_text(progress: Progress | None) -> tuple[str, str] | None:
     """(reason, message) of a Reissuing=True condition, None when not in progress."""
     if progress is None or progress.done:
         return None
+    if progress.forbidden:
+        return permissions.REASON_FORBIDDEN, progress.describe()
     reason = "Stopped" if progress.error else "CAChanged"
     return reason, progress.describe()
 
@@ -307,7 +330,7 @@ class ReissueOnCAChange:
             progress = self._reissuer.progress(key)
             finished = progress is not None and progress.done
             unfinished = was is not None and was.status == "True" and not finished
-            if changed or (unfinished and not self._reissuer.running(key)):
+            if changed or (unfinished and self._reissuer.may_resume(key)):
                 self._reissuer.start(key, checked)
             active = condition_text(self._reissuer.progress(key))
         return FollowUp(

@@ -26,42 +26,22 @@ while the current certificate is valid.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from akv_issuer.ca import CAVault, RootTemplate, recertify_root
 from akv_issuer.controller.api import IssuerSpec, format_time
 from akv_issuer.controller.core import (
     DUE_INTERMEDIATE,
     DUE_MANUAL,
     RENEWAL_FAILED,
     RENEWED,
-    CountedCall,
-    FencedSigner,
+    KeyVaultGateway,
     Renewal,
+    keyvault_failure_text,
 )
-from akv_issuer.keyvault import (
-    PEM_CONTENT_TYPE,
-    AuthConfig,
-    KeyInfo,
-    KeyVaultAccess,
-    KeyVaultError,
-)
-from akv_issuer.pki import (
-    CAChain,
-    CAError,
-    PKIError,
-    SignatureAlgorithm,
-    build_root_ca,
-    is_self_signed,
-    load_ca_chain,
-    sign_certificate,
-)
-from akv_issuer.runtime.leader import no_fence
-
-T = TypeVar("T")
+from akv_issuer.keyvault import AuthConfig, KeyInfo, KeyVaultError
+from akv_issuer.pki import CAChain, PKIError, SignatureAlgorithm, is_self_signed
 
 
 def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> dt.datetime:
@@ -74,15 +54,11 @@ def renewal_due_at(ca: x509.Certificate, renew_before: dt.timedelta | None) -> d
 
 class Renewer:
     """The CA renewal ``ca_lifecycle.setup`` plugs into the issuer check
-    (``core.CARenewal``): :func:`renew_if_due` with this process's Key Vault,
-    counted calls and leader fence."""
+    (``core.CARenewal``): :func:`renew_if_due` through this process's Key Vault
+    gateway (counted, the renewal's sign in a sign slot and fenced)."""
 
-    def __init__(
-        self, keyvault: KeyVaultAccess, count: CountedCall, fence: Callable[[], None] = no_fence
-    ) -> None:
+    def __init__(self, keyvault: KeyVaultGateway) -> None:
         self._kv = keyvault
-        self._count = count
-        self._fence = fence
 
     async def __call__(
         self,
@@ -94,26 +70,22 @@ class Renewer:
         now: dt.datetime,
         /,
     ) -> tuple[CAChain, Renewal | None]:
-        return await renew_if_due(
-            self._kv, self._count, spec, auth, key, algorithm, ca, now, self._fence
-        )
+        return await renew_if_due(self._kv, spec, auth, key, algorithm, ca, now)
 
 
 async def renew_if_due(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: KeyVaultGateway,
     spec: IssuerSpec,
     auth: AuthConfig,
     key: KeyInfo,
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
-    fence: Callable[[], None] = no_fence,
 ) -> tuple[CAChain, Renewal | None]:
     """The CA chain to sign with, and what renewal did (None: not due).
 
-    ``NotLeading`` from ``fence`` propagates: the check is abandoned, not
-    reported as a failed renewal; the new leader renews."""
+    ``NotLeading`` from the gateway's fence propagates: the check is abandoned,
+    not reported as a failed renewal; the new leader renews."""
     due_at = renewal_due_at(ca.ca, spec.ca_renewal.renew_before)
     if now < due_at:
         return ca, None
@@ -132,7 +104,7 @@ async def renew_if_due(
             f"{spec.key_name}"
         )
         if spec.ca_source_explicit is not None:
-            # caSource rules automatic renewal out (see api.spec): say where to store it.
+            # caSource rules automatic renewal out (see api.spec_parser): say where to store it.
             how = f"{create} --out ca.pem ...` (same key) and store it in {spec.ca_description}"
         else:
             how = (
@@ -149,15 +121,12 @@ async def renew_if_due(
             "a renewed certificate stored as a new secret version would not be used",
         )
     try:
-        renewed = await _renew_root(keyvault, count, spec, auth, key, algorithm, ca, now, fence)
+        renewed = await _renew_root(keyvault, spec, auth, key, algorithm, ca, now)
     except KeyVaultError as err:
-        detail = (err.message or err.kind.value).splitlines()[0]
-        if err.code:
-            detail += f" ({err.code})"
         return ca, Renewal(
             RENEWAL_FAILED,
-            f"renewing the root CA certificate (expires at {expires}) failed: Key Vault: "
-            f"{detail}; retried at the next check",
+            f"renewing the root CA certificate (expires at {expires}) failed: "
+            f"{keyvault_failure_text(err)}; retried at the next check",
         )
     except PKIError as err:
         return ca, Renewal(RENEWAL_FAILED, f"renewing the root CA certificate failed: {err.reason}")
@@ -171,48 +140,28 @@ async def renew_if_due(
 
 
 async def _renew_root(
-    keyvault: KeyVaultAccess,
-    count: CountedCall,
+    keyvault: KeyVaultGateway,
     spec: IssuerSpec,
     auth: AuthConfig,
     key: KeyInfo,
     algorithm: SignatureAlgorithm,
     ca: CAChain,
     now: dt.datetime,
-    fence: Callable[[], None],
 ) -> tuple[CAChain, str]:
-    old = ca.ca
-    lifetime = spec.ca_renewal.lifetime or (old.not_valid_after_utc - old.not_valid_before_utc)
-    try:
-        path_length = old.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        path_length = None
-    plan = build_root_ca(
-        key.public_key,
-        old.subject,
-        lifetime=lifetime,
-        now=now,
-        path_length=path_length.path_length if path_length is not None else None,
+    """The same key version's root again (:func:`akv_issuer.ca.recertify_root`),
+    as ``ca rotate`` makes one for a new version."""
+    template = RootTemplate.renewing(ca.ca, lifetime=spec.ca_renewal.lifetime)
+    # Through the gateway: every call counted, and the sign in a sign slot and
+    # fenced like every other sign, so two replicas never both renew.
+    vault = CAVault(keyvault, spec.key_vault_base_url, auth)
+    renewed = await recertify_root(
+        vault,
+        spec.ca_secret_name,
+        key,
+        template,
+        algorithm,
+        vault.signer(key),
+        now,
+        tags={"renewed-by": "azure-keyvault-issuer"},
     )
-    # Fenced: two replicas never both renew.
-    signer = FencedSigner(keyvault.signer(key, auth), count, fence)
-    cert = await sign_certificate(plan.builder, key.public_key, algorithm, signer)
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    stored = await count(
-        "set_secret",
-        keyvault.set_secret(
-            spec.key_vault_base_url,
-            spec.ca_secret_name,
-            pem,
-            auth,
-            content_type=PEM_CONTENT_TYPE,
-            tags={"renewed-by": "azure-keyvault-issuer"},
-        ),
-    )
-    try:
-        renewed = load_ca_chain(pem, key.public_key, now)
-    except CAError as err:  # cannot happen for a certificate we just built; say so if it does
-        raise PKIError(
-            f"the renewed certificate does not pass the CA checks: {err.reason}"
-        ) from err
-    return renewed, stored.version
+    return renewed.chain, renewed.secret_version

@@ -41,12 +41,17 @@ from akv_issuer.controller.core import (
     IssuerKey,
     issuer_identity,
     owner_namespace,
+    permissions,
 )
 from akv_issuer.controller.core.config import ControllerConfig
 from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.runtime.errors import expected
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
 
 log = logging.getLogger(__name__)
+
+# The component of its unexpected errors (akv_issuer_unexpected_errors_total).
+UNEXPECTED_COMPONENT = "trust-bundle"
 
 
 class TrustBundlePublisher:
@@ -94,8 +99,10 @@ class TrustBundlePublisher:
         key = checked.key
         if spec is None:
             return True
-        namespace = owner_namespace(key, self._config.cluster_resource_namespace)
+        cluster_ns = self._config.cluster_resource_namespace
+        namespace = owner_namespace(key, cluster_ns)
         where = f"ConfigMap {namespace}/{spec.config_map_name}"
+        permission = permissions.configmaps(namespace, cluster_ns)
         try:
             existing = await self._get(ConfigMap, spec.config_map_name, namespace)
             conflict = owner_conflict(key, existing)
@@ -117,12 +124,31 @@ class TrustBundlePublisher:
                 await self._apply(ConfigMap, body, force=True)
             if spec.secret_name:
                 where = f"Secret {namespace}/{spec.secret_name}"
+                permission = permissions.trust_bundle_secrets(namespace)
                 secret = self._body("Secret", key, spec, namespace, spec.secret_name, plan)
                 await self._apply(Secret, secret, force=False)
         except ApiError as err:
+            if permissions.is_forbidden(err):
+                # The feature is used where the RBAC does not allow it: say
+                # which permission is missing and which value grants it.
+                return await self._failed(
+                    obj,
+                    key,
+                    f"trust bundle {where} not written: {permission.missing()}",
+                    reason=permissions.REASON_FORBIDDEN,
+                )
             detail = err.status.message or f"HTTP {err.status.code}"
             return await self._failed(obj, key, f"writing {where}: {detail}")
         except Exception as exc:  # network errors and the like: retried the same way
+            if not expected(exc):  # a bug: its traceback once, counted
+                self._metrics.unexpected.report(
+                    log,
+                    UNEXPECTED_COMPONENT,
+                    key,
+                    exc,
+                    "writing the trust bundle of %s failed",
+                    key,
+                )
             return await self._failed(obj, key, f"writing {where}: {type(exc).__name__}: {exc}")
         self._written[key] = digest
         self._succeeded(key, plan)
@@ -137,16 +163,19 @@ class TrustBundlePublisher:
         return True
 
     def _succeeded(self, key: IssuerKey, plan: BundlePlan) -> None:
+        self._metrics.unexpected.forget(UNEXPECTED_COMPONENT, key)
         self._last_failure.pop(key, None)
         self._metrics.trust_bundle_certificates.labels(*key.labels).set(len(plan.certificates))
 
-    async def _failed(self, obj: dict[str, Any], key: IssuerKey, message: str) -> bool:
+    async def _failed(
+        self, obj: dict[str, Any], key: IssuerKey, message: str, *, reason: str = EVENT_FAILED
+    ) -> bool:
         self._metrics.trust_bundle_failures.labels(*key.labels).inc()
         self._written.pop(key, None)
         log.warning("%s: trust bundle not published: %s", key, message)
         if self._last_failure.get(key) != message:
             self._last_failure[key] = message
-            await self._events.record(ObjectRef.of(obj), WARNING, EVENT_FAILED, message)
+            await self._events.record(ObjectRef.of(obj), WARNING, reason, message)
         return False
 
     async def _get(self, resource: Any, name: str, namespace: str) -> dict[str, Any] | None:

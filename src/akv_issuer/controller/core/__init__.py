@@ -10,7 +10,11 @@
 - the issuer side's interface and the one way to wire a feature to it
   (:class:`IssuerSide`, :class:`IssuerHooks`; :mod:`.hooks`) and what a
   feature's ``setup()`` wires into (:class:`Host`);
-- every Key Vault call counted, every sign fenced (:mod:`.keyvault_calls`);
+- the one way to Key Vault: every call counted, every sign holding a sign slot
+  and fenced, the failure text (:class:`KeyVaultGateway`; :mod:`.keyvault_gateway`);
+- what a feature says when its Kubernetes permission is missing
+  (:mod:`.permissions`: the reason ``Forbidden``, the permission, the value
+  granting it);
 - the controller's settings (:class:`ControllerConfig`; here rather than in
   ``app`` because the features read them).
 
@@ -18,6 +22,7 @@ Features (``issuers``, ``requests``, ``ca_lifecycle``, ``revocation``,
 ``identity``) import each other only through this package.
 """
 
+from akv_issuer.controller.core import permissions
 from akv_issuer.controller.core.checked import (
     DUE_INTERMEDIATE,
     DUE_MANUAL,
@@ -53,12 +58,10 @@ from akv_issuer.controller.core.issuer import (
     owner_namespace,
     ownership_conflict,
 )
-from akv_issuer.controller.core.keyvault_calls import (
-    CountedCall,
-    FencedSigner,
-    IssuerSigners,
-    KeyVaultCalls,
-    SignSlots,
+from akv_issuer.controller.core.keyvault_gateway import (
+    KeyVault,
+    KeyVaultGateway,
+    keyvault_failure_text,
 )
 from akv_issuer.controller.core.view import IssuerView, published_ca
 
@@ -78,25 +81,24 @@ __all__ = [
     "CheckFollower",
     "CheckedIssuer",
     "ControllerConfig",
-    "CountedCall",
     "FeatureCondition",
-    "FencedSigner",
     "FollowUp",
     "Host",
     "IssuerHooks",
     "IssuerKey",
     "IssuerListener",
     "IssuerSide",
-    "IssuerSigners",
     "IssuerView",
-    "KeyVaultCalls",
+    "KeyVault",
+    "KeyVaultGateway",
     "Renewal",
-    "SignSlots",
     "addressed_issuer",
     "ca_failure",
     "issuer_identity",
     "keyvault_failure",
+    "keyvault_failure_text",
     "owner_namespace",
     "ownership_conflict",
+    "permissions",
     "published_ca",
 ]

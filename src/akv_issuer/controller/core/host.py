@@ -10,6 +10,7 @@ them all with the process's lifecycle and leadership.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -17,9 +18,8 @@ from aiohttp import web
 from lightkube import AsyncClient
 
 from akv_issuer.controller.core.config import ControllerConfig
-from akv_issuer.controller.core.keyvault_calls import CountedCall, IssuerSigners
+from akv_issuer.controller.core.keyvault_gateway import KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import KeyVaultAccess
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler
@@ -33,7 +33,9 @@ class Host(Protocol):
     def client(self) -> AsyncClient: ...
 
     @property
-    def keyvault(self) -> KeyVaultAccess: ...
+    def keyvault(self) -> KeyVaultGateway:
+        """Every Key Vault call: counted; every sign holding a sign slot and fenced."""
+        ...
 
     @property
     def metrics(self) -> Metrics: ...
@@ -42,20 +44,10 @@ class Host(Protocol):
     def events(self) -> EventRecorder: ...
 
     @property
-    def keyvault_calls(self) -> CountedCall:
-        """Every Key Vault call, counted by operation and status."""
-        ...
-
-    @property
-    def signers(self) -> IssuerSigners:
-        """An issuer's Key Vault signer for certificates and CRLs: counted,
-        fenced, sharing the ``--concurrency`` sign slots."""
-        ...
-
-    @property
-    def fence(self) -> Callable[[], None]:
-        """With leader election: raises ``NotLeading`` once this replica's lease
-        may have passed to another. Asked right before every Key Vault sign."""
+    def now(self) -> Callable[[], dt.datetime]:
+        """The wall clock (aware UTC) every feature reads: retry budgets, status
+        and revocation times, CRL validity. The app's is the system clock; unit
+        tests give a fake one."""
         ...
 
     def add_controller(self, controller: Controller[Any]) -> None:

@@ -19,5 +19,7 @@ __all__ = ["ServiceAccountTokens", "setup"]
 def setup(client: AsyncClient, metrics: Metrics) -> ServiceAccountTokens:
     """TokenRequests, cached, handed to the keyvault layer as its assertion provider."""
     return ServiceAccountTokens(
-        client, on_request=lambda result: metrics.service_account_tokens.labels(result).inc()
+        client,
+        on_request=lambda result: metrics.service_account_tokens.labels(result).inc(),
+        unexpected=metrics.unexpected,
     )

@@ -32,6 +32,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ServiceAccountToken
 
 from akv_issuer.keyvault import AssertionProviderError, FederatedServiceAccount
+from akv_issuer.runtime.errors import UnexpectedErrors, expected
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class ServiceAccountTokens:
         refresh_before: dt.timedelta = REFRESH_BEFORE,
         on_request: Callable[[str], None] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        unexpected: UnexpectedErrors | None = None,
     ) -> None:
         self._client = client
+        self._unexpected = unexpected or UnexpectedErrors()
         self._lifetime = lifetime
         self._refresh_before = refresh_before
         self._on_request = on_request or (lambda result: None)
@@ -128,10 +131,15 @@ class ServiceAccountTokens:
             ) from None
         except Exception as exc:  # network, timeout: the API server may recover
             self._on_request("error")
+            if not expected(exc):  # a bug: its traceback once per ServiceAccount, counted
+                self._unexpected.report(
+                    log, "serviceaccount-tokens", where, exc, "token request for %s failed", where
+                )
             raise AssertionProviderError(
                 f"token request for {where} failed: {type(exc).__name__}: {exc}", retryable=True
             ) from None
         self._on_request("201")
+        self._unexpected.forget("serviceaccount-tokens", where)
         status = issued.status
         if status is None or not status.token:
             raise AssertionProviderError(

@@ -27,13 +27,14 @@ def setup(
     checker = IssuerChecker(
         host.client,
         host.keyvault,
-        host.keyvault_calls,
         config.cluster_resource_namespace,
         issuer_ambient_credentials=config.issuer_ambient_credentials,
         service_account_tokens=service_account_tokens,
         hooks=hooks,
     )
-    issuers = IssuerReconciler(config, host.client, checker, host.metrics, host.events, hooks)
+    issuers = IssuerReconciler(
+        config, host.client, checker, host.metrics, host.events, hooks, now=host.now
+    )
     # Issuers are kept whole (few, and read whole).
     host.watch(Issuer, "issuers", issuers.handler(ISSUER_KIND))
     host.watch(ClusterIssuer, "clusterissuers", issuers.handler(CLUSTER_ISSUER_KIND))

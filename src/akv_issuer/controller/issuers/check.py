@@ -15,13 +15,14 @@ import base64
 import datetime as dt
 import logging
 import os
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
+from akv_issuer.ca import CAVault, KeyVersionUnreadable, key_version_of_ca
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     AmbientAuth,
@@ -38,14 +39,16 @@ from akv_issuer.controller.api import (
 from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
-    CountedCall,
     IssuerHooks,
     IssuerKey,
+    KeyVaultGateway,
     Renewal,
     ca_failure,
     keyvault_failure,
     owner_namespace,
+    permissions,
 )
+from akv_issuer.controller.issuers.signing_key import check_usable, issuer_algorithm
 from akv_issuer.keyvault import (
     Ambient,
     AssertionProvider,
@@ -54,36 +57,28 @@ from akv_issuer.keyvault import (
     ClientSecret,
     FederatedServiceAccount,
     KeyInfo,
-    KeyVaultAccess,
     KeyVaultError,
     WorkloadIdentity,
     is_managed_hsm,
 )
 from akv_issuer.pki import (
-    AlgorithmError,
     CAChain,
     CAError,
     CAErrorKind,
     IssuancePolicy,
     IssuerProfile,
     PKIError,
-    SignatureAlgorithm,
-    ca_signature_algorithm,
-    check_algorithm,
     load_ca_chain,
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class IssuerChecker:
     def __init__(
         self,
         client: AsyncClient,
-        keyvault: KeyVaultAccess,
-        count: CountedCall,
+        keyvault: KeyVaultGateway,
         cluster_resource_namespace: str,
         *,
         issuer_ambient_credentials: bool = True,
@@ -91,9 +86,8 @@ class IssuerChecker:
         hooks: IssuerHooks | None = None,
     ) -> None:
         self._client = client
+        # Every Key Vault call goes through the gateway (counted).
         self._kv = keyvault
-        # Every Key Vault call, counted by operation and status.
-        self.kv_call = count
         # The CA renewal a feature plugged in (ca_lifecycle), if any.
         self._hooks = hooks or IssuerHooks()
         self._cluster_ns = cluster_resource_namespace
@@ -112,15 +106,14 @@ class IssuerChecker:
         auth = await self._auth(key, spec)
 
         try:
-            key_info = await self.kv_call(
-                "get_key",
-                self._kv.get_key(spec.key_vault_base_url, spec.key_name, spec.key_version, auth),
+            key_info = await self._kv.get_key(
+                spec.key_vault_base_url, spec.key_name, spec.key_version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(
                 err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
             ) from None
-        _check_usable(spec, key_info, now)
+        check_usable(spec, key_info, now)
 
         ca_text = await self._read_ca(key, spec, auth)
         what = spec.ca_description
@@ -139,9 +132,9 @@ class IssuerChecker:
                 raise ca_failure(err, what) from None
             pending_version = key_info.version
             key_info, ca = older
-            _check_usable(spec, key_info, now)
+            check_usable(spec, key_info, now)
 
-        algorithm = _algorithm(spec, key_info, ca.ca)
+        algorithm = issuer_algorithm(spec, key_info, ca.ca)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -190,10 +183,7 @@ class IssuerChecker:
         if isinstance(source, KeyVaultCertificateCA):
             vault = source.vault_base_url or spec.key_vault_base_url
             try:
-                cert = await self.kv_call(
-                    "get_certificate",
-                    self._kv.get_certificate(vault, source.name, source.version, auth),
-                )
+                cert = await self._kv.get_certificate(vault, source.name, source.version, auth)
             except KeyVaultError as err:
                 raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
             try:
@@ -212,9 +202,8 @@ class IssuerChecker:
                 retryable=False,
             )
         try:
-            secret = await self.kv_call(
-                "get_secret",
-                self._kv.get_secret(source.vault_base_url, source.name, source.version, auth),
+            secret = await self._kv.get_secret(
+                source.vault_base_url, source.name, source.version, auth
             )
         except KeyVaultError as err:
             raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
@@ -230,13 +219,9 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                raise CheckFailed(
-                    IssuerReason.CA_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
-                ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
         if not value.strip():
@@ -254,35 +239,18 @@ class IssuerChecker:
         now: dt.datetime,
     ) -> tuple[KeyInfo, CAChain] | None:
         """The newest enabled older version of the key whose public key the CA
-        secret holds a certificate for, with that chain; None if there is none."""
+        secret holds a certificate for, with that chain; None if there is none
+        (the rule: :func:`akv_issuer.ca.key_version_of_ca`)."""
+        vault = CAVault(self._kv, spec.key_vault_base_url, auth)
         try:
-            versions = await self.kv_call(
-                "list_key_versions",
-                self._kv.list_key_versions(spec.key_vault_base_url, spec.key_name, auth),
+            return await key_version_of_ca(vault, spec.key_name, secret_value, latest, now)
+        except KeyVersionUnreadable as err:
+            what = (
+                f"versions of key {spec.key_name!r}"
+                if err.version is None
+                else f"key {spec.key_name!r} version {err.version}"
             )
-        except KeyVaultError as err:
-            raise keyvault_failure(
-                err, f"versions of key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
-            ) from None
-        for listed in versions:
-            if listed.version == latest.version or not listed.enabled:
-                continue
-            try:
-                info = await self.kv_call(
-                    "get_key",
-                    self._kv.get_key(spec.key_vault_base_url, spec.key_name, listed.version, auth),
-                )
-            except KeyVaultError as err:
-                raise keyvault_failure(
-                    err,
-                    f"key {spec.key_name!r} version {listed.version}",
-                    IssuerReason.KEY_NOT_FOUND,
-                ) from None
-            try:
-                return info, load_ca_chain(secret_value, info.public_key, now)
-            except CAError:
-                continue
-        return None
+            raise keyvault_failure(err.error, what, IssuerReason.KEY_NOT_FOUND) from None
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
@@ -371,13 +339,11 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
+                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
                 raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND,
-                    f"{where}: the controller may not read it (forbidden)",
+                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
                 ) from None
-            raise CheckFailed(
-                IssuerReason.KEY_VAULT_UNREACHABLE, f"{where}: {err.status.message}"
-            ) from None
+            raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)
         if raw is None and secret.stringData:
             raw_text = secret.stringData.get(ref.key)
@@ -396,42 +362,16 @@ class IssuerChecker:
         )
 
 
-def _check_usable(spec: IssuerSpec, key_info: KeyInfo, now: dt.datetime) -> None:
-    """The key version is enabled, within its validity, allowed to sign, and fits
-    the issuer's signature algorithm."""
-    if not key_info.enabled:
-        raise CheckFailed(IssuerReason.KEY_DISABLED, f"key {spec.key_name!r} is disabled")
-    if key_info.not_before is not None and key_info.not_before > now:
-        raise CheckFailed(
-            IssuerReason.KEY_DISABLED,
-            f"key {spec.key_name!r} is not valid before {key_info.not_before.isoformat()}",
-        )
-    if key_info.expires is not None and key_info.expires <= now:
-        raise CheckFailed(
-            IssuerReason.KEY_DISABLED,
-            f"key {spec.key_name!r} expired at {key_info.expires.isoformat()}",
-        )
-    if "sign" not in key_info.key_ops:
-        raise CheckFailed(
-            IssuerReason.KEY_NOT_USABLE,
-            f"key {spec.key_name!r} does not allow the sign operation "
-            f"(key_ops: {', '.join(key_info.key_ops) or 'none'})",
-        )
-    _algorithm(spec, key_info)
-
-
-def _algorithm(
-    spec: IssuerSpec, key_info: KeyInfo, ca_cert: x509.Certificate | None = None
-) -> SignatureAlgorithm:
-    """The issuer's signature algorithm, or the default for the key and the CA
-    (PSS when the CA certificate is PSS-signed), if the key fits it."""
-    try:
-        if spec.signature_algorithm:
-            algorithm = SignatureAlgorithm(spec.signature_algorithm)
-        else:
-            algorithm = ca_signature_algorithm(ca_cert, key_info.public_key)
-        check_algorithm(key_info.public_key, algorithm)
-    except (AlgorithmError, ValueError) as err:
-        reason = err.reason if isinstance(err, PKIError) else str(err)
-        raise CheckFailed(IssuerReason.KEY_NOT_USABLE, reason) from None
-    return algorithm
+def kubernetes_failure(where: str, err: ApiError) -> CheckFailed:
+    """The Kubernetes API failed reading ``where`` (not a 404 or 403): its own
+    reason, with the API's status, retried with backoff (and no sooner than a
+    Retry-After the API server sent)."""
+    status = err.status
+    answer = " ".join(str(part) for part in (status.code, status.reason) if part)
+    detail = f"{where}: the Kubernetes API answered {answer or 'an error'}"
+    if status.message:
+        detail += f": {status.message}"
+    retry_after = status.details.retryAfterSeconds if status.details is not None else None
+    return CheckFailed(
+        IssuerReason.KUBERNETES_API_ERROR, detail, retry_after=float(retry_after or 0) or None
+    )

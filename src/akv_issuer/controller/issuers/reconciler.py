@@ -49,6 +49,7 @@ from akv_issuer.controller.issuers.events import IssuerEvents
 from akv_issuer.controller.issuers.status import issuer_status, ready_message
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.controller import Controller, QueueGauges, Result
+from akv_issuer.runtime.errors import api_error_text, expected
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.queue import Backoff
 
@@ -91,6 +92,7 @@ class IssuerReconciler:
             workers=config.issuer_concurrency,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._objects: dict[IssuerKey, dict[str, Any]] = {}
         self._checked: dict[IssuerKey, CheckedIssuer] = {}
@@ -150,7 +152,17 @@ class IssuerReconciler:
             try:
                 await self._write_status(key, obj, failure=failure, now=now)
             except Exception as exc:
-                log.warning("could not mark %s not ready: %s", key, type(exc).__name__)
+                if expected(exc):
+                    log.warning(
+                        "could not mark %s not ready: %s: %s",
+                        key,
+                        type(exc).__name__,
+                        api_error_text(exc),
+                    )
+                else:
+                    self._metrics.unexpected.report(
+                        log, self.controller.name, key, exc, "could not mark %s not ready", key
+                    )
             await self._issuer_events.transition(
                 obj, old_ready, "False", failure.reason, failure.message
             )

@@ -263,7 +263,8 @@ def refused(
     at: dt.datetime,
 ) -> dict[str, Any]:
     """A request that ended without a certificate: ``reason`` is the request's
-    (InvalidCSR, PolicyViolation, InvalidRequest, RetryBudgetExhausted, Denied)."""
+    (InvalidCSR, PolicyViolation, InvalidRequest, RetryBudgetExhausted, Denied;
+    DeniedReference for a Kubernetes CSR whose requester may not use the Issuer)."""
     return {
         **_common(Event.REFUSED, at, request, requester, issuer, ca),
         "reason": reason,

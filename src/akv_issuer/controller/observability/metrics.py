@@ -22,6 +22,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from akv_issuer.controller.api import IssuerReason
+from akv_issuer.runtime.buildinfo import build_info
+from akv_issuer.runtime.errors import UnexpectedErrors
 
 PREFIX = "akv_issuer"
 
@@ -31,6 +33,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        build = build_info()
+        Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; the labels say which build runs (version, commit, Python).",
+            ["version", "commit", "python"],
+            registry=self.registry,
+        ).labels(build.version, build.commit or "unknown", build.python).set(1)
         issuer = ["issuer_kind", "issuer_namespace", "issuer_name"]
         self.issued = Counter(
             f"{PREFIX}_certificaterequests_issued",
@@ -224,6 +233,16 @@ class Metrics:
             ["informer"],
             registry=self.registry,
         )
+        self.unexpected_errors = Counter(
+            f"{PREFIX}_unexpected_errors",
+            "Exceptions no code path expected (a bug, not a cluster's or a vault's "
+            "failure), by component: logged with a traceback once per object and error "
+            "type, then retried with backoff.",
+            ["component"],
+            registry=self.registry,
+        )
+        # Where every part of the controller reports such an exception.
+        self.unexpected = UnexpectedErrors(self.unexpected_errors)
         self.signs_in_flight = Gauge(
             f"{PREFIX}_keyvault_signs_in_flight",
             "Key Vault sign calls in flight (at most --concurrency).",

@@ -13,7 +13,7 @@ from akv_issuer.controller.core import ControllerConfig, Host, IssuerSide
 from akv_issuer.controller.requests.certificaterequest import CertificateRequests
 from akv_issuer.controller.requests.flow import RequestFlow
 from akv_issuer.controller.requests.kind import RequestKind
-from akv_issuer.controller.requests.kubecsr import KubeCSRs
+from akv_issuer.controller.requests.kubecsr import KubeCSRs, ReferenceReviews
 from akv_issuer.controller.requests.signing import RequestSigner
 
 __all__ = ["KUBERNETES_WORKERS", "KUBE_CSR_WORKERS", "RequestFlow", "request_workers", "setup"]
@@ -33,14 +33,16 @@ def request_workers(config: ControllerConfig) -> int:
 
 
 def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
-    """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``)."""
+    """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``,
+    with the reference reviews of namespaced Issuers' CSRs beside their flow)."""
     config = host.config
-    signer = RequestSigner(host.signers, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics)
     kinds: list[tuple[RequestKind, int]] = [
         (CertificateRequests(host.client, config.field_manager), request_workers(config))
     ]
-    if config.kubernetes_csrs:
-        kinds.append((KubeCSRs(host.client), KUBE_CSR_WORKERS))
+    csrs = KubeCSRs(host.client) if config.kubernetes_csrs else None
+    if csrs is not None:
+        kinds.append((csrs, KUBE_CSR_WORKERS))
     flows: list[RequestFlow] = []
     for kind, workers in kinds:
         flow = RequestFlow(
@@ -52,6 +54,7 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
             events=host.events,
             config=config,
             workers=workers,
+            now=host.now,
         )
         issuers.subscribe(flow.issuer_changed)
         # Requests are decoded into their kind's shape (many, mostly finished
@@ -59,4 +62,12 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlow]:
         host.watch(kind.resource, kind.name, flow, shape=kind.shape)
         host.add_controller(flow.controller)
         flows.append(flow)
+        if kind is csrs:
+            # After the flow's handler, on the same informer: a namespaced
+            # Issuer's CSR reaches the flow's signing only once allowed.
+            reviews = ReferenceReviews(
+                csrs, host.client, host.events, host.metrics, wake=flow.controller.enqueue
+            )
+            host.watch(kind.resource, kind.name, reviews)
+            host.add_controller(reviews.controller)
     return flows

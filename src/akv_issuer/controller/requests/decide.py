@@ -37,6 +37,12 @@ class RequestView:
     finished: bool  # issued, failed or denied for good: nothing left to do
     approved: bool
     denied: str | None  # the denial's message, for a kind that records a denial
+    # Whether the requester is known to be allowed to use the issuer. Only a
+    # Kubernetes CSR for a namespaced Issuer's signer has to show it (a
+    # SubjectAccessReview, made outside the flow, see kubecsr.py); until then
+    # it is not signed. A CertificateRequest lives in its Issuer's namespace,
+    # where whoever may create it may use the Issuer.
+    referable: bool = True
 
     @classmethod
     def read(
@@ -47,6 +53,7 @@ class RequestView:
         finished: bool,
         approved: bool,
         denied: str | None = None,
+        referable: bool = True,
     ) -> RequestView:
         """The view of ``obj``: identity and age from its metadata, the rest as
         its kind read it."""
@@ -63,6 +70,7 @@ class RequestView:
             finished=finished,
             approved=approved,
             denied=denied,
+            referable=referable,
         )
 
 
@@ -109,6 +117,10 @@ def decide(request: RequestView, issuer: IssuerView | None) -> Action:
         return MarkDenied(request.denied)
     if not request.approved:
         return WaitForApproval()
+    if not request.referable:
+        # Checked first, so that a requester without the right learns nothing
+        # of the issuer (not even whether it exists).
+        return Ignore("the requester's right to use the issuer is not established yet")
     return _wait_for_issuer(request.issuer, issuer) or Sign()
 
 

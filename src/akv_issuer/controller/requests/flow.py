@@ -125,6 +125,7 @@ class RequestFlow:
             workers=workers,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._entries: dict[str, _Entry] = {}
         self._signed: dict[str, Signed] = {}

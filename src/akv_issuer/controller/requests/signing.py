@@ -22,9 +22,10 @@ from akv_issuer.controller.core import (
     CheckedIssuer,
     CheckFailed,
     IssuerKey,
-    IssuerSigners,
+    KeyVaultGateway,
     ca_failure,
     keyvault_failure,
+    keyvault_failure_text,
 )
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
@@ -142,8 +143,8 @@ def request_serial(
 
 
 class RequestSigner:
-    def __init__(self, signers: IssuerSigners, metrics: Metrics) -> None:
-        self._signers = signers
+    def __init__(self, keyvault: KeyVaultGateway, metrics: Metrics) -> None:
+        self._kv = keyvault
         self._metrics = metrics
         # By request uid: the plan of a sign that failed transiently (see sign()).
         self._kept: dict[str, _KeptPlan] = {}
@@ -192,7 +193,7 @@ class RequestSigner:
             # fault. The issuer goes not Ready with the CA's own reason.
             return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
-        signer = self._signers.remote_signer(checked)
+        signer = self._kv.issuer_signer(checked)
         try:
             certificate = await sign_certificate(
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer
@@ -207,7 +208,7 @@ class RequestSigner:
                     )
                 )
             self._keep(request_key, csr_pem, request, checked, plan)
-            return Transient(f"Key Vault: {err.message or err.kind.name}", err.retry_after)
+            return Transient(keyvault_failure_text(err), err.retry_after)
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
         except AlgorithmError as err:

@@ -25,12 +25,31 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     store = RevocationStore(host.client, config.cluster_resource_namespace, config.field_manager)
     locks = IssuerLocks()
     crls = CRLPublisher(
-        config, host.client, issuers, store, locks, host.signers, host.metrics, host.events
+        config,
+        host.client,
+        issuers,
+        store,
+        locks,
+        host.keyvault,
+        host.metrics,
+        host.events,
+        now=host.now,
     )
     issuers.subscribe(crls.issuer_changed)
-    revoker = Revoker(host.client, issuers, store, locks, host.metrics, host.events, crls.revoked)
+    revoker = Revoker(
+        host.client,
+        issuers,
+        store,
+        locks,
+        host.metrics,
+        host.events,
+        crls.revoked,
+        now=host.now,
+    )
     host.watch(CertificateRequest, "certificaterequests", revoker)
     host.add_controller(revoker.controller)
     host.add_controller(crls.controller)
     # Every replica serves CRLs, read from the ConfigMaps on demand.
-    host.serve(config.crl_bind_address, CRLServer(store).routes())
+    host.serve(
+        config.crl_bind_address, CRLServer(store, unexpected=host.metrics.unexpected).routes()
+    )

@@ -50,7 +50,9 @@ from akv_issuer.controller.core import (
     ControllerConfig,
     IssuerKey,
     IssuerSide,
-    IssuerSigners,
+    KeyVaultGateway,
+    keyvault_failure_text,
+    permissions,
 )
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.revocation.revoker import IssuerLocks
@@ -91,7 +93,7 @@ class CRLPublisher:
         issuers: IssuerSide,
         store: RevocationStore,
         locks: IssuerLocks,
-        signers: IssuerSigners,
+        keyvault: KeyVaultGateway,
         metrics: Metrics,
         events: EventRecorder,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -101,7 +103,7 @@ class CRLPublisher:
         self._issuers = issuers
         self._store = store
         self._locks = locks
-        self._signers = signers
+        self._kv = keyvault
         self._metrics = metrics
         self._events = events
         self._now = now
@@ -112,6 +114,7 @@ class CRLPublisher:
             workers=1,
             backoff=self.backoff,
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         self._condition: dict[IssuerKey, tuple[str, str, str]] = {}
         self._last_failure: dict[IssuerKey, str] = {}
@@ -140,6 +143,10 @@ class CRLPublisher:
                 current = await self._store.read(key)
             except NotOurs as err:
                 return await self._failed(key, obj, None, now, str(err), failures)
+            except ApiError as err:
+                if not permissions.is_forbidden(err):
+                    raise
+                return await self._forbidden(key, obj, None, now, failures)
             self._observe(key, current.crl_state)
             if checked is None:
                 return await self._unchecked(key, obj, current.crl_state, now, failures)
@@ -194,11 +201,11 @@ class CRLPublisher:
                 builder,
                 checked.key_info.public_key,
                 checked.algorithm,
-                self._signers.remote_signer(checked),
+                self._kv.issuer_signer(checked),
             )
         except KeyVaultError as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
-            detail = f"Key Vault: {err.message or err.kind.name}"
+            detail = keyvault_failure_text(err)
             return await self._failed(key, obj, state, now, detail, failures, err.retry_after)
         except (PKIError, TimeoutError, OSError) as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
@@ -213,6 +220,10 @@ class CRLPublisher:
             return Result.requeue(0.0)  # a revocation landed meanwhile: sign again
         except OverflowError as err:
             return await self._failed(key, obj, state, now, str(err), failures)
+        except ApiError as err:
+            if not permissions.is_forbidden(err):
+                raise
+            return await self._forbidden(key, obj, state, now, failures)
         log.info(
             "%s: CRL number %d signed with %d entries, next update %s",
             key,
@@ -259,6 +270,25 @@ class CRLPublisher:
             f"{format_time(state.next_update)}",
         )
 
+    async def _forbidden(
+        self,
+        key: IssuerKey,
+        obj: dict[str, Any],
+        state: CRLState | None,
+        now: dt.datetime,
+        failures: int,
+    ) -> Result:
+        """The revocation ConfigMap may not be read or written: CRLCurrent
+        False/Forbidden, naming the permission and the value granting it."""
+        namespace, name = self._store.where(key)
+        detail = (
+            f"the revocation ConfigMap {namespace}/{name} is out of reach: "
+            f"{self._store.permission(key).missing()}"
+        )
+        return await self._failed(
+            key, obj, state, now, detail, failures, cause=permissions.REASON_FORBIDDEN
+        )
+
     async def _failed(
         self,
         key: IssuerKey,
@@ -268,7 +298,12 @@ class CRLPublisher:
         detail: str,
         failures: int,
         retry_after: float | None = None,
+        *,
+        cause: str | None = None,
     ) -> Result:
+        """CRLCurrent False: NotSigned, ResignFailing or Expired by the stored
+        CRL's state, or ``cause`` (Forbidden) when given; the message says what
+        is still served."""
         if state is None:
             reason, message = REASON_NOT_SIGNED, f"no CRL signed yet: {detail}"
         elif now < state.next_update:
@@ -284,10 +319,13 @@ class CRLPublisher:
                 f"could not be re-signed ({detail}); relying parties that check CRLs reject "
                 "this issuer's certificates"
             )
+        reason = cause or reason
         log.warning("%s: %s", key, message)
         if self._last_failure.get(key) != detail:
             self._last_failure[key] = detail
-            await self._events.record(ObjectRef.of(obj), WARNING, EVENT_CRL_FAILED, message)
+            await self._events.record(
+                ObjectRef.of(obj), WARNING, cause or EVENT_CRL_FAILED, message
+            )
         await self._set_condition(key, obj, "False", reason, message)
         delay = max(self.backoff.delay(failures + 1), retry_after or 0.0)
         if state is not None and now < state.next_update:

@@ -26,10 +26,12 @@ from typing import Final
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lightkube import ApiError
 
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ISSUER_KIND
-from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.core import IssuerKey, permissions
 from akv_issuer.controller.revocation.store import NotOurs, RevocationStore
+from akv_issuer.runtime.errors import UnexpectedErrors, expected
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,14 @@ def parse_path(path: str) -> IssuerKey | None:
 
 
 class CRLServer:
-    def __init__(self, store: RevocationStore, ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: RevocationStore,
+        ttl: float = 2.0,
+        unexpected: UnexpectedErrors | None = None,
+    ) -> None:
         self._store = store
+        self._unexpected = unexpected or UnexpectedErrors()
         self._ttl = ttl
         self._cache: dict[IssuerKey, tuple[float, bytes | None]] = {}
         self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
@@ -81,9 +89,13 @@ class CRLServer:
             return web.Response(status=404, text="not a CRL path\n")
         try:
             der = await self._get(key)
-        except Exception as exc:  # the API server is unreachable: say so, briefly
-            log.warning("serving the CRL of %s: %s: %s", key, type(exc).__name__, exc)
+        except Exception as exc:
+            if expected(exc):  # the API server is unreachable: say so, briefly
+                log.warning("serving the CRL of %s: %s: %s", key, type(exc).__name__, exc)
+            else:  # a bug: its traceback once per issuer, counted
+                self._unexpected.report(log, "crl-server", key, exc, "serving the CRL of %s", key)
             return web.Response(status=503, text="CRL temporarily unavailable\n")
+        self._unexpected.forget("crl-server", key)
         if der is None:
             return web.Response(status=404, text="no CRL for this issuer\n")
         return web.Response(body=der, headers={"Content-Type": CONTENT_TYPE})
@@ -101,6 +113,12 @@ class CRLServer:
             try:
                 stored = await self._store.read(key)
             except NotOurs:
+                stored = None
+            except ApiError as err:
+                # An issuer whose namespace the controller may not read
+                # ConfigMaps in has no CRL (its CRLCurrent condition says why).
+                if not permissions.is_forbidden(err):
+                    raise
                 stored = None
             if stored is not None and stored.crl_pem:
                 try:

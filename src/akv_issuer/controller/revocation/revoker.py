@@ -50,7 +50,13 @@ from akv_issuer.controller.api import (
     first_certificate,
     format_time,
 )
-from akv_issuer.controller.core import CheckedIssuer, IssuerKey, IssuerSide, addressed_issuer
+from akv_issuer.controller.core import (
+    CheckedIssuer,
+    IssuerKey,
+    IssuerSide,
+    addressed_issuer,
+    permissions,
+)
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.revocation.store import (
@@ -77,6 +83,9 @@ EVENT_DELAYED: Final = "RevocationDelayed"
 # Waiting for the issuer's check (it is not Ready, or this process has not
 # checked it yet) before the certificate can be verified against its CA.
 UNCHECKED_RETRY: Final = 10.0
+# The controller may not write the issuer's revocation ConfigMap: an
+# administrator has to grant it; look again this often meanwhile.
+FORBIDDEN_RETRY: Final = 120.0
 
 
 class RevocationRefused(Exception):
@@ -109,6 +118,7 @@ class Revoker:
             workers=2,
             backoff=Backoff(base=1.0, cap=120.0),
             gauges=QueueGauges(metrics.queue_depth, metrics.queue_delayed),
+            unexpected=metrics.unexpected,
         )
         # (uid, message) of the last refusal per request, so a relist or an
         # unrelated update does not repeat the same Warning.
@@ -191,11 +201,34 @@ class Revoker:
             ca_key_id=key_id(checked.key_info.public_key),
             request=key,
         )
-        recorded = await self._record(issuer, revocation)
-        await self._mark(obj, recorded)
+        where = "{}/{}".format(*self._store.where(issuer))
+        try:
+            recorded = await self._record(issuer, revocation)
+        except ApiError as err:
+            if not permissions.is_forbidden(err):
+                raise
+            message = (
+                f"certificate serial {serial} cannot be recorded as revoked in ConfigMap "
+                f"{where}: {self._store.permission(issuer).missing()}; retried every "
+                f"{FORBIDDEN_RETRY:.0f}s"
+            )
+            await self._forbidden(key, obj, message)
+            return Result.retry(FORBIDDEN_RETRY)
+        confirmed = await self._mark(obj, recorded)
+        if not confirmed:
+            # Recorded (the next CRL lists it), but the request cannot carry
+            # the confirmation: say so once; the record is the fact.
+            await self._forbidden(
+                key,
+                obj,
+                f"certificate serial {serial} is revoked (recorded in ConfigMap {where}, "
+                f"listed in the issuer's next CRL), but the request is not annotated "
+                f"{ANNOTATION_REVOKED}: {permissions.REVOCATION.missing()}",
+            )
+            if recorded is not revocation:
+                return DONE  # recorded before, and reported then
         self._refused.pop(key, None)
         self._metrics.revocations.labels(*issuer.labels, "accepted").inc()
-        where = "{}/{}".format(*self._store.where(issuer))
         message = (
             f"certificate serial {serial} revoked ({recorded.reason}); "
             f"recorded in ConfigMap {where}"
@@ -251,7 +284,9 @@ class Revoker:
                 return revocation
         raise RuntimeError("the revocation ConfigMap kept changing; retrying")
 
-    async def _mark(self, obj: dict[str, Any], recorded: Revocation) -> None:
+    async def _mark(self, obj: dict[str, Any], recorded: Revocation) -> bool:
+        """Annotate the request with the accepted revocation; False when the
+        controller may not (rbac.revocation is off)."""
         meta = obj.get("metadata") or {}
         value = (
             f"serial={recorded.serial_hex} reason={recorded.reason} "
@@ -266,8 +301,19 @@ class Revoker:
                 patch_type=PatchType.MERGE,
             )
         except ApiError as err:
+            if permissions.is_forbidden(err):
+                return False
             if err.status.code != 404:
                 raise
+        return True
+
+    async def _forbidden(self, key: str, obj: dict[str, Any], message: str) -> None:
+        """A Warning ``Forbidden`` on the request, once per distinct message."""
+        if self._refused.get(key) == ("forbidden", message):
+            return
+        self._refused[key] = ("forbidden", message)
+        log.warning("revocation of %s: %s", key, message)
+        await self._events.record(ObjectRef.of(obj), WARNING, permissions.REASON_FORBIDDEN, message)
 
     async def _refuse(self, key: str, obj: dict[str, Any], message: str) -> None:
         meta = obj.get("metadata") or {}

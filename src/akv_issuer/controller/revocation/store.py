@@ -50,6 +50,7 @@ from akv_issuer.controller.core import (
     issuer_identity,
     owner_namespace,
     ownership_conflict,
+    permissions,
 )
 
 # The annotation a user sets on a CertificateRequest, and the one the controller
@@ -289,6 +290,10 @@ class RevocationStore:
 
     def where(self, key: IssuerKey) -> tuple[str, str]:
         return owner_namespace(key, self._cluster_ns), list_name(key)
+
+    def permission(self, key: IssuerKey) -> permissions.Permission:
+        """What the controller needs to read and write ``key``'s list (for a 403)."""
+        return permissions.configmaps(owner_namespace(key, self._cluster_ns), self._cluster_ns)
 
     async def read(self, key: IssuerKey) -> RevocationList:
         namespace, name = self.where(key)

@@ -1,0 +1,343 @@
+"""Reading an Issuer / ClusterIssuer ``spec`` into the typed spec (:mod:`.spec`).
+
+The API server validates what the CRD schema can express, but objects stored
+before a CRD upgrade, and specs handed to us by tools, were never validated
+against it; and some rules (duration ranges, at most one auth method) the
+schema cannot express. So the controller reads ``spec`` only through
+:func:`parse_issuer_spec`, which checks every field against ``SPEC_FIELDS``
+and turns anything unusable into a :class:`SpecError` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Final
+
+from akv_issuer.controller.api.durations import format_go_duration, parse_go_duration
+from akv_issuer.controller.api.schema import DURATION_HINT, SPEC_FIELDS, FieldDef
+from akv_issuer.controller.api.spec import (
+    ENTRA_TOKEN_EXCHANGE_AUDIENCE,
+    AmbientAuth,
+    AuthSpec,
+    CARenewalSpec,
+    CASource,
+    ClientSecretAuth,
+    CRLSpec,
+    IssuerSpec,
+    KeyVaultCertificateCA,
+    KeyVaultSecretCA,
+    KubernetesSecretCA,
+    PolicySpec,
+    ReissueSpec,
+    SecretKeyRef,
+    ServiceAccountAuth,
+    SpecError,
+    TrustBundleSpec,
+    WorkloadIdentityAuth,
+)
+
+# Backdating is for clock skew between us and relying parties; more than a day
+# would let a client mint certificates that look older than they are.
+MAX_BACKDATE: Final = timedelta(hours=24)
+
+
+_PY_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "object": (Mapping,),
+}
+
+
+class _SpecReader:
+    """Reads ``spec`` only through SPEC_FIELDS, checking what the schema checks.
+
+    The API server validates too, but objects stored before a CRD upgrade, and
+    specs handed to us by tools, were never validated against this schema.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        if not isinstance(spec, Mapping):
+            raise SpecError("", f"must be an object, got {type(spec).__name__}")
+        self._spec = spec
+
+    def get(self, path: str) -> Any:
+        definition = SPEC_FIELDS[path]  # KeyError: the parser reads an undeclared field
+        value = self._lookup(path)
+        if value is None:
+            if definition.required and self._parent_present(path):
+                raise SpecError(path, "is required")
+            return definition.default
+        self._check(path, definition, value)
+        return value
+
+    def _parent_present(self, path: str) -> bool:
+        parent, _, _ = path.rpartition(".")
+        return not parent or self._lookup(parent) is not None
+
+    def _lookup(self, path: str) -> Any:
+        node: Any = self._spec
+        walked: list[str] = []
+        for part in path.split("."):
+            if node is None:
+                return None
+            if not isinstance(node, Mapping):
+                raise SpecError(".".join(walked), f"must be an object, got {_json_type(node)}")
+            node = node.get(part)
+            walked.append(part)
+        return node
+
+    def _check(self, path: str, definition: FieldDef, value: Any) -> None:
+        if definition.type.startswith("array["):
+            if not isinstance(value, list | tuple):
+                raise SpecError(path, f"must be a list, got {_json_type(value)}")
+            if definition.max_items is not None and len(value) > definition.max_items:
+                raise SpecError(path, f"has {len(value)} entries, at most {definition.max_items}")
+            item_type = definition.type[len("array[") : -1]
+            for index, item in enumerate(value):
+                self._check_scalar(f"{path}[{index}]", definition, item_type, item)
+            return
+        self._check_scalar(path, definition, definition.type, value)
+
+    @staticmethod
+    def _check_scalar(path: str, definition: FieldDef, type_: str, value: Any) -> None:
+        expected = _PY_TYPES[type_]
+        # bool is an int in Python; the schema keeps them apart.
+        if not isinstance(value, expected) or (type_ == "integer" and isinstance(value, bool)):
+            raise SpecError(path, f"must be a {type_}, got {_json_type(value)}")
+        if definition.minimum is not None and isinstance(value, int) and value < definition.minimum:
+            raise SpecError(path, f"must be >= {definition.minimum}, got {value}")
+        if not isinstance(value, str):
+            return
+        if definition.max_length is not None and len(value) > definition.max_length:
+            raise SpecError(path, f"is longer than {definition.max_length} characters")
+        if definition.enum is not None and value not in definition.enum:
+            raise SpecError(path, f"{value!r} is not one of {', '.join(definition.enum)}")
+        if definition.pattern is not None and re.fullmatch(definition.pattern, value) is None:
+            hint = definition.hint or f"must match {definition.pattern}"
+            raise SpecError(path, f"{value!r}: {hint}")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _duration(reader: _SpecReader, path: str) -> timedelta | None:
+    raw = reader.get(path)
+    if raw is None:
+        return None
+    try:
+        return parse_go_duration(raw)
+    except ValueError as err:
+        raise SpecError(path, f"{err}; {DURATION_HINT}") from None
+
+
+def _optional_str(reader: _SpecReader, path: str) -> str | None:
+    value = reader.get(path)
+    # The Go version required keyVersion, so old manifests may carry "".
+    return value or None
+
+
+def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
+    """Validate ``spec`` of an Issuer / ClusterIssuer and apply defaults.
+
+    Raises ``SpecError`` naming the field for anything unusable, including what
+    the schema cannot express (duration ranges, at most one auth method).
+    """
+    reader = _SpecReader(spec)
+    key_name: str = reader.get("keyName")
+    policy = PolicySpec(
+        max_duration=_duration(reader, "policy.maxDuration"),
+        allow_ca=reader.get("policy.allowCA"),
+        max_path_length=reader.get("policy.maxPathLength"),
+        backdate=_duration(reader, "policy.backdate") or timedelta(0),
+    )
+    if policy.max_duration is not None and policy.max_duration <= timedelta(0):
+        raise SpecError("policy.maxDuration", "must be longer than 0s")
+    if policy.backdate > MAX_BACKDATE:
+        raise SpecError(
+            "policy.backdate",
+            f"{format_go_duration(policy.backdate)} is more than the allowed "
+            f"{format_go_duration(MAX_BACKDATE)}",
+        )
+    ca_renewal = CARenewalSpec(
+        automatic=reader.get("caRenewal.automatic"),
+        renew_before=_duration(reader, "caRenewal.renewBefore"),
+        lifetime=_duration(reader, "caRenewal.lifetime"),
+    )
+    for path, value in (
+        ("caRenewal.renewBefore", ca_renewal.renew_before),
+        ("caRenewal.lifetime", ca_renewal.lifetime),
+    ):
+        if value is not None and value <= timedelta(0):
+            raise SpecError(path, "must be longer than 0s")
+    if (
+        ca_renewal.renew_before is not None
+        and ca_renewal.lifetime is not None
+        and ca_renewal.renew_before >= ca_renewal.lifetime
+    ):
+        raise SpecError(
+            "caRenewal.renewBefore",
+            "must be shorter than caRenewal.lifetime, or every check would renew again",
+        )
+    return IssuerSpec(
+        key_vault_base_url=str(reader.get("keyVaultBaseURL")).rstrip("/"),
+        key_name=key_name,
+        key_version=_optional_str(reader, "keyVersion"),
+        ca_secret_name=_optional_str(reader, "caSecretName") or key_name,
+        ca_secret_version=_optional_str(reader, "caSecretVersion"),
+        signature_algorithm=reader.get("signatureAlgorithm"),
+        auth=_parse_auth(reader),
+        policy=policy,
+        crl_distribution_points=tuple(reader.get("crlDistributionPoints") or ()),
+        ocsp_servers=tuple(reader.get("ocspServers") or ()),
+        issuing_certificate_urls=tuple(reader.get("issuingCertificateURLs") or ()),
+        ca_renewal=ca_renewal,
+        reissue=ReissueSpec(
+            on_ca_change=reader.get("reissue.onCAChange"),
+            per_minute=reader.get("reissue.perMinute"),
+        ),
+        trust_bundle=_parse_trust_bundle(reader),
+        crl=_parse_crl(reader),
+        ca_source_explicit=_parse_ca_source(reader, ca_renewal),
+        authority_host=_optional_str(reader, "auth.authorityHost"),
+    )
+
+
+def _parse_ca_source(reader: _SpecReader, ca_renewal: CARenewalSpec) -> CASource | None:
+    """``spec.caSource``: exactly one source; not with caSecretName/caSecretVersion (two
+    answers to one question), nor with automatic renewal (which writes the CA secret in
+    the key's vault, a place caSource says the CA is not kept)."""
+    if reader.get("caSource") is None:
+        return None
+    chosen = [
+        name
+        for name in ("keyVaultSecret", "keyVaultCertificate", "secret")
+        if reader.get(f"caSource.{name}") is not None
+    ]
+    if len(chosen) != 1:
+        raise SpecError(
+            "caSource", "set exactly one of keyVaultSecret, keyVaultCertificate, secret"
+        )
+    for legacy in ("caSecretName", "caSecretVersion"):
+        if reader.get(legacy):
+            raise SpecError(legacy, "must not be set together with caSource; use caSource alone")
+    if ca_renewal.automatic:
+        raise SpecError(
+            "caRenewal.automatic",
+            "cannot renew a CA read from caSource (it would be written to the key's vault); "
+            "renew it where caSource points and leave automatic false",
+        )
+    source: CASource
+    if chosen == ["keyVaultSecret"]:
+        source = KeyVaultSecretCA(
+            vault_base_url=str(reader.get("caSource.keyVaultSecret.vaultBaseURL")).rstrip("/"),
+            name=reader.get("caSource.keyVaultSecret.name"),
+            version=_optional_str(reader, "caSource.keyVaultSecret.version"),
+        )
+    elif chosen == ["keyVaultCertificate"]:
+        vault = _optional_str(reader, "caSource.keyVaultCertificate.vaultBaseURL")
+        source = KeyVaultCertificateCA(
+            vault_base_url=vault.rstrip("/") if vault else None,
+            name=reader.get("caSource.keyVaultCertificate.name"),
+            version=_optional_str(reader, "caSource.keyVaultCertificate.version"),
+        )
+    else:
+        source = KubernetesSecretCA(
+            name=reader.get("caSource.secret.name"), key=reader.get("caSource.secret.key")
+        )
+    return source
+
+
+def _parse_crl(reader: _SpecReader) -> CRLSpec:
+    if reader.get("crl") is None:
+        return CRLSpec()
+    validity = _duration(reader, "crl.validity") or timedelta(hours=24)
+    renew_before = _duration(reader, "crl.renewBefore")
+    if validity < timedelta(minutes=1):
+        raise SpecError("crl.validity", "must be at least 1m")
+    if renew_before is not None and not timedelta(0) < renew_before < validity:
+        raise SpecError(
+            "crl.renewBefore",
+            "must be longer than 0s and shorter than crl.validity, or every CRL would "
+            "be due for re-signing at once",
+        )
+    return CRLSpec(
+        enabled=reader.get("crl.enabled"),
+        validity=validity,
+        renew_before=renew_before,
+        url=_optional_str(reader, "crl.url"),
+    )
+
+
+def _parse_trust_bundle(reader: _SpecReader) -> TrustBundleSpec | None:
+    if reader.get("trustBundle") is None:
+        return None
+    overlap = _duration(reader, "trustBundle.overlap")
+    if overlap is not None and overlap < timedelta(0):
+        raise SpecError("trustBundle.overlap", "must not be negative")
+    return TrustBundleSpec(
+        config_map_name=reader.get("trustBundle.configMapName"),
+        secret_name=_optional_str(reader, "trustBundle.secretName"),
+        key=reader.get("trustBundle.key"),
+        overlap=overlap,
+    )
+
+
+def _parse_auth(reader: _SpecReader) -> AuthSpec:
+    reader.get("auth")
+    workload = reader.get("auth.workloadIdentity")
+    client_secret = reader.get("auth.clientSecret")
+    if workload is not None and client_secret is not None:
+        raise SpecError("auth", "set at most one of workloadIdentity and clientSecret")
+    service_account = _parse_service_account(reader)
+    if service_account is not None:
+        if workload is not None or client_secret is not None:
+            raise SpecError(
+                "auth", "set at most one of workloadIdentity, clientSecret and serviceAccountRef"
+            )
+        return service_account
+    if workload is not None:
+        return WorkloadIdentityAuth(
+            client_id=reader.get("auth.workloadIdentity.clientID"),
+            tenant_id=reader.get("auth.workloadIdentity.tenantID"),
+        )
+    if client_secret is not None:
+        reader.get("auth.clientSecret.secretRef")
+        return ClientSecretAuth(
+            tenant_id=reader.get("auth.clientSecret.tenantID"),
+            client_id=reader.get("auth.clientSecret.clientID"),
+            secret_ref=SecretKeyRef(
+                name=reader.get("auth.clientSecret.secretRef.name"),
+                key=reader.get("auth.clientSecret.secretRef.key"),
+            ),
+        )
+    return AmbientAuth()
+
+
+def _parse_service_account(reader: _SpecReader) -> ServiceAccountAuth | None:
+    if reader.get("auth.serviceAccountRef") is None:
+        return None
+    audiences = tuple(reader.get("auth.serviceAccountRef.audiences") or ())
+    return ServiceAccountAuth(
+        name=reader.get("auth.serviceAccountRef.name"),
+        client_id=reader.get("auth.serviceAccountRef.clientID"),
+        tenant_id=reader.get("auth.serviceAccountRef.tenantID"),
+        audiences=audiences or (ENTRA_TOKEN_EXCHANGE_AUDIENCE,),
+    )

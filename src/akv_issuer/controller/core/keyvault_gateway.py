@@ -1,0 +1,257 @@
+"""The controller's one way to Key Vault: :class:`KeyVaultGateway`.
+
+Every Key Vault call the controller makes -- an issuer check's reads, a
+certificate's or a CRL's sign, a CA renewal's sign and store -- goes through
+the gateway, and so gets, written once here:
+
+- counting by operation and outcome (``akv_issuer_keyvault_requests_total``,
+  the HTTP status or the error's ``metric_label``);
+- for every sign, one of the ``--concurrency`` sign slots for exactly the
+  remote call (``akv_issuer_keyvault_signs_in_flight``; the keyvault layer
+  below also bounds all calls per vault), and the leader fence asked right
+  before the call, after the slot was granted: with leader election ``fence``
+  raises ``NotLeading`` once this replica's lease may have passed to another,
+  so two replicas never both sign (a renewal is a sign too);
+- the text a feature shows for a failed call (:func:`keyvault_failure_text`).
+
+The issuer check maps a Key Vault error to an issuer's Ready reason itself
+(``core.failures.keyvault_failure``): that names what was read, not "Key Vault".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from akv_issuer.controller.core.checked import CheckedIssuer
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.keyvault import (
+    AuthConfig,
+    CertificateInfo,
+    KeyInfo,
+    KeyVaultError,
+    KeyVersion,
+    SecretInfo,
+    SecretVersion,
+)
+from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
+from akv_issuer.runtime.leader import no_fence
+
+T = TypeVar("T")
+
+
+class KeyVault(Protocol):
+    """What the controller uses of ``akv_issuer.keyvault.KeyVaultAccess``: what
+    the issuer check, signing and CA renewal call, and what the CA rules
+    (``akv_issuer.ca.VaultAccess``) may call besides."""
+
+    async def get_key(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo: ...
+
+    async def list_key_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[KeyVersion, ...]: ...
+
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo: ...
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo: ...
+
+    async def get_secret(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> SecretInfo: ...
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]: ...
+
+    async def get_certificate(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> CertificateInfo: ...
+
+    async def set_secret(
+        self,
+        vault_url: str,
+        name: str,
+        value: str,
+        auth: AuthConfig,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SecretInfo: ...
+
+    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner: ...
+
+    async def close(self) -> None: ...
+
+
+def keyvault_failure_text(err: KeyVaultError) -> str:
+    """A failed Key Vault call as a feature shows it (condition messages, events):
+    ``Key Vault: <the first line of the error> (<its code>)``."""
+    detail = (err.message or err.kind.value).splitlines()[0]
+    if err.code:
+        detail += f" ({err.code})"
+    return f"Key Vault: {detail}"
+
+
+class SignSlots:
+    """At most ``size`` Key Vault signs in flight, process-wide."""
+
+    def __init__(self, size: int, metrics: Metrics) -> None:
+        if size < 1:
+            raise ValueError(f"sign concurrency must be at least 1, got {size}")
+        self._semaphore = asyncio.Semaphore(size)
+        self._in_flight = metrics.signs_in_flight
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        async with self._semaphore:
+            self._in_flight.inc()
+            try:
+                yield
+            finally:
+                self._in_flight.dec()
+
+
+class KeyVaultGateway:
+    """Every Key Vault call of the controller: counted; every sign also holding
+    a sign slot and fenced (see the module). Each method takes the arguments of
+    ``KeyVaultAccess``'s method of the same name, so the gateway is also the
+    ``akv_issuer.ca.VaultAccess`` the CA rules reach Key Vault through."""
+
+    def __init__(
+        self,
+        keyvault: KeyVault,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        fence: Callable[[], None] = no_fence,
+    ) -> None:
+        self._kv = keyvault
+        self._calls = metrics.keyvault_calls
+        self._slots = SignSlots(concurrency, metrics)
+        self._fence = fence
+
+    async def _count(self, operation: str, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except KeyVaultError as err:
+            self._calls.labels(operation, err.metric_label).inc()
+            raise
+        self._calls.labels(operation, "200").inc()
+        return result
+
+    # -- keys, secrets, certificates --------------------------------------------
+
+    async def get_key(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> KeyInfo:
+        return await self._count("get_key", self._kv.get_key(vault_url, name, version, auth))
+
+    async def list_key_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[KeyVersion, ...]:
+        return await self._count(
+            "list_key_versions", self._kv.list_key_versions(vault_url, name, auth, limit=limit)
+        )
+
+    async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
+        return await self._count("rotate_key", self._kv.rotate_key(vault_url, name, auth))
+
+    async def create_key(
+        self,
+        vault_url: str,
+        name: str,
+        auth: AuthConfig,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        curve: str | None = None,
+    ) -> KeyInfo:
+        return await self._count(
+            "create_key",
+            self._kv.create_key(vault_url, name, auth, kty=kty, size=size, curve=curve),
+        )
+
+    async def get_secret(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> SecretInfo:
+        return await self._count("get_secret", self._kv.get_secret(vault_url, name, version, auth))
+
+    async def list_secret_versions(
+        self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
+    ) -> tuple[SecretVersion, ...]:
+        return await self._count(
+            "list_secret_versions",
+            self._kv.list_secret_versions(vault_url, name, auth, limit=limit),
+        )
+
+    async def get_certificate(
+        self, vault_url: str, name: str, version: str | None, auth: AuthConfig
+    ) -> CertificateInfo:
+        return await self._count(
+            "get_certificate", self._kv.get_certificate(vault_url, name, version, auth)
+        )
+
+    async def set_secret(
+        self,
+        vault_url: str,
+        name: str,
+        value: str,
+        auth: AuthConfig,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> SecretInfo:
+        return await self._count(
+            "set_secret",
+            self._kv.set_secret(vault_url, name, value, auth, content_type=content_type, tags=tags),
+        )
+
+    # -- signs -----------------------------------------------------------------
+
+    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner:
+        """The signer of one key version: every ``sign_digest`` holds a sign slot,
+        asks the fence, and is counted."""
+        return _GatedSigner(self._sign, self._kv.signer(key, auth))
+
+    def issuer_signer(self, checked: CheckedIssuer) -> RemoteSigner:
+        """The signer of a checked issuer (its key version and identity)."""
+        return self.signer(checked.key_info, checked.auth)
+
+    async def _sign(
+        self, inner: RemoteSigner, algorithm: SignatureAlgorithm, digest: bytes
+    ) -> bytes:
+        async with self._slots.hold():
+            self._fence()
+            return await self._count("sign", inner.sign_digest(algorithm, digest))
+
+    async def close(self) -> None:
+        await self._kv.close()
+
+
+class _GatedSigner:
+    def __init__(
+        self,
+        sign: Callable[[RemoteSigner, SignatureAlgorithm, bytes], Awaitable[bytes]],
+        inner: RemoteSigner,
+    ) -> None:
+        self._sign = sign
+        self._inner = inner
+
+    async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
+        return await self._sign(self._inner, algorithm, digest)
+
+    def __repr__(self) -> str:
+        return f"gated {self._inner!r}"

@@ -1,0 +1,91 @@
+"""One Key Vault call: bounded in time, bounded per vault, retried when that can help.
+
+The SDK's own retry policy is switched off (``retry_total=0``, :mod:`.clients`)
+so that one call is bounded by ``timeout``. :class:`Retrying` retries THROTTLED
+and TRANSIENT failures at most ``max_retries`` times within that timeout,
+sleeping Retry-After when given (else a short jittered backoff) -- also for
+sign, which azure-core does not retry on a 429 without Retry-After. A wait
+longer than ``max_retry_wait`` or than the time left is not slept: the error is
+raised with ``retry_after`` so the caller's work queue can back off instead.
+At most ``max_concurrency`` calls per vault are in flight.
+
+Only an ``Exception`` is a failed call to classify: a ``BaseException`` that is
+not one (``CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
+``GeneratorExit``) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .errors import ErrorKind, KeyVaultError, classify
+from .models import KeyVaultOptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Retrying:
+    def __init__(self, options: KeyVaultOptions) -> None:
+        self.options = options
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def _semaphore(self, vault: str) -> asyncio.Semaphore:
+        sem = self._semaphores.get(vault)
+        if sem is None:
+            sem = self._semaphores[vault] = asyncio.Semaphore(self.options.max_concurrency)
+        return sem
+
+    async def call(
+        self,
+        operation: str,
+        vault: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+    ) -> T:
+        """Run fn with the retries described above. A call that is not idempotent
+        (rotate: each success adds a key version) is retried only when throttled, which
+        Key Vault answers before doing anything; a 5xx or a timeout may hide a success."""
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + opts.timeout
+        last: KeyVaultError | None = None
+        attempt = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    try:
+                        async with self._semaphore(vault):
+                            return await fn()
+                    except Exception as exc:
+                        if isinstance(exc, TimeoutError) and loop.time() >= deadline:
+                            raise
+                        last = classify(exc, operation=operation, vault_url=vault)
+                    log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
+                    if not last.retryable or attempt >= opts.max_retries:
+                        raise last
+                    if not idempotent and last.kind is not ErrorKind.THROTTLED:
+                        raise last
+                    wait = last.retry_after
+                    if wait is None:
+                        wait = opts.backoff * (2**attempt) * (0.5 + random.random())
+                    if wait > opts.max_retry_wait or loop.time() + wait >= deadline:
+                        raise last
+                    attempt += 1
+                    await asyncio.sleep(wait)
+        except TimeoutError:
+            if last is not None and last.kind is ErrorKind.THROTTLED:
+                raise last from None
+            raise KeyVaultError(
+                ErrorKind.TRANSIENT,
+                f"no answer within {opts.timeout:g} s"
+                + (f" (last error: {last})" if last is not None else ""),
+                code="Timeout",
+                operation=operation,
+            ) from None

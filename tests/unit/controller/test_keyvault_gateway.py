@@ -1,0 +1,245 @@
+"""core.KeyVaultGateway: the one way the controller reaches Key Vault (issue 22 item 3).
+
+Every sign -- a certificate's, a CRL's, a CA renewal's -- holds one of the
+``--concurrency`` sign slots, asks the leader fence right before the remote call
+and is counted; every other call is counted; a failed call reads "Key Vault: ...".
+
+The vault is support.controllerkit's FakeVault (the gateway's ``KeyVault``
+interface in memory), its key a TestCA's signing for real through a FakeSigner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from akv_issuer.controller.api import IssuerReason, parse_issuer_spec
+from akv_issuer.controller.ca_lifecycle.renewal import renew_if_due
+from akv_issuer.controller.core import (
+    RENEWAL_FAILED,
+    RENEWED,
+    IssuerKey,
+    KeyVaultGateway,
+    keyvault_failure_text,
+)
+from akv_issuer.controller.observability.metrics import Metrics
+from akv_issuer.controller.requests.signing import IssuerFault, RequestSigner, Signed, Transient
+from akv_issuer.keyvault import Ambient, ErrorKind, KeyVaultError
+from akv_issuer.pki import CAChain, IssuanceRequest, SignatureAlgorithm, load_ca_chain
+from akv_issuer.runtime.leader import NotLeading
+from support.controllerkit import KEY_NAME, VAULT_URL, FakeVault, TestCA, issuer_object
+
+NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+AUTH = Ambient()
+ES256 = SignatureAlgorithm.ES256
+
+
+class Fence:
+    """The leader fence: raises NotLeading once ``lost``."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.asked = 0
+
+    def __call__(self) -> None:
+        self.asked += 1
+        if self.lost:
+            raise NotLeading("the lease may have passed to another replica")
+
+
+class Setup:
+    """A CA whose key the fake vault holds, and the gateway over that vault."""
+
+    def __init__(
+        self, *, concurrency: int = 4, ca: TestCA | None = None, fence: Fence | None = None
+    ) -> None:
+        self.ca = ca or TestCA()
+        self.vault = FakeVault()
+        self.vault.add(self.ca.key_info, self.ca.signer)
+        self.metrics = Metrics()
+        self.fence = fence or Fence()
+        self.kv = KeyVaultGateway(
+            self.vault, self.metrics, concurrency=concurrency, fence=self.fence
+        )
+
+    def calls(self, operation: str, status: str = "200") -> float:
+        value = self.metrics.registry.get_sample_value(
+            "akv_issuer_keyvault_requests_total",
+            {"operation": operation, "status_code": status},
+        )
+        return value or 0.0
+
+    def in_flight(self) -> float:
+        return self.metrics.registry.get_sample_value("akv_issuer_keyvault_signs_in_flight") or 0
+
+
+def throttled() -> KeyVaultError:
+    return KeyVaultError(
+        ErrorKind.THROTTLED, "Too many requests", status=429, code="Throttled", retry_after=5
+    )
+
+
+def forbidden() -> KeyVaultError:
+    return KeyVaultError(
+        ErrorKind.FORBIDDEN,
+        "Operation sign is not permitted\nTrace ID: 1",
+        status=403,
+        code="Forbidden",
+    )
+
+
+async def test_every_call_is_counted_by_operation_and_outcome() -> None:
+    t = Setup()
+    await t.kv.get_key(VAULT_URL, KEY_NAME, None, AUTH)
+    with pytest.raises(KeyVaultError):
+        await t.kv.get_secret(VAULT_URL, "missing", None, AUTH)
+    await t.kv.set_secret(VAULT_URL, "ca", "pem", AUTH)
+    await t.kv.signer(t.ca.key_info, AUTH).sign_digest(ES256, b"\1" * 32)
+
+    assert t.calls("get_key") == 1
+    assert t.calls("get_secret", "404") == 1
+    assert t.calls("get_secret") == 0
+    assert t.calls("set_secret") == 1
+    assert t.calls("sign") == 1
+
+
+async def test_a_sign_after_the_lease_was_lost_never_reaches_the_vault() -> None:
+    t = Setup()
+    t.fence.lost = True
+    with pytest.raises(NotLeading):
+        await t.kv.signer(t.ca.key_info, AUTH).sign_digest(ES256, b"\1" * 32)
+    assert t.ca.signer.calls == 0
+    assert t.calls("sign") == 0
+
+
+async def test_signs_wait_for_a_slot_and_the_fence_is_asked_after_the_wait() -> None:
+    t = Setup(concurrency=1)
+    t.ca.signer.gate = asyncio.Event()
+    signer = t.kv.signer(t.ca.key_info, AUTH)
+    first = asyncio.create_task(signer.sign_digest(ES256, b"\1" * 32))
+    second = asyncio.create_task(signer.sign_digest(ES256, b"\2" * 32))
+    for _ in range(20):  # both signs had every chance to start
+        await asyncio.sleep(0)
+
+    assert t.ca.signer.calls == 1, "one slot: the second sign waits"
+    assert t.in_flight() == 1
+    assert t.fence.asked == 1
+    # The lease is lost while the second sign waits for its slot.
+    t.fence.lost = True
+    t.ca.signer.gate.set()
+    assert len(await first) == 64
+    with pytest.raises(NotLeading):
+        await second
+    assert t.ca.signer.calls == 1
+    assert t.in_flight() == 0
+
+
+def test_the_failure_text_is_the_first_line_and_the_code() -> None:
+    assert keyvault_failure_text(throttled()) == "Key Vault: Too many requests (Throttled)"
+    assert (
+        keyvault_failure_text(forbidden())
+        == "Key Vault: Operation sign is not permitted (Forbidden)"
+    )
+    assert keyvault_failure_text(KeyVaultError(ErrorKind.TRANSIENT, "")) == "Key Vault: transient"
+
+
+# -- the signs of the features go through it ------------------------------------
+
+
+def due_root() -> TestCA:
+    """A root 29 days into its 30: in its renewal window."""
+    return TestCA(not_before=NOW - dt.timedelta(days=29), lifetime=dt.timedelta(days=30))
+
+
+def chain_of(ca: TestCA) -> CAChain:
+    return load_ca_chain(ca.pem, ca.key_info.public_key, NOW)
+
+
+RENEWING = parse_issuer_spec(
+    {"keyVaultBaseURL": VAULT_URL, "keyName": KEY_NAME, "caRenewal": {"automatic": True}}
+)
+
+
+async def test_a_renewal_signs_and_stores_through_the_gateway() -> None:
+    t = Setup(ca=due_root())
+    chain, renewal = await renew_if_due(
+        t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW
+    )
+
+    assert renewal is not None
+    assert renewal.reason == RENEWED
+    assert chain.not_after > NOW + dt.timedelta(days=29)
+    assert t.calls("sign") == 1
+    assert t.calls("set_secret") == 1
+    assert t.vault.secrets[KEY_NAME] == [chain.pem().decode()]
+    assert t.fence.asked == 1
+
+
+async def test_a_renewal_after_the_lease_was_lost_is_neither_signed_nor_stored() -> None:
+    t = Setup(ca=due_root())
+    t.fence.lost = True
+    with pytest.raises(NotLeading):
+        await renew_if_due(t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW)
+    assert t.ca.signer.calls == 0
+    assert t.vault.secrets == {}
+
+
+async def test_a_failed_renewal_says_key_vault_once() -> None:
+    t = Setup(ca=due_root())
+    t.ca.signer.fail_next(forbidden())
+    _, renewal = await renew_if_due(t.kv, RENEWING, AUTH, t.ca.key_info, ES256, chain_of(t.ca), NOW)
+    assert renewal is not None
+    assert renewal.reason == RENEWAL_FAILED
+    assert "failed: Key Vault: Operation sign is not permitted (Forbidden)" in renewal.message
+    assert renewal.message.count("Key Vault") == 1
+    assert t.calls("sign", "403") == 1
+
+
+def csr_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "app")]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("app.example")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+REQUEST = IssuanceRequest(duration=dt.timedelta(hours=1))
+ISSUER = IssuerKey("Issuer", "apps", "ca")
+
+
+async def sign_request(t: Setup) -> object:
+    checked = t.ca.checked(ISSUER, issuer_object(ISSUER), at=NOW, auth=AUTH)
+    return await RequestSigner(t.kv, t.metrics).sign(csr_pem(), REQUEST, checked, NOW)
+
+
+async def test_a_certificate_signs_through_the_gateway() -> None:
+    t = Setup()
+    assert isinstance(await sign_request(t), Signed)
+    assert t.calls("sign") == 1
+    assert t.fence.asked == 1
+
+
+async def test_a_throttled_certificate_sign_says_key_vault_once() -> None:
+    t = Setup()
+    t.ca.signer.fail_next(throttled())
+    outcome = await sign_request(t)
+    assert isinstance(outcome, Transient)
+    assert outcome.message == "Key Vault: Too many requests (Throttled)"
+    assert outcome.retry_after == 5
+    assert t.calls("sign", "429") == 1
+
+
+async def test_a_refused_certificate_sign_is_the_issuers_fault() -> None:
+    t = Setup()
+    t.ca.signer.fail_next(forbidden())
+    outcome = await sign_request(t)
+    assert isinstance(outcome, IssuerFault)
+    assert outcome.failure.reason == IssuerReason.FORBIDDEN
