@@ -54,8 +54,6 @@ from akv_devcluster.certmanager import (
 from akv_issuer.controller.api import API_VERSION, GROUP, CertificateRequest, ClusterIssuer, Issuer
 from support.controller_harness import Env, condition, wait_for
 
-pytestmark = pytest.mark.integration
-
 CMClusterIssuer = create_global_resource("cert-manager.io", "v1", "ClusterIssuer", "clusterissuers")
 
 # Longer than the 10000 h the CSR spec "signing CA certificate that has a large
