@@ -34,6 +34,7 @@ OTHER_TOOLS_FLAGS = {
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "ca": ("create", "rotate", "csr", "import", "crl"),
     "sign": (),
+    "check": (),
     "controller": (),
 }
 AKV_ISSUER = str(Path(sys.executable).with_name("akv-issuer"))
@@ -105,7 +106,7 @@ def test_flags_named_in_the_guides_exist(guide: str) -> None:
     prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
     named = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", prose))
     every_cli_flag = frozenset().union(
-        *(help_flags(path) for path in [("controller",), ("sign",), ("ca", "create"),
+        *(help_flags(path) for path in [("controller",), ("sign",), ("check",), ("ca", "create"),
                                          ("ca", "csr"), ("ca", "import"), ("ca", "crl")])
     )  # fmt: skip
     unknown = named - every_cli_flag - OTHER_TOOLS_FLAGS

@@ -149,6 +149,49 @@ async def test_firewall_and_access_policy_refusals(
     )
 
 
+async def test_a_missing_permission_is_named_in_one_line(
+    kv: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    # Azure RBAC names the refused data action in its 403 (over several lines); an
+    # access policy names its permission. Either way the error says which, in one line.
+    env = emulator.env
+    key = await kv.create_key(env.vault_url, unique_name, sp_auth(env), kty="EC", curve="P-256")
+    emulator.admin.set_role_assignments(
+        env.sp_client_id,
+        [
+            {
+                "scope": f"/keys/{unique_name}",
+                "data_actions": ["Microsoft.KeyVault/vaults/keys/read"],
+            }
+        ],
+    )
+    kv.invalidate(key)
+    await kv.get_key(env.vault_url, unique_name, None, sp_auth(env))
+    with pytest.raises(KeyVaultError) as err:
+        await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), sp_auth(env))
+    assert (err.value.kind, err.value.cause, err.value.inner_code) == (
+        ErrorKind.FORBIDDEN,
+        None,
+        "ForbiddenByRbac",
+    )
+    assert err.value.missing_permission == "Microsoft.KeyVault/vaults/keys/sign/action"
+    assert len(str(err.value).splitlines()) == 1
+    assert "missing permission: Microsoft.KeyVault/vaults/keys/sign/action" in str(err.value)
+    with pytest.raises(KeyVaultError) as err:
+        await kv.get_secret(env.vault_url, unique_name, None, sp_auth(env))
+    assert err.value.missing_permission == "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+    emulator.admin.set_vault(permission_model="access_policy")
+    emulator.admin.set_identity(env.sp_client_id, secret_permissions=["list"])
+    with pytest.raises(KeyVaultError) as err:
+        await kv.get_secret(env.vault_url, unique_name, None, sp_auth(env))
+    assert (err.value.inner_code, err.value.missing_permission) == ("AccessDenied", "secrets get")
+    # A refusal that is not about a permission names none.
+    emulator.admin.set_vault(permission_model="rbac", firewall=True)
+    with pytest.raises(KeyVaultError) as err:
+        await kv.get_secret(env.vault_url, unique_name, None, sp_auth(env))
+    assert err.value.missing_permission is None
+
+
 async def test_unsupported_api_version_is_permanent_and_named(
     kv: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
 ) -> None:

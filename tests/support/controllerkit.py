@@ -265,6 +265,16 @@ class FakeVault:
         self._call("get_certificate")
         raise KeyVaultError(ErrorKind.NOT_FOUND, f"certificate {name} not found", status=404)
 
+    # The fake vault is no Managed HSM (its URL is a vault's): no attestation.
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> Any:
+        self._call("get_key_attestation")
+        raise KeyVaultError(
+            ErrorKind.PERMANENT, "key attestation is for Managed HSM keys only", status=400
+        )
+
     async def close(self) -> None:
         return None
 

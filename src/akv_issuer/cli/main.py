@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from akv_issuer.cli import ca, controller, sign
+from akv_issuer.cli import ca, check, controller, sign
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import Cause, KeyVaultError
 from akv_issuer.pki import PKIError
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ca.register(subparsers)
     sign.register(subparsers)
+    check.register(subparsers)
     controller.register(subparsers)
     return parser
 
@@ -70,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ""
         if isinstance(exc, KeyVaultError) and exc.cause is Cause.API_VERSION:
             hint = " (set AKV_KEYVAULT_API_VERSION to a version the vault supports)"
+        elif isinstance(exc, KeyVaultError) and exc.missing_permission:
+            hint = (
+                f"; assign a role granting {exc.missing_permission} on it "
+                f"(docs/azure-roles.md: ca-operator.json)"
+                if exc.missing_permission.lower().startswith("microsoft.")
+                else f"; add {exc.missing_permission!r} to the vault's access policy"
+            )
         print(f"{PROG}: error: {exc}{hint}", file=sys.stderr)
         return 1
     except OSError as exc:

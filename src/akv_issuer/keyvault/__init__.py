@@ -9,6 +9,13 @@ concurrency), :mod:`.cache` (the key cache, shared lookups), :mod:`.auth`,
 """
 
 from .access import KeyVaultAccess, KeyVaultSigner
+from .attestation import (
+    AttestationError,
+    AttestationRoot,
+    AttestationSummary,
+    KeyAttestation,
+    check_attestation,
+)
 from .auth import (
     Ambient,
     AssertionProvider,
@@ -47,6 +54,9 @@ __all__ = [
     "Ambient",
     "AssertionProvider",
     "AssertionProviderError",
+    "AttestationError",
+    "AttestationRoot",
+    "AttestationSummary",
     "AuthConfig",
     "Cause",
     "CertificateInfo",
@@ -55,6 +65,7 @@ __all__ = [
     "CredentialConfigError",
     "ErrorKind",
     "FederatedServiceAccount",
+    "KeyAttestation",
     "KeyInfo",
     "KeyVaultAccess",
     "KeyVaultError",
@@ -65,6 +76,7 @@ __all__ = [
     "SecretVersion",
     "WorkloadIdentity",
     "authority_for",
+    "check_attestation",
     "classify",
     "cloud_of",
     "is_managed_hsm",

@@ -11,17 +11,19 @@ from typing import Any
 
 from akv_issuer.pki import SignatureAlgorithm
 
+from .attestation import KeyAttestation, attestation_from_sdk
 from .auth import AssertionProvider, AuthConfig
 from .cache import KeyCache, SingleFlight, cache_name
 from .clients import ClientPool, VaultClients, proxy_for
 from .errors import ErrorKind, KeyVaultError
-from .jwk import check_sign_request, key_info
+from .jwk import check_sign_request, key_info, public_key
 from .models import (
     PEM_CONTENT_TYPE,
     CertificateInfo,
     KeyInfo,
     KeyVaultOptions,
     KeyVersion,
+    PublicKey,
     SecretInfo,
     SecretVersion,
     check_name,
@@ -112,6 +114,27 @@ class KeyVaultAccess:
         now = asyncio.get_running_loop().time()
         self._cache.put(auth, vault, name, info, latest=version is None, now=now)
         return info
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation:
+        """A Managed HSM key version's attestation (GET /keys/{name}/{version}/attestation,
+        api-version 2025-07-01; the same permission as get). Not cached: the issuer
+        check asks for it once per check of an issuer in an HSM. Check it with
+        :func:`.attestation.check_attestation`."""
+        vault = normalize_vault_url(vault_url)
+        check_name("key", name)
+        clients = self.clients(vault, auth)
+
+        async def fetch() -> KeyAttestation:
+            key = await clients.keys.get_key_attestation(name, version)
+            try:
+                public: PublicKey | None = public_key(key.key)
+            except KeyVaultError:
+                public = None  # a key type that cannot sign: the check says the key differs
+            return attestation_from_sdk(key, public)
+
+        return await self._retrying.call("get_key_attestation", vault, fetch)
 
     async def list_key_versions(
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25

@@ -99,9 +99,14 @@ class KeyVaultError(Exception):
         operation: str | None = None,
         inner_code: str | None = None,
         cause: Cause | None = None,
+        missing_permission: str | None = None,
     ) -> None:
         self.kind = kind
         self.cause = cause
+        # The permission a 403 says the identity lacks, when the vault names it: the
+        # Azure RBAC data action ("Microsoft.KeyVault/vaults/keys/sign/action") or the
+        # access-policy permission ("keys sign").
+        self.missing_permission = missing_permission
         self.status = status
         self.code = code
         self.message = message
@@ -194,6 +199,20 @@ _DISABLED_INNER = frozenset(
 )
 # ForbiddenByConnection: public network access disabled, no approved private endpoint.
 _FIREWALL_INNER = frozenset({"ForbiddenByFirewall", "ForbiddenByConnection"})
+# A missing permission, as the vault names it in a 403's message. Azure RBAC:
+# "Caller is not authorized to perform action on resource.\r\n...Action:
+# 'Microsoft.KeyVault/vaults/keys/sign/action'\r\nResource: '...'"; access policies:
+# "The user, group or application '...' does not have keys sign permission on key vault".
+_RBAC_ACTION = re.compile(r"Action: '(?P<permission>Microsoft\.KeyVault/[^']+)'", re.IGNORECASE)
+_POLICY_PERMISSION = re.compile(r"does not have (?P<permission>[\w ]+?) permission on key vault")
+
+
+def missing_permission(status: int | None, message: str) -> str | None:
+    """The permission a 403 from the vault says the identity lacks, if it names one."""
+    if status != 403:
+        return None
+    found = _RBAC_ACTION.search(message) or _POLICY_PERMISSION.search(message)
+    return found["permission"] if found else None
 
 
 def _entra_body(response: Any) -> tuple[str | None, str | None, list[int]]:
@@ -318,6 +337,11 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
             return _token_failure(error, line, status, retry_after, operation)
         cause = _vault_cause(status, code, message, inner)
         kind = _kind_of_status(status)
+        permission = missing_permission(status, message) if cause is None else None
+        if permission is not None:
+            # Azure RBAC's refusal runs over several CRLF-separated lines (caller,
+            # action, resource, assignment...): one line, naming what is missing.
+            message = f"{_first_line(message)} (missing permission: {permission})"
         if cause is Cause.SOFT_DELETED or cause is Cause.API_VERSION:
             kind = ErrorKind.PERMANENT
         elif status == 409:
@@ -333,6 +357,7 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
             operation=operation,
             inner_code=inner,
             cause=cause,
+            missing_permission=permission,
         )
     if isinstance(exc, ClientAuthenticationError):
         text = str(exc.message or exc)

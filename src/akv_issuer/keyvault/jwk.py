@@ -67,6 +67,8 @@ def key_info(vault_url: str, key: KeyVaultKey) -> KeyInfo:
         key_ops=tuple(text(op) for op in (key.key_operations or [])),
         not_before=props.not_before,
         expires=props.expires_on,
+        exportable=bool(props.exportable),
+        has_release_policy=props.release_policy is not None,
     )
 
 

@@ -77,6 +77,10 @@ class KeyInfo:
     key_ops: tuple[str, ...]
     not_before: dt.datetime | None = None
     expires: dt.datetime | None = None
+    # Secure key release: the private key can leave Key Vault (keys.json 2025-07-01
+    # KeyAttributes.exportable, KeyBundle.release_policy).
+    exportable: bool = False
+    has_release_policy: bool = False
 
 
 # The content type a PEM CA certificate (chain) is stored under in a secret.

@@ -199,6 +199,18 @@ def test_status_built_by_the_model_is_valid_against_the_crd_schema() -> None:
         signature_algorithm="RS256",
         ca_not_after=datetime(2030, 1, 1, tzinfo=UTC),
         last_check_time=now,
+        key_attestation={
+            "keyID": "https://h.managedhsm.azure.net/keys/ca/0123456789abcdef",
+            "result": "Checked",
+            "message": "attests this key version",
+            "formatVersion": "1.0.0",
+            "hsmPlatform": "2",
+            "privateKeyAttestationSHA256": "00" * 32,
+            "publicKeyAttestationSHA256": "11" * 32,
+            "certificates": 3,
+            "rootCertificates": [{"subject": "CN=root", "sha256": "22" * 32}],
+            "checkTime": "2025-06-01T12:00:00Z",
+        },
     )
     schema = version_schema(load_one(ISSUER_CRD))["properties"]["status"]
     assert validate(status, schema) == []

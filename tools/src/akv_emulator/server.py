@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from . import crypto, entra, rules
+from . import attestation, crypto, entra, rbac, rules
 from .discovery import DiscoveryTrust
 from .faults import ConnectionFaults
 from .proxy import NameProxy
@@ -83,6 +83,8 @@ from .tls import ensure_tls
 
 log = logging.getLogger("akv_emulator")
 
+# The subscription in the resource IDs of 403 answers (the emulator belongs to none).
+EMULATOR_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_API_VERSION = "2025-07-01"
 _ERROR_CODES = {
@@ -142,7 +144,31 @@ def _attributes(item: KeyVersion | SecretVersion | CertificateVersion) -> dict[s
         attrs["nbf"] = item.not_before
     if item.expires is not None:
         attrs["exp"] = item.expires
+    if isinstance(item, KeyVersion):
+        attrs["exportable"] = item.exportable
     return attrs
+
+
+def _release_policy(data: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A key's release policy from a create or update body (``release_policy``:
+    ``contentType``, ``data`` base64url, ``immutable``); ``previous`` when the body
+    has none. An immutable policy cannot be changed."""
+    raw = data.get("release_policy")
+    if raw is None:
+        return previous
+    if previous is not None and previous.get("immutable"):
+        raise ValueError("The key's release policy is immutable and cannot be changed.")
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), str) or not raw["data"]:
+        raise ValueError("The release_policy needs 'data': the policy, base64url encoded.")
+    try:
+        crypto.b64url_decode(raw["data"])
+    except (binascii.Error, ValueError):
+        raise ValueError("The release_policy's 'data' is not base64url.") from None
+    return {
+        "contentType": str(raw.get("contentType") or "application/json; charset=utf-8"),
+        "data": raw["data"],
+        "immutable": bool(raw.get("immutable", False)),
+    }
 
 
 def _int_or_none(value: Any, name: str) -> int | None:
@@ -256,6 +282,8 @@ class Emulator:
         self.identities: dict[str, Identity] = {}
         self.signing_keys = entra.SigningKeys()
         self.vault_settings = config.vault
+        # Signs the key attestations of the Managed HSM mode; throwaway, per process.
+        self.attestation_authority = attestation.AttestationAuthority.create()
 
     # ---- identities --------------------------------------------------------------------
 
@@ -553,12 +581,55 @@ class Emulator:
         if permission is None:
             return await handler(who)
         area, action = permission
-        allowed = who.permissions(area)
-        if action not in allowed:
+        kind, name = self.object_of(request, op)
+        hsm = self.is_managed_hsm(request)
+        needed = rbac.data_action(op, managed_hsm=hsm)
+        refused = action not in who.permissions(area)
+        if (
+            not refused
+            and who.role_assignments is not None
+            and self.vault_settings.permission_model == "rbac"
+        ):
+            # Azure RBAC: one of the identity's assignments must grant the data action
+            # on this object (or on the whole vault). A vault on access policies
+            # ignores role assignments for data actions, as Key Vault does.
+            refused = not rbac.allows(who.role_assignments, needed, kind, name)
+        if refused:
             return rules.permission_refusal(
-                self.vault_settings, request, who.client_id, area, action
+                self.vault_settings,
+                request,
+                who.client_id,
+                area,
+                action,
+                data_action=needed,
+                resource=self.resource_id(request, kind, name, hsm),
+                tenant_id=self.config.tenant_id,
             )
         return await handler(who)
+
+    @staticmethod
+    def object_of(request: web.Request, op: str) -> tuple[str | None, str | None]:
+        """The key, secret or certificate an operation acts on, as (kind, name), for the
+        scope of a role assignment; (None, None) for one on the vault as a whole (a list
+        of every key or secret). A deleted object keeps its kind and name."""
+        if op in rbac.VAULT_WIDE:
+            return None, None
+        parts = request.path.strip("/").split("/")
+        kind = {"deletedkeys": "keys", "deletedsecrets": "secrets"}.get(
+            parts[0].lower(), parts[0].lower()
+        )
+        return kind, parts[1] if len(parts) > 1 and parts[1] else None
+
+    @staticmethod
+    def resource_id(request: web.Request, kind: str | None, name: str | None, hsm: bool) -> str:
+        """The Azure resource ID a refusal names (the emulator has no subscription or
+        resource group: fixed placeholders)."""
+        vault = request.host.split(":")[0].split(".")[0]
+        base = (
+            f"/subscriptions/{EMULATOR_SUBSCRIPTION}/resourcegroups/akv-emulator/providers/"
+            f"microsoft.keyvault/{'managedhsms' if hsm else 'vaults'}/{vault}"
+        )
+        return f"{base}/{kind}/{name}" if kind and name else base
 
     @staticmethod
     async def body(request: web.Request) -> dict[str, Any]:
@@ -645,6 +716,13 @@ class Emulator:
                 ("keys", "delete"),
                 lambda who: self._delete_key(request, name),
             )
+        if len(rest) == 2 and rest[1] == "attestation" and method == "GET":
+            return await self.vault_call(
+                request,
+                "get_key_attestation",
+                ("keys", "get"),
+                lambda who: self._key_attestation(request, name, rest[0]),
+            )
         if len(rest) == 2 and rest[1] in ("sign", "verify") and method == "POST":
             op = rest[1]
             return await self.vault_call(
@@ -663,6 +741,10 @@ class Emulator:
             **item.material.public_jwk(),
         }
         bundle: dict[str, Any] = {"key": jwk, "attributes": _attributes(item)}
+        if self.is_managed_hsm(request):
+            bundle["attributes"]["hsmPlatform"] = "2"
+        if item.release_policy is not None:
+            bundle["release_policy"] = dict(item.release_policy)
         if item.tags:
             bundle["tags"] = dict(item.tags)
         return bundle
@@ -691,11 +773,21 @@ class Emulator:
                 else ["sign", "verify"]
             )
             key_ops = data.get("key_ops") or default_ops
+            exportable = (data.get("attributes") or {}).get("exportable", False)
+            if not isinstance(exportable, bool):
+                return self.bad("The attribute 'exportable' must be true or false.")
+            release_policy = _release_policy(data, None)
+            if exportable and release_policy is None:
+                # KeyAttributes.exportable: "Release policy must be provided when
+                # creating the first version of an exportable key."
+                return self.bad("An exportable key needs a release policy (release_policy).")
             item = KeyVersion(
                 name=name,
                 version=new_version(),
                 material=material,
                 key_ops=[str(op) for op in key_ops],
+                exportable=exportable,
+                release_policy=release_policy,
                 **_new_item_fields(data),
             )
         except (ValueError, TypeError, AttributeError) as exc:
@@ -721,6 +813,8 @@ class Emulator:
             key_ops=list(latest.key_ops),
             expires=expires,
             tags=dict(latest.tags),
+            exportable=latest.exportable,
+            release_policy=latest.release_policy,
         )
         self.keys[name][item.version] = item
         return item
@@ -769,6 +863,41 @@ class Emulator:
             return item
         return web.json_response(self.key_bundle(request, item))
 
+    async def _key_attestation(
+        self, request: web.Request, name: str, version: str
+    ) -> web.StreamResponse:
+        """The key bundle with ``attributes.attestation`` (attestation.py): on a Managed
+        HSM only. A vault answers 400 (assumption: Key Vault documents attestation
+        for Managed HSM keys only and no error for vaults)."""
+        if not self.is_managed_hsm(request):
+            return self.bad("Key attestation is available for Managed HSM keys only.")
+        if not self.vault_settings.key_attestation:
+            return self.bad("Key attestation is not available for this key.")
+        item = self.find_key(name, version)
+        if isinstance(item, web.Response):
+            return item
+        bundle = self.key_bundle(request, item)
+        kid = bundle["key"]["kid"]
+        public_key = item.material.private_key.public_key()
+        authority = self.attestation_authority
+        statements = {
+            part: authority.statement(
+                kid,
+                public_key,
+                private=part == "private",
+                exportable=item.exportable,
+                local=item.local,
+            )
+            for part in ("private", "public")
+        }
+        bundle["attributes"]["attestation"] = {
+            "certificatePemFile": crypto.b64url_encode(authority.certificate_pem_file()),
+            "privateKeyAttestation": crypto.b64url_encode(statements["private"]),
+            "publicKeyAttestation": crypto.b64url_encode(statements["public"]),
+            "version": attestation.FORMAT_VERSION,
+        }
+        return web.json_response(bundle)
+
     async def _update_key(
         self, request: web.Request, name: str, version: str
     ) -> web.StreamResponse:
@@ -789,6 +918,7 @@ class Emulator:
                 return self.bad(problem)
             if data.get("key_ops") is not None:
                 item.key_ops = [str(op) for op in data["key_ops"]]
+            item.release_policy = _release_policy(data, item.release_policy)
             if data.get("tags") is not None:
                 item.tags = _tags(data["tags"])
         except (ValueError, TypeError, AttributeError) as exc:
@@ -1309,6 +1439,7 @@ class Emulator:
                 version=version,
                 material=material,
                 key_ops=["sign", "verify"],
+                local=False,
                 **fields,
             )
             secret_item = SecretVersion(
@@ -1524,7 +1655,7 @@ class Emulator:
             data = await self.admin_body(request)
             if not isinstance(data, dict):
                 raise AdminInputError("the identity must be a JSON object")
-            unknown = sorted(set(data) - {"secret", "federated", "permissions"})
+            unknown = sorted(set(data) - {"secret", "federated", "permissions", "role_assignments"})
             if unknown:
                 raise AdminInputError(f"unknown identity field(s): {', '.join(unknown)}")
             identity = self.identities.get(client_id) or Identity(client_id)
@@ -1574,6 +1705,13 @@ class Emulator:
                         )
                     identity.permissions(area).clear()
                     identity.permissions(area).update(values)
+            if "role_assignments" in data:
+                try:
+                    identity.role_assignments = rbac.parse_role_assignments(
+                        data["role_assignments"]
+                    )
+                except rbac.RoleAssignmentError as exc:
+                    raise AdminInputError(str(exc)) from None
         except AdminInputError as exc:
             return self.admin_error(exc)
         self.identities[client_id] = identity

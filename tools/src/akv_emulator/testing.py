@@ -257,6 +257,19 @@ class AdminClient:
             self.handed_out.append(secret)
         return result
 
+    def set_role_assignments(
+        self, client_id: str, assignments: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """The identity's Azure RBAC role assignments (akv_emulator.rbac), replacing any it
+        had: each ``{"scope": "/keys/<name>", "role_definition": <a role definition as
+        az takes it>}`` or ``{"scope", "data_actions", "not_data_actions"?}``. From then
+        on the identity may do only what they grant; None removes them (everything is
+        allowed again, within its access-policy permissions)."""
+        result: dict[str, Any] = self.call(
+            "PUT", f"identities/{client_id}", {"role_assignments": assignments}
+        )
+        return result
+
     def delete_identity(self, client_id: str) -> None:
         self.call("DELETE", f"identities/{client_id}")
 
@@ -292,9 +305,11 @@ class AdminClient:
         permission_model: str | None = None,
         firewall: bool | None = None,
         api_versions: list[str] | None = None,
+        key_attestation: bool | None = None,
     ) -> dict[str, Any]:
         """The vault's permission model ("rbac", "access_policy"), its firewall (True:
-        refuse every authenticated call) and the api-versions it serves."""
+        refuse every authenticated call), the api-versions it serves and whether a
+        Managed HSM serves key attestation."""
         body: dict[str, Any] = {}
         if permission_model is not None:
             body["permission_model"] = permission_model
@@ -302,6 +317,8 @@ class AdminClient:
             body["firewall"] = firewall
         if api_versions is not None:
             body["api_versions"] = api_versions
+        if key_attestation is not None:
+            body["key_attestation"] = key_attestation
         result: dict[str, Any] = self.call("PUT", "vault", body)
         return result
 

@@ -76,6 +76,7 @@ def test_vault_flags_set_the_start_up_vault(tmp_path: Path) -> None:
             "permission_model": "access_policy",
             "firewall": False,
             "api_versions": ["2016-10-01", "7.0"],
+            "key_attestation": True,
         }
         emulator.admin.set_vault(firewall=True)
         emulator.admin.reset()

@@ -204,7 +204,9 @@ async def test_rotation_needs_its_permissions_and_an_existing_key(
             await call
         assert err.value.status_code == 403
     message = json.loads(err.value.response.text())["error"]["message"]
-    assert "keys/setrotationpolicy" in message
+    # The refused data action, as Azure RBAC names it (the access-policy permission
+    # is "setrotationpolicy"; the emulator named that before it knew data actions).
+    assert "Action: 'Microsoft.KeyVault/vaults/keyrotationpolicies/write'" in message
     assert emulator.admin.responses()["rotate_key"] == {"404": 1, "403": 1}
 
 

@@ -137,6 +137,14 @@ class IssuerReason(StrEnum):
     KUBERNETES_API_ERROR = "KubernetesAPIError"
     """The Kubernetes API failed reading the CA or auth Secret (an error other than
     404 or 403; the message carries the API's status). Transient."""
+    # --- issue 24 (the key stays in the HSM) ---
+    KEY_EXPORTABLE = "KeyExportable"
+    """The key is exportable or has a release policy (secure key release), so it can
+    leave Key Vault; refused unless spec.allowExportableKey."""
+    KEY_ATTESTATION_FAILED = "KeyAttestationFailed"
+    """Managed HSM: the key's attestation could not be fetched, or does not show this
+    key version, its public key, not exportable and no release policy; refused unless
+    spec.allowExportableKey."""
 
 
 class CertificateRequestCondition(StrEnum):

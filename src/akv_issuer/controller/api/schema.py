@@ -190,6 +190,8 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         pattern=_HTTPS_VAULT_URL,
         hint="must be the Entra ID authority's https URL, e.g. https://login.microsoftonline.us",
     ),
+    # --- issue 24 (the key stays in the HSM) ---
+    "allowExportableKey": FieldDef("boolean", default=False),
     "caSource": FieldDef("object"),
     "caSource.keyVaultSecret": FieldDef("object"),
     "caSource.keyVaultSecret.vaultBaseURL": FieldDef(
@@ -246,6 +248,19 @@ STATUS_FIELDS: Final[Mapping[str, FieldDef]] = {
     "keyVersion": FieldDef("string"),
     "signatureAlgorithm": FieldDef("string"),
     "caNotAfter": FieldDef("string"),  # format: date-time
+    "keyAttestation": FieldDef("object"),
+    "keyAttestation.keyID": FieldDef("string"),
+    "keyAttestation.result": FieldDef("string", enum=("Checked", "Failed")),
+    "keyAttestation.message": FieldDef("string"),
+    "keyAttestation.formatVersion": FieldDef("string"),
+    "keyAttestation.hsmPlatform": FieldDef("string"),
+    "keyAttestation.privateKeyAttestationSHA256": FieldDef("string"),
+    "keyAttestation.publicKeyAttestationSHA256": FieldDef("string"),
+    "keyAttestation.certificates": FieldDef("integer"),
+    "keyAttestation.rootCertificates": FieldDef("array[object]"),
+    "keyAttestation.rootCertificates.subject": FieldDef("string"),
+    "keyAttestation.rootCertificates.sha256": FieldDef("string"),
+    "keyAttestation.checkTime": FieldDef("string"),  # format: date-time
     "lastCheckTime": FieldDef("string"),  # format: date-time
     "conditions": FieldDef("array[object]"),
     "conditions.type": FieldDef("string", required=True),

@@ -228,6 +228,10 @@ class IssuerSpec:
     authority_host: str | None = None
     """``spec.auth.authorityHost``: the Entra authority for this issuer's identity;
     None: derived from the vault's cloud (akv_issuer.keyvault.cloud)."""
+    # --- issue 24 (the key stays in the HSM) ---
+    allow_exportable_key: bool = False
+    """``spec.allowExportableKey``: sign with a key that can leave Key Vault (exportable,
+    a release policy, or in a Managed HSM an attestation that does not show otherwise)."""
 
     @property
     def ca_source(self) -> CASource:

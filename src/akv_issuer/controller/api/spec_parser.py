@@ -217,6 +217,7 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         crl=_parse_crl(reader),
         ca_source_explicit=_parse_ca_source(reader, ca_renewal),
         authority_host=_optional_str(reader, "auth.authorityHost"),
+        allow_exportable_key=bool(reader.get("allowExportableKey")),
     )
 
 

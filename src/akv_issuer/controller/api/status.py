@@ -25,6 +25,7 @@ def build_issuer_status(
     signature_algorithm: str | None = None,
     ca_not_after: datetime | None = None,
     last_check_time: datetime | None = None,
+    key_attestation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``status`` object of an Issuer / ClusterIssuer, in the CRD's shape.
 
@@ -45,6 +46,9 @@ def build_issuer_status(
         status["caNotAfter"] = format_time(ca_not_after)
     if last_check_time is not None:
         status["lastCheckTime"] = format_time(last_check_time)
+    if key_attestation is not None:
+        # Managed HSM: the attestation as checked (STATUS_FIELDS "keyAttestation.*").
+        status["keyAttestation"] = dict(key_attestation)
     return status
 
 

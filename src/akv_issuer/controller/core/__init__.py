@@ -30,6 +30,7 @@ from akv_issuer.controller.core.checked import (
     RENEWAL_FAILED,
     RENEWED,
     CheckedIssuer,
+    KeyProtection,
     Renewal,
 )
 from akv_issuer.controller.core.config import COMPONENT, FIELD_MANAGER, ControllerConfig
@@ -89,6 +90,7 @@ __all__ = [
     "IssuerListener",
     "IssuerSide",
     "IssuerView",
+    "KeyProtection",
     "KeyVault",
     "KeyVaultGateway",
     "Renewal",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 
 from akv_issuer.controller.api import IssuerSpec
 from akv_issuer.controller.core.issuer import IssuerKey
 from akv_issuer.controller.observability.audit import CAKey, subject_text
-from akv_issuer.keyvault import AuthConfig, KeyInfo
+from akv_issuer.keyvault import AttestationSummary, AuthConfig, KeyInfo
 from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm
 
 # Reasons of the CARenewalDue condition (and of the renewal metric's result).
@@ -42,6 +43,45 @@ class Renewal:
         return self.reason in (DUE_INTERMEDIATE, DUE_MANUAL, RENEWAL_FAILED)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyProtection:
+    """What the check found about the key leaving Key Vault (issue 24): whether it is
+    exportable or has a release policy (let through only by spec.allowExportableKey),
+    and, in a Managed HSM, its attestation as checked (``attestation``) or why that
+    failed (``attestation_error``, let through only by spec.allowExportableKey)."""
+
+    exportable: bool = False
+    has_release_policy: bool = False
+    attestation: AttestationSummary | None = None
+    attestation_error: str | None = None
+    checked_at: dt.datetime | None = None
+
+    @property
+    def leaves_vault(self) -> bool:
+        """The key can leave Key Vault, or (HSM) nothing shows that it cannot."""
+        return self.exportable or self.has_release_policy or self.attestation_error is not None
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The audit record's ``ca.key_protection`` (docs/audit.md)."""
+        found = self.attestation
+        return {
+            "exportable": self.exportable,
+            "release_policy": self.has_release_policy,
+            "attestation": (
+                {
+                    "result": "Checked",
+                    "key_id": found.key_id,
+                    "private_key_attestation_sha256": found.private_key_attestation_sha256,
+                    "root_sha256": [root.sha256 for root in found.roots],
+                }
+                if found is not None
+                else {"result": "Failed", "message": self.attestation_error}
+                if self.attestation_error is not None
+                else None
+            ),
+        }
+
+
 @dataclass(frozen=True)
 class CheckedIssuer:
     key: IssuerKey
@@ -59,6 +99,8 @@ class CheckedIssuer:
     pending_key_version: str | None = None
     # The CA certificate is in its renewal window: renewed now, or due (see ca_lifecycle).
     renewal: Renewal | None = None
+    # Whether the key can leave Key Vault, and its Managed HSM attestation (issue 24).
+    protection: KeyProtection | None = None
 
     @property
     def ca_cert(self) -> x509.Certificate:
@@ -73,6 +115,9 @@ class CheckedIssuer:
             key_name=self.key_info.name,
             key_version=self.key_info.version,
             ca_subject=subject_text(self.ca_cert.subject),
+            key_protection=(
+                self.protection.audit_fields() if self.protection is not None else None
+            ),
         )
 
     @property

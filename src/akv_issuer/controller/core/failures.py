@@ -78,6 +78,8 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
             return CheckFailed(
                 IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after
             )
+        case ErrorKind.FORBIDDEN if err.missing_permission:
+            return CheckFailed(IssuerReason.FORBIDDEN, forbidden_message(err, what))
         case ErrorKind.FORBIDDEN:
             return CheckFailed(IssuerReason.FORBIDDEN, detail)
         case ErrorKind.NOT_FOUND:
@@ -89,6 +91,21 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
                 else IssuerReason.CA_INVALID,
                 detail,
             )
+
+
+def forbidden_message(err: KeyVaultError, what: str) -> str:
+    """The message of a 403 naming the permission the identity lacks (the Azure RBAC
+    data action, or the access-policy permission), and what to do about it."""
+    permission = err.missing_permission or "?"
+    code = "/".join(c for c in (err.code, err.inner_code) if c)
+    if permission.lower().startswith("microsoft."):
+        grant = (
+            f"the data action {permission}: assign a role that grants it, scoped to this "
+            f"object (docs/azure-roles.md)"
+        )
+    else:
+        grant = f"the access-policy permission {permission!r}: add it to the vault's access policy"
+    return f"{what}: Key Vault refused ({code}): the identity lacks {grant}"
 
 
 # Seconds before re-checking an issuer that only an administrator can fix (a

@@ -30,6 +30,7 @@ from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
     AuthConfig,
     CertificateInfo,
+    KeyAttestation,
     KeyInfo,
     KeyVaultError,
     KeyVersion,
@@ -79,6 +80,10 @@ class KeyVault(Protocol):
     async def get_certificate(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> CertificateInfo: ...
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation: ...
 
     async def set_secret(
         self,
@@ -202,6 +207,13 @@ class KeyVaultGateway:
     ) -> CertificateInfo:
         return await self._count(
             "get_certificate", self._kv.get_certificate(vault_url, name, version, auth)
+        )
+
+    async def get_key_attestation(
+        self, vault_url: str, name: str, version: str, auth: AuthConfig
+    ) -> KeyAttestation:
+        return await self._count(
+            "get_key_attestation", self._kv.get_key_attestation(vault_url, name, version, auth)
         )
 
     async def set_secret(

@@ -4,7 +4,9 @@ Order of the check, each step naming its own Ready reason when it fails:
 spec -> credentials (may this issuer use this identity; for
 auth.serviceAccountRef a ServiceAccount token) -> Key Vault key (exists,
 enabled, may sign, algorithm fits) -> CA secret (a PEM chain) -> CA
-certificate (a CA, valid now, public key equal to the Key Vault key's). A successful check leaves a
+certificate (a CA, valid now, public key equal to the Key Vault key's) -> key
+protection (not exportable, no release policy; in a Managed HSM its
+attestation: key_protection.py). A successful check leaves a
 :class:`CheckedIssuer` in memory: everything signing needs, so a
 CertificateRequest costs one Key Vault call (``sign``) and nothing else.
 """
@@ -17,19 +19,15 @@ import logging
 import os
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
-from akv_issuer.ca import CAVault, KeyVersionUnreadable, key_version_of_ca
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     AmbientAuth,
     ClientSecretAuth,
     IssuerReason,
     IssuerSpec,
-    KeyVaultCertificateCA,
     KubernetesSecretCA,
     ServiceAccountAuth,
     SpecError,
@@ -43,12 +41,10 @@ from akv_issuer.controller.core import (
     IssuerKey,
     KeyVaultGateway,
     Renewal,
-    ca_failure,
-    keyvault_failure,
     owner_namespace,
     permissions,
 )
-from akv_issuer.controller.issuers.signing_key import check_usable, issuer_algorithm
+from akv_issuer.controller.issuers.signing_key import issuer_algorithm
 from akv_issuer.keyvault import (
     Ambient,
     AssertionProvider,
@@ -56,20 +52,16 @@ from akv_issuer.keyvault import (
     AuthConfig,
     ClientSecret,
     FederatedServiceAccount,
-    KeyInfo,
-    KeyVaultError,
     WorkloadIdentity,
-    is_managed_hsm,
 )
 from akv_issuer.pki import (
-    CAChain,
-    CAError,
-    CAErrorKind,
     IssuancePolicy,
     IssuerProfile,
     PKIError,
-    load_ca_chain,
 )
+
+from .key_protection import check_key_protection
+from .vault_steps import match_ca, read_key, read_vault_ca
 
 log = logging.getLogger(__name__)
 
@@ -105,36 +97,15 @@ class IssuerChecker:
 
         auth = await self._auth(key, spec)
 
-        try:
-            key_info = await self._kv.get_key(
-                spec.key_vault_base_url, spec.key_name, spec.key_version, auth
-            )
-        except KeyVaultError as err:
-            raise keyvault_failure(
-                err, f"key {spec.key_name!r}", IssuerReason.KEY_NOT_FOUND
-            ) from None
-        check_usable(spec, key_info, now)
-
+        # The Key Vault side, step by step (vault_steps.py, shared with akv-issuer check).
+        key_info = await read_key(self._kv, spec, auth, now)
         ca_text = await self._read_ca(key, spec, auth)
-        what = spec.ca_description
-        pending_version: str | None = None
-        try:
-            ca = load_ca_chain(ca_text, key_info.public_key, now)
-        except CAError as err:
-            if err.kind is not CAErrorKind.MISMATCH or spec.key_version:
-                raise ca_failure(err, what) from None
-            # keyVersion unset and the latest version is not the CA's: a new
-            # version (manual, or Key Vault's rotation policy) whose CA
-            # certificate is not stored yet. Keep signing with the version the
-            # CA certificate holds rather than stop issuance.
-            older = await self._version_of_ca(spec, auth, ca_text, key_info, now)
-            if older is None:
-                raise ca_failure(err, what) from None
-            pending_version = key_info.version
-            key_info, ca = older
-            check_usable(spec, key_info, now)
+        matched = await match_ca(self._kv, spec, auth, ca_text, key_info, now)
+        key_info, ca, pending_version = matched.key_info, matched.ca, matched.pending_key_version
 
         algorithm = issuer_algorithm(spec, key_info, ca.ca)
+        # Can the key version that signs leave Key Vault? (KeyExportable, KeyAttestationFailed)
+        protection = await check_key_protection(self._kv, spec, auth, key_info, now)
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
             ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
@@ -166,48 +137,18 @@ class IssuerChecker:
             checked_at=now,
             pending_key_version=pending_version,
             renewal=renewal,
+            protection=protection,
         )
 
     async def _read_ca(self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig) -> str:
-        """The CA certificate (chain) as PEM text from wherever ``spec`` says it is kept.
-
-        A Key Vault certificate object is read through the Certificates API: its
-        public certificate only (``cer``, no chain), never its secret, which may
-        hold the private key. A Kubernetes Secret is read from the issuer's own
-        namespace, or for a ClusterIssuer from the cluster resource namespace.
-        """
+        """The CA certificate (chain) as PEM text from wherever ``spec`` says it is kept:
+        a Kubernetes Secret here (the issuer's own namespace, or for a ClusterIssuer the
+        cluster resource namespace), a Key Vault secret or certificate object through
+        :func:`.vault_steps.read_vault_ca`."""
         source = spec.ca_source
-        what = spec.ca_description
         if isinstance(source, KubernetesSecretCA):
             return await self._kubernetes_ca(key, source)
-        if isinstance(source, KeyVaultCertificateCA):
-            vault = source.vault_base_url or spec.key_vault_base_url
-            try:
-                cert = await self._kv.get_certificate(vault, source.name, source.version, auth)
-            except KeyVaultError as err:
-                raise keyvault_failure(err, what, IssuerReason.CA_CERTIFICATE_NOT_FOUND) from None
-            try:
-                parsed = x509.load_der_x509_certificate(cert.cer)
-            except ValueError:
-                raise CheckFailed(
-                    IssuerReason.CA_INVALID, f"{what}: its cer is not a DER certificate"
-                ) from None
-            return parsed.public_bytes(serialization.Encoding.PEM).decode()
-        if spec.ca_source_explicit is None and is_managed_hsm(spec.key_vault_base_url):
-            raise CheckFailed(
-                IssuerReason.INVALID_SPEC,
-                f"the key is in a Managed HSM, which holds keys only: set spec.caSource to "
-                f"where the CA certificate is kept (a Key Vault secret or certificate in a "
-                f"vault, or a Kubernetes Secret) instead of reading {what}",
-                retryable=False,
-            )
-        try:
-            secret = await self._kv.get_secret(
-                source.vault_base_url, source.name, source.version, auth
-            )
-        except KeyVaultError as err:
-            raise keyvault_failure(err, what, IssuerReason.CA_SECRET_NOT_FOUND) from None
-        return secret.value
+        return await read_vault_ca(self._kv, spec, auth)
 
     async def _kubernetes_ca(self, key: IssuerKey, source: KubernetesSecretCA) -> str:
         # As for clientSecret: the spec never names a namespace.
@@ -229,28 +170,6 @@ class IssuerChecker:
                 IssuerReason.CA_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {source.key!r}"
             )
         return value
-
-    async def _version_of_ca(
-        self,
-        spec: IssuerSpec,
-        auth: AuthConfig,
-        secret_value: str,
-        latest: KeyInfo,
-        now: dt.datetime,
-    ) -> tuple[KeyInfo, CAChain] | None:
-        """The newest enabled older version of the key whose public key the CA
-        secret holds a certificate for, with that chain; None if there is none
-        (the rule: :func:`akv_issuer.ca.key_version_of_ca`)."""
-        vault = CAVault(self._kv, spec.key_vault_base_url, auth)
-        try:
-            return await key_version_of_ca(vault, spec.key_name, secret_value, latest, now)
-        except KeyVersionUnreadable as err:
-            what = (
-                f"versions of key {spec.key_name!r}"
-                if err.version is None
-                else f"key {spec.key_name!r} version {err.version}"
-            )
-            raise keyvault_failure(err.error, what, IssuerReason.KEY_NOT_FOUND) from None
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth

@@ -31,10 +31,23 @@ from akv_issuer.controller.api import (
     format_time,
     make_condition,
 )
-from akv_issuer.controller.core import NOT_DUE, CheckedIssuer, CheckFailed, FeatureCondition
+from akv_issuer.controller.core import (
+    NOT_DUE,
+    CheckedIssuer,
+    CheckFailed,
+    FeatureCondition,
+    KeyProtection,
+)
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
-_CA_FIELDS = ("caCertificate", "keyID", "keyVersion", "signatureAlgorithm", "caNotAfter")
+_CA_FIELDS = (
+    "caCertificate",
+    "keyID",
+    "keyVersion",
+    "signatureAlgorithm",
+    "caNotAfter",
+    "keyAttestation",
+)
 
 
 def issuer_status(
@@ -101,6 +114,7 @@ def issuer_status(
             signature_algorithm=str(checked.algorithm),
             ca_not_after=checked.not_after,
             last_check_time=now,
+            key_attestation=key_attestation_status(checked.protection),
         )
     else:
         status = build_issuer_status(conditions=written, last_check_time=now)
@@ -209,8 +223,64 @@ def _condition_dict(condition: Condition) -> dict[str, Any]:
 
 
 def ready_message(checked: CheckedIssuer) -> str:
-    return (
+    message = (
         f"key {checked.spec.key_name} version {checked.key_version} signs with "
         f"{checked.algorithm}; CA {checked.ca_cert.subject.rfc4514_string()} valid until "
         f"{format_time(checked.not_after)}"
     )
+    protection = checked.protection
+    if protection is None:
+        return message
+    if protection.attestation is not None:
+        message += "; Managed HSM attestation checked (status.keyAttestation)"
+    if protection.leaves_vault:
+        found = [
+            text
+            for flag, text in (
+                (protection.exportable, "is exportable"),
+                (protection.has_release_policy, "has a release policy"),
+                (protection.attestation_error is not None, "has no attestation that passed"),
+            )
+            if flag
+        ]
+        message += (
+            f"; WARNING: the key {' and '.join(found)}, so it may leave Key Vault "
+            f"(allowed by spec.allowExportableKey)"
+        )
+    return message
+
+
+def key_attestation_status(protection: KeyProtection | None) -> dict[str, Any] | None:
+    """``status.keyAttestation`` (Managed HSM): the attestation as checked, or why it
+    failed (only with spec.allowExportableKey; else the issuer is not Ready)."""
+    if protection is None or protection.checked_at is None:
+        return None
+    found = protection.attestation
+    if found is None and protection.attestation_error is None:
+        return None  # not in a Managed HSM
+    status: dict[str, Any] = {"checkTime": format_time(protection.checked_at)}
+    if found is None:
+        status["result"] = "Failed"
+        status["message"] = protection.attestation_error
+        return status
+    status.update(
+        {
+            "keyID": found.key_id,
+            "result": "Checked",
+            "message": (
+                "names this key version, attests its public key, not exportable, no release "
+                "policy; compare the digests and root fingerprints with Microsoft's "
+                "attestation validator (docs/api.md, Key protection)"
+            ),
+            "privateKeyAttestationSHA256": found.private_key_attestation_sha256,
+            "certificates": found.certificates,
+            "rootCertificates": [{"subject": r.subject, "sha256": r.sha256} for r in found.roots],
+        }
+    )
+    if found.public_key_attestation_sha256 is not None:
+        status["publicKeyAttestationSHA256"] = found.public_key_attestation_sha256
+    if found.format_version:
+        status["formatVersion"] = found.format_version
+    if found.hsm_platform:
+        status["hsmPlatform"] = found.hsm_platform
+    return status

@@ -147,14 +147,20 @@ class CAKey:
     key_name: str
     key_version: str
     ca_subject: str
+    # Whether the key can leave Key Vault, and its Managed HSM attestation as the
+    # issuer check found them (docs/audit.md, ``ca.key_protection``).
+    key_protection: Mapping[str, Any] | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "key_id": self.key_id,
             "key_name": self.key_name,
             "key_version": self.key_version,
             "subject": self.ca_subject,
         }
+        if self.key_protection is not None:
+            fields["key_protection"] = dict(self.key_protection)
+        return fields
 
 
 def _time(moment: dt.datetime) -> str:
