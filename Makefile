@@ -46,7 +46,7 @@ binaries: venv
 # limit in seconds (hack/tier.sh prints the tier's result and duration); the tier
 # of a test is its folder's (tests/support/tiers.py). PYTEST_ARGS go to pytest,
 # e.g. `make unit PYTEST_ARGS="-x -k crl"`.
-.PHONY: unit emulator cluster deploy e2e node harness node-unavailable
+.PHONY: unit emulator cluster deploy e2e e2e-oldest node harness node-unavailable
 TIER := bash hack/tier.sh
 
 unit: venv
@@ -63,6 +63,12 @@ deploy: binaries
 
 e2e: binaries
 	@$(TIER) e2e 900 $(PYTEST_ARGS)
+
+# The e2e tier again on the oldest supported Kubernetes and cert-manager
+# (AKV_MATRIX=oldest: their kube-apiserver, kubectl, controller and CRDs;
+# docs/e2e.md "Support matrix").
+e2e-oldest: binaries
+	@AKV_MATRIX=oldest TIER_LABEL=e2e-oldest $(TIER) e2e 900 $(PYTEST_ARGS)
 
 # `image` first: the node tests load it (their own build is then a warm one).
 node: binaries image
@@ -88,7 +94,7 @@ node-unavailable:
 # this); a summary of the tiers' times at the end.
 TIER_TIMES_FILE := $(abspath .pytest_cache/tier-times)
 test: export TIER_TIMES := $(TIER_TIMES_FILE)
-test: tier-times-reset lint typecheck unit emulator cluster deploy e2e $(NODE_TIER) harness
+test: tier-times-reset lint typecheck unit emulator cluster deploy e2e e2e-oldest $(NODE_TIER) harness
 	@echo "make test: every tier passed"; cat $(TIER_TIMES_FILE)
 
 .PHONY: tier-times-reset

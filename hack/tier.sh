@@ -26,7 +26,8 @@ case $rc in
   124 | 137) verdict="TIMED OUT" ;;
   *) verdict="FAILED (pytest exit $rc)" ;;
 esac
-line=$(printf 'tier %-8s %-26s %5d s (limit %d s)' "$tier" "$verdict" "$took" "$limit")
+# TIER_LABEL names a run of a tier under other settings (e2e-oldest).
+line=$(printf 'tier %-8s %-26s %5d s (limit %d s)' "${TIER_LABEL:-$tier}" "$verdict" "$took" "$limit")
 echo "$line"
 if [[ -n ${TIER_TIMES:-} ]]; then
   echo "$line" >>"$TIER_TIMES"

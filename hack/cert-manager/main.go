@@ -14,7 +14,10 @@
 // no config file and no DNS01 options: it is a development/test runner. The controller set and defaults follow upstream v1.21's
 // DefaultEnabledControllers and flag defaults, except the Venafi issuer: its
 // dependency github.com/Venafi/vcert/v5 is refused by the module proxy (403),
-// so Venafi Issuers are not supported by this build.
+// so Venafi Issuers are not supported by this build. --feature-gates sets
+// cert-manager's own gates (pkg/util/feature); with
+// ExperimentalCertificateSigningRequestControllers=true `*` also runs the
+// Kubernetes CSR signers, as upstream does.
 package main
 
 import (
@@ -34,10 +37,10 @@ import (
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/featuregate"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 
@@ -45,6 +48,7 @@ import (
 	"github.com/cert-manager/cert-manager/pkg/healthz"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
 	"github.com/cert-manager/cert-manager/pkg/util"
+	utilfeature "github.com/cert-manager/cert-manager/pkg/util/feature"
 
 	// Controllers register themselves with pkg/controller in init().
 	_ "github.com/cert-manager/cert-manager/pkg/controller/acmechallenges"
@@ -62,6 +66,12 @@ import (
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/requestmanager"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/revisionmanager"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificates/trigger"
+	// Kubernetes CSR signers (upstream's ExperimentalCertificateSigningRequestControllers,
+	// Venafi's aside), enabled by that feature gate as upstream does.
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificatesigningrequests/acme"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificatesigningrequests/ca"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificatesigningrequests/selfsigned"
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificatesigningrequests/vault"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/clusterissuers"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/issuers"
 
@@ -105,8 +115,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.BoolVar(&o.IssuerAmbientCredentials, "issuer-ambient-credentials", false, "Let Issuers use ambient credentials.")
 	fs.BoolVar(&o.EnableOwnerRef, "enable-certificate-owner-ref", false, "Make each Certificate the owner of its Secret.")
 	fs.StringSliceVar(&o.CopiedAnnotationPrefixes, "copied-annotation-prefixes", []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"}, "Annotation prefixes copied from a Certificate to its CertificateRequests.")
-	fs.DurationVar(&o.CertificateRequestMinimumBackoffDuration, "certificate-request-minimum-backoff-duration", time.Hour, "First backoff after a failed issuance.")
-	fs.DurationVar(&o.CertificateRequestMaximumBackoffDuration, "certificate-request-maximum-backoff-duration", 32*time.Hour, "Largest backoff after repeated failed issuances.")
+	addBackoffFlags(fs, &o.ContextOptions)
 	fs.StringVar(&o.DefaultIssuerKind, "default-issuer-kind", "Issuer", "ingress-shim default issuer kind.")
 	fs.StringVar(&o.DefaultIssuerGroup, "default-issuer-group", "cert-manager.io", "ingress-shim default issuer group.")
 	fs.StringSliceVar(&o.DefaultAutoCertificateAnnotations, "auto-certificate-annotations", []string{"kubernetes.io/tls-acme"}, "ingress-shim annotations.")
@@ -140,6 +149,16 @@ var defaultControllers = []string{
 	"certificates-revision-manager",
 }
 
+// experimentalCSRControllers mirrors upstream's
+// ExperimentalCertificateSigningRequestControllers (v1.21) without Venafi's;
+// like upstream, `*` includes them when the feature gate of that name is on.
+var experimentalCSRControllers = []string{
+	"certificatesigningrequests-issuer-acme", "certificatesigningrequests-issuer-ca",
+	"certificatesigningrequests-issuer-selfsigned", "certificatesigningrequests-issuer-vault",
+}
+
+const csrControllersGate = featuregate.Feature("ExperimentalCertificateSigningRequestControllers")
+
 func enabledControllers(spec []string) ([]string, error) {
 	known := controllerpkg.Known()
 	enabled := map[string]bool{}
@@ -150,6 +169,11 @@ func enabledControllers(spec []string) ([]string, error) {
 		case item == "*":
 			for _, n := range defaultControllers {
 				enabled[n] = true
+			}
+			if utilfeature.DefaultFeatureGate.Enabled(csrControllersGate) {
+				for _, n := range experimentalCSRControllers {
+					enabled[n] = true
+				}
 			}
 		case strings.HasPrefix(item, "-"):
 			name := item[1:]

@@ -29,6 +29,7 @@ OTHER_TOOLS_FLAGS = {
     "--reuse-values",
     "--ignore-not-found",
     "--dry-run",
+    "--kubernetes-version",  # az aks create
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "ca": ("create", "rotate", "csr", "import", "crl"),

@@ -7,6 +7,13 @@ under ``hack/``, and cached per version under the user's cache folder. When
 (the envtest layout real users already have), those are used and nothing is
 built. cert-manager's CRDs are read from its Go module after ``go mod download``.
 
+The support matrix (:data:`MATRIX`) has two points, the newest and the
+oldest Kubernetes + cert-manager pair the project supports; ``AKV_MATRIX``
+(``newest``, the default, or ``oldest``) selects which kube-apiserver, kubectl,
+cert-manager controller and CRDs :func:`locate` and the dev cluster use. The
+oldest point is built from the same wrappers with an alternate go.mod
+(``go build -modfile=go.<version>.mod``).
+
 Usage: ``python -m akv_devcluster.binaries ensure|gen-gomod|crds``.
 """
 
@@ -67,6 +74,13 @@ class GoBinary:
     module_dir: str
     package: str
     version_vars: tuple[tuple[str, str], ...] = ()
+    # Built with `go test -c` (a package whose code is only _test.go files,
+    # e.g. Ginkgo specs) instead of `go build`.
+    test_binary: bool = False
+    # An alternate go.mod in source_dir (`go build -modfile=...`; its go.sum
+    # is the same name with .sum): another version from the same wrapper.
+    modfile: str = ""
+    tags: tuple[str, ...] = ()
 
     @property
     def source_dir(self) -> Path:
@@ -93,20 +107,35 @@ def _kube_version_vars(version: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-KUBE_APISERVER = GoBinary(
-    "kube-apiserver",
-    KUBERNETES_VERSION,
-    "kube-apiserver",
-    ".",
-    _kube_version_vars(KUBERNETES_VERSION),
-)
-KUBECTL = GoBinary(
-    "kubectl",
-    KUBERNETES_VERSION,
-    "kube-apiserver",
-    "./cmd/kubectl",
-    _kube_version_vars(KUBERNETES_VERSION),
-)
+def _modfile(version: str, newest: str) -> str:
+    """hack/<wrapper>/go.mod pins the newest version; others have go.<version>.mod."""
+    return "" if version == newest else f"go.{version}.mod"
+
+
+def kube_apiserver_binary(version: str) -> GoBinary:
+    return GoBinary(
+        "kube-apiserver",
+        version,
+        "kube-apiserver",
+        ".",
+        _kube_version_vars(version),
+        modfile=_modfile(version, KUBERNETES_VERSION),
+    )
+
+
+def kubectl_binary(version: str) -> GoBinary:
+    return GoBinary(
+        "kubectl",
+        version,
+        "kube-apiserver",
+        "./cmd/kubectl",
+        _kube_version_vars(version),
+        modfile=_modfile(version, KUBERNETES_VERSION),
+    )
+
+
+KUBE_APISERVER = kube_apiserver_binary(KUBERNETES_VERSION)
+KUBECTL = kubectl_binary(KUBERNETES_VERSION)
 ETCD = GoBinary("etcd", ETCD_VERSION, "etcd", ".")
 
 
@@ -144,16 +173,28 @@ HELM = GoBinary(
         ("helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor", "37"),
     ),
 )
+
+
 # cert-manager's controller, from our own main over cert-manager's exported
 # packages (the upstream controller-binary module is not served by the proxy);
 # see hack/cert-manager/main.go and akv_devcluster.certmanager.
-CERT_MANAGER_CONTROLLER = GoBinary(
-    "cert-manager-controller",
-    CERT_MANAGER_VERSION,
-    "cert-manager",
-    ".",
-    (("github.com/cert-manager/cert-manager/pkg/util.AppVersion", CERT_MANAGER_VERSION),),
-)
+def cert_manager_controller_binary(version: str) -> GoBinary:
+    # Older cert-manager packages lack a few options main.go sets; the files
+    # that differ carry a build tag named after the version (certmanager_v1_19).
+    major, minor = version.lstrip("v").split(".")[:2]
+    old = version != CERT_MANAGER_VERSION
+    return GoBinary(
+        "cert-manager-controller",
+        version,
+        "cert-manager",
+        ".",
+        (("github.com/cert-manager/cert-manager/pkg/util.AppVersion", version),),
+        modfile=_modfile(version, CERT_MANAGER_VERSION),
+        tags=(f"certmanager_v{major}_{minor}",) if old else (),
+    )
+
+
+CERT_MANAGER_CONTROLLER = cert_manager_controller_binary(CERT_MANAGER_VERSION)
 
 # trust-manager, upstream's own main package (cmd/trust-manager is importable
 # from the root module, unlike cert-manager's controller); see
@@ -201,6 +242,20 @@ WORKLOAD_IDENTITY_WEBHOOK = GoBinary(
     ((f"{WORKLOAD_IDENTITY_MODULE}/pkg/version.BuildVersion", WORKLOAD_IDENTITY_VERSION),),
 )
 
+# cert-manager's issuer conformance specs (test/e2e/suite/conformance) as a
+# test binary from a wrapper of our own; pinned to the newest cert-manager
+# release whose root module still holds test/e2e (later ones moved it to a
+# module the proxy does not serve). Run by tests/e2e/test_e2e_conformance.py
+# through akv_devcluster.conformance; see hack/cert-manager-conformance.
+CONFORMANCE_VERSION = "v1.11.5"
+CERT_MANAGER_CONFORMANCE = GoBinary(
+    "cert-manager-conformance",
+    CONFORMANCE_VERSION,
+    "cert-manager-conformance",
+    ".",
+    test_binary=True,
+)
+
 # zlint, upstream's own main package (cmd/zlint) at the version hack/zlint/go.mod
 # pins; tests/lint runs it over every certificate and CRL the project makes.
 ZLINT = GoBinary(
@@ -226,6 +281,50 @@ SYFT = GoBinary(
 )
 
 ALL_BINARIES = (ETCD, KUBE_APISERVER, KUBECTL)
+
+
+# --- the support matrix --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatrixPoint:
+    """A Kubernetes + cert-manager pair the tests run (docs/e2e.md "Support matrix")."""
+
+    name: str
+    kubernetes: str
+    cert_manager: str
+
+    @property
+    def kube_apiserver(self) -> GoBinary:
+        return kube_apiserver_binary(self.kubernetes)
+
+    @property
+    def kubectl(self) -> GoBinary:
+        return kubectl_binary(self.kubernetes)
+
+    @property
+    def cert_manager_controller(self) -> GoBinary:
+        return cert_manager_controller_binary(self.cert_manager)
+
+
+# The newest pair is what everything else is built against. The oldest: the
+# oldest k8s.io/kubernetes whose API server takes the dev cluster's v1
+# AuthenticationConfiguration (anonymous access limited to the discovery
+# paths, GA in 1.34), and cert-manager 1.19 (built against k8s.io 0.34), the
+# oldest release still in use that the controller wrapper builds against.
+NEWEST = MatrixPoint("newest", KUBERNETES_VERSION, CERT_MANAGER_VERSION)
+OLDEST = MatrixPoint("oldest", "v1.34.4", "v1.19.5")
+MATRIX = {point.name: point for point in (NEWEST, OLDEST)}
+MATRIX_ENV = "AKV_MATRIX"
+
+
+def matrix_point() -> MatrixPoint:
+    """The point ``AKV_MATRIX`` selects (default: the newest)."""
+    name = os.environ.get(MATRIX_ENV, "").strip() or NEWEST.name
+    point = MATRIX.get(name)
+    if point is None:
+        raise BinariesError(f"{MATRIX_ENV}={name!r} is not one of {', '.join(MATRIX)}")
+    return point
 
 
 @dataclass(frozen=True)
@@ -367,20 +466,32 @@ def generate_gomods() -> None:
     """Regenerate hack/*/go.mod and go.sum from the pinned upstream versions."""
     kube = download_module(KUBERNETES_MODULE, KUBERNETES_VERSION)
     etcd = download_module(ETCD_MODULE, ETCD_VERSION)
+    oldest = download_module(KUBERNETES_MODULE, OLDEST.kubernetes)
     targets = [
-        (HACK_DIR / "kube-apiserver", render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION)),
+        (
+            HACK_DIR / "kube-apiserver",
+            "go.mod",
+            render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION),
+        ),
+        (
+            HACK_DIR / "kube-apiserver",
+            OLDEST.kube_apiserver.modfile,
+            render_kube_gomod(_read_gomod(oldest), OLDEST.kubernetes),
+        ),
         (
             HACK_DIR / "kube-node",
+            "go.mod",
             render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION, "kube-node"),
         ),
-        (HACK_DIR / "etcd", render_etcd_gomod(_read_gomod(etcd), ETCD_VERSION)),
+        (HACK_DIR / "etcd", "go.mod", render_etcd_gomod(_read_gomod(etcd), ETCD_VERSION)),
     ]
-    for directory, gomod in targets:
-        (directory / "go.mod").write_text(gomod)
-        (directory / "go.sum").unlink(missing_ok=True)
-        _log(f"go mod tidy in {directory} (downloads the module graph)")
-        _run_go(["mod", "tidy"], directory, what=f"go mod tidy in {directory.name}")
-        _log(f"wrote {directory / 'go.mod'} and go.sum")
+    for directory, name, gomod in targets:
+        (directory / name).write_text(gomod)
+        (directory / (name.removesuffix(".mod") + ".sum")).unlink(missing_ok=True)
+        _log(f"go mod tidy in {directory} for {name} (downloads the module graph)")
+        flags = [] if name == "go.mod" else [f"-modfile={name}"]
+        _run_go(["mod", "tidy", *flags], directory, what=f"go mod tidy in {directory.name}")
+        _log(f"wrote {directory / name} and its go.sum")
 
 
 def _required_version(gomod: Path, module: str) -> str | None:
@@ -390,12 +501,18 @@ def _required_version(gomod: Path, module: str) -> str | None:
 
 def check_gomods() -> None:
     """Fail clearly when a committed go.mod no longer matches the pinned version."""
-    for directory, module, version in (
-        (HACK_DIR / "kube-apiserver", KUBERNETES_MODULE, KUBERNETES_VERSION),
-        (HACK_DIR / "kube-node", KUBERNETES_MODULE, KUBERNETES_VERSION),
-        (HACK_DIR / "etcd", ETCD_MODULE, ETCD_VERSION),
+    for directory, name, module, version in (
+        (HACK_DIR / "kube-apiserver", "go.mod", KUBERNETES_MODULE, KUBERNETES_VERSION),
+        (
+            HACK_DIR / "kube-apiserver",
+            OLDEST.kube_apiserver.modfile,
+            KUBERNETES_MODULE,
+            OLDEST.kubernetes,
+        ),
+        (HACK_DIR / "kube-node", "go.mod", KUBERNETES_MODULE, KUBERNETES_VERSION),
+        (HACK_DIR / "etcd", "go.mod", ETCD_MODULE, ETCD_VERSION),
     ):
-        gomod = directory / "go.mod"
+        gomod = directory / name
         if not gomod.is_file():
             raise BinariesError(
                 f"{gomod} is missing (the hack/ wrapper modules ship with the repo)"
@@ -418,8 +535,16 @@ def _inputs_digest(binary: GoBinary) -> str:
     digest = hashlib.sha256()
     digest.update(binary.ldflags().encode())
     digest.update(binary.package.encode())
+    if binary.test_binary:
+        digest.update(b"go test -c")
+    modules = ("go.mod", "go.sum")
+    if binary.modfile:
+        digest.update(f"-modfile={binary.modfile}".encode())
+        modules = (binary.modfile, binary.modfile.removesuffix(".mod") + ".sum")
+    if binary.tags:
+        digest.update(f"-tags={','.join(binary.tags)}".encode())
     for path in sorted(binary.source_dir.rglob("*")):
-        if path.is_file() and (path.suffix == ".go" or path.name in ("go.mod", "go.sum")):
+        if path.is_file() and (path.suffix == ".go" or path.name in modules):
             digest.update(str(path.relative_to(binary.source_dir)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -481,11 +606,13 @@ def _build(binary: GoBinary) -> Path:
             "for all three on 2 cores, ~2 GB of RAM; later runs reuse the cache"
         )
     started = time.monotonic()
+    # `go test -c` takes the build flags too; its -v would be a test flag.
     cmd = [
         _go(),
-        "build",
-        "-v",
+        *(["test", "-c"] if binary.test_binary else ["build", "-v"]),
         "-mod=readonly",
+        *([f"-modfile={binary.modfile}"] if binary.modfile else []),
+        *([f"-tags={','.join(binary.tags)}"] if binary.tags else []),
         "-ldflags",
         binary.ldflags(),
         "-o",
@@ -551,8 +678,9 @@ def _from_kubebuilder_assets() -> Binaries | None:
     return Binaries(etcd=etcd, kube_apiserver=apiserver, kubectl=kubectl)
 
 
-def cert_manager_crd_dir() -> Path:
-    info = download_module(CERT_MANAGER_MODULE, CERT_MANAGER_VERSION)
+def cert_manager_crd_dir(version: str | None = None) -> Path:
+    """deploy/crds of the cert-manager module (default: the AKV_MATRIX point's)."""
+    info = download_module(CERT_MANAGER_MODULE, version or matrix_point().cert_manager)
     crds = Path(info["Dir"]) / "deploy" / "crds"
     if not any(crds.glob("*.yaml")):
         raise BinariesError(f"no CRDs found under {crds}")
@@ -566,7 +694,8 @@ def locate(*, build: bool = True) -> Binaries:
         paths: dict[str, Path] = {}
         if build:
             check_gomods()
-        for binary in ALL_BINARIES:
+        point = matrix_point()
+        for binary in (ETCD, point.kube_apiserver, point.kubectl):
             if build:
                 paths[binary.name] = ensure_binary(binary)
             elif _is_fresh(binary):
@@ -580,17 +709,21 @@ def locate(*, build: bool = True) -> Binaries:
 
 
 def _ensure_only(names: list[str]) -> int:
+    point = matrix_point()
     known = {
         b.name: b
         for b in (
-            *ALL_BINARIES,
+            ETCD,
+            point.kube_apiserver,
+            point.kubectl,
             HELM,
-            CERT_MANAGER_CONTROLLER,
+            point.cert_manager_controller,
             TRUST_MANAGER,
             *NODE_BINARIES,
             CERT_MANAGER_WEBHOOK,
             CERT_MANAGER_CAINJECTOR,
             WORKLOAD_IDENTITY_WEBHOOK,
+            CERT_MANAGER_CONFORMANCE,
             ZLINT,
             SYFT,
         )
@@ -635,15 +768,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kubectl         {found.kubectl or '(not found)'}")
             print(f"cert-manager CRDs {found.crd_dir}")
             print(f"helm            {ensure_binary(HELM)}")
-            print(f"cert-manager    {ensure_binary(CERT_MANAGER_CONTROLLER)}")
+            print(f"cert-manager    {ensure_binary(matrix_point().cert_manager_controller)}")
             print(f"trust-manager   {ensure_binary(TRUST_MANAGER)}")
             for binary in NODE_BINARIES:
                 print(f"{binary.name:<15} {ensure_binary(binary)}")
             print(f"cm-webhook      {ensure_binary(CERT_MANAGER_WEBHOOK)}")
             print(f"cm-cainjector   {ensure_binary(CERT_MANAGER_CAINJECTOR)}")
             print(f"azure-wi-webhook {ensure_binary(WORKLOAD_IDENTITY_WEBHOOK)}")
+            print(f"cm-conformance  {ensure_binary(CERT_MANAGER_CONFORMANCE)}")
             print(f"zlint           {ensure_binary(ZLINT)}")
             print(f"syft            {ensure_binary(SYFT)}")
+            # The rest of the support matrix: what its e2e run needs beyond
+            # the binaries above (docs/e2e.md "Support matrix").
+            for other in MATRIX.values():
+                if other == matrix_point():
+                    continue
+                for binary in (other.kube_apiserver, other.kubectl, other.cert_manager_controller):
+                    print(f"{binary.name + ' ' + binary.version:<15} {ensure_binary(binary)}")
+                print(f"cert-manager CRDs {cert_manager_crd_dir(other.cert_manager)}")
     except BinariesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

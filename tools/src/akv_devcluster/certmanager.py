@@ -12,7 +12,9 @@ process of a :class:`DevCluster`:
   a copy), plus *our* shipped approver ClusterRole and binding from
   ``config/rbac/`` so its approver may approve requests for our issuers;
 - without its webhook and cainjector, and without the controllers that need
-  ACME or Ingress (``orders``, ``challenges``, ``ingress-shim``).
+  an ACME server (``orders``, ``challenges``); ingress-shim runs (Certificates
+  from annotated Ingresses: cert-manager's conformance specs use it);
+- with its (alpha) Kubernetes CSR signers on (``FEATURE_GATES``).
 
 ``issue_certificates`` creates N Certificates against any issuerRef and
 measures each one's time to Ready: the benchmark calls it with our issuer and
@@ -26,6 +28,8 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import re
+import shutil
 import statistics
 import urllib.error
 import urllib.request
@@ -59,9 +63,15 @@ NAMESPACE = "cert-manager"
 SERVICE_ACCOUNT = "cert-manager"
 PROCESS_NAME = "cert-manager-controller"
 FIELD_MANAGER = "akv-devcluster"
-# Controllers that need ACME servers, solver pods or Ingress objects; nothing
-# here uses them and the dev cluster runs no pods.
-DISABLED_CONTROLLERS = ("orders", "challenges", "ingress-shim")
+# Controllers that need ACME servers or solver pods; nothing here uses them
+# and the dev cluster runs no pods.
+DISABLED_CONTROLLERS = ("orders", "challenges")
+# cert-manager's Kubernetes CSR signers (certificatesigningrequests-issuer-*)
+# are alpha upstream and off by default; on here so that cert-manager's own CA
+# issuer can be the baseline of the CSR conformance specs
+# (tests/e2e/test_e2e_conformance.py). They only act on CSRs whose signerName
+# is in cert-manager.io.
+FEATURE_GATES = ("ExperimentalCertificateSigningRequestControllers=true",)
 # The TokenRequest token in the controller's kubeconfig. No kubelet refreshes
 # it here, so it lives as long as a long dev session.
 TOKEN_SECONDS = 7 * 24 * 3600
@@ -79,9 +89,10 @@ class CertManagerError(DevClusterError):
 
 
 def controller_binary(*, build: bool) -> Path:
-    """The cert-manager controller built from hack/cert-manager (cached by version)."""
-    binary = bins.CERT_MANAGER_CONTROLLER
-    check_gomod()
+    """The cert-manager controller built from hack/cert-manager (cached by
+    version) at the version of the ``AKV_MATRIX`` point."""
+    binary = bins.matrix_point().cert_manager_controller
+    check_gomod(binary)
     if build:
         return bins.ensure_binary(binary)
     if bins._is_fresh(binary):
@@ -89,23 +100,52 @@ def controller_binary(*, build: bool) -> Path:
     raise CertManagerError(f"{binary.name} {binary.version} is not built yet; run `make binaries`")
 
 
-def check_gomod() -> None:
-    gomod = bins.HACK_DIR / "cert-manager" / "go.mod"
+def check_gomod(binary: bins.GoBinary | None = None) -> None:
+    binary = binary or bins.CERT_MANAGER_CONTROLLER
+    gomod = bins.HACK_DIR / "cert-manager" / (binary.modfile or "go.mod")
     found = bins._required_version(gomod, bins.CERT_MANAGER_MODULE)
-    if found != bins.CERT_MANAGER_VERSION:
+    if found != binary.version:
         raise CertManagerError(
             f"{gomod} requires {bins.CERT_MANAGER_MODULE} {found}, but the CRDs are "
-            f"{bins.CERT_MANAGER_VERSION}; change both together"
+            f"{binary.version}; change both together"
         )
 
 
 def chart_dir() -> Path:
-    """cert-manager's Helm chart inside the pinned module (never copied)."""
+    """cert-manager's Helm chart inside the pinned module (never copied into
+    the repository) at the ``AKV_MATRIX`` point's version."""
     crds = bins.cert_manager_crd_dir()
     chart = crds.parent / "charts" / "cert-manager"
     if not (chart / "templates" / "rbac.yaml").is_file():
         raise CertManagerError(f"cert-manager's chart is not at {chart}")
-    return chart
+    if (chart / "Chart.yaml").is_file():
+        return chart
+    return _released_chart(chart, bins.matrix_point().cert_manager)
+
+
+def _released_chart(source: Path, version: str) -> Path:
+    """Up to cert-manager 1.19 the module holds ``Chart.template.yaml``, which
+    cert-manager's release tooling turns into ``Chart.yaml`` (version and
+    appVersion filled in). Do the same once, on a copy in the user cache (the
+    module cache is read-only)."""
+    template = source / "Chart.template.yaml"
+    if not template.is_file():
+        raise CertManagerError(f"cert-manager's chart at {source} has no Chart.yaml")
+    target = bins.cache_root() / "charts" / f"cert-manager-{version}"
+    if (target / "Chart.yaml").is_file():
+        return target
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    for path in [partial, *partial.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)  # copied from the read-only module cache
+    text = template.read_text()
+    text = re.sub(r"^version: .*$", f"version: {version}", text, flags=re.M)
+    text = re.sub(r"^appVersion: .*$", f"appVersion: {version}", text, flags=re.M)
+    (partial / "Chart.yaml").write_text(text.replace("{{IS_PRERELEASE}}", "false"))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
 
 
 def render_chart_rbac(helm: Path, chart: Path, *, namespace: str = NAMESPACE) -> list[Any]:
@@ -191,6 +231,7 @@ def controller_argv(
         f"--cluster-resource-namespace={cluster_resource_namespace}",
         "--controllers=*," + ",".join(f"-{name}" for name in DISABLED_CONTROLLERS),
         "--enable-certificate-owner-ref=true",
+        "--feature-gates=" + ",".join(FEATURE_GATES),
         f"--healthz-listen-address=127.0.0.1:{healthz_port}",
         f"--metrics-listen-address=127.0.0.1:{metrics_port}",
         "--v=2",
@@ -311,7 +352,10 @@ class LocalCA:
 
 
 def make_local_ca(
-    key_type: str = "ecdsa-p256", common_name: str = "cert-manager CA baseline"
+    key_type: str = "ecdsa-p256",
+    common_name: str = "cert-manager CA baseline",
+    *,
+    lifetime: dt.timedelta = dt.timedelta(days=365),
 ) -> LocalCA:
     """A self-signed CA whose key sits in a Secret: what cert-manager's CA issuer uses."""
     from cryptography.hazmat.primitives import hashes, serialization
@@ -329,7 +373,7 @@ def make_local_ca(
     plan = build_root_ca(
         key.public_key(),
         common_name,
-        lifetime=dt.timedelta(days=365),
+        lifetime=lifetime,
         now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
     )
     cert = plan.builder.sign(key, hashes.SHA256())

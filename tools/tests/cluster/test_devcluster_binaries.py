@@ -12,15 +12,23 @@ import pytest
 from akv_devcluster import binaries
 
 
-def test_committed_gomod_replaces_every_staging_module_with_the_published_version() -> None:
+@pytest.mark.parametrize(
+    ("point", "staging_api"),
+    [(binaries.NEWEST, "v0.36.3"), (binaries.OLDEST, "v0.34.4")],
+    ids=lambda v: getattr(v, "name", v),
+)
+def test_committed_gomod_replaces_every_staging_module_with_the_published_version(
+    point: binaries.MatrixPoint, staging_api: str
+) -> None:
     upstream = Path(
-        binaries.download_module(binaries.KUBERNETES_MODULE, binaries.KUBERNETES_VERSION)["GoMod"]
+        binaries.download_module(binaries.KUBERNETES_MODULE, point.kubernetes)["GoMod"]
     ).read_text()
-    expected = binaries.staging_replacements(upstream, binaries.KUBERNETES_VERSION)
-    committed = (binaries.HACK_DIR / "kube-apiserver" / "go.mod").read_text()
+    expected = binaries.staging_replacements(upstream, point.kubernetes)
+    gomod = point.kube_apiserver.modfile or "go.mod"
+    committed = (binaries.HACK_DIR / "kube-apiserver" / gomod).read_text()
     found = sorted(re.findall(r"^\s*(k8s\.io/\S+) => \1 (v\S+)$", committed, re.MULTILINE))
     assert found == expected
-    assert ("k8s.io/api", "v0.36.3") in found
+    assert ("k8s.io/api", staging_api) in found
     assert len(found) >= 30
 
 
