@@ -28,6 +28,7 @@ from akv_issuer.controller.core import (
     IssuerKey,
     published_ca,
 )
+from akv_issuer.controller.core.checked import MEMBER_READY
 from akv_issuer.controller.core.config import ControllerConfig
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
@@ -53,10 +54,28 @@ class IssuerEvents:
     def forget(self, key: IssuerKey) -> None:
         self._expiring.discard(key)
 
+    async def _member_events(self, obj: IssuerObject, checked: CheckedIssuer) -> None:
+        """spec.pool: one event per member whose state changed (PoolMemberReady,
+        PoolMemberUnavailable, PoolMemberInvalid), naming the member and why."""
+        before = {
+            str(m.get("name")): (m.get("state"), m.get("reason"))
+            for m in (obj.get("status") or {}).get("members") or ()
+        }
+        for state in checked.member_states:
+            if before.get(state.name) == (state.state, state.reason):
+                continue
+            if state.name not in before and state.state == MEMBER_READY:
+                continue  # a new member that is fine: the Ready event says so
+            type_ = NORMAL if state.state == MEMBER_READY else WARNING
+            await self._events.record(
+                ObjectRef.of(obj), type_, f"PoolMember{state.state}", state.message
+            )
+
     async def after_check(
         self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime
     ) -> None:
         """Events of a successful check, judged against the status it replaces."""
+        await self._member_events(obj, checked)
         await self._key_version_events(obj, checked)
         await self._renewal_events(key, obj, checked)
         self._metrics.key_version_pending.labels(*key.labels).set(
