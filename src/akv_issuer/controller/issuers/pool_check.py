@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from akv_issuer.controller.api import IssuerReason, IssuerSpec
 from akv_issuer.controller.core import CheckedIssuer, CheckFailed, IssuerKey, KeyProtection
@@ -37,7 +38,7 @@ from akv_issuer.controller.core.checked import (
 )
 from akv_issuer.controller.core.pool import BreakerState, MemberRef, PoolHealth
 from akv_issuer.keyvault import AuthConfig, KeyInfo
-from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm
+from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm, is_self_signed
 
 # Failures of a member's vault rather than of the member: its breaker opens.
 HEALTH_REASONS = frozenset(
@@ -139,6 +140,7 @@ async def check_pool(
     _same_key_twice(results)
     _another_members_ca(results)
     _one_root(results, pool.primary_name)
+    _complete_chains(results)
 
     invalid = [r for r in results if r.invalid]
     if invalid and not pool.exclude_invalid:
@@ -307,6 +309,37 @@ def _anchor(chain: CAChain) -> tuple[str, bytes | None]:
     except x509.ExtensionNotFound:
         key_id = None
     return (top.issuer.rfc4514_string(), key_id)
+
+
+def _complete_chains(results: Sequence[_Result]) -> None:
+    """A member whose chain stops below the root gets the root another member's chain
+    holds (once it verifies the chain's top): every member's certificates then carry the
+    same root in ``status.ca``, and trust bundles publish that one root whichever member
+    signs."""
+    roots = [
+        r.found.ca.certificates[-1]
+        for r in results
+        if r.found is not None and is_self_signed(r.found.ca.certificates[-1])
+    ]
+    if not roots:
+        return
+    root = roots[0]
+    for result in results:
+        found = result.found
+        if found is None or is_self_signed(found.ca.certificates[-1]):
+            continue
+        top = found.ca.certificates[-1]
+        try:
+            top.verify_directly_issued_by(root)
+        except (ValueError, TypeError, InvalidSignature):
+            result.fail(
+                IssuerReason.CA_INVALID,
+                f"{result.spec.ca_description}: its chain's top "
+                f"{top.subject.rfc4514_string()!r} is not signed by the pool's root "
+                f"{root.subject.rfc4514_string()!r}",
+            )
+            continue
+        result.found = replace(found, ca=CAChain((*found.ca.certificates, root)))
 
 
 def _one_root(results: Sequence[_Result], primary: str) -> None:

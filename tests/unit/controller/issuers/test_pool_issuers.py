@@ -21,10 +21,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import ConfigMap, Secret
 
 from akv_issuer import pki
-from akv_issuer.controller import issuers, requests
+from akv_issuer.controller import ca_lifecycle, issuers, requests
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, CertificateRequest, ClusterIssuer
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.issuers import IssuerReconciler
@@ -374,6 +374,91 @@ async def test_every_member_down_leaves_requests_pending_not_failed(
     assert t.issued("web") is not None
     failed = [e for e in events(t.kube, name="web") if e.get("reason") == "Failed"]
     assert failed == []
+
+
+# -- trust ------------------------------------------------------------------------------
+
+
+async def test_the_trust_bundle_holds_the_pools_one_root_whichever_member_signs(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    ca_lifecycle.setup(t.host, t.side)
+    # Member b's chain stops at its intermediate: it is completed with the pool's root.
+    t.kube.add(chain_secret("b-only", t.members["b"].cert))
+    spec = t.spec(member_spec(t.members["b"], "b-only"))
+    spec["trustBundle"] = {"configMapName": "pool-trust"}
+    await t.host.start()
+    t.add(spec)
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    await wait_until(
+        lambda: t.kube.get(ConfigMap, "pool-trust", CLUSTER_NS) is not None, what="bundle"
+    )
+
+    def bundle() -> list[x509.Certificate]:
+        found = t.kube.get(ConfigMap, "pool-trust", CLUSTER_NS)
+        assert found is not None
+        return x509.load_pem_x509_certificates(found["data"]["ca.crt"].encode())
+
+    assert bundle() == [t.root.cert]
+    # a is set aside: b signs, its certificate carries the same root, the bundle stays.
+    t.members["a"].signer.fail_next(throttled(), times=100)
+    for n in range(64):  # until one request was sent to a first (its order is per request)
+        t.kube.add(certificate_request(f"web-{n}", POOL))
+        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    assert t.members["a"].signer.calls == 1
+    leaf, chain = signed_by(t.issued(f"web-{n}") or {})
+    assert leaf.issuer == t.members["b"].cert.subject
+    assert chain == [t.members["b"].cert]
+    obj = t.issued(f"web-{n}") or {}
+    assert x509.load_pem_x509_certificates(base64.b64decode(obj["status"]["ca"])) == [t.root.cert]
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    await settle()
+    assert t.get()["status"]["keyID"] == t.members["b"].key_info.kid  # b leads now
+    assert bundle() == [t.root.cert]
+
+
+async def test_a_member_chain_not_signed_by_the_pools_root_is_named(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool(signing=False)
+    # An intermediate named as if under the pool root (same issuer name and key id)
+    # but signed by another key: its chain's top does not verify with the root.
+    impostor = Root("Pool Root CA")
+    impostor.key = t.root.key  # same AKI as the real root ...
+    forged = impostor.intermediate(t.members["b"].key.public_key(), "Pool b")
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(forged.subject)
+        .issuer_name(forged.issuer)
+        .public_key(t.members["b"].key.public_key())
+        .serial_number(forged.serial_number)
+        .not_valid_before(forged.not_valid_before_utc)
+        .not_valid_after(forged.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            forged.extensions.get_extension_for_class(x509.KeyUsage).value, critical=True
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(t.root.key.public_key()),
+            critical=False,
+        )
+        .sign(other_key, hashes.SHA256())  # ... but not signed by it
+    )
+    t.kube.add(chain_secret("b-forged", forged))
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"], "b-forged")))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+
+    ready = t.ready()
+    assert (ready["status"], ready["reason"]) == ("False", "CAInvalid")
+    assert ready["message"].startswith(
+        "pool member 'b': CA Secret 'b-forged' (key 'ca.crt'): its chain's top 'CN=Pool b' "
+        "is not signed by the pool's root 'CN=Pool Root CA'"
+    )
 
 
 # -- bad input ---------------------------------------------------------------------------
