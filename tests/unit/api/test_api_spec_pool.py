@@ -68,6 +68,18 @@ def test_members_read_as_single_key_issuers_of_their_own_keys() -> None:
     assert neu.pool is None
 
 
+def test_each_member_has_a_crl_url_of_its_own() -> None:
+    spec = api.parse_issuer_spec(
+        {
+            **pool(member("neu")),
+            "crl": {"enabled": True, "url": "http://crl.example/crl/clusterissuer/pool.crl"},
+        }
+    )
+    own, neu = (s for _, s in spec.member_specs())
+    assert own.crl_urls == ("http://crl.example/crl/clusterissuer/pool.crl",)
+    assert neu.crl_urls == ("http://crl.example/crl/clusterissuer/pool/members/neu.crl",)
+
+
 def test_defaults() -> None:
     spec = api.parse_issuer_spec(pool(member("neu")))
     assert spec.pool is not None
@@ -95,7 +107,6 @@ def test_defaults() -> None:
             "caRenewal.automatic",
             "pool-member",
         ),
-        ({**pool(member("neu")), "crl": {"enabled": True}}, "crl.enabled", "spec.pool"),
         ({**pool(member("neu")), "reissue": {"onCAChange": True}}, "reissue.onCAChange", "pool"),
     ],
 )

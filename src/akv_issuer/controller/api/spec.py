@@ -200,6 +200,15 @@ CASource = KeyVaultSecretCA | KeyVaultCertificateCA | KubernetesSecretCA
 
 # --- issue 26: CA pools ---------------------------------------------------------------
 
+
+def member_crl_url(url: str, member: str) -> str:
+    """Where a pool member's CRL is reached, from ``crl.url`` (the issuer's own key's):
+    ``.../crl/clusterissuer/pool.crl`` -> ``.../crl/clusterissuer/pool/members/<member>.crl``,
+    the path the controller serves it at."""
+    base = url[: -len(".crl")] if url.endswith(".crl") else url.rstrip("/")
+    return f"{base}/members/{member}.crl"
+
+
 POOL_PRIMARY_NAME: Final = "primary"
 ON_INVALID_MEMBER_FAIL: Final = "Fail"
 ON_INVALID_MEMBER_EXCLUDE: Final = "Exclude"
@@ -295,11 +304,15 @@ class IssuerSpec:
             return ((POOL_PRIMARY_NAME, own),)
         specs: list[tuple[str, IssuerSpec]] = [(self.pool.primary_name, own)]
         for member in self.pool.members:
+            crl = self.crl
+            if crl.url:
+                crl = replace(crl, url=member_crl_url(crl.url, member.name))
             specs.append(
                 (
                     member.name,
                     replace(
                         own,
+                        crl=crl,
                         key_vault_base_url=member.key_vault_base_url,
                         key_name=member.key_name,
                         key_version=member.key_version,

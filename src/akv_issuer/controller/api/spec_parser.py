@@ -233,15 +233,9 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
 
 
 def _pool_restrictions(spec: IssuerSpec) -> None:
-    """What a pool cannot do yet: CRLs (each member's CRL signed by its own key) and
-    re-issuing on a CA change (which would take the other members' certificates for a
-    previous CA's) are for single-key issuers only (docs/api.md, CA pools)."""
-    if spec.crl.enabled:
-        raise SpecError(
-            "crl.enabled",
-            "CRLs are not supported with spec.pool yet (each member's CRL would need "
-            "its own key); use a single-key issuer for revocation",
-        )
+    """What a pool cannot do yet: re-issuing on a CA change (which would take the other
+    members' certificates for a previous CA's) is for single-key issuers only
+    (docs/api.md, CA pools)."""
     if spec.reissue.on_ca_change:
         raise SpecError(
             "reissue.onCAChange",

@@ -105,7 +105,7 @@ class IssuerChecker:
                 now,
                 uid=str(meta.get("uid") or ""),
                 generation=int(meta.get("generation") or 0),
-                profile=_profile(spec),
+                profile_of=_profile,
                 check_member=self.check_key,
                 health=self._kv.pool_health,
                 monotonic=self._kv.monotonic(),

@@ -107,7 +107,7 @@ async def check_pool(
     *,
     uid: str,
     generation: int,
-    profile: IssuerProfile,
+    profile_of: Callable[[IssuerSpec], IssuerProfile],
     check_member: CheckMember,
     health: PoolHealth,
     monotonic: float,
@@ -117,6 +117,7 @@ async def check_pool(
     ``Fail``."""
     pool = spec.pool
     assert pool is not None
+    profile_of(spec)  # a spec the profile refuses is InvalidSpec before any Key Vault call
     results: list[_Result] = []
     for name, member_spec in spec.member_specs():
         ref = MemberRef(name, member_spec.key_vault_base_url, member_spec.key_name)
@@ -174,7 +175,8 @@ async def check_pool(
             key_info=found.key_info,
             algorithm=found.algorithm,
             ca=found.ca,
-            profile=profile,
+            # The member's own (its crlDistributionPoints name its CRL).
+            profile=profile_of(result.spec),
             checked_at=now,
             pending_key_version=found.pending_key_version,
             protection=found.protection,

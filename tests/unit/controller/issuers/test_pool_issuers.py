@@ -18,14 +18,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from lightkube.resources.core_v1 import ConfigMap, Secret
 
 from akv_issuer import pki
-from akv_issuer.controller import ca_lifecycle, issuers, requests
-from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, CertificateRequest, ClusterIssuer
+from akv_issuer.controller import ca_lifecycle, issuers, requests, revocation
+from akv_issuer.controller.api import (
+    CLUSTER_ISSUER_KIND,
+    GROUP,
+    CertificateRequest,
+    ClusterIssuer,
+)
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.issuers import IssuerReconciler
 from akv_issuer.keyvault import ErrorKind, KeyInfo, KeyVaultError
@@ -459,6 +466,88 @@ async def test_a_member_chain_not_signed_by_the_pools_root_is_named(
         "pool member 'b': CA Secret 'b-forged' (key 'ca.crt'): its chain's top 'CN=Pool b' "
         "is not signed by the pool's root 'CN=Pool Root CA'"
     )
+
+
+# -- revocation: each member's CRL, signed by its own key -----------------------------------
+
+CRL_URL = "http://crl.example.com/crl/clusterissuer/pool.crl"
+
+
+async def test_each_members_crl_lists_its_revocations_signed_by_its_key(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    revocation.setup(t.host, t.side)
+    spec = t.spec(member_spec(t.members["b"]))
+    spec["crl"] = {"enabled": True, "validity": "24h", "url": CRL_URL}
+    await t.host.start()
+    t.add(spec)
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    # A certificate of each member.
+    signed: dict[str, str] = {}
+    for n in range(64):
+        name = f"web-{n}"
+        t.kube.add(certificate_request(name, POOL))
+        await wait_until(lambda name=name: t.issued(name) is not None, what="issued")
+        leaf, _ = signed_by(t.issued(name) or {})
+        member = "a" if leaf.issuer == t.members["a"].cert.subject else "b"
+        signed.setdefault(member, name)
+        if len(signed) == 2:
+            break
+    leaf_b, _ = signed_by(t.issued(signed["b"]) or {})
+    points = leaf_b.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    (point,) = points
+    assert point.full_name == [
+        x509.UniformResourceIdentifier(
+            "http://crl.example.com/crl/clusterissuer/pool/members/b.crl"
+        )
+    ]
+    leaf_a, _ = signed_by(t.issued(signed["a"]) or {})
+    (point_a,) = leaf_a.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert point_a.full_name == [x509.UniformResourceIdentifier(CRL_URL)]
+
+    def revoke(obj: dict[str, Any]) -> None:
+        obj["metadata"].setdefault("annotations", {})[f"{GROUP}/revoke"] = "keyCompromise"
+
+    t.kube.modify(CertificateRequest, signed["b"], "apps", revoke)
+
+    def data() -> dict[str, str]:
+        found = t.kube.get(ConfigMap, "akv-revocations-clusterissuer-pool", CLUSTER_NS)
+        return dict((found or {}).get("data") or {})
+
+    def listed(pem_key: str) -> set[int]:
+        pem = data().get(pem_key)
+        return {r.serial_number for r in x509.load_pem_x509_crl(pem.encode())} if pem else set()
+
+    await wait_until(lambda: leaf_b.serial_number in listed("crl-b.pem"), what="b's CRL")
+    crl_b = x509.load_pem_x509_crl(data()["crl-b.pem"].encode())
+    assert crl_b.issuer == t.members["b"].cert.subject
+    assert crl_b.is_signature_valid(t.members["b"].key.public_key())
+    await wait_until(lambda: "crl.pem" in data(), what="a's CRL")
+    crl_a = x509.load_pem_x509_crl(data()["crl.pem"].encode())
+    assert crl_a.issuer == t.members["a"].cert.subject
+    assert crl_a.is_signature_valid(t.members["a"].key.public_key())
+    assert listed("crl.pem") == set()  # a's CRL lists only what a signed
+    await wait_until(
+        lambda: (condition(t.get(), "CRLCurrent") or {}).get("status") == "True", what="current"
+    )
+    current = condition(t.get(), "CRLCurrent") or {}
+    assert current["message"].startswith("2 CRLs (pool members a, b) current")
+
+    # Every replica serves each member's CRL at its path.
+    ((_, routes),) = t.host.routes
+    app = web.Application()
+    app.add_routes(routes)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.get("/crl/clusterissuer/pool/members/b.crl")
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "application/pkix-crl"
+        served = x509.load_der_x509_crl(await answer.read())
+        assert served == crl_b
+        own = await client.get("/crl/clusterissuer/pool.crl")
+        assert x509.load_der_x509_crl(await own.read()) == crl_a
+        missing = await client.get("/crl/clusterissuer/pool/members/zz.crl")
+        assert missing.status == 404
 
 
 # -- bad input ---------------------------------------------------------------------------
