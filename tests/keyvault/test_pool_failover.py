@@ -83,8 +83,12 @@ class SwitchProxy:
             if method.upper() != "CONNECT" or host not in HOSTS or host in self.dead:
                 writer.transport.abort()  # connection reset: the vault is gone
                 return
-            up_reader, upstream = await asyncio.open_connection(*self.target)
+            # Registered before any await, so down() in between resets it too.
             self.tunnels.setdefault(host, []).append(writer)
+            up_reader, upstream = await asyncio.open_connection(*self.target)
+            if host in self.dead:
+                writer.transport.abort()
+                return
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))

@@ -44,6 +44,15 @@ EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
 EVENT_CA_RENEWAL_DUE = "CARenewalDue"
 
 
+def _lead_switched(obj: IssuerObject, checked: CheckedIssuer) -> bool:
+    """A CA pool whose status now shows another member (the one it showed was set
+    aside, or came back): not a new key version or CA, so no event says so."""
+    before = str((obj.get("status") or {}).get("keyID") or "")
+    return bool(checked.members) and any(
+        m.checked.key_id == before and m.checked.key_id != checked.key_id for m in checked.members
+    )
+
+
 class IssuerEvents:
     def __init__(self, config: ControllerConfig, metrics: Metrics, events: EventRecorder) -> None:
         self.config = config
@@ -76,13 +85,18 @@ class IssuerEvents:
     ) -> None:
         """Events of a successful check, judged against the status it replaces."""
         await self._member_events(obj, checked)
-        await self._key_version_events(obj, checked)
+        if not _lead_switched(obj, checked):
+            await self._key_version_events(obj, checked)
         await self._renewal_events(key, obj, checked)
         self._metrics.key_version_pending.labels(*key.labels).set(
             1 if checked.pending_key_version else 0
         )
-        self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
-        await self._warn_ca_expiry(key, obj, checked, now)
+        # A CA pool: the member whose CA certificate expires first.
+        soonest = min(
+            (m.checked for m in checked.members), key=lambda c: c.not_after, default=checked
+        )
+        self._metrics.ca_expiry.labels(*key.labels).set(soonest.not_after.timestamp())
+        await self._warn_ca_expiry(key, obj, soonest, now)
 
     async def _renewal_events(
         self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer

@@ -425,6 +425,10 @@ async def test_the_trust_bundle_holds_the_pools_one_root_whichever_member_signs(
     await settle()
     assert t.get()["status"]["keyID"] == t.members["b"].key_info.kid  # b leads now
     assert bundle() == [t.root.cert]
+    # Another member shown in status is no new key version or CA.
+    reasons = {e[1] for e in t.events()}
+    assert "PoolMemberUnavailable" in reasons
+    assert not reasons & {"KeyVersionChanged", "CACertificateChanged"}
 
 
 async def test_a_member_chain_not_signed_by_the_pools_root_is_named(
