@@ -6,6 +6,7 @@ pool rules (every member under one root)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 from azure.keyvault.secrets import SecretClient
@@ -110,3 +111,70 @@ def test_a_root_without_its_ca_secret_is_refused_in_one_line(
         check=False,
     )  # fmt: skip
     assert_one_line_error(result, "SecretNotFound", f"{unique_name}-root")
+
+
+def test_check_of_a_pool_manifest_checks_every_member(
+    emulator: EmulatorProcess, unique_name: str, tmp_path: Path
+) -> None:
+    root = f"{unique_name}-root"
+    run(
+        emulator,
+        "ca", "create", *vault_args(emulator, root),
+        "--create-key", "ec-p256", "--common-name", "Pool Root", "--upload-secret",
+    )  # fmt: skip
+    members = []
+    for region in ("weu", "neu"):
+        key = f"{unique_name}-{region}"
+        run(
+            emulator,
+            "ca", "pool-member", *vault_args(emulator, key),
+            "--root-vault-url", emulator.env.vault_url, "--root-key-name", root,
+            "--create-key", "ec-p256", "--common-name", f"Pool {region}",
+        )  # fmt: skip
+        members.append(key)
+    spec = {
+        "keyVaultBaseURL": emulator.env.vault_url,
+        "keyName": members[0],
+        "pool": {
+            "primaryName": "weu",
+            "members": [
+                {"name": "neu", "keyVaultBaseURL": emulator.env.vault_url, "keyName": members[1]},
+                {"name": "gone", "keyVaultBaseURL": emulator.env.vault_url, "keyName": "no-such"},
+            ],
+        },
+    }
+    manifest = tmp_path / "pool.yaml"
+    manifest.write_text(
+        json.dumps(
+            {
+                "apiVersion": "azure-keyvault-issuer.gonicus.de/v1alpha1",
+                "kind": "ClusterIssuer",
+                "metadata": {"name": "pool"},
+                "spec": spec,
+            }
+        )
+    )
+    result = run(emulator, "check", "--issuer-manifest", str(manifest), check=False)
+    out = result.stdout.strip().splitlines()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert any(line.startswith("pool member 'weu': ok: key ") for line in out)
+    assert any(line.startswith("pool member 'neu': ok: key ") for line in out)
+    assert any(line.startswith("pool member 'gone': KeyNotFound: ") for line in out)
+    assert out[-1] == "not ready: the ClusterIssuer pool would not be Ready"
+    # Without the broken member: every member passes.
+    spec["pool"]["members"] = spec["pool"]["members"][:1]  # type: ignore[index]
+    manifest.write_text(
+        json.dumps(
+            {
+                "apiVersion": "azure-keyvault-issuer.gonicus.de/v1alpha1",
+                "kind": "ClusterIssuer",
+                "metadata": {"name": "pool"},
+                "spec": spec,
+            }
+        )
+    )
+    result = run(emulator, "check", "--issuer-manifest", str(manifest), check=False)
+    out = result.stdout.strip().splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out[-1] == "ready: the ClusterIssuer pool would be Ready (Checked)"
