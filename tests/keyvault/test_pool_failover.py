@@ -285,6 +285,7 @@ async def test_a_vault_killed_mid_burst_fails_no_request(
             return {m["name"]: m for m in status.get("members", [])}.get("b", {})
 
         await eventually(lambda: member_b().get("state") == "Unavailable", "b shown out")
+        assert member_b()["reason"] == "KeyVaultUnreachable"
         assert member_b()["message"].startswith("pool member 'b': ")
         assert (ready() or {})["status"] == "True"
     finally:

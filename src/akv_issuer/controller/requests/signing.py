@@ -32,7 +32,7 @@ from akv_issuer.controller.core import (
 from akv_issuer.controller.core.pool import order_members, soonest_retry
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import KeyVaultError
+from akv_issuer.keyvault import ErrorKind, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -88,6 +88,7 @@ class Transient:
 
     message: str
     retry_after: float | None
+    throttled: bool = False  # Key Vault answered 429 (else unreachable, 5xx, timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +244,12 @@ class RequestSigner:
                     health.release_probe(ref)
                     return outcome
                 if isinstance(outcome, Transient):
-                    reason, message, vault_retry = (
-                        "KeyVaultUnreachable",
-                        outcome.message,
-                        (outcome.retry_after),
+                    reason = str(
+                        IssuerReason.THROTTLED
+                        if outcome.throttled
+                        else IssuerReason.KEY_VAULT_UNREACHABLE
                     )
+                    message, vault_retry = outcome.message, outcome.retry_after
                 else:
                     reason, message = str(outcome.failure.reason), outcome.failure.message
                     vault_retry = outcome.failure.retry_after
@@ -318,7 +320,11 @@ class RequestSigner:
                     )
                 )
             self._keep(request_key, csr_pem, request, checked, plan)
-            return Transient(keyvault_failure_text(err), err.retry_after)
+            return Transient(
+                keyvault_failure_text(err),
+                err.retry_after,
+                throttled=err.kind is ErrorKind.THROTTLED,
+            )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
         except AlgorithmError as err:

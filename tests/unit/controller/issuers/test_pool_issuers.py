@@ -303,7 +303,7 @@ async def test_a_throttled_member_is_set_aside_and_no_request_fails(
     assert t.members["c"].signer.calls == len(names)
     assert t.ready()["status"] == "True"
     states = t.states()
-    assert states["a"] == ("Unavailable", "KeyVaultUnreachable")
+    assert states["a"] == ("Unavailable", "Throttled")
     assert states["b"][0] == "Unavailable"
     assert states["c"] == ("Ready", "Checked")
     member_a = {m["name"]: m for m in t.get()["status"]["members"]}["a"]
