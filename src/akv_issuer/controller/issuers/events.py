@@ -85,6 +85,9 @@ class IssuerEvents:
     ) -> None:
         """Events of a successful check, judged against the status it replaces."""
         await self._member_events(obj, checked)
+        self._metrics.set_pool_members(
+            *key.labels, {m.name: m.state == MEMBER_READY for m in checked.member_states}
+        )
         if not _lead_switched(obj, checked):
             await self._key_version_events(obj, checked)
         await self._renewal_events(key, obj, checked)

@@ -306,6 +306,12 @@ async def test_a_throttled_member_is_set_aside_and_no_request_fails(
     assert states["a"] == ("Unavailable", "Throttled")
     assert states["b"][0] == "Unavailable"
     assert states["c"] == ("Ready", "Checked")
+    labels = {"issuer_kind": "ClusterIssuer", "issuer_namespace": "", "issuer_name": "pool"}
+    registry = t.host.metrics.registry
+    assert [
+        registry.get_sample_value("akv_issuer_pool_member_ready", {**labels, "member": m})
+        for m in "abc"
+    ] == [0.0, 0.0, 1.0]
     member_a = {m["name"]: m for m in t.get()["status"]["members"]}["a"]
     assert member_a["message"].startswith("pool member 'a': Key Vault: Too many requests")
     warnings = [e for e in t.events() if e[1] == "PoolMemberUnavailable"]
