@@ -318,6 +318,40 @@ async def test_a_throttled_member_is_set_aside_and_no_request_fails(
     assert {e[2].split("'")[1] for e in warnings} == {"a", "b"}
 
 
+async def test_an_answer_lost_after_signing_fails_over_and_one_certificate_is_written(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"])))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    # Vault a signs, but its answer never arrives (a timeout after Key Vault signed).
+    t.members["a"].signer.fail_next(TimeoutError("read timed out"), times=64, after_signing=True)
+
+    for n in range(64):  # until a request went to a first (the order is per request)
+        name = f"web-{n}"
+        t.kube.add(certificate_request(name, POOL))
+        await wait_until(lambda name=name: t.issued(name) is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    assert t.members["a"].signer.calls == 1
+    assert len(t.members["a"].signer.signed) == 1  # a made a signature nobody received
+    obj = t.issued(name)
+    assert obj is not None
+    leaf, chain = signed_by(obj)
+    assert chain == [t.members["b"].cert]  # the request was signed by b instead
+    leaf.verify_directly_issued_by(t.members["b"].cert)
+    # One certificate written for the request: one Issued status write, no retry.
+    issued_writes = [
+        call
+        for call in t.kube.calls("patch", CertificateRequest.Status)
+        if call.name == name and "certificate" in str(call.body)
+    ]
+    assert len(issued_writes) == 1
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    assert t.states()["a"] == ("Unavailable", "KeyVaultUnreachable")
+
+
 async def test_a_member_set_aside_is_probed_after_retry_after_and_comes_back(
     setup_pool: Callable[..., Pool],
 ) -> None:
