@@ -38,6 +38,7 @@ HANDLED_KEYWORDS = {
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "x-kubernetes-validations",
+    "additionalProperties",
 }
 
 
@@ -123,6 +124,11 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             errors += validate(item, schema["items"], f"{path}[{index}]")
     if expected == "object":
         properties = schema.get("properties", {})
+        if "additionalProperties" in schema:
+            # A map (spec.podCertificates.namespaceSelector.matchLabels).
+            for name, item in value.items():
+                errors += validate(item, schema["additionalProperties"], f"{path}.{name}")
+            return errors
         for name in schema.get("required", ()):
             if name not in value:
                 errors.append(f"{path}.{name}: required")

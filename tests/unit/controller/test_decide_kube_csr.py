@@ -14,9 +14,9 @@ from akv_issuer.controller.requests.kubecsr import (
     cluster_issuer_of_signer,
     issuance_request,
     issuer_of_signer,
-    reference_review,
     view,
 )
+from akv_issuer.controller.requests.csr_references import reference_review
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES
 
 SIGNER = f"clusterissuers.{GROUP}/root"
