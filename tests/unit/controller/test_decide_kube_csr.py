@@ -8,6 +8,7 @@ import pytest
 
 from akv_issuer.controller.api import GROUP
 from akv_issuer.controller.core import IssuerKey, IssuerView
+from akv_issuer.controller.requests.csr_references import reference_review
 from akv_issuer.controller.requests.decide import Ignore, SetPending, Sign, WaitForApproval, decide
 from akv_issuer.controller.requests.kubecsr import (
     SignerNameError,
@@ -16,7 +17,6 @@ from akv_issuer.controller.requests.kubecsr import (
     issuer_of_signer,
     view,
 )
-from akv_issuer.controller.requests.csr_references import reference_review
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES
 
 SIGNER = f"clusterissuers.{GROUP}/root"
