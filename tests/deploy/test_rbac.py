@@ -216,10 +216,19 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("pod certificates", {"controller": {"podCertificates": True}}),
+    (
+        "pod certificates without kubernetes csrs",
+        {"controller": {"podCertificates": True, "kubernetesCSRs": False}},
+    ),
     (
         "everything",
         {
-            "controller": {"clusterResourceNamespace": "pki", "kubernetesCSRs": True},
+            "controller": {
+                "clusterResourceNamespace": "pki",
+                "kubernetesCSRs": True,
+                "podCertificates": True,
+            },
             "leaderElection": {"namespace": "kube-system"},
             "rbac": {
                 "reissue": True,

@@ -241,11 +241,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pod-certificates",
         "AKV_POD_CERTIFICATES",
         "also sign PodCertificateRequests (Kubernetes 1.37+) addressed to an issuer with "
-        "spec.podCertificates (needs the podCertificates rules of the shipped ClusterRole; "
-        "on an API server that does not serve them this is logged once and left off); "
-        "--no-pod-certificates turns it off (default on)",
+        "spec.podCertificates (needs the ClusterRole rules of the chart's "
+        "controller.podCertificates; on an API server that does not serve them this is "
+        "logged once and left off); --no-pod-certificates turns it off (default off)",
         action=argparse.BooleanOptionalAction,
-        default=_env("AKV_POD_CERTIFICATES", "true").strip().lower() in _TRUE,
+        default=_env("AKV_POD_CERTIFICATES", "false").strip().lower() in _TRUE,
     )
     flag(
         "--issuer-ambient-credentials",

@@ -61,8 +61,9 @@ class ControllerConfig:
     verify_challenge_resource: bool = True
     kubernetes_csrs: bool = True
     # Sign PodCertificateRequests (Kubernetes >= 1.37) for issuers with
-    # spec.podCertificates (--no-pod-certificates turns it off).
-    pod_certificates: bool = True
+    # spec.podCertificates (--pod-certificates; off by default: a signer that
+    # nothing approves is switched on deliberately, with its RBAC).
+    pod_certificates: bool = False
     # May namespaced Issuers use the controller's own identity (auth unset) and
     # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
     issuer_ambient_credentials: bool = True
