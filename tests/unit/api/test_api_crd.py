@@ -111,6 +111,8 @@ ALL_SAMPLES = (
     "clusterissuer-managed-hsm.yaml",
     "issuer-keyvault-certificate.yaml",
     "issuer-serviceaccount.yaml",
+    # spec.podCertificates (issue 25)
+    "clusterissuer-pod-certificates.yaml",
 )
 
 

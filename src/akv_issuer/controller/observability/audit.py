@@ -78,9 +78,44 @@ class Requester:
     username: str
     uid: str
     groups: tuple[str, ...]
+    # A PodCertificateRequest's: the Pod, its ServiceAccount and node (the
+    # kubelet of that node created it; the node authorizer lets it do so only
+    # for Pods bound to it).
+    pod: PodRef | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"username": self.username, "uid": self.uid, "groups": list(self.groups)}
+        fields: dict[str, Any] = {
+            "username": self.username,
+            "uid": self.uid,
+            "groups": list(self.groups),
+        }
+        if self.pod is not None:
+            fields["pod"] = self.pod.fields()
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """The Pod a PodCertificateRequest is for, as its spec names it."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+    service_account_uid: str
+    node: str
+    node_uid: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "serviceAccountName": self.service_account,
+            "serviceAccountUID": self.service_account_uid,
+            "nodeName": self.node,
+            "nodeUID": self.node_uid,
+        }
 
 
 def requester_of(obj: Mapping[str, Any]) -> Requester:
