@@ -285,6 +285,8 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         "podCertificates.maxLifetime": FieldDef(
             "string", pattern=_GO_DURATION, default="24h", hint=DURATION_HINT
         ),
+        # 1 to 99; the parser refuses more (FieldDef has no maximum).
+        "podCertificates.refreshBeforePercentage": FieldDef("integer", minimum=1),
     },
     # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
     "clusterTrustBundles": FieldDef("object"),
