@@ -336,6 +336,7 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("reissue",), {"rbac": {"reissue": True}}),
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
+    (("pod-certificates",), {"controller": {"podCertificates": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),
         {"rbac": {"reissue": True, "revocation": True, "clusterWideConfigMaps": True}},
