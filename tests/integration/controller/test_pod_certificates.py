@@ -34,7 +34,7 @@ from lightkube.resources.core_v1 import Namespace
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
 from akv_issuer.controller.api import GROUP
-from support.controller_harness import Env, wait_for
+from support.controller_harness import Env, csr_pem, wait_for
 
 COMPONENT = Path(__file__).resolve().parents[3] / "config/components/pod-certificates"
 
@@ -237,3 +237,31 @@ async def test_a_namespace_the_selector_does_not_match_is_denied(
     assert (kind, reason) == ("Denied", "NamespaceNotAllowed")
     assert f"namespace {env.namespace} does not match" in message
     assert env.sign_calls() == signs_before
+
+
+async def test_without_the_rules_the_controller_says_so_once_and_serves_the_rest(
+    env: Env,
+) -> None:
+    """--pod-certificates under a ClusterRole without the PodCertificateRequest
+    rules (as on a cluster whose RBAC was not updated): one warning, no
+    crash-loop, ready, and the other kinds still signed."""
+    ca = await env.make_ca("EC", curve="P-256")
+    name = f"pods-{uuid.uuid4().hex[:6]}"
+    await env.create_issuer(name, env.issuer_spec(ca), cluster=True)
+    controller = env.start_controller("--pod-certificates")
+    await env.wait_ready(controller)
+    await env.wait_issuer(name, "True", cluster=True)
+
+    await env.create_request("still-signed", csr_pem("ec"), name, kind="ClusterIssuer")
+    await env.approve("still-signed")
+    issued = await env.wait_request("still-signed", "Issued")
+    env.openssl_verify(issued, ca)
+
+    warnings = [
+        line
+        for line in controller.log().splitlines()
+        if "may not list podcertificaterequests" in line
+    ]
+    assert len(warnings) == 1, warnings
+    assert "controller.podCertificates=true" in warnings[0]
+    assert controller.alive()
