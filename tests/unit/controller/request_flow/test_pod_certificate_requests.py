@@ -402,12 +402,10 @@ async def test_every_fault_together_still_writes_one_certificate(
     t.kube.fail("patch", PCR, 503, subresource="status", when=lambda c: bool(_chain_of(c)))
     t.kube.drop("patch", PCR, subresource="status", when=lambda c: bool(_chain_of(c)))
 
-    failures = 0
-    for _ in range(10):
+    for failures in range(10):  # each attempt after the one before failed
         result = await t.reconcile("web", failures)
         if not result.failure:
             break
-        failures += 1
         await t.clock.advance(result.after)
         t.host.deliver("podcertificaterequests", first)  # stale, every time
     else:
