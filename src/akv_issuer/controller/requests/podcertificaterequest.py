@@ -316,7 +316,7 @@ class PodCertificateRequests:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         namespace = str(meta.get("namespace") or "")
-        if policy.namespace_labels is not None:
+        if policy.namespace_labels:  # None or {}: every namespace, nothing to read
             refused = await self._namespace_refused(namespace, key, policy.namespace_labels)
             if refused is not None:
                 return refused
