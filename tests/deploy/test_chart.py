@@ -569,8 +569,8 @@ def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None
 
 
 def test_pod_certificates_are_off_unless_switched_on(default_chart: list[Doc]) -> None:
-    """controller.podCertificates: off by default (no PodCertificateRequest
-    rule, --no-pod-certificates); on, exactly the rules the signer uses."""
+    """controller.podCertificates: off by default (no rule, no flag); on,
+    exactly the rules the signer uses, in the manager's ClusterRole."""
 
     def pod_rules(rendered: list[Doc]) -> list[Doc]:
         manager = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
@@ -583,7 +583,7 @@ def test_pod_certificates_are_off_unless_switched_on(default_chart: list[Doc]) -
 
     assert pod_rules(default_chart) == []
     assert "--pod-certificates" not in controller_args(one(default_chart, "Deployment"))
-    on = docs(helm_template({"controller": {"podCertificates": True}}))
+    on = docs(helm_template({"controller": {"podCertificates": True, "kubernetesCSRs": False}}))
     assert "--pod-certificates" in controller_args(one(on, "Deployment"))
     assert pod_rules(on) == [
         {
@@ -597,6 +597,18 @@ def test_pod_certificates_are_off_unless_switched_on(default_chart: list[Doc]) -
             "verbs": ["patch"],
         },
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    ]
+    # The signer name rule, with CSRs off too: our own names only.
+    assert [r for r in _csr_grants(on) if r["resources"] == ["signers"]] == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": [
+                "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
+                "issuers.azure-keyvault-issuer.gonicus.de/*",
+            ],
+            "verbs": ["sign"],
+        }
     ]
 
 

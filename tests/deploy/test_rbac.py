@@ -340,6 +340,7 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
     (("cluster-trust-bundles",), {"controller": {"clusterTrustBundles": True}}),
+    (("pod-certificates",), {"controller": {"podCertificates": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),
         {"rbac": {"reissue": True, "revocation": True, "clusterWideConfigMaps": True}},

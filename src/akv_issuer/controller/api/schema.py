@@ -270,14 +270,14 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
             "string",
             pattern=_SPIFFE_TRUST_DOMAIN,
             max_length=255,
-            hint="a SPIFFE trust domain is lowercase letters, digits, '.', '-' and '_'",
+            hint="must be a SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_'",
         ),
         "podCertificates.dnsNames": FieldDef(
             "array[string]",
             pattern=_DNS_TEMPLATE,
             max_length=253,
             max_items=10,
-            hint="a DNS name of lowercase letters, digits, '-' and '.', with the "
+            hint="must be a DNS name of lowercase letters, digits, '-' and '.', with the "
             "placeholders $(POD_NAME), $(NAMESPACE), $(SERVICE_ACCOUNT)",
         ),
         "podCertificates.keyTypes": FieldDef("array[string]", enum=POD_KEY_TYPES, max_items=6),

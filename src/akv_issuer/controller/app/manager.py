@@ -369,8 +369,8 @@ async def unserved(api: KubeApi, resource: ApiResource) -> str | None:
         if err.status.code == 403:
             return (
                 f"the controller may not list {resource.plural} (the ClusterRole lacks the "
-                "rule; with the Helm chart set podCertificates.enabled=true, or run with "
-                "--no-pod-certificates)"
+                "rule: with the Helm chart set controller.podCertificates=true, with kustomize "
+                "add the component pod-certificates; or run without --pod-certificates)"
             )
         raise
     return None

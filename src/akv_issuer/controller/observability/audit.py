@@ -19,7 +19,7 @@ costs the issuance path nothing. They go to their own logger,
 be filtered or routed apart from the operational log; with ``--log-format
 json`` each record is one JSON line whose ``audit`` member holds the fields.
 
-Built here only, for both request kinds (through the request flow) and for
+Built here only, for every request kind (through the request flow) and for
 revocations (the revoker). What never goes into a record: tokens, secrets,
 private keys, the CSR or certificate bodies, and ``spec.extra`` of the
 requester (it can hold credential identifiers such as a token's ID).

@@ -170,6 +170,14 @@ def view(obj: PodCertificateRequestObject) -> RequestView:
         # Ours to answer, never to ignore; the key names no issuer that can exist.
         issuer = IssuerKey(CLUSTER_ISSUER_KIND, "", signer)
         refusal = Refuse(REASON_INVALID_REQUEST, str(err), denied=False)
+    if issuer is None and _under_our_domain(signer):
+        issuer = IssuerKey(CLUSTER_ISSUER_KIND, "", signer)
+        refusal = Refuse(
+            REASON_INVALID_REQUEST,
+            f"signerName {signer!r} is under {GROUP} but names no issuer: use "
+            f"clusterissuers.{GROUP}/<name> or issuers.{GROUP}/<namespace>.<name>",
+            denied=False,
+        )
     if issuer is not None and issuer.kind == ISSUER_KIND and issuer.namespace != namespace:
         refusal = Refuse(
             REASON_ISSUER_IN_ANOTHER_NAMESPACE,
@@ -181,6 +189,12 @@ def view(obj: PodCertificateRequestObject) -> RequestView:
     return RequestView.read(
         obj, issuer=issuer, finished=_finished(obj), approved=True, refusal=refusal
     )
+
+
+def _under_our_domain(signer: str) -> bool:
+    """A signer name whose domain is our group or below it: ours to answer."""
+    domain = signer.partition("/")[0]
+    return domain == GROUP or domain.endswith(f".{GROUP}")
 
 
 def stub_csr(obj: PodCertificateRequestObject) -> x509.CertificateSigningRequest:
@@ -313,7 +327,7 @@ class PodCertificateRequests:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         namespace = str(meta.get("namespace") or "")
-        if policy.namespace_labels is not None:
+        if policy.namespace_labels:  # None or {}: every namespace, nothing to read
             refused = await self._namespace_refused(namespace, key, policy.namespace_labels)
             if refused is not None:
                 return refused

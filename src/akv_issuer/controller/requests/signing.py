@@ -1,7 +1,7 @@
-"""From an approved request to a signed certificate, for both request kinds.
+"""From an approved request to a signed certificate, for every request kind.
 
-cert-manager CertificateRequests and Kubernetes CertificateSigningRequests
-differ in where their inputs live and how a result is written, not in how a
+cert-manager CertificateRequests, Kubernetes CertificateSigningRequests and
+PodCertificateRequests differ in where their inputs live and how a result is written, not in how a
 certificate is made. This module is the shared middle: it takes the CSR and
 the issuance parameters already read from the request, builds the
 certificate, has Key Vault sign it (holding one of the ``--concurrency`` sign

@@ -28,6 +28,8 @@ from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.requests import RequestFlow
 from akv_issuer.controller.requests.podcertificaterequest import WAIT_LIMIT, begin_refresh_at
+from akv_issuer.keyvault import ErrorKind, KeyVaultError
+from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import (
     FakeHost,
     FakeIssuers,
@@ -407,6 +409,58 @@ async def test_a_finished_request_delivered_again_is_not_signed_again(
     assert len(t.writes()) == 1
 
 
+async def test_no_sign_once_the_lease_may_have_passed(setup_pods: Callable[..., Pods]) -> None:
+    t = setup_pods()
+    t.add("web")
+    t.deliver("web")
+    t.host.lease_lost = True
+
+    with pytest.raises(NotLeading):
+        await t.reconcile("web")
+
+    assert t.signs == 0
+    assert t.kube.calls("patch") == []
+
+
+async def test_every_fault_together_still_writes_one_certificate(
+    setup_pods: Callable[..., Pods],
+) -> None:
+    """A lost sign answer, a throttle, a failed and a dropped status write and
+    a stale event on one request: one certificate, accepted by the API's rules."""
+    t = setup_pods()
+    t.add("web")
+    first = t.deliver("web")
+    t.ca.signer.fail_next(
+        KeyVaultError(ErrorKind.TRANSIENT, "reset", status=503, operation="sign"),
+        after_signing=True,
+    )
+    t.ca.signer.fail_next(KeyVaultError(ErrorKind.THROTTLED, "busy", status=429))
+    t.kube.fail("patch", PCR, 503, subresource="status", when=lambda c: bool(_chain_of(c)))
+    t.kube.drop("patch", PCR, subresource="status", when=lambda c: bool(_chain_of(c)))
+
+    for failures in range(10):  # each attempt after the one before failed
+        result = await t.reconcile("web", failures)
+        if not result.failure:
+            break
+        await t.clock.advance(result.after)
+        t.host.deliver("podcertificaterequests", first)  # stale, every time
+    else:
+        raise AssertionError("the request was never issued")
+
+    obj = t.get("web")
+    assert t.terminal(obj)[0] == "Issued"
+    assert api_rules(obj, t.clock.now()) == []
+    written = {_chain_of(c) for c in t.kube.calls("patch", PCR, subresource="status")} - {None}
+    assert written == {obj["status"]["certificateChain"]}
+    assert t.signs == 3  # the lost answer, the throttle, the signature kept after
+    assert len(set(t.ca.signer.signed)) == 1
+
+
+def _chain_of(call: Any) -> str | None:
+    body = call.body if isinstance(call.body, dict) else {}
+    return (body.get("status") or {}).get("certificateChain")
+
+
 # -- the policy is the approval: Denied, never signed -------------------------------------
 
 
@@ -531,6 +585,20 @@ async def test_a_malformed_signer_name_of_our_group_fails(setup_pods: Callable[.
     kind, reason, message = t.terminal(obj)
     assert (kind, reason) == ("Failed", "InvalidRequest")
     assert "names no ClusterIssuer" in message
+    assert t.signs == 0
+
+
+async def test_an_unknown_signer_under_our_domain_fails(setup_pods: Callable[..., Pods]) -> None:
+    t = setup_pods()
+    t.add("web", signer=f"pods.{GROUP}/vault")
+    obj = await t.decided("web")
+    kind, reason, message = t.terminal(obj)
+    assert (kind, reason) == ("Failed", "InvalidRequest")
+    assert message == (
+        f"signerName 'pods.{GROUP}/vault' is under {GROUP} but names no issuer: use "
+        f"clusterissuers.{GROUP}/<name> or issuers.{GROUP}/<namespace>.<name>"
+    )
+    assert api_rules(obj, t.clock.now()) == []
     assert t.signs == 0
 
 
