@@ -610,6 +610,17 @@ class RestVerbs:
                     'not have ":" in its name',
                 )
             checked = name.removeprefix(prefix) if signer else name
+            if signer and (len(checked) > 253 or not _NAME.match(checked)):
+                # The suffix goes through IsDNS1123Subdomain, whose message names the regex.
+                raise invalid(
+                    rtype,
+                    name,
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
+                    "lower case alphanumeric characters, '-' or '.', and must start and end with "
+                    "an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                )
         if len(checked) > 253 or not _NAME.match(checked):
             raise invalid(
                 rtype,

@@ -35,7 +35,7 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     issuers.follow(ReissueOnCAChange(reissuer))
     issuers.follow(TrustBundlePublisher(host.config, host.client, host.metrics, host.events))
     cluster_trust_bundles = ClusterTrustBundlePublisher(
-        host.config, host.client, issuers, host.events, now=host.now
+        host.config, host.client, issuers, host.metrics, host.events, now=host.now
     )
     issuers.follow(cluster_trust_bundles)
     if host.config.cluster_trust_bundles:

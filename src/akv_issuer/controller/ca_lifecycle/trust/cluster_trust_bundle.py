@@ -84,6 +84,7 @@ from akv_issuer.controller.core import (
     ownership_conflict,
     permissions,
 )
+from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.controller import Controller, Result
 from akv_issuer.runtime.errors import api_error_text, expected
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
@@ -212,6 +213,7 @@ class ClusterTrustBundlePublisher:
         config: ControllerConfig,
         client: AsyncClient,
         issuers: IssuerSide,
+        metrics: Metrics,
         events: EventRecorder,
         *,
         now: Callable[[], dt.datetime],
@@ -219,6 +221,7 @@ class ClusterTrustBundlePublisher:
         self._config = config
         self._client = client
         self._issuers = issuers
+        self._metrics = metrics
         self._events = events
         self._now = now
         # Whether the API server serves ClusterTrustBundles v1, and when that
@@ -238,10 +241,18 @@ class ClusterTrustBundlePublisher:
         self._owned: set[IssuerKey] = set()
         backoff = Backoff(base=2.0, cap=300.0)
         self.cleanup: Controller[IssuerKey] = Controller(
-            "clustertrustbundles", self._cleanup, workers=1, backoff=backoff
+            "clustertrustbundles",
+            self._cleanup,
+            workers=1,
+            backoff=backoff,
+            unexpected=metrics.unexpected,
         )
         self.sweep: Controller[str] = _StartSweep(
-            "clustertrustbundle-sweep", self._sweep, workers=1, backoff=backoff
+            "clustertrustbundle-sweep",
+            self._sweep,
+            workers=1,
+            backoff=backoff,
+            unexpected=metrics.unexpected,
         )
 
     # -- core.CheckFollower ------------------------------------------------------
@@ -285,10 +296,6 @@ class ClusterTrustBundlePublisher:
             outcome: tuple[str | None, str] = (REASON_NOT_ENABLED, NOT_ENABLED_MESSAGE)
             await self._warn_once(obj, key, NOT_ENABLED_MESSAGE)
             ok = True
-        elif not await self._api_served():
-            outcome = (REASON_API_NOT_SERVED, NOT_SERVED_MESSAGE)
-            await self._warn_once(obj, key, NOT_SERVED_MESSAGE)
-            ok = True
         else:
             outcome, ok = await self._publish(obj, checked, spec, now)
         self._outcome[key] = outcome
@@ -323,6 +330,8 @@ class ClusterTrustBundlePublisher:
         key = checked.key
         name = bundle_name(key)
         try:
+            if not await self._api_served():
+                raise NotServed()
             existing = await self._get_bundle(name)
             conflict = ownership_conflict(key, existing, "is the ClusterTrustBundle of {owner}")
             if conflict is not None:
@@ -381,14 +390,22 @@ class ClusterTrustBundlePublisher:
                 obj, key, REASON_FAILED, f"writing ClusterTrustBundle {name}: {detail}"
             )
         except Exception as exc:  # network errors and the like: retried the same way
-            if not expected(exc):
-                log.exception("writing the ClusterTrustBundle of %s failed", key)
+            if not expected(exc):  # a bug: its traceback once, counted
+                self._metrics.unexpected.report(
+                    log,
+                    UNEXPECTED_COMPONENT,
+                    key,
+                    exc,
+                    "writing the ClusterTrustBundle of %s failed",
+                    key,
+                )
             return await self._failed(
                 obj,
                 key,
                 REASON_FAILED,
                 f"writing ClusterTrustBundle {name}: {type(exc).__name__}: {exc}",
             )
+        self._metrics.unexpected.forget(UNEXPECTED_COMPONENT, key)
         self._written[key] = digest
         self._owned.add(key)
         self._last_failure.pop(key, None)

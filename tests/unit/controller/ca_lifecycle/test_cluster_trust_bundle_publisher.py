@@ -12,7 +12,7 @@ server serves ClusterTrustBundles only when the test registers them (as a
 1.37 API server does; older ones answer 404). What the fake does not do --
 the attest admission, name and PEM validation, garbage collection -- the
 cluster tier checks against kube-apiserver 1.37
-(tests/integration/cluster/test_cluster_trust_bundles_apiserver.py).
+(tests/integration/controller/test_cluster_trust_bundles.py).
 """
 
 from __future__ import annotations
@@ -483,3 +483,26 @@ async def test_a_refused_attest_names_the_permission_and_the_chart_value(
     assert condition.active is not None
     assert condition.active[0] == "Forbidden"
     assert t.anchors() == ["CN=Unit Test Root CA"]
+
+
+async def test_a_refused_list_is_a_forbidden_condition_not_a_failed_check(
+    kube: FakeKube, clock: FakeClock, enabled_host: FakeHost, root: TestCA
+) -> None:
+    """The flag is on but the role is not bound: the first question (is the API
+    served?) is refused; the issuer stays Ready and is told which value grants it."""
+    kube.register(ClusterTrustBundle)
+    kube.add(issuer_object(VAULT, spec=with_bundles()))
+    t = make_bundles(kube, clock, enabled_host, FakeIssuers(kube))
+    kube.fail(
+        "list", ClusterTrustBundle, 403, times=None, message="clustertrustbundles is forbidden"
+    )
+
+    condition, ok = await t.check(root)
+    assert not ok  # retried with backoff, not raised into the issuer's check
+    condition, ok = await t.check(root)
+
+    assert condition.active is not None
+    reason, message = condition.active
+    assert reason == "Forbidden"
+    assert "controller.clusterTrustBundles=true" in message
+    assert kube.get(ClusterTrustBundle, VAULT_BUNDLE) is None
