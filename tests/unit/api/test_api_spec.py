@@ -432,6 +432,8 @@ def test_pod_certificates_refresh_before_percentage_out_of_range_names_the_field
     error = _error(_spec(podCertificates=section))
     assert error.field == "podCertificates.refreshBeforePercentage"
     assert text in error.reason
+
+
 # -- spec.podCertificates (issue 25) ---------------------------------------------------
 
 
