@@ -47,7 +47,7 @@ from lightkube import Client
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace, Pod, Secret, Service, ServiceAccount
+from lightkube.resources.core_v1 import Event, Namespace, Pod, Secret, Service, ServiceAccount
 
 from akv_devcluster import DevCluster
 from akv_devcluster import binaries as bins
@@ -590,6 +590,18 @@ def test_a_pod_in_a_namespace_the_issuer_does_not_allow_never_starts(setup: Setu
         assert condition["reason"] == "NamespaceNotAllowed"
         assert f"namespace {ns} does not match" in condition["message"]
         assert f"{ALLOWED_LABEL[0]}={ALLOWED_LABEL[1]}" in condition["message"]
+
+        # What `kubectl describe pod` shows: the kubelet's event with the reason.
+        def event() -> list[Event]:
+            return [
+                e
+                for e in s.kube.list(Event, namespace=ns)
+                if e.involvedObject.name == "intruder" and e.reason == "Denied"
+            ]
+
+        (found, *_) = wait_until(event, "the kubelet's Denied event on the Pod", limit=60)
+        assert found.type == "Warning"
+        assert "NamespaceNotAllowed" in (found.message or "")
         # Still not started a while later: no certificate, no container.
         time.sleep(20)
         pod = s.kube.get(Pod, "intruder", namespace=ns)
