@@ -21,12 +21,15 @@ The issuer check maps a Key Vault error to an issuer's Ready reason itself
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from akv_issuer.ca import VaultAccess
 from akv_issuer.controller.core.checked import CheckedIssuer
+from akv_issuer.controller.core.pool import BudgetView, InFlightBudget, PoolHealth
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
     AuthConfig,
@@ -101,11 +104,28 @@ class KeyVaultGateway:
         *,
         concurrency: int,
         fence: Callable[[], None] = no_fence,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kv = keyvault
         self._calls = metrics.keyvault_calls
         self._slots = SignSlots(concurrency, metrics)
         self._fence = fence
+        self._concurrency = concurrency
+        # Signs in flight per vault (CA pools choose a member by it until the
+        # per-vault budget is wired: core.pool.InFlightBudget).
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        # The circuit breakers of CA pool members (core.pool), shared by every issuer.
+        self.pool_health = PoolHealth()
+        self.monotonic = monotonic
+
+    def in_flight(self, vault_url: str) -> int:
+        """Signs sent to ``vault_url`` (or waiting for a sign slot) and not answered."""
+        return self._in_flight[vault_url.rstrip("/").lower()]
+
+    def budget_view(self) -> BudgetView:
+        """What CA pools choose a member by: for now signs in flight per vault, at most
+        ``--concurrency`` each (issue 26: the per-vault budget replaces this line)."""
+        return InFlightBudget(self, self._concurrency)
 
     async def _count(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -195,18 +215,25 @@ class KeyVaultGateway:
     def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner:
         """The signer of one key version: every ``sign_digest`` holds a sign slot,
         asks the fence, and is counted."""
-        return _GatedSigner(self._sign, self._kv.signer(key, auth))
+        return _GatedSigner(self._sign, self._kv.signer(key, auth), key.vault_url)
 
     def issuer_signer(self, checked: CheckedIssuer) -> RemoteSigner:
         """The signer of a checked issuer (its key version and identity)."""
         return self.signer(checked.key_info, checked.auth)
 
     async def _sign(
-        self, inner: RemoteSigner, algorithm: SignatureAlgorithm, digest: bytes
+        self, inner: RemoteSigner, vault_url: str, algorithm: SignatureAlgorithm, digest: bytes
     ) -> bytes:
-        async with self._slots.hold():
-            self._fence()
-            return await self._count("sign", inner.sign_digest(algorithm, digest))
+        vault = vault_url.rstrip("/").lower()
+        self._in_flight[vault] += 1
+        try:
+            async with self._slots.hold():
+                self._fence()
+                return await self._count("sign", inner.sign_digest(algorithm, digest))
+        finally:
+            self._in_flight[vault] -= 1
+            if not self._in_flight[vault]:
+                del self._in_flight[vault]
 
     async def close(self) -> None:
         await self._kv.close()
@@ -215,14 +242,16 @@ class KeyVaultGateway:
 class _GatedSigner:
     def __init__(
         self,
-        sign: Callable[[RemoteSigner, SignatureAlgorithm, bytes], Awaitable[bytes]],
+        sign: Callable[[RemoteSigner, str, SignatureAlgorithm, bytes], Awaitable[bytes]],
         inner: RemoteSigner,
+        vault_url: str,
     ) -> None:
         self._sign = sign
         self._inner = inner
+        self._vault_url = vault_url
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        return await self._sign(self._inner, algorithm, digest)
+        return await self._sign(self._inner, self._vault_url, algorithm, digest)
 
     def __repr__(self) -> str:
         return f"gated {self._inner!r}"

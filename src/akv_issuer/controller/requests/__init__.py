@@ -72,7 +72,7 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
     PodCertificateRequests unless ``--no-pod-certificates``, and watched only
     where the API server serves them, see the manager's optional resources)."""
     config = host.config
-    signer = RequestSigner(host.keyvault, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics, member_changed=issuers.request_check)
     flows: list[RequestFlows] = [
         _flow(
             host,
