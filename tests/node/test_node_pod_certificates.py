@@ -249,17 +249,48 @@ def setup(
         env=environ_with(node_emulator.env),
     )  # fmt: skip
     namespace = restricted_namespace(node_kube, "podcert-ctl")
-    emulator_ca_configmap(node_kube, namespace, node_emulator)
-    values = node_emulator.env.values
-    node_kube.create(
+    helm_bin = tool(bins.HELM)
+    kubeconfig = node_cluster.kubeconfig_path
+    issuer_name = f"pods-{uuid.uuid4().hex[:6]}"
+    found = Setup(
+        node_kube, node_cluster, node_emulator, key_name, controller_image,
+        signer_resource_name("ClusterIssuer", issuer_name), uuid.uuid4().hex[:8], old_ca,
+        workdir,
+    )  # fmt: skip
+    try:
+        _install(found, namespace, issuer_name)
+        yield found
+    finally:
+        # The issuer first, while its controller runs (it removes the bundle).
+        with contextlib.suppress(ApiError):
+            node_kube.delete(ClusterIssuer, issuer_name)
+        for ns in (found.app_namespace, namespace):
+            if ns:
+                with contextlib.suppress(ApiError):
+                    node_kube.delete(Namespace, ns)
+        subprocess.run(
+            [helm_bin, "--kubeconfig", str(kubeconfig), "uninstall", RELEASE,
+             "--namespace", namespace, "--ignore-not-found"],
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+
+
+def _install(s: Setup, namespace: str, issuer_name: str) -> None:
+    """Our chart with Pod certificates and ClusterTrustBundles on, and the
+    ClusterIssuer of the module's CA (its service principal's secret in the
+    chart's namespace, the cluster resource namespace); until it is Ready."""
+    kube, emulator = s.kube, s.emulator
+    emulator_ca_configmap(kube, namespace, emulator)
+    values = emulator.env.values
+    kube.create(
         Secret(
             metadata=ObjectMeta(name=SP_SECRET, namespace=namespace),
             stringData={"clientSecret": values["AKV_EMULATOR_SP_CLIENT_SECRET"]},
         )
     )
     chart = chart_values(
-        controller_image,
-        node_emulator,
+        s.image,
+        emulator,
         replicaCount=1,
         controller={
             "podCertificates": True,
@@ -268,25 +299,21 @@ def setup(
             "issuerRecheckInterval": "5s",
         },
     )
-    helm_bin = tool(bins.HELM)
-    kubeconfig = node_cluster.kubeconfig_path
     helm(
-        helm_bin, kubeconfig, "install", RELEASE, str(CHART), "--namespace", namespace,
-        "--wait", "--timeout", "180s", values=chart,
+        tool(bins.HELM), s.cluster.kubeconfig_path, "install", RELEASE, str(CHART),
+        "--namespace", namespace, "--wait", "--timeout", "180s", values=chart,
     )  # fmt: skip
-    issuer_name = f"pods-{uuid.uuid4().hex[:6]}"
-    bundle_label = uuid.uuid4().hex[:8]
-    node_kube.create(
+    kube.create(
         ClusterIssuer(
             apiVersion=API_VERSION,
             kind="ClusterIssuer",
             metadata=ObjectMeta(name=issuer_name),
             spec={
-                "keyVaultBaseURL": node_emulator.env.vault_url,
-                "keyName": key_name,
+                "keyVaultBaseURL": emulator.env.vault_url,
+                "keyName": s.key_name,
                 "auth": {
                     "clientSecret": {
-                        "tenantID": node_emulator.env.tenant_id,
+                        "tenantID": emulator.env.tenant_id,
                         "clientID": values["AKV_EMULATOR_SP_CLIENT_ID"],
                         "secretRef": {"name": SP_SECRET, "key": "clientSecret"},
                     }
@@ -301,35 +328,20 @@ def setup(
                     # 90 % of an hour left is 6 minutes in: the API's 10 minutes.
                     "refreshBeforePercentage": 90,
                 },
-                "clusterTrustBundles": {"labels": {BUNDLE_LABEL: bundle_label}, "overlap": "2h"},
+                "clusterTrustBundles": {
+                    "labels": {BUNDLE_LABEL: s.bundle_label},
+                    "overlap": "2h",
+                },
             },
         )
     )
 
     def ready() -> bool:
-        found = dict(node_kube.get(ClusterIssuer, issuer_name))
+        found = dict(kube.get(ClusterIssuer, issuer_name))
         conditions = (found.get("status") or {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     wait_until(ready, f"ClusterIssuer {issuer_name} Ready")
-    found = Setup(
-        node_kube, node_cluster, node_emulator, key_name, controller_image,
-        signer_resource_name("ClusterIssuer", issuer_name), bundle_label, old_ca, workdir,
-    )  # fmt: skip
-    try:
-        yield found
-    finally:
-        for ns in (found.app_namespace, namespace):
-            if ns:
-                with contextlib.suppress(ApiError):
-                    node_kube.delete(Namespace, ns)
-        with contextlib.suppress(ApiError):
-            node_kube.delete(ClusterIssuer, issuer_name)
-        subprocess.run(
-            [helm_bin, "--kubeconfig", str(kubeconfig), "uninstall", RELEASE,
-             "--namespace", namespace, "--ignore-not-found"],
-            capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
 
 
 def _namespace(kube: Client, prefix: str, *, allowed: bool) -> str:
