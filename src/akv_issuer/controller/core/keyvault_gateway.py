@@ -12,7 +12,17 @@ the gateway, and so gets, written once here:
   before the call, after the slot was granted: with leader election ``fence``
   raises ``NotLeading`` once this replica's lease may have passed to another,
   so two replicas never both sign (a renewal is a sign too);
-- the text a feature shows for a failed call (:func:`keyvault_failure_text`).
+- the text a feature shows for a failed call (:func:`keyvault_failure_text`);
+- every sign and key read waits for its vault's throttling budget
+  (:mod:`akv_issuer.keyvault.budget`: Key Vault's weighted 10-second windows)
+  before anything else -- before the sign slot, so a vault out of budget holds
+  no slot another vault could use. Calls queue per issuer and are served
+  round-robin (the issuer is the checked issuer a sign is for; for reads and
+  renewal signs during an issuer check, the issuer the check is about; key
+  reads queue apart from the issuer's signs, so a check is not stuck behind
+  the issuer's own burst). A call whose issuer already has enough waiting on
+  the vault fails at once as throttled with the estimated wait, so the work
+  queue hands its worker to another issuer meanwhile.
 
 The issuer check maps a Key Vault error to an issuer's Ready reason itself
 (``core.failures.keyvault_failure``): that names what was read, not "Key Vault".
@@ -37,9 +47,12 @@ from akv_issuer.keyvault import (
     KeyVersion,
     SecretInfo,
     SecretVersion,
+    VaultBudgets,
 )
+from akv_issuer.keyvault.budget import UNKNOWN_KEY_COST, cost_of
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 from akv_issuer.runtime.leader import no_fence
+from akv_issuer.runtime.logs import current_object
 
 T = TypeVar("T")
 
@@ -101,11 +114,33 @@ class KeyVaultGateway:
         *,
         concurrency: int,
         fence: Callable[[], None] = no_fence,
+        budgets: VaultBudgets | None = None,
     ) -> None:
         self._kv = keyvault
         self._calls = metrics.keyvault_calls
         self._slots = SignSlots(concurrency, metrics)
         self._fence = fence
+        # None: no budget (every call goes at once, as before issue 26).
+        self.budgets = budgets
+        self._waited = metrics.budget_wait_seconds
+        metrics.budgets.source = budgets
+        # (vault, key name) -> units a read of it costs, learnt from its key type.
+        self._read_costs: dict[tuple[str, str], float] = {}
+
+    async def _admit(self, operation: str, vault_url: str, party: str, cost: float) -> None:
+        """Wait for the vault's budget (see the module)."""
+        if self.budgets is not None:
+            waited = await self.budgets.acquire(vault_url, party, cost)
+            self._waited.labels(operation).observe(waited)
+
+    async def _read_key(self, operation: str, vault_url: str, name: str, call: Awaitable[T]) -> T:
+        cost = self._read_costs.get((vault_url, name.lower()), UNKNOWN_KEY_COST)
+        try:
+            await self._admit(operation, vault_url, f"{_party()} (reads)", cost)
+        except BaseException:
+            _close(call)
+            raise
+        return await self._count(operation, call)
 
     async def _count(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -121,13 +156,20 @@ class KeyVaultGateway:
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> KeyInfo:
-        return await self._count("get_key", self._kv.get_key(vault_url, name, version, auth))
+        info = await self._read_key(
+            "get_key", vault_url, name, self._kv.get_key(vault_url, name, version, auth)
+        )
+        self._read_costs[(vault_url, name.lower())] = cost_of(info)
+        return info
 
     async def list_key_versions(
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
     ) -> tuple[KeyVersion, ...]:
-        return await self._count(
-            "list_key_versions", self._kv.list_key_versions(vault_url, name, auth, limit=limit)
+        return await self._read_key(
+            "list_key_versions",
+            vault_url,
+            name,
+            self._kv.list_key_versions(vault_url, name, auth, limit=limit),
         )
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
@@ -192,37 +234,58 @@ class KeyVaultGateway:
 
     # -- signs -----------------------------------------------------------------
 
-    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner:
-        """The signer of one key version: every ``sign_digest`` holds a sign slot,
-        asks the fence, and is counted."""
-        return _GatedSigner(self._sign, self._kv.signer(key, auth))
+    def signer(self, key: KeyInfo, auth: AuthConfig, *, party: str | None = None) -> RemoteSigner:
+        """The signer of one key version: every ``sign_digest`` waits for the vault's
+        budget (queued as ``party``, by default the issuer the running check is
+        about), holds a sign slot, asks the fence, and is counted."""
+        return _GatedSigner(self._sign, self._kv.signer(key, auth), key, party or _party())
 
     def issuer_signer(self, checked: CheckedIssuer) -> RemoteSigner:
         """The signer of a checked issuer (its key version and identity)."""
-        return self.signer(checked.key_info, checked.auth)
+        return self.signer(checked.key_info, checked.auth, party=str(checked.key))
 
     async def _sign(
-        self, inner: RemoteSigner, algorithm: SignatureAlgorithm, digest: bytes
+        self, signer: _GatedSigner, algorithm: SignatureAlgorithm, digest: bytes
     ) -> bytes:
+        key = signer.key
+        await self._admit("sign", key.vault_url, signer.party, cost_of(key))
         async with self._slots.hold():
             self._fence()
-            return await self._count("sign", inner.sign_digest(algorithm, digest))
+            return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
 
     async def close(self) -> None:
         await self._kv.close()
 
 
+def _party() -> str:
+    """Whom a call is for when the caller does not say: the object the running
+    reconcile is about (an issuer check's issuer), else one shared party."""
+    found = current_object()
+    return found[1] if found is not None else "controller"
+
+
+def _close(call: Awaitable[object]) -> None:
+    """Close a coroutine that will not be awaited (its call was not admitted)."""
+    close = getattr(call, "close", None)
+    if close is not None:
+        close()
+
+
 class _GatedSigner:
     def __init__(
         self,
-        sign: Callable[[RemoteSigner, SignatureAlgorithm, bytes], Awaitable[bytes]],
+        sign: Callable[[_GatedSigner, SignatureAlgorithm, bytes], Awaitable[bytes]],
         inner: RemoteSigner,
+        key: KeyInfo,
+        party: str,
     ) -> None:
         self._sign = sign
-        self._inner = inner
+        self.inner = inner
+        self.key = key
+        self.party = party
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        return await self._sign(self._inner, algorithm, digest)
+        return await self._sign(self, algorithm, digest)
 
     def __repr__(self) -> str:
-        return f"gated {self._inner!r}"
+        return f"gated {self.inner!r}"
