@@ -33,6 +33,10 @@ How it works (:class:`VaultWindow`, pure, every method takes ``now``):
 - a sliding window of the grants of the last 10 s (plus ``slack``: the vault
   stamps a call later than we grant it), at most ``(1 - headroom)`` of the
   capacity, so a vault that saw our calls late does not throttle the next one;
+- paced: at most a quarter of the window at once (``burst``), the rest as a
+  token bucket refills at the window's rate -- a burst spreads over the window
+  instead of taking all of it in its first second and leaving every other
+  issuer to wait for the window to slide;
 - waiters queue per *party* (an issuer), served round-robin, one call per turn,
   the party served longest ago first: one issuer's burst does not starve
   another's trickle; the call whose turn it is blocks the others until it fits
@@ -94,6 +98,8 @@ UNKNOWN_KEY_COST = DEFAULT_UNITS / min(KEY_LIMITS.values())
 # Capacity kept free (a share of the figure) and the time added to the window.
 HEADROOM = 0.05
 SLACK_SECONDS = 0.25
+# Pacing: at most this share of the window at once, the rest as it refills.
+BURST = 0.25
 # After a 429: pause this long without Retry-After; capacity factor cut and regain.
 THROTTLE_PAUSE = 1.0
 THROTTLE_CUT = 0.75
@@ -145,13 +151,20 @@ class VaultWindow:
         window: float = WINDOW_SECONDS,
         slack: float = SLACK_SECONDS,
         headroom: float = HEADROOM,
+        burst: float = BURST,
     ) -> None:
         if not math.isfinite(units) or units <= 0:
             raise ValueError(f"a vault's budget must be a positive number of units, got {units}")
+        if not 0 < burst <= 1:
+            raise ValueError(f"burst must be a share of the window in (0, 1], got {burst}")
         self.units = units
         self.window = window
         self.slack = slack
         self.headroom = headroom
+        self.burst = burst
+        # Pacing: a token bucket of burst x capacity, refilled at capacity per window.
+        self._tokens = math.nan  # full on first use
+        self._refilled = -math.inf
         self.factor = 1.0
         self.paused_until = -math.inf
         self._regain_at = math.inf
@@ -183,6 +196,21 @@ class VaultWindow:
         """Units granted in the window ending now."""
         self._expire(now)
         return self._used
+
+    @property
+    def _depth(self) -> float:
+        return self.capacity * self.burst
+
+    @property
+    def _rate(self) -> float:
+        return self.capacity / self.window
+
+    def _refill(self, now: float) -> None:
+        if math.isnan(self._tokens):
+            self._tokens = self._depth
+        elif now > self._refilled:
+            self._tokens = min(self._depth, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = max(self._refilled, now)
 
     def waiting(self, party: str | None = None) -> int:
         """Calls queued (of one party, or of all)."""
@@ -231,6 +259,7 @@ class VaultWindow:
         if now < self.paused_until:
             return granted
         self._expire(now)
+        self._refill(now)
         capacity = self.capacity
         while self._queues:
             party = self._next_party()
@@ -239,6 +268,9 @@ class VaultWindow:
             cost = min(ticket.cost, capacity)  # a call dearer than the window goes alone
             if self._used + cost > capacity + 1e-9:
                 break
+            if self._tokens < min(cost, self._depth) - 1e-9:
+                break
+            self._tokens -= min(cost, self._depth)
             queue.popleft()
             if not queue:
                 del self._queues[party]
@@ -257,16 +289,19 @@ class VaultWindow:
         """When the call first in line may fit (None: nobody waits)."""
         if not self._queues:
             return None
-        if now < self.paused_until:
-            return self.paused_until
         return self._fits_at(self._queues[self._next_party()][0].cost, 0.0, now)
 
     def _fits_at(self, cost: float, ahead: float, now: float) -> float:
         """When ``ahead`` units queued before it and ``cost`` fit in the window."""
         self._expire(now)
+        self._refill(now)
         capacity = self.capacity
         need = self._used + ahead + min(cost, capacity) - capacity
         start = max(now, self.paused_until)
+        # The pacing alone: tokens for everything ahead and this call.
+        short = ahead + min(cost, self._depth) - self._tokens
+        if short > 1e-9:
+            start = max(start, max(now, self._refilled) + short / self._rate)
         if need <= 1e-9:
             return start
         freed = 0.0
@@ -277,9 +312,8 @@ class VaultWindow:
         # More queued than the window holds now: whole windows more.
         rest = need - freed
         last = self._grants[-1][0] if self._grants else now
-        return max(start, last + self.window + self.slack) + math.ceil(rest / capacity - 1e-9) * (
-            self.window + self.slack
-        )
+        period = self.window + self.slack
+        return max(start, last + period + math.ceil(rest / capacity - 1e-9) * period)
 
     def estimated_wait(self, cost: float, now: float) -> float:
         """Seconds a call of ``cost`` asked for now would wait (queued calls first)."""
@@ -294,6 +328,8 @@ class VaultWindow:
         self.paused_until = max(self.paused_until, now + pause)
         self.factor = max(THROTTLE_FLOOR, self.factor * THROTTLE_CUT)
         self._regain_at = now + self.window
+        self._tokens = 0.0
+        self._refilled = self.paused_until
 
 
 @dataclass(frozen=True)
@@ -456,6 +492,12 @@ class VaultBudgets:
             return
         window.throttled(self.now(), retry_after)
         self.stats[normalize_vault_url(vault_url)].throttled += 1
+
+    def close(self) -> None:
+        """Stop the vaults' timers (the process ends; waiting callers are cancelled)."""
+        for pump in self._pumps.values():
+            pump.cancel()
+        self._pumps.clear()
 
     def _grant(self, window: VaultWindow) -> None:
         for ticket in window.grant(self.now()):

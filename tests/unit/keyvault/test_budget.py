@@ -18,12 +18,13 @@ from akv_issuer.keyvault import (
     VaultWindow,
     key_cost,
 )
-from akv_issuer.keyvault.budget import WINDOW_SECONDS, VaultStats
+from akv_issuer.keyvault.budget import WINDOW_SECONDS
 from support.fakeclock import FakeClock
 
 VAULT = "https://budget.vault.azure.net"
-# A window without headroom or slack: the figures as the service-limits page gives them.
-EXACT = {"headroom": 0.0, "slack": 0.0}
+# A window without headroom, slack or pacing: the figures as the service-limits page
+# gives them.
+EXACT = {"headroom": 0.0, "slack": 0.0, "burst": 1.0}
 
 
 def test_the_table_is_the_service_limits_page() -> None:
@@ -96,7 +97,7 @@ def test_the_window_slides() -> None:
 
 
 def test_headroom_and_slack_keep_a_margin_for_the_vaults_clock() -> None:
-    window = VaultWindow(units=100)  # default headroom 5 %, slack 0.25 s
+    window = VaultWindow(units=100, burst=1.0)  # default headroom 5 %, slack 0.25 s
     for _ in range(100):
         window.enqueue("a", 1.0, 0.0)
     assert len(window.grant(0.0)) == 95
@@ -149,8 +150,10 @@ def test_a_429_pauses_and_shrinks_then_the_budget_grows_back() -> None:
     waiting = window.enqueue("a", 1.0, 0.5)
     assert window.grant(0.5) == []
     assert window.remaining(1.0) == 0.0
-    assert window.next_change(1.0) == 3.0
-    assert window.grant(3.0) == [waiting]
+    # After the pause the pacing starts empty: one unit at the (cut) window's rate.
+    assert window.next_change(1.0) == pytest.approx(3.0 + 1 / 7.5)
+    assert window.grant(3.0) == []
+    assert window.grant(3.14) == [waiting]
     # A quarter less until a window passes without a 429, then a tenth back per window.
     assert window.capacity == 75.0
     window.used(10.0)
@@ -218,7 +221,7 @@ def test_managed_hsm_and_a_budget_turned_off_have_none() -> None:
 # -- the async side, on the fake clock ---------------------------------------------------
 
 
-async def test_callers_wait_for_the_window_and_are_granted_in_turn() -> None:
+async def test_callers_wait_their_turn_and_a_trickle_is_not_stuck_behind_a_burst() -> None:
     clock = FakeClock(start=0.0)
     budgets = VaultBudgets(
         BudgetConfig(units={VAULT: 10}, max_waiting=100), clock=clock, sleep=clock.sleep
@@ -231,17 +234,34 @@ async def test_callers_wait_for_the_window_and_are_granted_in_turn() -> None:
 
     burst = [asyncio.create_task(call("burst")) for _ in range(20)]
     await clock.advance(0)
-    # 95 % of 10 units: nine go at once.
-    assert len(done) == 9
-    trickle = asyncio.create_task(call("trickle"))
+    # 95 % of 10 units, a quarter of that at once: two go now, the rest as it refills.
+    assert len(done) == 2
     await clock.advance(1.0)
-    assert ("trickle", 1.0) not in done
-    await clock.advance(9.5)  # the window has slid (10 s + 0.25 s slack)
-    assert done[9] == ("trickle", pytest.approx(10.251, abs=0.01))
-    await clock.advance(30)
+    trickle = asyncio.create_task(call("trickle"))
+    await clock.advance(1.1)
+    # The trickle's call took the next unit, ahead of the burst's 17 waiting.
+    assert "trickle" in [party for party, _ in done]
+    assert sum(1 for party, _ in done if party == "burst") <= 4
+    await clock.advance(40)
     await asyncio.gather(*burst, trickle)
     assert len(done) == 21
+    # Never more than the window's 9.5 units in any 10 s.
+    stamps = [at for _, at in done]
+    assert all(sum(1 for t in stamps if s <= t < s + 10) <= 9 for s in stamps)
     assert budgets.stats[VAULT].waited > 0
+
+
+def test_pacing_spreads_a_burst_over_the_window() -> None:
+    window = VaultWindow(units=100, headroom=0.0, slack=0.0)
+    for _ in range(200):
+        window.enqueue("a", 1.0, 0.0)
+    assert len(window.grant(0.0)) == 25  # a quarter at once
+    assert len(window.grant(1.0)) == 10  # then at 100 per 10 s
+    granted = {round(0.1 * step, 1): len(window.grant(0.1 * step)) for step in range(11, 100)}
+    # The window is full at 7.5 s (100 units), then nothing until its first grants leave.
+    assert 25 + 10 + sum(n for at, n in granted.items() if at <= 7.5) == 100
+    assert sum(n for at, n in granted.items() if at > 7.5) == 0
+    assert window.next_change(9.9) == 10.0
 
 
 async def test_a_party_with_a_full_queue_is_refused_with_the_estimated_wait() -> None:
@@ -270,15 +290,16 @@ async def test_a_429_holds_back_the_callers_waiting() -> None:
     budgets = VaultBudgets(BudgetConfig(units={VAULT: 100}), clock=clock, sleep=clock.sleep)
     budgets.throttled(VAULT, 5.0)
     assert budgets.remaining(VAULT) == 0.0
-    assert budgets.estimated_wait(VAULT) == pytest.approx(5.0)
+    # The Retry-After, then one unit of the cut window's pacing (71.25 units per 10 s).
+    assert budgets.estimated_wait(VAULT) == pytest.approx(5.0 + 10 / 71.25)
     task = asyncio.create_task(budgets.acquire(VAULT, "a", 1.0))
-    await clock.advance(4.0)
+    await clock.advance(5.0)
     assert not task.done()
-    await clock.advance(1.1)
+    await clock.advance(0.2)
     assert task.done()
-    assert budgets.stats[VAULT] == VaultStats(
-        throttled=1, refused=0, waited=pytest.approx(5.0, abs=0.01)
-    )
+    stats = budgets.stats[VAULT]
+    assert (stats.throttled, stats.refused) == (1, 0)
+    assert stats.waited == pytest.approx(5.0 + 10 / 71.25, abs=0.01)
 
 
 async def test_a_cancelled_caller_leaves_the_line() -> None:
@@ -300,8 +321,8 @@ async def test_in_use_is_the_used_share_of_each_vault() -> None:
     clock = FakeClock(start=0.0)
     budgets = VaultBudgets(BudgetConfig(units={VAULT: 100}), clock=clock, sleep=clock.sleep)
     for _ in range(3):
-        await budgets.acquire(VAULT, "a", 16.0)
-    assert budgets.in_use() == {VAULT: pytest.approx(0.48)}
-    assert budgets.remaining(VAULT) == pytest.approx(0.47)
+        await budgets.acquire(VAULT, "a", 5.0)
+    assert budgets.in_use() == {VAULT: pytest.approx(0.15)}
+    assert budgets.remaining(VAULT) == pytest.approx(0.80)
     await clock.advance(11)
     assert budgets.in_use() == {VAULT: 0.0}

@@ -254,6 +254,8 @@ class KeyVaultGateway:
             return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
 
     async def close(self) -> None:
+        if self.budgets is not None:
+            self.budgets.close()
         await self._kv.close()
 
 
