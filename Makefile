@@ -138,7 +138,7 @@ clean:
 
 # Key Vault's limits and the throttling budget alone (bench/budget.py, also part of
 # `make bench`): 429s for the same burst with the budget on and off, and a neighbour
-# issuer's latency beside a burst on the same vault; writes bench/budget.json (~5 min).
+# issuer's latency beside a burst on the same vault; writes bench/budget.json (~4 min).
 bench-budget: venv binaries
 	$(PY) -m bench.budget
 

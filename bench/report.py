@@ -233,8 +233,9 @@ def render(r: dict[str, Any]) -> str:
         add("## Key Vault's limits and the throttling budget")
         add("")
         add(
-            "The emulator enforcing Key Vault's per-vault limits (HSM RSA-4096: 25 signatures "
-            "per second), the same burst with the budget on and off (bench/budget.py):"
+            "The emulator enforcing Key Vault's per-vault limits, scaled down (HSM RSA-4096: "
+            f"{budget['config']['scaled_limit'] or 250} per 10 s), the same burst with the "
+            "budget on and off, and a neighbour issuer beside it (bench/budget.py):"
         )
         add("")
         add(budget_table(budget["cases"]))
