@@ -78,10 +78,17 @@ def keyvault_failure(err: KeyVaultError, what: str, not_found: IssuerReason) -> 
             return CheckFailed(
                 IssuerReason.KEY_VAULT_UNREACHABLE, detail, retry_after=err.retry_after
             )
+        # A refused permission is fixed by an administrator's role assignment
+        # (which itself takes minutes to apply): re-checked slowly like a
+        # refused credential, not every few seconds against the vault's budget.
         case ErrorKind.FORBIDDEN if err.missing_permission:
-            return CheckFailed(IssuerReason.FORBIDDEN, forbidden_message(err, what))
+            return CheckFailed(
+                IssuerReason.FORBIDDEN,
+                forbidden_message(err, what),
+                retry_after=ADMIN_FIX_RECHECK,
+            )
         case ErrorKind.FORBIDDEN:
-            return CheckFailed(IssuerReason.FORBIDDEN, detail)
+            return CheckFailed(IssuerReason.FORBIDDEN, detail, retry_after=ADMIN_FIX_RECHECK)
         case ErrorKind.NOT_FOUND:
             return CheckFailed(not_found, detail)
         case ErrorKind.PERMANENT:
@@ -109,7 +116,7 @@ def forbidden_message(err: KeyVaultError, what: str) -> str:
 
 
 # Seconds before re-checking an issuer that only an administrator can fix (a
-# credential Entra ID refuses, a vault firewall): no faster than this, so a
+# credential Entra ID refuses, a missing permission, a vault firewall): no faster than this, so a
 # broken identity does not ask Entra ID every few seconds; the reconciler's
 # backoff (at most 5 minutes) still applies above it.
 ADMIN_FIX_RECHECK = 120.0

@@ -189,7 +189,11 @@ class CRLPublisher:
                 [
                     RevokedCertificate(
                         serial_number=r.serial,
-                        revocation_date=r.revoked_at,
+                        # Another replica whose clock runs ahead may have
+                        # recorded a revocation "after" this CRL's thisUpdate,
+                        # which RFC 5280 5.1.2.6 forbids and build_crl refuses:
+                        # the revocation is known now, so it is dated now.
+                        revocation_date=min(r.revoked_at, now),
                         reason=REASONS[r.reason],
                     )
                     for r in entries

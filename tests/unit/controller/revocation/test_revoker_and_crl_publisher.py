@@ -343,6 +343,38 @@ async def test_a_revocation_recorded_meanwhile_by_another_replica_is_kept(
     assert len(conflicts) == 1
 
 
+async def test_a_revocation_another_replica_dated_ahead_of_this_clock_is_listed_as_of_now(
+    revocations: Revocations,
+) -> None:
+    # A replica whose clock runs five minutes ahead recorded a revocation: the
+    # CRL signed now lists it at its thisUpdate (RFC 5280 forbids a later
+    # date), first time, with one sign and no failure on the way.
+    t = revocations
+    t.issuers.changed(VAULT)
+    await wait_until(lambda: t.crl() is not None, what="first CRL")
+    await settle()
+    line = f"abcdef superseded 2030-01-01T00:05:00Z 2031-01-01T00:00:00Z {key_id(t.ca)} apps/other"
+
+    def change(obj: dict[str, Any]) -> None:
+        obj.setdefault("data", {})["revocations"] = f"{line}\n"
+
+    t.kube.modify(ConfigMap, LIST, CLUSTER_NS, change)
+    t.issuers.changed(VAULT)  # the next run of the publisher reads the list anew
+
+    await wait_until(lambda: t.crl_number() == 2, what="second CRL")
+    await settle()
+    crl = t.crl()
+    assert crl is not None
+    entry = crl.get_revoked_certificate_by_serial_number(0xABCDEF)
+    assert entry is not None
+    assert entry.revocation_date_utc == crl.last_update_utc
+    assert crl.last_update_utc == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert t.ca.signer.calls == 2
+    current = t.crl_current()
+    assert current is not None
+    assert (current["status"], current["reason"]) == ("True", "Current")
+
+
 async def test_a_crl_whose_list_changed_while_signing_is_signed_again_with_every_entry(
     revocations: Revocations,
 ) -> None:
