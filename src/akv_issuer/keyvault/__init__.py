@@ -28,6 +28,7 @@ from .auth import (
     WorkloadIdentity,
 )
 from .budget import (
+    BUDGET_SPENT,
     KEY_LIMITS,
     BudgetConfig,
     VaultBudgets,
@@ -57,6 +58,7 @@ from .models import (
 )
 
 __all__ = [
+    "BUDGET_SPENT",
     "CLOUDS",
     "KEY_LIMITS",
     "PEM_CONTENT_TYPE",

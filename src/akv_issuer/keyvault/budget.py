@@ -48,9 +48,11 @@ How it works (:class:`VaultWindow`, pure, every method takes ``now``):
 
 :class:`VaultBudgets` is the process-wide, asyncio side: ``acquire`` waits for
 budget (a call that would make a party's queue longer than ``max_waiting`` is
-refused at once with a THROTTLED :class:`~.errors.KeyVaultError` and the
-estimated wait as ``retry_after``, so its caller's work queue can hand the
-worker to another issuer meanwhile).
+refused at once with a THROTTLED :class:`~.errors.KeyVaultError`, code
+:data:`BUDGET_SPENT`, whose ``retry_after`` says when to come back -- the
+estimated wait, and for the next refused calls of the party times spaced at the
+vault's rate -- so its caller's work queue can hand the worker to another issuer
+meanwhile).
 
 Queries for choosing among vaults (e.g. a CA pool's members), by vault URL:
 
@@ -78,6 +80,8 @@ from .cloud import is_managed_hsm
 from .errors import ErrorKind, KeyVaultError
 from .models import KeyInfo, normalize_vault_url
 
+# KeyVaultError.code of a call refused at once because its party has enough waiting.
+BUDGET_SPENT = "BudgetSpent"
 WINDOW_SECONDS = 10.0
 # Units per window of a vault: software RSA-2048 transactions per 10 s.
 DEFAULT_UNITS = 4000.0
@@ -202,14 +206,15 @@ class VaultWindow:
         return self.capacity * self.burst
 
     @property
-    def _rate(self) -> float:
+    def rate(self) -> float:
+        """Units per second the window grants in the long run."""
         return self.capacity / self.window
 
     def _refill(self, now: float) -> None:
         if math.isnan(self._tokens):
             self._tokens = self._depth
         elif now > self._refilled:
-            self._tokens = min(self._depth, self._tokens + (now - self._refilled) * self._rate)
+            self._tokens = min(self._depth, self._tokens + (now - self._refilled) * self.rate)
         self._refilled = max(self._refilled, now)
 
     def waiting(self, party: str | None = None) -> int:
@@ -301,7 +306,7 @@ class VaultWindow:
         # The pacing alone: tokens for everything ahead and this call.
         short = ahead + min(cost, self._depth) - self._tokens
         if short > 1e-9:
-            start = max(start, max(now, self._refilled) + short / self._rate)
+            start = max(start, max(now, self._refilled) + short / self.rate)
         if need <= 1e-9:
             return start
         freed = 0.0
@@ -409,6 +414,9 @@ class VaultBudgets:
         self._sleep = sleep
         self._windows: dict[str, VaultWindow | None] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        # (vault, party) -> when the next call refused at once should come back: refused
+        # calls get times spaced at the vault's rate, not all the same estimate.
+        self._next_return: dict[tuple[str, str], float] = {}
         self.stats: dict[str, VaultStats] = {}
 
     def now(self) -> float:
@@ -461,13 +469,15 @@ class VaultBudgets:
         now = self.now()
         if window.waiting(party) >= self.config.max_waiting:
             wait = window.estimated_wait(cost, now)
+            at = max(now + wait, self._next_return.get((vault, party), now))
+            self._next_return[(vault, party)] = at + cost / window.rate
             self.stats[vault].refused += 1
             raise KeyVaultError(
                 ErrorKind.THROTTLED,
                 f"the vault's throttling budget is spent for now ({window.waiting(party)} "
-                f"calls of {party} wait for it already); about {wait:.1f} s until there is room",
-                code="BudgetSpent",
-                retry_after=wait,
+                f"calls of {party} wait for it already); come back in {at - now:.1f} s",
+                code=BUDGET_SPENT,
+                retry_after=at - now,
                 operation="budget",
             )
         ticket = window.enqueue(party, cost, now)

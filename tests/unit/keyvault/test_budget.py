@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from akv_issuer.keyvault import (
+    BUDGET_SPENT,
     KEY_LIMITS,
     BudgetConfig,
     ErrorKind,
@@ -275,14 +276,19 @@ async def test_a_party_with_a_full_queue_is_refused_with_the_estimated_wait() ->
     with pytest.raises(KeyVaultError) as err:
         await budgets.acquire(VAULT, "a", 1.0)
     assert err.value.kind is ErrorKind.THROTTLED
-    assert err.value.code == "BudgetSpent"
+    assert err.value.code == BUDGET_SPENT
     assert err.value.retry_after is not None
     assert err.value.retry_after > 10
+    # The next refused call of the party comes back one call's time later, not with it.
+    with pytest.raises(KeyVaultError) as again:
+        await budgets.acquire(VAULT, "a", 1.0)
+    assert again.value.retry_after is not None
+    assert again.value.retry_after == pytest.approx(err.value.retry_after + 10 / 1.9)
     # Another issuer still queues.
     other = asyncio.create_task(budgets.acquire(VAULT, "b", 1.0))
     await clock.advance(60)
     await asyncio.gather(*waiting, other)
-    assert budgets.stats[VAULT].refused == 1
+    assert budgets.stats[VAULT].refused == 2
 
 
 async def test_a_429_holds_back_the_callers_waiting() -> None:

@@ -29,7 +29,7 @@ from akv_issuer.controller.core import (
 )
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -79,10 +79,14 @@ class RequestRefused:
 
 @dataclass(frozen=True, slots=True)
 class Transient:
-    """Key Vault throttled or could not be reached: try again later."""
+    """Key Vault throttled or could not be reached: try again later. ``deferred``:
+    nothing was asked of Key Vault -- the vault's throttling budget had this
+    issuer's calls waiting already (keyvault.budget): come back after
+    ``retry_after``, neither a failure nor worth a status write."""
 
     message: str
     retry_after: float | None
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +212,9 @@ class RequestSigner:
                     )
                 )
             self._keep(request_key, csr_pem, request, checked, plan)
-            return Transient(keyvault_failure_text(err), err.retry_after)
+            return Transient(
+                keyvault_failure_text(err), err.retry_after, deferred=err.code == BUDGET_SPENT
+            )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))
         except AlgorithmError as err:
