@@ -108,10 +108,29 @@ async def test_the_same_burst_without_the_budget_runs_into_429(
     assert len(throttled) == BURST - EC_LIMIT
     assert all(err.kind is ErrorKind.THROTTLED and err.code == "Throttled" for err in throttled)
     assert emulator.admin.responses()["sign"] == {"200": EC_LIMIT, "429": BURST - EC_LIMIT}
-    # Each 429 reached the budget: it pauses the vault's callers and shrinks.
+    # Each 429 reached the budget: it shrinks (no Retry-After here, so no pause).
     vault = normalize_vault_url(env.vault_url)
     assert budgets.stats[vault].throttled == BURST - EC_LIMIT
-    assert budgets.remaining(vault) == 0.0
     window = budgets.window(vault)
     assert window is not None
     assert window.capacity < EC_LIMIT * 0.95
+
+
+async def test_a_429s_retry_after_pauses_the_vaults_budget(
+    emulator: EmulatorProcess, kv: KeyVaultAccess, budgets: VaultBudgets, unique_name: str
+) -> None:
+    env = emulator.env
+    key = await ec_key(kv, env, unique_name)
+    # Another client used the vault: one sign per 10 s, and the vault says when to retry.
+    emulator.admin.set_faults(
+        {"throttle": {"limits": {"EC": 1}, "window_seconds": 10, "retry_after": 0}}
+    )
+    auth = sp_auth(env)
+    await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), auth)
+    with pytest.raises(KeyVaultError) as err:
+        await kv.sign(key, SignatureAlgorithm.ES256, digest_for("ES256"), auth)
+    assert err.value.retry_after is not None
+    assert 5 <= err.value.retry_after <= 10
+    vault = normalize_vault_url(env.vault_url)
+    assert budgets.remaining(vault) == 0.0
+    assert budgets.estimated_wait(vault) >= err.value.retry_after - 1

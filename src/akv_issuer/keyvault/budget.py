@@ -42,9 +42,9 @@ How it works (:class:`VaultWindow`, pure, every method takes ``now``):
   another's trickle; the call whose turn it is blocks the others until it fits
   (no cheap call overtakes an expensive one forever);
 - a 429 (:meth:`VaultWindow.throttled`; the budget cannot see other clients of
-  the vault) pauses grants for its Retry-After (1 s without one) and cuts the
-  capacity by a quarter (never below a quarter of the figure); each window
-  without a 429 gives a tenth back.
+  the vault) cuts the capacity by a quarter (at most once a second, never below
+  a quarter of the figure; each window without a 429 gives a tenth back) and,
+  when it says Retry-After, pauses every grant on the vault until then.
 
 :class:`VaultBudgets` is the process-wide, asyncio side: ``acquire`` waits for
 budget (a call that would make a party's queue longer than ``max_waiting`` is
@@ -57,7 +57,7 @@ meanwhile).
 Queries for choosing among vaults (e.g. a CA pool's members), by vault URL:
 
 - ``remaining(vault) -> float``: the fraction of the window free now (0..1;
-  0 while paused after a 429; 1.0 for a vault without a budget);
+  0 while paused by a 429's Retry-After; 1.0 for a vault without a budget);
 - ``estimated_wait(vault, cost) -> float``: seconds a call of ``cost`` units
   (:func:`key_cost`) asked for now would wait, the calls queued ahead included
   (0.0 for a vault without a budget);
@@ -104,8 +104,9 @@ HEADROOM = 0.05
 SLACK_SECONDS = 0.25
 # Pacing: at most this share of the window at once, the rest as it refills.
 BURST = 0.25
-# After a 429: pause this long without Retry-After; capacity factor cut and regain.
-THROTTLE_PAUSE = 1.0
+# After a 429: the capacity cut (at most once per THROTTLE_CUT_EVERY s: the 429s of
+# one batch of calls are one signal), never below the floor, and regained per window.
+THROTTLE_CUT_EVERY = 1.0
 THROTTLE_CUT = 0.75
 THROTTLE_FLOOR = 0.25
 THROTTLE_REGAIN = 0.1
@@ -172,6 +173,7 @@ class VaultWindow:
         self.factor = 1.0
         self.paused_until = -math.inf
         self._regain_at = math.inf
+        self._cut_at = -math.inf
         self._grants: deque[tuple[float, float]] = deque()  # (granted at, cost)
         self._used = 0.0
         self._queues: OrderedDict[str, deque[Ticket]] = OrderedDict()
@@ -225,7 +227,7 @@ class VaultWindow:
         return sum(len(q) for q in self._queues.values())
 
     def remaining(self, now: float) -> float:
-        """The fraction of the window free now (0 while paused after a 429)."""
+        """The fraction of the window free now (0 while a 429's Retry-After runs)."""
         if now < self.paused_until:
             return 0.0
         free = self.capacity - self.used(now)
@@ -328,13 +330,14 @@ class VaultWindow:
     # -- feedback ------------------------------------------------------------------------
 
     def throttled(self, now: float, retry_after: float | None) -> None:
-        """The vault answered 429: pause, and cut the capacity (regained per window)."""
-        pause = retry_after if retry_after is not None and retry_after > 0 else THROTTLE_PAUSE
-        self.paused_until = max(self.paused_until, now + pause)
-        self.factor = max(THROTTLE_FLOOR, self.factor * THROTTLE_CUT)
+        """The vault answered 429: cut the capacity (regained per window) and, when the
+        vault said Retry-After, grant nothing until then."""
+        if retry_after is not None and retry_after > 0:
+            self.paused_until = max(self.paused_until, now + retry_after)
+        if now >= self._cut_at:
+            self.factor = max(THROTTLE_FLOOR, self.factor * THROTTLE_CUT)
+            self._cut_at = now + THROTTLE_CUT_EVERY
         self._regain_at = now + self.window
-        self._tokens = 0.0
-        self._refilled = self.paused_until
 
 
 @dataclass(frozen=True)

@@ -145,16 +145,14 @@ def test_a_call_dearer_than_the_whole_window_goes_alone() -> None:
     assert window.remaining(0.0) == 0.0
 
 
-def test_a_429_pauses_and_shrinks_then_the_budget_grows_back() -> None:
+def test_a_429_with_retry_after_pauses_and_shrinks_then_the_budget_grows_back() -> None:
     window = VaultWindow(units=100, **EXACT)
     window.throttled(0.0, retry_after=3.0)
     waiting = window.enqueue("a", 1.0, 0.5)
     assert window.grant(0.5) == []
     assert window.remaining(1.0) == 0.0
-    # After the pause the pacing starts empty: one unit at the (cut) window's rate.
-    assert window.next_change(1.0) == pytest.approx(3.0 + 1 / 7.5)
-    assert window.grant(3.0) == []
-    assert window.grant(3.14) == [waiting]
+    assert window.next_change(1.0) == 3.0
+    assert window.grant(3.0) == [waiting]
     # A quarter less until a window passes without a 429, then a tenth back per window.
     assert window.capacity == 75.0
     window.used(10.0)
@@ -163,11 +161,22 @@ def test_a_429_pauses_and_shrinks_then_the_budget_grows_back() -> None:
     assert window.capacity == 100.0
 
 
-def test_a_429_without_retry_after_pauses_a_second_and_cuts_never_below_a_quarter() -> None:
+def test_a_429_without_retry_after_shrinks_without_pausing() -> None:
     window = VaultWindow(units=100, **EXACT)
-    for n in range(10):
-        window.throttled(float(n) / 10, None)
-    assert window.paused_until == pytest.approx(1.9)
+    window.throttled(0.0, None)
+    assert window.paused_until < 0.0
+    waiting = window.enqueue("a", 1.0, 0.1)
+    assert window.grant(0.1) == [waiting]
+    assert window.capacity == 75.0
+
+
+def test_a_storm_of_429s_cuts_once_a_second_never_below_a_quarter() -> None:
+    window = VaultWindow(units=100, **EXACT)
+    for n in range(10):  # one batch of calls answered 429 within 0.1 s: one cut
+        window.throttled(n / 100, None)
+    assert window.capacity == 75.0
+    for second in range(1, 10):
+        window.throttled(float(second), None)
     assert window.capacity == 25.0
 
 
@@ -291,21 +300,20 @@ async def test_a_party_with_a_full_queue_is_refused_with_the_estimated_wait() ->
     assert budgets.stats[VAULT].refused == 2
 
 
-async def test_a_429_holds_back_the_callers_waiting() -> None:
+async def test_a_429s_retry_after_holds_back_the_callers_waiting() -> None:
     clock = FakeClock(start=0.0)
     budgets = VaultBudgets(BudgetConfig(units={VAULT: 100}), clock=clock, sleep=clock.sleep)
     budgets.throttled(VAULT, 5.0)
     assert budgets.remaining(VAULT) == 0.0
-    # The Retry-After, then one unit of the cut window's pacing (71.25 units per 10 s).
-    assert budgets.estimated_wait(VAULT) == pytest.approx(5.0 + 10 / 71.25)
+    assert budgets.estimated_wait(VAULT) == pytest.approx(5.0)
     task = asyncio.create_task(budgets.acquire(VAULT, "a", 1.0))
-    await clock.advance(5.0)
+    await clock.advance(4.9)
     assert not task.done()
     await clock.advance(0.2)
     assert task.done()
     stats = budgets.stats[VAULT]
     assert (stats.throttled, stats.refused) == (1, 0)
-    assert stats.waited == pytest.approx(5.0 + 10 / 71.25, abs=0.01)
+    assert stats.waited == pytest.approx(5.0, abs=0.01)
 
 
 async def test_a_cancelled_caller_leaves_the_line() -> None:
