@@ -21,8 +21,9 @@ the gateway, and so gets, written once here:
   renewal signs during an issuer check, the issuer the check is about; key
   reads queue apart from the issuer's signs, so a check is not stuck behind
   the issuer's own burst). A call whose issuer already has enough waiting on
-  the vault fails at once as throttled with the estimated wait, so the work
-  queue hands its worker to another issuer meanwhile.
+  the vault fails at once as throttled (code ``BudgetSpent``) with a time to
+  come back, which the request flow requeues quietly, so the work queue hands
+  its worker to another issuer meanwhile.
 
 The issuer check maps a Key Vault error to an issuer's Ready reason itself
 (``core.failures.keyvault_failure``): that names what was read, not "Key Vault".
