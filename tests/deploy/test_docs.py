@@ -32,7 +32,7 @@ OTHER_TOOLS_FLAGS = {
     "--kubernetes-version",  # az aks create
 }
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
-    "ca": ("create", "rotate", "csr", "import", "crl"),
+    "ca": ("create", "rotate", "csr", "import", "crl", "pool-member"),
     "sign": (),
     "check": (),
     "controller": (),

@@ -137,6 +137,8 @@ class FakeVault:
     ``fail_next(operation, error)`` makes the next call of it raise."""
 
     def __init__(self) -> None:
+        # The vaults it plays (CA pools: a key per vault); keys are found by name in any.
+        self.vault_urls: set[str] = {VAULT_URL}
         self.keys: dict[str, list[KeyInfo]] = {}  # by key name, oldest first
         self.secrets: dict[str, list[str]] = {}  # values by secret name, oldest first
         self.signers: dict[str, FakeSigner] = {}
@@ -169,7 +171,7 @@ class FakeVault:
         self._call("get_key")
         versions = self.keys.get(name) or []
         found = [k for k in versions if version is None or k.version == version]
-        if vault_url.rstrip("/") != VAULT_URL or not found:
+        if vault_url.rstrip("/") not in self.vault_urls or not found:
             raise KeyVaultError(
                 ErrorKind.NOT_FOUND,
                 f"A key with (name/id) {name} was not found in this key vault.",
@@ -701,7 +703,11 @@ class FakeHost:
         self.lease_lost = False
         # The real gateway over the fake vault: counted, sign slots, the fence.
         self.keyvault = KeyVaultGateway(
-            self.vault, self.metrics, concurrency=self.config.concurrency, fence=self.fence
+            self.vault,
+            self.metrics,
+            concurrency=self.config.concurrency,
+            fence=self.fence,
+            monotonic=clock,  # CA pools' breakers wait on the fake clock
         )
         self.controllers: list[Controller[Any]] = []
         self.watches: dict[str, _Watch] = {}

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from akv_issuer import ca, pki
-from akv_issuer.cli import common, crl, rotate
+from akv_issuer.cli import common, crl, pool, rotate
 from akv_issuer.cli.errors import CLIError
 from akv_issuer.keyvault import PEM_CONTENT_TYPE
 
@@ -102,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.set_defaults(handler=_import)
 
     crl.register(ca_commands)
+    pool.register(ca_commands)
 
 
 def _add_subject_arguments(parser: argparse.ArgumentParser) -> None:

@@ -276,9 +276,38 @@ async def run(args: argparse.Namespace) -> int:
     )
     now = dt.datetime.now(dt.UTC)
     async with common.open_vault(args) as session:
-        await _check(report, session, spec, args, now)
+        if spec.pool is None:
+            await _check(report, session, spec, args, now)
+        else:
+            await _check_pool(report, session, spec, args, now)
     _print(report, what)
     return 1 if report.failed else 0
+
+
+async def _check_pool(
+    report: Report,
+    session: common.VaultSession,
+    spec: IssuerSpec,
+    args: argparse.Namespace,
+    now: dt.datetime,
+) -> None:
+    """spec.pool: every member as a single-key issuer, its lines prefixed with its name
+    (--ca-file stands for the issuer's own key's CA only). The pool's own rules (one
+    root, a key once, whose CA a member holds) are the controller's (status.members)."""
+    ca_file = args.ca_file
+    for index, (name, member) in enumerate(spec.member_specs()):
+        args.ca_file = ca_file if index == 0 else None
+        member_session = common.VaultSession(
+            session.access, member.key_vault_base_url, member.key_name, member.key_version
+        )
+        start = len(report.lines)
+        await _check(report, member_session, member, args, now)
+        report.lines[start:] = [f"pool member {name!r}: {line}" for line in report.lines[start:]]
+    args.ca_file = ca_file
+    report.note(
+        "the pool's own rules (every member under one root, no key twice) are checked by "
+        "the controller: see status.members"
+    )
 
 
 async def _check(

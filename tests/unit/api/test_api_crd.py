@@ -111,7 +111,30 @@ ALL_SAMPLES = (
     "clusterissuer-managed-hsm.yaml",
     "issuer-keyvault-certificate.yaml",
     "issuer-serviceaccount.yaml",
+    # spec.pool: a member for each way of naming its CA.
+    "clusterissuer-pool.yaml",
 )
+
+
+def _parent(spec: dict[str, Any], path: str) -> tuple[Any, str]:
+    """The object holding ``path``'s last part (in a list: the first item that sets it)."""
+    *parents, leaf = path.split(".")
+    node: Any = spec
+    for depth, part in enumerate(parents):
+        node = node[part]
+        if isinstance(node, list):
+            rest = [*parents[depth + 1 :], leaf]
+            node = next(item for item in node if _value_at(item, rest) is not None)
+    return node, leaf
+
+
+def _value_at(node: Any, parts: list[str]) -> Any:
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            found = (_value_at(item, parts[depth:]) for item in node)
+            return next((value for value in found if value is not None), None)
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _full_spec_for(path: str) -> dict[str, Any]:
@@ -120,10 +143,7 @@ def _full_spec_for(path: str) -> dict[str, Any]:
     sample leaves keyVersion unset to show the default)."""
     for sample in ALL_SAMPLES:
         spec: dict[str, Any] = load_one(SAMPLES / sample)["spec"]
-        node: Any = spec
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
+        if _value_at(spec, path.split(".")) is not None:
             return copy.deepcopy(spec)
     raise AssertionError(f"no sample sets spec.{path}; samples must use every field")
 
@@ -142,28 +162,25 @@ def test_parser_reads_every_declared_field_with_the_declared_type(path: str) -> 
     parser reads it, and checks the type the schema declares."""
     spec = _full_spec_for(path)
     api.parse_issuer_spec(spec)  # the unbroken sample is fine
-    *parents, leaf = path.split(".")
-    node = spec
-    for part in parents:
-        node = node[part]
+    node, leaf = _parent(spec, path)
     declared = api.SPEC_FIELDS[path].type
     node[leaf] = "x" if declared.startswith("array[") else _WRONG_TYPE[declared]
     with pytest.raises(api.SpecError) as caught:
         api.parse_issuer_spec(spec)
-    assert caught.value.field == path
+    # A pool member's field is named with its index (pool.members[2].keyName).
+    assert re.sub(r"\[\d+\]", "", caught.value.field) == path
     assert "must be" in caught.value.reason
 
 
 @pytest.mark.parametrize("path", sorted(p for p, d in api.SPEC_FIELDS.items() if d.required))
 def test_parser_enforces_the_schemas_required_fields(path: str) -> None:
     spec = _full_spec_for(path)
-    *parents, leaf = path.split(".")
-    node = spec
-    for part in parents:
-        node = node[part]
+    node, leaf = _parent(spec, path)
     del node[leaf]
-    with pytest.raises(api.SpecError, match=re.escape(f"spec.{path}: is required")):
+    with pytest.raises(api.SpecError) as caught:
         api.parse_issuer_spec(spec)
+    assert str(caught.value).endswith(": is required")
+    assert re.sub(r"\[\d+\]", "", caught.value.field) == path
 
 
 @pytest.mark.parametrize("sample", ALL_SAMPLES)
@@ -211,6 +228,16 @@ def test_status_built_by_the_model_is_valid_against_the_crd_schema() -> None:
             "rootCertificates": [{"subject": "CN=root", "sha256": "22" * 32}],
             "checkTime": "2025-06-01T12:00:00Z",
         },
+        members=[
+            {
+                "name": "westeurope",
+                "keyID": "https://v.vault.azure.net/keys/ca/0123456789abcdef0123456789abcdef",
+                "state": "Unavailable",
+                "reason": "Throttled",
+                "message": "pool member 'westeurope': Key Vault throttled signing",
+                "caNotAfter": "2030-01-01T00:00:00Z",
+            }
+        ],
     )
     schema = version_schema(load_one(ISSUER_CRD))["properties"]["status"]
     assert validate(status, schema) == []

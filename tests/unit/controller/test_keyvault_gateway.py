@@ -327,3 +327,16 @@ async def test_without_a_budget_nothing_waits() -> None:
     for n in range(50):
         await signer.sign_digest(ES256, bytes([n]) * 32)
     assert t.ca.signer.calls == 50
+
+
+async def test_ca_pools_see_each_vaults_budget() -> None:
+    t = Budgeted(units=2)
+    view = t.kv.budget_view()
+    assert view.remaining(VAULT_URL) == pytest.approx(0.95)
+    assert view.remaining("https://pool.managedhsm.azure.net") is None  # not budgeted
+    await t.kv.signer(t.ca.key_info, AUTH, party="a").sign_digest(ES256, b"\1" * 32)
+    # Full: minus the seconds a sign would wait, so the shortest wait ranks first.
+    left = view.remaining(VAULT_URL)
+    assert left is not None
+    assert left < 0
+    assert -left == pytest.approx(t.budgets.estimated_wait(VAULT_URL))

@@ -132,6 +132,7 @@ class IssuerStatus(TypedDict, total=False):
     caNotAfter: str
     lastCheckTime: str
     keyAttestation: dict[str, Any]  # Managed HSM: the attestation as checked
+    members: list[dict[str, Any]]  # spec.pool: each member's state (STATUS_FIELDS "members.*")
 
 
 class IssuerObject(TypedDict, total=False):

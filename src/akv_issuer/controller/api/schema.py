@@ -37,6 +37,10 @@ _DATA_KEY = r"^[-._a-zA-Z0-9]+$"
 _EXTENSION_URL = r"^(https?|ldap)://[^\s]+$"
 _HTTP_URL = r"^https?://[^\s]+$"
 _AUDIENCE = r"^[^\s]+$"
+_MEMBER_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MEMBER_NAME_HINT = "a pool member's name is a DNS label: lower-case letters, digits and '-'"
+MAX_POOL_MEMBERS: Final = 16
+ON_INVALID_MEMBER: Final = ("Fail", "Exclude")
 
 DURATION_HINT = "use Go duration syntax such as 2160h, 90m or 1h30m (units h, m, s, ms, us, ns)"
 
@@ -60,7 +64,7 @@ class FieldDef:
     hint: str | None = None
 
 
-SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
+_SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
     "keyVaultBaseURL": FieldDef(
         "string",
         required=True,
@@ -240,6 +244,35 @@ SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         hint="must be a key of the Secret's data",
     ),
 }
+
+
+def _pool_fields() -> dict[str, FieldDef]:
+    """``spec.pool`` (issue 26): the pool's own fields, and per member the fields of the
+    issuer's own key (its vault, name, version, CA secret, caSource) under
+    ``pool.members.``."""
+    fields: dict[str, FieldDef] = {
+        "pool": FieldDef("object"),
+        "pool.primaryName": FieldDef(
+            "string", pattern=_MEMBER_NAME, max_length=63, default="primary", hint=MEMBER_NAME_HINT
+        ),
+        "pool.onInvalidMember": FieldDef("string", enum=ON_INVALID_MEMBER, default="Fail"),
+        "pool.retryAfter": FieldDef(
+            "string", pattern=_GO_DURATION, default="30s", hint=DURATION_HINT
+        ),
+        "pool.members": FieldDef("array[object]", required=True, max_items=MAX_POOL_MEMBERS - 1),
+        "pool.members.name": FieldDef(
+            "string", required=True, pattern=_MEMBER_NAME, max_length=63, hint=MEMBER_NAME_HINT
+        ),
+    }
+    for path in ("keyVaultBaseURL", "keyName", "keyVersion", "caSecretName", "caSecretVersion"):
+        fields[f"pool.members.{path}"] = _SPEC_FIELDS[path]
+    for path, definition in _SPEC_FIELDS.items():
+        if path == "caSource" or path.startswith("caSource."):
+            fields[f"pool.members.{path}"] = definition
+    return fields
+
+
+SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {**_SPEC_FIELDS, **_pool_fields()}
 """Every field under ``spec`` (dotted path) the CRD defines and the parser reads."""
 
 STATUS_FIELDS: Final[Mapping[str, FieldDef]] = {
@@ -261,6 +294,13 @@ STATUS_FIELDS: Final[Mapping[str, FieldDef]] = {
     "keyAttestation.rootCertificates.subject": FieldDef("string"),
     "keyAttestation.rootCertificates.sha256": FieldDef("string"),
     "keyAttestation.checkTime": FieldDef("string"),  # format: date-time
+    "members": FieldDef("array[object]"),
+    "members.name": FieldDef("string"),
+    "members.keyID": FieldDef("string"),
+    "members.state": FieldDef("string", enum=("Ready", "Unavailable", "Invalid")),
+    "members.reason": FieldDef("string"),
+    "members.message": FieldDef("string"),
+    "members.caNotAfter": FieldDef("string"),  # format: date-time
     "lastCheckTime": FieldDef("string"),  # format: date-time
     "conditions": FieldDef("array[object]"),
     "conditions.type": FieldDef("string", required=True),

@@ -7,7 +7,7 @@ checks every field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Final
 
@@ -198,6 +198,60 @@ class KubernetesSecretCA:
 CASource = KeyVaultSecretCA | KeyVaultCertificateCA | KubernetesSecretCA
 
 
+# --- issue 26: CA pools ---------------------------------------------------------------
+
+
+def member_crl_url(url: str, member: str) -> str:
+    """Where a pool member's CRL is reached, from ``crl.url`` (the issuer's own key's):
+    ``.../crl/clusterissuer/pool.crl`` -> ``.../crl/clusterissuer/pool/members/<member>.crl``,
+    the path the controller serves it at."""
+    base = url[: -len(".crl")] if url.endswith(".crl") else url.rstrip("/")
+    return f"{base}/members/{member}.crl"
+
+
+POOL_PRIMARY_NAME: Final = "primary"
+ON_INVALID_MEMBER_FAIL: Final = "Fail"
+ON_INVALID_MEMBER_EXCLUDE: Final = "Exclude"
+
+
+@dataclass(frozen=True)
+class PoolMemberSpec:
+    """One more member of a CA pool (``spec.pool.members[]``): a Key Vault key, in a vault
+    of its own, with its CA certificate (an intermediate under the pool's root).
+
+    ``ca_secret_name`` defaults to ``key_name`` in the member's vault, as for the issuer's
+    own key; ``ca_source_explicit`` is the member's ``caSource``."""
+
+    name: str
+    key_vault_base_url: str
+    key_name: str
+    key_version: str | None = None
+    ca_secret_name: str = ""
+    ca_secret_version: str | None = None
+    ca_source_explicit: CASource | None = None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """``spec.pool``: the issuer's own key (``keyVaultBaseURL``/``keyName``, the member named
+    ``primary_name``) and ``members``, every one an intermediate under one root.
+
+    ``on_invalid_member``: ``Fail`` (default) -- a member that is wrong (its CA under
+    another root, another key's CA, a key twice, any CA or key fault) makes the issuer not
+    Ready; ``Exclude`` -- that member is set aside (status says why) and the others sign.
+    ``retry_after``: how long a member whose vault failed (unreachable, throttled,
+    forbidden) stays out before one request probes it again (doubling while it fails)."""
+
+    members: tuple[PoolMemberSpec, ...]
+    primary_name: str = POOL_PRIMARY_NAME
+    on_invalid_member: str = ON_INVALID_MEMBER_FAIL
+    retry_after: timedelta = timedelta(seconds=30)
+
+    @property
+    def exclude_invalid(self) -> bool:
+        return self.on_invalid_member == ON_INVALID_MEMBER_EXCLUDE
+
+
 @dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
@@ -232,6 +286,43 @@ class IssuerSpec:
     allow_exportable_key: bool = False
     """``spec.allowExportableKey``: sign with a key that can leave Key Vault (exportable,
     a release policy, or in a Managed HSM an attestation that does not show otherwise)."""
+    # --- issue 26 (CA pools) ---
+    pool: PoolSpec | None = None
+    """``spec.pool``; None: the issuer's key alone (a pool of one)."""
+
+    @property
+    def member_name(self) -> str:
+        """The name of the issuer's own key as a pool member."""
+        return self.pool.primary_name if self.pool is not None else POOL_PRIMARY_NAME
+
+    def member_specs(self) -> tuple[tuple[str, IssuerSpec], ...]:
+        """Every pool member as the spec of an issuer of that key alone (its name first):
+        the issuer's own key, then ``pool.members`` in order. Without a pool: the issuer's
+        own key. Each member's spec is read and checked as a single-key issuer's is."""
+        own = replace(self, pool=None)
+        if self.pool is None:
+            return ((POOL_PRIMARY_NAME, own),)
+        specs: list[tuple[str, IssuerSpec]] = [(self.pool.primary_name, own)]
+        for member in self.pool.members:
+            crl = self.crl
+            if crl.url:
+                crl = replace(crl, url=member_crl_url(crl.url, member.name))
+            specs.append(
+                (
+                    member.name,
+                    replace(
+                        own,
+                        crl=crl,
+                        key_vault_base_url=member.key_vault_base_url,
+                        key_name=member.key_name,
+                        key_version=member.key_version,
+                        ca_secret_name=member.ca_secret_name or member.key_name,
+                        ca_secret_version=member.ca_secret_version,
+                        ca_source_explicit=member.ca_source_explicit,
+                    ),
+                )
+            )
+        return tuple(specs)
 
     @property
     def ca_source(self) -> CASource:

@@ -10,8 +10,9 @@ and turns anything unusable into a :class:`SpecError` naming the field.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Final
 
@@ -30,6 +31,8 @@ from akv_issuer.controller.api.spec import (
     KeyVaultSecretCA,
     KubernetesSecretCA,
     PolicySpec,
+    PoolMemberSpec,
+    PoolSpec,
     ReissueSpec,
     SecretKeyRef,
     ServiceAccountAuth,
@@ -58,13 +61,17 @@ class _SpecReader:
     specs handed to us by tools, were never validated against this schema.
     """
 
-    def __init__(self, spec: Mapping[str, Any]) -> None:
+    def __init__(self, spec: Mapping[str, Any], *, schema_prefix: str = "") -> None:
+        """``schema_prefix``: where ``spec`` sits in the schema (``pool.members.`` for a
+        pool member, whose fields are declared under that prefix)."""
         if not isinstance(spec, Mapping):
             raise SpecError("", f"must be an object, got {type(spec).__name__}")
         self._spec = spec
+        self._prefix = schema_prefix
 
     def get(self, path: str) -> Any:
-        definition = SPEC_FIELDS[path]  # KeyError: the parser reads an undeclared field
+        # KeyError: the parser reads an undeclared field
+        definition = SPEC_FIELDS[self._prefix + path]
         value = self._lookup(path)
         if value is None:
             if definition.required and self._parent_present(path):
@@ -196,7 +203,7 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
             "caRenewal.renewBefore",
             "must be shorter than caRenewal.lifetime, or every check would renew again",
         )
-    return IssuerSpec(
+    parsed = IssuerSpec(
         key_vault_base_url=str(reader.get("keyVaultBaseURL")).rstrip("/"),
         key_name=key_name,
         key_version=_optional_str(reader, "keyVersion"),
@@ -218,6 +225,85 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         ca_source_explicit=_parse_ca_source(reader, ca_renewal),
         authority_host=_optional_str(reader, "auth.authorityHost"),
         allow_exportable_key=bool(reader.get("allowExportableKey")),
+        pool=_parse_pool(reader, ca_renewal),
+    )
+    if parsed.pool is not None:
+        _pool_restrictions(parsed)
+    return parsed
+
+
+def _pool_restrictions(spec: IssuerSpec) -> None:
+    """What a pool cannot do yet: re-issuing on a CA change (which would take the other
+    members' certificates for a previous CA's) is for single-key issuers only
+    (docs/api.md, CA pools)."""
+    if spec.reissue.on_ca_change:
+        raise SpecError(
+            "reissue.onCAChange",
+            "is not supported with spec.pool yet (the members' CAs are all current)",
+        )
+
+
+@contextlib.contextmanager
+def _below(where: str) -> Iterator[None]:
+    """SpecErrors raised inside name their field below ``where``."""
+    try:
+        yield
+    except SpecError as err:
+        raise SpecError(f"{where}.{err.field}" if err.field else where, err.reason) from None
+
+
+def _parse_pool(reader: _SpecReader, ca_renewal: CARenewalSpec) -> PoolSpec | None:
+    """``spec.pool``: members with unique names (the issuer's own key is the member
+    ``primaryName``); not with automatic CA renewal (which renews one CA certificate,
+    not a pool's intermediates)."""
+    if reader.get("pool") is None:
+        return None
+    raw_members = reader.get("pool.members")
+    if not raw_members:
+        raise SpecError("pool.members", "lists no member; remove spec.pool for a single key")
+    if ca_renewal.automatic:
+        raise SpecError(
+            "caRenewal.automatic",
+            "cannot renew the CA certificates of a pool; renew each member's intermediate "
+            "(akv-issuer ca pool-member) and leave automatic false",
+        )
+    retry_after = _duration(reader, "pool.retryAfter") or timedelta(seconds=30)
+    if retry_after < timedelta(seconds=1):
+        raise SpecError("pool.retryAfter", "must be at least 1s")
+    primary: str = reader.get("pool.primaryName")
+    members: list[PoolMemberSpec] = []
+    for index, raw in enumerate(raw_members):
+        with _below(f"pool.members[{index}]"):
+            members.append(_parse_member(_SpecReader(raw, schema_prefix="pool.members.")))
+    # Two members naming one key are found by the issuer check, which sets the second
+    # aside under pool.onInvalidMember=Exclude (a wrong member, not a wrong spec).
+    seen: set[str] = {primary}
+    for index, member in enumerate(members):
+        if member.name in seen:
+            raise SpecError(
+                f"pool.members[{index}].name",
+                f"{member.name!r}: another member has this name already"
+                + (" (the issuer's own key, pool.primaryName)" if member.name == primary else ""),
+            )
+        seen.add(member.name)
+    return PoolSpec(
+        members=tuple(members),
+        primary_name=primary,
+        on_invalid_member=reader.get("pool.onInvalidMember"),
+        retry_after=retry_after,
+    )
+
+
+def _parse_member(reader: _SpecReader) -> PoolMemberSpec:
+    key_name: str = reader.get("keyName")
+    return PoolMemberSpec(
+        name=reader.get("name"),
+        key_vault_base_url=str(reader.get("keyVaultBaseURL")).rstrip("/"),
+        key_name=key_name,
+        key_version=_optional_str(reader, "keyVersion"),
+        ca_secret_name=_optional_str(reader, "caSecretName") or key_name,
+        ca_secret_version=_optional_str(reader, "caSecretVersion"),
+        ca_source_explicit=_parse_ca_source(reader, CARenewalSpec()),
     )
 
 

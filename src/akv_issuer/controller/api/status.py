@@ -27,6 +27,7 @@ def build_issuer_status(
     ca_not_after: datetime | None = None,
     last_check_time: datetime | None = None,
     key_attestation: Mapping[str, Any] | None = None,
+    members: Sequence[Mapping[str, Any]] | None = None,
 ) -> IssuerStatus:
     """The ``status`` object of an Issuer / ClusterIssuer, in the CRD's shape.
 
@@ -50,6 +51,9 @@ def build_issuer_status(
     if key_attestation is not None:
         # Managed HSM: the attestation as checked (STATUS_FIELDS "keyAttestation.*").
         status["keyAttestation"] = dict(key_attestation)
+    if members is not None:
+        # spec.pool: each member's state (STATUS_FIELDS "members.*").
+        status["members"] = [dict(member) for member in members]
     return status
 
 

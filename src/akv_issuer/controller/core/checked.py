@@ -18,6 +18,7 @@ from cryptography import x509
 
 from akv_issuer.controller.api import IssuerSpec
 from akv_issuer.controller.core.issuer import IssuerKey
+from akv_issuer.controller.core.pool import MemberRef
 from akv_issuer.controller.observability.audit import CAKey, subject_text
 from akv_issuer.keyvault import AttestationSummary, AuthConfig, KeyInfo
 from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm
@@ -82,6 +83,35 @@ class KeyProtection:
         }
 
 
+# status.members[].state (spec.pool)
+MEMBER_READY = "Ready"
+MEMBER_UNAVAILABLE = "Unavailable"
+MEMBER_INVALID = "Invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One pool member as status.members shows it."""
+
+    name: str
+    state: str  # MEMBER_READY, MEMBER_UNAVAILABLE or MEMBER_INVALID
+    reason: str
+    message: str
+    key_id: str | None = None
+    ca_not_after: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    """A pool member that passed its check: its name, its key in the pool's breakers
+    (``ref``) and what signing with it needs (``checked``: the issuer as if it had this
+    key alone)."""
+
+    name: str
+    ref: MemberRef
+    checked: CheckedIssuer
+
+
 @dataclass(frozen=True)
 class CheckedIssuer:
     key: IssuerKey
@@ -101,6 +131,11 @@ class CheckedIssuer:
     renewal: Renewal | None = None
     # Whether the key can leave Key Vault, and its Managed HSM attestation (issue 24).
     protection: KeyProtection | None = None
+    # spec.pool (issue 26): the members that passed their check, each as the checked
+    # issuer of that key alone (this object's own fields are the first one's); empty
+    # without a pool. And every member's state for status.members.
+    members: tuple[PoolMember, ...] = ()
+    member_states: tuple[MemberState, ...] = ()
 
     @property
     def ca_cert(self) -> x509.Certificate:

@@ -32,12 +32,15 @@ The issuer check maps a Key Vault error to an issuer's Ready reason itself
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from akv_issuer.ca import VaultAccess
 from akv_issuer.controller.core.checked import CheckedIssuer
+from akv_issuer.controller.core.pool import BudgetView, InFlightBudget, PoolHealth
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
     AuthConfig,
@@ -116,6 +119,7 @@ class KeyVaultGateway:
         concurrency: int,
         fence: Callable[[], None] = no_fence,
         budgets: VaultBudgets | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kv = keyvault
         self._calls = metrics.keyvault_calls
@@ -127,6 +131,25 @@ class KeyVaultGateway:
         metrics.budgets.source = budgets
         # (vault, key name) -> units a read of it costs, learnt from its key type.
         self._read_costs: dict[tuple[str, str], float] = {}
+        self._concurrency = concurrency
+        # Signs in flight per vault (CA pools choose a member by it when there is no
+        # per-vault budget: core.pool.InFlightBudget).
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        # The circuit breakers of CA pool members (core.pool), shared by every issuer.
+        self.pool_health = PoolHealth()
+        self.monotonic = monotonic
+
+    def in_flight(self, vault_url: str) -> int:
+        """Signs sent to ``vault_url`` (or waiting for a sign slot) and not answered."""
+        return self._in_flight[vault_url.rstrip("/").lower()]
+
+    def budget_view(self) -> BudgetView:
+        """What CA pools choose a member by: the vaults' throttling budgets
+        (:class:`BudgetsView`); with ``--no-keyvault-budget`` signs in flight per
+        vault, at most ``--concurrency`` each."""
+        if self.budgets is not None:
+            return BudgetsView(self.budgets)
+        return InFlightBudget(self, self._concurrency)
 
     async def _admit(self, operation: str, vault_url: str, party: str, cost: float) -> None:
         """Wait for the vault's budget (see the module)."""
@@ -250,14 +273,37 @@ class KeyVaultGateway:
     ) -> bytes:
         key = signer.key
         await self._admit("sign", key.vault_url, signer.party, cost_of(key))
-        async with self._slots.hold():
-            self._fence()
-            return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
+        vault = key.vault_url.rstrip("/").lower()
+        self._in_flight[vault] += 1
+        try:
+            async with self._slots.hold():
+                self._fence()
+                return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
+        finally:
+            self._in_flight[vault] -= 1
+            if not self._in_flight[vault]:
+                del self._in_flight[vault]
 
     async def close(self) -> None:
         if self.budgets is not None:
             self.budgets.close()
         await self._kv.close()
+
+
+class BudgetsView:
+    """:class:`core.pool.BudgetView` from the vaults' throttling budgets: the share of
+    a vault's window free now when a call would go at once, else minus the seconds
+    it would wait (so members without budget sort by the shortest wait); None for a
+    vault without a budget (a Managed HSM: as if plenty)."""
+
+    def __init__(self, budgets: VaultBudgets) -> None:
+        self._budgets = budgets
+
+    def remaining(self, vault_url: str) -> float | None:
+        if self._budgets.window(vault_url) is None:
+            return None
+        wait = self._budgets.estimated_wait(vault_url)
+        return -wait if wait > 0 else self._budgets.remaining(vault_url)
 
 
 def _party() -> str:

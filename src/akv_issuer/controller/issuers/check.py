@@ -61,6 +61,7 @@ from akv_issuer.pki import (
 )
 
 from .key_protection import check_key_protection
+from .pool_check import KeyChecked, MemberCAFailed, check_pool
 from .vault_steps import match_ca, read_key, read_vault_ca
 
 log = logging.getLogger(__name__)
@@ -96,49 +97,61 @@ class IssuerChecker:
             raise CheckFailed(IssuerReason.INVALID_SPEC, str(err), retryable=False) from None
 
         auth = await self._auth(key, spec)
+        if spec.pool is not None:
+            return await check_pool(
+                key,
+                spec,
+                auth,
+                now,
+                uid=str(meta.get("uid") or ""),
+                generation=int(meta.get("generation") or 0),
+                profile_of=_profile,
+                check_member=self.check_key,
+                health=self._kv.pool_health,
+                monotonic=self._kv.monotonic(),
+            )
 
-        # The Key Vault side, step by step (vault_steps.py, shared with akv-issuer check).
-        key_info = await read_key(self._kv, spec, auth, now)
-        ca_text = await self._read_ca(key, spec, auth)
-        matched = await match_ca(self._kv, spec, auth, ca_text, key_info, now)
-        key_info, ca, pending_version = matched.key_info, matched.ca, matched.pending_key_version
-
-        algorithm = issuer_algorithm(spec, key_info, ca.ca)
-        # Can the key version that signs leave Key Vault? (KeyExportable, KeyAttestationFailed)
-        protection = await check_key_protection(self._kv, spec, auth, key_info, now)
+        found = await self.check_key(key, spec, auth, now)
+        ca = found.ca
         renewal: Renewal | None = None
         if self._hooks.renewal is not None:
-            ca, renewal = await self._hooks.renewal(spec, auth, key_info, algorithm, ca, now)
-        try:
-            profile = IssuerProfile(
-                policy=IssuancePolicy(
-                    max_duration=spec.policy.max_duration,
-                    allow_ca=spec.policy.allow_ca,
-                    max_path_length=spec.policy.max_path_length,
-                ),
-                backdate=spec.policy.backdate,
-                crl_distribution_points=spec.crl_urls,
-                ocsp_servers=spec.ocsp_servers,
-                issuing_certificate_urls=spec.issuing_certificate_urls,
+            ca, renewal = await self._hooks.renewal(
+                spec, auth, found.key_info, found.algorithm, ca, now
             )
-        except PKIError as err:
-            raise CheckFailed(IssuerReason.INVALID_SPEC, err.reason, retryable=False) from None
-
+        profile = _profile(spec)
         return CheckedIssuer(
             key=key,
             uid=str(meta.get("uid") or ""),
             generation=int(meta.get("generation") or 0),
             spec=spec,
             auth=auth,
-            key_info=key_info,
-            algorithm=algorithm,
+            key_info=found.key_info,
+            algorithm=found.algorithm,
             ca=ca,
             profile=profile,
             checked_at=now,
-            pending_key_version=pending_version,
+            pending_key_version=found.pending_key_version,
             renewal=renewal,
-            protection=protection,
+            protection=found.protection,
         )
+
+    async def check_key(
+        self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig, now: dt.datetime
+    ) -> KeyChecked:
+        """The Key Vault side of one key (the issuer's, or a pool member's as if it were
+        an issuer's only key), step by step (vault_steps.py, shared with akv-issuer
+        check). ``KeyChecked.ca_text`` is the CA as read, kept for a failure's message."""
+        key_info = await read_key(self._kv, spec, auth, now)
+        ca_text = await self._read_ca(key, spec, auth)
+        try:
+            matched = await match_ca(self._kv, spec, auth, ca_text, key_info, now)
+        except CheckFailed as failure:
+            raise MemberCAFailed(failure, ca_text, key_info) from None
+        key_info, ca = matched.key_info, matched.ca
+        algorithm = issuer_algorithm(spec, key_info, ca.ca)
+        # Can the key version that signs leave Key Vault? (KeyExportable, KeyAttestationFailed)
+        protection = await check_key_protection(self._kv, spec, auth, key_info, now)
+        return KeyChecked(key_info, ca, algorithm, protection, matched.pending_key_version)
 
     async def _read_ca(self, key: IssuerKey, spec: IssuerSpec, auth: AuthConfig) -> str:
         """The CA certificate (chain) as PEM text from wherever ``spec`` says it is kept:
@@ -279,6 +292,23 @@ class IssuerChecker:
             secret=value.strip(),
             authority_host=authority_host,
         )
+
+
+def _profile(spec: IssuerSpec) -> IssuerProfile:
+    try:
+        return IssuerProfile(
+            policy=IssuancePolicy(
+                max_duration=spec.policy.max_duration,
+                allow_ca=spec.policy.allow_ca,
+                max_path_length=spec.policy.max_path_length,
+            ),
+            backdate=spec.policy.backdate,
+            crl_distribution_points=spec.crl_urls,
+            ocsp_servers=spec.ocsp_servers,
+            issuing_certificate_urls=spec.issuing_certificate_urls,
+        )
+    except PKIError as err:
+        raise CheckFailed(IssuerReason.INVALID_SPEC, err.reason, retryable=False) from None
 
 
 def kubernetes_failure(where: str, err: ApiError) -> CheckFailed:

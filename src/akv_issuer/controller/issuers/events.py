@@ -28,6 +28,7 @@ from akv_issuer.controller.core import (
     IssuerKey,
     published_ca,
 )
+from akv_issuer.controller.core.checked import MEMBER_READY
 from akv_issuer.controller.core.config import ControllerConfig
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.runtime.events import NORMAL, WARNING, EventRecorder, ObjectRef
@@ -43,6 +44,15 @@ EVENT_CA_RENEWAL_FAILED = "CARenewalFailed"
 EVENT_CA_RENEWAL_DUE = "CARenewalDue"
 
 
+def _lead_switched(obj: IssuerObject, checked: CheckedIssuer) -> bool:
+    """A CA pool whose status now shows another member (the one it showed was set
+    aside, or came back): not a new key version or CA, so no event says so."""
+    before = str((obj.get("status") or {}).get("keyID") or "")
+    return bool(checked.members) and any(
+        m.checked.key_id == before and m.checked.key_id != checked.key_id for m in checked.members
+    )
+
+
 class IssuerEvents:
     def __init__(self, config: ControllerConfig, metrics: Metrics, events: EventRecorder) -> None:
         self.config = config
@@ -53,17 +63,43 @@ class IssuerEvents:
     def forget(self, key: IssuerKey) -> None:
         self._expiring.discard(key)
 
+    async def _member_events(self, obj: IssuerObject, checked: CheckedIssuer) -> None:
+        """spec.pool: one event per member whose state changed (PoolMemberReady,
+        PoolMemberUnavailable, PoolMemberInvalid), naming the member and why."""
+        before = {
+            str(m.get("name")): (m.get("state"), m.get("reason"))
+            for m in (obj.get("status") or {}).get("members") or ()
+        }
+        for state in checked.member_states:
+            if before.get(state.name) == (state.state, state.reason):
+                continue
+            if state.name not in before and state.state == MEMBER_READY:
+                continue  # a new member that is fine: the Ready event says so
+            type_ = NORMAL if state.state == MEMBER_READY else WARNING
+            await self._events.record(
+                ObjectRef.of(obj), type_, f"PoolMember{state.state}", state.message
+            )
+
     async def after_check(
         self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer, now: dt.datetime
     ) -> None:
         """Events of a successful check, judged against the status it replaces."""
-        await self._key_version_events(obj, checked)
+        await self._member_events(obj, checked)
+        self._metrics.set_pool_members(
+            *key.labels, {m.name: m.state == MEMBER_READY for m in checked.member_states}
+        )
+        if not _lead_switched(obj, checked):
+            await self._key_version_events(obj, checked)
         await self._renewal_events(key, obj, checked)
         self._metrics.key_version_pending.labels(*key.labels).set(
             1 if checked.pending_key_version else 0
         )
-        self._metrics.ca_expiry.labels(*key.labels).set(checked.not_after.timestamp())
-        await self._warn_ca_expiry(key, obj, checked, now)
+        # A CA pool: the member whose CA certificate expires first.
+        soonest = min(
+            (m.checked for m in checked.members), key=lambda c: c.not_after, default=checked
+        )
+        self._metrics.ca_expiry.labels(*key.labels).set(soonest.not_after.timestamp())
+        await self._warn_ca_expiry(key, obj, soonest, now)
 
     async def _renewal_events(
         self, key: IssuerKey, obj: IssuerObject, checked: CheckedIssuer

@@ -39,6 +39,7 @@ from akv_issuer.controller.core import (
     FeatureCondition,
     KeyProtection,
 )
+from akv_issuer.controller.core.checked import MEMBER_READY
 
 # Status fields that describe the CA; a passing outage keeps them as they were.
 _CA_FIELDS: Final[
@@ -121,6 +122,7 @@ def issuer_status(
             ca_not_after=checked.not_after,
             last_check_time=now,
             key_attestation=key_attestation_status(checked.protection),
+            members=members_status(checked) if checked.member_states else None,
         )
     else:
         status = build_issuer_status(conditions=written, last_check_time=now)
@@ -228,7 +230,40 @@ def _condition_dict(condition: Condition) -> ConditionFields:
     return written
 
 
+def members_status(checked: CheckedIssuer) -> list[dict[str, Any]]:
+    """``status.members``: each pool member's state."""
+    written: list[dict[str, Any]] = []
+    for state in checked.member_states:
+        member: dict[str, Any] = {
+            "name": state.name,
+            "state": state.state,
+            "reason": state.reason,
+            "message": state.message,
+        }
+        if state.key_id:
+            member["keyID"] = state.key_id
+        if state.ca_not_after is not None:
+            member["caNotAfter"] = format_time(state.ca_not_after)
+        written.append(member)
+    return written
+
+
+def pool_summary(checked: CheckedIssuer) -> str:
+    """``pool of 3: a, b Ready; c Unavailable (Throttled)``."""
+    groups: dict[str, list[str]] = {}
+    for state in checked.member_states:
+        label = state.state if state.state == MEMBER_READY else f"{state.state} ({state.reason})"
+        groups.setdefault(label, []).append(state.name)
+    parts = "; ".join(f"{', '.join(names)} {label}" for label, names in groups.items())
+    return f"pool of {len(checked.member_states)}: {parts}"
+
+
 def ready_message(checked: CheckedIssuer) -> str:
+    if checked.member_states:
+        return (
+            f"{pool_summary(checked)}; {len(checked.members)} member(s) sign, each "
+            f"certificate with one member's chain"
+        )
     message = (
         f"key {checked.spec.key_name} version {checked.key_version} signs with "
         f"{checked.algorithm}; CA {checked.ca_cert.subject.rfc4514_string()} valid until "

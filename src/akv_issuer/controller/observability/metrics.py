@@ -154,6 +154,15 @@ class Metrics:
             [*issuer, "reason"],
             registry=self.registry,
         )
+        # spec.pool: each member, 1 while it signs (Ready), 0 while set aside.
+        self.pool_member_ready = Gauge(
+            f"{PREFIX}_pool_member_ready",
+            "CA pools: 1 while the member signs (Ready), 0 while it is set aside "
+            "(Unavailable or Invalid).",
+            [*issuer, "member"],
+            registry=self.registry,
+        )
+        self._pool_members: dict[tuple[str, str, str], set[str]] = {}
         self.queue_depth = Gauge(
             f"{PREFIX}_workqueue_depth",
             "Keys waiting in a work queue (ready now).",
@@ -271,8 +280,24 @@ class Metrics:
         if reason is not None:
             self.issuer_not_ready.labels(kind, namespace, name, reason).set(1)
 
+    def set_pool_members(
+        self, kind: str, namespace: str, name: str, ready: dict[str, bool]
+    ) -> None:
+        """The issuer's pool members (empty: no pool); members no longer listed go."""
+        labels = (kind, namespace, name)
+        for gone in self._pool_members.get(labels, set()) - set(ready):
+            with contextlib.suppress(KeyError):
+                self.pool_member_ready.remove(*labels, gone)
+        for member, up in ready.items():
+            self.pool_member_ready.labels(*labels, member).set(1 if up else 0)
+        if ready:
+            self._pool_members[labels] = set(ready)
+        else:
+            self._pool_members.pop(labels, None)
+
     def forget_issuer(self, kind: str, namespace: str, name: str) -> None:
         self.set_not_ready_reason(kind, namespace, name, None)
+        self.set_pool_members(kind, namespace, name, {})
         for gauge in (
             self.ca_expiry,
             self.ca_expiring,

@@ -41,7 +41,7 @@ def setup(host: Host, issuers: IssuerSide) -> list[RequestFlows]:
     """One flow per request kind (Kubernetes CSRs unless ``--no-kubernetes-csrs``,
     with the reference reviews of namespaced Issuers' CSRs beside their flow)."""
     config = host.config
-    signer = RequestSigner(host.keyvault, host.metrics)
+    signer = RequestSigner(host.keyvault, host.metrics, member_changed=issuers.request_check)
     flows: list[RequestFlows] = [
         _flow(
             host,

@@ -12,7 +12,9 @@ outcomes the callers map onto their own status fields.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -27,9 +29,10 @@ from akv_issuer.controller.core import (
     keyvault_failure,
     keyvault_failure_text,
 )
+from akv_issuer.controller.core.pool import order_members, soonest_retry
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import BUDGET_SPENT, KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -43,6 +46,8 @@ from akv_issuer.pki import (
     parse_csr,
     sign_certificate,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IssuerFault",
@@ -86,6 +91,7 @@ class Transient:
 
     message: str
     retry_after: float | None
+    throttled: bool = False  # Key Vault answered 429 (else unreachable, 5xx, timeout)
     deferred: bool = False
 
 
@@ -147,9 +153,18 @@ def request_serial(
 
 
 class RequestSigner:
-    def __init__(self, keyvault: KeyVaultGateway, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        keyvault: KeyVaultGateway,
+        metrics: Metrics,
+        *,
+        member_changed: Callable[[IssuerKey], None] | None = None,
+    ) -> None:
+        """``member_changed(issuer)``: a pool member of ``issuer`` was set aside or came
+        back while signing (the issuers side re-checks it, so status.members follows)."""
         self._kv = keyvault
         self._metrics = metrics
+        self._member_changed = member_changed or (lambda _issuer: None)
         # By request uid: the plan of a sign that failed transiently (see sign()).
         self._kept: dict[str, _KeptPlan] = {}
 
@@ -172,7 +187,115 @@ class RequestSigner:
         transient failure, or another replica after this one died or lost its
         lease between Key Vault's signature and the status write, signs the
         *same* certificate (serial and validity), never a second one. Key Vault
-        may have signed before the answer was lost."""
+        may have signed before the answer was lost.
+
+        A CA pool (``checked.members``) signs with one member (:meth:`_sign_pool`)."""
+        if checked.members:
+            return await self._sign_pool(
+                csr_pem, request, checked, now, request_key=request_key, created=created
+            )
+        return await self._sign_one(
+            csr_pem, request, checked, now, request_key=request_key, created=created
+        )
+
+    async def _sign_pool(
+        self,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        now: dt.datetime,
+        *,
+        request_key: str | None,
+        created: dt.datetime | None,
+    ) -> Outcome:
+        """Sign with one pool member: the members in the order :func:`core.pool.order_members`
+        gives, until one signs. A member whose vault fails (unreachable, throttled,
+        forbidden; or a fault of that member alone) is set aside (its breaker opens) and
+        the request goes on to the next at once, so no request fails while one member
+        works. Only the certificate of the member that answered is ever delivered: a
+        member whose answer was lost signed a certificate nobody received."""
+        pool = checked.spec.pool
+        retry_after = pool.retry_after.total_seconds() if pool is not None else 30.0
+        health = self._kv.pool_health
+        members = {m.ref: m for m in checked.members}
+        refs = list(members)
+        order = order_members(
+            refs, request_key or "", health, self._kv.budget_view(), self._kv.monotonic()
+        )
+        probes = {ref for ref in order if health.breaker(ref).probing}
+        if not order:
+            wait = soonest_retry(refs, health, self._kv.monotonic())
+            return Transient(
+                f"every member of the pool of {checked.key} is set aside after its vault "
+                f"failed; the first is probed again in {wait:.0f}s",
+                wait or None,
+            )
+        last: Transient | None = None
+        deferred: Transient | None = None
+        try:
+            for ref in order:
+                probes.discard(ref)
+                member = members[ref]
+                outcome = await self._sign_one(
+                    csr_pem, request, member.checked, now, request_key=request_key, created=created
+                )
+                if isinstance(outcome, Signed):
+                    if health.succeeded(ref):
+                        log.info("pool member %r of %s signs again", ref.name, checked.key)
+                        self._member_changed(checked.key)
+                    return outcome
+                if isinstance(outcome, RequestRefused):
+                    # The request's own fault: no other member would sign it.
+                    health.release_probe(ref)
+                    return outcome
+                if isinstance(outcome, Transient) and outcome.deferred:
+                    # The member's vault has enough of this issuer's calls waiting for
+                    # its throttling budget: no failure of the vault; the next member
+                    # may have budget, else the request comes back when the soonest has.
+                    health.release_probe(ref)
+                    if deferred is None or (outcome.retry_after or 0) < (deferred.retry_after or 0):
+                        deferred = outcome
+                    continue
+                if isinstance(outcome, Transient):
+                    reason = str(
+                        IssuerReason.THROTTLED
+                        if outcome.throttled
+                        else IssuerReason.KEY_VAULT_UNREACHABLE
+                    )
+                    message, vault_retry = outcome.message, outcome.retry_after
+                else:
+                    reason, message = str(outcome.failure.reason), outcome.failure.message
+                    vault_retry = outcome.failure.retry_after
+                text = f"pool member {ref.name!r}: {message}"
+                if health.failed(
+                    ref,
+                    self._kv.monotonic(),
+                    retry_after=retry_after,
+                    vault_retry_after=vault_retry,
+                    reason=reason,
+                    message=text,
+                ):
+                    log.warning("%s: set aside, requests go to the other members", text)
+                    self._member_changed(checked.key)
+                last = Transient(text, vault_retry)
+        finally:
+            for ref in probes:
+                health.release_probe(ref)
+        if deferred is not None:
+            return deferred
+        assert last is not None
+        return last
+
+    async def _sign_one(
+        self,
+        csr_pem: bytes,
+        request: IssuanceRequest,
+        checked: CheckedIssuer,
+        now: dt.datetime,
+        *,
+        request_key: str | None,
+        created: dt.datetime | None,
+    ) -> Outcome:
         started = time.perf_counter()
         kept = self._kept.pop(request_key, None) if request_key else None
         try:
@@ -213,7 +336,10 @@ class RequestSigner:
                 )
             self._keep(request_key, csr_pem, request, checked, plan)
             return Transient(
-                keyvault_failure_text(err), err.retry_after, deferred=err.code == BUDGET_SPENT
+                keyvault_failure_text(err),
+                err.retry_after,
+                throttled=err.kind is ErrorKind.THROTTLED,
+                deferred=err.code == BUDGET_SPENT,
             )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
@@ -163,6 +164,66 @@ class CRLPublisher:
         now: dt.datetime,
         failures: int,
     ) -> Result:
+        """Re-sign the issuer's CRL when due; a CA pool's, each member's with its own key
+        (its CRL lists the certificates that member signed, at its own path). The
+        condition CRLCurrent covers them all: False naming the first member whose CRL
+        cannot be re-signed."""
+        if not checked.members:
+            outcome = await self._refresh_one(key, spec, checked, None, current, now)
+            return await self._report(key, obj, outcome, now, failures)
+        outcomes: list[_Outcome] = []
+        for index, member in enumerate(checked.members):
+            slot = None if member.name == spec.member_name else member.name
+            if index:
+                current = await self._store.read(key)  # the previous member's CRL landed
+            outcome = await self._refresh_one(key, spec, member.checked, slot, current, now)
+            if outcome.conflict:
+                return Result.requeue(0.0)
+            outcomes.append(replace(outcome, member=member.name))
+        failed = [o for o in outcomes if o.failure is not None]
+        if failed:
+            return await self._report(key, obj, failed[0], now, failures)
+        if any(o.signed for o in outcomes):
+            self._last_failure.pop(key, None)
+        soonest = min(outcomes, key=lambda o: o.state.next_update if o.state else now)
+        names = ", ".join(o.member for o in outcomes)
+        assert soonest.state is not None
+        status, reason, message = self._current(soonest.state)
+        message = f"{len(outcomes)} CRLs (pool members {names}) current; the first: {message}"
+        await self._set_condition(key, obj, status, reason, message)
+        return Result.requeue(min(o.requeue for o in outcomes))
+
+    async def _report(
+        self, key: IssuerKey, obj: IssuerObject, outcome: _Outcome, now: dt.datetime, failures: int
+    ) -> Result:
+        if outcome.conflict:
+            return Result.requeue(0.0)  # a revocation landed meanwhile: sign again
+        if outcome.forbidden:
+            return await self._forbidden(key, obj, outcome.state, now, failures)
+        if outcome.failure is not None:
+            detail = outcome.failure
+            if outcome.member:
+                detail = f"pool member {outcome.member!r}: {detail}"
+            return await self._failed(
+                key, obj, outcome.state, now, detail, failures, outcome.retry_after
+            )
+        assert outcome.state is not None
+        if outcome.signed:
+            self._last_failure.pop(key, None)
+        await self._set_condition(key, obj, *self._current(outcome.state))
+        return Result.requeue(outcome.requeue)
+
+    async def _refresh_one(
+        self,
+        key: IssuerKey,
+        spec: IssuerSpec,
+        checked: CheckedIssuer,
+        slot: str | None,
+        current: RevocationList,
+        now: dt.datetime,
+    ) -> _Outcome:
+        """The CRL of one key (``slot`` None: the issuer's own; else a pool member's):
+        kept while current, else signed with that key and stored."""
         validity, overlap = spec.crl.validity, spec.crl.overlap
         ca_key = key_id(checked.key_info.public_key)
         # An entry stays listed for one full CRL validity after its certificate
@@ -171,8 +232,8 @@ class CRLPublisher:
         # was current after the certificate's NotAfter.
         entries = current.for_key(ca_key, now, keep_expired=validity)
         digest = RevocationList.digest(entries)
-        state = current.crl_state
-        if state is not None and current.crl_pem:
+        crl_pem, state = current.crl_of(slot)
+        if state is not None and crl_pem:
             due = state.next_update - overlap
             unchanged = (
                 state.digest == digest
@@ -180,8 +241,7 @@ class CRLPublisher:
                 and state.next_update - state.this_update == validity
             )
             if unchanged and now < due:
-                await self._set_condition(key, obj, *self._current(state))
-                return Result.requeue(max(1.0, (due - now).total_seconds()))
+                return _Outcome(state, requeue=max(1.0, (due - now).total_seconds()))
         number = (state.number + 1) if state is not None else 1
         try:
             builder = build_crl(
@@ -210,36 +270,39 @@ class CRLPublisher:
             )
         except KeyVaultError as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
-            detail = keyvault_failure_text(err)
-            return await self._failed(key, obj, state, now, detail, failures, err.retry_after)
+            return _Outcome(state, failure=keyvault_failure_text(err), retry_after=err.retry_after)
         except (PKIError, TimeoutError, OSError) as err:
             self._metrics.crl_signs.labels(*key.labels, "Failed").inc()
             detail = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
-            return await self._failed(key, obj, state, now, str(detail), failures)
+            return _Outcome(state, failure=str(detail))
         self._metrics.crl_signs.labels(*key.labels, "Signed").inc()
         new_state = CRLState(number, now, now + validity, len(entries), digest, ca_key)
         pem = crl.public_bytes(serialization.Encoding.PEM).decode()
         try:
-            await self._store.write(key, current, crl=(pem, new_state))
+            await self._store.write(key, current, crl=(pem, new_state), member=slot)
         except RevocationListConflict:
-            return Result.requeue(0.0)  # a revocation landed meanwhile: sign again
+            return _Outcome(state, conflict=True)
         except OverflowError as err:
-            return await self._failed(key, obj, state, now, str(err), failures)
+            return _Outcome(state, failure=str(err))
         except ApiError as err:
             if not permissions.is_forbidden(err):
                 raise
-            return await self._forbidden(key, obj, state, now, failures)
+            return _Outcome(state, forbidden=True)
         log.info(
-            "%s: CRL number %d signed with %d entries, next update %s",
+            "%s: CRL number %d signed%s with %d entries, next update %s",
             key,
             number,
+            f" by pool member {slot!r}" if slot else "",
             len(entries),
             format_time(new_state.next_update),
         )
-        self._last_failure.pop(key, None)
-        self._observe(key, new_state)
-        await self._set_condition(key, obj, *self._current(new_state))
-        return Result.requeue(max(1.0, (new_state.next_update - overlap - now).total_seconds()))
+        if slot is None:
+            self._observe(key, new_state)
+        return _Outcome(
+            new_state,
+            requeue=max(1.0, (new_state.next_update - overlap - now).total_seconds()),
+            signed=True,
+        )
 
     async def _unchecked(
         self,
@@ -403,6 +466,21 @@ class CRLPublisher:
             if err.status.code != 404:
                 raise
         self._condition[key] = (status, reason, message)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One CRL's refresh: its state now (the stored one on failure), when to look again,
+    or what went wrong."""
+
+    state: CRLState | None
+    requeue: float = 0.0
+    failure: str | None = None
+    retry_after: float | None = None
+    conflict: bool = False
+    forbidden: bool = False
+    member: str = ""
+    signed: bool = False
 
 
 def _spec(obj: IssuerObject) -> IssuerSpec | None:

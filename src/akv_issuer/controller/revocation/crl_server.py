@@ -67,6 +67,26 @@ def parse_path(path: str) -> IssuerKey | None:
     return None
 
 
+def member_crl_path(key: IssuerKey, member: str) -> str:
+    """The path at which CA pool member ``member``'s CRL of ``key`` is served."""
+    return f"{crl_path(key)[: -len('.crl')]}/members/{member}.crl"
+
+
+_MEMBER = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_member_path(path: str) -> tuple[IssuerKey, str] | None:
+    """A pool member's CRL path: the issuer's path without ``.crl``, ``/members/<member>.crl``."""
+    head, sep, tail = path.rpartition("/members/")
+    if not sep or not tail.endswith(".crl"):
+        return None
+    member = tail[: -len(".crl")]
+    key = parse_path(head + ".crl")
+    if key is None or _MEMBER.match(member) is None:
+        return None
+    return key, member
+
+
 class CRLServer:
     def __init__(
         self,
@@ -77,7 +97,7 @@ class CRLServer:
         self._store = store
         self._unexpected = unexpected or UnexpectedErrors()
         self._ttl = ttl
-        self._cache: dict[IssuerKey, tuple[float, bytes | None]] = {}
+        self._cache: dict[tuple[IssuerKey, str | None], tuple[float, bytes | None]] = {}
         self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
 
     def routes(self) -> list[web.RouteDef]:
@@ -85,10 +105,14 @@ class CRLServer:
 
     async def handle(self, request: web.Request) -> web.Response:
         key = parse_path(request.path)
+        member: str | None = None
         if key is None:
-            return web.Response(status=404, text="not a CRL path\n")
+            found = parse_member_path(request.path)
+            if found is None:
+                return web.Response(status=404, text="not a CRL path\n")
+            key, member = found
         try:
-            der = await self._get(key)
+            der = await self._get(key, member)
         except Exception as exc:
             if expected(exc):  # the API server is unreachable: say so, briefly
                 log.warning("serving the CRL of %s: %s: %s", key, type(exc).__name__, exc)
@@ -100,13 +124,14 @@ class CRLServer:
             return web.Response(status=404, text="no CRL for this issuer\n")
         return web.Response(body=der, headers={"Content-Type": CONTENT_TYPE})
 
-    async def _get(self, key: IssuerKey) -> bytes | None:
-        cached = self._cache.get(key)
+    async def _get(self, key: IssuerKey, member: str | None = None) -> bytes | None:
+        slot = (key, member)
+        cached = self._cache.get(slot)
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
             return cached[1]
         # One read per issuer at a time: concurrent clients wait for it.
         async with self._locks[hash(key) % _LOCKS]:
-            cached = self._cache.get(key)
+            cached = self._cache.get(slot)
             if cached is not None and time.monotonic() - cached[0] < self._ttl:
                 return cached[1]
             der: bytes | None = None
@@ -120,14 +145,15 @@ class CRLServer:
                 if not permissions.is_forbidden(err):
                     raise
                 stored = None
-            if stored is not None and stored.crl_pem:
+            crl_pem = stored.crl_of(member)[0] if stored is not None else None
+            if crl_pem:
                 try:
-                    der = x509.load_pem_x509_crl(stored.crl_pem.encode()).public_bytes(
+                    der = x509.load_pem_x509_crl(crl_pem.encode()).public_bytes(
                         serialization.Encoding.DER
                     )
                 except ValueError:
                     log.warning("the stored CRL of %s is unreadable", key)
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key] = (time.monotonic(), der)
+            self._cache[slot] = (time.monotonic(), der)
             return der

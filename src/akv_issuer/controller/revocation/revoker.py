@@ -195,7 +195,7 @@ class Revoker:
                 key, obj, f"{issuer} is not Ready; the revocation waits for its next check"
             )
             return Result.retry(UNCHECKED_RETRY)
-        _verify(leaf, checked, issuer)
+        checked = _verify(leaf, checked, issuer)
         serial = f"{leaf.serial_number:x}"
         revocation = Revocation(
             serial=leaf.serial_number,
@@ -338,8 +338,23 @@ class Revoker:
         await self._events.record(ObjectRef.of(obj), WARNING, EVENT_DELAYED, message)
 
 
-def _verify(leaf: x509.Certificate, checked: CheckedIssuer, issuer: IssuerKey) -> None:
-    """The leaf was signed by the issuer's current CA key under its name."""
+def _verify(leaf: x509.Certificate, checked: CheckedIssuer, issuer: IssuerKey) -> CheckedIssuer:
+    """The leaf was signed by the issuer's current CA key under its name (in a CA pool:
+    by one member's); what signing with that key needs (its key identifies the CRL)."""
+    for signer in [m.checked for m in checked.members] or [checked]:
+        try:
+            leaf.verify_directly_issued_by(signer.ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return signer
+    if checked.members:
+        raise RevocationRefused(
+            f"certificate serial {leaf.serial_number:x} (issuer "
+            f"{leaf.issuer.rfc4514_string()}) was not signed by any current member of the CA "
+            f"pool of {issuer}; a certificate of a previous CA key, or of a member set aside "
+            "(invalid, or its vault unreachable at the last check), is not covered by this "
+            "issuer's CRLs"
+        )
     try:
         leaf.verify_directly_issued_by(checked.ca_cert)
     except (ValueError, TypeError, InvalidSignature):
@@ -349,6 +364,7 @@ def _verify(leaf: x509.Certificate, checked: CheckedIssuer, issuer: IssuerKey) -
             f"({checked.ca_cert.subject.rfc4514_string()}); a certificate of a previous CA "
             "key is not covered by this issuer's CRL"
         ) from None
+    return checked
 
 
 class IssuerLocks:

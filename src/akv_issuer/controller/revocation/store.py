@@ -63,6 +63,15 @@ KEY_REVOCATIONS: Final = "revocations"
 KEY_CRL: Final = "crl.pem"
 KEY_CRL_STATE: Final = "crl-state"
 
+
+def crl_keys(member: str | None) -> tuple[str, str]:
+    """The data keys of a CRL and its state: the issuer's own key's (``crl.pem``,
+    ``crl-state``), or a CA pool member's (``crl-<member>.pem``, ``crl-state-<member>``)."""
+    if member is None:
+        return KEY_CRL, KEY_CRL_STATE
+    return f"crl-{member}.pem", f"crl-state-{member}"
+
+
 # RFC 5280 reason names as written in the annotation. certificateHold is left
 # out on purpose: a hold is meant to be lifted, and there is no un-revoke here;
 # removeFromCRL only makes sense in delta CRLs.
@@ -196,6 +205,15 @@ class RevocationList:
     resource_version: str | None = None
     skipped: int = 0  # unreadable lines (kept out of CRLs; logged by callers)
     raw_lines: tuple[str, ...] = field(default=(), repr=False)
+    # The data as read, for the CRLs of CA pool members (crl_of).
+    data: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def crl_of(self, member: str | None) -> tuple[str | None, CRLState | None]:
+        """The CRL (PEM) and its state of the issuer's own key (None) or of a pool member."""
+        if member is None:
+            return self.crl_pem, self.crl_state
+        pem_key, state_key = crl_keys(member)
+        return self.data.get(pem_key) or None, CRLState.decode(self.data.get(state_key))
 
     def find(self, serial: int) -> Revocation | None:
         for revocation in self.revocations:
@@ -239,6 +257,7 @@ class RevocationList:
             resource_version=str((obj.get("metadata") or {}).get("resourceVersion") or "") or None,
             skipped=skipped,
             raw_lines=lines,
+            data={str(k): str(v) for k, v in data.items()},
         )
 
     def with_revocation(self, revocation: Revocation) -> RevocationList:
@@ -316,16 +335,19 @@ class RevocationStore:
         *,
         revocations: RevocationList | None = None,
         crl: tuple[str, CRLState] | None = None,
+        member: str | None = None,
     ) -> None:
-        """Write the revocation lines of ``revocations`` and/or a new CRL, on top
-        of ``base`` as read; :class:`RevocationListConflict` when it changed since."""
+        """Write the revocation lines of ``revocations`` and/or a new CRL (of the issuer's
+        own key, or of CA pool member ``member``), on top of ``base`` as read;
+        :class:`RevocationListConflict` when it changed since."""
         namespace, name = self.where(key)
         data: dict[str, str] = {}
         if revocations is not None:
             lines = revocations.lines_to_keep()
             data[KEY_REVOCATIONS] = "".join(f"{line}\n" for line in lines)
         if crl is not None:
-            data[KEY_CRL], data[KEY_CRL_STATE] = crl[0], crl[1].encode()
+            pem_key, state_key = crl_keys(member)
+            data[pem_key], data[state_key] = crl[0], crl[1].encode()
         size = sum(len(v) for v in data.values())
         if size > MAX_CONFIGMAP_BYTES:
             raise OverflowError(
