@@ -216,10 +216,15 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
     (
         "everything",
         {
-            "controller": {"clusterResourceNamespace": "pki", "kubernetesCSRs": True},
+            "controller": {
+                "clusterResourceNamespace": "pki",
+                "kubernetesCSRs": True,
+                "clusterTrustBundles": True,
+            },
             "leaderElection": {"namespace": "kube-system"},
             "rbac": {
                 "reissue": True,
@@ -295,6 +300,7 @@ def test_forbidden_messages_name_existing_values_and_roles() -> None:
         permissions.REISSUE.missing(),
         permissions.REVOCATION.missing(),
         permissions.SUBJECT_ACCESS_REVIEWS.missing(),
+        permissions.cluster_trust_bundles("issuers.azure-keyvault-issuer.gonicus.de/a.b").missing(),
     ]
     roles = {
         d["metadata"]["name"]
@@ -327,6 +333,7 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("reissue",), {"rbac": {"reissue": True}}),
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
+    (("cluster-trust-bundles",), {"controller": {"clusterTrustBundles": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),
         {"rbac": {"reissue": True, "revocation": True, "clusterWideConfigMaps": True}},

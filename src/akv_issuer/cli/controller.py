@@ -257,6 +257,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=_env("AKV_KUBERNETES_CSRS", "true").strip().lower() in _TRUE,
     )
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    flag(
+        "--cluster-trust-bundles",
+        "AKV_CLUSTER_TRUST_BUNDLES",
+        "publish the trust anchors of issuers with spec.clusterTrustBundles as "
+        "signer-linked ClusterTrustBundles (Kubernetes 1.37+; needs the RBAC the Helm value "
+        "controller.clusterTrustBundles renders); default off",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_CLUSTER_TRUST_BUNDLES", "false").strip().lower() in _TRUE,
+    )
     flag(
         "--issuer-ambient-credentials",
         "AKV_ISSUER_AMBIENT_CREDENTIALS",
@@ -332,6 +342,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         tls_ca_file=args.tls_ca_file,
         verify_challenge_resource=bool(args.verify_challenge_resource),
         kubernetes_csrs=bool(args.kubernetes_csrs),
+        cluster_trust_bundles=bool(args.cluster_trust_bundles),
         issuer_ambient_credentials=bool(args.issuer_ambient_credentials),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )

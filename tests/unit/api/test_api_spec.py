@@ -357,3 +357,58 @@ def test_ca_source_refusals(extra: dict[str, object], field: str, message: str) 
         api.parse_issuer_spec(spec)
     assert caught.value.field == field
     assert message in caught.value.reason
+
+
+# --- spec.clusterTrustBundles (issue 25 point 3) ------------------------------------
+
+
+def test_cluster_trust_bundles_absent_is_no_bundle_and_empty_is_the_opt_in() -> None:
+    assert api.parse_issuer_spec(_spec()).cluster_trust_bundles is None
+    opted = api.parse_issuer_spec(_spec(clusterTrustBundles={}))
+    assert opted.cluster_trust_bundles == api.ClusterTrustBundlesSpec()
+
+
+def test_cluster_trust_bundles_labels_and_overlap_parse() -> None:
+    spec = api.parse_issuer_spec(
+        _spec(
+            clusterTrustBundles={
+                "labels": {"trust.example.com/ring": "prod", "canary": ""},
+                "overlap": "2160h",
+            }
+        )
+    )
+    assert spec.cluster_trust_bundles == api.ClusterTrustBundlesSpec(
+        labels=(("canary", ""), ("trust.example.com/ring", "prod")),
+        overlap=timedelta(hours=2160),
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "text"),
+    [
+        ({"labels": {"-bad": "x"}}, "clusterTrustBundles.labels['-bad']", "not a label key"),
+        ({"labels": {"Bad.Prefix/x": "x"}}, "clusterTrustBundles.labels['Bad.Prefix/x']", "prefix"),
+        ({"labels": {"x" * 64: "x"}}, f"clusterTrustBundles.labels['{'x' * 64}']", "at most 63"),
+        ({"labels": {"ring": "a b"}}, "clusterTrustBundles.labels['ring']", "not a label value"),
+        ({"labels": {"ring": "v" * 64}}, "clusterTrustBundles.labels['ring']", "not a label value"),
+        ({"labels": {"ring": 3}}, "clusterTrustBundles.labels['ring']", "must be a string"),
+        (
+            {"labels": {"azure-keyvault-issuer.gonicus.de/issuer-name": "x"}},
+            "clusterTrustBundles.labels['azure-keyvault-issuer.gonicus.de/issuer-name']",
+            "the controller's own labels",
+        ),
+        (
+            {"labels": {"app.kubernetes.io/managed-by": "me"}},
+            "clusterTrustBundles.labels['app.kubernetes.io/managed-by']",
+            "the controller's own labels",
+        ),
+        ({"labels": {f"k{i}": "v" for i in range(21)}}, "clusterTrustBundles.labels", "at most 20"),
+        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be a object"),
+        ({"overlap": "90d"}, "clusterTrustBundles.overlap", "Go duration"),
+        ("yes", "clusterTrustBundles", "must be a object"),
+    ],
+)
+def test_cluster_trust_bundles_refusals_name_the_field(section: Any, field: str, text: str) -> None:
+    error = _error(_spec(clusterTrustBundles=section))
+    assert error.field == field
+    assert text in error.reason

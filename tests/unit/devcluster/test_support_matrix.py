@@ -46,6 +46,25 @@ def test_oldest_point_builds_from_the_same_wrappers_with_its_own_go_mod(
     assert binaries.NEWEST.cert_manager_controller.tags == ()
 
 
+def test_the_previous_minor_stays_buildable_but_is_not_tested(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(binaries.MATRIX_ENV, "previous")
+    point = binaries.matrix_point()
+    assert point == binaries.PREVIOUS
+    assert _minor(point.kubernetes) == "1.36"
+    assert _minor(binaries.NEWEST.kubernetes) == "1.37"
+    for binary in (point.kube_apiserver, point.kubectl):
+        assert binary.modfile == f"go.{binary.version}.mod"
+        modfile = binary.source_dir / binary.modfile
+        assert binaries._required_version(modfile, binaries.KUBERNETES_MODULE) == binary.version
+        assert (binary.source_dir / f"go.{binary.version}.sum").is_file()
+    # cert-manager v1.21.1 (built on k8s.io 0.36) pairs with it as with the newest.
+    assert point.cert_manager_controller == binaries.CERT_MANAGER_CONTROLLER
+    # `make test` and a bare `ensure` cover the newest and the oldest only.
+    assert binaries.TESTED == (binaries.NEWEST, binaries.OLDEST)
+
+
 def test_the_oldest_go_mod_is_part_of_the_build_inputs() -> None:
     oldest = binaries.OLDEST.cert_manager_controller
     newest = binaries.NEWEST.cert_manager_controller
@@ -55,7 +74,7 @@ def test_the_oldest_go_mod_is_part_of_the_build_inputs() -> None:
 def test_an_unknown_point_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(binaries.MATRIX_ENV, "1.27")
     with pytest.raises(
-        binaries.BinariesError, match=r"AKV_MATRIX='1.27' is not one of newest, oldest"
+        binaries.BinariesError, match=r"AKV_MATRIX='1.27' is not one of newest, previous, oldest"
     ):
         binaries.matrix_point()
 
@@ -65,7 +84,7 @@ def test_an_unknown_point_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -
 )
 def test_docs_claim_exactly_the_versions_the_tests_run(doc: str) -> None:
     text = (REPO / doc).read_text()
-    for point in binaries.MATRIX.values():
+    for point in binaries.TESTED:
         assert point.kubernetes in text, (doc, point)
         assert point.cert_manager in text, (doc, point)
     oldest, newest = binaries.OLDEST, binaries.NEWEST
@@ -76,6 +95,10 @@ def test_docs_claim_exactly_the_versions_the_tests_run(doc: str) -> None:
     assert not re.search(r"(Kubernetes|cert-manager)\s*>=\s*1\.\d+", text), doc
 
 
-def test_chart_requires_the_oldest_kubernetes_the_tests_run() -> None:
+def test_chart_requires_the_kubernetes_range_the_tests_run() -> None:
     chart = (REPO / "deploy" / "charts" / "azure-keyvault-issuer" / "Chart.yaml").read_text()
-    assert f'kubeVersion: ">={_minor(binaries.OLDEST.kubernetes)}.0-0"' in chart
+    major, minor = _minor(binaries.NEWEST.kubernetes).split(".")
+    assert (
+        f'kubeVersion: ">={_minor(binaries.OLDEST.kubernetes)}.0-0 <{major}.{int(minor) + 1}.0-0"'
+        in chart
+    )

@@ -7,11 +7,13 @@ under ``hack/``, and cached per version under the user's cache folder. When
 (the envtest layout real users already have), those are used and nothing is
 built. cert-manager's CRDs are read from its Go module after ``go mod download``.
 
-The support matrix (:data:`MATRIX`) has two points, the newest and the
-oldest Kubernetes + cert-manager pair the project supports; ``AKV_MATRIX``
-(``newest``, the default, or ``oldest``) selects which kube-apiserver, kubectl,
-cert-manager controller and CRDs :func:`locate` and the dev cluster use. The
-oldest point is built from the same wrappers with an alternate go.mod
+The support matrix (:data:`MATRIX`) has the newest and the oldest Kubernetes +
+cert-manager pair the project supports (the two :data:`TESTED` points, which
+``ensure`` builds and ``make test`` runs) and the previous Kubernetes minor
+(buildable on demand); ``AKV_MATRIX`` (``newest``, the default, ``previous`` or
+``oldest``) selects which kube-apiserver, kubectl, cert-manager controller and
+CRDs :func:`locate` and the dev cluster use. The points other than the newest
+are built from the same wrappers with an alternate go.mod
 (``go build -modfile=go.<version>.mod``).
 
 Usage: ``python -m akv_devcluster.binaries ensure|gen-gomod|crds``.
@@ -35,16 +37,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-KUBERNETES_VERSION = "v1.36.3"
-# cert-manager v1.21.1 is built against k8s.io 0.36.x, which is why the
-# kube-apiserver above is pinned to 1.36.
+KUBERNETES_VERSION = "v1.37.2"
+# cert-manager v1.21.1 is built against k8s.io 0.36.x: its client talks to the
+# 1.37 API server above within client-go's one-minor skew (and to 1.36.3, the
+# `previous` matrix point, natively).
 CERT_MANAGER_VERSION = "v1.21.1"
 ETCD_VERSION = "v3.6.16"
 # helm only renders and lints the chart under deploy/ (tests/deploy).
 HELM_VERSION = "v3.22.0"
 # trust-manager (Bundle controller) for the trust-bundle end-to-end test. The
-# module proxy serves only v0.25.0; it is built against k8s.io 0.37, which is
-# within client-go's one-minor skew of the 1.36 API server above. It is its
+# module proxy serves only v0.25.0; it is built against k8s.io 0.37, the
+# minor of the API server above. It is its
 # own wrapper module, so its k8s.io 0.37 does not meet cert-manager's 0.36.
 TRUST_MANAGER_VERSION = "v0.25.0"
 
@@ -312,9 +315,14 @@ class MatrixPoint:
 # AuthenticationConfiguration (anonymous access limited to the discovery
 # paths, GA in 1.34), and cert-manager 1.19 (built against k8s.io 0.34), the
 # oldest release still in use that the controller wrapper builds against.
+# The previous minor (1.36, the newest point until 1.37) stays buildable with
+# AKV_MATRIX=previous but is not part of `make test` (nor of a bare `ensure`).
 NEWEST = MatrixPoint("newest", KUBERNETES_VERSION, CERT_MANAGER_VERSION)
+PREVIOUS = MatrixPoint("previous", "v1.36.3", CERT_MANAGER_VERSION)
 OLDEST = MatrixPoint("oldest", "v1.34.4", "v1.19.5")
-MATRIX = {point.name: point for point in (NEWEST, OLDEST)}
+MATRIX = {point.name: point for point in (NEWEST, PREVIOUS, OLDEST)}
+# The points `make test` runs and `ensure` (no names) builds.
+TESTED = (NEWEST, OLDEST)
 MATRIX_ENV = "AKV_MATRIX"
 
 
@@ -466,17 +474,22 @@ def generate_gomods() -> None:
     """Regenerate hack/*/go.mod and go.sum from the pinned upstream versions."""
     kube = download_module(KUBERNETES_MODULE, KUBERNETES_VERSION)
     etcd = download_module(ETCD_MODULE, ETCD_VERSION)
-    oldest = download_module(KUBERNETES_MODULE, OLDEST.kubernetes)
     targets = [
         (
             HACK_DIR / "kube-apiserver",
             "go.mod",
             render_kube_gomod(_read_gomod(kube), KUBERNETES_VERSION),
         ),
-        (
-            HACK_DIR / "kube-apiserver",
-            OLDEST.kube_apiserver.modfile,
-            render_kube_gomod(_read_gomod(oldest), OLDEST.kubernetes),
+        *(
+            (
+                HACK_DIR / "kube-apiserver",
+                point.kube_apiserver.modfile,
+                render_kube_gomod(
+                    _read_gomod(download_module(KUBERNETES_MODULE, point.kubernetes)),
+                    point.kubernetes,
+                ),
+            )
+            for point in (PREVIOUS, OLDEST)
         ),
         (
             HACK_DIR / "kube-node",
@@ -503,11 +516,14 @@ def check_gomods() -> None:
     """Fail clearly when a committed go.mod no longer matches the pinned version."""
     for directory, name, module, version in (
         (HACK_DIR / "kube-apiserver", "go.mod", KUBERNETES_MODULE, KUBERNETES_VERSION),
-        (
-            HACK_DIR / "kube-apiserver",
-            OLDEST.kube_apiserver.modfile,
-            KUBERNETES_MODULE,
-            OLDEST.kubernetes,
+        *(
+            (
+                HACK_DIR / "kube-apiserver",
+                point.kube_apiserver.modfile,
+                KUBERNETES_MODULE,
+                point.kubernetes,
+            )
+            for point in (PREVIOUS, OLDEST)
         ),
         (HACK_DIR / "kube-node", "go.mod", KUBERNETES_MODULE, KUBERNETES_VERSION),
         (HACK_DIR / "etcd", "go.mod", ETCD_MODULE, ETCD_VERSION),
@@ -778,9 +794,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cm-conformance  {ensure_binary(CERT_MANAGER_CONFORMANCE)}")
             print(f"zlint           {ensure_binary(ZLINT)}")
             print(f"syft            {ensure_binary(SYFT)}")
-            # The rest of the support matrix: what its e2e run needs beyond
-            # the binaries above (docs/e2e.md "Support matrix").
-            for other in MATRIX.values():
+            # The rest of the tested support matrix: what its e2e run needs
+            # beyond the binaries above (docs/e2e.md "Support matrix").
+            for other in TESTED:
                 if other == matrix_point():
                     continue
                 for binary in (other.kube_apiserver, other.kubectl, other.cert_manager_controller):

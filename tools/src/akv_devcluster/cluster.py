@@ -280,7 +280,9 @@ class DevCluster:
                 "--kubelet-preferred-address-types=InternalIP",
             ]
             if network
-            else []
+            # Without a node nothing reaches the `kubernetes` Service, and
+            # from 1.37 the endpoint reconciler refuses a loopback address.
+            else ["--endpoint-reconciler-type=none"]
         )
         _sweep_orphaned_etcd_data()
         etcd_data = Path(tempfile.mkdtemp(prefix=_ETCD_DATA_PREFIX, dir=_tmpfs_root()))

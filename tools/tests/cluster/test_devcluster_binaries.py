@@ -14,7 +14,7 @@ from akv_devcluster import binaries
 
 @pytest.mark.parametrize(
     ("point", "staging_api"),
-    [(binaries.NEWEST, "v0.36.3"), (binaries.OLDEST, "v0.34.4")],
+    [(binaries.NEWEST, "v0.37.2"), (binaries.PREVIOUS, "v0.36.3"), (binaries.OLDEST, "v0.34.4")],
     ids=lambda v: getattr(v, "name", v),
 )
 def test_committed_gomod_replaces_every_staging_module_with_the_published_version(

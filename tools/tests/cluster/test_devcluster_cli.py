@@ -63,7 +63,7 @@ def test_up_kubectl_down(tmp_path: Path) -> None:
             timeout=60,
             check=True,
         )
-        assert json.loads(version.stdout)["serverVersion"]["gitVersion"] == "v1.36.3"
+        assert json.loads(version.stdout)["serverVersion"]["gitVersion"] == "v1.37.2"
 
         again = _run("up", "--dir", str(directory))
         assert again.returncode == 1

@@ -77,6 +77,25 @@ def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> 
     raise ValueError(f"unknown issuer kind {kind!r}; expected one of {sorted(ISSUER_KINDS)}")
 
 
+# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+
+# certificates.k8s.io/v1 ClusterTrustBundle (GA in Kubernetes 1.37; older API
+# servers do not serve v1), generic so that objects are plain dicts.
+ClusterTrustBundle = create_global_resource(
+    KUBE_CSR_GROUP, "v1", "ClusterTrustBundle", "clustertrustbundles"
+)
+# The one bundle an opted-in issuer publishes is named
+# ``<signer name with '/' as ':'>:<suffix>``, as the API requires of a bundle
+# linked to a signer.
+CLUSTER_TRUST_BUNDLE_SUFFIX: Final = "trust-anchors"
+
+
+def cluster_trust_bundle_name(signer_name: str) -> str:
+    """The name of the issuer's signer-linked ClusterTrustBundle: the signer
+    name with ``/`` turned into ``:``, then ``:`` and :data:`CLUSTER_TRUST_BUNDLE_SUFFIX`."""
+    return f"{signer_name.replace('/', ':')}:{CLUSTER_TRUST_BUNDLE_SUFFIX}"
+
+
 # Conditions and reasons
 
 CONDITION_READY: Final = "Ready"

@@ -129,7 +129,7 @@ class TrustBundleSpec:
     The namespace is implied, never written: the Issuer's own, or for a
     ClusterIssuer the cluster resource namespace (as for ``ClientSecretAuth``).
     ``overlap`` None: how long a previous CA is kept follows from what it may
-    have issued (see :mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`).
+    have issued (see :mod:`akv_issuer.controller.ca_lifecycle.trust.plan`).
     """
 
     config_map_name: str
@@ -252,6 +252,25 @@ class PoolSpec:
         return self.on_invalid_member == ON_INVALID_MEMBER_EXCLUDE
 
 
+# --- signer-linked ClusterTrustBundles (issue 25 point 3) ---------------------------
+
+
+@dataclass(frozen=True)
+class ClusterTrustBundlesSpec:
+    """``spec.clusterTrustBundles``: publish the issuer's trust anchors as a
+    signer-linked ClusterTrustBundle (``certificates.k8s.io/v1``) for its signer
+    name, which Pods mount with a ``clusterTrustBundle`` projected volume.
+
+    ``labels``: set on the bundle besides the controller's own, for Pods'
+    ``labelSelector``. ``overlap`` None: a previous CA stays as long as
+    ``policy.maxDuration`` says (see
+    :mod:`akv_issuer.controller.ca_lifecycle.trust.plan`).
+    """
+
+    labels: tuple[tuple[str, str], ...] = ()
+    overlap: timedelta | None = None
+
+
 @dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
@@ -323,6 +342,10 @@ class IssuerSpec:
                 )
             )
         return tuple(specs)
+
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    cluster_trust_bundles: ClusterTrustBundlesSpec | None = None
+    """``spec.clusterTrustBundles``; None: publish no ClusterTrustBundle."""
 
     @property
     def ca_source(self) -> CASource:

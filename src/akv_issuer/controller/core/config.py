@@ -65,6 +65,9 @@ class ControllerConfig:
     # False only for a local Key Vault emulator (--no-verify-challenge-resource).
     verify_challenge_resource: bool = True
     kubernetes_csrs: bool = True
+    # Publish signer-linked ClusterTrustBundles for issuers with
+    # spec.clusterTrustBundles (--cluster-trust-bundles; needs Kubernetes 1.37).
+    cluster_trust_bundles: bool = False
     # May namespaced Issuers use the controller's own identity (auth unset) and
     # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
     issuer_ambient_credentials: bool = True
