@@ -279,6 +279,8 @@ NOT_IN_CHART = {
     "--issuer-ambient-credentials",
     # Off is the default: rendered only as --cluster-trust-bundles (controller.clusterTrustBundles).
     "--no-cluster-trust-bundles",
+    # On is the default: rendered only as --no-keyvault-budget (controller.keyvaultBudget).
+    "--keyvault-budget",
 }
 
 EVERYTHING_CHANGED: dict[str, Any] = {
@@ -295,6 +297,8 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "verifyChallengeResource": False,
         "kubernetesCSRs": False,
         "clusterTrustBundles": True,
+        "keyvaultBudget": False,
+        "keyvaultBudgetUnits": {"https://ca.vault.azure.net": 2000},
         "issuerAmbientCredentials": False,
         "logFormat": "json",
         "logLevel": "debug",
@@ -334,6 +338,8 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.verify_challenge_resource is False
     assert config.kubernetes_csrs is False
     assert config.cluster_trust_bundles is True
+    assert config.keyvault_budget.enabled is False
+    assert dict(config.keyvault_budget.units) == {"https://ca.vault.azure.net": 2000.0}
     assert config.issuer_ambient_credentials is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"
