@@ -281,6 +281,9 @@ NOT_IN_CHART = {
     "--no-cluster-trust-bundles",
     # On is the default: rendered only as --no-keyvault-budget (controller.keyvaultBudget).
     "--keyvault-budget",
+    # Rendered only as --pod-certificates (controller.podCertificates: true);
+    # off is the controller's default.
+    "--no-pod-certificates",
 }
 
 EVERYTHING_CHANGED: dict[str, Any] = {
@@ -299,6 +302,7 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "clusterTrustBundles": True,
         "keyvaultBudget": False,
         "keyvaultBudgetUnits": {"https://ca.vault.azure.net": 2000},
+        "podCertificates": True,
         "issuerAmbientCredentials": False,
         "logFormat": "json",
         "logLevel": "debug",
@@ -568,6 +572,50 @@ def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None
     # Namespaced Issuers' CSRs are the only reason for SubjectAccessReviews.
     assert reviews not in grants(one(off, "ClusterRole", f"{PREFIX}manager-role")["rules"])
     assert "--no-kubernetes-csrs" in controller_args(one(off, "Deployment"))
+
+
+def test_pod_certificates_are_off_unless_switched_on(default_chart: list[Doc]) -> None:
+    """controller.podCertificates: off by default (no rule, no flag); on,
+    exactly the rules the signer uses, in the manager's ClusterRole."""
+
+    def pod_rules(rendered: list[Doc]) -> list[Doc]:
+        manager = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
+        return [
+            r
+            for r in manager["rules"]
+            if any(res.startswith("podcertificaterequests") for res in r["resources"])
+            or r["resources"] == ["namespaces"]
+        ]
+
+    assert pod_rules(default_chart) == []
+    assert "--pod-certificates" not in controller_args(one(default_chart, "Deployment"))
+    on = docs(helm_template({"controller": {"podCertificates": True, "kubernetesCSRs": False}}))
+    assert "--pod-certificates" in controller_args(one(on, "Deployment"))
+    assert pod_rules(on) == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["podcertificaterequests"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["podcertificaterequests/status"],
+            "verbs": ["patch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    ]
+    # The signer name rule, with CSRs off too: our own names only.
+    assert [r for r in _csr_grants(on) if r["resources"] == ["signers"]] == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": [
+                "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
+                "issuers.azure-keyvault-issuer.gonicus.de/*",
+            ],
+            "verbs": ["sign"],
+        }
+    ]
 
 
 def test_trust_bundle_secret_writer_is_bound_only_where_listed(default_chart: list[Doc]) -> None:

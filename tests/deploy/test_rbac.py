@@ -217,6 +217,11 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
     ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
+    ("pod certificates", {"controller": {"podCertificates": True}}),
+    (
+        "pod certificates without kubernetes csrs",
+        {"controller": {"podCertificates": True, "kubernetesCSRs": False}},
+    ),
     (
         "everything",
         {
@@ -224,6 +229,7 @@ SWITCHES: list[tuple[str, Doc]] = [
                 "clusterResourceNamespace": "pki",
                 "kubernetesCSRs": True,
                 "clusterTrustBundles": True,
+                "podCertificates": True,
             },
             "leaderElection": {"namespace": "kube-system"},
             "rbac": {
@@ -334,6 +340,7 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
     (("cluster-trust-bundles",), {"controller": {"clusterTrustBundles": True}}),
+    (("pod-certificates",), {"controller": {"podCertificates": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),
         {"rbac": {"reissue": True, "revocation": True, "clusterWideConfigMaps": True}},

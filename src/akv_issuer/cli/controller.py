@@ -268,6 +268,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("AKV_CLUSTER_TRUST_BUNDLES", "false").strip().lower() in _TRUE,
     )
     flag(
+        "--pod-certificates",
+        "AKV_POD_CERTIFICATES",
+        "also sign PodCertificateRequests (Kubernetes 1.37+) addressed to an issuer with "
+        "spec.podCertificates (needs the ClusterRole rules of the chart's "
+        "controller.podCertificates; on an API server that does not serve them this is "
+        "logged once and left off); --no-pod-certificates turns it off (default off)",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_POD_CERTIFICATES", "false").strip().lower() in _TRUE,
+    )
+    flag(
         "--issuer-ambient-credentials",
         "AKV_ISSUER_AMBIENT_CREDENTIALS",
         "let namespaced Issuers use the controller's own Azure identity (spec.auth unset) "
@@ -343,6 +353,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         verify_challenge_resource=bool(args.verify_challenge_resource),
         kubernetes_csrs=bool(args.kubernetes_csrs),
         cluster_trust_bundles=bool(args.cluster_trust_bundles),
+        pod_certificates=bool(args.pod_certificates),
         issuer_ambient_credentials=bool(args.issuer_ambient_credentials),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )

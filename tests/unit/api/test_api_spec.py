@@ -412,3 +412,109 @@ def test_cluster_trust_bundles_refusals_name_the_field(section: Any, field: str,
     error = _error(_spec(clusterTrustBundles=section))
     assert error.field == field
     assert text in error.reason
+
+
+# -- spec.podCertificates (issue 25) ---------------------------------------------------
+
+
+def test_pod_certificates_absent_means_none_and_the_sample_parses() -> None:
+    assert api.parse_issuer_spec(_spec()).pod_certificates is None
+    sample = load_one(SAMPLES / "clusterissuer-pod-certificates.yaml")["spec"]
+    pods = api.parse_issuer_spec(sample).pod_certificates
+    assert pods == api.PodCertificatesSpec(
+        namespace_labels=(("pod-certificates.example.com/enabled", "true"),),
+        service_accounts=("frontend", "backend"),
+        spiffe_trust_domain="cluster.example.com",
+        dns_names=("$(SERVICE_ACCOUNT).$(NAMESPACE).svc",),
+        key_types=("ECDSAP256", "ECDSAP384", "ED25519"),
+        usages=("digital signature", "server auth", "client auth"),
+        max_lifetime=timedelta(hours=24),
+    )
+
+
+def test_pod_certificates_defaults() -> None:
+    pods = api.parse_issuer_spec(
+        _spec(podCertificates={"spiffeTrustDomain": "example.org"})
+    ).pod_certificates
+    assert pods is not None
+    assert pods.namespace_labels is None  # every namespace
+    assert pods.service_accounts is None  # any ServiceAccount
+    assert pods.key_types == api.POD_KEY_TYPES
+    assert pods.usages == ("digital signature", "key encipherment", "server auth", "client auth")
+    assert pods.max_lifetime == timedelta(hours=24)
+    # An empty selector is written on purpose: every namespace, as unset.
+    empty = api.parse_issuer_spec(
+        _spec(podCertificates={"spiffeTrustDomain": "example.org", "namespaceSelector": {}})
+    ).pod_certificates
+    assert empty is not None
+    assert empty.namespace_labels == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "text"),
+    [
+        ({}, "podCertificates", "set spiffeTrustDomain, dnsNames or both"),
+        (
+            {"spiffeTrustDomain": "example.org", "maxLifetime": "30m"},
+            "podCertificates.maxLifetime",
+            "30m0s is outside what the PodCertificateRequest API allows (1h0m0s to 2184h0m0s)",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "maxLifetime": "2200h"},
+            "podCertificates.maxLifetime",
+            "outside what the PodCertificateRequest API allows",
+        ),
+        (
+            {"dnsNames": ["$(POD_IP).example.com"]},
+            "podCertificates.dnsNames[0]",
+            "must be a DNS name of lowercase letters, digits, '-' and '.', with the placeholders",
+        ),
+        (
+            {"dnsNames": ["$(NAMESPACE)..svc"]},
+            "podCertificates.dnsNames[0]",
+            "is not a DNS name",
+        ),
+        (
+            {"spiffeTrustDomain": "Example.org"},
+            "podCertificates.spiffeTrustDomain",
+            "SPIFFE trust domain",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "keyTypes": ["RSA2048"]},
+            "podCertificates.keyTypes[0]",
+            "'RSA2048' is not one of RSA3072",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "keyTypes": []},
+            "podCertificates.keyTypes",
+            "at least one key type",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "usages": ["cert sign"]},
+            "podCertificates.usages[0]",
+            "'cert sign' is not one of",
+        ),
+        (
+            {
+                "spiffeTrustDomain": "example.org",
+                "namespaceSelector": {"matchLabels": {"team": 7}},
+            },
+            "podCertificates.namespaceSelector.matchLabels.team",
+            "must be a Kubernetes label value",
+        ),
+        (
+            {
+                "spiffeTrustDomain": "example.org",
+                "namespaceSelector": {"matchLabels": {"bad key!": "x"}},
+            },
+            "podCertificates.namespaceSelector.matchLabels.bad key!",
+            "is not a Kubernetes label name",
+        ),
+    ],
+)
+def test_pod_certificates_refuses_naming_the_field(
+    section: dict[str, Any], field: str, text: str
+) -> None:
+    error = _error(_spec(podCertificates=section))
+    assert error.field == field
+    assert text in error.reason

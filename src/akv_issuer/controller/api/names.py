@@ -61,6 +61,12 @@ CERTIFICATE_REQUESTS: Final = ApiResource(
     CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, CERTIFICATE_REQUEST_PLURAL, namespaced=True
 )
 KUBE_CSRS: Final = ApiResource(KUBE_CSR_GROUP, "v1", KUBE_CSR_PLURAL, namespaced=False)
+# PodCertificateRequests (certificates.k8s.io/v1 since Kubernetes 1.37), and the
+# Namespaces whose labels spec.podCertificates.namespaceSelector matches.
+POD_CERTIFICATE_REQUESTS: Final = ApiResource(
+    KUBE_CSR_GROUP, "v1", "podcertificaterequests", namespaced=True
+)
+NAMESPACES: Final = ApiResource("", "v1", "namespaces", namespaced=False)
 
 
 def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> str:

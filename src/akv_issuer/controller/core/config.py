@@ -68,6 +68,10 @@ class ControllerConfig:
     # Publish signer-linked ClusterTrustBundles for issuers with
     # spec.clusterTrustBundles (--cluster-trust-bundles; needs Kubernetes 1.37).
     cluster_trust_bundles: bool = False
+    # Sign PodCertificateRequests (Kubernetes >= 1.37) for issuers with
+    # spec.podCertificates (--pod-certificates; off by default: a signer that
+    # nothing approves is switched on deliberately, with its RBAC).
+    pod_certificates: bool = False
     # May namespaced Issuers use the controller's own identity (auth unset) and
     # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
     issuer_ambient_credentials: bool = True

@@ -60,6 +60,15 @@ class Metrics:
             [*issuer, "reason"],
             registry=self.registry,
         )
+        # By request kind (CertificateRequest, CertificateSigningRequest,
+        # PodCertificateRequest): how each ended. The counters above keep their
+        # labels (dashboards and alerts read them); this one tells the kinds apart.
+        self.finished = Counter(
+            f"{PREFIX}_requests_finished",
+            "Requests ended, by request kind and outcome (Issued, Denied, Failed).",
+            ["request_kind", "outcome"],
+            registry=self.registry,
+        )
         self.sign_seconds = Histogram(
             f"{PREFIX}_sign_duration_seconds",
             "Time to build and sign one certificate (Key Vault round trip included).",
