@@ -235,6 +235,19 @@ def render(r: dict[str, Any]) -> str:
             add(f"Other counters (not Key Vault calls): {other}.")
         add("")
 
+    budget = raw.get("budget") or {}
+    if budget.get("cases"):
+        add("## Key Vault's limits and the throttling budget")
+        add("")
+        add(
+            "The emulator enforcing Key Vault's per-vault limits, scaled down (HSM RSA-4096: "
+            f"{budget['config']['scaled_limit'] or 250} per 10 s), the same burst with the "
+            "budget on and off, and a neighbour issuer beside it (bench/budget.py):"
+        )
+        add("")
+        add(budget_table(budget["cases"]))
+        add("")
+
     cm = raw.get("cert_manager")
     add("## Against cert-manager's own CA issuer")
     add("")
@@ -353,6 +366,24 @@ def render(r: dict[str, Any]) -> str:
             add(f"- {err.splitlines()[0]}")
         add("")
     return "\n".join(out)
+
+
+def budget_table(cases: list[dict[str, Any]]) -> str:
+    """The budget cases as a Markdown table (also docs/benchmarks.md's)."""
+    rows = [
+        "| case | budget | issued | seconds | 429s from the vault | neighbour p50 | "
+        "neighbour p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        trickle = case.get("trickle") or {}
+        rows.append(
+            f"| {case['case'].rsplit('-', 1)[0]} | {'on' if case['budget'] else 'off'} | "
+            f"{case['issued']}/{case['n']} | {fmt(case['seconds'], 1)} | {case['vault_429']} | "
+            f"{fmt(trickle.get('p50_ms'), 0) + ' ms' if trickle else '-'} | "
+            f"{fmt(trickle.get('p99_ms'), 0) + ' ms' if trickle else '-'} |"
+        )
+    return "\n".join(rows)
 
 
 def _missed(r: dict[str, Any], key: str) -> bool:

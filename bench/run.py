@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import budget as budget_bench
 from bench import podcerts, report
 from bench import profile as prof
 from bench.env import REPO, BenchEnv, csr_pool
@@ -72,6 +74,9 @@ class Config:
     cm_rounds: int = 2
     profile: bool = True
     burst_timeout: float = 600.0
+    # The throttling budget's cases (bench/budget.py; `make bench-budget` alone):
+    # quick mode leaves them to tests/bench/test_bench_budget_quick.py.
+    budget: bool = True
     # Pod certificates beside CertificateRequests (bench/podcerts.py).
     pod_n: int = 500
     pod_concurrency: int = 16
@@ -93,6 +98,7 @@ class Config:
             cm_n=3,
             cm_rounds=1,
             burst_timeout=120.0,
+            budget=False,
             pod_n=10,
             pod_concurrency=4,
             pod_samples=3,
@@ -351,6 +357,17 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
                 )
                 (out_dir / "profile.md").write_text(prof.render(summary, title))
                 prof.write_folded(raw_profile, out_dir / "profile.folded.txt")
+
+        if cfg.budget:
+            step("throttling budget: a burst and two neighbours, budget on and off")
+            raw["budget"] = await attempt(
+                "budget",
+                budget_bench.run_cases(
+                    env, budget_bench.Config.for_mode(False), functools.partial(print, flush=True)
+                ),
+            )
+        else:
+            raw["budget"] = {"skipped": "quick mode: `python -m bench.budget --quick` instead"}
 
         step("cert-manager CA issuer vs ours")
         try:

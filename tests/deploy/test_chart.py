@@ -277,11 +277,13 @@ NOT_IN_CHART = {
     "--verify-challenge-resource",
     # Rendered only as --no-issuer-ambient-credentials (controller.issuerAmbientCredentials).
     "--issuer-ambient-credentials",
+    # Off is the default: rendered only as --cluster-trust-bundles (controller.clusterTrustBundles).
+    "--no-cluster-trust-bundles",
+    # On is the default: rendered only as --no-keyvault-budget (controller.keyvaultBudget).
+    "--keyvault-budget",
     # Rendered only as --pod-certificates (controller.podCertificates: true);
     # off is the controller's default.
     "--no-pod-certificates",
-    # Off is the default: rendered only as --cluster-trust-bundles (controller.clusterTrustBundles).
-    "--no-cluster-trust-bundles",
 }
 
 EVERYTHING_CHANGED: dict[str, Any] = {
@@ -297,8 +299,10 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "tlsCAFile": "/etc/akv-ca/ca.pem",
         "verifyChallengeResource": False,
         "kubernetesCSRs": False,
-        "podCertificates": True,
         "clusterTrustBundles": True,
+        "keyvaultBudget": False,
+        "keyvaultBudgetUnits": {"https://ca.vault.azure.net": 2000},
+        "podCertificates": True,
         "issuerAmbientCredentials": False,
         "logFormat": "json",
         "logLevel": "debug",
@@ -338,6 +342,8 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.verify_challenge_resource is False
     assert config.kubernetes_csrs is False
     assert config.cluster_trust_bundles is True
+    assert config.keyvault_budget.enabled is False
+    assert dict(config.keyvault_budget.units) == {"https://ca.vault.azure.net": 2000.0}
     assert config.issuer_ambient_credentials is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"

@@ -216,20 +216,20 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
     ("pod certificates", {"controller": {"podCertificates": True}}),
     (
         "pod certificates without kubernetes csrs",
         {"controller": {"podCertificates": True, "kubernetesCSRs": False}},
     ),
-    ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
     (
         "everything",
         {
             "controller": {
                 "clusterResourceNamespace": "pki",
                 "kubernetesCSRs": True,
-                "podCertificates": True,
                 "clusterTrustBundles": True,
+                "podCertificates": True,
             },
             "leaderElection": {"namespace": "kube-system"},
             "rbac": {

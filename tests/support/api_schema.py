@@ -126,11 +126,6 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             errors += validate(item, schema["items"], f"{path}[{index}]")
     if expected == "object":
         properties = schema.get("properties", {})
-        if "additionalProperties" in schema:
-            # A map (spec.podCertificates.namespaceSelector.matchLabels).
-            for name, item in value.items():
-                errors += validate(item, schema["additionalProperties"], f"{path}.{name}")
-            return errors
         additional = schema.get("additionalProperties")
         if "maxProperties" in schema and len(value) > schema["maxProperties"]:
             errors.append(f"{path}: more than {schema['maxProperties']} properties")

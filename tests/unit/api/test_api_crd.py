@@ -111,10 +111,10 @@ ALL_SAMPLES = (
     "clusterissuer-managed-hsm.yaml",
     "issuer-keyvault-certificate.yaml",
     "issuer-serviceaccount.yaml",
-    # spec.podCertificates (issue 25)
-    "clusterissuer-pod-certificates.yaml",
     # spec.pool: a member for each way of naming its CA.
     "clusterissuer-pool.yaml",
+    # spec.podCertificates (issue 25)
+    "clusterissuer-pod-certificates.yaml",
 )
 
 

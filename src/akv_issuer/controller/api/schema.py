@@ -258,6 +258,12 @@ _SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         default="ca.crt",
         hint="must be a key of the Secret's data",
     ),
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    "clusterTrustBundles": FieldDef("object"),
+    # A map of label key -> value; keys and values are checked by the parser
+    # (spec_parser._parse_cluster_trust_bundles) as the API server checks labels.
+    "clusterTrustBundles.labels": FieldDef("object"),
+    "clusterTrustBundles.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
     # --- issue 25 (PodCertificateRequests): spec.podCertificates ---
     **{
         "podCertificates": FieldDef("object"),
@@ -292,12 +298,6 @@ _SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         # 1 to 99; the parser refuses more (FieldDef has no maximum).
         "podCertificates.refreshBeforePercentage": FieldDef("integer", minimum=1),
     },
-    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
-    "clusterTrustBundles": FieldDef("object"),
-    # A map of label key -> value; keys and values are checked by the parser
-    # (spec_parser._parse_cluster_trust_bundles) as the API server checks labels.
-    "clusterTrustBundles.labels": FieldDef("object"),
-    "clusterTrustBundles.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
 }
 
 

@@ -230,9 +230,9 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         ca_source_explicit=_parse_ca_source(reader, ca_renewal),
         authority_host=_optional_str(reader, "auth.authorityHost"),
         allow_exportable_key=bool(reader.get("allowExportableKey")),
-        pod_certificates=_parse_pod_certificates(reader),
-        cluster_trust_bundles=_parse_cluster_trust_bundles(reader),
         pool=_parse_pool(reader, ca_renewal),
+        cluster_trust_bundles=_parse_cluster_trust_bundles(reader),
+        pod_certificates=_parse_pod_certificates(reader),
     )
     if parsed.pool is not None:
         _pool_restrictions(parsed)
@@ -437,13 +437,70 @@ def _parse_service_account(reader: _SpecReader) -> ServiceAccountAuth | None:
     )
 
 
+# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---------------------------
+
+# Label keys and values as the API server checks them (apimachinery's
+# IsQualifiedName and IsValidLabelValue).
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+MAX_BUNDLE_LABELS: Final = 20
+# The controller's own labels on a bundle: a user label must not change what
+# the controller selects its bundles by, nor what it says about them.
+RESERVED_LABEL_PREFIXES: Final = ("azure-keyvault-issuer.gonicus.de/", "app.kubernetes.io/")
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a label key the API server accepts (None: it is)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or re.fullmatch(_LABEL_PREFIX, prefix) is None):
+        return "the prefix before '/' must be a DNS subdomain (lowercase, at most 253 characters)"
+    if re.fullmatch(_LABEL_NAME, name) is None:
+        return (
+            "the name must be at most 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit"
+        )
+    return None
+
+
+def _parse_cluster_trust_bundles(reader: _SpecReader) -> ClusterTrustBundlesSpec | None:
+    """``spec.clusterTrustBundles``: present (even ``{}``) is the opt-in."""
+    if reader.get("clusterTrustBundles") is None:
+        return None
+    raw = reader.get("clusterTrustBundles.labels") or {}
+    if len(raw) > MAX_BUNDLE_LABELS:
+        raise SpecError(
+            "clusterTrustBundles.labels", f"has {len(raw)} labels, at most {MAX_BUNDLE_LABELS}"
+        )
+    labels: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        path = f"clusterTrustBundles.labels[{key!r}]"
+        problem = label_key_problem(str(key))
+        if problem is not None:
+            raise SpecError(path, f"not a label key: {problem}")
+        if str(key).startswith(RESERVED_LABEL_PREFIXES):
+            raise SpecError(
+                path,
+                "the prefixes azure-keyvault-issuer.gonicus.de/ and app.kubernetes.io/ are "
+                "the controller's own labels",
+            )
+        if not isinstance(value, str):
+            raise SpecError(path, f"must be a string, got {_json_type(value)}")
+        if re.fullmatch(_LABEL_VALUE, value) is None:
+            raise SpecError(
+                path,
+                f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.', "
+                "beginning and ending with a letter or digit",
+            )
+        labels.append((str(key), value))
+    overlap = _duration(reader, "clusterTrustBundles.overlap")
+    if overlap is not None and overlap < timedelta(0):
+        raise SpecError("clusterTrustBundles.overlap", "must not be negative")
+    return ClusterTrustBundlesSpec(labels=tuple(sorted(labels)), overlap=overlap)
+
+
 # --- spec.podCertificates (issue 25) ------------------------------------------------
 
-_POD_LABEL_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_POD_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _PLACEHOLDER = re.compile(r"\$\([A-Z_]+\)")
 
 
@@ -456,9 +513,9 @@ def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
         labels = reader.get("podCertificates.namespaceSelector.matchLabels") or {}
         for key, value in labels.items():
             path = f"podCertificates.namespaceSelector.matchLabels.{key}"
-            if not isinstance(key, str) or not _POD_LABEL_NAME.match(key):
+            if not isinstance(key, str) or label_key_problem(key) is not None:
                 raise SpecError(path, "is not a Kubernetes label name")
-            if not isinstance(value, str) or not _POD_LABEL_VALUE.match(value):
+            if not isinstance(value, str) or re.fullmatch(_LABEL_VALUE, value) is None:
                 raise SpecError(path, "must be a Kubernetes label value (a string)")
         namespace_labels = tuple(sorted(labels.items()))
     accounts = reader.get("podCertificates.serviceAccounts")
@@ -523,65 +580,3 @@ def _check_dns_template(path: str, template: str) -> None:
             path,
             f"{template!r} is not a DNS name (empty label, or a label starting or ending in '-')",
         )
-
-
-# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---------------------------
-
-# Label keys and values as the API server checks them (apimachinery's
-# IsQualifiedName and IsValidLabelValue).
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_LABEL_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
-MAX_BUNDLE_LABELS: Final = 20
-# The controller's own labels on a bundle: a user label must not change what
-# the controller selects its bundles by, nor what it says about them.
-RESERVED_LABEL_PREFIXES: Final = ("azure-keyvault-issuer.gonicus.de/", "app.kubernetes.io/")
-
-
-def label_key_problem(key: str) -> str | None:
-    """Why ``key`` is not a label key the API server accepts (None: it is)."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or re.fullmatch(_LABEL_PREFIX, prefix) is None):
-        return "the prefix before '/' must be a DNS subdomain (lowercase, at most 253 characters)"
-    if re.fullmatch(_LABEL_NAME, name) is None:
-        return (
-            "the name must be at most 63 letters, digits, '-', '_' or '.', "
-            "beginning and ending with a letter or digit"
-        )
-    return None
-
-
-def _parse_cluster_trust_bundles(reader: _SpecReader) -> ClusterTrustBundlesSpec | None:
-    """``spec.clusterTrustBundles``: present (even ``{}``) is the opt-in."""
-    if reader.get("clusterTrustBundles") is None:
-        return None
-    raw = reader.get("clusterTrustBundles.labels") or {}
-    if len(raw) > MAX_BUNDLE_LABELS:
-        raise SpecError(
-            "clusterTrustBundles.labels", f"has {len(raw)} labels, at most {MAX_BUNDLE_LABELS}"
-        )
-    labels: list[tuple[str, str]] = []
-    for key, value in raw.items():
-        path = f"clusterTrustBundles.labels[{key!r}]"
-        problem = label_key_problem(str(key))
-        if problem is not None:
-            raise SpecError(path, f"not a label key: {problem}")
-        if str(key).startswith(RESERVED_LABEL_PREFIXES):
-            raise SpecError(
-                path,
-                "the prefixes azure-keyvault-issuer.gonicus.de/ and app.kubernetes.io/ are "
-                "the controller's own labels",
-            )
-        if not isinstance(value, str):
-            raise SpecError(path, f"must be a string, got {_json_type(value)}")
-        if re.fullmatch(_LABEL_VALUE, value) is None:
-            raise SpecError(
-                path,
-                f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.', "
-                "beginning and ending with a letter or digit",
-            )
-        labels.append((str(key), value))
-    overlap = _duration(reader, "clusterTrustBundles.overlap")
-    if overlap is not None and overlap < timedelta(0):
-        raise SpecError("clusterTrustBundles.overlap", "must not be negative")
-    return ClusterTrustBundlesSpec(labels=tuple(sorted(labels)), overlap=overlap)

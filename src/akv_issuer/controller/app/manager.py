@@ -33,7 +33,12 @@ from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, rev
 from akv_issuer.controller.core import COMPONENT, ControllerConfig, KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
-from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.keyvault import (
+    AssertionProvider,
+    KeyVaultAccess,
+    KeyVaultOptions,
+    VaultBudgets,
+)
 from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
@@ -74,7 +79,9 @@ def make_api(config: ControllerConfig) -> KubeApi:
 
 
 def make_keyvault(
-    config: ControllerConfig, assertion_provider: AssertionProvider | None = None
+    config: ControllerConfig,
+    assertion_provider: AssertionProvider | None = None,
+    budgets: VaultBudgets | None = None,
 ) -> KeyVaultAccess:
     options: dict[str, Any] = {
         "timeout": config.keyvault_timeout,
@@ -84,7 +91,7 @@ def make_keyvault(
     if config.tls_ca_file:
         options["tls_ca_file"] = config.tls_ca_file
     return KeyVaultAccess(
-        KeyVaultOptions.from_env(**options), assertion_provider=assertion_provider
+        KeyVaultOptions.from_env(**options), assertion_provider=assertion_provider, budgets=budgets
     )
 
 
@@ -112,7 +119,10 @@ class Manager:
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
         self.sa_tokens = identity.setup(self.client, self.metrics)
-        access = keyvault or make_keyvault(config, self.sa_tokens.token)
+        # Each vault's throttling budget: the gateway waits on it, the keyvault
+        # layer tells it every 429.
+        budgets = VaultBudgets(config.keyvault_budget) if config.keyvault_budget.enabled else None
+        access = keyvault or make_keyvault(config, self.sa_tokens.token, budgets)
         self.events = EventRecorder(
             self.client,
             COMPONENT,
@@ -141,6 +151,7 @@ class Manager:
             self.metrics,
             concurrency=config.concurrency,
             fence=self.elector.ensure_leading if self.elector is not None else no_fence,
+            budgets=budgets,
         )
         self.controllers: list[Controller[Any]] = []
         self._watches: dict[str, _Watch] = {}

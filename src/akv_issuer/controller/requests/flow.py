@@ -266,6 +266,11 @@ class RequestFlow(Generic[RequestT]):
         if isinstance(outcome, RequestRefused):
             failed = Failed(outcome.kind, outcome.message, invalid=True)
             return await self._outcomes.finish(key, obj, view, failed, failures)
+        if isinstance(outcome, Transient) and outcome.deferred:
+            # Waiting for the vault's throttling budget is not a failure: back at the
+            # time the budget gave, without a status write or an event.
+            log.debug("%s", outcome.message)
+            return Result.requeue(outcome.retry_after or 1.0)
         if isinstance(outcome, Transient):
             return await self._transient(key, obj, view, checked.key, outcome, failures)
         failure = outcome.failure

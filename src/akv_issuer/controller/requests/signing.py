@@ -32,7 +32,7 @@ from akv_issuer.controller.core import (
 from akv_issuer.controller.core.pool import order_members, soonest_retry
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import ErrorKind, KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -84,11 +84,15 @@ class RequestRefused:
 
 @dataclass(frozen=True, slots=True)
 class Transient:
-    """Key Vault throttled or could not be reached: try again later."""
+    """Key Vault throttled or could not be reached: try again later. ``deferred``:
+    nothing was asked of Key Vault -- the vault's throttling budget had this
+    issuer's calls waiting already (keyvault.budget): come back after
+    ``retry_after``, neither a failure nor worth a status write."""
 
     message: str
     retry_after: float | None
     throttled: bool = False  # Key Vault answered 429 (else unreachable, 5xx, timeout)
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +246,7 @@ class RequestSigner:
                 wait or None,
             )
         last: Transient | None = None
+        deferred: Transient | None = None
         try:
             for ref in order:
                 probes.discard(ref)
@@ -258,6 +263,14 @@ class RequestSigner:
                     # The request's own fault: no other member would sign it.
                     health.release_probe(ref)
                     return outcome
+                if isinstance(outcome, Transient) and outcome.deferred:
+                    # The member's vault has enough of this issuer's calls waiting for
+                    # its throttling budget: no failure of the vault; the next member
+                    # may have budget, else the request comes back when the soonest has.
+                    health.release_probe(ref)
+                    if deferred is None or (outcome.retry_after or 0) < (deferred.retry_after or 0):
+                        deferred = outcome
+                    continue
                 if isinstance(outcome, Transient):
                     reason = str(
                         IssuerReason.THROTTLED
@@ -283,6 +296,8 @@ class RequestSigner:
         finally:
             for ref in probes:
                 health.release_probe(ref)
+        if deferred is not None:
+            return deferred
         assert last is not None
         return last
 
@@ -340,6 +355,7 @@ class RequestSigner:
                 keyvault_failure_text(err),
                 err.retry_after,
                 throttled=err.kind is ErrorKind.THROTTLED,
+                deferred=err.code == BUDGET_SPENT,
             )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))

@@ -67,6 +67,7 @@ from akv_issuer.controller.ca_lifecycle.trust.plan import (
     LABEL_ISSUER_NAME,
     BundlePlan,
     Published,
+    metadata_in_sync,
     plan_bundle,
     retention_window,
 )
@@ -597,10 +598,7 @@ def _in_sync(existing: Mapping[str, Any] | None, body: Mapping[str, Any]) -> boo
     """Whether the existing bundle already has everything ``body`` sets."""
     if existing is None:
         return False
-    meta = existing.get("metadata") or {}
-    want = body["metadata"]
     return (
-        all((meta.get("labels") or {}).get(k) == v for k, v in want["labels"].items())
-        and all((meta.get("annotations") or {}).get(k) == v for k, v in want["annotations"].items())
+        metadata_in_sync(existing, body)
         and (existing.get("spec") or {}).get("trustBundle") == body["spec"]["trustBundle"]
     )

@@ -31,6 +31,7 @@ from akv_issuer.controller.ca_lifecycle.trust.plan import (
     BundlePlan,
     Published,
     bundle_labels,
+    metadata_in_sync,
     owner_conflict,
     plan_bundle,
     retention_window,
@@ -236,10 +237,6 @@ def _in_sync(existing: Mapping[str, Any] | None, body: Mapping[str, Any]) -> boo
     """Whether the existing ConfigMap already has everything ``body`` sets."""
     if existing is None:
         return False
-    meta = existing.get("metadata") or {}
-    want = body["metadata"]
-    return (
-        all((meta.get("labels") or {}).get(k) == v for k, v in want["labels"].items())
-        and all((meta.get("annotations") or {}).get(k) == v for k, v in want["annotations"].items())
-        and all((existing.get("data") or {}).get(k) == v for k, v in body["data"].items())
+    return metadata_in_sync(existing, body) and all(
+        (existing.get("data") or {}).get(k) == v for k, v in body["data"].items()
     )

@@ -331,3 +331,15 @@ def owner_conflict(key: IssuerKey, existing: Mapping[str, Any] | None) -> str | 
 
 
 # --- I/O -------------------------------------------------------------------------
+
+
+def metadata_in_sync(existing: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether a target object already carries every label and annotation ``body``
+    sets (others may have added more: server-side apply leaves theirs alone)."""
+    meta = existing.get("metadata") or {}
+    want = body["metadata"]
+    return all(
+        (meta.get(field) or {}).get(k) == v
+        for field in ("labels", "annotations")
+        for k, v in (want.get(field) or {}).items()
+    )
