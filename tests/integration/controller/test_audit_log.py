@@ -59,11 +59,19 @@ MutatingAdmissionPolicyBinding = create_global_resource(
     "mutatingadmissionpolicybindings",
 )
 # What cert-manager's webhook does on create (pkg/webhook: the request's user info).
+# The groups are copied element by element: Kubernetes 1.37 (cel-go 0.29) can
+# no longer turn `request.userInfo.groups` itself into a JSON Patch value
+# ("type conversion error from 'list(dyn)' to '*structpb.Value'").
+_REQUESTER_VALUES = {
+    "username": "request.userInfo.username",
+    "uid": "request.userInfo.uid",
+    "groups": "request.userInfo.groups.map(g, string(g))",
+}
 REQUESTER_EXPRESSION = (
     "["
     + ", ".join(
-        f'JSONPatch{{op: "add", path: "/spec/{field}", value: request.userInfo.{field}}}'
-        for field in ("username", "uid", "groups")
+        f'JSONPatch{{op: "add", path: "/spec/{field}", value: {value}}}'
+        for field, value in _REQUESTER_VALUES.items()
     )
     + "]"
 )

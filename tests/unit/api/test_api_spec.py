@@ -429,6 +429,7 @@ def test_pod_certificates_absent_means_none_and_the_sample_parses() -> None:
         key_types=("ECDSAP256", "ECDSAP384", "ED25519"),
         usages=("digital signature", "server auth", "client auth"),
         max_lifetime=timedelta(hours=24),
+        refresh_before_percentage=50,
     )
 
 
@@ -517,4 +518,24 @@ def test_pod_certificates_refuses_naming_the_field(
 ) -> None:
     error = _error(_spec(podCertificates=section))
     assert error.field == field
+    assert text in error.reason
+
+
+def test_pod_certificates_refresh_before_percentage_parses() -> None:
+    section = {"spiffeTrustDomain": "cluster.test", "refreshBeforePercentage": 90}
+    parsed = api.parse_issuer_spec(_spec(podCertificates=section)).pod_certificates
+    assert parsed is not None
+    assert parsed.refresh_before_percentage == 90
+    default = api.parse_issuer_spec(_spec(podCertificates={"spiffeTrustDomain": "cluster.test"}))
+    assert default.pod_certificates is not None
+    assert default.pod_certificates.refresh_before_percentage is None
+
+
+@pytest.mark.parametrize(("value", "text"), [(0, "must be >= 1"), (100, "1 to 99"), (True, "")])
+def test_pod_certificates_refresh_before_percentage_out_of_range_names_the_field(
+    value: object, text: str
+) -> None:
+    section = {"spiffeTrustDomain": "cluster.test", "refreshBeforePercentage": value}
+    error = _error(_spec(podCertificates=section))
+    assert error.field == "podCertificates.refreshBeforePercentage"
     assert text in error.reason

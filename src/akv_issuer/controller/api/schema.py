@@ -295,6 +295,8 @@ _SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         "podCertificates.maxLifetime": FieldDef(
             "string", pattern=_GO_DURATION, default="24h", hint=DURATION_HINT
         ),
+        # 1 to 99; the parser refuses more (FieldDef has no maximum).
+        "podCertificates.refreshBeforePercentage": FieldDef("integer", minimum=1),
     },
 }
 

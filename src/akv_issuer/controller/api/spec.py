@@ -305,6 +305,10 @@ class PodCertificatesSpec:
     key_types: tuple[str, ...] = POD_KEY_TYPES
     usages: tuple[str, ...] = POD_DEFAULT_USAGES
     max_lifetime: timedelta = timedelta(hours=24)
+    refresh_before_percentage: int | None = None
+    """``refreshBeforePercentage``: the kubelet starts refreshing when this
+    percentage of the lifetime is left (None: a third), kept inside the API's
+    window (NotBefore + 10 min .. NotAfter - 10 min)."""
 
 
 @dataclass(frozen=True)

@@ -540,6 +540,14 @@ def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
             f"allows ({format_go_duration(POD_MIN_LIFETIME)} to "
             f"{format_go_duration(POD_MAX_LIFETIME)})",
         )
+    refresh = reader.get("podCertificates.refreshBeforePercentage")
+    if refresh is not None and (
+        isinstance(refresh, bool) or not isinstance(refresh, int) or not 1 <= refresh <= 99
+    ):
+        raise SpecError(
+            "podCertificates.refreshBeforePercentage",
+            f"must be a whole number from 1 to 99 (percent of the lifetime left), got {refresh!r}",
+        )
     defaults = PodCertificatesSpec()
     return PodCertificatesSpec(
         namespace_labels=namespace_labels,
@@ -549,6 +557,7 @@ def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
         key_types=key_types or defaults.key_types,
         usages=usages or defaults.usages,
         max_lifetime=lifetime,
+        refresh_before_percentage=refresh,
     )
 
 

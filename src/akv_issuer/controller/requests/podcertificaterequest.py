@@ -29,7 +29,8 @@ intermediates below the root: trust anchors are published apart),
 ``notBefore``/``notAfter`` equal to the leaf's, NotBefore within 5 minutes of
 the API server's clock, a lifetime of at least 1 h and at most
 ``spec.maxExpirationSeconds``, and ``beginRefreshAt`` at least 10 minutes
-after NotBefore and before NotAfter.
+after NotBefore and before NotAfter. ``beginRefreshAt`` is two thirds into
+the lifetime, or where the policy's ``refreshBeforePercentage`` puts it.
 """
 
 from __future__ import annotations
@@ -268,10 +269,15 @@ def identity(
     return tuple(names)
 
 
-def begin_refresh_at(not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:
+def begin_refresh_at(
+    not_before: dt.datetime, not_after: dt.datetime, before_percentage: int | None = None
+) -> dt.datetime:
     """When the kubelet should start refreshing: two thirds into the lifetime,
-    within [NotBefore + 10 min, NotAfter - 10 min] as the API requires."""
-    at = not_before + (not_after - not_before) * REFRESH_FRACTION
+    or when ``before_percentage`` percent of it is left (the policy's
+    refreshBeforePercentage), within [NotBefore + 10 min, NotAfter - 10 min]
+    as the API requires."""
+    fraction = REFRESH_FRACTION if before_percentage is None else 1 - before_percentage / 100
+    at = not_before + (not_after - not_before) * fraction
     at = max(min(at, not_after - REFRESH_MARGIN), not_before + REFRESH_MARGIN)
     return at.replace(microsecond=0)
 
@@ -295,6 +301,11 @@ class PodCertificateRequests:
 
     def __init__(self, api: KubeApi) -> None:
         self._api = api
+        # The policy's refreshBeforePercentage of each request being signed
+        # (by uid), from parameters() to the Issued write: the status is
+        # written without the issuer at hand. Lost with a restart, like the
+        # flow's kept certificate; the default then applies.
+        self._refresh_before: dict[str, int] = {}
 
     def view(self, obj: PodCertificateRequestObject) -> RequestView:
         return view(obj)
@@ -385,6 +396,11 @@ class PodCertificateRequests:
         policy = issuer.spec.pod_certificates
         if policy is None:  # admit() denied it already
             raise ValueError(f"{issuer.key} does not sign PodCertificateRequests")
+        uid = str((obj.get("metadata") or {}).get("uid") or "")
+        if policy.refresh_before_percentage is not None:
+            self._refresh_before[uid] = policy.refresh_before_percentage
+        else:
+            self._refresh_before.pop(uid, None)
         return self.csr(obj), IssuanceRequest(
             duration=lifetime(obj, policy),
             usages=policy.usages,
@@ -429,6 +445,8 @@ class PodCertificateRequests:
         self, obj: PodCertificateRequestObject, update: StatusUpdate, now: dt.datetime
     ) -> HasMetadata | None:
         moment = format_time(now)
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
         status: PodCertificateRequestStatus
         if isinstance(update, Issued):
             leaf = x509.load_pem_x509_certificate(update.certificate_pem)
@@ -445,7 +463,9 @@ class PodCertificateRequests:
                 ],
                 "certificateChain": update.certificate_pem.decode(),
                 "notBefore": format_time(not_before),
-                "beginRefreshAt": format_time(begin_refresh_at(not_before, not_after)),
+                "beginRefreshAt": format_time(
+                    begin_refresh_at(not_before, not_after, self._refresh_before.get(uid))
+                ),
                 "notAfter": format_time(not_after),
             }
         elif isinstance(update, Denied):
@@ -454,7 +474,6 @@ class PodCertificateRequests:
             status = {"conditions": [_condition(FAILED, update.reason, update.message, moment)]}
         else:
             return None  # Pending: the status cannot say it (events do)
-        meta = obj.get("metadata") or {}
         name = str(meta.get("name") or "")
         body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": status}
         try:
@@ -470,6 +489,7 @@ class PodCertificateRequests:
             if err.status.code == 409:
                 raise RequestConflict(name) from err
             raise
+        self._refresh_before.pop(uid, None)  # terminal: nothing more is written
         return typed(written, HasMetadata)
 
 

@@ -315,6 +315,35 @@ async def test_the_lifetime_is_the_shorter_of_the_pods_and_the_policys(
         )
 
 
+@pytest.mark.parametrize(
+    ("percentage", "hours", "refresh_after"),
+    [
+        # A third left: the default, two thirds in.
+        (None, 24, dt.timedelta(hours=16)),
+        (50, 24, dt.timedelta(hours=12)),
+        # 90 % of one hour left would be after 6 minutes: the API's 10 minutes.
+        (90, 1, dt.timedelta(minutes=10)),
+    ],
+)
+async def test_refresh_before_percentage_sets_begin_refresh_at_within_the_apis_window(
+    percentage: int | None,
+    hours: int,
+    refresh_after: dt.timedelta,
+    setup_pods: Callable[..., Pods],
+) -> None:
+    policy = dict(POLICY)
+    if percentage is not None:
+        policy["refreshBeforePercentage"] = percentage
+    t = setup_pods(policy)
+    t.add("web", max_expiration=hours * 3600)
+
+    obj = await t.decided("web")
+
+    assert api_rules(obj, t.clock.now()) == []
+    status = obj["status"]
+    assert _time(status["beginRefreshAt"]) - _time(status["notBefore"]) == refresh_after
+
+
 @pytest.mark.parametrize("key", ["ECDSAP384", "ED25519", "RSA3072"])
 async def test_each_allowed_key_type_is_issued_to_the_requested_key(
     key: str, setup_pods: Callable[..., Pods]
@@ -331,6 +360,13 @@ def test_begin_refresh_at_keeps_the_apis_margins() -> None:
     assert begin_refresh_at(start, start + dt.timedelta(hours=24)) == start + dt.timedelta(hours=16)
     one_hour = begin_refresh_at(start, start + dt.timedelta(hours=1))
     assert start + dt.timedelta(minutes=10) <= one_hour <= start + dt.timedelta(minutes=50)
+    # 99 % left and 1 % left: clamped to the API's margins.
+    assert begin_refresh_at(start, start + dt.timedelta(hours=1), 99) == start + dt.timedelta(
+        minutes=10
+    )
+    assert begin_refresh_at(start, start + dt.timedelta(hours=1), 1) == start + dt.timedelta(
+        minutes=50
+    )
 
 
 # -- never two certificates -------------------------------------------------------------
