@@ -121,7 +121,7 @@ bench: venv binaries
 
 # The same harness with small N, one concurrency, one latency (< 3 min), output in a
 # temp folder; `make test` runs it through tests/bench to keep the harness working.
-.PHONY: bench-quick bench-crl
+.PHONY: bench-quick bench-crl bench-budget
 bench-quick: venv binaries
 	BENCH_QUICK=1 $(PY) -m bench
 
@@ -135,6 +135,12 @@ chaos: venv binaries
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# Key Vault's limits and the throttling budget alone (bench/budget.py, also part of
+# `make bench`): 429s for the same burst with the budget on and off, and a neighbour
+# issuer's latency beside a burst on the same vault; writes bench/budget.json (~4 min).
+bench-budget: venv binaries
+	$(PY) -m bench.budget
 
 # Size and time of a 100,000-entry CRL signed through `akv-issuer ca crl` and
 # the emulator (BENCH_CRL_ENTRIES to change the count); prints a table.

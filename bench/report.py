@@ -40,6 +40,13 @@ MEANING = {
     "latency_ratio_vs_cm_ca": "Certificate create -> Ready p50: ours / its CA issuer",
     "cpu_ratio_vs_cm_ca": "our controller's CPU per certificate / cert-manager's controller's "
     "CPU per certificate through its CA issuer (/proc, same run)",
+    "pod_throughput_per_s": "PodCertificateRequests created at once -> Issued (certificates/s)",
+    "pod_latency_ms_p50": "PodCertificateRequest trickle, request seen -> Issued seen, p50",
+    "pod_latency_ms_p99": "same, p99",
+    "pod_cpu_ms_per_cert": "controller utime+stime per Pod certificate (the burst)",
+    "pod_throughput_ratio_vs_cr": "Pod-certificate burst / CertificateRequest burst, same run",
+    "pod_latency_ratio_vs_cr": "Pod-certificate trickle p50 / CertificateRequest trickle p50",
+    "pod_cpu_ratio_vs_cr": "CPU per Pod certificate / per CertificateRequest certificate",
 }
 
 
@@ -228,6 +235,19 @@ def render(r: dict[str, Any]) -> str:
             add(f"Other counters (not Key Vault calls): {other}.")
         add("")
 
+    budget = raw.get("budget") or {}
+    if budget.get("cases"):
+        add("## Key Vault's limits and the throttling budget")
+        add("")
+        add(
+            "The emulator enforcing Key Vault's per-vault limits, scaled down (HSM RSA-4096: "
+            f"{budget['config']['scaled_limit'] or 250} per 10 s), the same burst with the "
+            "budget on and off, and a neighbour issuer beside it (bench/budget.py):"
+        )
+        add("")
+        add(budget_table(budget["cases"]))
+        add("")
+
     cm = raw.get("cert_manager")
     add("## Against cert-manager's own CA issuer")
     add("")
@@ -264,6 +284,46 @@ def render(r: dict[str, Any]) -> str:
         )
     else:
         add(f"Not measured: {r['null_reasons'].get('throughput_ratio_vs_cm_ca', '')}")
+    add("")
+
+    pods = raw.get("pod_certificates")
+    add("## Pod certificates beside CertificateRequests")
+    add("")
+    if pods and "pod" in pods:
+        measured = pods.get("measured")
+        if measured:
+            add(
+                f"Measured apart ({measured['command']}) at {measured['started_at']} on commit "
+                f"`{measured['commit'][:12]}`{' (src/ modified)' if measured['dirty_src'] else ''}"
+                f", load average {', '.join(f'{x:.2f}' for x in measured['load_average_start'])}"
+                " at start."
+            )
+            add("")
+        add(
+            f"0 ms sign latency, concurrency {pods['concurrency']}, EC P-256 keys, the same "
+            f"RSA-2048 CA key; a trickle of {pods['samples']} one at a time and a burst of "
+            f"{pods['n']} created at once (64 in flight). PodCertificateRequests are created "
+            "as a kubelet would (no approval); latency = request seen -> Issued seen. "
+            "CertificateRequests: approval seen -> Ready=True seen."
+        )
+        add("")
+        add(
+            "| path | burst certs/s | burst p50 ms | burst p99 ms | CPU ms/cert "
+            "| trickle p50 ms | trickle p99 ms | KV calls/cert |"
+        )
+        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for key, label in (("pod", "PodCertificateRequest"), ("certificate_request",
+                                                                "CertificateRequest")):  # fmt: skip
+            row = pods[key]
+            b, t = row["burst"], row["trickle"]
+            add(
+                f"| {label} | {fmt(b['throughput_per_s'], 1)} | {fmt(b['latency']['p50_ms'], 0)}"
+                f" | {fmt(b['latency']['p99_ms'], 0)} | {fmt(b['cpu_ms_per_cert'])} | "
+                f"{fmt(t['p50_ms'], 1)} | {fmt(t['p99_ms'], 1)} | "
+                f"{fmt(b['kv']['calls_per_cert'])} |"
+            )
+    else:
+        add(f"Not measured: {r['null_reasons'].get('pod_throughput_per_s', '')}")
     add("")
 
     p = raw.get("profile")
@@ -306,6 +366,24 @@ def render(r: dict[str, Any]) -> str:
             add(f"- {err.splitlines()[0]}")
         add("")
     return "\n".join(out)
+
+
+def budget_table(cases: list[dict[str, Any]]) -> str:
+    """The budget cases as a Markdown table (also docs/benchmarks.md's)."""
+    rows = [
+        "| case | budget | issued | seconds | 429s from the vault | neighbour p50 | "
+        "neighbour p99 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        trickle = case.get("trickle") or {}
+        rows.append(
+            f"| {case['case'].rsplit('-', 1)[0]} | {'on' if case['budget'] else 'off'} | "
+            f"{case['issued']}/{case['n']} | {fmt(case['seconds'], 1)} | {case['vault_429']} | "
+            f"{fmt(trickle.get('p50_ms'), 0) + ' ms' if trickle else '-'} | "
+            f"{fmt(trickle.get('p99_ms'), 0) + ' ms' if trickle else '-'} |"
+        )
+    return "\n".join(rows)
 
 
 def _missed(r: dict[str, Any], key: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -26,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import budget as budget_bench
+from bench import podcerts, report
 from bench import profile as prof
-from bench import report
 from bench.env import REPO, BenchEnv, csr_pool
 from bench.scenarios import (
     apiserver_baseline,
@@ -54,6 +56,7 @@ HEADLINE_KEYS = (
     "throughput_ratio_vs_cm_ca",
     "latency_ratio_vs_cm_ca",
     "cpu_ratio_vs_cm_ca",
+    *podcerts.POD_KEYS,
 )
 
 
@@ -71,6 +74,13 @@ class Config:
     cm_rounds: int = 2
     profile: bool = True
     burst_timeout: float = 600.0
+    # The throttling budget's cases (bench/budget.py; `make bench-budget` alone):
+    # quick mode leaves them to tests/bench/test_bench_budget_quick.py.
+    budget: bool = True
+    # Pod certificates beside CertificateRequests (bench/podcerts.py).
+    pod_n: int = 500
+    pod_concurrency: int = 16
+    pod_samples: int = 50
 
     @classmethod
     def for_mode(cls, quick: bool) -> Config:
@@ -88,6 +98,10 @@ class Config:
             cm_n=3,
             cm_rounds=1,
             burst_timeout=120.0,
+            budget=False,
+            pod_n=10,
+            pod_concurrency=4,
+            pod_samples=3,
         )
 
 
@@ -218,6 +232,11 @@ def headline(cfg: Config, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         reason = (cm or {}).get("skipped") or "cert-manager comparison failed (see errors)"
         why["throughput_ratio_vs_cm_ca"] = why["latency_ratio_vs_cm_ca"] = reason
         why["cpu_ratio_vs_cm_ca"] = reason
+    pods = podcerts.headline(raw.get("pod_certificates"))
+    out.update(pods)
+    if not raw.get("pod_certificates"):
+        for key in pods:
+            why[key] = "Pod-certificate scenario failed or not run (see errors)"
     for key in HEADLINE_KEYS:
         out[key] = _num(out[key])
         if out[key] is None and key not in why:
@@ -339,6 +358,17 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
                 (out_dir / "profile.md").write_text(prof.render(summary, title))
                 prof.write_folded(raw_profile, out_dir / "profile.folded.txt")
 
+        if cfg.budget:
+            step("throttling budget: a burst and two neighbours, budget on and off")
+            raw["budget"] = await attempt(
+                "budget",
+                budget_bench.run_cases(
+                    env, budget_bench.Config.for_mode(False), functools.partial(print, flush=True)
+                ),
+            )
+        else:
+            raw["budget"] = {"skipped": "quick mode: `python -m bench.budget --quick` instead"}
+
         step("cert-manager CA issuer vs ours")
         try:
             from akv_devcluster.certmanager import controller_binary
@@ -350,6 +380,23 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
             raw["cert_manager"] = await attempt(
                 "cert-manager", cert_manager_comparison(env, cfg.cm_n, cfg.cm_rounds, 4)
             )
+
+        step(
+            f"Pod certificates: trickle of {cfg.pod_samples}, burst of {cfg.pod_n} at "
+            f"concurrency {cfg.pod_concurrency}, beside CertificateRequests"
+        )
+        raw["pod_certificates"] = await attempt(
+            "pod-certificates",
+            podcerts.pod_certificates_vs_certificate_requests(
+                env,
+                issuer_in,
+                csrs,
+                cfg.pod_n,
+                cfg.pod_concurrency,
+                cfg.pod_samples,
+                wait_s=cfg.burst_timeout,
+            ),
+        )
 
         step(f"{cfg.finished} finished requests, then a controller start")
         raw["finished"] = await attempt(
@@ -392,6 +439,57 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
     return results
 
 
+async def run_pod_certificates(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
+    """``--only pod-certificates``: that scenario alone, its keys merged into
+    ``out_dir/results.json`` (the other keys keep the run that measured them;
+    the scenario records its own commit, machine load and time)."""
+    target = out_dir / "results.json"
+    if not target.is_file():
+        raise SystemExit(f"--only needs an existing {target} to merge into (run the full bench)")
+    results: dict[str, Any] = json.loads(target.read_text())
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    load_start = list(os.getloadavg())
+    env = await BenchEnv.create(work)
+    try:
+        csrs = await asyncio.to_thread(csr_pool, max(cfg.pod_n, 50))
+
+        async def issuer_in(namespace: str) -> dict[str, str]:
+            return await env.create_issuer(namespace)
+
+        found = await podcerts.pod_certificates_vs_certificate_requests(
+            env,
+            issuer_in,
+            csrs,
+            cfg.pod_n,
+            cfg.pod_concurrency,
+            cfg.pod_samples,
+            wait_s=cfg.burst_timeout,
+        )
+    finally:
+        await env.close()
+    found["measured"] = {
+        **commit(),
+        "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "load_average_start": load_start,
+        "load_average_end": list(os.getloadavg()),
+        "command": "python -m bench --only pod-certificates "
+        f"--pod-n {cfg.pod_n} --concurrency {cfg.pod_concurrency} "
+        f"--pod-samples {cfg.pod_samples}",
+    }
+    results["scenarios"]["pod_certificates"] = found
+    for key, value in podcerts.headline(found).items():
+        results[key] = _num(value)
+        results["null_reasons"].pop(key, None)
+        if results[key] is None:
+            results["null_reasons"][key] = "not measured (see scenarios.pod_certificates)"
+    target.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    (out_dir / "RESULTS.md").write_text(report.render(results))
+    print(f"bench: merged the Pod-certificate keys into {target} and RESULTS.md", flush=True)
+    return results
+
+
 def rerender(out_dir: Path) -> int:
     """Re-classify the saved profile and re-render the Markdown (no measuring)."""
     results = json.loads((out_dir / "results.json").read_text())
@@ -427,6 +525,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, help="finished requests in the 100k case (override)")
     parser.add_argument("--cm-n", type=int, help="Certificates per cert-manager round (override)")
     parser.add_argument(
+        "--only",
+        choices=["pod-certificates"],
+        help="run that scenario alone and merge its keys into OUT_DIR/results.json "
+        "(--concurrency: its first value; --pod-n, --pod-samples)",
+    )
+    parser.add_argument("--pod-n", type=int, help="PodCertificateRequests per burst (override)")
+    parser.add_argument("--pod-samples", type=int, help="Pod-certificate trickle (override)")
+    parser.add_argument(
         "--render-only",
         type=Path,
         metavar="DIR",
@@ -448,11 +554,30 @@ def main(argv: list[str] | None = None) -> int:
         cfg.scale = args.scale
     if args.cm_n:
         cfg.cm_n = args.cm_n
+    if args.pod_n:
+        cfg.pod_n = args.pod_n
+    if args.pod_samples:
+        cfg.pod_samples = args.pod_samples
+    if args.only and args.concurrency:
+        cfg.pod_concurrency = args.concurrency[0]
     out_dir: Path = args.out_dir or (
         Path(tempfile.mkdtemp(prefix="akv-bench-quick-")) if cfg.quick else REPO / "bench"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="akv-bench-work-"))  # created here, sync
+    if args.only:
+        if not args.out_dir:
+            out_dir = REPO / "bench"
+        try:
+            results = asyncio.run(run_pod_certificates(cfg, out_dir, work))
+        finally:
+            if args.keep:
+                print(f"bench: work folder kept at {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        for key in podcerts.POD_KEYS:
+            print(f"{key:32} {results[key]}")
+        return 0
     try:
         results = asyncio.run(run(cfg, out_dir, work))
     finally:

@@ -60,10 +60,21 @@ def test_quick_benchmark_writes_every_key(tmp_path: Path) -> None:
     assert scenarios["scale"]["trickle"]["count"] > 0
     if "ours" in scenarios["cert_manager"]:  # else skipped, with its reason in null_reasons
         assert scenarios["cert_manager"]["ours"]["cpu_ms_per_cert"]["ours"] is not None
+    # Pod certificates beside CertificateRequests (scenario 8), same sizes.
+    pods = scenarios["pod_certificates"]
+    assert pods["pod"]["burst"]["issued"] == results["config"]["pod_n"]
+    assert pods["certificate_request"]["burst"]["issued"] == results["config"]["pod_n"]
+    assert pods["pod"]["trickle"]["count"] == results["config"]["pod_samples"]
     for burst in scenarios["bursts"]:
         assert burst["ceiling_per_s"] <= burst["ceiling_kv_per_s"]
         assert burst["ceiling_per_s"] <= scenarios["apiserver_baseline"]["throughput_per_s"]
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Headline", "## Throughput", "## Memory and start-up", "## Key Vault"):
+    for heading in (
+        "## Headline",
+        "## Throughput",
+        "## Memory and start-up",
+        "## Key Vault",
+        "## Pod certificates beside CertificateRequests",
+    ):
         assert heading in report
     assert (tmp_path / "profile.md").is_file()

@@ -273,7 +273,12 @@ def test_kubernetes_csr_grants_are_the_managers_and_only_for_our_signers(
         for rule in doc.get("rules", ()):
             if "certificates.k8s.io" not in rule["apiGroups"]:
                 continue
-            assert doc["metadata"]["name"] == f"{PREFIX}manager-role", doc["metadata"]["name"]
+            # The manager's CSR rules, and the ClusterTrustBundle publisher's
+            # (bound only with controller.clusterTrustBundles).
+            assert doc["metadata"]["name"] in (
+                f"{PREFIX}manager-role",
+                f"{PREFIX}cluster-trust-bundle-publisher-role",
+            ), doc["metadata"]["name"]
             assert "approve" not in rule["verbs"], rule
             if "signers" in rule["resources"]:
                 assert rule["resourceNames"] == [

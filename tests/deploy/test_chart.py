@@ -105,6 +105,7 @@ def test_leader_election_role_equals_config_rbac(default_chart: list[Doc]) -> No
         "configmap-writer-role",
         "reissuer-role",
         "revoker-role",
+        "cluster-trust-bundle-publisher-role",
     ],
 )
 def test_other_cluster_roles_equal_config_rbac(default_chart: list[Doc], name: str) -> None:
@@ -167,9 +168,12 @@ def test_approver_rbac_can_be_skipped() -> None:
     grants_all = set().union(*(grants(d.get("rules", [])) for d in rendered))
     # Nothing may approve any more; signing Kubernetes CSRs is the controller's own.
     assert not any(g[1] == "signers" and g[2] == "approve" for g in grants_all)
+    # (and `attest`, publishing ClusterTrustBundles for our signer names: its
+    # role is rendered always, bound only with controller.clusterTrustBundles)
     assert {g for g in grants_all if g[1] == "signers"} == {
-        ("certificates.k8s.io", "signers", "sign", f"{plural}.azure-keyvault-issuer.gonicus.de/*")
+        ("certificates.k8s.io", "signers", verb, f"{plural}.azure-keyvault-issuer.gonicus.de/*")
         for plural in ("clusterissuers", "issuers")
+        for verb in ("sign", "attest")
     }
 
 
@@ -273,6 +277,13 @@ NOT_IN_CHART = {
     "--verify-challenge-resource",
     # Rendered only as --no-issuer-ambient-credentials (controller.issuerAmbientCredentials).
     "--issuer-ambient-credentials",
+    # Off is the default: rendered only as --cluster-trust-bundles (controller.clusterTrustBundles).
+    "--no-cluster-trust-bundles",
+    # On is the default: rendered only as --no-keyvault-budget (controller.keyvaultBudget).
+    "--keyvault-budget",
+    # Rendered only as --pod-certificates (controller.podCertificates: true);
+    # off is the controller's default.
+    "--no-pod-certificates",
 }
 
 EVERYTHING_CHANGED: dict[str, Any] = {
@@ -288,6 +299,10 @@ EVERYTHING_CHANGED: dict[str, Any] = {
         "tlsCAFile": "/etc/akv-ca/ca.pem",
         "verifyChallengeResource": False,
         "kubernetesCSRs": False,
+        "clusterTrustBundles": True,
+        "keyvaultBudget": False,
+        "keyvaultBudgetUnits": {"https://ca.vault.azure.net": 2000},
+        "podCertificates": True,
         "issuerAmbientCredentials": False,
         "logFormat": "json",
         "logLevel": "debug",
@@ -326,6 +341,9 @@ def test_chart_values_reach_the_controller_config() -> None:
     assert config.tls_ca_file == "/etc/akv-ca/ca.pem"
     assert config.verify_challenge_resource is False
     assert config.kubernetes_csrs is False
+    assert config.cluster_trust_bundles is True
+    assert config.keyvault_budget.enabled is False
+    assert dict(config.keyvault_budget.units) == {"https://ca.vault.azure.net": 2000.0}
     assert config.issuer_ambient_credentials is False
     assert config.leader_elect is True
     assert config.leader_election_namespace == "kube-system"
@@ -494,12 +512,42 @@ def test_values_doc_comments_name_existing_flags() -> None:
 
 
 def _csr_grants(rendered: list[Doc]) -> list[dict[str, Any]]:
+    """The certificates.k8s.io rules, but the ClusterTrustBundle publisher's
+    (its own switch; test_cluster_trust_bundle_rbac_follows_the_value)."""
     return [
         rule
         for doc in rendered
+        if not doc["metadata"]["name"].endswith("cluster-trust-bundle-publisher-role")
         for rule in doc.get("rules") or ()
         if "certificates.k8s.io" in rule["apiGroups"]
     ]
+
+
+def test_cluster_trust_bundle_rbac_follows_the_value(default_chart: list[Doc]) -> None:
+    role = one(default_chart, "ClusterRole", f"{PREFIX}cluster-trust-bundle-publisher-role")
+    assert sorted(grants(role["rules"])) == sorted(
+        [
+            ("certificates.k8s.io", "clustertrustbundles", verb, "*")
+            for verb in ("get", "list", "create", "patch", "delete")
+        ]
+        + [
+            ("certificates.k8s.io", "signers", "attest", f"{p}.azure-keyvault-issuer.gonicus.de/*")
+            for p in ("clusterissuers", "issuers")
+        ]
+    )
+
+    def bound(rendered: list[Doc]) -> bool:
+        return any(
+            d["kind"] == "ClusterRoleBinding"
+            and d["roleRef"]["name"] == f"{PREFIX}cluster-trust-bundle-publisher-role"
+            for d in rendered
+        )
+
+    assert not bound(default_chart)
+    assert "--cluster-trust-bundles" not in controller_args(one(default_chart, "Deployment"))
+    on = docs(helm_template({"controller": {"clusterTrustBundles": True}}))
+    assert bound(on)
+    assert "--cluster-trust-bundles" in controller_args(one(on, "Deployment"))
 
 
 def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None:
@@ -524,6 +572,50 @@ def test_kubernetes_csr_rules_follow_the_value(default_chart: list[Doc]) -> None
     # Namespaced Issuers' CSRs are the only reason for SubjectAccessReviews.
     assert reviews not in grants(one(off, "ClusterRole", f"{PREFIX}manager-role")["rules"])
     assert "--no-kubernetes-csrs" in controller_args(one(off, "Deployment"))
+
+
+def test_pod_certificates_are_off_unless_switched_on(default_chart: list[Doc]) -> None:
+    """controller.podCertificates: off by default (no rule, no flag); on,
+    exactly the rules the signer uses, in the manager's ClusterRole."""
+
+    def pod_rules(rendered: list[Doc]) -> list[Doc]:
+        manager = one(rendered, "ClusterRole", f"{PREFIX}manager-role")
+        return [
+            r
+            for r in manager["rules"]
+            if any(res.startswith("podcertificaterequests") for res in r["resources"])
+            or r["resources"] == ["namespaces"]
+        ]
+
+    assert pod_rules(default_chart) == []
+    assert "--pod-certificates" not in controller_args(one(default_chart, "Deployment"))
+    on = docs(helm_template({"controller": {"podCertificates": True, "kubernetesCSRs": False}}))
+    assert "--pod-certificates" in controller_args(one(on, "Deployment"))
+    assert pod_rules(on) == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["podcertificaterequests"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["podcertificaterequests/status"],
+            "verbs": ["patch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    ]
+    # The signer name rule, with CSRs off too: our own names only.
+    assert [r for r in _csr_grants(on) if r["resources"] == ["signers"]] == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": [
+                "clusterissuers.azure-keyvault-issuer.gonicus.de/*",
+                "issuers.azure-keyvault-issuer.gonicus.de/*",
+            ],
+            "verbs": ["sign"],
+        }
+    ]
 
 
 def test_trust_bundle_secret_writer_is_bound_only_where_listed(default_chart: list[Doc]) -> None:

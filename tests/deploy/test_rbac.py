@@ -216,10 +216,21 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
+    ("pod certificates", {"controller": {"podCertificates": True}}),
+    (
+        "pod certificates without kubernetes csrs",
+        {"controller": {"podCertificates": True, "kubernetesCSRs": False}},
+    ),
     (
         "everything",
         {
-            "controller": {"clusterResourceNamespace": "pki", "kubernetesCSRs": True},
+            "controller": {
+                "clusterResourceNamespace": "pki",
+                "kubernetesCSRs": True,
+                "clusterTrustBundles": True,
+                "podCertificates": True,
+            },
             "leaderElection": {"namespace": "kube-system"},
             "rbac": {
                 "reissue": True,
@@ -295,6 +306,7 @@ def test_forbidden_messages_name_existing_values_and_roles() -> None:
         permissions.REISSUE.missing(),
         permissions.REVOCATION.missing(),
         permissions.SUBJECT_ACCESS_REVIEWS.missing(),
+        permissions.cluster_trust_bundles("issuers.azure-keyvault-issuer.gonicus.de/a.b").missing(),
     ]
     roles = {
         d["metadata"]["name"]
@@ -327,6 +339,8 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("reissue",), {"rbac": {"reissue": True}}),
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
+    (("cluster-trust-bundles",), {"controller": {"clusterTrustBundles": True}}),
+    (("pod-certificates",), {"controller": {"podCertificates": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),
         {"rbac": {"reissue": True, "revocation": True, "clusterWideConfigMaps": True}},

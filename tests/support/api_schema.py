@@ -24,6 +24,9 @@ SAMPLES = CONFIG / "samples"
 
 HANDLED_KEYWORDS = {
     "type",
+    # maps (clusterTrustBundles.labels): string values under any key
+    "additionalProperties",
+    "maxProperties",
     "description",
     "properties",
     "required",
@@ -123,10 +126,16 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
             errors += validate(item, schema["items"], f"{path}[{index}]")
     if expected == "object":
         properties = schema.get("properties", {})
+        additional = schema.get("additionalProperties")
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            errors.append(f"{path}: more than {schema['maxProperties']} properties")
         for name in schema.get("required", ()):
             if name not in value:
                 errors.append(f"{path}.{name}: required")
         for name, item in value.items():
+            if name not in properties and isinstance(additional, dict):
+                errors += validate(item, additional, f"{path}[{name!r}]")
+                continue
             if name not in properties:
                 errors.append(f"{path}.{name}: unknown field (would be pruned)")
                 continue

@@ -75,7 +75,12 @@ def issuer_crds(devcluster: DevCluster) -> list[str]:
 RBAC = REPO / "config" / "rbac"
 # The ClusterRoles a feature switch binds cluster-wide (Helm rbac.<feature>,
 # kustomize config/components/<feature>).
-FEATURE_ROLES = {"reissue": "reissuer_role.yaml", "revocation": "revoker_role.yaml"}
+FEATURE_ROLES = {
+    "reissue": "reissuer_role.yaml",
+    "revocation": "revoker_role.yaml",
+    # Helm controller.clusterTrustBundles, kustomize config/components/cluster-trust-bundles.
+    "cluster-trust-bundles": "cluster_trust_bundle_publisher_role.yaml",
+}
 ALL_FEATURES = tuple(FEATURE_ROLES)
 CONFIGMAP_ROLE = "configmap_writer_role.yaml"
 

@@ -649,6 +649,7 @@ def unit_config(**overrides: Any) -> ControllerConfig:
         "leader_election_namespace": CLUSTER_NS,
         "identity": "unit-replica",
         "kubernetes_csrs": True,
+        "pod_certificates": True,
     }
     values.update(overrides)
     return ControllerConfig(**values)

@@ -25,6 +25,7 @@ from akv_issuer.controller.core.config import (
     default_identity,
     default_namespace,
 )
+from akv_issuer.keyvault import BudgetConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 DEPRECATED_EMULATOR = (
@@ -201,6 +202,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("AKV_KEYVAULT_TIMEOUT", "30s"),
     )
     flag(
+        "--keyvault-budget",
+        "AKV_KEYVAULT_BUDGET",
+        "wait for each vault's throttling budget (Key Vault's weighted 10-second limits, "
+        "docs/controller.md) instead of running into 429; --no-keyvault-budget turns it "
+        "off (default on)",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_KEYVAULT_BUDGET", "true").strip().lower() in _TRUE,
+    )
+    flag(
+        "--keyvault-budget-units",
+        "AKV_KEYVAULT_BUDGET_UNITS",
+        "VAULT_URL=UNITS: a vault's budget per 10 s in software RSA-2048 transactions "
+        "instead of Key Vault's 4000 (a subscription with other limits); repeatable, "
+        "the variable comma-separated",
+        action="append",
+        default=None,
+        metavar="VAULT_URL=UNITS",
+    )
+    flag(
         "--tls-ca-file",
         "AKV_TLS_CA_FILE",
         "extra CA bundle to trust for Key Vault (a local emulator)",
@@ -236,6 +256,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-kubernetes-csrs turns it off (default on)",
         action=argparse.BooleanOptionalAction,
         default=_env("AKV_KUBERNETES_CSRS", "true").strip().lower() in _TRUE,
+    )
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    flag(
+        "--cluster-trust-bundles",
+        "AKV_CLUSTER_TRUST_BUNDLES",
+        "publish the trust anchors of issuers with spec.clusterTrustBundles as "
+        "signer-linked ClusterTrustBundles (Kubernetes 1.37+; needs the RBAC the Helm value "
+        "controller.clusterTrustBundles renders); default off",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_CLUSTER_TRUST_BUNDLES", "false").strip().lower() in _TRUE,
+    )
+    flag(
+        "--pod-certificates",
+        "AKV_POD_CERTIFICATES",
+        "also sign PodCertificateRequests (Kubernetes 1.37+) addressed to an issuer with "
+        "spec.podCertificates (needs the ClusterRole rules of the chart's "
+        "controller.podCertificates; on an API server that does not serve them this is "
+        "logged once and left off); --no-pod-certificates turns it off (default off)",
+        action=argparse.BooleanOptionalAction,
+        default=_env("AKV_POD_CERTIFICATES", "false").strip().lower() in _TRUE,
     )
     flag(
         "--issuer-ambient-credentials",
@@ -281,6 +321,15 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         return _duration(value) if isinstance(value, str) else value
 
     cluster_ns = args.cluster_resource_namespace or default_namespace()
+    units = args.keyvault_budget_units
+    if units is None:
+        units = [i.strip() for i in _env("AKV_KEYVAULT_BUDGET_UNITS", "").split(",") if i.strip()]
+    try:
+        budget = BudgetConfig.parse(
+            units, enabled=bool(args.keyvault_budget), max_waiting=int(args.concurrency)
+        )
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     return ControllerConfig(
         cluster_resource_namespace=cluster_ns,
         kubeconfig=args.kubeconfig,
@@ -299,9 +348,12 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         health_probe_bind_address=args.health_probe_bind_address,
         crl_bind_address=args.crl_bind_address,
         keyvault_timeout=seconds(args.keyvault_timeout),
+        keyvault_budget=budget,
         tls_ca_file=args.tls_ca_file,
         verify_challenge_resource=bool(args.verify_challenge_resource),
         kubernetes_csrs=bool(args.kubernetes_csrs),
+        cluster_trust_bundles=bool(args.cluster_trust_bundles),
+        pod_certificates=bool(args.pod_certificates),
         issuer_ambient_credentials=bool(args.issuer_ambient_credentials),
         shutdown_timeout=seconds(args.shutdown_timeout),
     )

@@ -4,7 +4,8 @@ a per-vault concurrency limit and error classification (see docs/architecture.md
 Modules: :mod:`.access` (``KeyVaultAccess``, the facade), :mod:`.models` (options and
 the values read from a vault), :mod:`.jwk` (JSON Web Keys), :mod:`.clients` (the SDK
 clients per vault and identity), :mod:`.retry` (time limit, retries, per-vault
-concurrency), :mod:`.cache` (the key cache, shared lookups), :mod:`.auth`,
+concurrency), :mod:`.budget` (Key Vault's weighted 10-second limits per vault, kept
+on the client side), :mod:`.cache` (the key cache, shared lookups), :mod:`.auth`,
 :mod:`.cloud`, :mod:`.errors`. Everything public is importable from the package.
 """
 
@@ -25,6 +26,15 @@ from .auth import (
     CredentialConfigError,
     FederatedServiceAccount,
     WorkloadIdentity,
+)
+from .budget import (
+    BUDGET_SPENT,
+    KEY_LIMITS,
+    BudgetConfig,
+    VaultBudgets,
+    VaultWindow,
+    cost_of,
+    key_cost,
 )
 from .clients import proxy_for
 from .cloud import CLOUDS, Cloud, authority_for, cloud_of, is_managed_hsm
@@ -48,7 +58,9 @@ from .models import (
 )
 
 __all__ = [
+    "BUDGET_SPENT",
     "CLOUDS",
+    "KEY_LIMITS",
     "PEM_CONTENT_TYPE",
     "SERVICE_ACCOUNT_TOKEN_FAILED",
     "Ambient",
@@ -58,6 +70,7 @@ __all__ = [
     "AttestationRoot",
     "AttestationSummary",
     "AuthConfig",
+    "BudgetConfig",
     "Cause",
     "CertificateInfo",
     "ClientSecret",
@@ -74,12 +87,16 @@ __all__ = [
     "KeyVersion",
     "SecretInfo",
     "SecretVersion",
+    "VaultBudgets",
+    "VaultWindow",
     "WorkloadIdentity",
     "authority_for",
     "check_attestation",
     "classify",
     "cloud_of",
+    "cost_of",
     "is_managed_hsm",
+    "key_cost",
     "normalize_vault_url",
     "parse_retry_after",
     "proxy_for",

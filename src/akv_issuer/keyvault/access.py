@@ -13,6 +13,7 @@ from akv_issuer.pki import SignatureAlgorithm
 
 from .attestation import KeyAttestation, attestation_from_sdk
 from .auth import AssertionProvider, AuthConfig
+from .budget import VaultBudgets
 from .cache import KeyCache, SingleFlight, cache_name
 from .clients import ClientPool, VaultClients, proxy_for
 from .errors import ErrorKind, KeyVaultError
@@ -59,11 +60,13 @@ class KeyVaultAccess:
         options: KeyVaultOptions | None = None,
         *,
         assertion_provider: AssertionProvider | None = None,
+        budgets: VaultBudgets | None = None,
     ) -> None:
         self.options = options or KeyVaultOptions.from_env()
         self.options.validate()
         self._pool = ClientPool(self.options, assertion_provider)
-        self._retrying = Retrying(self.options)
+        # Told of every 429 (retried or not); the controller's gateway waits on them.
+        self._retrying = Retrying(self.options, budgets)
         self._cache = KeyCache(self.options)
         self._lookups: SingleFlight[tuple[AuthConfig, str, str, str], KeyInfo] = SingleFlight(
             self._abandoned

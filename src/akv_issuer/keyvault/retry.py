@@ -7,7 +7,9 @@ sleeping Retry-After when given (else a short jittered backoff) -- also for
 sign, which azure-core does not retry on a 429 without Retry-After. A wait
 longer than ``max_retry_wait`` or than the time left is not slept: the error is
 raised with ``retry_after`` so the caller's work queue can back off instead.
-At most ``max_concurrency`` calls per vault are in flight.
+At most ``max_concurrency`` calls per vault are in flight. Every 429 the vault
+answers (retried or not) is told to the vaults' budgets, when given
+(:meth:`.budget.VaultBudgets.throttled`: it pauses and shrinks the vault's budget).
 
 Only an ``Exception`` is a failed call to classify: a ``BaseException`` that is
 not one (``CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
@@ -22,6 +24,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .budget import VaultBudgets
 from .errors import ErrorKind, KeyVaultError, classify
 from .models import KeyVaultOptions
 
@@ -31,8 +34,9 @@ T = TypeVar("T")
 
 
 class Retrying:
-    def __init__(self, options: KeyVaultOptions) -> None:
+    def __init__(self, options: KeyVaultOptions, budgets: VaultBudgets | None = None) -> None:
         self.options = options
+        self.budgets = budgets
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     def _semaphore(self, vault: str) -> asyncio.Semaphore:
@@ -68,6 +72,8 @@ class Retrying:
                             raise
                         last = classify(exc, operation=operation, vault_url=vault)
                     log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
+                    if self.budgets is not None and last.status == 429:
+                        self.budgets.throttled(vault, last.retry_after)
                     if not last.retryable or attempt >= opts.max_retries:
                         raise last
                     if not idempotent and last.kind is not ErrorKind.THROTTLED:

@@ -58,6 +58,18 @@ class IssuanceRequest:
     usages: Sequence[str] = DEFAULT_USAGES
     is_ca: bool = False
     path_length: int | None = None
+    # Set by a signer that decides the identity itself (PodCertificateRequests,
+    # whose CSR only proves the key): the certificate's subject is empty and
+    # these are its subject alternative names (critical); the CSR's subject
+    # and SANs are not used.
+    names: tuple[x509.GeneralName, ...] = ()
+    # NotBefore is the time of signing, never backdated (the
+    # PodCertificateRequest API takes NotBefore only within 5 minutes of the
+    # API server's clock, and counts the lifetime from it).
+    not_before_now: bool = False
+    # The shortest lifetime the certificate may have after clamping (by the
+    # issuer's maxDuration or the CA's NotAfter); shorter is a PolicyError.
+    min_duration: datetime.timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +200,14 @@ def build_certificate(
     )
 
     san = _optional(csr_extensions, x509.SubjectAlternativeName)
-    subject_empty = len(csr.subject) == 0
+    subject = csr.subject
+    if request.names:
+        # The signer's identity replaces whatever the CSR names.
+        subject = x509.Name([])
+        san = x509.Extension(
+            x509.SubjectAlternativeName.oid, True, x509.SubjectAlternativeName(request.names)
+        )
+    subject_empty = len(subject) == 0
     if subject_empty and (san is None or len(san.value) == 0):
         raise CSRError("CSR has neither a subject nor subject alternative names")
     if san is not None and len(san.value) == 0:
@@ -199,12 +218,24 @@ def build_certificate(
     if name_constraints is not None and not request.is_ca:
         raise CSRError("CSR carries NameConstraints, which are only allowed with isCA: true")
 
-    not_before, not_after, clamped_by = _validity(now, request.duration, ca_cert, profile)
+    not_before, not_after, clamped_by = _validity(
+        now, request.duration, ca_cert, profile, backdate=not request.not_before_now
+    )
+    if request.min_duration is not None and not_after - not_before < request.min_duration:
+        limit = (
+            f"the CA certificate expires at {ca_cert.not_valid_after_utc.isoformat()}"
+            if clamped_by is ClampReason.CA_EXPIRY
+            else "the issuer's policy.maxDuration caps it"
+        )
+        raise PolicyError(
+            f"the certificate would be valid for {not_after - not_before}, less than the "
+            f"shortest lifetime allowed ({request.min_duration}): {limit}"
+        )
     serial = random_serial_number() if serial_number is None else serial_number
 
     builder = (
         x509.CertificateBuilder()
-        .subject_name(csr.subject)
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(serial)
@@ -336,6 +367,8 @@ def _validity(
     duration: datetime.timedelta,
     ca_cert: x509.Certificate,
     profile: IssuerProfile,
+    *,
+    backdate: bool = True,
 ) -> tuple[datetime.datetime, datetime.datetime, ClampReason | None]:
     # X.509 times have whole seconds; dropping the fraction here makes the
     # plan's times equal to the certificate's.
@@ -352,7 +385,8 @@ def _validity(
             CAErrorKind.EXPIRED, f"the CA certificate expired at {ca_not_after.isoformat()}"
         )
     # A certificate valid before its issuer confuses path validators.
-    not_before = max((now - profile.backdate).replace(microsecond=0), ca_not_before)
+    back = profile.backdate if backdate else datetime.timedelta(0)
+    not_before = max((now - back).replace(microsecond=0), ca_not_before)
     not_after = (now + duration).replace(microsecond=0)
     clamped_by: ClampReason | None = None
     max_duration = profile.policy.max_duration

@@ -115,6 +115,11 @@ class Informer:
         self.watch_restarts = 0
         self.handler_errors = 0
 
+    @property
+    def resource(self) -> ApiResource:
+        """What this informer lists and watches."""
+        return self._resource
+
     async def run(self) -> None:
         failures = 0
         resource_version: str | None = None

@@ -2,7 +2,8 @@
 
 One scenario (create/409/404, a stale update, server-side apply with two
 managers and keyed conditions, merge-patch preconditions, the status
-subresource and generations, pages, watches and 410, deletes, TokenRequests)
+subresource and generations, pages, watches and 410, deletes, TokenRequests,
+the names of signer-linked ClusterTrustBundles)
 runs against the session's kube-apiserver and against FakeKube through the
 same lightkube client code; what a caller can see (status codes, reasons,
 messages, object shapes, managers, watch events) must be equal. When this
@@ -12,22 +13,48 @@ fails, the fake has drifted (or the API server changed): fix the fake.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap, ServiceAccount, ServiceAccountToken
 from lightkube.types import PatchType
 
-from akv_issuer.controller.api.names import CertificateRequest
+from akv_issuer.controller.api.names import CertificateRequest, ClusterTrustBundle
 from support.fakekube import PARTIAL_METADATA, FakeKube
 
 Observations = list[tuple[str, Any]]
 
 # A CSR the CertificateRequest schema accepts (any base64 does).
 _REQUEST = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0K"
+
+
+def _ca_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "drift")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+_CA_PEM = _ca_pem()
 
 
 def _normal(text: str | None) -> str | None:
@@ -388,6 +415,30 @@ async def scenario(client: AsyncClient, ns: str) -> Observations:
         metadata=ObjectMeta(name="sa", namespace=ns), spec={"expirationSeconds": 60}
     )
     see("token too short", (await _attempt(client.create(short, name="sa", namespace=ns)))[:3])
+
+    # -- ClusterTrustBundle names (Kubernetes 1.37) -----------------------------------------
+    signer = f"clusterissuers.azure-keyvault-issuer.gonicus.de/drift-{ns}"
+
+    def bundle(name: str, signer_name: str | None) -> Any:
+        spec: dict[str, Any] = {"trustBundle": _CA_PEM}
+        if signer_name:
+            spec["signerName"] = signer_name
+        return ClusterTrustBundle(
+            {
+                "apiVersion": "certificates.k8s.io/v1",
+                "kind": "ClusterTrustBundle",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+        )
+
+    linked = signer.replace("/", ":") + ":anchors"
+    created = await client.create(bundle(linked, signer))
+    see("bundle linked", (created["metadata"]["name"], created["spec"]["signerName"]))
+    see("bundle misnamed", await _attempt(client.create(bundle(f"drift-{ns}", signer))))
+    see("bundle colon", await _attempt(client.create(bundle(f"x:drift-{ns}", None))))
+    see("bundle bad suffix", await _attempt(client.create(bundle(linked[:-7] + "Anchors", signer))))
+    await client.delete(ClusterTrustBundle, linked)
     return seen
 
 
@@ -396,6 +447,7 @@ async def test_the_fake_answers_as_the_real_api_server(
 ) -> None:
     real = await scenario(kube_client, namespace)
     kube = FakeKube(namespaces=[namespace])
+    kube.register(ClusterTrustBundle)  # served from Kubernetes 1.37
     client = kube.client(field_manager="akv-tests")
     try:
         fake = await scenario(client, namespace)

@@ -28,7 +28,7 @@ from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
 from akv_devcluster import DevCluster
 from akv_devcluster.trustmanager import Bundle, start_trust_manager, stop_trust_manager
-from akv_issuer.controller.ca_lifecycle.trust_bundle import LABEL_ISSUER_NAME, LABEL_TRUST_BUNDLE
+from akv_issuer.controller.ca_lifecycle.trust.plan import LABEL_ISSUER_NAME, LABEL_TRUST_BUNDLE
 from akv_issuer.controller.core import ANNOTATION_ISSUER, LABEL_MANAGED_BY
 from support.controller_harness import REPO, Env, csr_pem, wait_for
 

@@ -92,7 +92,10 @@ def invalid(rtype: ResourceType, name: str, path: str, detail: str) -> ApiStatus
     details = details_of(rtype, name)
     details["kind"] = rtype.kind
     details["causes"] = [{"reason": "FieldValueInvalid", "message": detail, "field": path}]
-    return ApiStatus(422, f'{rtype.kind} "{name}" is invalid: {path}: {detail}', details=details)
+    # The qualified kind, as the API server says it: "ConfigMap",
+    # "ClusterTrustBundle.certificates.k8s.io".
+    kind = f"{rtype.kind}.{rtype.group}" if rtype.group else rtype.kind
+    return ApiStatus(422, f'{kind} "{name}" is invalid: {path}: {detail}', details=details)
 
 
 def already_exists(rtype: ResourceType, name: str) -> ApiStatus:

@@ -93,6 +93,16 @@ BUILTIN: tuple[ResourceType, ...] = (
         False,
         subresources=frozenset({"status", "approval"}),
     ),
+    # Kubernetes 1.37 (certificates.k8s.io/v1); an older API server lacks it
+    # (FakeKube.unregister).
+    ResourceType(
+        "certificates.k8s.io",
+        "v1",
+        "podcertificaterequests",
+        "PodCertificateRequest",
+        True,
+        subresources=frozenset({"status"}),
+    ),
     _crd("cert-manager.io", "v1", "certificaterequests", "CertificateRequest", True),
     _crd("cert-manager.io", "v1", "certificates", "Certificate", True),
     _crd(AKV_GROUP, "v1alpha1", "issuers", "Issuer", True),

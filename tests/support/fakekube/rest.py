@@ -217,7 +217,7 @@ class RestVerbs:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         name = str(meta.get("name") or "")
-        self._validate_name(rtype, name)
+        self._validate_name(rtype, name, obj)
         key = self._key(rtype, call.namespace, name)
         if key in self._objects:
             raise already_exists(rtype, name)
@@ -338,7 +338,7 @@ class RestVerbs:
         obj = self._scoped(rtype, copy.deepcopy(patch), "")
         meta = obj.setdefault("metadata", {})
         meta["name"] = call.name
-        self._validate_name(rtype, call.name)
+        self._validate_name(rtype, call.name, obj)
         if rtype.namespaced and meta.get("namespace") not in (None, "", call.namespace):
             raise _namespace_mismatch()
         self._check_namespace(rtype, call.namespace)
@@ -582,12 +582,46 @@ class RestVerbs:
             )
 
     @staticmethod
-    def _validate_name(rtype: ResourceType, name: str) -> None:
+    def _validate_name(rtype: ResourceType, name: str, obj: Obj | None = None) -> None:
         if not name:
             raise invalid(
                 rtype, "", "metadata.name", "Required value: name or generateName is required"
             )
-        if len(name) > 253 or not _NAME.match(name):
+        checked = name
+        if (rtype.group, rtype.plural) == ("certificates.k8s.io", "clustertrustbundles"):
+            # A bundle linked to a signer is named "<signer, '/' as ':'>:<DNS subdomain>";
+            # one without a signer has no ':' (ValidateClusterTrustBundleName).
+            signer = str(((obj or {}).get("spec") or {}).get("signerName") or "")
+            prefix = signer.replace("/", ":") + ":"
+            if signer and not name.startswith(prefix):
+                raise invalid(
+                    rtype,
+                    name,
+                    "metadata.name",
+                    f'Invalid value: "{name}": ClusterTrustBundle for signerName {signer} '
+                    f"must be named with prefix {prefix}",
+                )
+            if not signer and ":" in name:
+                raise invalid(
+                    rtype,
+                    name,
+                    "metadata.name",
+                    f'Invalid value: "{name}": ClusterTrustBundle without signer name must '
+                    'not have ":" in its name',
+                )
+            checked = name.removeprefix(prefix) if signer else name
+            if signer and (len(checked) > 253 or not _NAME.match(checked)):
+                # The suffix goes through IsDNS1123Subdomain, whose message names the regex.
+                raise invalid(
+                    rtype,
+                    name,
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
+                    "lower case alphanumeric characters, '-' or '.', and must start and end with "
+                    "an alphanumeric character (e.g. 'example.com', regex used for validation is "
+                    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                )
+        if len(checked) > 253 or not _NAME.match(checked):
             raise invalid(
                 rtype,
                 name,

@@ -161,6 +161,11 @@ class FakeKube(RestVerbs):
         self._kinds[(rtype.group, rtype.kind)] = rtype
         return rtype
 
+    def unregister(self, group: str, plural: str) -> None:
+        """Stop serving a resource type (as an older API server does not serve it)."""
+        rtype = self._types.pop((group, plural))
+        self._kinds.pop((rtype.group, rtype.kind), None)
+
     def resource(self, what: Any) -> ResourceType:
         """The type named by ``what``: a lightkube class, a ResourceType, a
         plural (``"configmaps"``, ``"certificaterequests.cert-manager.io"``) or a kind."""

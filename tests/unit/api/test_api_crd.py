@@ -113,6 +113,8 @@ ALL_SAMPLES = (
     "issuer-serviceaccount.yaml",
     # spec.pool: a member for each way of naming its CA.
     "clusterissuer-pool.yaml",
+    # spec.podCertificates (issue 25)
+    "clusterissuer-pod-certificates.yaml",
 )
 
 

@@ -357,3 +357,185 @@ def test_ca_source_refusals(extra: dict[str, object], field: str, message: str) 
         api.parse_issuer_spec(spec)
     assert caught.value.field == field
     assert message in caught.value.reason
+
+
+# --- spec.clusterTrustBundles (issue 25 point 3) ------------------------------------
+
+
+def test_cluster_trust_bundles_absent_is_no_bundle_and_empty_is_the_opt_in() -> None:
+    assert api.parse_issuer_spec(_spec()).cluster_trust_bundles is None
+    opted = api.parse_issuer_spec(_spec(clusterTrustBundles={}))
+    assert opted.cluster_trust_bundles == api.ClusterTrustBundlesSpec()
+
+
+def test_cluster_trust_bundles_labels_and_overlap_parse() -> None:
+    spec = api.parse_issuer_spec(
+        _spec(
+            clusterTrustBundles={
+                "labels": {"trust.example.com/ring": "prod", "canary": ""},
+                "overlap": "2160h",
+            }
+        )
+    )
+    assert spec.cluster_trust_bundles == api.ClusterTrustBundlesSpec(
+        labels=(("canary", ""), ("trust.example.com/ring", "prod")),
+        overlap=timedelta(hours=2160),
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "text"),
+    [
+        ({"labels": {"-bad": "x"}}, "clusterTrustBundles.labels['-bad']", "not a label key"),
+        ({"labels": {"Bad.Prefix/x": "x"}}, "clusterTrustBundles.labels['Bad.Prefix/x']", "prefix"),
+        ({"labels": {"x" * 64: "x"}}, f"clusterTrustBundles.labels['{'x' * 64}']", "at most 63"),
+        ({"labels": {"ring": "a b"}}, "clusterTrustBundles.labels['ring']", "not a label value"),
+        ({"labels": {"ring": "v" * 64}}, "clusterTrustBundles.labels['ring']", "not a label value"),
+        ({"labels": {"ring": 3}}, "clusterTrustBundles.labels['ring']", "must be a string"),
+        (
+            {"labels": {"azure-keyvault-issuer.gonicus.de/issuer-name": "x"}},
+            "clusterTrustBundles.labels['azure-keyvault-issuer.gonicus.de/issuer-name']",
+            "the controller's own labels",
+        ),
+        (
+            {"labels": {"app.kubernetes.io/managed-by": "me"}},
+            "clusterTrustBundles.labels['app.kubernetes.io/managed-by']",
+            "the controller's own labels",
+        ),
+        ({"labels": {f"k{i}": "v" for i in range(21)}}, "clusterTrustBundles.labels", "at most 20"),
+        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be a object"),
+        ({"overlap": "90d"}, "clusterTrustBundles.overlap", "Go duration"),
+        ("yes", "clusterTrustBundles", "must be a object"),
+    ],
+)
+def test_cluster_trust_bundles_refusals_name_the_field(section: Any, field: str, text: str) -> None:
+    error = _error(_spec(clusterTrustBundles=section))
+    assert error.field == field
+    assert text in error.reason
+
+
+# -- spec.podCertificates (issue 25) ---------------------------------------------------
+
+
+def test_pod_certificates_absent_means_none_and_the_sample_parses() -> None:
+    assert api.parse_issuer_spec(_spec()).pod_certificates is None
+    sample = load_one(SAMPLES / "clusterissuer-pod-certificates.yaml")["spec"]
+    pods = api.parse_issuer_spec(sample).pod_certificates
+    assert pods == api.PodCertificatesSpec(
+        namespace_labels=(("pod-certificates.example.com/enabled", "true"),),
+        service_accounts=("frontend", "backend"),
+        spiffe_trust_domain="cluster.example.com",
+        dns_names=("$(SERVICE_ACCOUNT).$(NAMESPACE).svc",),
+        key_types=("ECDSAP256", "ECDSAP384", "ED25519"),
+        usages=("digital signature", "server auth", "client auth"),
+        max_lifetime=timedelta(hours=24),
+        refresh_before_percentage=50,
+    )
+
+
+def test_pod_certificates_defaults() -> None:
+    pods = api.parse_issuer_spec(
+        _spec(podCertificates={"spiffeTrustDomain": "example.org"})
+    ).pod_certificates
+    assert pods is not None
+    assert pods.namespace_labels is None  # every namespace
+    assert pods.service_accounts is None  # any ServiceAccount
+    assert pods.key_types == api.POD_KEY_TYPES
+    assert pods.usages == ("digital signature", "key encipherment", "server auth", "client auth")
+    assert pods.max_lifetime == timedelta(hours=24)
+    # An empty selector is written on purpose: every namespace, as unset.
+    empty = api.parse_issuer_spec(
+        _spec(podCertificates={"spiffeTrustDomain": "example.org", "namespaceSelector": {}})
+    ).pod_certificates
+    assert empty is not None
+    assert empty.namespace_labels == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "text"),
+    [
+        ({}, "podCertificates", "set spiffeTrustDomain, dnsNames or both"),
+        (
+            {"spiffeTrustDomain": "example.org", "maxLifetime": "30m"},
+            "podCertificates.maxLifetime",
+            "30m0s is outside what the PodCertificateRequest API allows (1h0m0s to 2184h0m0s)",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "maxLifetime": "2200h"},
+            "podCertificates.maxLifetime",
+            "outside what the PodCertificateRequest API allows",
+        ),
+        (
+            {"dnsNames": ["$(POD_IP).example.com"]},
+            "podCertificates.dnsNames[0]",
+            "must be a DNS name of lowercase letters, digits, '-' and '.', with the placeholders",
+        ),
+        (
+            {"dnsNames": ["$(NAMESPACE)..svc"]},
+            "podCertificates.dnsNames[0]",
+            "is not a DNS name",
+        ),
+        (
+            {"spiffeTrustDomain": "Example.org"},
+            "podCertificates.spiffeTrustDomain",
+            "SPIFFE trust domain",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "keyTypes": ["RSA2048"]},
+            "podCertificates.keyTypes[0]",
+            "'RSA2048' is not one of RSA3072",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "keyTypes": []},
+            "podCertificates.keyTypes",
+            "at least one key type",
+        ),
+        (
+            {"spiffeTrustDomain": "example.org", "usages": ["cert sign"]},
+            "podCertificates.usages[0]",
+            "'cert sign' is not one of",
+        ),
+        (
+            {
+                "spiffeTrustDomain": "example.org",
+                "namespaceSelector": {"matchLabels": {"team": 7}},
+            },
+            "podCertificates.namespaceSelector.matchLabels.team",
+            "must be a Kubernetes label value",
+        ),
+        (
+            {
+                "spiffeTrustDomain": "example.org",
+                "namespaceSelector": {"matchLabels": {"bad key!": "x"}},
+            },
+            "podCertificates.namespaceSelector.matchLabels.bad key!",
+            "is not a Kubernetes label name",
+        ),
+    ],
+)
+def test_pod_certificates_refuses_naming_the_field(
+    section: dict[str, Any], field: str, text: str
+) -> None:
+    error = _error(_spec(podCertificates=section))
+    assert error.field == field
+    assert text in error.reason
+
+
+def test_pod_certificates_refresh_before_percentage_parses() -> None:
+    section = {"spiffeTrustDomain": "cluster.test", "refreshBeforePercentage": 90}
+    parsed = api.parse_issuer_spec(_spec(podCertificates=section)).pod_certificates
+    assert parsed is not None
+    assert parsed.refresh_before_percentage == 90
+    default = api.parse_issuer_spec(_spec(podCertificates={"spiffeTrustDomain": "cluster.test"}))
+    assert default.pod_certificates is not None
+    assert default.pod_certificates.refresh_before_percentage is None
+
+
+@pytest.mark.parametrize(("value", "text"), [(0, "must be >= 1"), (100, "1 to 99"), (True, "")])
+def test_pod_certificates_refresh_before_percentage_out_of_range_names_the_field(
+    value: object, text: str
+) -> None:
+    section = {"spiffeTrustDomain": "cluster.test", "refreshBeforePercentage": value}
+    error = _error(_spec(podCertificates=section))
+    assert error.field == "podCertificates.refreshBeforePercentage"
+    assert text in error.reason

@@ -8,13 +8,13 @@ import pytest
 
 from akv_issuer.controller.api import GROUP
 from akv_issuer.controller.core import IssuerKey, IssuerView
+from akv_issuer.controller.requests.csr_references import reference_review
 from akv_issuer.controller.requests.decide import Ignore, SetPending, Sign, WaitForApproval, decide
 from akv_issuer.controller.requests.kubecsr import (
     SignerNameError,
     cluster_issuer_of_signer,
     issuance_request,
     issuer_of_signer,
-    reference_review,
     view,
 )
 from akv_issuer.pki import DEFAULT_DURATION, DEFAULT_USAGES

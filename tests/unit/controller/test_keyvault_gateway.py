@@ -29,10 +29,11 @@ from akv_issuer.controller.core import (
 )
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.signing import IssuerFault, RequestSigner, Signed, Transient
-from akv_issuer.keyvault import Ambient, ErrorKind, KeyVaultError
+from akv_issuer.keyvault import Ambient, BudgetConfig, ErrorKind, KeyVaultError, VaultBudgets
 from akv_issuer.pki import CAChain, IssuanceRequest, SignatureAlgorithm, load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import KEY_NAME, VAULT_URL, FakeVault, TestCA, issuer_object
+from support.fakeclock import FakeClock
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 AUTH = Ambient()
@@ -243,3 +244,99 @@ async def test_a_refused_certificate_sign_is_the_issuers_fault() -> None:
     outcome = await sign_request(t)
     assert isinstance(outcome, IssuerFault)
     assert outcome.failure.reason == IssuerReason.FORBIDDEN
+
+
+# -- the vault's throttling budget (issue 26) -------------------------------------------
+
+
+class Budgeted(Setup):
+    """The gateway with a budget of ``units`` per 10 s on the fake clock."""
+
+    def __init__(self, units: float, *, concurrency: int = 4) -> None:
+        super().__init__(concurrency=concurrency)
+        self.clock = FakeClock(start=0.0)
+        self.budgets = VaultBudgets(
+            BudgetConfig(units={VAULT_URL: units}, max_waiting=concurrency),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
+        self.kv = KeyVaultGateway(
+            self.vault, self.metrics, concurrency=concurrency, budgets=self.budgets
+        )
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_signs_wait_for_the_vaults_budget_before_taking_a_sign_slot() -> None:
+    # P-256 software key: 1 unit; 95 % of 2 units: one sign per window.
+    t = Budgeted(units=2, concurrency=1)
+    a = t.kv.signer(t.ca.key_info, AUTH, party="ClusterIssuer a")
+    await a.sign_digest(ES256, b"\1" * 32)
+    waiting = asyncio.create_task(a.sign_digest(ES256, b"\2" * 32))
+    await t.clock.advance(1)
+    assert t.ca.signer.calls == 1
+    assert t.in_flight() == 0, "waiting for budget holds no sign slot"
+    await t.clock.advance(10)
+    assert len(await waiting) == 64
+    assert t.ca.signer.calls == 2
+    assert t.sample("akv_issuer_keyvault_budget_wait_seconds_count", operation="sign") == 2
+    assert t.sample("akv_issuer_keyvault_budget_wait_seconds_sum", operation="sign") > 10
+    assert t.sample("akv_issuer_keyvault_budget_used_ratio", vault=VAULT_URL) == 0.5
+
+
+async def test_an_issuers_burst_does_not_starve_anothers_trickle() -> None:
+    t = Budgeted(units=2, concurrency=4)
+    burst = t.kv.signer(t.ca.key_info, AUTH, party="ClusterIssuer burst")
+    trickle = t.kv.signer(t.ca.key_info, AUTH, party="ClusterIssuer trickle")
+    await burst.sign_digest(ES256, b"\0" * 32)
+    burst_calls = [asyncio.create_task(burst.sign_digest(ES256, b"\1" * 32)) for _ in range(4)]
+    await t.clock.advance(1)
+    # A fifth waiting call of the burst is refused at once: its worker is free for others.
+    with pytest.raises(KeyVaultError) as refused:
+        await burst.sign_digest(ES256, b"\1" * 32)
+    assert refused.value.kind is ErrorKind.THROTTLED
+    assert refused.value.retry_after is not None
+    assert refused.value.retry_after > 20
+    trickle_call = asyncio.create_task(trickle.sign_digest(ES256, b"\2" * 32))
+    await t.clock.advance(10)
+    # The trickle's one sign went in the first free turn, before the rest of the burst.
+    assert trickle_call.done()
+    assert sum(task.done() for task in burst_calls) == 0
+    assert t.sample("akv_issuer_keyvault_throttled_total", vault=VAULT_URL, by="budget") == 1
+    await t.clock.advance(60)
+    await asyncio.gather(*burst_calls)
+
+
+async def test_an_issuer_checks_key_reads_queue_apart_from_its_signs() -> None:
+    t = Budgeted(units=2, concurrency=4)
+    signer = t.kv.signer(t.ca.key_info, AUTH, party="ClusterIssuer a")
+    await signer.sign_digest(ES256, b"\0" * 32)
+    signs = [asyncio.create_task(signer.sign_digest(ES256, b"\1" * 32)) for _ in range(4)]
+    await t.clock.advance(1)
+    read = asyncio.create_task(t.kv.get_key(VAULT_URL, KEY_NAME, None, AUTH))
+    await t.clock.advance(10)
+    assert read.done(), "the read had its own turn, not the fifth place behind the signs"
+    await t.clock.advance(60)
+    await asyncio.gather(*signs)
+
+
+async def test_without_a_budget_nothing_waits() -> None:
+    t = Setup()
+    signer = t.kv.signer(t.ca.key_info, AUTH)
+    for n in range(50):
+        await signer.sign_digest(ES256, bytes([n]) * 32)
+    assert t.ca.signer.calls == 50
+
+
+async def test_ca_pools_see_each_vaults_budget() -> None:
+    t = Budgeted(units=2)
+    view = t.kv.budget_view()
+    assert view.remaining(VAULT_URL) == pytest.approx(0.95)
+    assert view.remaining("https://pool.managedhsm.azure.net") is None  # not budgeted
+    await t.kv.signer(t.ca.key_info, AUTH, party="a").sign_digest(ES256, b"\1" * 32)
+    # Full: minus the seconds a sign would wait, so the shortest wait ranks first.
+    left = view.remaining(VAULT_URL)
+    assert left is not None
+    assert left < 0
+    assert -left == pytest.approx(t.budgets.estimated_wait(VAULT_URL))

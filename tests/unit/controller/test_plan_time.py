@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from akv_issuer.controller.requests.signing import PLAN_STEP, plan_time
+from akv_issuer.controller.requests.signing import NOW_PLAN_STEP, PLAN_STEP, plan_time
 from akv_issuer.pki import derived_serial_number
 
 CREATED = dt.datetime(2026, 3, 1, 12, 0, 7, tzinfo=dt.UTC)
@@ -65,3 +65,12 @@ def test_derived_serial_is_stable_positive_and_covers_each_part() -> None:
     assert derived_serial_number(b"uid-1", b"csr", b"ca2") != serial
     # Length-prefixed: moving a byte between parts changes the serial.
     assert derived_serial_number(b"uid-1c", b"sr", b"ca") != serial
+
+
+def test_a_certificate_that_must_start_now_is_planned_in_minutes() -> None:
+    """PodCertificateRequests: kube-apiserver takes NotBefore only within 5
+    minutes of its clock, so the plan is at most a minute old when signed."""
+    now = CREATED + 3 * PLAN_STEP + dt.timedelta(minutes=4, seconds=50)
+    at = plan_time(CREATED, now, CA, NOW_PLAN_STEP)
+    assert now - NOW_PLAN_STEP < at <= now
+    assert plan_time(CREATED, now + dt.timedelta(seconds=5), CA, NOW_PLAN_STEP) == at

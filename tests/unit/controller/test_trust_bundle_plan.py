@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from akv_issuer.controller.api import parse_issuer_spec
-from akv_issuer.controller.ca_lifecycle.trust_bundle import (
+from akv_issuer.controller.ca_lifecycle.trust.plan import (
     LABEL_ISSUER_NAME,
     BundleState,
     Published,
@@ -177,13 +177,14 @@ def test_an_unreadable_state_starts_afresh(annotation: str | None) -> None:
 
 def test_retention_window_prefers_overlap_then_max_duration() -> None:
     base = {"keyVaultBaseURL": "https://v.vault.azure.net/", "keyName": "k"}
-    assert retention_window(parse_issuer_spec(base)) is None
+    assert retention_window(parse_issuer_spec(base), None) is None
     capped = {**base, "policy": {"maxDuration": "720h"}}
-    assert retention_window(parse_issuer_spec(capped)) == dt.timedelta(hours=720)
+    assert retention_window(parse_issuer_spec(capped), None) == dt.timedelta(hours=720)
     both = {**capped, "trustBundle": {"configMapName": "b", "overlap": "48h"}}
     spec = parse_issuer_spec(both)
-    assert retention_window(spec) == dt.timedelta(hours=48)
     assert spec.trust_bundle is not None
+    # Each target passes its own overlap (trustBundle.overlap, clusterTrustBundles.overlap).
+    assert retention_window(spec, spec.trust_bundle.overlap) == dt.timedelta(hours=48)
     assert spec.trust_bundle.key == "ca.crt"
 
 

@@ -782,3 +782,54 @@ def test_ca_certificates_get_cert_sign_crl_sign_and_digital_signature_only(
     plan, cert = _issue(csr, IssuanceRequest(usages=usages, is_ca=True), ALLOW_CA)
     assert plan.is_ca
     assert _bits(cert) == _CA_BITS
+
+
+# -- a signer-chosen identity (PodCertificateRequests, issue 25) --------------------------
+
+POD_NAMES = (
+    x509.UniformResourceIdentifier("spiffe://cluster.example.com/ns/apps/sa/web"),
+    x509.DNSName("web.apps.svc"),
+)
+
+
+def test_signer_names_replace_whatever_the_csr_names() -> None:
+    """The identity is the signer's: the CSR's subject and SANs are not used,
+    the subject is empty and the SAN extension critical (RFC 5280 4.2.1.6)."""
+    csr = make_csr(private_key("p256"), subject=name("evil.example.com"))
+    _, cert = _issue(csr, IssuanceRequest(names=POD_NAMES))
+    assert len(cert.subject) == 0
+    san = _ext(cert, x509.SubjectAlternativeName)
+    assert san.critical
+    assert list(san.value) == list(POD_NAMES)
+
+
+def test_an_empty_stub_csr_gets_the_signer_names() -> None:
+    stub = make_csr(private_key("p256"), subject=x509.Name([]), sans=())
+    with pytest.raises(CSRError, match="neither a subject nor subject alternative names"):
+        _issue(stub)  # without names such a CSR names no one
+    _, cert = _issue(stub, IssuanceRequest(names=POD_NAMES))
+    assert list(_ext(cert, x509.SubjectAlternativeName).value) == list(POD_NAMES)
+
+
+def test_not_before_now_ignores_the_issuers_backdate() -> None:
+    backdated = IssuerProfile(backdate=datetime.timedelta(hours=1))
+    request = IssuanceRequest(duration=DAY, names=POD_NAMES, not_before_now=True)
+    plan, cert = _issue(request=request, profile=backdated)
+    assert cert.not_valid_before_utc == NOW
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == DAY
+    plan, _ = _issue(request=IssuanceRequest(duration=DAY), profile=backdated)
+    assert plan.not_before == NOW - datetime.timedelta(hours=1)
+
+
+def test_min_duration_refuses_a_certificate_clamped_below_it() -> None:
+    expiring = _root(not_before=NOW - 364 * DAY)  # expires NOW + 1 day
+    ok = IssuanceRequest(duration=DAY / 2, min_duration=datetime.timedelta(hours=1))
+    _issue(request=ok, ca=expiring)
+    late = NOW + DAY - datetime.timedelta(minutes=30)
+    with pytest.raises(
+        PolicyError, match=r"less than the shortest lifetime allowed .*CA certificate expires"
+    ):
+        _issue(request=ok, ca=expiring, now=late)
+    capped = IssuerProfile(policy=IssuancePolicy(max_duration=datetime.timedelta(minutes=30)))
+    with pytest.raises(PolicyError, match=r"policy\.maxDuration caps it"):
+        _issue(request=ok, profile=capped)

@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--throttle-preset",
         choices=("azure",),
-        help="enforce Key Vault's published per-10 s limits",
+        help="enforce Key Vault's published per-10 s limits (one weighted window per vault; "
+        "signs and key reads; docs/emulator.md)",
     )
     faults.add_argument("--error-next", type=int, default=0, help="5xx the next N requests")
     faults.add_argument("--error-probability", type=float, default=0.0)

@@ -10,6 +10,12 @@ this module adds it for the chaos suite (``make chaos``):
 - ``reset``: the TLS connection is reset (TCP RST, no close_notify) once the
   request is read, before anything is done.
 
+- ``down``: a vault taken down, to play a regional outage: every request to its
+  host name (``*``: every host) is reset (``"reset"``: the connection fails, as
+  for a vault that cannot be reached) or answered ``503 ServiceUnavailable``
+  (``"503"``), the auth challenge included; switched at runtime
+  (``/_emulator/outage``).
+
 And the sign log: one record per sign the emulator carried out (digest, key name/version,
 the caller's User-Agent, whether the answer was delivered), so a harness can
 tell a request signed twice from a retried call: the certificate written for a
@@ -19,7 +25,7 @@ is a certificate nobody wrote.
 They live apart from :mod:`.server`, which calls three small hooks
 (:meth:`ConnectionFaults.before`, :meth:`~ConnectionFaults.deliver`,
 :meth:`~ConnectionFaults.signed`), and answer on their own admin paths
-(``/_emulator/connection-faults``, ``/_emulator/sign-log``).
+(``/_emulator/connection-faults``, ``/_emulator/sign-log``, ``/_emulator/outage``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from aiohttp import web
 from .state import AdminInputError, FaultRule
 
 SIGN_LOG_LIMIT = 1_000_000
+OUTAGE_MODES = ("reset", "503")
 
 
 @dataclass
@@ -63,6 +70,8 @@ class ConnectionFaults:
     midbody: FaultRule = field(default_factory=FaultRule)
     reset: FaultRule = field(default_factory=FaultRule)
     hang_seconds: float = 30.0
+    # Host name (lower case, with or without the port; "*" for every host) -> outage mode.
+    down: dict[str, str] = field(default_factory=dict)
     log: list[SignRecord] = field(default_factory=list)
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
 
@@ -74,6 +83,28 @@ class ConnectionFaults:
             request["faulted"] = "reset"
             _reset(request)
             raise asyncio.CancelledError
+
+    def outage(self, request: web.Request) -> web.Response | None:
+        """For a vault taken down: reset the connection, or the 503 to answer."""
+        if not self.down:
+            return None
+        host = request.host.lower()
+        mode = self.down.get(host) or self.down.get(host.rsplit(":", 1)[0]) or self.down.get("*")
+        if mode is None:
+            return None
+        if mode == "503":
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "ServiceUnavailable",
+                        "message": "The service is unavailable (the emulator plays an outage).",
+                    }
+                },
+                status=503,
+            )
+        request["faulted"] = "down"
+        _reset(request)
+        raise asyncio.CancelledError
 
     def signed(self, request: web.Request, digest: str, key: str) -> None:
         """A sign was carried out for this request."""
@@ -110,6 +141,8 @@ class ConnectionFaults:
             ("PUT", "/_emulator/connection-faults", self._put),
             ("GET", "/_emulator/sign-log", self._get_log),
             ("DELETE", "/_emulator/sign-log", self._clear_log),
+            ("GET", "/_emulator/outage", self._get_outage),
+            ("PUT", "/_emulator/outage", self._put_outage),
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -141,6 +174,30 @@ class ConnectionFaults:
         except (AdminInputError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.describe())
+
+    def set_outage(self, data: Any) -> None:
+        """``{"down": {"<host>": "reset" | "503", ...}}`` replaces the vaults taken down
+        (``{"down": {}}`` brings every one back)."""
+        if not isinstance(data, dict) or set(data) - {"down"}:
+            raise AdminInputError('the outage must be a JSON object {"down": {host: mode}}')
+        down = data.get("down") or {}
+        if not isinstance(down, dict) or not all(
+            isinstance(host, str) and host and mode in OUTAGE_MODES for host, mode in down.items()
+        ):
+            raise AdminInputError(
+                f"down must map host names to one of {', '.join(OUTAGE_MODES)}, got {down!r}"
+            )
+        self.down = {host.lower(): str(mode) for host, mode in down.items()}
+
+    async def _get_outage(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"down": self.down})
+
+    async def _put_outage(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self.set_outage(await request.json() if request.can_read_body else {})
+        except (AdminInputError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"down": self.down})
 
     async def _get_log(self, request: web.Request) -> web.StreamResponse:
         return web.json_response([r.describe() for r in self.log])

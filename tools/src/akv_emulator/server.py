@@ -525,24 +525,27 @@ class Emulator:
         return kv_error(
             429,
             "Throttled",
-            f"Request was not processed because too many requests were received. Reason: {reason}.",
+            f"Request was not processed because too many requests were received. Reason: {reason}",
             headers=headers,
         )
 
-    def rate_limit(self, limit_class: str) -> web.Response | None:
+    def rate_limit(self, request: web.Request, limit_class: str) -> web.Response | None:
+        """429 when this request would exceed the vault's weighted window (state.WindowLimiter):
+        the body Key Vault sends (code ``Throttled``, reason ``VaultRequestTypeLimitReached``);
+        Retry-After only when ``throttle.retry_after`` is set (0: the seconds until the window
+        has room, rounded up), as Key Vault does not always send it."""
         throttle = self.faults.throttle
         limit = throttle.effective_limits().get(limit_class)
         if limit is None:
             return None
-        wait = self.limiter.admit(limit_class, limit, throttle.window_seconds)
+        pool = "other" if limit_class == "other" else "keys"
+        wait = self.limiter.admit(request.host, pool, limit, throttle.window_seconds)
         if wait is None:
             return None
         retry_after = throttle.retry_after
         if retry_after is not None and retry_after == 0:
             retry_after = float(math.ceil(wait))
-        return self.throttled(
-            retry_after, f"{limit_class} limit of {limit} per {throttle.window_seconds:g} s"
-        )
+        return self.throttled(retry_after, "VaultRequestTypeLimitReached")
 
     async def vault_call(
         self,
@@ -551,6 +554,10 @@ class Emulator:
         permission: tuple[str, str] | None,
         handler: Callable[[Identity], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
+        # A vault taken down (faults.ConnectionFaults.down): not even the challenge answers.
+        down = self.connection_faults.outage(request)
+        if down is not None:
+            return down
         who = self.authenticate(request)
         if isinstance(who, web.Response):
             return who
@@ -861,6 +868,10 @@ class Emulator:
         item = self.find_key(name, version)
         if isinstance(item, web.Response):
             return item
+        # "Key GETs share the budget" of the key's class (the service-limits page).
+        throttled = self.rate_limit(request, item.material.limit_class)
+        if throttled is not None:
+            return throttled
         return web.json_response(self.key_bundle(request, item))
 
     async def _key_attestation(
@@ -974,7 +985,7 @@ class Emulator:
         item = self.find_key(name, version)
         if isinstance(item, web.Response):
             return item
-        throttled = self.rate_limit(item.material.limit_class)
+        throttled = self.rate_limit(request, item.material.limit_class)
         if throttled is not None:
             return throttled
         if not item.enabled and op == "sign":
@@ -1111,6 +1122,9 @@ class Emulator:
         item = self.find_secret(name, version)
         if isinstance(item, web.Response):
             return item
+        throttled = self.rate_limit(request, "other")
+        if throttled is not None:
+            return throttled
         if not item.enabled:
             return kv_error(
                 403,
@@ -1802,6 +1816,7 @@ class Emulator:
         """Back to the start-up faults, empty counters and the default identities."""
         self.faults = parse_faults(self._initial_faults)
         self.connection_faults.configure({})
+        self.connection_faults.down = {}
         self.limiter.clear()
         self.counters.clear()
         self.identities = self.default_identities()

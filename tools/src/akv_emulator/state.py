@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -498,24 +499,44 @@ def parse_faults(data: Any) -> Faults:
 
 
 class WindowLimiter:
-    """Sliding-window request counts per limit class, as Key Vault's throttling works."""
+    """Key Vault's throttling per vault, as the service-limits page describes it: "the
+    throttling thresholds are weighted, and enforcement is on their sum". A request on
+    a key of limit class C uses ``1/limit[C]`` of the vault's key window (signs and key
+    reads alike); secrets and certificates share a window of their own ("other"). The
+    windows slide; a throttled request does not count (the throttling guidance page:
+    "failed requests that return a 429 do not count towards the throttle limits")."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, deque[float]] = defaultdict(deque)
+        # (vault host, window name) -> (admitted at, share) in admission order, and their sum.
+        self._seen: dict[tuple[str, str], deque[tuple[float, Fraction]]] = defaultdict(deque)
+        self._used: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
 
-    def admit(self, limit_class: str, limit: int, window: float) -> float | None:
-        """Record a request; return None if admitted, else seconds until the window frees up."""
+    def admit(self, vault: str, pool: str, limit: int, window: float) -> float | None:
+        """Record a request using ``1/limit`` of the vault's ``pool`` window; None if
+        admitted, else the seconds until the window has room for it."""
         stamp = time.monotonic()
-        seen = self._seen[limit_class]
-        while seen and seen[0] <= stamp - window:
-            seen.popleft()
-        if len(seen) >= limit:
-            return max(0.001, seen[0] + window - stamp) if seen else window
-        seen.append(stamp)
-        return None
+        key = (vault.lower(), pool)
+        seen = self._seen[key]
+        while seen and seen[0][0] <= stamp - window:
+            self._used[key] -= seen.popleft()[1]
+        if limit <= 0:
+            return window
+        share = Fraction(1, limit)
+        if self._used[key] + share <= 1:
+            seen.append((stamp, share))
+            self._used[key] += share
+            return None
+        need = self._used[key] + share - 1
+        freed = Fraction(0)
+        for at, used in seen:
+            freed += used
+            if freed >= need:
+                return max(0.001, at + window - stamp)
+        return window
 
     def clear(self) -> None:
         self._seen.clear()
+        self._used.clear()
 
 
 class Counters:

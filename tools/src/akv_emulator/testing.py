@@ -204,6 +204,12 @@ class AdminClient:
         result: dict[str, Any] = self.call("PUT", "connection-faults", faults)
         return result
 
+    def set_outage(self, down: dict[str, str]) -> dict[str, Any]:
+        """Take vaults down by host name (``"*"``: every host): ``"reset"`` fails their
+        connections, ``"503"`` answers ServiceUnavailable; ``{}`` brings them back."""
+        result: dict[str, Any] = self.call("PUT", "outage", {"down": down})
+        return result
+
     def sign_log(self) -> list[dict[str, Any]]:
         """Every sign carried out: digest, key (name/version), user_agent, delivered, at."""
         result: list[dict[str, Any]] = self.call("GET", "sign-log")

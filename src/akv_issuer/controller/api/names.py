@@ -61,6 +61,12 @@ CERTIFICATE_REQUESTS: Final = ApiResource(
     CERT_MANAGER_GROUP, CERT_MANAGER_VERSION, CERTIFICATE_REQUEST_PLURAL, namespaced=True
 )
 KUBE_CSRS: Final = ApiResource(KUBE_CSR_GROUP, "v1", KUBE_CSR_PLURAL, namespaced=False)
+# PodCertificateRequests (certificates.k8s.io/v1 since Kubernetes 1.37), and the
+# Namespaces whose labels spec.podCertificates.namespaceSelector matches.
+POD_CERTIFICATE_REQUESTS: Final = ApiResource(
+    KUBE_CSR_GROUP, "v1", "podcertificaterequests", namespaced=True
+)
+NAMESPACES: Final = ApiResource("", "v1", "namespaces", namespaced=False)
 
 
 def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> str:
@@ -75,6 +81,25 @@ def signer_resource_name(kind: str, name: str, namespace: str | None = None) -> 
     if kind == CLUSTER_ISSUER_KIND:
         return f"{CLUSTER_ISSUER_PLURAL}.{GROUP}/{name}"
     raise ValueError(f"unknown issuer kind {kind!r}; expected one of {sorted(ISSUER_KINDS)}")
+
+
+# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+
+# certificates.k8s.io/v1 ClusterTrustBundle (GA in Kubernetes 1.37; older API
+# servers do not serve v1), generic so that objects are plain dicts.
+ClusterTrustBundle = create_global_resource(
+    KUBE_CSR_GROUP, "v1", "ClusterTrustBundle", "clustertrustbundles"
+)
+# The one bundle an opted-in issuer publishes is named
+# ``<signer name with '/' as ':'>:<suffix>``, as the API requires of a bundle
+# linked to a signer.
+CLUSTER_TRUST_BUNDLE_SUFFIX: Final = "trust-anchors"
+
+
+def cluster_trust_bundle_name(signer_name: str) -> str:
+    """The name of the issuer's signer-linked ClusterTrustBundle: the signer
+    name with ``/`` turned into ``:``, then ``:`` and :data:`CLUSTER_TRUST_BUNDLE_SUFFIX`."""
+    return f"{signer_name.replace('/', ':')}:{CLUSTER_TRUST_BUNDLE_SUFFIX}"
 
 
 # Conditions and reasons

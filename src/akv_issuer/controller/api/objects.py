@@ -143,3 +143,35 @@ class IssuerObject(TypedDict, total=False):
     # the CRD's schema (SPEC_FIELDS) and names a bad one.
     spec: dict[str, Any]
     status: IssuerStatus
+
+
+# -- Kubernetes PodCertificateRequests (certificates.k8s.io/v1, Kubernetes 1.37) ----------
+
+
+class PodCertificateRequestSpec(TypedDict, total=False):
+    signerName: str
+    podName: str
+    podUID: str
+    serviceAccountName: str
+    serviceAccountUID: str
+    nodeName: str
+    nodeUID: str
+    maxExpirationSeconds: int
+    stubPKCS10Request: str  # base64 of the DER PKCS#10 the kubelet made
+    unverifiedUserAnnotations: dict[str, str]
+
+
+class PodCertificateRequestStatus(TypedDict, total=False):
+    conditions: list[ConditionFields]
+    certificateChain: str  # PEM: the leaf, then intermediates
+    notBefore: str
+    beginRefreshAt: str
+    notAfter: str
+
+
+class PodCertificateRequestObject(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: PodCertificateRequestSpec
+    status: PodCertificateRequestStatus

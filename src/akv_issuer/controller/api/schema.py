@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from akv_issuer.controller.api.names import ConditionStatus
+from akv_issuer.controller.api.spec import POD_KEY_TYPES
 
 SIGNATURE_ALGORITHMS: Final = (
     "RS256",
@@ -41,6 +42,20 @@ _MEMBER_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 MEMBER_NAME_HINT = "a pool member's name is a DNS label: lower-case letters, digits and '-'"
 MAX_POOL_MEMBERS: Final = 16
 ON_INVALID_MEMBER: Final = ("Fail", "Exclude")
+
+# spec.podCertificates (issue 25)
+_SPIFFE_TRUST_DOMAIN = r"^[a-z0-9._-]+$"
+_DNS_TEMPLATE = r"^([a-z0-9.-]|\$\((POD_NAME|NAMESPACE|SERVICE_ACCOUNT)\))+$"
+# Usages a Pod's (end-entity) certificate may have: no CA usages.
+POD_USAGES: Final = (
+    "digital signature",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "content commitment",
+    "server auth",
+    "client auth",
+)
 
 DURATION_HINT = "use Go duration syntax such as 2160h, 90m or 1h30m (units h, m, s, ms, us, ns)"
 
@@ -243,6 +258,46 @@ _SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         default="ca.crt",
         hint="must be a key of the Secret's data",
     ),
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    "clusterTrustBundles": FieldDef("object"),
+    # A map of label key -> value; keys and values are checked by the parser
+    # (spec_parser._parse_cluster_trust_bundles) as the API server checks labels.
+    "clusterTrustBundles.labels": FieldDef("object"),
+    "clusterTrustBundles.overlap": FieldDef("string", pattern=_GO_DURATION, hint=DURATION_HINT),
+    # --- issue 25 (PodCertificateRequests): spec.podCertificates ---
+    **{
+        "podCertificates": FieldDef("object"),
+        "podCertificates.namespaceSelector": FieldDef("object"),
+        "podCertificates.namespaceSelector.matchLabels": FieldDef("object"),
+        "podCertificates.serviceAccounts": FieldDef(
+            "array[string]",
+            pattern=_K8S_NAME,
+            max_length=253,
+            max_items=100,
+            hint="must be a Kubernetes ServiceAccount name",
+        ),
+        "podCertificates.spiffeTrustDomain": FieldDef(
+            "string",
+            pattern=_SPIFFE_TRUST_DOMAIN,
+            max_length=255,
+            hint="must be a SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_'",
+        ),
+        "podCertificates.dnsNames": FieldDef(
+            "array[string]",
+            pattern=_DNS_TEMPLATE,
+            max_length=253,
+            max_items=10,
+            hint="must be a DNS name of lowercase letters, digits, '-' and '.', with the "
+            "placeholders $(POD_NAME), $(NAMESPACE), $(SERVICE_ACCOUNT)",
+        ),
+        "podCertificates.keyTypes": FieldDef("array[string]", enum=POD_KEY_TYPES, max_items=6),
+        "podCertificates.usages": FieldDef("array[string]", enum=POD_USAGES, max_items=20),
+        "podCertificates.maxLifetime": FieldDef(
+            "string", pattern=_GO_DURATION, default="24h", hint=DURATION_HINT
+        ),
+        # 1 to 99; the parser refuses more (FieldDef has no maximum).
+        "podCertificates.refreshBeforePercentage": FieldDef("integer", minimum=1),
+    },
 }
 
 

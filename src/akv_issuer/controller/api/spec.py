@@ -129,7 +129,7 @@ class TrustBundleSpec:
     The namespace is implied, never written: the Issuer's own, or for a
     ClusterIssuer the cluster resource namespace (as for ``ClientSecretAuth``).
     ``overlap`` None: how long a previous CA is kept follows from what it may
-    have issued (see :mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`).
+    have issued (see :mod:`akv_issuer.controller.ca_lifecycle.trust.plan`).
     """
 
     config_map_name: str
@@ -252,6 +252,65 @@ class PoolSpec:
         return self.on_invalid_member == ON_INVALID_MEMBER_EXCLUDE
 
 
+# --- signer-linked ClusterTrustBundles (issue 25 point 3) ---------------------------
+
+
+@dataclass(frozen=True)
+class ClusterTrustBundlesSpec:
+    """``spec.clusterTrustBundles``: publish the issuer's trust anchors as a
+    signer-linked ClusterTrustBundle (``certificates.k8s.io/v1``) for its signer
+    name, which Pods mount with a ``clusterTrustBundle`` projected volume.
+
+    ``labels``: set on the bundle besides the controller's own, for Pods'
+    ``labelSelector``. ``overlap`` None: a previous CA stays as long as
+    ``policy.maxDuration`` says (see
+    :mod:`akv_issuer.controller.ca_lifecycle.trust.plan`).
+    """
+
+    labels: tuple[tuple[str, str], ...] = ()
+    overlap: timedelta | None = None
+
+
+# --- spec.podCertificates (issue 25: the PodCertificateRequest signer) -------------
+
+# The key types a Pod may ask for (certificates.k8s.io/v1 PodCertificateRequest,
+# Kubernetes 1.37), in the API's own words.
+POD_KEY_TYPES: Final = ("RSA3072", "RSA4096", "ECDSAP256", "ECDSAP384", "ECDSAP521", "ED25519")
+# Certificates for Pods are TLS identities: both ends of mutual TLS.
+POD_DEFAULT_USAGES: Final = ("digital signature", "key encipherment", "server auth", "client auth")
+# The lifetime bounds of the PodCertificateRequest API (1 h .. 91 days).
+POD_MIN_LIFETIME: Final = timedelta(hours=1)
+POD_MAX_LIFETIME: Final = timedelta(days=91)
+# The placeholders spec.podCertificates.dnsNames may use, and what fills them.
+POD_DNS_PLACEHOLDERS: Final = ("$(POD_NAME)", "$(NAMESPACE)", "$(SERVICE_ACCOUNT)")
+
+
+@dataclass(frozen=True)
+class PodCertificatesSpec:
+    """``spec.podCertificates``: this issuer signs PodCertificateRequests, for
+    the Pods this policy allows, with the identity it writes (nothing approves
+    PodCertificateRequests: this policy is the approval).
+
+    ``namespace_labels`` None: Pods of every namespace (a ClusterIssuer; an
+    Issuer signs for its own namespace only, whose labels must match too when
+    set). ``service_accounts`` None: any ServiceAccount. ``spiffe_trust_domain``:
+    a URI SAN ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``;
+    ``dns_names``: DNS SANs from templates with :data:`POD_DNS_PLACEHOLDERS`.
+    """
+
+    namespace_labels: tuple[tuple[str, str], ...] | None = None
+    service_accounts: tuple[str, ...] | None = None
+    spiffe_trust_domain: str | None = None
+    dns_names: tuple[str, ...] = ()
+    key_types: tuple[str, ...] = POD_KEY_TYPES
+    usages: tuple[str, ...] = POD_DEFAULT_USAGES
+    max_lifetime: timedelta = timedelta(hours=24)
+    refresh_before_percentage: int | None = None
+    """``refreshBeforePercentage``: the kubelet starts refreshing when this
+    percentage of the lifetime is left (None: a third), kept inside the API's
+    window (NotBefore + 10 min .. NotAfter - 10 min)."""
+
+
 @dataclass(frozen=True)
 class IssuerSpec:
     """``spec`` of an Issuer or ClusterIssuer with defaults applied."""
@@ -323,6 +382,14 @@ class IssuerSpec:
                 )
             )
         return tuple(specs)
+
+    # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+    cluster_trust_bundles: ClusterTrustBundlesSpec | None = None
+    """``spec.clusterTrustBundles``; None: publish no ClusterTrustBundle."""
+
+    # --- issue 25 (PodCertificateRequests) ---
+    pod_certificates: PodCertificatesSpec | None = None
+    """``spec.podCertificates``; None: the issuer signs no PodCertificateRequest."""
 
     @property
     def ca_source(self) -> CASource:

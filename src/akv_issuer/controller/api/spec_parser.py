@@ -20,16 +20,21 @@ from akv_issuer.controller.api.durations import format_go_duration, parse_go_dur
 from akv_issuer.controller.api.schema import DURATION_HINT, SPEC_FIELDS, FieldDef
 from akv_issuer.controller.api.spec import (
     ENTRA_TOKEN_EXCHANGE_AUDIENCE,
+    POD_DNS_PLACEHOLDERS,
+    POD_MAX_LIFETIME,
+    POD_MIN_LIFETIME,
     AmbientAuth,
     AuthSpec,
     CARenewalSpec,
     CASource,
     ClientSecretAuth,
+    ClusterTrustBundlesSpec,
     CRLSpec,
     IssuerSpec,
     KeyVaultCertificateCA,
     KeyVaultSecretCA,
     KubernetesSecretCA,
+    PodCertificatesSpec,
     PolicySpec,
     PoolMemberSpec,
     PoolSpec,
@@ -226,6 +231,8 @@ def parse_issuer_spec(spec: Mapping[str, Any]) -> IssuerSpec:
         authority_host=_optional_str(reader, "auth.authorityHost"),
         allow_exportable_key=bool(reader.get("allowExportableKey")),
         pool=_parse_pool(reader, ca_renewal),
+        cluster_trust_bundles=_parse_cluster_trust_bundles(reader),
+        pod_certificates=_parse_pod_certificates(reader),
     )
     if parsed.pool is not None:
         _pool_restrictions(parsed)
@@ -428,3 +435,148 @@ def _parse_service_account(reader: _SpecReader) -> ServiceAccountAuth | None:
         tenant_id=reader.get("auth.serviceAccountRef.tenantID"),
         audiences=audiences or (ENTRA_TOKEN_EXCHANGE_AUDIENCE,),
     )
+
+
+# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---------------------------
+
+# Label keys and values as the API server checks them (apimachinery's
+# IsQualifiedName and IsValidLabelValue).
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+MAX_BUNDLE_LABELS: Final = 20
+# The controller's own labels on a bundle: a user label must not change what
+# the controller selects its bundles by, nor what it says about them.
+RESERVED_LABEL_PREFIXES: Final = ("azure-keyvault-issuer.gonicus.de/", "app.kubernetes.io/")
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a label key the API server accepts (None: it is)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or re.fullmatch(_LABEL_PREFIX, prefix) is None):
+        return "the prefix before '/' must be a DNS subdomain (lowercase, at most 253 characters)"
+    if re.fullmatch(_LABEL_NAME, name) is None:
+        return (
+            "the name must be at most 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit"
+        )
+    return None
+
+
+def _parse_cluster_trust_bundles(reader: _SpecReader) -> ClusterTrustBundlesSpec | None:
+    """``spec.clusterTrustBundles``: present (even ``{}``) is the opt-in."""
+    if reader.get("clusterTrustBundles") is None:
+        return None
+    raw = reader.get("clusterTrustBundles.labels") or {}
+    if len(raw) > MAX_BUNDLE_LABELS:
+        raise SpecError(
+            "clusterTrustBundles.labels", f"has {len(raw)} labels, at most {MAX_BUNDLE_LABELS}"
+        )
+    labels: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        path = f"clusterTrustBundles.labels[{key!r}]"
+        problem = label_key_problem(str(key))
+        if problem is not None:
+            raise SpecError(path, f"not a label key: {problem}")
+        if str(key).startswith(RESERVED_LABEL_PREFIXES):
+            raise SpecError(
+                path,
+                "the prefixes azure-keyvault-issuer.gonicus.de/ and app.kubernetes.io/ are "
+                "the controller's own labels",
+            )
+        if not isinstance(value, str):
+            raise SpecError(path, f"must be a string, got {_json_type(value)}")
+        if re.fullmatch(_LABEL_VALUE, value) is None:
+            raise SpecError(
+                path,
+                f"{value!r} is not a label value: at most 63 letters, digits, '-', '_' or '.', "
+                "beginning and ending with a letter or digit",
+            )
+        labels.append((str(key), value))
+    overlap = _duration(reader, "clusterTrustBundles.overlap")
+    if overlap is not None and overlap < timedelta(0):
+        raise SpecError("clusterTrustBundles.overlap", "must not be negative")
+    return ClusterTrustBundlesSpec(labels=tuple(sorted(labels)), overlap=overlap)
+
+
+# --- spec.podCertificates (issue 25) ------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\([A-Z_]+\)")
+
+
+def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
+    """``spec.podCertificates``: who may get a certificate for a Pod, and which."""
+    if reader.get("podCertificates") is None:
+        return None
+    namespace_labels: tuple[tuple[str, str], ...] | None = None
+    if reader.get("podCertificates.namespaceSelector") is not None:
+        labels = reader.get("podCertificates.namespaceSelector.matchLabels") or {}
+        for key, value in labels.items():
+            path = f"podCertificates.namespaceSelector.matchLabels.{key}"
+            if not isinstance(key, str) or label_key_problem(key) is not None:
+                raise SpecError(path, "is not a Kubernetes label name")
+            if not isinstance(value, str) or re.fullmatch(_LABEL_VALUE, value) is None:
+                raise SpecError(path, "must be a Kubernetes label value (a string)")
+        namespace_labels = tuple(sorted(labels.items()))
+    accounts = reader.get("podCertificates.serviceAccounts")
+    dns_names = tuple(reader.get("podCertificates.dnsNames") or ())
+    for index, template in enumerate(dns_names):
+        _check_dns_template(f"podCertificates.dnsNames[{index}]", template)
+    trust_domain = _optional_str(reader, "podCertificates.spiffeTrustDomain")
+    if trust_domain is None and not dns_names:
+        raise SpecError(
+            "podCertificates",
+            "set spiffeTrustDomain, dnsNames or both: a Pod's certificate needs an identity",
+        )
+    key_types = tuple(dict.fromkeys(reader.get("podCertificates.keyTypes") or ()))
+    usages = tuple(dict.fromkeys(reader.get("podCertificates.usages") or ()))
+    if reader.get("podCertificates.keyTypes") is not None and not key_types:
+        raise SpecError("podCertificates.keyTypes", "must name at least one key type")
+    lifetime = _duration(reader, "podCertificates.maxLifetime") or timedelta(hours=24)
+    if not POD_MIN_LIFETIME <= lifetime <= POD_MAX_LIFETIME:
+        raise SpecError(
+            "podCertificates.maxLifetime",
+            f"{format_go_duration(lifetime)} is outside what the PodCertificateRequest API "
+            f"allows ({format_go_duration(POD_MIN_LIFETIME)} to "
+            f"{format_go_duration(POD_MAX_LIFETIME)})",
+        )
+    refresh = reader.get("podCertificates.refreshBeforePercentage")
+    if refresh is not None and (
+        isinstance(refresh, bool) or not isinstance(refresh, int) or not 1 <= refresh <= 99
+    ):
+        raise SpecError(
+            "podCertificates.refreshBeforePercentage",
+            f"must be a whole number from 1 to 99 (percent of the lifetime left), got {refresh!r}",
+        )
+    defaults = PodCertificatesSpec()
+    return PodCertificatesSpec(
+        namespace_labels=namespace_labels,
+        service_accounts=tuple(accounts) if accounts is not None else None,
+        spiffe_trust_domain=trust_domain,
+        dns_names=dns_names,
+        key_types=key_types or defaults.key_types,
+        usages=usages or defaults.usages,
+        max_lifetime=lifetime,
+        refresh_before_percentage=refresh,
+    )
+
+
+def _check_dns_template(path: str, template: str) -> None:
+    """A DNS name once its placeholders are filled with DNS labels."""
+    for placeholder in _PLACEHOLDER.findall(template):
+        if placeholder not in POD_DNS_PLACEHOLDERS:
+            raise SpecError(
+                path,
+                f"{template!r}: unknown placeholder {placeholder}; use "
+                f"{', '.join(POD_DNS_PLACEHOLDERS)}",
+            )
+    sample = _PLACEHOLDER.sub("x", template)
+    labels = sample.split(".")
+    if sample.startswith("*") or any(
+        not label or len(label) > 63 or label.startswith("-") or label.endswith("-")
+        for label in labels
+    ):
+        raise SpecError(
+            path,
+            f"{template!r} is not a DNS name (empty label, or a label starting or ending in '-')",
+        )

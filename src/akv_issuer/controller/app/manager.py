@@ -27,13 +27,18 @@ from typing import Any
 
 import httpx2
 from aiohttp import web
-from lightkube import AsyncClient, ConfigError, KubeConfig
+from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 
 from akv_issuer.controller import ca_lifecycle, identity, issuers, requests, revocation
 from akv_issuer.controller.core import COMPONENT, ControllerConfig, KeyVaultGateway
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests import KUBE_CSR_WORKERS, request_workers
-from akv_issuer.keyvault import AssertionProvider, KeyVaultAccess, KeyVaultOptions
+from akv_issuer.keyvault import (
+    AssertionProvider,
+    KeyVaultAccess,
+    KeyVaultOptions,
+    VaultBudgets,
+)
 from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EVENT_SENDERS, EventRecorder
@@ -74,7 +79,9 @@ def make_api(config: ControllerConfig) -> KubeApi:
 
 
 def make_keyvault(
-    config: ControllerConfig, assertion_provider: AssertionProvider | None = None
+    config: ControllerConfig,
+    assertion_provider: AssertionProvider | None = None,
+    budgets: VaultBudgets | None = None,
 ) -> KeyVaultAccess:
     options: dict[str, Any] = {
         "timeout": config.keyvault_timeout,
@@ -84,7 +91,7 @@ def make_keyvault(
     if config.tls_ca_file:
         options["tls_ca_file"] = config.tls_ca_file
     return KeyVaultAccess(
-        KeyVaultOptions.from_env(**options), assertion_provider=assertion_provider
+        KeyVaultOptions.from_env(**options), assertion_provider=assertion_provider, budgets=budgets
     )
 
 
@@ -112,7 +119,10 @@ class Manager:
         # auth.serviceAccountRef: TokenRequests, cached, handed to the keyvault
         # layer as its assertion provider.
         self.sa_tokens = identity.setup(self.client, self.metrics)
-        access = keyvault or make_keyvault(config, self.sa_tokens.token)
+        # Each vault's throttling budget: the gateway waits on it, the keyvault
+        # layer tells it every 429.
+        budgets = VaultBudgets(config.keyvault_budget) if config.keyvault_budget.enabled else None
+        access = keyvault or make_keyvault(config, self.sa_tokens.token, budgets)
         self.events = EventRecorder(
             self.client,
             COMPONENT,
@@ -141,6 +151,7 @@ class Manager:
             self.metrics,
             concurrency=config.concurrency,
             fence=self.elector.ensure_leading if self.elector is not None else no_fence,
+            budgets=budgets,
         )
         self.controllers: list[Controller[Any]] = []
         self._watches: dict[str, _Watch] = {}
@@ -176,6 +187,9 @@ class Manager:
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._leading = False
+        # Optional resources asked about, and those not served (see _drop_unserved).
+        self._unserved_checked: set[ApiResource] = set()
+        self._unserved: set[ApiResource] = set()
 
     # -- core.Host: what features wire themselves into ---------------------
 
@@ -252,6 +266,7 @@ class Manager:
                 lost_wait = asyncio.create_task(self.elector.hold(), name="hold-lease")
             self._leading = True
             self.metrics.is_leader.set(1)
+            await self._drop_unserved()
             self._start_work()
             waiters: set[asyncio.Task[Any]] = {stop_wait, *self._informer_tasks}
             if lost_wait is not None:
@@ -276,6 +291,30 @@ class Manager:
                         await task
             if self.elector is not None:
                 await self.elector.release()
+
+    async def _drop_unserved(self) -> None:
+        """Resources only newer API servers serve (PodCertificateRequests: 1.37)
+        are watched only where served and readable: otherwise the informer
+        would never sync and the controller never be ready. Said once (asked
+        once per process, not again on a new leadership)."""
+        for informer in list(self.informers):
+            resource = informer.resource
+            if resource not in requests.OPTIONAL_RESOURCES:
+                continue
+            if resource in self._unserved_checked:
+                continue
+            self._unserved_checked.add(resource)
+            why = await unserved(self.api, resource)
+            if why is None:
+                continue
+            log.warning(
+                "%s: %s; not signing them (restart the controller once that changes)",
+                resource.plural,
+                why,
+            )
+            self._unserved.add(resource)
+        if self._unserved:
+            self.informers = [i for i in self.informers if i.resource not in self._unserved]
 
     def _start_work(self) -> None:
         self._informer_tasks = [
@@ -325,6 +364,27 @@ class Manager:
         await asyncio.gather(*self._worker_tasks, return_exceptions=True)
         await self.issuers.close()
         await self.events.stop(grace=2.0)
+
+
+async def unserved(api: KubeApi, resource: ApiResource) -> str | None:
+    """Why ``resource`` cannot be watched here (not served, or not allowed),
+    or None when it can: one list of at most one object."""
+    try:
+        await api.list_page(resource, limit=1)
+    except ApiError as err:
+        if err.status.code == 404:
+            return (
+                f"the API server does not serve {resource.api_version} {resource.plural} "
+                "(Kubernetes before 1.37, or the API is turned off)"
+            )
+        if err.status.code == 403:
+            return (
+                f"the controller may not list {resource.plural} (the ClusterRole lacks the "
+                "rule: with the Helm chart set controller.podCertificates=true, with kustomize "
+                "add the component pod-certificates; or run without --pod-certificates)"
+            )
+        raise
+    return None
 
 
 async def run_controller(config: ControllerConfig) -> int:

@@ -1,6 +1,7 @@
 """The CA's whole life: renewal of the CA certificate in its window
-(:mod:`.renewal`), trust bundles of current and previous CAs (:mod:`.trust_bundle`,
-:mod:`.trust_bundle_publisher`), and re-issuing Certificates after a CA change
+(:mod:`.renewal`), trust bundles of current and previous CAs (:mod:`.trust`:
+one state machine, published to ConfigMaps and to signer-linked
+ClusterTrustBundles), and re-issuing Certificates after a CA change
 (:mod:`.reissue`).
 
 Public: :func:`setup`, which plugs all three into the issuer side through
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 from akv_issuer.controller.ca_lifecycle.reissue import ReissueOnCAChange, Reissuer
 from akv_issuer.controller.ca_lifecycle.renewal import Renewer
-from akv_issuer.controller.ca_lifecycle.trust_bundle_publisher import TrustBundlePublisher
+from akv_issuer.controller.ca_lifecycle.trust import (
+    ClusterTrustBundlePublisher,
+    TrustBundlePublisher,
+)
 from akv_issuer.controller.core import Host, IssuerSide
 
 __all__ = ["setup"]
@@ -30,3 +34,10 @@ def setup(host: Host, issuers: IssuerSide) -> None:
     reissuer = Reissuer(host.client, host.metrics, on_done=issuers.request_check)
     issuers.follow(ReissueOnCAChange(reissuer))
     issuers.follow(TrustBundlePublisher(host.config, host.client, host.metrics, host.events))
+    cluster_trust_bundles = ClusterTrustBundlePublisher(
+        host.config, host.client, issuers, host.metrics, host.events, now=host.now
+    )
+    issuers.follow(cluster_trust_bundles)
+    if host.config.cluster_trust_bundles:
+        host.add_controller(cluster_trust_bundles.cleanup)
+        host.add_controller(cluster_trust_bundles.sweep)

@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from akv_issuer.keyvault import BudgetConfig
+
 # The name this controller reports in Kubernetes events and writes status under.
 COMPONENT = "azure-keyvault-issuer"
 FIELD_MANAGER = COMPONENT
@@ -56,10 +58,20 @@ class ControllerConfig:
     health_probe_bind_address: str = ":8081"
     crl_bind_address: str = ":8082"
     keyvault_timeout: float = 30.0
+    # Each vault's throttling budget (keyvault.budget): on by default, 4,000 units
+    # per 10 s unless overridden per vault (--keyvault-budget-units).
+    keyvault_budget: BudgetConfig = field(default_factory=BudgetConfig)
     tls_ca_file: str | None = None
     # False only for a local Key Vault emulator (--no-verify-challenge-resource).
     verify_challenge_resource: bool = True
     kubernetes_csrs: bool = True
+    # Publish signer-linked ClusterTrustBundles for issuers with
+    # spec.clusterTrustBundles (--cluster-trust-bundles; needs Kubernetes 1.37).
+    cluster_trust_bundles: bool = False
+    # Sign PodCertificateRequests (Kubernetes >= 1.37) for issuers with
+    # spec.podCertificates (--pod-certificates; off by default: a signer that
+    # nothing approves is switched on deliberately, with its RBAC).
+    pod_certificates: bool = False
     # May namespaced Issuers use the controller's own identity (auth unset) and
     # auth.workloadIdentity (--issuer-ambient-credentials)? ClusterIssuers always may.
     issuer_ambient_credentials: bool = True

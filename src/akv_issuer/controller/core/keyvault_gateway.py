@@ -12,7 +12,18 @@ the gateway, and so gets, written once here:
   before the call, after the slot was granted: with leader election ``fence``
   raises ``NotLeading`` once this replica's lease may have passed to another,
   so two replicas never both sign (a renewal is a sign too);
-- the text a feature shows for a failed call (:func:`keyvault_failure_text`).
+- the text a feature shows for a failed call (:func:`keyvault_failure_text`);
+- every sign and key read waits for its vault's throttling budget
+  (:mod:`akv_issuer.keyvault.budget`: Key Vault's weighted 10-second windows)
+  before anything else -- before the sign slot, so a vault out of budget holds
+  no slot another vault could use. Calls queue per issuer and are served
+  round-robin (the issuer is the checked issuer a sign is for; for reads and
+  renewal signs during an issuer check, the issuer the check is about; key
+  reads queue apart from the issuer's signs, so a check is not stuck behind
+  the issuer's own burst). A call whose issuer already has enough waiting on
+  the vault fails at once as throttled (code ``BudgetSpent``) with a time to
+  come back, which the request flow requeues quietly, so the work queue hands
+  its worker to another issuer meanwhile.
 
 The issuer check maps a Key Vault error to an issuer's Ready reason itself
 (``core.failures.keyvault_failure``): that names what was read, not "Key Vault".
@@ -40,9 +51,12 @@ from akv_issuer.keyvault import (
     KeyVersion,
     SecretInfo,
     SecretVersion,
+    VaultBudgets,
 )
+from akv_issuer.keyvault.budget import UNKNOWN_KEY_COST, cost_of
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 from akv_issuer.runtime.leader import no_fence
+from akv_issuer.runtime.logs import current_object
 
 T = TypeVar("T")
 
@@ -104,15 +118,22 @@ class KeyVaultGateway:
         *,
         concurrency: int,
         fence: Callable[[], None] = no_fence,
+        budgets: VaultBudgets | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kv = keyvault
         self._calls = metrics.keyvault_calls
         self._slots = SignSlots(concurrency, metrics)
         self._fence = fence
+        # None: no budget (every call goes at once, as before issue 26).
+        self.budgets = budgets
+        self._waited = metrics.budget_wait_seconds
+        metrics.budgets.source = budgets
+        # (vault, key name) -> units a read of it costs, learnt from its key type.
+        self._read_costs: dict[tuple[str, str], float] = {}
         self._concurrency = concurrency
-        # Signs in flight per vault (CA pools choose a member by it until the
-        # per-vault budget is wired: core.pool.InFlightBudget).
+        # Signs in flight per vault (CA pools choose a member by it when there is no
+        # per-vault budget: core.pool.InFlightBudget).
         self._in_flight: collections.Counter[str] = collections.Counter()
         # The circuit breakers of CA pool members (core.pool), shared by every issuer.
         self.pool_health = PoolHealth()
@@ -123,9 +144,27 @@ class KeyVaultGateway:
         return self._in_flight[vault_url.rstrip("/").lower()]
 
     def budget_view(self) -> BudgetView:
-        """What CA pools choose a member by: for now signs in flight per vault, at most
-        ``--concurrency`` each (issue 26: the per-vault budget replaces this line)."""
+        """What CA pools choose a member by: the vaults' throttling budgets
+        (:class:`BudgetsView`); with ``--no-keyvault-budget`` signs in flight per
+        vault, at most ``--concurrency`` each."""
+        if self.budgets is not None:
+            return BudgetsView(self.budgets)
         return InFlightBudget(self, self._concurrency)
+
+    async def _admit(self, operation: str, vault_url: str, party: str, cost: float) -> None:
+        """Wait for the vault's budget (see the module)."""
+        if self.budgets is not None:
+            waited = await self.budgets.acquire(vault_url, party, cost)
+            self._waited.labels(operation).observe(waited)
+
+    async def _read_key(self, operation: str, vault_url: str, name: str, call: Awaitable[T]) -> T:
+        cost = self._read_costs.get((vault_url, name.lower()), UNKNOWN_KEY_COST)
+        try:
+            await self._admit(operation, vault_url, f"{_party()} (reads)", cost)
+        except BaseException:
+            _close(call)
+            raise
+        return await self._count(operation, call)
 
     async def _count(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -141,13 +180,20 @@ class KeyVaultGateway:
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> KeyInfo:
-        return await self._count("get_key", self._kv.get_key(vault_url, name, version, auth))
+        info = await self._read_key(
+            "get_key", vault_url, name, self._kv.get_key(vault_url, name, version, auth)
+        )
+        self._read_costs[(vault_url, name.lower())] = cost_of(info)
+        return info
 
     async def list_key_versions(
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
     ) -> tuple[KeyVersion, ...]:
-        return await self._count(
-            "list_key_versions", self._kv.list_key_versions(vault_url, name, auth, limit=limit)
+        return await self._read_key(
+            "list_key_versions",
+            vault_url,
+            name,
+            self._kv.list_key_versions(vault_url, name, auth, limit=limit),
         )
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
@@ -212,46 +258,83 @@ class KeyVaultGateway:
 
     # -- signs -----------------------------------------------------------------
 
-    def signer(self, key: KeyInfo, auth: AuthConfig) -> RemoteSigner:
-        """The signer of one key version: every ``sign_digest`` holds a sign slot,
-        asks the fence, and is counted."""
-        return _GatedSigner(self._sign, self._kv.signer(key, auth), key.vault_url)
+    def signer(self, key: KeyInfo, auth: AuthConfig, *, party: str | None = None) -> RemoteSigner:
+        """The signer of one key version: every ``sign_digest`` waits for the vault's
+        budget (queued as ``party``, by default the issuer the running check is
+        about), holds a sign slot, asks the fence, and is counted."""
+        return _GatedSigner(self._sign, self._kv.signer(key, auth), key, party or _party())
 
     def issuer_signer(self, checked: CheckedIssuer) -> RemoteSigner:
         """The signer of a checked issuer (its key version and identity)."""
-        return self.signer(checked.key_info, checked.auth)
+        return self.signer(checked.key_info, checked.auth, party=str(checked.key))
 
     async def _sign(
-        self, inner: RemoteSigner, vault_url: str, algorithm: SignatureAlgorithm, digest: bytes
+        self, signer: _GatedSigner, algorithm: SignatureAlgorithm, digest: bytes
     ) -> bytes:
-        vault = vault_url.rstrip("/").lower()
+        key = signer.key
+        await self._admit("sign", key.vault_url, signer.party, cost_of(key))
+        vault = key.vault_url.rstrip("/").lower()
         self._in_flight[vault] += 1
         try:
             async with self._slots.hold():
                 self._fence()
-                return await self._count("sign", inner.sign_digest(algorithm, digest))
+                return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
         finally:
             self._in_flight[vault] -= 1
             if not self._in_flight[vault]:
                 del self._in_flight[vault]
 
     async def close(self) -> None:
+        if self.budgets is not None:
+            self.budgets.close()
         await self._kv.close()
+
+
+class BudgetsView:
+    """:class:`core.pool.BudgetView` from the vaults' throttling budgets: the share of
+    a vault's window free now when a call would go at once, else minus the seconds
+    it would wait (so members without budget sort by the shortest wait); None for a
+    vault without a budget (a Managed HSM: as if plenty)."""
+
+    def __init__(self, budgets: VaultBudgets) -> None:
+        self._budgets = budgets
+
+    def remaining(self, vault_url: str) -> float | None:
+        if self._budgets.window(vault_url) is None:
+            return None
+        wait = self._budgets.estimated_wait(vault_url)
+        return -wait if wait > 0 else self._budgets.remaining(vault_url)
+
+
+def _party() -> str:
+    """Whom a call is for when the caller does not say: the object the running
+    reconcile is about (an issuer check's issuer), else one shared party."""
+    found = current_object()
+    return found[1] if found is not None else "controller"
+
+
+def _close(call: Awaitable[object]) -> None:
+    """Close a coroutine that will not be awaited (its call was not admitted)."""
+    close = getattr(call, "close", None)
+    if close is not None:
+        close()
 
 
 class _GatedSigner:
     def __init__(
         self,
-        sign: Callable[[RemoteSigner, str, SignatureAlgorithm, bytes], Awaitable[bytes]],
+        sign: Callable[[_GatedSigner, SignatureAlgorithm, bytes], Awaitable[bytes]],
         inner: RemoteSigner,
-        vault_url: str,
+        key: KeyInfo,
+        party: str,
     ) -> None:
         self._sign = sign
-        self._inner = inner
-        self._vault_url = vault_url
+        self.inner = inner
+        self.key = key
+        self.party = party
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
-        return await self._sign(self._inner, self._vault_url, algorithm, digest)
+        return await self._sign(self, algorithm, digest)
 
     def __repr__(self) -> str:
-        return f"gated {self._inner!r}"
+        return f"gated {self.inner!r}"

@@ -115,3 +115,19 @@ SUBJECT_ACCESS_REVIEWS: Final = Permission(
     "the Helm value controller.kubernetesCSRs=true, which renders it with the CSR rules "
     "(kustomize: config/rbac/role.yaml)",
 )
+
+
+# --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
+
+
+def cluster_trust_bundles(signer_name: str) -> Permission:
+    """spec.clusterTrustBundles: the bundle, and ``attest`` on the issuer's signer
+    name, which the API server's ClusterTrustBundleAttest admission checks."""
+    return Permission(
+        ("get", "list", "create", "patch", "delete"),
+        f"clustertrustbundles and attest on signers/{signer_name}",
+        "certificates.k8s.io",
+        "cluster-wide",
+        "the Helm value controller.clusterTrustBundles=true (kustomize: the component "
+        "cluster-trust-bundles)",
+    )

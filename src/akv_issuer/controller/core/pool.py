@@ -4,8 +4,9 @@ Pure policy, no I/O and no clock of its own (every call takes ``now``, a monoton
 second count), so its unit tests run on a fake clock:
 
 - :class:`BudgetView`: what the selection asks about a vault's signing budget. The
-  per-vault budget (``akv_issuer.keyvault``, issue 26 item 1) answers it; until that is
-  wired, :class:`InFlightBudget` answers from the gateway's signs in flight per vault.
+  per-vault throttling budget (``akv_issuer.keyvault.budget``, through the gateway's
+  ``BudgetsView``) answers it; with ``--no-keyvault-budget``, :class:`InFlightBudget`
+  answers from the gateway's signs in flight per vault.
 - :class:`Breaker`: one member's circuit breaker. Closed: it signs. A failure of its
   vault (unreachable, throttled, forbidden) opens it for ``retry_after`` (the vault's
   Retry-After if longer), doubling with every failure in a row up to
@@ -47,7 +48,7 @@ class InFlight(Protocol):
 
 class InFlightBudget:
     """A :class:`BudgetView` from signs in flight per vault (the gateway's count): a vault
-    has ``per_vault - in_flight`` left. Stands in until the per-vault budget is wired."""
+    has ``per_vault - in_flight`` left (``--no-keyvault-budget``: no per-vault budget)."""
 
     def __init__(self, source: InFlight, per_vault: int) -> None:
         self._source = source

@@ -19,7 +19,7 @@ costs the issuance path nothing. They go to their own logger,
 be filtered or routed apart from the operational log; with ``--log-format
 json`` each record is one JSON line whose ``audit`` member holds the fields.
 
-Built here only, for both request kinds (through the request flow) and for
+Built here only, for every request kind (through the request flow) and for
 revocations (the revoker). What never goes into a record: tokens, secrets,
 private keys, the CSR or certificate bodies, and ``spec.extra`` of the
 requester (it can hold credential identifiers such as a token's ID).
@@ -78,9 +78,44 @@ class Requester:
     username: str
     uid: str
     groups: tuple[str, ...]
+    # A PodCertificateRequest's: the Pod, its ServiceAccount and node (the
+    # kubelet of that node created it; the node authorizer lets it do so only
+    # for Pods bound to it).
+    pod: PodRef | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"username": self.username, "uid": self.uid, "groups": list(self.groups)}
+        fields: dict[str, Any] = {
+            "username": self.username,
+            "uid": self.uid,
+            "groups": list(self.groups),
+        }
+        if self.pod is not None:
+            fields["pod"] = self.pod.fields()
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """The Pod a PodCertificateRequest is for, as its spec names it."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+    service_account_uid: str
+    node: str
+    node_uid: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "serviceAccountName": self.service_account,
+            "serviceAccountUID": self.service_account_uid,
+            "nodeName": self.node,
+            "nodeUID": self.node_uid,
+        }
 
 
 def requester_of(obj: Mapping[str, Any]) -> Requester:

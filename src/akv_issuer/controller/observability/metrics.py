@@ -18,10 +18,11 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from akv_issuer.controller.api import IssuerReason
+from akv_issuer.keyvault import VaultBudgets
 from akv_issuer.runtime.buildinfo import build_info
 from akv_issuer.runtime.errors import UnexpectedErrors
 
@@ -57,6 +58,15 @@ class Metrics:
             f"{PREFIX}_certificaterequests_pending_transitions",
             "Times a CertificateRequest was left Pending, by reason.",
             [*issuer, "reason"],
+            registry=self.registry,
+        )
+        # By request kind (CertificateRequest, CertificateSigningRequest,
+        # PodCertificateRequest): how each ended. The counters above keep their
+        # labels (dashboards and alerts read them); this one tells the kinds apart.
+        self.finished = Counter(
+            f"{PREFIX}_requests_finished",
+            "Requests ended, by request kind and outcome (Issued, Denied, Failed).",
+            ["request_kind", "outcome"],
             registry=self.registry,
         )
         self.sign_seconds = Histogram(
@@ -257,6 +267,16 @@ class Metrics:
             "Key Vault sign calls in flight (at most --concurrency).",
             registry=self.registry,
         )
+        # The per-vault throttling budget (keyvault.budget; the gateway waits on it).
+        self.budget_wait_seconds = Histogram(
+            f"{PREFIX}_keyvault_budget_wait_seconds",
+            "Time a Key Vault sign or key read waited for its vault's throttling budget.",
+            ["operation"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.budgets = BudgetCollector()
+        self.registry.register(self.budgets)
 
     def set_not_ready_reason(
         self, kind: str, namespace: str, name: str, reason: str | None
@@ -304,6 +324,49 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(kind, namespace, name)
         self.crl_age.forget((kind, namespace, name))
+
+
+class BudgetCollector(Collector):
+    """The vaults' budgets at scrape time (the gateway sets ``source``): the share of
+    each vault's 10-second window in use, and its throttled calls -- 429s the vault
+    answered (``by="vault"``) and calls the budget refused at once because their
+    issuer had enough waiting (``by="budget"``)."""
+
+    USED = f"{PREFIX}_keyvault_budget_used_ratio"
+    THROTTLED = f"{PREFIX}_keyvault_throttled"
+
+    def __init__(self) -> None:
+        self.source: VaultBudgets | None = None
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> list[Metric]:
+        used, throttled = self._families()
+        budgets = self.source
+        if budgets is None:
+            return [used, throttled]
+        for vault, ratio in budgets.in_use().items():
+            used.add_metric([vault], ratio)
+        for vault, stats in list(budgets.stats.items()):
+            throttled.add_metric([vault, "vault"], stats.throttled)
+            throttled.add_metric([vault, "budget"], stats.refused)
+        return [used, throttled]
+
+    def _families(self) -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                self.USED,
+                "Share of the vault's 10-second throttling budget in use (1 = its figure).",
+                labels=["vault"],
+            ),
+            CounterMetricFamily(
+                self.THROTTLED,
+                "Key Vault calls throttled, by vault: 429s the vault answered (by=vault), "
+                "calls refused at once by the budget (by=budget).",
+                labels=["vault", "by"],
+            ),
+        )
 
 
 class _AgeCollector(Collector):

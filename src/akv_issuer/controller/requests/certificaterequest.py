@@ -49,7 +49,7 @@ from akv_issuer.controller.api.objects import (
     ObjectMeta,
     typed,
 )
-from akv_issuer.controller.core import addressed_issuer
+from akv_issuer.controller.core import CheckedIssuer, addressed_issuer
 from akv_issuer.controller.observability.audit import Requester, requester_of
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.controller.requests.kind import (
@@ -152,7 +152,17 @@ class CertificateRequests:
     def requester(self, obj: CertificateRequestObject) -> Requester:
         return requester_of(obj)
 
-    def parameters(self, obj: CertificateRequestObject) -> tuple[str, IssuanceRequest]:
+    # Pending is a state of this kind: it waits for its issuer as long as it takes.
+    wait_limit: dt.timedelta | None = None
+
+    async def admit(
+        self, obj: CertificateRequestObject, issuer: CheckedIssuer
+    ) -> Denied | Failed | None:
+        return None  # approved (by an approver): nothing more to admit
+
+    def parameters(
+        self, obj: CertificateRequestObject, issuer: CheckedIssuer
+    ) -> tuple[str, IssuanceRequest]:
         spec = obj.get("spec") or {}
         duration = spec.get("duration")
         usages = spec.get("usages")

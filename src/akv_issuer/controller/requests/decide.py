@@ -42,6 +42,10 @@ class RequestView:
     # it is not signed. A CertificateRequest lives in its Issuer's namespace,
     # where whoever may create it may use the Issuer.
     referable: bool = True
+    # A request addressed to us that can never be signed as written (a
+    # PodCertificateRequest naming a malformed signer of our group, or a
+    # namespaced Issuer of another namespace): ended at once.
+    refusal: Refuse | None = None
 
     @classmethod
     def read(
@@ -53,6 +57,7 @@ class RequestView:
         approved: bool,
         denied: str | None = None,
         referable: bool = True,
+        refusal: Refuse | None = None,
     ) -> RequestView:
         """The view of ``obj``: identity and age from its metadata, the rest as
         its kind read it."""
@@ -70,10 +75,20 @@ class RequestView:
             approved=approved,
             denied=denied,
             referable=referable,
+            refusal=refusal,
         )
 
 
 # -- decisions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """End the request now: Denied (``denied``) or Failed, with ``reason``."""
+
+    reason: str
+    message: str
+    denied: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +118,7 @@ class Sign:
     pass
 
 
-Action = Ignore | WaitForApproval | MarkDenied | SetPending | Sign
+Action = Ignore | WaitForApproval | MarkDenied | SetPending | Sign | Refuse
 
 
 def decide(request: RequestView, issuer: IssuerView | None) -> Action:
@@ -112,6 +127,8 @@ def decide(request: RequestView, issuer: IssuerView | None) -> Action:
         return Ignore("addressed to another issuer")
     if request.finished:
         return Ignore("already finished")
+    if request.refusal is not None:
+        return request.refusal
     if request.denied is not None:
         return MarkDenied(request.denied)
     if not request.approved:

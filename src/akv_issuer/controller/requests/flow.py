@@ -33,6 +33,7 @@ from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.decide import (
     GiveUp,
     MarkDenied,
+    Refuse,
     RequestView,
     SetPending,
     Sign,
@@ -184,11 +185,25 @@ class RequestFlow(Generic[RequestT]):
         labels = view.issuer.labels
         if isinstance(action, MarkDenied):
             return await self._outcomes.finish(key, obj, view, Denied(action.message), failures)
+        if isinstance(action, Refuse):
+            return await self._outcomes.finish(key, obj, view, _refusal(action), failures)
         if isinstance(action, SetPending):
+            waited = self._waited_too_long(view)
+            if waited is not None and waited <= dt.timedelta(0):
+                # A kind that cannot say Pending waits for its issuer only so long.
+                failed = Failed(
+                    str(action.reason),
+                    f"{action.message}; waited {self.kind.wait_limit} since the request "
+                    "was created",
+                    invalid=False,
+                )
+                return await self._outcomes.finish(key, obj, view, failed, failures)
             await self._outcomes.pending(
                 key, obj, action.reason, action.message, action.event_reason
             )
             self._metrics.pending.labels(*labels, str(action.reason)).inc()
+            if waited is not None:
+                return Result.requeue(waited.total_seconds())
             return DONE
         if not isinstance(action, Sign):
             return DONE  # Ignore (handled above) or WaitForApproval
@@ -196,6 +211,16 @@ class RequestFlow(Generic[RequestT]):
             self._issuers.request_check(view.issuer)
             return Result.requeue(UNCHECKED_ISSUER_RETRY)
         return await self._sign(key, obj, view, checked, failures)
+
+    def _waited_too_long(self, view: RequestView) -> dt.timedelta | None:
+        """For a kind with a wait limit: how long the request may still wait
+        for its issuer (<= 0: no longer); None: as long as it takes."""
+        limit = self.kind.wait_limit
+        if limit is None:
+            return None
+        if view.created is None:
+            return limit
+        return view.created + limit - self._now()
 
     async def _read(self, key: str) -> RequestT | None:
         namespace, _, name = key.rpartition("/")
@@ -216,9 +241,14 @@ class RequestFlow(Generic[RequestT]):
         checked: CheckedIssuer,
         failures: int,
     ) -> Result:
+        # A kind that nothing approves: the issuer's policy is the approval,
+        # checked against the issuer as it is now, right before signing.
+        refused = await self.kind.admit(obj, checked)
+        if refused is not None:
+            return await self._outcomes.finish(key, obj, view, refused, failures)
         outcome: Outcome
         try:
-            encoded, request = self.kind.parameters(obj)
+            encoded, request = self.kind.parameters(obj, checked)
             csr_pem = base64.b64decode(encoded, validate=True)
         except ValueError as err:
             # Undecodable base64 (binascii.Error is a ValueError), a duration
@@ -236,6 +266,11 @@ class RequestFlow(Generic[RequestT]):
         if isinstance(outcome, RequestRefused):
             failed = Failed(outcome.kind, outcome.message, invalid=True)
             return await self._outcomes.finish(key, obj, view, failed, failures)
+        if isinstance(outcome, Transient) and outcome.deferred:
+            # Waiting for the vault's throttling budget is not a failure: back at the
+            # time the budget gave, without a status write or an event.
+            log.debug("%s", outcome.message)
+            return Result.requeue(outcome.retry_after or 1.0)
         if isinstance(outcome, Transient):
             return await self._transient(key, obj, view, checked.key, outcome, failures)
         failure = outcome.failure
@@ -285,3 +320,9 @@ class RequestFlow(Generic[RequestT]):
         self._metrics.pending.labels(*issuer.labels, str(PendingReason.RETRYABLE_ERROR)).inc()
         # The delay already honours Retry-After and the budget's deadline.
         return Result.retry(decision.delay)
+
+
+def _refusal(action: Refuse) -> Denied | Failed:
+    if action.denied:
+        return Denied(action.message, action.reason)
+    return Failed(action.reason, action.message, invalid=True)

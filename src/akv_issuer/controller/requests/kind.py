@@ -1,8 +1,8 @@
 """What a request kind must tell the request flow, and the updates it writes.
 
 The request flow (:mod:`.flow`) is written once; each kind of request
-(cert-manager's CertificateRequest, Kubernetes' CertificateSigningRequest)
-is a small adapter that only *reads* a request's parameters and *writes* its
+(cert-manager's CertificateRequest, Kubernetes' CertificateSigningRequest and
+PodCertificateRequest) is a small adapter that only *reads* a request's parameters and *writes* its
 result in its own fields, like the request object helpers of cert-manager's
 issuer-lib. Adding a third kind means writing one more adapter.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from akv_issuer.controller.api.objects import HasMetadata
+from akv_issuer.controller.core import CheckedIssuer
 from akv_issuer.controller.observability.audit import Requester
 from akv_issuer.controller.requests.decide import RequestView
 from akv_issuer.pki import IssuanceRequest
@@ -31,6 +32,10 @@ class Pending:
 @dataclass(frozen=True, slots=True)
 class Denied:
     message: str
+    # "Denied": an approver denied it (CertificateRequest); any other reason:
+    # the signer's own policy refused it (PodCertificateRequest, which has no
+    # approval), in the API's words where it has them (UnsupportedKeyType).
+    reason: str = "Denied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +76,20 @@ class RequestKind(Protocol[O_contra]):
         """What the state machine needs: addressed issuer, approval, finished."""
         ...
 
-    def parameters(self, obj: O_contra) -> tuple[str, IssuanceRequest]:
-        """The base64 PEM CSR and the issuance parameters; ``ValueError`` names a bad field."""
+    # How long a request of this kind waits for a missing or not-Ready issuer
+    # before it ends Failed; None: as long as it takes (a kind with a Pending
+    # state). A PodCertificateRequest's status cannot say Pending.
+    wait_limit: dt.timedelta | None
+
+    async def admit(self, obj: O_contra, issuer: CheckedIssuer) -> Denied | Failed | None:
+        """For a kind that nothing approves (PodCertificateRequest): whether the
+        issuer's policy allows the request, checked right before it is signed;
+        None: allowed. Kinds with an approval step return None."""
+        ...
+
+    def parameters(self, obj: O_contra, issuer: CheckedIssuer) -> tuple[str, IssuanceRequest]:
+        """The base64 PEM CSR and the issuance parameters; ``ValueError`` names a
+        bad field. ``issuer`` for a kind whose issuer decides the identity."""
         ...
 
     def csr(self, obj: O_contra) -> str:

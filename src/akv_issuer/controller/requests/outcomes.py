@@ -115,13 +115,17 @@ class Outcomes(Generic[RequestT]):
             log.info("changed while being written; deciding again")
             return Result.retry(delay)
         self._forget(key, view.uid)
-        reason = update.reason if isinstance(update, Failed) else "Denied"
+        reason = update.reason
+        self._metrics.finished.labels(self._kind.object_kind, type(update).__name__).inc()
         if view.issuer is not None:
             self._metrics.failed.labels(*view.issuer.labels, reason).inc()
         if isinstance(update, Failed):
             await self._events.record(
                 ObjectRef.of(obj), WARNING, CertificateRequestEvent.PERMANENT_ERROR, update.message
             )
+        elif reason != "Denied":
+            # The signer's own policy denied it (a kind with no approver): say why.
+            await self._events.record(ObjectRef.of(obj), WARNING, reason, update.message)
         log.info("ended %s: %s", type(update).__name__, update.message)
         self._audit_refusal(obj, view, reason, update.message)
         return DONE
@@ -167,6 +171,7 @@ class Outcomes(Generic[RequestT]):
             return Result.retry(delay)
         self._memory.signed.pop(view.uid, None)
         self._metrics.issued.labels(*result.issuer.labels).inc()
+        self._metrics.finished.labels(self._kind.object_kind, "Issued").inc()
         self._forget(key, view.uid)
         serial = f"{result.leaf.serial_number:x}"
         log.info("issued by %s (serial %s)", result.issuer, serial)

@@ -1,7 +1,7 @@
-"""From an approved request to a signed certificate, for both request kinds.
+"""From an approved request to a signed certificate, for every request kind.
 
-cert-manager CertificateRequests and Kubernetes CertificateSigningRequests
-differ in where their inputs live and how a result is written, not in how a
+cert-manager CertificateRequests, Kubernetes CertificateSigningRequests and
+PodCertificateRequests differ in where their inputs live and how a result is written, not in how a
 certificate is made. This module is the shared middle: it takes the CSR and
 the issuance parameters already read from the request, builds the
 certificate, has Key Vault sign it (holding one of the ``--concurrency`` sign
@@ -32,7 +32,7 @@ from akv_issuer.controller.core import (
 from akv_issuer.controller.core.pool import order_members, soonest_retry
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
-from akv_issuer.keyvault import ErrorKind, KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyVaultError
 from akv_issuer.pki import (
     AlgorithmError,
     CAError,
@@ -84,11 +84,15 @@ class RequestRefused:
 
 @dataclass(frozen=True, slots=True)
 class Transient:
-    """Key Vault throttled or could not be reached: try again later."""
+    """Key Vault throttled or could not be reached: try again later. ``deferred``:
+    nothing was asked of Key Vault -- the vault's throttling budget had this
+    issuer's calls waiting already (keyvault.budget): come back after
+    ``retry_after``, neither a failure nor worth a status write."""
 
     message: str
     retry_after: float | None
     throttled: bool = False  # Key Vault answered 429 (else unreachable, 5xx, timeout)
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +112,23 @@ Outcome = Signed | RequestRefused | Transient | IssuerFault
 # request's creation) that ``now`` falls in, so replicas and retries agree on
 # the validity; NotBefore is thus at most this much earlier than otherwise.
 PLAN_STEP = dt.timedelta(minutes=5)
+# A certificate whose NotBefore must be close to the time of signing
+# (IssuanceRequest.not_before_now: the PodCertificateRequest API takes it only
+# within 5 minutes of the API server's clock) is planned in 1-minute steps.
+NOW_PLAN_STEP = dt.timedelta(minutes=1)
 
 
 def plan_time(
-    created: dt.datetime | None, now: dt.datetime, ca_cert: x509.Certificate
+    created: dt.datetime | None,
+    now: dt.datetime,
+    ca_cert: x509.Certificate,
+    step: dt.timedelta = PLAN_STEP,
 ) -> dt.datetime:
     """The time a request's certificate is built for: the same on every replica
     within a step; ``now`` when the request's clock is ahead of ours."""
     if created is None or created > now:
         return now
-    at = created + ((now - created) // PLAN_STEP) * PLAN_STEP
+    at = created + ((now - created) // step) * step
     ca_not_before = ca_cert.not_valid_before_utc
     # Not before the CA (a CA rotated since the request was created).
     return max(at, ca_not_before) if ca_not_before <= now else now
@@ -134,12 +145,20 @@ def request_serial(
     request (uid, CSR, parameters), the issuer object's uid and generation
     (its profile), the CA certificate, the key version and algorithm, the
     validity's time. Two different certificates never share a serial."""
+    parameters: tuple[object, ...] = (
+        request.duration,
+        tuple(request.usages),
+        request.is_ca,
+        request.path_length,
+    )
+    if request.names:
+        # A signer-chosen identity (PodCertificateRequests); absent for the
+        # other kinds, whose serials stay as they were.
+        parameters += (tuple(str(name.value) for name in request.names),)
     return derived_serial_number(
         request_key.encode(),
         csr_pem,
-        repr(
-            (request.duration, tuple(request.usages), request.is_ca, request.path_length)
-        ).encode(),
+        repr(parameters).encode(),
         f"{checked.uid}/{checked.generation}".encode(),
         checked.ca.ca_der,
         checked.key_info.kid.encode(),
@@ -227,6 +246,7 @@ class RequestSigner:
                 wait or None,
             )
         last: Transient | None = None
+        deferred: Transient | None = None
         try:
             for ref in order:
                 probes.discard(ref)
@@ -243,6 +263,14 @@ class RequestSigner:
                     # The request's own fault: no other member would sign it.
                     health.release_probe(ref)
                     return outcome
+                if isinstance(outcome, Transient) and outcome.deferred:
+                    # The member's vault has enough of this issuer's calls waiting for
+                    # its throttling budget: no failure of the vault; the next member
+                    # may have budget, else the request comes back when the soonest has.
+                    health.release_probe(ref)
+                    if deferred is None or (outcome.retry_after or 0) < (deferred.retry_after or 0):
+                        deferred = outcome
+                    continue
                 if isinstance(outcome, Transient):
                     reason = str(
                         IssuerReason.THROTTLED
@@ -268,6 +296,8 @@ class RequestSigner:
         finally:
             for ref in probes:
                 health.release_probe(ref)
+        if deferred is not None:
+            return deferred
         assert last is not None
         return last
 
@@ -290,7 +320,8 @@ class RequestSigner:
                 csr = parse_csr(csr_pem)
                 at, serial = now, None
                 if request_key:
-                    at = plan_time(created, now, checked.ca_cert)
+                    step = NOW_PLAN_STEP if request.not_before_now else PLAN_STEP
+                    at = plan_time(created, now, checked.ca_cert, step)
                     serial = request_serial(request_key, csr_pem, request, checked, at)
                 plan = build_certificate(
                     csr, request, checked.ca_cert, checked.profile, at, serial_number=serial
@@ -324,6 +355,7 @@ class RequestSigner:
                 keyvault_failure_text(err),
                 err.retry_after,
                 throttled=err.kind is ErrorKind.THROTTLED,
+                deferred=err.code == BUDGET_SPENT,
             )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))

@@ -272,6 +272,21 @@ async def test_an_invalid_spec_waits_for_a_spec_change(
     assert t.events() == [("Warning", "InvalidSpec")]
 
 
+async def test_an_invalid_pod_certificates_section_names_the_field(
+    setup_issuers: Callable[[], Issuers],
+) -> None:
+    t = setup_issuers()
+    t.add(issuer_spec(podCertificates={"spiffeTrustDomain": "example.org", "maxLifetime": "2400h"}))
+    t.deliver()
+
+    await t.side.reconcile(VAULT, 0)
+
+    ready = t.ready()
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.podCertificates.maxLifetime: 2400h0m0s is outside")
+    assert t.host.vault.calls["get_key"] == 0
+
+
 # -- faults that signing reveals ---------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.issuers import IssuerReconciler
-from akv_issuer.keyvault import ErrorKind, KeyInfo, KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyInfo, KeyVaultError
 from support.controllerkit import (
     CLUSTER_NS,
     START,
@@ -316,6 +316,32 @@ async def test_a_throttled_member_is_set_aside_and_no_request_fails(
     assert member_a["message"].startswith("pool member 'a': Key Vault: Too many requests")
     warnings = [e for e in t.events() if e[1] == "PoolMemberUnavailable"]
     assert {e[2].split("'")[1] for e in warnings} == {"a", "b"}
+
+
+async def test_a_member_whose_budget_has_enough_waiting_is_skipped_not_set_aside(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    await t.host.start()
+    t.add()
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    # The gateway's budget refuses a's and b's signs at once (this issuer has enough
+    # waiting for those vaults): no failure of the vaults, c signs meanwhile.
+    spent = KeyVaultError(ErrorKind.THROTTLED, "budget spent", code=BUDGET_SPENT, retry_after=2.0)
+    for name in "ab":
+        t.members[name].signer.fail_next(spent, times=1000)
+
+    names = [f"queued-{n}" for n in range(6)]
+    for name in names:
+        t.kube.add(certificate_request(name, POOL))
+    await wait_until(lambda: all(t.issued(n) for n in names), what="all issued")
+    await settle()
+
+    assert t.members["c"].signer.calls == len(names)
+    assert t.members["a"].signer.calls + t.members["b"].signer.calls > 0  # they were asked
+    # Neither member was set aside: their breakers stay closed, their status Ready.
+    assert t.states() == {name: ("Ready", "Checked") for name in "abc"}
+    assert [e for e in t.events() if e[1] == "PoolMemberUnavailable"] == []
 
 
 async def test_an_answer_lost_after_signing_fails_over_and_one_certificate_is_written(

@@ -32,7 +32,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.requests import RequestFlow
-from akv_issuer.keyvault import ErrorKind, KeyVaultError
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyVaultError
 from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import (
     FakeHost,
@@ -491,6 +491,32 @@ async def test_throttling_waits_at_least_retry_after(
     assert result.failure
     assert result.after == 30.0
     assert t.signer_calls == 1
+
+
+@KINDS
+async def test_waiting_for_the_vaults_budget_is_no_failure_and_writes_nothing(
+    kind: Kind, setup_flow: Callable[[Kind], Flow]
+) -> None:
+    t = setup_flow(kind)
+    t.add("web")
+    t.deliver("web")
+    writes = len(kind.status_writes(t.kube))
+    # The gateway's budget refused the sign at once: this issuer has enough waiting.
+    t.ca.signer.fail_next(
+        KeyVaultError(ErrorKind.THROTTLED, "budget spent", code=BUDGET_SPENT, retry_after=2.5)
+    )
+
+    result = await t.reconcile("web")
+
+    assert not result.failure
+    assert result.after == 2.5
+    assert len(kind.status_writes(t.kube)) == writes
+    assert events(t.kube) == []
+    # Back at that time, it is signed as any other.
+    assert not (await t.reconcile("web")).failure
+    leaf = kind.leaf(t.get("web"))
+    assert leaf is not None
+    assert issued_by(leaf, t.ca.cert)
 
 
 # -- denied, refused, issuer faults ----------------------------------------------------

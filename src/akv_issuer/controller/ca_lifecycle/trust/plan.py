@@ -1,4 +1,6 @@
-"""Trust bundles: the CA certificates relying parties must trust, in a ConfigMap.
+"""Trust bundles: the CA certificates relying parties must trust -- the state
+machine every target shares (a ConfigMap for trust-manager, signer-linked
+ClusterTrustBundles).
 
 Why: a CA held in Key Vault rotates (new key version, new CA certificate), and
 the certificates the previous CA issued stay valid until they expire. A client
@@ -33,11 +35,16 @@ controller was down is still retired -- not forgotten -- at the next check.
 Certificates in the data that the annotation does not track are not ours and
 are dropped.
 
-The planning here (:func:`plan_bundle`) is pure;
-:class:`akv_issuer.controller.ca_lifecycle.trust_bundle_publisher.TrustBundlePublisher`
-does the two API calls (get, then server-side apply) and reports through
-events and metrics. A failed write never makes the issuer un-Ready: signing
-works without the bundle, and the reconciler retries with backoff.
+The planning here (:func:`plan_bundle`) is pure and knows no target. Each
+target keeps its own copy of the state (the annotation below) on the object
+it writes, and reads it back through :meth:`Published.read`:
+:class:`akv_issuer.controller.ca_lifecycle.trust.configmap.TrustBundlePublisher`
+(``spec.trustBundle``: a ConfigMap, optionally a Secret) and
+:class:`akv_issuer.controller.ca_lifecycle.trust.cluster_trust_bundle.ClusterTrustBundlePublisher`
+(``spec.clusterTrustBundles``: a signer-linked ClusterTrustBundle). Each does
+a get, then a server-side apply, and reports through events (and metrics,
+conditions). A failed write never makes the issuer un-Ready: signing works
+without the bundle, and the reconciler retries with backoff.
 """
 
 from __future__ import annotations
@@ -92,12 +99,11 @@ def trust_anchor(chain: CAChain) -> x509.Certificate:
     return chain.certificates[-1]
 
 
-def retention_window(spec: IssuerSpec) -> dt.timedelta | None:
-    """How long after retirement a previous CA may still have valid leaves;
-    None: until its certificate expires."""
-    if spec.trust_bundle is not None and spec.trust_bundle.overlap is not None:
-        return spec.trust_bundle.overlap
-    return spec.policy.max_duration
+def retention_window(spec: IssuerSpec, overlap: dt.timedelta | None) -> dt.timedelta | None:
+    """How long after retirement a previous CA may still have valid leaves:
+    the target's ``overlap``, else ``policy.maxDuration``; None: until its
+    certificate expires."""
+    return overlap if overlap is not None else spec.policy.max_duration
 
 
 @dataclass(frozen=True)
@@ -325,3 +331,15 @@ def owner_conflict(key: IssuerKey, existing: Mapping[str, Any] | None) -> str | 
 
 
 # --- I/O -------------------------------------------------------------------------
+
+
+def metadata_in_sync(existing: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether a target object already carries every label and annotation ``body``
+    sets (others may have added more: server-side apply leaves theirs alone)."""
+    meta = existing.get("metadata") or {}
+    want = body["metadata"]
+    return all(
+        (meta.get(field) or {}).get(k) == v
+        for field in ("labels", "annotations")
+        for k, v in (want.get(field) or {}).items()
+    )

@@ -1,7 +1,7 @@
 """Publishing an issuer's trust bundle: read the ConfigMap back, apply the plan.
 
 What goes into the bundle and for how long is decided, without I/O, in
-:mod:`akv_issuer.controller.ca_lifecycle.trust_bundle`; this module does the two API calls
+:mod:`akv_issuer.controller.ca_lifecycle.trust.plan`; this module does the two API calls
 per check (a GET, and a server-side apply only when the content changed) and
 reports through events and metrics. A failed write never makes the issuer
 un-Ready: signing works without the bundle, and the reconciler retries with
@@ -24,13 +24,14 @@ from lightkube.types import PatchType
 
 from akv_issuer.controller.api import TrustBundleSpec
 from akv_issuer.controller.api.objects import IssuerObject
-from akv_issuer.controller.ca_lifecycle.trust_bundle import (
+from akv_issuer.controller.ca_lifecycle.trust.plan import (
     ANNOTATION_STATE,
     EVENT_FAILED,
     EVENT_UPDATED,
     BundlePlan,
     Published,
     bundle_labels,
+    metadata_in_sync,
     owner_conflict,
     plan_bundle,
     retention_window,
@@ -114,7 +115,9 @@ class TrustBundlePublisher:
                 ((existing or {}).get("data") or {}).get(spec.key),
                 (meta.get("annotations") or {}).get(ANNOTATION_STATE),
             )
-            plan = plan_bundle(checked.ca, published, retention_window(checked.spec), now)
+            plan = plan_bundle(
+                checked.ca, published, retention_window(checked.spec, spec.overlap), now
+            )
             body = self._body("ConfigMap", key, spec, namespace, spec.config_map_name, plan)
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
             current = _in_sync(existing, body)
@@ -234,10 +237,6 @@ def _in_sync(existing: Mapping[str, Any] | None, body: Mapping[str, Any]) -> boo
     """Whether the existing ConfigMap already has everything ``body`` sets."""
     if existing is None:
         return False
-    meta = existing.get("metadata") or {}
-    want = body["metadata"]
-    return (
-        all((meta.get("labels") or {}).get(k) == v for k, v in want["labels"].items())
-        and all((meta.get("annotations") or {}).get(k) == v for k, v in want["annotations"].items())
-        and all((existing.get("data") or {}).get(k) == v for k, v in body["data"].items())
+    return metadata_in_sync(existing, body) and all(
+        (existing.get("data") or {}).get(k) == v for k, v in body["data"].items()
     )
