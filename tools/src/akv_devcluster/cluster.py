@@ -113,6 +113,12 @@ class DevCluster:
         return str(self._state["admin_token"])
 
     @property
+    def node_token(self) -> str | None:
+        """The kubelet's token (user system:node:<name>) when the cluster has a node."""
+        token = self._state.get("node_token")
+        return str(token) if token else None
+
+    @property
     def etcd_url(self) -> str:
         return str(self._state["etcd_url"])
 
@@ -278,11 +284,18 @@ class DevCluster:
             [
                 "--enable-aggregator-routing=true",
                 "--kubelet-preferred-address-types=InternalIP",
+                # The kubelet is a node as on any cluster (system:node:<name>
+                # in system:nodes): the Node authorizer limits it to its own
+                # Pods' objects, NodeRestriction checks what it writes (its
+                # PodCertificateRequests name its node, a Pod on it, the Pod's
+                # ServiceAccount and a signer the Pod mounts).
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
             ]
             if network
             # Without a node nothing reaches the `kubernetes` Service, and
             # from 1.37 the endpoint reconciler refuses a loopback address.
-            else ["--endpoint-reconciler-type=none"]
+            else ["--endpoint-reconciler-type=none", "--authorization-mode=RBAC"]
         )
         _sweep_orphaned_etcd_data()
         etcd_data = Path(tempfile.mkdtemp(prefix=_ETCD_DATA_PREFIX, dir=_tmpfs_root()))
@@ -314,9 +327,13 @@ class DevCluster:
 
         pki = create_pki(directory / "pki", (network.host_ip,) if network else ())
         tokens = directory / "tokens.csv"
-        write_private(
-            tokens, f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'.encode()
-        )
+        lines = f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+        if network:
+            from akv_devcluster.node import NODE_USER
+
+            self._state["node_token"] = secrets.token_urlsafe(32)
+            lines += f'{self._state["node_token"]},{NODE_USER},{NODE_USER},"system:nodes"\n'
+        write_private(tokens, lines.encode())
         port = free_port()
         server_url = f"https://{address}:{port}"
         self._state["server_url"] = server_url
@@ -335,7 +352,6 @@ class DevCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_public_key_file}",
                 f"--service-account-signing-key-file={pki.sa_signing_key_file}",
-                "--authorization-mode=RBAC",
                 f"--token-auth-file={tokens}",
                 f"--authentication-config={_write_authentication_config(directory)}",
                 "--allow-privileged=true",

@@ -55,12 +55,15 @@ from typing import TYPE_CHECKING, Any
 
 from akv_devcluster import binaries as bins
 from akv_devcluster.images import PAUSE_IMAGE, ImageError, pause_image_archive
+from akv_devcluster.kubeconfig import write_kubeconfig
 from akv_devcluster.process import ProcessSpec, tail
 
 if TYPE_CHECKING:
     from akv_devcluster.cluster import DevCluster
 
 NODE_NAME = "akv-devcluster-node"
+# The kubelet's user (group system:nodes), a token in the API server's token file.
+NODE_USER = f"system:node:{NODE_NAME}"
 CLAIMS_DIR = Path("/run/akv-devcluster")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CNI_BIN_DIR = Path("/usr/lib/cni")
@@ -588,7 +591,10 @@ def start_node(
                 "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--secure-port=0",
-                "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
+                # 1.37 no longer knows the cloud controllers (service-lb,
+                # cloud-node-lifecycle: cloud-controller-manager's now) and
+                # refuses to start when they are named.
+                "--controllers=*,-nodeipam",
                 "--v=1",
             ],
         ),
@@ -633,6 +639,15 @@ def start_node(
         raise NodeError(str(exc)) from exc
     import_archive(pid, pause)
     kubelet_config = _kubelet_config(node_dir, net)
+    if cluster.node_token is None:
+        raise NodeError("the API server was started without the node's token")
+    kubelet_kubeconfig = write_kubeconfig(
+        node_dir / "kubelet" / "kubeconfig",
+        server_url=cluster.server_url,
+        ca_pem=cluster.ca_file.read_bytes(),
+        user=NODE_USER,
+        token=cluster.node_token,
+    )
     cluster.start_process(
         ProcessSpec(
             "kubelet",
@@ -641,7 +656,7 @@ def start_node(
                 [
                     str(found["kubelet"]),
                     f"--config={kubelet_config}",
-                    f"--kubeconfig={kubeconfig}",
+                    f"--kubeconfig={kubelet_kubeconfig}",
                     # The default root dir /var/lib/kubelet is on the node's
                     # private tmpfs: short socket paths (a deep --dir would
                     # pass the 108-byte limit) and gone with the namespace.
