@@ -93,15 +93,21 @@ REFRESH_LIMIT = 22 * 60.0
 # The Pods' program: serve mutual TLS and call the peer, both checking the
 # other's identity; one JSON line per attempt. Only the standard library.
 MTLS_SCRIPT = r"""
-import hashlib, json, os, socket, ssl, threading, time
+import hashlib, json, os, socket, ssl, sys, threading, time
 
 ME, PEER = os.environ["ME"], os.environ["PEER_ADDR"]
 PEER_DNS, PEER_ID = os.environ["PEER_DNS"], os.environ["PEER_SPIFFE"]
 IDENTITY, TRUST = os.environ["IDENTITY_DIR"], os.environ["TRUST_DIR"]
+LOG = threading.Lock()
 
 
 def log(**fields):
-    print(json.dumps({"at": time.time(), **fields}), flush=True)
+    # Server and client threads both log: one write per record, under a lock,
+    # or print's text and newline interleave into two records on one line.
+    line = json.dumps({"at": time.time(), **fields}) + "\n"
+    with LOG:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def fingerprint(der):
@@ -218,8 +224,16 @@ class Setup:
         return self.exec(pod, "python3", "-c", f"print(open({path!r}).read(), end='')")
 
     def log(self, pod: str) -> list[dict[str, Any]]:
-        lines = self.kube.log(pod, namespace=self.app_namespace)
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        """The Pod's JSON records (the container runtime may still join two
+        records written at once onto one line: each is read whole)."""
+        records: list[dict[str, Any]] = []
+        decoder = json.JSONDecoder()
+        for line in self.kube.log(pod, namespace=self.app_namespace):
+            text, at = line.strip(), 0
+            while text.startswith("{", at):
+                record, at = decoder.raw_decode(text, at)
+                records.append(record)
+        return records
 
 
 def _ca_args(emulator: EmulatorProcess, key_name: str) -> list[str]:
