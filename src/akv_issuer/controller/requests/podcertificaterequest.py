@@ -59,6 +59,7 @@ from akv_issuer.controller.api import (
     find_condition,
     format_time,
 )
+from akv_issuer.controller.api.label_selector import describe_selector, selector_matches
 from akv_issuer.controller.api.objects import (
     ConditionFields,
     HasMetadata,
@@ -282,14 +283,6 @@ def begin_refresh_at(
     return at.replace(microsecond=0)
 
 
-def _labels_match(labels: Mapping[str, Any], wanted: tuple[tuple[str, str], ...]) -> bool:
-    return all(labels.get(key) == value for key, value in wanted)
-
-
-def _describe_labels(wanted: tuple[tuple[str, str], ...]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in wanted) or "(empty: every namespace)"
-
-
 class PodCertificateRequests:
     """The request kind of Kubernetes PodCertificateRequests (``certificates.k8s.io/v1``)."""
 
@@ -327,8 +320,9 @@ class PodCertificateRequests:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         namespace = str(meta.get("namespace") or "")
-        if policy.namespace_labels:  # None or {}: every namespace, nothing to read
-            refused = await self._namespace_refused(namespace, key, policy.namespace_labels)
+        # None or an empty selector: every namespace, nothing to read.
+        if policy.namespace_labels or policy.namespace_expressions:
+            refused = await self._namespace_refused(namespace, key, policy)
             if refused is not None:
                 return refused
         account = str(spec.get("serviceAccountName") or "")
@@ -372,7 +366,7 @@ class PodCertificateRequests:
         return None
 
     async def _namespace_refused(
-        self, namespace: str, key: IssuerKey, wanted: tuple[tuple[str, str], ...]
+        self, namespace: str, key: IssuerKey, policy: PodCertificatesSpec
     ) -> Denied | None:
         try:
             found = await self._api.get(NAMESPACES, namespace)
@@ -382,11 +376,12 @@ class PodCertificateRequests:
             labels: Mapping[str, Any] = {}
         else:
             labels = (found.get("metadata") or {}).get("labels") or {}
-        if _labels_match(labels, wanted):
+        match_labels = policy.namespace_labels or ()
+        if selector_matches(labels, match_labels, policy.namespace_expressions):
             return None
         return Denied(
             f"namespace {namespace} does not match {key}'s podCertificates.namespaceSelector "
-            f"(matchLabels {_describe_labels(wanted)})",
+            f"({describe_selector(match_labels, policy.namespace_expressions)})",
             REASON_NAMESPACE_NOT_ALLOWED,
         )
 

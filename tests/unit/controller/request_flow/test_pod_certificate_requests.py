@@ -510,6 +510,45 @@ async def test_a_namespace_the_selector_does_not_match_is_denied(
     assert t.terminal(await t.decided("again"))[0] == "Issued"
 
 
+async def test_a_namespace_failing_a_match_expression_is_denied(
+    setup_pods: Callable[..., Pods],
+) -> None:
+    """matchLabels and matchExpressions are ANDed: the namespace carries the
+    label, but a NotIn requirement refuses its tier until the tier changes."""
+    selector = {
+        "matchLabels": {"pods.example.com/tls": "on"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["sandbox"]},
+            {"key": "pods.example.com/blocked", "operator": "DoesNotExist"},
+        ],
+    }
+    t = setup_pods({**POLICY, "namespaceSelector": selector})
+
+    def labels(values: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+        def set_labels(ns: dict[str, Any]) -> None:
+            ns["metadata"]["labels"] = values
+
+        return set_labels
+
+    t.kube.modify("namespaces", NS, None, labels({"pods.example.com/tls": "on", "tier": "sandbox"}))
+    t.add("web")
+    obj = await t.decided("web")
+    assert t.terminal(obj) == (
+        "Denied",
+        "NamespaceNotAllowed",
+        "namespace apps does not match ClusterIssuer vault's podCertificates.namespaceSelector "
+        "(matchLabels pods.example.com/tls=on; matchExpressions tier notin (sandbox), "
+        "!pods.example.com/blocked)",
+    )
+    assert api_rules(obj, t.clock.now()) == []
+    assert t.signs == 0
+
+    t.kube.modify("namespaces", NS, None, labels({"pods.example.com/tls": "on", "tier": "prod"}))
+    t.add("again")
+    assert t.terminal(await t.decided("again"))[0] == "Issued"
+    assert t.signs == 1
+
+
 async def test_a_service_account_not_listed_is_denied(setup_pods: Callable[..., Pods]) -> None:
     t = setup_pods({**POLICY, "serviceAccounts": ["frontend"]})
     t.add("web", service_account="backend")
