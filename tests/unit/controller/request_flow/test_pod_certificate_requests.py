@@ -27,7 +27,8 @@ from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, GROUP, ISSUER_KIND, C
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.requests import RequestFlow
-from akv_issuer.controller.requests.podcertificaterequest import WAIT_LIMIT, begin_refresh_at
+from akv_issuer.controller.requests.pod_identity import begin_refresh_at
+from akv_issuer.controller.requests.podcertificaterequest import WAIT_LIMIT
 from akv_issuer.keyvault import ErrorKind, KeyVaultError
 from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import (
