@@ -6,30 +6,18 @@ controller ever sees it."""
 
 from __future__ import annotations
 
-import copy
-import uuid
 from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.generic_resource import create_global_resource
 
-from support.api_schema import SAMPLES, load_one
+from support.crd_samples import ClusterIssuer, create_cluster_issuer, fresh_sample
 
-ClusterIssuer = create_global_resource(
-    "azure-keyvault-issuer.gonicus.de", "v1alpha1", "ClusterIssuer", "clusterissuers"
-)
 SELECTOR = "spec.podCertificates.namespaceSelector.matchExpressions[0]"
 
 
 def _sample() -> dict[str, Any]:
-    manifest = copy.deepcopy(load_one(SAMPLES / "clusterissuer-pod-certificates.yaml"))
-    manifest["metadata"]["name"] = f"pods-{uuid.uuid4().hex[:8]}"
-    return manifest
-
-
-async def _create(client: AsyncClient, manifest: dict[str, Any]) -> Any:
-    return await client.create(ClusterIssuer.from_dict(manifest))  # type: ignore[attr-defined]
+    return fresh_sample("clusterissuer-pod-certificates.yaml", "pods")
 
 
 async def test_the_sample_selector_with_match_expressions_is_accepted(
@@ -41,7 +29,7 @@ async def test_the_sample_selector_with_match_expressions_is_accepted(
         {"key": "example.com/blocked", "operator": "DoesNotExist"},
         {"key": "tier", "operator": "In", "values": ["prod", "staging"]},
     ]
-    created = await _create(kube_client, manifest)
+    created = await create_cluster_issuer(kube_client, manifest)
     assert created["spec"]["podCertificates"]["namespaceSelector"]["matchExpressions"] == (
         expressions
     )
@@ -67,7 +55,7 @@ async def test_a_wrong_requirement_is_refused_by_the_api_server(
     manifest = _sample()
     manifest["spec"]["podCertificates"]["namespaceSelector"]["matchExpressions"] = [requirement]
     with pytest.raises(ApiError) as caught:
-        await _create(kube_client, manifest)
+        await create_cluster_issuer(kube_client, manifest)
     assert caught.value.status.code == 422
     message = str(caught.value.status.message)
     assert SELECTOR in message
