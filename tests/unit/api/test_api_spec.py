@@ -403,9 +403,9 @@ def test_cluster_trust_bundles_labels_and_overlap_parse() -> None:
             "the controller's own labels",
         ),
         ({"labels": {f"k{i}": "v" for i in range(21)}}, "clusterTrustBundles.labels", "at most 20"),
-        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be a object"),
+        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be an object"),
         ({"overlap": "90d"}, "clusterTrustBundles.overlap", "Go duration"),
-        ("yes", "clusterTrustBundles", "must be a object"),
+        ("yes", "clusterTrustBundles", "must be an object"),
     ],
 )
 def test_cluster_trust_bundles_refusals_name_the_field(section: Any, field: str, text: str) -> None:

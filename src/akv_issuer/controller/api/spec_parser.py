@@ -119,7 +119,8 @@ class _SpecReader:
         expected = _PY_TYPES[type_]
         # bool is an int in Python; the schema keeps them apart.
         if not isinstance(value, expected) or (type_ == "integer" and isinstance(value, bool)):
-            raise SpecError(path, f"must be a {type_}, got {_json_type(value)}")
+            article = "an" if type_[0] in "aeiou" else "a"
+            raise SpecError(path, f"must be {article} {type_}, got {_json_type(value)}")
         if definition.minimum is not None and isinstance(value, int) and value < definition.minimum:
             raise SpecError(path, f"must be >= {definition.minimum}, got {value}")
         if not isinstance(value, str):
