@@ -260,6 +260,8 @@ class Budgeted(Setup):
             clock=self.clock,
             sleep=self.clock.sleep,
         )
+        # Key reads are charged where the keyvault layer sends them (as KeyVaultAccess).
+        self.vault.charge_to(self.budgets)
         self.kv = KeyVaultGateway(
             self.vault, self.metrics, concurrency=concurrency, budgets=self.budgets
         )
