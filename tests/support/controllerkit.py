@@ -148,6 +148,7 @@ class FakeVault:
         self.secrets: dict[str, list[str]] = {}  # values by secret name, oldest first
         self.signers: dict[str, FakeSigner] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        self.invalidated: list[str] = []
         self._faults: dict[str, collections.deque[BaseException]] = collections.defaultdict(
             collections.deque
         )
@@ -214,6 +215,10 @@ class FakeVault:
 
     def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
         return self.signers[key.kid]
+
+    def invalidate(self, key: KeyInfo) -> None:
+        """Nothing is cached here; the key IDs whose cache was dropped are recorded."""
+        self.invalidated.append(key.kid)
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
         self._call("rotate_key")

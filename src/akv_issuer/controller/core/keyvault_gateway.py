@@ -80,6 +80,8 @@ class KeyVault(VaultAccess, Protocol):
         self, vault_url: str, name: str, version: str, auth: AuthConfig
     ) -> KeyAttestation: ...
 
+    def invalidate(self, key: KeyInfo) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -175,6 +177,11 @@ class KeyVaultGateway:
         return result
 
     # -- keys, secrets, certificates --------------------------------------------
+
+    def forget_key(self, key: KeyInfo) -> None:
+        """Drop what the keyvault layer caches about ``key``: its next read asks the
+        vault (a CA pool member's probe by the issuer check must reach the vault)."""
+        self._kv.invalidate(key)
 
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
