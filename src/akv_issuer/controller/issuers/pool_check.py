@@ -250,7 +250,7 @@ async def _check_one(
         else:
             breaker = health.breaker(ref)
             result.failure = CheckFailed(
-                IssuerReason(breaker.reason or IssuerReason.KEY_VAULT_UNREACHABLE),
+                _reason(breaker.reason),
                 breaker.message.removeprefix(f"pool member {name!r}: ") or "its vault failed",
                 retry_after=max(0.0, breaker.open_until - monotonic) or None,
             )
@@ -273,7 +273,10 @@ async def _check_one(
                 message=_prefixed(name, failure),
             )
         elif probe:
-            health.release_probe(ref)
+            # The member is wrong, not its vault (which may well have answered): its
+            # state is Invalid now, and a breaker left half-open would be probed again
+            # at every check.
+            health.succeeded(ref)
         memory.pop(name, None)
         return result
     except BaseException:
@@ -285,6 +288,14 @@ async def _check_one(
         # The check was the member's probe: its vault answers again.
         health.succeeded(ref)
     return result
+
+
+def _reason(text: str) -> IssuerReason:
+    """The issuer reason a breaker was opened with (unreachable when it names none)."""
+    try:
+        return IssuerReason(text)
+    except ValueError:
+        return IssuerReason.KEY_VAULT_UNREACHABLE
 
 
 def _ready_flags(members: Sequence[PoolMember], states: Sequence[MemberState]) -> list[bool]:

@@ -757,6 +757,7 @@ class DownVault:
     def __init__(self, t: Pool, name: str) -> None:
         self.down = True
         self.reads = 0
+        self.error = KeyVaultError(ErrorKind.TRANSIENT, "connection refused", operation="get_key")
         key_name = t.members[name].key_info.name
         original = t.host.vault.get_key
 
@@ -764,9 +765,7 @@ class DownVault:
             if name == key_name:
                 self.reads += 1
                 if self.down:
-                    raise KeyVaultError(
-                        ErrorKind.TRANSIENT, "connection refused", operation="get_key"
-                    )
+                    raise self.error
             return await original(vault_url, name, version, auth)
 
         t.host.vault.get_key = get_key  # type: ignore[method-assign]
@@ -899,3 +898,26 @@ async def test_a_member_set_aside_by_signing_is_probed_by_the_check_and_comes_ba
     assert t.states()["a"] == ("Ready", "Checked")
     assert t.members["a"].signer.calls == 1
     assert ("Normal", "PoolMemberReady") in [(e[0], e[1]) for e in t.events()]
+
+
+async def test_a_probe_that_finds_the_member_wrong_leaves_it_invalid_not_probed_again(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool(signing=False)
+    b = DownVault(t, "b")
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s", onInvalidMember="Exclude"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    await settle()
+    assert t.states()["b"] == ("Unavailable", "KeyVaultUnreachable")
+
+    # The vault is back, but b's key was deleted meanwhile: the probe finds it missing.
+    b.error = KeyVaultError(
+        ErrorKind.NOT_FOUND, "A key with (name/id) ca-b was not found", status=404
+    )
+    await t.clock.advance(31)
+    result = await t.side.reconcile(POOL, 0)
+    assert t.states()["b"] == ("Invalid", "KeyNotFound")
+    assert t.ready()["status"] == "True"
+    # Not requeued to probe b again at once: the next check is the periodic one.
+    assert result.after == t.host.config.issuer_recheck_interval.total_seconds()
