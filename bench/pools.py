@@ -216,7 +216,7 @@ def windows(ready: Sequence[float], started: float) -> dict[str, Any]:
     full = int((last - started) // WINDOW_S)  # windows before the one holding the last Ready
     counts = Counter(int((t - started) // WINDOW_S) for t in ready)
     per_window = [counts.get(i, 0) for i in range(full + 1)]
-    sustained = sum(per_window[:full]) / (full * WINDOW_S) if full else None
+    sustained = round(sum(per_window[:full]) / (full * WINDOW_S), 2) if full else None
     return {"per_window": per_window, "sustained_per_s": sustained}
 
 
