@@ -35,13 +35,15 @@ The outage's figures, each measured, not inferred:
   member the signatures before and after the kill;
 - ``set_aside_s``: seconds from the kill to the controller's log line that set the
   member aside (its breaker opened: no request is sent to it until ``retryAfter``);
-- ``carry_s`` ("time until the others carry the load"): seconds from the kill to the
-  start of the first ``window_s``-second window (sliding in 50 ms steps, starting at
-  or after the kill) in which the pool issued at least 3/4 of what it issued in the
-  ``window_s`` seconds before the kill (3 of 4 members left). The kill falls in the
-  first vault window, while the survivors still have budget for more than
-  ``window_s`` seconds at that rate, so the vault limits do not enter this figure:
-  only the failover does;
+- ``carry_s`` ("time until the others carry the load"), from the emulator's sign log
+  (when each vault carried out each signature): seconds from the kill to the start of
+  the first ``window_s``-second window (sliding in 50 ms steps, starting at or after
+  the kill) in which the surviving members signed at least 3/4 of their capacity
+  (3 vaults x ``limit`` per 10 s). Sign times, not Ready times: certificates signed
+  before the kill and written after it would hide a stall. Beside it, from the same
+  log: ``first_survivor_sign_s``, ``sign_rate_before_per_s`` (every member, the
+  ``window_s`` seconds before the kill) and ``survivors_rate_until_set_aside_per_s``
+  (from the kill until the member was set aside);
 - ``max_gap_after_s`` / ``max_gap_before_s``: the longest time without a Ready
   certificate from the kill to the end (the kill itself counts as a start) and in as
   many seconds before it.
@@ -109,7 +111,7 @@ class Config:
     n: int = 300  # requests in each burst
     limit: int = 40  # HSM RSA-4096 transactions per 10 s per vault
     kill_after: int = 30  # certificates Ready when member a's vault is taken down
-    window_s: float = 2.0  # the sliding window of carry_s
+    window_s: float = 2.0  # the sliding window of carry_s and the rate before the kill
     concurrency: int = 8
     wait_s: float = 600.0
     cases: list[str] = field(default_factory=lambda: list(CASES))
@@ -224,24 +226,45 @@ def count_in(times: Sequence[float], start: float, end: float) -> int:
     return sum(1 for t in times if start <= t < end)
 
 
-def carry_seconds(ready: Sequence[float], kill: float, window_s: float) -> dict[str, Any]:
-    """``carry_s`` and the gaps (see the module)."""
-    before = count_in(ready, kill - window_s, kill) / window_s
-    need = 0.75 * before * window_s
-    end = max(ready, default=kill)
+def carry_seconds(
+    signs: Sequence[float],
+    survivors: Sequence[float],
+    kill: float,
+    aside: float | None,
+    window_s: float,
+    capacity_per_s: float,
+) -> dict[str, Any]:
+    """``carry_s`` and the sign rates around the kill (see the module) from the vaults'
+    sign times (every member's, the survivors'; the emulator's sign log, wall clock)."""
+    need = 0.75 * capacity_per_s * window_s
+    after = sorted(t for t in survivors if t >= kill)
     carry = None
     step = 0
-    while kill + step * 0.05 <= end:
+    while after and kill + step * 0.05 <= after[-1]:
         start = kill + step * 0.05
-        if count_in(ready, start, start + window_s) >= need:
+        if count_in(after, start, start + window_s) >= need:
             carry = step * 0.05
             break
         step += 1
+    until_aside = None
+    if aside is not None and aside > kill:
+        until_aside = count_in(after, kill, aside) / (aside - kill)
+    return {
+        "survivors_capacity_per_s": capacity_per_s,
+        "carry_s": carry,
+        "first_survivor_sign_s": after[0] - kill if after else None,
+        "sign_rate_before_per_s": count_in(signs, kill - window_s, kill) / window_s,
+        "survivors_rate_until_set_aside_per_s": until_aside,
+    }
+
+
+def ready_gaps(ready: Sequence[float], kill: float) -> dict[str, Any]:
+    """The longest time without a Ready certificate from the kill on, and in as long
+    before it (monotonic Ready times)."""
+    end = max(ready, default=kill)
     after = sorted([kill, *(t for t in ready if t >= kill)])
     earlier = sorted(t for t in ready if kill - (end - kill) <= t < kill)
     return {
-        "rate_before_per_s": before,
-        "carry_s": carry,
         "max_gap_after_s": max((b - a for a, b in itertools.pairwise(after)), default=None),
         "max_gap_before_s": max((b - a for a, b in itertools.pairwise(earlier)), default=None),
     }
@@ -389,15 +412,15 @@ async def run_case(
         }
         log = env.emulator.admin.sign_log()
         member_of_key = {key: m for m, key in pool.keys.items()}
-        signs = Counter(member_of_key.get(r["key"].split("/")[0], "other") for r in log)
+
+        def member_of(record: dict[str, Any]) -> str:
+            return member_of_key.get(str(record["key"]).split("/")[0], "other")
+
+        signs = Counter(member_of(r) for r in log)
         result["signs"] = dict(sorted(signs.items()))
         if killed:
             kill_wall, done_wall = killed["wall"], killed["done_wall"]
-            after = Counter(
-                member_of_key.get(r["key"].split("/")[0], "other")
-                for r in log
-                if r["at"] > done_wall
-            )
+            after = Counter(member_of(r) for r in log if r["at"] > done_wall)
             aside = set_aside_at(controller, "a")
             result["outage"] = {
                 "killed": "a",
@@ -406,15 +429,22 @@ async def run_case(
                 "signs_after_kill": dict(sorted(after.items())),
                 "killed_signs_after_kill": after.get("a", 0),
                 "killed_signs_during_kill_call": sum(
-                    1
-                    for r in log
-                    if kill_wall <= r["at"] <= done_wall
-                    and member_of_key.get(r["key"].split("/")[0]) == "a"
+                    1 for r in log if kill_wall <= r["at"] <= done_wall and member_of(r) == "a"
                 ),
                 "set_aside_s": round(aside - kill_wall, 3) if aside is not None else None,
                 **{
                     k: round(v, 3) if isinstance(v, float) else v
-                    for k, v in carry_seconds(ready, killed["mono"], cfg.window_s).items()
+                    for k, v in {
+                        **carry_seconds(
+                            [r["at"] for r in log],
+                            [r["at"] for r in log if member_of(r) not in ("a", "other")],
+                            kill_wall,
+                            aside,
+                            cfg.window_s,
+                            (len(MEMBERS) - 1) * cfg.limit / WINDOW_S,
+                        ),
+                        **ready_gaps(ready, killed["mono"]),
+                    }.items()
                 },
             }
         return result
