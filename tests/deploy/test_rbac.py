@@ -225,6 +225,7 @@ SWITCHES: list[tuple[str, Doc]] = [
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("no leader election", {"leaderElection": {"enabled": False}}),
     ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
     ("pod certificates", {"controller": {"podCertificates": True}}),
     (
