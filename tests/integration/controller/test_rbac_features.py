@@ -286,7 +286,8 @@ async def _client_secret_outside_the_granted_namespaces(env: Env, team: str) -> 
         f"Secret {team}/team-sp: the controller may not get secrets in namespace {team} "
         f"(forbidden); grant it with the Helm value rbac.secretNamespaces (add {team}) or "
         f"rbac.clusterWideSecrets=true (kustomize: a RoleBinding of secret-reader-role in "
-        f"{team}, or the component cluster-wide-secrets); rechecked every 120s"
+        f"{team}, or the component cluster-wide-secrets); rechecked no sooner than every 120s "
+        "(a controller restart rechecks at once)"
     )
     await _wait_warning_reason(env, "team-sp-ca", team, "AuthSecretForbidden", ready["message"])
     # One check, then nothing for minutes: no retry storm against the API server.

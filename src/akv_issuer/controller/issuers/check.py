@@ -194,7 +194,8 @@ class IssuerChecker:
         missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
         return CheckFailed(
             reason,
-            f"{where}: {missing}; rechecked every {ADMIN_FIX_RECHECK:.0f}s",
+            f"{where}: {missing}; rechecked no sooner than every {ADMIN_FIX_RECHECK:.0f}s "
+            "(a controller restart rechecks at once)",
             retry_after=ADMIN_FIX_RECHECK,
         )
 

@@ -127,7 +127,8 @@ async def test_a_secret_the_controller_may_not_read_names_the_grant_and_waits_fo
         f"{CLUSTER_NS} (forbidden); grant it with the Helm value "
         "rbac.clusterResourceNamespaceSecrets=true (kustomize: the secret-reader RoleBinding "
         "of config/rbac, which the component no-cluster-resource-namespace-secrets removes); "
-        "rechecked every 120s"
+        "rechecked no sooner than every 120s "
+        "(a controller restart rechecks at once)"
     )
     assert result.failure
     assert result.after is not None
