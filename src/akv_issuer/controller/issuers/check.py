@@ -89,6 +89,12 @@ class IssuerChecker:
         # controller's own identity (auth unset, auth.workloadIdentity)?
         self._issuer_ambient = issuer_ambient_credentials
         self._sa_tokens = service_account_tokens
+        # spec.pool: per issuer, what each member's last passed check found (pool_check).
+        self._pool_members: dict[IssuerKey, dict[str, tuple[IssuerSpec, KeyChecked]]] = {}
+
+    def forget(self, key: IssuerKey) -> None:
+        """The issuer is gone: drop what its pool members' checks found."""
+        self._pool_members.pop(key, None)
 
     async def check(self, key: IssuerKey, obj: IssuerObject, now: dt.datetime) -> CheckedIssuer:
         meta = obj.get("metadata") or {}
@@ -110,7 +116,10 @@ class IssuerChecker:
                 check_member=self.check_key,
                 health=self._kv.pool_health,
                 monotonic=self._kv.monotonic(),
+                remembered=self._pool_members.setdefault(key, {}),
+                forget_key=self._kv.forget_key,
             )
+        self._pool_members.pop(key, None)
 
         found = await self.check_key(key, spec, auth, now)
         ca = found.ca
