@@ -35,6 +35,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
+    ADMIN_FIX_RECHECK,
     CheckedIssuer,
     CheckFailed,
     IssuerHooks,
@@ -182,8 +183,9 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
-                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
+                raise self._secret_forbidden(
+                    IssuerReason.CA_SECRET_FORBIDDEN, where, namespace
+                ) from None
             raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
@@ -192,6 +194,19 @@ class IssuerChecker:
                 IssuerReason.CA_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {source.key!r}"
             )
         return value
+
+    def _secret_forbidden(self, reason: IssuerReason, where: str, namespace: str) -> CheckFailed:
+        """The API server refused to let the controller read a Secret (403): only an
+        administrator's grant helps, so the message names it and the issuer is
+        rechecked slowly (as for Key Vault's refusals), never in a tight loop. The
+        controller does not watch Secrets, so the grant is seen at that recheck."""
+        missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+        return CheckFailed(
+            reason,
+            f"{where}: {missing}; rechecked no sooner than every {ADMIN_FIX_RECHECK:.0f}s "
+            "(a controller restart rechecks at once)",
+            retry_after=ADMIN_FIX_RECHECK,
+        )
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
@@ -280,9 +295,8 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
-                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
-                raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
+                raise self._secret_forbidden(
+                    IssuerReason.AUTH_SECRET_FORBIDDEN, where, namespace
                 ) from None
             raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)
