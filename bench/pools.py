@@ -46,7 +46,9 @@ The outage's figures, each measured, not inferred:
   (from the kill until the member was set aside);
 - ``max_gap_after_s`` / ``max_gap_before_s``: the longest time without a Ready
   certificate from the kill to the end (the kill itself counts as a start) and in as
-  many seconds before it.
+  many seconds before it. Every case has ``max_gap_s``, the longest time without a
+  Ready certificate in the whole burst: a pool without a kill also pauses when its
+  vaults' windows are spent.
 
 Every issued certificate is verified with ``openssl verify -x509_strict`` against the
 pool's root with the chain its request's ``status.certificate`` carries, whose
@@ -406,6 +408,7 @@ async def run_case(
             "seconds": round(seconds, 2),
             "throughput_per_s": round(len(ready) / seconds, 2) if seconds > 0 else None,
             **windows(ready, started),
+            "max_gap_s": round(max((b - a for a, b in itertools.pairwise(ready)), default=0.0), 3),
             "vault_429": throttled(env),
             "latency": latency_summary(watch.latencies()),
             **checked,

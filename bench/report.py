@@ -406,7 +406,7 @@ def pools_table(cases: list[dict[str, Any]]) -> str:
     rows = [
         "| case | members | issued | failed | seconds | certs/s (burst) | certs/s (sustained) "
         "| 429s | signed by | member killed: set aside after | others carry the load after "
-        "| longest pause without a certificate, after the kill (before) "
+        "| longest pause without a certificate "
         "| killed member's signs after the kill |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: "
         "| ---: |",
@@ -423,7 +423,7 @@ def pools_table(cases: list[dict[str, Any]]) -> str:
             f"{case['failed']} | {fmt(case['seconds'], 1)} | {fmt(case['throughput_per_s'], 1)} | "
             f"{fmt(case['sustained_per_s'], 1)} | {case['vault_429']} | {signed} | "
             f"{seconds('set_aside_s')} | {seconds('carry_s')} | "
-            f"{seconds('max_gap_after_s')} ({seconds('max_gap_before_s')}) | "
+            f"{fmt(case.get('max_gap_s'), 2)} s | "
             f"{outage.get('killed_signs_after_kill', '-') if outage else '-'} |"
         )
     return "\n".join(rows)
