@@ -5,7 +5,7 @@ PodCertificateRequests differ in where their inputs live and how a result is wri
 certificate is made. This module is the shared middle: it takes the CSR and
 the issuance parameters already read from the request, builds the
 certificate, has Key Vault sign it (holding one of the ``--concurrency`` sign
-slots only for that remote call) and says how it went, as one of four
+slots only for each request sent) and says how it went, as one of four
 outcomes the callers map onto their own status fields.
 """
 
