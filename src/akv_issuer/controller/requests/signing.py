@@ -315,6 +315,7 @@ class RequestSigner:
                     vault_retry_after=vault_retry,
                     reason=reason,
                     message=text,
+                    throttled=reason == IssuerReason.THROTTLED,
                 ):
                     log.warning("%s: set aside, requests go to the other members", text)
                     self._member_changed(checked.key)

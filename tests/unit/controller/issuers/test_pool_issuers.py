@@ -230,9 +230,13 @@ async def setup_pool(
         await other.close()
 
 
-def throttled() -> KeyVaultError:
+def throttled(retry_after: float | None = None) -> KeyVaultError:
     return KeyVaultError(
-        ErrorKind.THROTTLED, "Too many requests", status=429, code="Throttled", retry_after=None
+        ErrorKind.THROTTLED,
+        "Too many requests",
+        status=429,
+        code="Throttled",
+        retry_after=retry_after,
     )
 
 
@@ -1037,3 +1041,32 @@ async def test_a_probe_that_finds_the_member_wrong_leaves_it_invalid_not_probed_
     assert t.ready()["status"] == "True"
     # Not requeued to probe b again at once: the next check is the periodic one.
     assert result.after == t.host.config.issuer_recheck_interval.total_seconds()
+
+
+async def test_a_member_throttled_with_retry_after_is_out_only_that_long(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    # A 429 that says Retry-After: 2 is a busy vault, not a broken one: the member is set
+    # aside for those 2 s, not for pool.retryAfter (30 s), and comes back at the probe.
+    t = setup_pool()
+    a = DownVault(t, "a")
+    a.down = False
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    t.members["a"].signer.fail_next(throttled(retry_after=2.0))
+    for n in range(64):  # until a request went to a first (the order is per request)
+        t.kube.add(certificate_request(f"web-{n}", POOL))
+        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    assert t.states()["a"][1] == "Throttled"
+    await settle()
+
+    result = await t.side.reconcile(POOL, 0)
+    assert result.after == pytest.approx(2, abs=0.5)  # the vault's Retry-After, not 30 s
+
+    await t.clock.advance(2.1)
+    await t.side.reconcile(POOL, 0)  # the check is a's probe
+    assert t.states()["a"] == ("Ready", "Checked")
