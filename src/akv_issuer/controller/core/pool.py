@@ -11,8 +11,8 @@ second count), so its unit tests run on a fake clock:
   vault (unreachable, throttled, forbidden) opens it for ``retry_after`` (the vault's
   Retry-After if longer), doubling with every failure in a row up to
   :data:`MAX_RETRY_AFTER`; a throttled call that came with a Retry-After opens it for
-  just that Retry-After (a busy vault, not a broken one). Once that passed it is half-open: exactly one probe goes
-  to its vault -- a request's sign, or the issuer check, which the issuer is requeued
+  just that Retry-After (a busy vault, not a broken one). Once that passed it is
+  half-open: exactly one probe goes to its vault -- a request's sign, or the issuer check, which the issuer is requeued
   for at ``open_until`` so a member comes back without signing traffic
   (:func:`probe_delay`) -- while the others keep going elsewhere; success closes it,
   failure opens it again for longer. No check asks an open member's vault.
