@@ -12,10 +12,11 @@ second count), so its unit tests run on a fake clock:
   Retry-After if longer), doubling with every failure in a row up to
   :data:`MAX_RETRY_AFTER`; a throttled call that came with a Retry-After opens it for
   just that Retry-After (a busy vault, not a broken one). Once that passed it is
-  half-open: exactly one probe goes to its vault -- a request's sign, or the issuer check, which the issuer is requeued
-  for at ``open_until`` so a member comes back without signing traffic
-  (:func:`probe_delay`) -- while the others keep going elsewhere; success closes it,
-  failure opens it again for longer. No check asks an open member's vault.
+  half-open: exactly one probe goes to its vault -- a request's sign, or the issuer
+  check, which the issuer is requeued for at ``open_until`` so a member comes back
+  without signing traffic (:func:`probe_delay`) -- while the others keep going
+  elsewhere; success closes it, failure opens it again for longer. No check asks an
+  open member's vault.
 - :class:`PoolHealth`: the breakers of every member key the process signs with, shared
   by every issuer naming that key (a vault that is down is down for all of them).
 - :func:`order_members`: the members a request tries, in order: a half-open member's
