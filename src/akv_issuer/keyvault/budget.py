@@ -33,6 +33,11 @@ How it works (:class:`VaultWindow`, pure, every method takes ``now``):
 - a sliding window of the grants of the last 10 s (plus ``slack``: the vault
   stamps a call later than we grant it), at most ``(1 - headroom)`` of the
   capacity, so a vault that saw our calls late does not throttle the next one;
+  once the call is answered (or fails) it stays in the window until 10 s after
+  the answer (:meth:`VaultWindow.answered`): the vault stamped it somewhere
+  between our grant and its answer, and on a loaded host or a slow link that is
+  more than ``slack`` after the grant -- counting from the grant freed its units
+  too early and the next call got a 429;
 - paced: at most a quarter of the window at once (``burst``), the rest as a
   token bucket refills at the window's rate -- a burst spreads over the window
   instead of taking all of it in its first second and leaving every other
@@ -155,10 +160,11 @@ def cost_of(key: KeyInfo) -> float:
 @dataclass
 class Payer:
     """Whom the requests of a context are charged to (:func:`charged_to`), and the units
-    its caller acquired already for the next request."""
+    its caller acquired already for the next request (and their grant)."""
 
     party: str
     paid: float = 0.0
+    grant: Grant | None = None
 
 
 _payer: contextvars.ContextVar[Payer | None] = contextvars.ContextVar(
@@ -167,15 +173,25 @@ _payer: contextvars.ContextVar[Payer | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def charged_to(party: str, *, paid: float = 0.0) -> Iterator[Payer]:
+def charged_to(party: str, *, paid: float = 0.0, grant: Grant | None = None) -> Iterator[Payer]:
     """Charge the Key Vault requests made in this block (and in the tasks it starts) to
-    ``party``; ``paid``: units the caller acquired for the first of them already."""
-    payer = Payer(party, paid)
+    ``party``; ``paid``: units the caller acquired for the first of them already
+    (``grant``: what :meth:`VaultBudgets.reserve` gave for them)."""
+    payer = Payer(party, paid, grant)
     token = _payer.set(payer)
     try:
         yield payer
     finally:
         _payer.reset(token)
+
+
+@dataclass(eq=False)
+class Grant:
+    """Units a call holds in a vault's window from ``at`` on (see :meth:`VaultWindow.answered`)."""
+
+    at: float
+    cost: float
+    live: bool = True  # still in the window (not expired)
 
 
 @dataclass(eq=False)
@@ -187,6 +203,7 @@ class Ticket:
     asked: float
     granted: bool = False
     waker: Any = None  # what VaultBudgets resolves when granted
+    grant: Grant | None = None  # its place in the window, once granted
 
 
 class VaultWindow:
@@ -218,7 +235,7 @@ class VaultWindow:
         self.paused_until = -math.inf
         self._regain_at = math.inf
         self._cut_at = -math.inf
-        self._grants: deque[tuple[float, float]] = deque()  # (granted at, cost)
+        self._grants: deque[Grant] = deque()  # oldest first
         self._used = 0.0
         self._queues: OrderedDict[str, deque[Ticket]] = OrderedDict()
         # The turn each party was last served in (round-robin by "served longest ago").
@@ -234,8 +251,10 @@ class VaultWindow:
 
     def _expire(self, now: float) -> None:
         horizon = now - self.window - self.slack
-        while self._grants and self._grants[0][0] <= horizon:
-            self._used -= self._grants.popleft()[1]
+        while self._grants and self._grants[0].at <= horizon:
+            expired = self._grants.popleft()
+            expired.live = False
+            self._used -= expired.cost
         if not self._grants:
             self._used = 0.0
         while now >= self._regain_at:
@@ -328,7 +347,8 @@ class VaultWindow:
             self._turn += 1
             self._served[party] = self._turn
             ticket.granted = True
-            self._grants.append((now, cost))
+            ticket.grant = Grant(now, cost)
+            self._grants.append(ticket.grant)
             self._used += cost
             granted.append(ticket)
         return granted
@@ -356,13 +376,13 @@ class VaultWindow:
         if need <= 1e-9:
             return start
         freed = 0.0
-        for at, spent in self._grants:
-            freed += spent
+        for held in self._grants:
+            freed += held.cost
             if freed >= need - 1e-9:
-                return max(start, at + self.window + self.slack)
+                return max(start, held.at + self.window + self.slack)
         # More queued than the window holds now: whole windows more.
         rest = need - freed
-        last = self._grants[-1][0] if self._grants else now
+        last = self._grants[-1].at if self._grants else now
         period = self.window + self.slack
         return max(start, last + period + math.ceil(rest / capacity - 1e-9) * period)
 
@@ -372,6 +392,21 @@ class VaultWindow:
         return max(0.0, self._fits_at(cost, ahead, now) - now)
 
     # -- feedback ------------------------------------------------------------------------
+
+    def answered(self, grant: Grant, now: float) -> None:
+        """The call ``grant`` was for got its answer (or failed) at ``now``: the vault
+        stamped it at some time up to now, so its units stay in the window until ``now``
+        plus the window (its grant time alone freed them too early when the request
+        took longer than ``slack`` to reach the vault). Once per grant."""
+        if grant.cost <= 0 or now <= grant.at:
+            return
+        self._expire(now)
+        cost, grant.cost = grant.cost, 0.0
+        if grant.live:
+            self._used -= cost
+        # now >= every grant's time (one monotonic clock): the window stays in order.
+        self._grants.append(Grant(now, cost))
+        self._used += cost
 
     def throttled(self, now: float, retry_after: float | None) -> None:
         """The vault answered 429: cut the capacity (regained per window) and, when the
@@ -511,15 +546,17 @@ class VaultBudgets:
 
     # -- waiting and feedback ------------------------------------------------------------
 
-    async def charge(self, vault_url: str, operation: str, cost: float) -> float:
+    async def charge(self, vault_url: str, operation: str, cost: float) -> Grant | None:
         """Wait for the budget of one request about to be sent (see the module): charged
-        to the context's party (:func:`charged_to`), unless its caller paid already."""
+        to the context's party (:func:`charged_to`), unless its caller paid already. The
+        grant goes back with :meth:`answered` once the request is answered."""
         payer = _payer.get()
         if payer is not None and payer.paid >= cost - 1e-9:
             payer.paid = 0.0
-            return 0.0
+            grant, payer.grant = payer.grant, None
+            return grant
         party = payer.party if payer is not None else DEFAULT_PARTY
-        return await self.acquire(vault_url, party, cost, operation=operation)
+        return await self.reserve(vault_url, party, cost, operation=operation)
 
     async def acquire(
         self, vault_url: str, party: str, cost: float, *, operation: str = "call"
@@ -527,15 +564,31 @@ class VaultBudgets:
         """Wait until the vault's budget has room for ``cost`` units; the seconds waited.
         Raises THROTTLED KeyVaultError at once when ``party`` has ``max_waiting`` calls
         queued on the vault already."""
-        waited = await self._acquire(vault_url, party, cost)
+        start = self.now()
+        await self.reserve(vault_url, party, cost, operation=operation)
+        return self.now() - start
+
+    async def reserve(
+        self, vault_url: str, party: str, cost: float, *, operation: str = "call"
+    ) -> Grant | None:
+        """:meth:`acquire`, returning the grant (None: the vault has no budget) for
+        :meth:`answered` or :func:`charged_to` (``grant=``)."""
+        waited, grant = await self._acquire(vault_url, party, cost)
         for observer in self._wait_observers:
             observer(operation, waited)
-        return waited
+        return grant
 
-    async def _acquire(self, vault_url: str, party: str, cost: float) -> float:
+    def answered(self, vault_url: str, grant: Grant | None) -> None:
+        """The request ``grant`` paid for was answered (or failed) now
+        (:meth:`VaultWindow.answered`)."""
+        window = self.window(vault_url) if grant is not None else None
+        if window is not None and grant is not None:
+            window.answered(grant, self.now())
+
+    async def _acquire(self, vault_url: str, party: str, cost: float) -> tuple[float, Grant | None]:
         window = self.window(vault_url)
         if window is None:
-            return 0.0
+            return 0.0, None
         vault = normalize_vault_url(vault_url)
         now = self.now()
         if window.waiting(party) >= self.config.max_waiting:
@@ -555,7 +608,7 @@ class VaultBudgets:
         ticket.waker = asyncio.get_running_loop().create_future()
         self._grant(window)
         if ticket.granted:
-            return 0.0
+            return 0.0, ticket.grant
         self._pump(vault, window)
         try:
             await ticket.waker
@@ -564,7 +617,7 @@ class VaultBudgets:
             raise
         waited = self.now() - now
         self.stats[vault].waited += waited
-        return waited
+        return waited, ticket.grant
 
     def throttled(self, vault_url: str, retry_after: float | None) -> None:
         """The vault answered 429 (a client the budget cannot see used it)."""

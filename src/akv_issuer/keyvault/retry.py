@@ -45,7 +45,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TypeVar
 
-from .budget import BUDGET_SPENT, VaultBudgets
+from .budget import BUDGET_SPENT, Grant, VaultBudgets
 from .errors import ErrorKind, KeyVaultError, classify
 from .models import KeyVaultOptions
 
@@ -148,9 +148,10 @@ class Retrying:
         opts = self.options
         loop = asyncio.get_running_loop()
         budgets = self.budgets if cost is not None else None
+        grant: Grant | None = None
         if budgets is not None:
             assert cost is not None
-            await budgets.charge(vault, operation, cost)
+            grant = await budgets.charge(vault, operation, cost)
         elsewhere = _elsewhere.get()
         deadline: float | None = None
         last: KeyVaultError | None = None
@@ -168,6 +169,10 @@ class Retrying:
                         timed_out = True
                     else:
                         last = classify(exc, operation=operation, vault_url=vault)
+                finally:
+                    if budgets is not None:
+                        # In the vault's window until 10 s after the answer, not the grant.
+                        budgets.answered(vault, grant)
             if timed_out:
                 raise self._timed_out(operation, last)
             assert last is not None
@@ -191,7 +196,9 @@ class Retrying:
                 assert cost is not None
                 try:
                     async with asyncio.timeout_at(deadline):
-                        await self._charge_retry(budgets, operation, vault, cost, deadline, last)
+                        grant = await self._charge_retry(
+                            budgets, operation, vault, cost, deadline, last
+                        )
                 except TimeoutError:
                     raise self._timed_out(operation, last) from None
 
@@ -215,7 +222,7 @@ class Retrying:
         cost: float,
         deadline: float,
         last: KeyVaultError,
-    ) -> None:
+    ) -> Grant | None:
         """Wait for a retry's budget, or raise ``last`` when that is too far away (or the
         caller's party has enough waiting on the vault)."""
         loop = asyncio.get_running_loop()
@@ -223,7 +230,7 @@ class Retrying:
         if wait > self.options.max_retry_wait or loop.time() + wait >= deadline:
             raise last
         try:
-            await budgets.charge(vault, operation, cost)
+            return await budgets.charge(vault, operation, cost)
         except KeyVaultError as err:
             if err.code == BUDGET_SPENT:
                 raise last from None

@@ -340,3 +340,38 @@ async def test_in_use_is_the_used_share_of_each_vault() -> None:
     assert budgets.remaining(VAULT) == pytest.approx(0.80)
     await clock.advance(11)
     assert budgets.in_use() == {VAULT: 0.0}
+
+
+def test_an_answered_call_stays_in_the_window_ten_seconds_after_its_answer() -> None:
+    # The vault stamps a call when it gets it, up to its answer: a call that took 3 s
+    # (a loaded host, a slow link) is in the vault's window until 13 s, not 10 s.
+    window = VaultWindow(units=10, **EXACT)
+    tickets = [window.enqueue("a", 1.0, 0.0) for _ in range(10)]
+    assert len(window.grant(0.0)) == 10
+    for ticket in tickets[:4]:
+        assert ticket.grant is not None
+        window.answered(ticket.grant, 3.0)
+    for ticket in tickets[4:]:
+        assert ticket.grant is not None
+        window.answered(ticket.grant, 0.0)  # answered at once: nothing moves
+    assert window.used(10.0) == 4.0  # the six answered at once left at 10 s
+    late = [window.enqueue("a", 1.0, 10.0) for _ in range(7)]
+    assert len(window.grant(10.0)) == 6
+    assert not late[-1].granted
+    assert window.next_change(10.0) == 13.0
+    assert window.grant(13.0) == [late[-1]]
+    # Once per grant: answering again moves nothing.
+    assert tickets[0].grant is not None
+    window.answered(tickets[0].grant, 20.0)
+    assert window.used(23.5) == 0.0
+
+
+def test_a_call_answered_after_its_grant_expired_comes_back_into_the_window() -> None:
+    window = VaultWindow(units=10, **EXACT)
+    ticket = window.enqueue("a", 1.0, 0.0)
+    window.grant(0.0)
+    assert window.used(12.0) == 0.0  # expired while the call was still out
+    assert ticket.grant is not None
+    window.answered(ticket.grant, 12.0)
+    assert window.used(12.0) == 1.0
+    assert window.used(22.0) == 0.0

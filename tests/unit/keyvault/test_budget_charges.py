@@ -194,3 +194,31 @@ async def test_a_retry_whose_budget_is_far_away_is_not_sent() -> None:
     assert failed.value.message == "reset"
     assert t.vault.requests == 1
     assert t.spent() == 0.9
+
+
+async def test_a_slow_request_holds_its_budget_until_ten_seconds_after_its_answer() -> None:
+    t = Setup()
+    t.vault.gate = asyncio.Event()
+    call = asyncio.create_task(t.retrying.call("sign", VAULT, t.vault.get_key, cost=EC_HSM))
+    await t.clock.advance(4.0)  # the request is out for 4 s before the vault answers
+    t.vault.gate.set()
+    await call
+    await t.clock.advance(9.0)  # 13 s after the grant, 9 s after the answer
+    assert t.spent() == EC_HSM  # the vault may have stamped it at 4 s: still counted
+    await t.clock.advance(1.5)  # 10.5 s after the answer (window and slack passed)
+    assert t.spent() == 0.0
+
+
+async def test_a_paid_sign_is_held_from_its_answer_too() -> None:
+    t = Setup()
+    grant = await t.budgets.reserve(VAULT, "ClusterIssuer a", EC_HSM, operation="sign")
+    t.vault.gate = asyncio.Event()
+    with charged_to("ClusterIssuer a", paid=EC_HSM, grant=grant):
+        call = asyncio.create_task(t.retrying.call("sign", VAULT, t.vault.get_key, cost=EC_HSM))
+    await t.clock.advance(4.0)
+    t.vault.gate.set()
+    await call
+    await t.clock.advance(9.0)  # 13 s after the grant: still in the window
+    assert t.spent() == EC_HSM
+    await t.clock.advance(1.5)
+    assert t.spent() == 0.0

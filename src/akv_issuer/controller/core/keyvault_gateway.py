@@ -307,10 +307,11 @@ class KeyVaultGateway:
     ) -> bytes:
         key = signer.key
         paid = 0.0
+        grant = None
         if self.budgets is not None:
             # The first attempt's budget, before the slot and the fence (see the module).
             paid = cost_of(key)
-            await self.budgets.acquire(key.vault_url, signer.party, paid, operation="sign")
+            grant = await self.budgets.reserve(key.vault_url, signer.party, paid, operation="sign")
         vault = key.vault_url.rstrip("/").lower()
         member = signer.member
         self._in_flight[vault] += 1
@@ -318,7 +319,7 @@ class KeyVaultGateway:
             with (
                 each_attempt(lambda: self._attempt(member)),
                 failover_elsewhere() if member is not None else contextlib.nullcontext(),
-                charged_to(signer.party, paid=paid),
+                charged_to(signer.party, paid=paid, grant=grant),
             ):
                 return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
         finally:
