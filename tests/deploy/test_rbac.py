@@ -213,9 +213,19 @@ SWITCHES: list[tuple[str, Doc]] = [
         "secrets per namespace",
         {"rbac": {"clusterWideSecrets": False, "secretNamespaces": ["team-a"]}},
     ),
+    ("secrets cluster-wide", {"rbac": {"clusterWideSecrets": True}}),
+    (
+        "no secrets at all",
+        {"rbac": {"clusterResourceNamespaceSecrets": False}},
+    ),
+    (
+        "secrets in namespaces only",
+        {"rbac": {"clusterResourceNamespaceSecrets": False, "secretNamespaces": ["team-a"]}},
+    ),
     ("trust bundle secrets", {"rbac": {"trustBundleSecretNamespaces": ["infra"]}}),
     ("service account tokens", {"rbac": {"clusterResourceServiceAccounts": ["akv-ca"]}}),
     ("no kubernetes csrs", {"controller": {"kubernetesCSRs": False}}),
+    ("no leader election", {"leaderElection": {"enabled": False}}),
     ("cluster trust bundles", {"controller": {"clusterTrustBundles": True}}),
     ("pod certificates", {"controller": {"podCertificates": True}}),
     (
@@ -340,6 +350,11 @@ COMPONENTS: list[tuple[tuple[str, ...], Doc]] = [
     (("revocation",), {"rbac": {"revocation": True}}),
     (("cluster-wide-configmaps",), {"rbac": {"clusterWideConfigMaps": True}}),
     (("cluster-trust-bundles",), {"controller": {"clusterTrustBundles": True}}),
+    (("cluster-wide-secrets",), {"rbac": {"clusterWideSecrets": True}}),
+    (
+        ("no-cluster-resource-namespace-secrets",),
+        {"rbac": {"clusterResourceNamespaceSecrets": False}},
+    ),
     (("pod-certificates",), {"controller": {"podCertificates": True}}),
     (
         ("reissue", "revocation", "cluster-wide-configmaps"),

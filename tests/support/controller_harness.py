@@ -5,8 +5,8 @@ The controller runs as a subprocess (``python -m akv_issuer.controller``)
 under a ServiceAccount bound to exactly ``config/rbac``'s roles -- the manager
 ClusterRole's rules plus those of the feature roles (re-issuing, revocation:
 all features on, unless a test binds fewer with ``Env.bind_features``), the
-configmap-writer role and the leader-election Role in its namespace (the
-cluster resource namespace) -- against the session's real kube-apiserver and
+configmap-writer role, the secret-reader role and the leader-election Role in
+its namespace (the cluster resource namespace) -- against the session's real kube-apiserver and
 the Key Vault emulator. Tests act as a user and cert-manager would: an admin client
 creates issuers and requests and writes the Approved/Denied conditions.
 """
@@ -83,6 +83,9 @@ FEATURE_ROLES = {
 }
 ALL_FEATURES = tuple(FEATURE_ROLES)
 CONFIGMAP_ROLE = "configmap_writer_role.yaml"
+# `get` on Secrets: bound in the cluster resource namespace as the chart's
+# default (rbac.clusterResourceNamespaceSecrets) and config/rbac do.
+SECRET_ROLE = "secret_reader_role.yaml"
 
 
 def _rbac(file: str) -> Any:
@@ -114,7 +117,7 @@ async def controller_role(
 async def manager_role(kube_client: AsyncClient, issuer_crds: list[str]) -> str:
     """The shipped roles applied; the name of the cluster-wide role with every
     feature on, which the controller under test is bound to."""
-    for file in ("role.yaml", CONFIGMAP_ROLE, *FEATURE_ROLES.values()):
+    for file in ("role.yaml", CONFIGMAP_ROLE, SECRET_ROLE, *FEATURE_ROLES.values()):
         await kube_client.apply(_rbac(file), field_manager=TEST_MANAGER, force=True)
     return await controller_role(kube_client, ALL_FEATURES)
 
@@ -237,6 +240,10 @@ class Env:
     async def grant_configmaps(self, namespace: str) -> None:
         """The configmap-writer role in ``namespace`` (Helm rbac.configMapNamespaces)."""
         await _bind_configmaps(self.kube, namespace, self.account, self.namespace)
+
+    async def grant_secrets(self, namespace: str) -> None:
+        """The secret-reader role in ``namespace`` (Helm rbac.secretNamespaces)."""
+        await _bind_role(self.kube, SECRET_ROLE, namespace, self.account, self.namespace)
 
     # -- controller -----------------------------------------------------------
 
@@ -661,10 +668,17 @@ async def _service_account_kubeconfig(
 
 
 async def _bind_configmaps(kube: AsyncClient, namespace: str, sa: str, sa_namespace: str) -> None:
-    role = _rbac(CONFIGMAP_ROLE)
+    await _bind_role(kube, CONFIGMAP_ROLE, namespace, sa, sa_namespace)
+
+
+async def _bind_role(
+    kube: AsyncClient, file: str, namespace: str, sa: str, sa_namespace: str
+) -> None:
+    """A RoleBinding of config/rbac's ClusterRole ``file`` in ``namespace``."""
+    role = _rbac(file)
     await kube.apply(
         RoleBinding(
-            metadata=ObjectMeta(name="configmap-writer", namespace=namespace),
+            metadata=ObjectMeta(name=role.metadata.name.removesuffix("-role"), namespace=namespace),
             roleRef=RoleRef(
                 apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name=role.metadata.name
             ),
@@ -676,8 +690,9 @@ async def _bind_configmaps(kube: AsyncClient, namespace: str, sa: str, sa_namesp
 
 async def _bind_controller(kube: AsyncClient, namespace: str, role: str, sa: str) -> str:
     """The controller's grants: ``role`` cluster-wide; in ``namespace`` (its
-    own and the cluster resource namespace) the leader election Role and the
-    configmap-writer role, as the chart and config/rbac bind them."""
+    own and the cluster resource namespace) the leader election Role, the
+    configmap-writer role and the secret-reader role, as the chart and
+    config/rbac bind them by default."""
     binding_name = f"akv-controller-{namespace}"
     await kube.apply(
         ClusterRoleBinding(
@@ -701,6 +716,7 @@ async def _bind_controller(kube: AsyncClient, namespace: str, role: str, sa: str
         field_manager=TEST_MANAGER,
     )
     await _bind_configmaps(kube, namespace, sa, namespace)
+    await _bind_role(kube, SECRET_ROLE, namespace, sa, namespace)
     return binding_name
 
 

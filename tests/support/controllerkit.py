@@ -72,10 +72,15 @@ from akv_issuer.keyvault import (
     ErrorKind,
     KeyInfo,
     KeyVaultError,
+    KeyVaultOptions,
     KeyVersion,
     SecretInfo,
     SecretVersion,
+    VaultBudgets,
+    cost_of,
 )
+from akv_issuer.keyvault.budget import UNKNOWN_KEY_COST
+from akv_issuer.keyvault.retry import Retrying
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -143,9 +148,17 @@ class FakeVault:
         self.secrets: dict[str, list[str]] = {}  # values by secret name, oldest first
         self.signers: dict[str, FakeSigner] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        self.invalidated: list[str] = []
         self._faults: dict[str, collections.deque[BaseException]] = collections.defaultdict(
             collections.deque
         )
+        # charge_to(): key reads sent through the keyvault layer's own Retrying, which
+        # charges each to the vault's budget (no cache: every read is a request).
+        self._retrying: Retrying | None = None
+
+    def charge_to(self, budgets: VaultBudgets) -> None:
+        """Charge every key read to ``budgets`` as ``KeyVaultAccess`` charges a request."""
+        self._retrying = Retrying(KeyVaultOptions(max_retries=0), budgets)
 
     def add(self, key: KeyInfo, signer: FakeSigner) -> None:
         """A new (latest) version of ``key.name``."""
@@ -168,6 +181,15 @@ class FakeVault:
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> KeyInfo:
+        if self._retrying is None:
+            return await self._get_key(vault_url, name, version)
+        known = self.keys.get(name)
+        cost = cost_of(known[-1]) if known else UNKNOWN_KEY_COST
+        return await self._retrying.call(
+            "get_key", vault_url, lambda: self._get_key(vault_url, name, version), cost=cost
+        )
+
+    async def _get_key(self, vault_url: str, name: str, version: str | None) -> KeyInfo:
         self._call("get_key")
         versions = self.keys.get(name) or []
         found = [k for k in versions if version is None or k.version == version]
@@ -193,6 +215,10 @@ class FakeVault:
 
     def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
         return self.signers[key.kid]
+
+    def invalidate(self, key: KeyInfo) -> None:
+        """Nothing is cached here; the key IDs whose cache was dropped are recorded."""
+        self.invalidated.append(key.kid)
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
         self._call("rotate_key")

@@ -43,6 +43,15 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
+def _env_switch(name: str, on: bool) -> bool:
+    """An on/off variable whose unset (or empty) value means ``on``: any other
+    value is on only when it is one of ``_TRUE``."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return on
+    return value.strip().lower() in _TRUE
+
+
 def _duration(text: str) -> dt.timedelta:
     try:
         value = parse_go_duration(text)
@@ -85,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if default not in (None, False) and "(default" not in helptext:
             helptext = f"{helptext} (default {default})"
         parser.add_argument(name, help=f"{helptext} [env {env}]", **kwargs)
+
+    def switch(name: str, env: str, helptext: str, *, on: bool, off_if: bool = False) -> None:
+        # A feature switch: --name and --no-name, defaulting to its variable
+        # (unset: `on`); `off_if` is an older variable that also turns it off.
+        default = _env_switch(env, on) and not off_if
+        flag(name, env, helptext, action=argparse.BooleanOptionalAction, default=default)
 
     flag(
         "--kubeconfig",
@@ -201,14 +216,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         default=_env("AKV_KEYVAULT_TIMEOUT", "30s"),
     )
-    flag(
+    switch(
         "--keyvault-budget",
         "AKV_KEYVAULT_BUDGET",
         "wait for each vault's throttling budget (Key Vault's weighted 10-second limits, "
         "docs/controller.md) instead of running into 429; --no-keyvault-budget turns it "
         "off (default on)",
-        action=argparse.BooleanOptionalAction,
-        default=_env("AKV_KEYVAULT_BUDGET", "true").strip().lower() in _TRUE,
+        on=True,
     )
     flag(
         "--keyvault-budget-units",
@@ -226,17 +240,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "extra CA bundle to trust for Key Vault (a local emulator)",
         default=_env("AKV_TLS_CA_FILE", None),
     )
-    flag(
+    switch(
         "--verify-challenge-resource",
         "AKV_VERIFY_CHALLENGE_RESOURCE",
         "keep the Azure SDK's check that the auth challenge's resource matches the vault's "
         "domain; --no-verify-challenge-resource turns it off, only for a local Key Vault "
         "emulator, never against Azure (default on)",
-        action=argparse.BooleanOptionalAction,
-        default=(
-            _env("AKV_VERIFY_CHALLENGE_RESOURCE", "true").strip().lower() in _TRUE
-            and not _env_bool("AKV_EMULATOR")
-        ),
+        on=True,
+        off_if=_env_bool("AKV_EMULATOR"),
     )
     # Deprecated alias of --no-verify-challenge-resource (and AKV_EMULATOR of
     # AKV_VERIFY_CHALLENGE_RESOURCE=false), kept so existing scripts and manifests
@@ -248,36 +259,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env_bool("AKV_EMULATOR"),
         help=argparse.SUPPRESS,
     )
-    flag(
+    switch(
         "--kubernetes-csrs",
         "AKV_KUBERNETES_CSRS",
         "also sign Kubernetes CertificateSigningRequests whose signerName is "
         "clusterissuers.<group>/<name> (needs the CSR rules of the shipped ClusterRole); "
         "--no-kubernetes-csrs turns it off (default on)",
-        action=argparse.BooleanOptionalAction,
-        default=_env("AKV_KUBERNETES_CSRS", "true").strip().lower() in _TRUE,
+        on=True,
     )
     # --- issue 25 point 3 (signer-linked ClusterTrustBundles) ---
-    flag(
+    switch(
         "--cluster-trust-bundles",
         "AKV_CLUSTER_TRUST_BUNDLES",
         "publish the trust anchors of issuers with spec.clusterTrustBundles as "
         "signer-linked ClusterTrustBundles (Kubernetes 1.37+; needs the RBAC the Helm value "
         "controller.clusterTrustBundles renders); default off",
-        action=argparse.BooleanOptionalAction,
-        default=_env("AKV_CLUSTER_TRUST_BUNDLES", "false").strip().lower() in _TRUE,
+        on=False,
     )
-    flag(
+    switch(
         "--pod-certificates",
         "AKV_POD_CERTIFICATES",
         "also sign PodCertificateRequests (Kubernetes 1.37+) addressed to an issuer with "
         "spec.podCertificates (needs the ClusterRole rules of the chart's "
         "controller.podCertificates; on an API server that does not serve them this is "
         "logged once and left off); --no-pod-certificates turns it off (default off)",
-        action=argparse.BooleanOptionalAction,
-        default=_env("AKV_POD_CERTIFICATES", "false").strip().lower() in _TRUE,
+        on=False,
     )
-    flag(
+    switch(
         "--issuer-ambient-credentials",
         "AKV_ISSUER_AMBIENT_CREDENTIALS",
         "let namespaced Issuers use the controller's own Azure identity (spec.auth unset) "
@@ -285,8 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-issuer-ambient-credentials confines them to auth.serviceAccountRef and "
         "auth.clientSecret, for clusters shared by tenants. ClusterIssuers are not "
         "affected (default on)",
-        action=argparse.BooleanOptionalAction,
-        default=_env("AKV_ISSUER_AMBIENT_CREDENTIALS", "true").strip().lower() in _TRUE,
+        on=True,
     )
     flag(
         "--shutdown-timeout",

@@ -5,7 +5,6 @@ per-vault concurrency limit (:mod:`.retry`), the key cache and shared lookups
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -13,8 +12,8 @@ from akv_issuer.pki import SignatureAlgorithm
 
 from .attestation import KeyAttestation, attestation_from_sdk
 from .auth import AssertionProvider, AuthConfig
-from .budget import VaultBudgets
-from .cache import KeyCache, SingleFlight, cache_name
+from .budget import VaultBudgets, cost_of
+from .cache import KeyReads
 from .clients import ClientPool, VaultClients, proxy_for
 from .errors import ErrorKind, KeyVaultError
 from .jwk import check_sign_request, key_info, public_key
@@ -66,11 +65,11 @@ class KeyVaultAccess:
         self.options.validate()
         self._pool = ClientPool(self.options, assertion_provider)
         # Told of every 429 (retried or not); the controller's gateway waits on them.
+        # Key reads and signs are charged to the vault's budget where they are sent
+        # (Retrying), so a key read the cache answers costs nothing (budget.py).
         self._retrying = Retrying(self.options, budgets)
-        self._cache = KeyCache(self.options)
-        self._lookups: SingleFlight[tuple[AuthConfig, str, str, str], KeyInfo] = SingleFlight(
-            self._abandoned
-        )
+        self._keys = KeyReads(self.options, self._retrying, self._abandoned)
+        self._cache = self._keys.cache
 
     # ---- plumbing ----------------------------------------------------------------------
 
@@ -92,31 +91,17 @@ class KeyVaultAccess:
         """The key's public part and state; cached (latest briefly, versions longer).
 
         Concurrent lookups of one key share one request (:class:`.cache.SingleFlight`):
-        a caller that is cancelled leaves the others their key."""
+        a caller that is cancelled leaves the others their key. Only that request is
+        charged to the vault's budget (:class:`.cache.KeyReads`)."""
         vault = normalize_vault_url(vault_url)
         check_name("key", name)
-        now = asyncio.get_running_loop().time()
-        cached = self._cache.get(auth, vault, name, version, now)
-        if cached is not None:
-            return cached
-        return await self._lookups.run(
-            (auth, vault, cache_name(name), version or ""),
-            lambda: self._fetch_key(vault, name, version or None, auth),
-        )
-
-    async def _fetch_key(
-        self, vault: str, name: str, version: str | None, auth: AuthConfig
-    ) -> KeyInfo:
         clients = self.clients(vault, auth)
 
         async def fetch() -> KeyInfo:
-            key = await clients.keys.get_key(name, version)
+            key = await clients.keys.get_key(name, version or None)
             return key_info(vault, key)
 
-        info = await self._retrying.call("get_key", vault, fetch)
-        now = asyncio.get_running_loop().time()
-        self._cache.put(auth, vault, name, info, latest=version is None, now=now)
-        return info
+        return await self._keys.get(auth, vault, name, version, fetch)
 
     async def get_key_attestation(
         self, vault_url: str, name: str, version: str, auth: AuthConfig
@@ -164,7 +149,10 @@ class KeyVaultAccess:
             found.sort(key=lambda v: v.created or oldest, reverse=True)
             return tuple(found[:limit])
 
-        return await self._retrying.call("list_key_versions", vault, fetch)
+        # One request per page; charged as one (a CA key has far fewer than a page of 25).
+        return await self._retrying.call(
+            "list_key_versions", vault, fetch, cost=self._keys.cost(vault, name)
+        )
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
         """Key Vault's rotate: a new version of the key with the same type, size or curve
@@ -208,7 +196,7 @@ class KeyVaultAccess:
             return bytes(result.signature)
 
         try:
-            return await self._retrying.call("sign", clients.vault_url, sign)
+            return await self._retrying.call("sign", clients.vault_url, sign, cost=cost_of(key))
         except KeyVaultError as err:
             if not err.retryable:
                 self.invalidate(key)
@@ -391,7 +379,7 @@ class KeyVaultAccess:
     async def close(self) -> None:
         # A key lookup still in flight ends now; its callers get "closed" (_abandoned:
         # the pool counts as closed from before its first await).
-        self._lookups.cancel_all()
+        self._keys.cancel_all()
         await self._pool.close()
         self._cache.clear()
 

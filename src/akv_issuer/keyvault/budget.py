@@ -62,15 +62,31 @@ Queries for choosing among vaults (e.g. a CA pool's members), by vault URL:
   (:func:`key_cost`) asked for now would wait, the calls queued ahead included
   (0.0 for a vault without a budget);
 - ``in_use()``: the used fraction per budgeted vault (the metrics).
+
+What is charged, and to whom: exactly the requests that reach Key Vault. The
+keyvault layer charges each one where it sends it (:meth:`.retry.Retrying.call`,
+with the cost its caller gives: a sign or read of a key, :func:`cost_of`), so a key
+read answered from the key cache, or shared with a lookup already in flight
+(:class:`.cache.SingleFlight`), costs nothing. Every attempt is charged, a retried
+one too: Key Vault counts every transaction it receives (whether it counts one it
+answered 429 is not documented; counting it errs on the safe side). The party a
+request queues as is the one named by :func:`charged_to` around the call (the
+controller's gateway names the issuer), else :data:`DEFAULT_PARTY`; a lookup shared
+by several callers is charged to the one that started it. A caller that must wait
+for budget before something else (the gateway takes a sign slot and asks the
+leader fence only once a sign has its budget) acquires it itself and says so with
+``charged_to(party, paid=cost)``: the next request is then not charged again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +98,8 @@ from .models import KeyInfo, normalize_vault_url
 
 # KeyVaultError.code of a call refused at once because its party has enough waiting.
 BUDGET_SPENT = "BudgetSpent"
+# The party of a request made outside every charged_to().
+DEFAULT_PARTY = "default"
 WINDOW_SECONDS = 10.0
 # Units per window of a vault: software RSA-2048 transactions per 10 s.
 DEFAULT_UNITS = 4000.0
@@ -132,6 +150,32 @@ def cost_of(key: KeyInfo) -> float:
     """Units one sign or read of ``key`` uses."""
     size = key.public_key.key_size if isinstance(key.public_key, rsa.RSAPublicKey) else None
     return key_cost(key.kty, size)
+
+
+@dataclass
+class Payer:
+    """Whom the requests of a context are charged to (:func:`charged_to`), and the units
+    its caller acquired already for the next request."""
+
+    party: str
+    paid: float = 0.0
+
+
+_payer: contextvars.ContextVar[Payer | None] = contextvars.ContextVar(
+    "akv_issuer_keyvault_budget_payer", default=None
+)
+
+
+@contextlib.contextmanager
+def charged_to(party: str, *, paid: float = 0.0) -> Iterator[Payer]:
+    """Charge the Key Vault requests made in this block (and in the tasks it starts) to
+    ``party``; ``paid``: units the caller acquired for the first of them already."""
+    payer = Payer(party, paid)
+    token = _payer.set(payer)
+    try:
+        yield payer
+    finally:
+        _payer.reset(token)
 
 
 @dataclass(eq=False)
@@ -421,6 +465,12 @@ class VaultBudgets:
         # calls get times spaced at the vault's rate, not all the same estimate.
         self._next_return: dict[tuple[str, str], float] = {}
         self.stats: dict[str, VaultStats] = {}
+        # Told (operation, seconds) of every wait for budget (the metrics).
+        self._wait_observers: list[Callable[[str, float], None]] = []
+
+    def observe_waits(self, observer: Callable[[str, float], None]) -> None:
+        """Have ``observer(operation, seconds)`` called after every granted acquire."""
+        self._wait_observers.append(observer)
 
     def now(self) -> float:
         return self._clock()
@@ -461,10 +511,28 @@ class VaultBudgets:
 
     # -- waiting and feedback ------------------------------------------------------------
 
-    async def acquire(self, vault_url: str, party: str, cost: float) -> float:
+    async def charge(self, vault_url: str, operation: str, cost: float) -> float:
+        """Wait for the budget of one request about to be sent (see the module): charged
+        to the context's party (:func:`charged_to`), unless its caller paid already."""
+        payer = _payer.get()
+        if payer is not None and payer.paid >= cost - 1e-9:
+            payer.paid = 0.0
+            return 0.0
+        party = payer.party if payer is not None else DEFAULT_PARTY
+        return await self.acquire(vault_url, party, cost, operation=operation)
+
+    async def acquire(
+        self, vault_url: str, party: str, cost: float, *, operation: str = "call"
+    ) -> float:
         """Wait until the vault's budget has room for ``cost`` units; the seconds waited.
         Raises THROTTLED KeyVaultError at once when ``party`` has ``max_waiting`` calls
         queued on the vault already."""
+        waited = await self._acquire(vault_url, party, cost)
+        for observer in self._wait_observers:
+            observer(operation, waited)
+        return waited
+
+    async def _acquire(self, vault_url: str, party: str, cost: float) -> float:
         window = self.window(vault_url)
         if window is None:
             return 0.0

@@ -7,17 +7,23 @@ the requested one, so names are kept lowercased.
 
 :class:`SingleFlight`: one lookup per key at a time, whatever the number of
 callers; the lookup belongs to none of them (see there).
+
+:class:`KeyReads`: a key read as ``KeyVaultAccess.get_key`` does it, below the SDK
+call it is given: the cache first, then one shared lookup, which alone is sent (and
+charged to the vault's budget, :mod:`.budget`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 from .auth import AuthConfig
+from .budget import UNKNOWN_KEY_COST, cost_of
 from .models import KeyInfo, KeyVaultOptions
+from .retry import Retrying
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -146,3 +152,64 @@ class SingleFlight(Generic[K, V]):
         self._drop(key, flight)
         if not task.cancelled():
             task.exception()  # retrieved here, whether or not a caller still waits
+
+
+class KeyReads:
+    """Key reads (GET of a key) with their cache and shared lookups; the request itself
+    is the caller's (``request``: the SDK call), sent through :class:`.retry.Retrying`
+    with the read's cost, so that only a request that reaches Key Vault is charged to
+    the vault's budget: a cached key and a caller that joins a lookup in flight cost
+    nothing. A read costs what a sign of the key does (Key Vault's weights); a key
+    whose type is not known yet costs the dearest class (:data:`.budget.UNKNOWN_KEY_COST`).
+    """
+
+    def __init__(
+        self,
+        options: KeyVaultOptions,
+        retrying: Retrying,
+        abandoned: Callable[[], Exception],
+    ) -> None:
+        self.cache = KeyCache(options)
+        self._retrying = retrying
+        self._lookups: SingleFlight[KeyCacheKey, KeyInfo] = SingleFlight(abandoned)
+        # (vault, cached name) -> units a read of the key costs, learnt from its type.
+        self._costs: dict[tuple[str, str], float] = {}
+
+    def cost(self, vault: str, name: str) -> float:
+        """Units a request about key ``name`` uses (a read or listing of it)."""
+        return self._costs.get((vault, cache_name(name)), UNKNOWN_KEY_COST)
+
+    async def get(
+        self,
+        auth: AuthConfig,
+        vault: str,
+        name: str,
+        version: str | None,
+        request: Callable[[], Awaitable[KeyInfo]],
+    ) -> KeyInfo:
+        """The key, from the cache or one request shared by every concurrent caller."""
+        now = asyncio.get_running_loop().time()
+        cached = self.cache.get(auth, vault, name, version, now)
+        if cached is not None:
+            return cached
+        return await self._lookups.run(
+            (auth, vault, cache_name(name), version or ""),
+            lambda: self._fetch(auth, vault, name, version or None, request),
+        )
+
+    async def _fetch(
+        self,
+        auth: AuthConfig,
+        vault: str,
+        name: str,
+        version: str | None,
+        request: Callable[[], Awaitable[KeyInfo]],
+    ) -> KeyInfo:
+        info = await self._retrying.call("get_key", vault, request, cost=self.cost(vault, name))
+        self._costs[(vault, cache_name(name))] = cost_of(info)
+        now = asyncio.get_running_loop().time()
+        self.cache.put(auth, vault, name, info, latest=version is None, now=now)
+        return info
+
+    def cancel_all(self) -> None:
+        self._lookups.cancel_all()

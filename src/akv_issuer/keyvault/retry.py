@@ -11,6 +11,12 @@ At most ``max_concurrency`` calls per vault are in flight. Every 429 the vault
 answers (retried or not) is told to the vaults' budgets, when given
 (:meth:`.budget.VaultBudgets.throttled`: it pauses and shrinks the vault's budget).
 
+A call given a ``cost`` (key reads and signs) is charged to the vault's budget for
+each attempt, right before it is sent (:meth:`.budget.VaultBudgets.charge`; see
+:mod:`.budget` for whom): the first attempt waits for budget before the call's
+``timeout`` starts, as the caller's own wait would; a retry whose budget is further
+away than ``max_retry_wait`` or the time left is not sent, its failure is raised.
+
 Only an ``Exception`` is a failed call to classify: a ``BaseException`` that is
 not one (``CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
 ``GeneratorExit``) passes through unchanged.
@@ -24,7 +30,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .budget import VaultBudgets
+from .budget import BUDGET_SPENT, VaultBudgets
 from .errors import ErrorKind, KeyVaultError, classify
 from .models import KeyVaultOptions
 
@@ -34,9 +40,16 @@ T = TypeVar("T")
 
 
 class Retrying:
-    def __init__(self, options: KeyVaultOptions, budgets: VaultBudgets | None = None) -> None:
+    def __init__(
+        self,
+        options: KeyVaultOptions,
+        budgets: VaultBudgets | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.options = options
         self.budgets = budgets
+        self._sleep = sleep
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
     def _semaphore(self, vault: str) -> asyncio.Semaphore:
@@ -52,12 +65,18 @@ class Retrying:
         fn: Callable[[], Awaitable[T]],
         *,
         idempotent: bool = True,
+        cost: float | None = None,
     ) -> T:
         """Run fn with the retries described above. A call that is not idempotent
         (rotate: each success adds a key version) is retried only when throttled, which
-        Key Vault answers before doing anything; a 5xx or a timeout may hide a success."""
+        Key Vault answers before doing anything; a 5xx or a timeout may hide a success.
+        ``cost``: the units of the vault's budget each attempt uses (None: not budgeted)."""
         opts = self.options
         loop = asyncio.get_running_loop()
+        budgets = self.budgets if cost is not None else None
+        if budgets is not None:
+            assert cost is not None
+            await budgets.charge(vault, operation, cost)
         deadline = loop.time() + opts.timeout
         last: KeyVaultError | None = None
         attempt = 0
@@ -84,7 +103,10 @@ class Retrying:
                     if wait > opts.max_retry_wait or loop.time() + wait >= deadline:
                         raise last
                     attempt += 1
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
+                    if budgets is not None:
+                        assert cost is not None
+                        await self._charge_retry(budgets, operation, vault, cost, deadline, last)
         except TimeoutError:
             if last is not None and last.kind is ErrorKind.THROTTLED:
                 raise last from None
@@ -95,3 +117,25 @@ class Retrying:
                 code="Timeout",
                 operation=operation,
             ) from None
+
+    async def _charge_retry(
+        self,
+        budgets: VaultBudgets,
+        operation: str,
+        vault: str,
+        cost: float,
+        deadline: float,
+        last: KeyVaultError,
+    ) -> None:
+        """Wait for a retry's budget, or raise ``last`` when that is too far away (or the
+        caller's party has enough waiting on the vault)."""
+        loop = asyncio.get_running_loop()
+        wait = budgets.estimated_wait(vault, cost)
+        if wait > self.options.max_retry_wait or loop.time() + wait >= deadline:
+            raise last
+        try:
+            await budgets.charge(vault, operation, cost)
+        except KeyVaultError as err:
+            if err.code == BUDGET_SPENT:
+                raise last from None
+            raise

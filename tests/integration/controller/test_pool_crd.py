@@ -4,29 +4,16 @@ field named (422), before the controller ever sees them."""
 
 from __future__ import annotations
 
-import copy
-import uuid
 from typing import Any
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.generic_resource import create_global_resource
 
-from support.api_schema import SAMPLES, load_one
-
-ClusterIssuer = create_global_resource(
-    "azure-keyvault-issuer.gonicus.de", "v1alpha1", "ClusterIssuer", "clusterissuers"
-)
+from support.crd_samples import ClusterIssuer, create_cluster_issuer, fresh_sample
 
 
 def _sample() -> dict[str, Any]:
-    manifest = copy.deepcopy(load_one(SAMPLES / "clusterissuer-pool.yaml"))
-    manifest["metadata"]["name"] = f"pool-{uuid.uuid4().hex[:8]}"
-    return manifest
-
-
-async def _create(client: AsyncClient, manifest: dict[str, Any]) -> Any:
-    return await client.create(ClusterIssuer.from_dict(manifest))  # type: ignore[attr-defined]
+    return fresh_sample("clusterissuer-pool.yaml", "pool")
 
 
 async def test_the_pool_sample_is_accepted_with_its_defaults(
@@ -34,7 +21,7 @@ async def test_the_pool_sample_is_accepted_with_its_defaults(
 ) -> None:
     manifest = _sample()
     del manifest["spec"]["pool"]["retryAfter"]
-    created = await _create(kube_client, manifest)
+    created = await create_cluster_issuer(kube_client, manifest)
     pool = created["spec"]["pool"]
     assert pool["retryAfter"] == "30s"  # the schema's default
     assert [m["name"] for m in pool["members"]] == [
@@ -67,7 +54,7 @@ async def test_a_wrong_pool_is_refused_by_the_api_server(
     manifest = _sample()
     change(manifest["spec"]["pool"])
     with pytest.raises(ApiError) as caught:
-        await _create(kube_client, manifest)
+        await create_cluster_issuer(kube_client, manifest)
     assert caught.value.status.code == 422
     assert "spec.pool" in str(caught.value.status.message)
     assert words in str(caught.value.status.message)

@@ -10,6 +10,7 @@ can (signing, a recorded revocation), and work once the grant is given.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import ConfigMap, Namespace
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import API_VERSION, CertificateRequest, Issuer
@@ -239,3 +240,76 @@ async def _outside_the_granted_namespaces(env: Env, team: str) -> None:
     stored = await _configmap(env, list_name(key), team)
     assert stored is not None
     assert f"{leaf.serial_number:x} keyCompromise" in stored["data"]["revocations"]
+
+
+async def test_a_client_secret_outside_the_granted_namespaces_names_the_grant_until_given(
+    env: Env,
+) -> None:
+    """The default install reads Secrets only in the cluster resource namespace
+    (no cluster-wide `get`): a namespaced Issuer elsewhere with auth.clientSecret
+    is refused by the API server (403). Its Ready condition says exactly that --
+    the Secret, the namespace, and the chart value that grants the read -- and
+    it is rechecked slowly, not in a loop; the namespace granted
+    (rbac.secretNamespaces), it signs."""
+    team = f"{env.namespace}-sp"
+    await env.kube.create(Namespace(metadata=ObjectMeta(name=team)))
+    try:
+        await _client_secret_outside_the_granted_namespaces(env, team)
+    finally:
+        for resource in (CertificateRequest, Issuer):
+            with contextlib.suppress(ApiError):
+                await env.kube.deletecollection(resource, namespace=team)
+        with contextlib.suppress(ApiError):
+            await env.kube.delete(Namespace, team)
+
+
+async def _client_secret_outside_the_granted_namespaces(env: Env, team: str) -> None:
+    ca: CA = await env.make_ca("EC", curve="P-256")
+    emulator = env.emulator.env
+    await env.kube.create(
+        Secret(
+            metadata=ObjectMeta(name="team-sp", namespace=team),
+            data={"secret": base64.b64encode(emulator.sp_client_secret.encode()).decode()},
+        )
+    )
+    auth = {
+        "clientSecret": {
+            "tenantID": emulator.tenant_id,
+            "clientID": emulator.sp_client_id,
+            "secretRef": {"name": "team-sp", "key": "secret"},
+        }
+    }
+    await _issuer_in(env, team, "team-sp-ca", env.issuer_spec(ca, auth=auth))
+    controller = env.start_controller()
+    ready = await _wait_condition(env, "team-sp-ca", team, "Ready", "False", "AuthSecretForbidden")
+    assert ready["message"] == (
+        f"Secret {team}/team-sp: the controller may not get secrets in namespace {team} "
+        f"(forbidden); grant it with the Helm value rbac.secretNamespaces (add {team}) or "
+        f"rbac.clusterWideSecrets=true (kustomize: a RoleBinding of secret-reader-role in "
+        f"{team}, or the component cluster-wide-secrets); rechecked no sooner than every 120s "
+        "(a controller restart rechecks at once)"
+    )
+    await _wait_warning_reason(env, "team-sp-ca", team, "AuthSecretForbidden", ready["message"])
+    # One check, then nothing for minutes: no retry storm against the API server.
+    await asyncio.sleep(6)
+    seen = f"Issuer {team}/team-sp-ca is not ready: AuthSecretForbidden"
+    checks = [line for line in controller.log().splitlines() if seen in line]
+    assert len(checks) == 1, checks
+    assert "(next check in 120s)" in checks[0], checks[0]
+
+    # The namespace granted, as rbac.secretNamespaces does (a restart takes it
+    # up at once rather than at the 2-minute recheck).
+    await env.grant_secrets(team)
+    controller.terminate()
+    env.start_controller()
+    await _wait_condition(env, "team-sp-ca", team, "Ready", "True", "Checked")
+    await _issue(env, "leaf", "team-sp-ca", team)
+
+
+async def _wait_warning_reason(
+    env: Env, name: str, namespace: str, reason: str, message: str
+) -> None:
+    async def check() -> bool:
+        return ("Warning", reason, message) in await env.events_for(name, namespace)
+
+    await wait_for(check, what=f"Warning {reason} on {name}", env=env)

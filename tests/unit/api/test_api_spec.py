@@ -403,9 +403,9 @@ def test_cluster_trust_bundles_labels_and_overlap_parse() -> None:
             "the controller's own labels",
         ),
         ({"labels": {f"k{i}": "v" for i in range(21)}}, "clusterTrustBundles.labels", "at most 20"),
-        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be a object"),
+        ({"labels": ["a=b"]}, "clusterTrustBundles.labels", "must be an object"),
         ({"overlap": "90d"}, "clusterTrustBundles.overlap", "Go duration"),
-        ("yes", "clusterTrustBundles", "must be a object"),
+        ("yes", "clusterTrustBundles", "must be an object"),
     ],
 )
 def test_cluster_trust_bundles_refusals_name_the_field(section: Any, field: str, text: str) -> None:
@@ -423,6 +423,7 @@ def test_pod_certificates_absent_means_none_and_the_sample_parses() -> None:
     pods = api.parse_issuer_spec(sample).pod_certificates
     assert pods == api.PodCertificatesSpec(
         namespace_labels=(("pod-certificates.example.com/enabled", "true"),),
+        namespace_expressions=(api.LabelRequirement("tier", "NotIn", ("sandbox",)),),
         service_accounts=("frontend", "backend"),
         spiffe_trust_domain="cluster.example.com",
         dns_names=("$(SERVICE_ACCOUNT).$(NAMESPACE).svc",),
@@ -449,6 +450,7 @@ def test_pod_certificates_defaults() -> None:
     ).pod_certificates
     assert empty is not None
     assert empty.namespace_labels == ()
+    assert empty.namespace_expressions == ()
 
 
 @pytest.mark.parametrize(
@@ -516,6 +518,76 @@ def test_pod_certificates_defaults() -> None:
 def test_pod_certificates_refuses_naming_the_field(
     section: dict[str, Any], field: str, text: str
 ) -> None:
+    error = _error(_spec(podCertificates=section))
+    assert error.field == field
+    assert text in error.reason
+
+
+def test_pod_certificates_namespace_selector_match_expressions_parse() -> None:
+    selector = {
+        "matchLabels": {"team": "a"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["prod", "staging", "prod"]},
+            {"key": "example.com/sandbox", "operator": "DoesNotExist"},
+            {"key": "pods", "operator": "Exists", "values": []},
+        ],
+    }
+    parsed = api.parse_issuer_spec(
+        _spec(podCertificates={"spiffeTrustDomain": "example.org", "namespaceSelector": selector})
+    ).pod_certificates
+    assert parsed is not None
+    assert parsed.namespace_labels == (("team", "a"),)
+    assert parsed.namespace_expressions == (
+        api.LabelRequirement("tier", "In", ("prod", "staging")),
+        api.LabelRequirement("example.com/sandbox", "DoesNotExist"),
+        api.LabelRequirement("pods", "Exists"),
+    )
+
+
+_EXPRESSIONS = "podCertificates.namespaceSelector.matchExpressions"
+
+
+@pytest.mark.parametrize(
+    ("expressions", "field", "text"),
+    [
+        ([{"key": "tier", "operator": "In"}], f"{_EXPRESSIONS}[0].values", "at least one value"),
+        (
+            [{"key": "a", "operator": "Exists"}, {"key": "t", "operator": "NotIn", "values": []}],
+            f"{_EXPRESSIONS}[1].values",
+            "must list at least one value for operator NotIn",
+        ),
+        (
+            [{"key": "tier", "operator": "Exists", "values": ["x"]}],
+            f"{_EXPRESSIONS}[0].values",
+            "must be empty for operator Exists",
+        ),
+        (
+            [{"key": "tier", "operator": "DoesNotExist", "values": ["x"]}],
+            f"{_EXPRESSIONS}[0].values",
+            "must be empty for operator DoesNotExist",
+        ),
+        (
+            [{"key": "tier", "operator": "Equals", "values": ["x"]}],
+            f"{_EXPRESSIONS}[0].operator",
+            "'Equals' is not one of In, NotIn, Exists, DoesNotExist",
+        ),
+        ([{"key": "tier"}], f"{_EXPRESSIONS}[0].operator", "is required"),
+        ([{"operator": "Exists"}], f"{_EXPRESSIONS}[0].key", "is required"),
+        ([{"key": "bad key!", "operator": "Exists"}], f"{_EXPRESSIONS}[0].key", "not a label key"),
+        (
+            [{"key": "tier", "operator": "In", "values": ["no spaces"]}],
+            f"{_EXPRESSIONS}[0].values[0]",
+            "must be a Kubernetes label value",
+        ),
+        ({"key": "tier", "operator": "Exists"}, _EXPRESSIONS, "must be a list"),
+        (["tier"], f"{_EXPRESSIONS}[0]", "got string"),
+    ],
+)
+def test_pod_certificates_match_expressions_refusals_name_the_field(
+    expressions: Any, field: str, text: str
+) -> None:
+    section = {"spiffeTrustDomain": "example.org", "namespaceSelector": {}}
+    section["namespaceSelector"]["matchExpressions"] = expressions
     error = _error(_spec(podCertificates=section))
     assert error.field == field
     assert text in error.reason

@@ -260,6 +260,8 @@ class Budgeted(Setup):
             clock=self.clock,
             sleep=self.clock.sleep,
         )
+        # Key reads are charged where the keyvault layer sends them (as KeyVaultAccess).
+        self.vault.charge_to(self.budgets)
         self.kv = KeyVaultGateway(
             self.vault, self.metrics, concurrency=concurrency, budgets=self.budgets
         )
@@ -340,3 +342,20 @@ async def test_ca_pools_see_each_vaults_budget() -> None:
     assert left is not None
     assert left < 0
     assert -left == pytest.approx(t.budgets.estimated_wait(VAULT_URL))
+
+
+async def test_a_key_read_is_charged_to_the_issuers_reads_by_the_layer_that_sends_it() -> None:
+    t = Budgeted(units=2)
+    await t.kv.signer(t.ca.key_info, AUTH, party="ClusterIssuer a").sign_digest(ES256, b"\1" * 32)
+    read = asyncio.create_task(t.kv.get_key(VAULT_URL, KEY_NAME, None, AUTH))
+    await t.clock.advance(1)
+    window = t.budgets.window(VAULT_URL)
+    assert window is not None
+    # No reconcile runs here, so the party is the shared one's reads.
+    assert window.waiting("controller (reads)") == 1
+    assert t.vault.calls["get_key"] == 0, "not sent before it has its budget"
+    await t.clock.advance(10)
+    await read
+    assert t.vault.calls["get_key"] == 1
+    assert t.sample("akv_issuer_keyvault_budget_wait_seconds_count", operation="get_key") == 1
+    assert t.sample("akv_issuer_keyvault_budget_wait_seconds_sum", operation="get_key") > 10

@@ -18,6 +18,7 @@ from akv_issuer.controller.core.pool import (
     MemberRef,
     PoolHealth,
     order_members,
+    probe_delay,
     soonest_retry,
 )
 from support.fakeclock import FakeClock
@@ -149,3 +150,17 @@ def test_breakers_are_per_key_whatever_the_member_is_called() -> None:
     fail(health, A, clock)
     same_key = MemberRef("other-name", "https://A.vault.azure.net/", "CA")
     assert health.state(same_key, clock()) is BreakerState.OPEN
+
+
+def test_the_check_comes_back_when_the_first_member_set_aside_may_be_probed() -> None:
+    health = PoolHealth()
+    assert probe_delay([A, B, C], health, 0.0, probing=30.0) is None  # all closed
+    health.failed(A, 0.0, retry_after=30, vault_retry_after=None, reason="", message="")
+    health.failed(B, 10.0, retry_after=30, vault_retry_after=None, reason="", message="")
+    assert probe_delay([A, B, C], health, 20.0, probing=30.0) == 10.0  # A at 30
+    # A half-open: the check may probe it now ...
+    assert probe_delay([A, B, C], health, 31.0, probing=30.0) == 0.0
+    # ... unless a request took the probe: back after that request had its time (B at 40).
+    assert health.try_probe(A, 31.0)
+    assert probe_delay([A, B, C], health, 31.0, probing=30.0) == 9.0
+    assert probe_delay([A], health, 31.0, probing=30.0) == 30.0

@@ -26,6 +26,7 @@ from akv_issuer.controller.api.conditions import (
     parse_time,
 )
 from akv_issuer.controller.api.durations import format_go_duration, parse_go_duration
+from akv_issuer.controller.api.label_selector import LabelRequirement
 from akv_issuer.controller.api.names import (
     API_VERSION,
     CERT_MANAGER_GROUP,
@@ -159,6 +160,7 @@ __all__ = [
     "KeyVaultSecretCA",
     "KubeCertificateSigningRequest",
     "KubernetesSecretCA",
+    "LabelRequirement",
     "PendingReason",
     "PodCertificatesSpec",
     "PolicySpec",

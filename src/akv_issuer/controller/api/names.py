@@ -152,6 +152,13 @@ class IssuerReason(StrEnum):
     CA_NOT_YET_VALID = "CANotYetValid"
     AUTH_SECRET_NOT_FOUND = "AuthSecretNotFound"  # noqa: S105 -- a reason, not a password
     """The clientSecret Secret or its key is missing in the namespace it is read from."""
+    AUTH_SECRET_FORBIDDEN = "AuthSecretForbidden"  # noqa: S105 -- a reason, not a password
+    """The controller's RBAC does not let it read the clientSecret Secret (403): the
+    message names the Secret, its namespace and the chart value that grants it
+    (rbac.secretNamespaces, rbac.clusterWideSecrets or
+    rbac.clusterResourceNamespaceSecrets). Rechecked no sooner than every 2 minutes."""
+    CA_SECRET_FORBIDDEN = "CASecretForbidden"  # noqa: S105 -- a reason, not a password
+    """The same for the Kubernetes Secret of caSource.secret."""
     INVALID_SPEC = "InvalidSpec"
     # Tenant identities (auth.serviceAccountRef, --issuer-ambient-credentials).
     SERVICE_ACCOUNT_TOKEN_FAILED = "ServiceAccountTokenFailed"  # noqa: S105 -- a reason

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from akv_issuer.controller.api.label_selector import OPERATORS
 from akv_issuer.controller.api.names import ConditionStatus
 from akv_issuer.controller.api.spec import POD_KEY_TYPES
 
@@ -46,6 +47,8 @@ ON_INVALID_MEMBER: Final = ("Fail", "Exclude")
 # spec.podCertificates (issue 25)
 _SPIFFE_TRUST_DOMAIN = r"^[a-z0-9._-]+$"
 _DNS_TEMPLATE = r"^([a-z0-9.-]|\$\((POD_NAME|NAMESPACE|SERVICE_ACCOUNT)\))+$"
+# A label value (apimachinery's IsValidLabelValue; at most 63 characters).
+_LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Usages a Pod's (end-entity) certificate may have: no CA usages.
 POD_USAGES: Final = (
     "digital signature",
@@ -269,6 +272,26 @@ _SPEC_FIELDS: Final[Mapping[str, FieldDef]] = {
         "podCertificates": FieldDef("object"),
         "podCertificates.namespaceSelector": FieldDef("object"),
         "podCertificates.namespaceSelector.matchLabels": FieldDef("object"),
+        # A Kubernetes LabelSelector's requirements; a key's syntax, and that In
+        # and NotIn need values and Exists and DoesNotExist take none, are the
+        # parser's (spec_parser._parse_label_requirement) and a CEL rule's.
+        "podCertificates.namespaceSelector.matchExpressions": FieldDef(
+            "array[object]", max_items=20
+        ),
+        "podCertificates.namespaceSelector.matchExpressions.key": FieldDef(
+            "string", required=True, max_length=317
+        ),
+        "podCertificates.namespaceSelector.matchExpressions.operator": FieldDef(
+            "string", required=True, enum=OPERATORS
+        ),
+        "podCertificates.namespaceSelector.matchExpressions.values": FieldDef(
+            "array[string]",
+            pattern=_LABEL_VALUE,
+            max_length=63,
+            max_items=100,
+            hint="must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or "
+            "'.', beginning and ending with a letter or digit",
+        ),
         "podCertificates.serviceAccounts": FieldDef(
             "array[string]",
             pattern=_K8S_NAME,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Final
 
+from akv_issuer.controller.api.label_selector import LabelRequirement
+
 
 class SpecError(ValueError):
     """The spec cannot be used. The issuer goes ``Ready=False/InvalidSpec``.
@@ -293,12 +295,15 @@ class PodCertificatesSpec:
 
     ``namespace_labels`` None: Pods of every namespace (a ClusterIssuer; an
     Issuer signs for its own namespace only, whose labels must match too when
-    set). ``service_accounts`` None: any ServiceAccount. ``spiffe_trust_domain``:
-    a URI SAN ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``;
+    set); else the namespaceSelector's matchLabels, ANDed with its
+    matchExpressions (``namespace_expressions``). ``service_accounts`` None:
+    any ServiceAccount. ``spiffe_trust_domain``: a URI SAN
+    ``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``;
     ``dns_names``: DNS SANs from templates with :data:`POD_DNS_PLACEHOLDERS`.
     """
 
     namespace_labels: tuple[tuple[str, str], ...] | None = None
+    namespace_expressions: tuple[LabelRequirement, ...] = ()
     service_accounts: tuple[str, ...] | None = None
     spiffe_trust_domain: str | None = None
     dns_names: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from akv_issuer.controller.api.durations import format_go_duration, parse_go_duration
+from akv_issuer.controller.api.label_selector import OPERATORS_WITH_VALUES, LabelRequirement
 from akv_issuer.controller.api.schema import DURATION_HINT, SPEC_FIELDS, FieldDef
 from akv_issuer.controller.api.spec import (
     ENTRA_TOKEN_EXCHANGE_AUDIENCE,
@@ -118,7 +119,8 @@ class _SpecReader:
         expected = _PY_TYPES[type_]
         # bool is an int in Python; the schema keeps them apart.
         if not isinstance(value, expected) or (type_ == "integer" and isinstance(value, bool)):
-            raise SpecError(path, f"must be a {type_}, got {_json_type(value)}")
+            article = "an" if type_[0] in "aeiou" else "a"
+            raise SpecError(path, f"must be {article} {type_}, got {_json_type(value)}")
         if definition.minimum is not None and isinstance(value, int) and value < definition.minimum:
             raise SpecError(path, f"must be >= {definition.minimum}, got {value}")
         if not isinstance(value, str):
@@ -504,20 +506,48 @@ def _parse_cluster_trust_bundles(reader: _SpecReader) -> ClusterTrustBundlesSpec
 _PLACEHOLDER = re.compile(r"\$\([A-Z_]+\)")
 
 
+_SELECTOR: Final = "podCertificates.namespaceSelector"
+
+
+def _parse_label_requirement(raw: Any) -> LabelRequirement:
+    """One ``matchExpressions`` entry, checked as the API server checks a
+    LabelSelector (apimachinery's ValidateLabelSelectorRequirement): a label
+    key, and values for In and NotIn only."""
+    entry = _SpecReader(raw, schema_prefix=f"{_SELECTOR}.matchExpressions.")
+    key = entry.get("key")
+    problem = label_key_problem(key)
+    if problem is not None:
+        raise SpecError("key", f"{key!r} is not a label key: {problem}")
+    operator = entry.get("operator")
+    values = tuple(entry.get("values") or ())
+    if operator in OPERATORS_WITH_VALUES and not values:
+        raise SpecError("values", f"must list at least one value for operator {operator}")
+    if operator not in OPERATORS_WITH_VALUES and values:
+        raise SpecError("values", f"must be empty for operator {operator} (it takes no values)")
+    return LabelRequirement(key=key, operator=operator, values=tuple(dict.fromkeys(values)))
+
+
 def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
     """``spec.podCertificates``: who may get a certificate for a Pod, and which."""
     if reader.get("podCertificates") is None:
         return None
     namespace_labels: tuple[tuple[str, str], ...] | None = None
-    if reader.get("podCertificates.namespaceSelector") is not None:
-        labels = reader.get("podCertificates.namespaceSelector.matchLabels") or {}
+    namespace_expressions: tuple[LabelRequirement, ...] = ()
+    if reader.get(_SELECTOR) is not None:
+        labels = reader.get(f"{_SELECTOR}.matchLabels") or {}
         for key, value in labels.items():
-            path = f"podCertificates.namespaceSelector.matchLabels.{key}"
+            path = f"{_SELECTOR}.matchLabels.{key}"
             if not isinstance(key, str) or label_key_problem(key) is not None:
                 raise SpecError(path, "is not a Kubernetes label name")
             if not isinstance(value, str) or re.fullmatch(_LABEL_VALUE, value) is None:
                 raise SpecError(path, "must be a Kubernetes label value (a string)")
         namespace_labels = tuple(sorted(labels.items()))
+        expressions = reader.get(f"{_SELECTOR}.matchExpressions") or ()
+        requirements: list[LabelRequirement] = []
+        for index, raw in enumerate(expressions):
+            with _below(f"{_SELECTOR}.matchExpressions[{index}]"):
+                requirements.append(_parse_label_requirement(raw))
+        namespace_expressions = tuple(requirements)
     accounts = reader.get("podCertificates.serviceAccounts")
     dns_names = tuple(reader.get("podCertificates.dnsNames") or ())
     for index, template in enumerate(dns_names):
@@ -551,6 +581,7 @@ def _parse_pod_certificates(reader: _SpecReader) -> PodCertificatesSpec | None:
     defaults = PodCertificatesSpec()
     return PodCertificatesSpec(
         namespace_labels=namespace_labels,
+        namespace_expressions=namespace_expressions,
         service_accounts=tuple(accounts) if accounts is not None else None,
         spiffe_trust_domain=trust_domain,
         dns_names=dns_names,

@@ -136,6 +136,9 @@ class CheckedIssuer:
     # without a pool. And every member's state for status.members.
     members: tuple[PoolMember, ...] = ()
     member_states: tuple[MemberState, ...] = ()
+    # spec.pool: seconds until a member set aside may be probed, when the check should
+    # come back to do it (None: no member is set aside).
+    probe_in: float | None = None
 
     @property
     def ca_cert(self) -> x509.Certificate:

@@ -13,17 +13,23 @@ the gateway, and so gets, written once here:
   raises ``NotLeading`` once this replica's lease may have passed to another,
   so two replicas never both sign (a renewal is a sign too);
 - the text a feature shows for a failed call (:func:`keyvault_failure_text`);
-- every sign and key read waits for its vault's throttling budget
-  (:mod:`akv_issuer.keyvault.budget`: Key Vault's weighted 10-second windows)
-  before anything else -- before the sign slot, so a vault out of budget holds
-  no slot another vault could use. Calls queue per issuer and are served
-  round-robin (the issuer is the checked issuer a sign is for; for reads and
-  renewal signs during an issuer check, the issuer the check is about; key
-  reads queue apart from the issuer's signs, so a check is not stuck behind
-  the issuer's own burst). A call whose issuer already has enough waiting on
-  the vault fails at once as throttled (code ``BudgetSpent``) with a time to
-  come back, which the request flow requeues quietly, so the work queue hands
-  its worker to another issuer meanwhile.
+- the party each sign and key read is charged to in its vault's throttling
+  budget (:mod:`akv_issuer.keyvault.budget`: Key Vault's weighted 10-second
+  windows). The keyvault layer charges exactly the requests it sends to Key
+  Vault -- a key read its cache answers, or that joins a read in flight, costs
+  nothing; each attempt of a retried call costs again -- so the gateway only
+  names the party (``charged_to``): the checked issuer a sign is for; for
+  reads and renewal signs during an issuer check, the issuer the check is
+  about; key reads queue apart from the issuer's signs (``<issuer> (reads)``),
+  so a check is not stuck behind the issuer's own burst. Calls queue per party
+  and are served round-robin. A sign waits for its budget here, before
+  anything else -- before the sign slot, so a vault out of budget holds no
+  slot another vault could use, and before the fence -- and tells the layer
+  below it paid. A call whose issuer already has enough waiting on the vault
+  fails at once as throttled (code ``BudgetSpent``) with a time to come back,
+  which the request flow requeues quietly, so the work queue hands its worker
+  to another issuer meanwhile. The time every call waited for budget is
+  observed by operation (``akv_issuer_keyvault_budget_wait_seconds``).
 
 The issuer check maps a Key Vault error to an issuer's Ready reason itself
 (``core.failures.keyvault_failure``): that names what was read, not "Key Vault".
@@ -53,7 +59,7 @@ from akv_issuer.keyvault import (
     SecretVersion,
     VaultBudgets,
 )
-from akv_issuer.keyvault.budget import UNKNOWN_KEY_COST, cost_of
+from akv_issuer.keyvault.budget import charged_to, cost_of
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 from akv_issuer.runtime.leader import no_fence
 from akv_issuer.runtime.logs import current_object
@@ -73,6 +79,8 @@ class KeyVault(VaultAccess, Protocol):
     async def get_key_attestation(
         self, vault_url: str, name: str, version: str, auth: AuthConfig
     ) -> KeyAttestation: ...
+
+    def invalidate(self, key: KeyInfo) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -129,8 +137,8 @@ class KeyVaultGateway:
         self.budgets = budgets
         self._waited = metrics.budget_wait_seconds
         metrics.budgets.source = budgets
-        # (vault, key name) -> units a read of it costs, learnt from its key type.
-        self._read_costs: dict[tuple[str, str], float] = {}
+        if budgets is not None:
+            budgets.observe_waits(self._observe_wait)
         self._concurrency = concurrency
         # Signs in flight per vault (CA pools choose a member by it when there is no
         # per-vault budget: core.pool.InFlightBudget).
@@ -151,20 +159,13 @@ class KeyVaultGateway:
             return BudgetsView(self.budgets)
         return InFlightBudget(self, self._concurrency)
 
-    async def _admit(self, operation: str, vault_url: str, party: str, cost: float) -> None:
-        """Wait for the vault's budget (see the module)."""
-        if self.budgets is not None:
-            waited = await self.budgets.acquire(vault_url, party, cost)
-            self._waited.labels(operation).observe(waited)
+    def _observe_wait(self, operation: str, waited: float) -> None:
+        self._waited.labels(operation).observe(waited)
 
-    async def _read_key(self, operation: str, vault_url: str, name: str, call: Awaitable[T]) -> T:
-        cost = self._read_costs.get((vault_url, name.lower()), UNKNOWN_KEY_COST)
-        try:
-            await self._admit(operation, vault_url, f"{_party()} (reads)", cost)
-        except BaseException:
-            _close(call)
-            raise
-        return await self._count(operation, call)
+    async def _read_key(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A key read, charged (if it reaches Key Vault) to the issuer's reads."""
+        with charged_to(f"{_party()} (reads)"):
+            return await self._count(operation, call())
 
     async def _count(self, operation: str, call: Awaitable[T]) -> T:
         try:
@@ -177,23 +178,24 @@ class KeyVaultGateway:
 
     # -- keys, secrets, certificates --------------------------------------------
 
+    def forget_key(self, key: KeyInfo) -> None:
+        """Drop what the keyvault layer caches about ``key``: its next read asks the
+        vault (a CA pool member's probe by the issuer check must reach the vault)."""
+        self._kv.invalidate(key)
+
     async def get_key(
         self, vault_url: str, name: str, version: str | None, auth: AuthConfig
     ) -> KeyInfo:
-        info = await self._read_key(
-            "get_key", vault_url, name, self._kv.get_key(vault_url, name, version, auth)
+        return await self._read_key(
+            "get_key", lambda: self._kv.get_key(vault_url, name, version, auth)
         )
-        self._read_costs[(vault_url, name.lower())] = cost_of(info)
-        return info
 
     async def list_key_versions(
         self, vault_url: str, name: str, auth: AuthConfig, *, limit: int = 25
     ) -> tuple[KeyVersion, ...]:
         return await self._read_key(
             "list_key_versions",
-            vault_url,
-            name,
-            self._kv.list_key_versions(vault_url, name, auth, limit=limit),
+            lambda: self._kv.list_key_versions(vault_url, name, auth, limit=limit),
         )
 
     async def rotate_key(self, vault_url: str, name: str, auth: AuthConfig) -> KeyInfo:
@@ -272,13 +274,18 @@ class KeyVaultGateway:
         self, signer: _GatedSigner, algorithm: SignatureAlgorithm, digest: bytes
     ) -> bytes:
         key = signer.key
-        await self._admit("sign", key.vault_url, signer.party, cost_of(key))
+        paid = 0.0
+        if self.budgets is not None:
+            # The first attempt's budget, before the slot and the fence (see the module).
+            paid = cost_of(key)
+            await self.budgets.acquire(key.vault_url, signer.party, paid, operation="sign")
         vault = key.vault_url.rstrip("/").lower()
         self._in_flight[vault] += 1
         try:
             async with self._slots.hold():
                 self._fence()
-                return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
+                with charged_to(signer.party, paid=paid):
+                    return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
         finally:
             self._in_flight[vault] -= 1
             if not self._in_flight[vault]:
@@ -311,13 +318,6 @@ def _party() -> str:
     reconcile is about (an issuer check's issuer), else one shared party."""
     found = current_object()
     return found[1] if found is not None else "controller"
-
-
-def _close(call: Awaitable[object]) -> None:
-    """Close a coroutine that will not be awaited (its call was not admitted)."""
-    close = getattr(call, "close", None)
-    if close is not None:
-        close()
 
 
 class _GatedSigner:

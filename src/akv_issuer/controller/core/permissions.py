@@ -63,18 +63,21 @@ def configmaps(namespace: str, cluster_resource_namespace: str) -> Permission:
 
 
 def secrets_read(namespace: str, cluster_resource_namespace: str) -> Permission:
-    """auth.clientSecret and caSource.secret: a Secret of the issuer's namespace."""
+    """auth.clientSecret and caSource.secret: a Secret of the issuer's namespace.
+
+    The chart grants none cluster-wide by default (rbac.clusterWideSecrets is
+    off): the narrow grant comes first in the message."""
     if namespace == cluster_resource_namespace:
         grant = (
-            "the Helm value rbac.clusterWideSecrets=true, or the secret-reader RoleBinding the "
-            "chart creates in the cluster resource namespace (kustomize: the secrets rule of "
-            "config/rbac/role.yaml)"
+            "the Helm value rbac.clusterResourceNamespaceSecrets=true (kustomize: the "
+            "secret-reader RoleBinding of config/rbac, which the component "
+            "no-cluster-resource-namespace-secrets removes)"
         )
     else:
         grant = (
-            f"the Helm value rbac.clusterWideSecrets=true or rbac.secretNamespaces (add "
-            f"{namespace}) (kustomize: the secrets rule of config/rbac/role.yaml, or a "
-            f"RoleBinding of secret-reader-role in {namespace})"
+            f"the Helm value rbac.secretNamespaces (add {namespace}) or "
+            f"rbac.clusterWideSecrets=true (kustomize: a RoleBinding of secret-reader-role "
+            f"in {namespace}, or the component cluster-wide-secrets)"
         )
     return Permission(("get",), "secrets", "", f"in namespace {namespace}", grant)
 

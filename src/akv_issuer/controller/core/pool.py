@@ -10,9 +10,11 @@ second count), so its unit tests run on a fake clock:
 - :class:`Breaker`: one member's circuit breaker. Closed: it signs. A failure of its
   vault (unreachable, throttled, forbidden) opens it for ``retry_after`` (the vault's
   Retry-After if longer), doubling with every failure in a row up to
-  :data:`MAX_RETRY_AFTER`. Once that passed it is half-open: exactly one request
-  probes it (the others keep going elsewhere); success closes it, failure opens it
-  again for longer.
+  :data:`MAX_RETRY_AFTER`. Once that passed it is half-open: exactly one probe goes
+  to its vault -- a request's sign, or the issuer check, which the issuer is requeued
+  for at ``open_until`` so a member comes back without signing traffic
+  (:func:`probe_delay`) -- while the others keep going elsewhere; success closes it,
+  failure opens it again for longer. No check asks an open member's vault.
 - :class:`PoolHealth`: the breakers of every member key the process signs with, shared
   by every issuer naming that key (a vault that is down is down for all of them).
 - :func:`order_members`: the members a request tries, in order: a half-open member's
@@ -199,3 +201,23 @@ def soonest_retry(members: Sequence[MemberRef], health: PoolHealth, now: float) 
         if health.state(m, now) is not BreakerState.CLOSED
     ]
     return min(waits, default=0.0)
+
+
+def probe_delay(
+    members: Sequence[MemberRef], health: PoolHealth, now: float, *, probing: float
+) -> float | None:
+    """Seconds until the issuer check should come back to probe a member that is not
+    closed (None: every member is closed): the soonest ``open_until``; for a member
+    whose probe a request holds now, ``probing`` (that request's outcome brings the
+    check forward when the member signs again)."""
+    delays: list[float] = []
+    for member in members:
+        found = health.breakers.get(member.key)
+        if found is None:
+            continue
+        state = found.state(now)
+        if state is BreakerState.OPEN:
+            delays.append(found.open_until - now)
+        elif state is BreakerState.HALF_OPEN:
+            delays.append(probing if found.probing else 0.0)
+    return min(delays, default=None)

@@ -35,6 +35,7 @@ from akv_issuer.controller.api import (
 )
 from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.core import (
+    ADMIN_FIX_RECHECK,
     CheckedIssuer,
     CheckFailed,
     IssuerHooks,
@@ -88,6 +89,12 @@ class IssuerChecker:
         # controller's own identity (auth unset, auth.workloadIdentity)?
         self._issuer_ambient = issuer_ambient_credentials
         self._sa_tokens = service_account_tokens
+        # spec.pool: per issuer, what each member's last passed check found (pool_check).
+        self._pool_members: dict[IssuerKey, dict[str, tuple[IssuerSpec, KeyChecked]]] = {}
+
+    def forget(self, key: IssuerKey) -> None:
+        """The issuer is gone: drop what its pool members' checks found."""
+        self._pool_members.pop(key, None)
 
     async def check(self, key: IssuerKey, obj: IssuerObject, now: dt.datetime) -> CheckedIssuer:
         meta = obj.get("metadata") or {}
@@ -109,7 +116,10 @@ class IssuerChecker:
                 check_member=self.check_key,
                 health=self._kv.pool_health,
                 monotonic=self._kv.monotonic(),
+                remembered=self._pool_members.setdefault(key, {}),
+                forget_key=self._kv.forget_key,
             )
+        self._pool_members.pop(key, None)
 
         found = await self.check_key(key, spec, auth, now)
         ca = found.ca
@@ -173,8 +183,9 @@ class IssuerChecker:
             if err.status.code == 404:
                 raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where} not found") from None
             if err.status.code == 403:
-                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
-                raise CheckFailed(IssuerReason.CA_SECRET_NOT_FOUND, f"{where}: {missing}") from None
+                raise self._secret_forbidden(
+                    IssuerReason.CA_SECRET_FORBIDDEN, where, namespace
+                ) from None
             raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(source.key)
         value = base64.b64decode(raw).decode(errors="replace") if raw is not None else ""
@@ -183,6 +194,19 @@ class IssuerChecker:
                 IssuerReason.CA_SECRET_NOT_FOUND, f"{where} has no (or an empty) key {source.key!r}"
             )
         return value
+
+    def _secret_forbidden(self, reason: IssuerReason, where: str, namespace: str) -> CheckFailed:
+        """The API server refused to let the controller read a Secret (403): only an
+        administrator's grant helps, so the message names it and the issuer is
+        rechecked slowly (as for Key Vault's refusals), never in a tight loop. The
+        controller does not watch Secrets, so the grant is seen at that recheck."""
+        missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
+        return CheckFailed(
+            reason,
+            f"{where}: {missing}; rechecked no sooner than every {ADMIN_FIX_RECHECK:.0f}s "
+            "(a controller restart rechecks at once)",
+            retry_after=ADMIN_FIX_RECHECK,
+        )
 
     async def _auth(self, key: IssuerKey, spec: IssuerSpec) -> AuthConfig:
         auth = spec.auth
@@ -271,9 +295,8 @@ class IssuerChecker:
                     IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where} not found"
                 ) from None
             if err.status.code == 403:
-                missing = permissions.secrets_read(namespace, self._cluster_ns).missing()
-                raise CheckFailed(
-                    IssuerReason.AUTH_SECRET_NOT_FOUND, f"{where}: {missing}"
+                raise self._secret_forbidden(
+                    IssuerReason.AUTH_SECRET_FORBIDDEN, where, namespace
                 ) from None
             raise kubernetes_failure(where, err) from None
         raw = (secret.data or {}).get(ref.key)

@@ -8,9 +8,17 @@ A member then is
 - **Ready**: it passed, its chain ends in the pool's root, no other member holds its key;
 - **Unavailable**: its vault failed (unreachable, throttled, forbidden, firewall) -- its
   circuit breaker (``core.pool``) opens, signing passes it by until a probe succeeds; or
-  it passed but its breaker is open since signing found its vault failing;
+  its breaker is open since signing found its vault failing;
 - **Invalid**: anything else -- a key or CA fault, a CA for another member's key, a chain
   to another root than the others', a key another member names already.
+
+A member whose breaker is open is not checked: its vault is not asked until the breaker
+lets one probe through, and it keeps what its last passed check found (so signing can
+probe it). Once half-open, the check is that probe (unless a request holds it): it
+passes, the breaker closes and the member is Ready again; it fails, the breaker opens
+for longer. The issuer is requeued for the soonest probe
+(``CheckedIssuer.probe_in``, ``core.pool.probe_delay``), so a member whose vault came
+back shows Ready without any request signing.
 
 The issuer is Ready while one member can sign. An Invalid member makes it not Ready
 (``InvalidSpec`` or the member's CA reason, the message naming it) unless
@@ -36,7 +44,7 @@ from akv_issuer.controller.core.checked import (
     MemberState,
     PoolMember,
 )
-from akv_issuer.controller.core.pool import BreakerState, MemberRef, PoolHealth
+from akv_issuer.controller.core.pool import BreakerState, MemberRef, PoolHealth, probe_delay
 from akv_issuer.keyvault import AuthConfig, KeyInfo
 from akv_issuer.pki import CAChain, IssuerProfile, SignatureAlgorithm, is_self_signed
 
@@ -111,32 +119,38 @@ async def check_pool(
     check_member: CheckMember,
     health: PoolHealth,
     monotonic: float,
+    remembered: dict[str, tuple[IssuerSpec, KeyChecked]] | None = None,
+    forget_key: Callable[[KeyInfo], None] | None = None,
 ) -> CheckedIssuer:
     """The pool's checked issuer (see the module), or :class:`CheckFailed` naming the
     member(s) when none can sign, or a member is Invalid and ``onInvalidMember`` is
-    ``Fail``."""
+    ``Fail``. ``remembered``: by member name, what its last passed check found (kept
+    up to date here; an open member's is used instead of asking its vault);
+    ``forget_key`` drops a probed member's cached key, so the probe asks its vault."""
     pool = spec.pool
     assert pool is not None
     profile_of(spec)  # a spec the profile refuses is InvalidSpec before any Key Vault call
+    memory: dict[str, tuple[IssuerSpec, KeyChecked]] = {} if remembered is None else remembered
+    retry_after = pool.retry_after.total_seconds()
     results: list[_Result] = []
     for name, member_spec in spec.member_specs():
         ref = MemberRef(name, member_spec.key_vault_base_url, member_spec.key_name)
-        result = _Result(name, ref, member_spec)
-        try:
-            result.found = await check_member(key, member_spec, auth, now)
-        except CheckFailed as failure:
-            result.failure = failure
-            result.invalid = failure.reason not in HEALTH_REASONS
-            if not result.invalid:
-                health.failed(
-                    ref,
-                    monotonic,
-                    retry_after=pool.retry_after.total_seconds(),
-                    vault_retry_after=failure.retry_after,
-                    reason=str(failure.reason),
-                    message=_prefixed(name, failure),
-                )
-        results.append(result)
+        results.append(
+            await _check_one(
+                _Result(name, ref, member_spec),
+                key,
+                auth,
+                now,
+                check_member=check_member,
+                health=health,
+                monotonic=monotonic,
+                retry_after=retry_after,
+                memory=memory,
+                forget_key=forget_key,
+            )
+        )
+    for gone in set(memory) - {r.name for r in results}:
+        del memory[gone]
 
     _same_key_twice(results)
     _another_members_ca(results)
@@ -188,19 +202,100 @@ async def check_pool(
         first = failed[0]
         assert first.failure is not None
         detail = "; ".join(_prefixed(r.name, r.failure) for r in failed if r.failure)
+        # Back when the first member may be probed (or as its vault said).
+        probe_in = probe_delay([r.ref for r in results], health, monotonic, probing=retry_after)
         raise CheckFailed(
             first.failure.reason,
             f"no pool member can sign: {detail}",
             retryable=True,
             retry_after=min(
                 (r.failure.retry_after for r in failed if r.failure and r.failure.retry_after),
-                default=None,
+                default=probe_in,
             ),
         )
     # Prefer a member whose breaker is closed for the issuer's own fields (status.caCertificate).
     ready = [m for m, s in zip(members, _ready_flags(members, states), strict=True) if s]
     lead = (ready or members)[0].checked
-    return replace(lead, spec=spec, members=tuple(members), member_states=tuple(states))
+    return replace(
+        lead,
+        spec=spec,
+        members=tuple(members),
+        member_states=tuple(states),
+        probe_in=probe_delay([r.ref for r in results], health, monotonic, probing=retry_after),
+    )
+
+
+async def _check_one(
+    result: _Result,
+    key: IssuerKey,
+    auth: AuthConfig,
+    now: dt.datetime,
+    *,
+    check_member: CheckMember,
+    health: PoolHealth,
+    monotonic: float,
+    retry_after: float,
+    memory: dict[str, tuple[IssuerSpec, KeyChecked]],
+    forget_key: Callable[[KeyInfo], None] | None,
+) -> _Result:
+    """One member's check, as its breaker allows (see the module)."""
+    name, ref, member_spec = result.name, result.ref, result.spec
+    state = health.state(ref, monotonic)
+    probe = state is BreakerState.HALF_OPEN and health.try_probe(ref, monotonic)
+    if state is not BreakerState.CLOSED and not probe:
+        # Set aside, or a request probes it now: its vault is not asked.
+        kept = memory.get(name)
+        if kept is not None and kept[0] == member_spec:
+            result.found = kept[1]
+        else:
+            breaker = health.breaker(ref)
+            result.failure = CheckFailed(
+                _reason(breaker.reason),
+                breaker.message.removeprefix(f"pool member {name!r}: ") or "its vault failed",
+                retry_after=max(0.0, breaker.open_until - monotonic) or None,
+            )
+        return result
+    kept = memory.get(name)
+    if probe and kept is not None and forget_key is not None:
+        forget_key(kept[1].key_info)  # a cached key would answer without the vault
+    try:
+        result.found = await check_member(key, member_spec, auth, now)
+    except CheckFailed as failure:
+        result.failure = failure
+        result.invalid = failure.reason not in HEALTH_REASONS
+        if not result.invalid:
+            health.failed(
+                ref,
+                monotonic,
+                retry_after=retry_after,
+                vault_retry_after=failure.retry_after,
+                reason=str(failure.reason),
+                message=_prefixed(name, failure),
+            )
+        elif probe:
+            # The member is wrong, not its vault (which may well have answered): its
+            # state is Invalid now, and a breaker left half-open would be probed again
+            # at every check.
+            health.succeeded(ref)
+        memory.pop(name, None)
+        return result
+    except BaseException:
+        if probe:
+            health.release_probe(ref)
+        raise
+    memory[name] = (member_spec, result.found)
+    if probe:
+        # The check was the member's probe: its vault answers again.
+        health.succeeded(ref)
+    return result
+
+
+def _reason(text: str) -> IssuerReason:
+    """The issuer reason a breaker was opened with (unreachable when it names none)."""
+    try:
+        return IssuerReason(text)
+    except ValueError:
+        return IssuerReason.KEY_VAULT_UNREACHABLE
 
 
 def _ready_flags(members: Sequence[PoolMember], states: Sequence[MemberState]) -> list[bool]:

@@ -217,6 +217,7 @@ class IssuerReconciler:
         self._checked.pop(key, None)
         self._checked_generation.pop(key, None)
         self._issuer_events.forget(key)
+        self._checker.forget(key)
         self._hooks.forget(key)
         self.controller.cancel(key)
         self._metrics.forget_issuer(*key.labels)
@@ -279,6 +280,10 @@ class IssuerReconciler:
         # reports it, and the issuer is retried with backoff.
         if not await self._hooks.settled(obj, checked, now):
             return Result.retry(self.backoff.delay(failures + 1))
+        if checked.probe_in is not None:
+            # A CA pool member is set aside: check again when its breaker lets the
+            # check probe it (pool_check), so it shows Ready once its vault is back.
+            recheck = min(recheck, max(1.0, checked.probe_in))
         if follow_up.recheck_within is not None:
             # A follower shows progress (re-issuing Certificates).
             return Result.requeue(min(recheck, follow_up.recheck_within))

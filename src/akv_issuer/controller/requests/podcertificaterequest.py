@@ -10,15 +10,16 @@ public key. The signer names are those of our Kubernetes CSRs:
 Pods of its own namespace.
 
 Nothing approves a PodCertificateRequest: the issuer's ``spec.podCertificates``
-is the approval (:meth:`PodCertificateRequests.admit`, checked against the
-issuer as it is right before signing). An issuer without that section, a Pod
-whose namespace or ServiceAccount it does not allow, a key type it does not
-allow, or unverifiedUserAnnotations (this signer defines none) end the
-request ``Denied`` with a reason that says which. The identity written into
-the certificate comes from the policy and the request's spec (which the API
-server and the kubelet fill in), never from the CSR: an empty subject, a
-SPIFFE URI ``spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>``
-and/or DNS names from the policy's templates.
+is the approval (:mod:`.pod_admission`, checked against the issuer as it is
+right before signing); what does not pass ends ``Denied`` with a reason that
+says which. The identity written into the certificate (:mod:`.pod_identity`)
+comes from the policy and the request's spec (which the API server and the
+kubelet fill in), never from the CSR: an empty subject, a SPIFFE URI
+``spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`` and/or DNS names
+from the policy's templates.
+
+This module is the request kind: the API's object (signer name to issuer,
+view, requester) and its status writes under the API's rules below.
 
 The API's rules (certificates/v1 validation): the status is immutable but for
 the one transition to a terminal condition (``Issued``, ``Denied`` or
@@ -37,24 +38,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any, Final, TypedDict
+from typing import Final, TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from lightkube import ApiError
 
 from akv_issuer.controller.api import (
     CLUSTER_ISSUER_KIND,
     GROUP,
     ISSUER_KIND,
-    NAMESPACES,
     POD_CERTIFICATE_REQUESTS,
-    POD_KEY_TYPES,
-    POD_MAX_LIFETIME,
     POD_MIN_LIFETIME,
-    PodCertificatesSpec,
     conditions_of,
     find_condition,
     format_time,
@@ -77,6 +72,17 @@ from akv_issuer.controller.requests.kind import (
     StatusUpdate,
 )
 from akv_issuer.controller.requests.kubecsr import SignerNameError, issuer_of_signer
+from akv_issuer.controller.requests.pod_admission import (
+    REASON_INVALID_REQUEST,
+    REASON_ISSUER_IN_ANOTHER_NAMESPACE,
+    admit,
+)
+from akv_issuer.controller.requests.pod_identity import (
+    begin_refresh_at,
+    identity,
+    lifetime,
+    stub_csr,
+)
 from akv_issuer.pki import IssuanceRequest
 from akv_issuer.runtime.kubeapi import MERGE_PATCH, ApiResource, KubeApi
 
@@ -86,27 +92,10 @@ DENIED: Final = "Denied"
 FAILED: Final = "Failed"
 TERMINAL: Final = (ISSUED, DENIED, FAILED)
 
-# Reasons. The API names two (for Denied); the others are ours, one per
-# thing a user would change.
-REASON_UNSUPPORTED_KEY_TYPE: Final = "UnsupportedKeyType"
-REASON_INVALID_USER_ANNOTATIONS: Final = "InvalidUnverifiedUserAnnotations"
-REASON_NOT_ENABLED: Final = "PodCertificatesNotEnabled"
-REASON_NAMESPACE_NOT_ALLOWED: Final = "NamespaceNotAllowed"
-REASON_SERVICE_ACCOUNT_NOT_ALLOWED: Final = "ServiceAccountNotAllowed"
-REASON_ISSUER_IN_ANOTHER_NAMESPACE: Final = "IssuerInAnotherNamespace"
-REASON_INVALID_IDENTITY: Final = "InvalidIdentity"
-REASON_INVALID_REQUEST: Final = "InvalidRequest"
-
 # How long a request waits for a missing or not-Ready issuer before it ends
 # Failed (its status cannot say Pending; the kubelet shows the Failed reason
 # as an event on the Pod, which then has to be re-created).
 WAIT_LIMIT: Final = dt.timedelta(minutes=5)
-# beginRefreshAt: two thirds into the lifetime, and as the API requires at
-# least 10 minutes after NotBefore and before NotAfter.
-REFRESH_FRACTION: Final = 2 / 3
-REFRESH_MARGIN: Final = dt.timedelta(minutes=10)
-
-_DNS_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 class _Metadata(TypedDict, total=False):
@@ -132,20 +121,6 @@ class PCRFields(TypedDict, total=False):
     metadata: _Metadata
     spec: _Spec
     status: _Status
-
-
-def key_type(public_key: object) -> str | None:
-    """The API's name of a public key's type (``ECDSAP256`` ...), None for one
-    the API does not allow."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return {3072: "RSA3072", 4096: "RSA4096"}.get(public_key.key_size)
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": "ECDSAP256", "secp384r1": "ECDSAP384", "secp521r1": "ECDSAP521"}.get(
-            public_key.curve.name
-        )
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        return "ED25519"
-    return None
 
 
 def _finished(obj: PodCertificateRequestObject) -> bool:
@@ -197,99 +172,6 @@ def _under_our_domain(signer: str) -> bool:
     return domain == GROUP or domain.endswith(f".{GROUP}")
 
 
-def stub_csr(obj: PodCertificateRequestObject) -> x509.CertificateSigningRequest:
-    """The stub PKCS#10 request (DER, base64 in JSON); ValueError if unreadable."""
-    encoded = str((obj.get("spec") or {}).get("stubPKCS10Request") or "")
-    if not encoded:
-        raise ValueError("spec.stubPKCS10Request is empty")
-    try:
-        return x509.load_der_x509_csr(base64.b64decode(encoded, validate=True))
-    except ValueError as err:
-        raise ValueError(f"spec.stubPKCS10Request is not a DER PKCS#10 request: {err}") from None
-
-
-def lifetime(obj: PodCertificateRequestObject, policy: PodCertificatesSpec) -> dt.timedelta:
-    """The certificate's lifetime: ``spec.maxExpirationSeconds`` capped by the
-    policy's maxLifetime; ValueError outside the API's bounds."""
-    seconds = (obj.get("spec") or {}).get("maxExpirationSeconds")
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
-        raise ValueError("spec.maxExpirationSeconds is not set")
-    asked = dt.timedelta(seconds=seconds)
-    if not POD_MIN_LIFETIME <= asked <= POD_MAX_LIFETIME:
-        raise ValueError(
-            f"spec.maxExpirationSeconds {seconds} is outside the API's bounds "
-            f"({int(POD_MIN_LIFETIME.total_seconds())} to {int(POD_MAX_LIFETIME.total_seconds())})"
-        )
-    return min(asked, policy.max_lifetime)
-
-
-class IdentityError(ValueError):
-    """The policy's identity cannot be written for this Pod."""
-
-
-def identity(
-    obj: PodCertificateRequestObject, policy: PodCertificatesSpec
-) -> tuple[x509.GeneralName, ...]:
-    """The subject alternative names of the Pod's certificate: the SPIFFE ID,
-    then the DNS names of the policy's templates, filled in from the request's
-    spec (Pod name, namespace, ServiceAccount), each value a DNS label so that
-    no Pod can make a template name another subtree."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    namespace = str(meta.get("namespace") or "")
-    account = str(spec.get("serviceAccountName") or "")
-    names: list[x509.GeneralName] = []
-    if policy.spiffe_trust_domain:
-        names.append(
-            x509.UniformResourceIdentifier(
-                f"spiffe://{policy.spiffe_trust_domain}/ns/{namespace}/sa/{account}"
-            )
-        )
-    values = {
-        "$(POD_NAME)": ("Pod name", str(spec.get("podName") or "")),
-        "$(NAMESPACE)": ("namespace", namespace),
-        "$(SERVICE_ACCOUNT)": ("ServiceAccount name", account),
-    }
-    for template in policy.dns_names:
-        name = template
-        for placeholder, (what, value) in values.items():
-            if placeholder not in name:
-                continue
-            if not value or len(value) > 63 or not set(value) <= _DNS_LABEL_CHARS:
-                raise IdentityError(
-                    f"the {what} {value!r} is not a DNS label (at most 63 lowercase letters, "
-                    f"digits and '-'), so the DNS name template {template!r} of "
-                    "spec.podCertificates.dnsNames cannot be filled in"
-                )
-            name = name.replace(placeholder, value)
-        if len(name) > 253:
-            raise IdentityError(f"the DNS name {name!r} is longer than 253 characters")
-        if x509.DNSName(name) not in names:
-            names.append(x509.DNSName(name))
-    return tuple(names)
-
-
-def begin_refresh_at(
-    not_before: dt.datetime, not_after: dt.datetime, before_percentage: int | None = None
-) -> dt.datetime:
-    """When the kubelet should start refreshing: two thirds into the lifetime,
-    or when ``before_percentage`` percent of it is left (the policy's
-    refreshBeforePercentage), within [NotBefore + 10 min, NotAfter - 10 min]
-    as the API requires."""
-    fraction = REFRESH_FRACTION if before_percentage is None else 1 - before_percentage / 100
-    at = not_before + (not_after - not_before) * fraction
-    at = max(min(at, not_after - REFRESH_MARGIN), not_before + REFRESH_MARGIN)
-    return at.replace(microsecond=0)
-
-
-def _labels_match(labels: Mapping[str, Any], wanted: tuple[tuple[str, str], ...]) -> bool:
-    return all(labels.get(key) == value for key, value in wanted)
-
-
-def _describe_labels(wanted: tuple[tuple[str, str], ...]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in wanted) or "(empty: every namespace)"
-
-
 class PodCertificateRequests:
     """The request kind of Kubernetes PodCertificateRequests (``certificates.k8s.io/v1``)."""
 
@@ -313,82 +195,8 @@ class PodCertificateRequests:
     async def admit(
         self, obj: PodCertificateRequestObject, issuer: CheckedIssuer
     ) -> Denied | Failed | None:
-        """The issuer's ``spec.podCertificates`` decides, in the order a user
-        would fix things: the issuer, the Pod's namespace and ServiceAccount,
-        the request's annotations, key and lifetime, the identity."""
-        policy = issuer.spec.pod_certificates
-        key = issuer.key
-        if policy is None:
-            return Denied(
-                f"{key} does not sign PodCertificateRequests: its spec has no podCertificates "
-                "section (see docs/pod-certificates.md)",
-                REASON_NOT_ENABLED,
-            )
-        meta = obj.get("metadata") or {}
-        spec = obj.get("spec") or {}
-        namespace = str(meta.get("namespace") or "")
-        if policy.namespace_labels:  # None or {}: every namespace, nothing to read
-            refused = await self._namespace_refused(namespace, key, policy.namespace_labels)
-            if refused is not None:
-                return refused
-        account = str(spec.get("serviceAccountName") or "")
-        if policy.service_accounts is not None and account not in policy.service_accounts:
-            return Denied(
-                f"ServiceAccount {namespace}/{account} is not in {key}'s "
-                f"podCertificates.serviceAccounts ({', '.join(policy.service_accounts) or 'none'})",
-                REASON_SERVICE_ACCOUNT_NOT_ALLOWED,
-            )
-        annotations = spec.get("unverifiedUserAnnotations") or {}
-        if annotations:
-            return Denied(
-                "this signer defines no unverifiedUserAnnotations; remove "
-                f"{', '.join(sorted(annotations))} from the Pod's podCertificate volume "
-                "(userAnnotations)",
-                REASON_INVALID_USER_ANNOTATIONS,
-            )
-        try:
-            csr = stub_csr(obj)
-            lifetime(obj, policy)
-        except ValueError as err:
-            return Failed(REASON_INVALID_REQUEST, str(err), invalid=True)
-        found = key_type(csr.public_key())
-        allowed = ", ".join(policy.key_types)
-        if found is None:
-            return Denied(
-                f"the key is of a type the PodCertificateRequest API does not allow; "
-                f"use one of {allowed}",
-                REASON_UNSUPPORTED_KEY_TYPE,
-            )
-        if found not in policy.key_types:
-            return Denied(
-                f"key type {found} is not allowed by {key}'s podCertificates.keyTypes; "
-                f"set the Pod's podCertificate keyType to one of {allowed}",
-                REASON_UNSUPPORTED_KEY_TYPE,
-            )
-        try:
-            identity(obj, policy)
-        except IdentityError as err:
-            return Denied(str(err), REASON_INVALID_IDENTITY)
-        return None
-
-    async def _namespace_refused(
-        self, namespace: str, key: IssuerKey, wanted: tuple[tuple[str, str], ...]
-    ) -> Denied | None:
-        try:
-            found = await self._api.get(NAMESPACES, namespace)
-        except ApiError as err:
-            if err.status.code != 404:
-                raise  # retried with the controller's backoff
-            labels: Mapping[str, Any] = {}
-        else:
-            labels = (found.get("metadata") or {}).get("labels") or {}
-        if _labels_match(labels, wanted):
-            return None
-        return Denied(
-            f"namespace {namespace} does not match {key}'s podCertificates.namespaceSelector "
-            f"(matchLabels {_describe_labels(wanted)})",
-            REASON_NAMESPACE_NOT_ALLOWED,
-        )
+        """The issuer's ``spec.podCertificates`` decides (:func:`.pod_admission.admit`)."""
+        return await admit(self._api, obj, issuer)
 
     def parameters(
         self, obj: PodCertificateRequestObject, issuer: CheckedIssuer
@@ -504,11 +312,7 @@ def _condition(type_: str, reason: str, message: str, moment: str) -> ConditionF
 
 
 __all__ = [
-    "POD_KEY_TYPES",
     "WAIT_LIMIT",
     "PodCertificateRequests",
-    "begin_refresh_at",
-    "identity",
-    "key_type",
     "view",
 ]

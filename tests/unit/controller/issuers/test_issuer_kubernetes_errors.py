@@ -16,7 +16,7 @@ from lightkube.resources.core_v1 import Secret
 
 from akv_issuer.controller import issuers
 from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, ClusterIssuer, IssuerReason
-from akv_issuer.controller.core import CheckFailed, IssuerKey
+from akv_issuer.controller.core import ADMIN_FIX_RECHECK, CheckFailed, IssuerKey
 from akv_issuer.controller.issuers import IssuerReconciler
 from support.controllerkit import (
     CLUSTER_NS,
@@ -106,6 +106,59 @@ async def test_a_missing_secret_keeps_its_own_reason(
     await side.reconcile(VAULT, 0)
 
     assert ready(kube)["reason"] == "AuthSecretNotFound"
+
+
+async def test_a_secret_the_controller_may_not_read_names_the_grant_and_waits_for_an_admin(
+    kube: FakeKube, host: FakeHost, ca: TestCA
+) -> None:
+    """A 403 reading the clientSecret Secret is not "not found" and no outage: its
+    own reason, the Secret, its namespace and the chart value that grants the read,
+    and the next check no sooner than ADMIN_FIX_RECHECK (no retry storm)."""
+    side = add(kube, host, CLIENT_SECRET)
+    kube.fail("get", Secret, 403, times=None, message="secrets is forbidden")
+
+    result = await side.reconcile(VAULT, 0)
+
+    found = ready(kube)
+    assert found["status"] == "False"
+    assert found["reason"] == IssuerReason.AUTH_SECRET_FORBIDDEN == "AuthSecretForbidden"
+    assert found["message"] == (
+        f"Secret {CLUSTER_NS}/akv-sp: the controller may not get secrets in namespace "
+        f"{CLUSTER_NS} (forbidden); grant it with the Helm value "
+        "rbac.clusterResourceNamespaceSecrets=true (kustomize: the secret-reader RoleBinding "
+        "of config/rbac, which the component no-cluster-resource-namespace-secrets removes); "
+        "rechecked no sooner than every 120s "
+        "(a controller restart rechecks at once)"
+    )
+    assert result.failure
+    assert result.after is not None
+    assert result.after >= ADMIN_FIX_RECHECK
+    assert host.vault.calls["get_key"] == 0
+
+
+async def test_a_ca_secret_the_controller_may_not_read_has_its_own_reason(
+    kube: FakeKube, host: FakeHost, ca: TestCA
+) -> None:
+    kube.add(ca_secret("vault-ca", CLUSTER_NS, ca))
+    side = add(kube, host, CA_SOURCE)
+    fault = kube.fail("get", Secret, 403, times=None)
+
+    result = await side.reconcile(VAULT, 0)
+
+    found = ready(kube)
+    assert found["reason"] == "CASecretForbidden"
+    assert found["message"].startswith(
+        f"CA Secret {CLUSTER_NS}/vault-ca: the controller may not get secrets in namespace "
+        f"{CLUSTER_NS} (forbidden); grant it with the Helm value "
+        "rbac.clusterResourceNamespaceSecrets=true"
+    )
+    assert result.after is not None
+    assert result.after >= ADMIN_FIX_RECHECK
+
+    # Granted: the next check finds the Secret, with no spec change.
+    fault.cancel()
+    await side.reconcile(VAULT, 1)
+    assert ready(kube)["status"] == "True"
 
 
 async def test_a_failed_status_write_while_flipping_names_the_apis_answer(

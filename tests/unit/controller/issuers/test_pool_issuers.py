@@ -11,6 +11,7 @@ a Kubernetes Secret; every member signs through its own :class:`FakeSigner`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from collections.abc import Callable
@@ -744,3 +745,179 @@ async def test_a_member_unreachable_at_the_check_is_unavailable_and_the_issuer_r
     checked = t.side.lookup(POOL)[1]
     assert checked is not None
     assert [m.name for m in checked.members] == ["a", "c"]
+
+
+# -- a member set aside is re-checked when its breaker lets a probe through ---------------
+
+
+class DownVault:
+    """Member ``name``'s vault refuses connections while ``down`` (its key reads fail);
+    ``reads`` counts the reads that reached it."""
+
+    def __init__(self, t: Pool, name: str) -> None:
+        self.down = True
+        self.reads = 0
+        self.error = KeyVaultError(ErrorKind.TRANSIENT, "connection refused", operation="get_key")
+        key_name = t.members[name].key_info.name
+        original = t.host.vault.get_key
+
+        async def get_key(vault_url: str, name: str, version: str | None, auth: Any) -> KeyInfo:
+            if name == key_name:
+                self.reads += 1
+                if self.down:
+                    raise self.error
+            return await original(vault_url, name, version, auth)
+
+        t.host.vault.get_key = get_key  # type: ignore[method-assign]
+
+
+async def test_a_member_whose_vault_came_back_is_ready_again_without_any_request(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool(signing=False)
+    b = DownVault(t, "b")
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    await settle()
+    assert t.states()["b"] == ("Unavailable", "KeyVaultUnreachable")
+
+    # The issuer comes back when b's breaker lets a probe through (the controller's
+    # work queue holds the Result; here the test runs the reconcile at that time).
+    result = await t.side.reconcile(POOL, 0)
+    assert result.after == pytest.approx(30, abs=1)
+    assert not result.failure
+    assert b.reads == 1, "a check while b is set aside does not ask its vault"
+
+    b.down = False  # the vault is back; no request signs meanwhile
+    await t.clock.advance(31)
+    result = await t.side.reconcile(POOL, 0)
+    assert b.reads == 2, "the check was b's probe"
+    assert t.states()["b"] == ("Ready", "Checked")
+    assert t.ready()["message"].startswith("pool of 2: a, b Ready")
+    checked = t.side.lookup(POOL)[1]
+    assert checked is not None
+    assert [m.name for m in checked.members] == ["a", "b"]
+    recovered = [e for e in t.events() if e[1] == "PoolMemberReady"]
+    assert [e[0] for e in recovered] == ["Normal"]
+    assert recovered[0][2].startswith("pool member 'b': ")
+    assert result.after == t.host.config.issuer_recheck_interval.total_seconds()
+
+
+async def test_a_member_whose_vault_stays_down_is_probed_ever_less_often(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool(signing=False)
+    b = DownVault(t, "b")
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    await settle()
+    assert b.reads == 1
+
+    waits = []
+    for _ in range(4):
+        result = await t.side.reconcile(POOL, 0)  # before b is due: b is not asked
+        assert result.after is not None
+        waits.append(round(result.after))
+        await t.clock.advance(result.after - 1)
+        await t.side.reconcile(POOL, 0)
+        reads = b.reads
+        await t.clock.advance(1.5)
+        await t.side.reconcile(POOL, 0)  # due: the one probe, which fails
+        assert b.reads == reads + 1
+        assert t.states()["b"] == ("Unavailable", "KeyVaultUnreachable")
+    # The first wait is retryAfter, then it doubles with every failed probe.
+    assert waits == [30, 60, 120, 240]
+    assert t.ready()["status"] == "True"  # a signs meanwhile
+    assert len([e for e in t.events() if e[1] == "PoolMemberUnavailable"]) == 1
+
+
+async def test_a_check_does_not_probe_a_member_a_request_is_probing(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    a = DownVault(t, "a")
+    a.down = False
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    t.members["a"].signer.fail_next(throttled())
+    for n in range(64):  # until a request went to a first (the order is per request)
+        t.kube.add(certificate_request(f"web-{n}", POOL))
+        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    await settle()
+
+    await t.clock.advance(31)  # half-open: the next request takes the probe
+    gate = t.members["a"].signer.gate = asyncio.Event()
+    t.kube.add(certificate_request("probe", POOL))
+    await wait_until(lambda: t.members["a"].signer.calls == 2, what="the probe is sent")
+    reads = a.reads
+    result = await t.side.reconcile(POOL, 0)
+    assert a.reads == reads, "the request holds a's one probe: the check does not ask"
+    assert t.states()["a"][0] == "Unavailable"
+    assert result.after == pytest.approx(30)  # back after the probe had its time
+    gate.set()
+    await wait_until(lambda: t.issued("probe") is not None, what="probe issued")
+    await wait_until(lambda: t.states().get("a") == ("Ready", "Checked"), what="a back")
+
+
+async def test_a_member_set_aside_by_signing_is_probed_by_the_check_and_comes_back(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    a = DownVault(t, "a")
+    a.down = False
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    t.members["a"].signer.fail_next(throttled())
+    for n in range(64):  # until a request went to a first (the order is per request)
+        t.kube.add(certificate_request(f"web-{n}", POOL))
+        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    await settle()
+    reads = a.reads
+
+    result = await t.side.reconcile(POOL, 0)  # a is open: not asked, still in members
+    assert a.reads == reads
+    assert result.after == pytest.approx(30, abs=1)
+    checked = t.side.lookup(POOL)[1]
+    assert checked is not None
+    assert [m.name for m in checked.members] == ["a", "b"]
+
+    await t.clock.advance(31)  # no request signs; the check is a's probe
+    await t.side.reconcile(POOL, 0)
+    assert a.reads == reads + 1
+    assert t.host.vault.invalidated == [t.members["a"].key_info.kid]  # not from the cache
+    assert t.states()["a"] == ("Ready", "Checked")
+    assert t.members["a"].signer.calls == 1
+    assert ("Normal", "PoolMemberReady") in [(e[0], e[1]) for e in t.events()]
+
+
+async def test_a_probe_that_finds_the_member_wrong_leaves_it_invalid_not_probed_again(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool(signing=False)
+    b = DownVault(t, "b")
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s", onInvalidMember="Exclude"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    await settle()
+    assert t.states()["b"] == ("Unavailable", "KeyVaultUnreachable")
+
+    # The vault is back, but b's key was deleted meanwhile: the probe finds it missing.
+    b.error = KeyVaultError(
+        ErrorKind.NOT_FOUND, "A key with (name/id) ca-b was not found", status=404
+    )
+    await t.clock.advance(31)
+    result = await t.side.reconcile(POOL, 0)
+    assert t.states()["b"] == ("Invalid", "KeyNotFound")
+    assert t.ready()["status"] == "True"
+    # Not requeued to probe b again at once: the next check is the periodic one.
+    assert result.after == t.host.config.issuer_recheck_interval.total_seconds()

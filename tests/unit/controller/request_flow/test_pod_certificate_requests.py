@@ -27,7 +27,8 @@ from akv_issuer.controller.api import CLUSTER_ISSUER_KIND, GROUP, ISSUER_KIND, C
 from akv_issuer.controller.core import IssuerKey
 from akv_issuer.controller.observability import audit
 from akv_issuer.controller.requests import RequestFlow
-from akv_issuer.controller.requests.podcertificaterequest import WAIT_LIMIT, begin_refresh_at
+from akv_issuer.controller.requests.pod_identity import begin_refresh_at
+from akv_issuer.controller.requests.podcertificaterequest import WAIT_LIMIT
 from akv_issuer.keyvault import ErrorKind, KeyVaultError
 from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import (
@@ -184,9 +185,38 @@ class Pods:
         await self.reconcile(name, namespace=namespace)
         return self.get(name, namespace)
 
+    async def request(self, name: str = "web", **kw: Any) -> dict[str, Any]:
+        """A kubelet's request (:func:`pod_certificate_request`), delivered and
+        reconciled once; the request as stored then."""
+        self.add(name, **kw)
+        return await self.decided(name, kw.get("namespace", NS))
+
+    async def finished(self, name: str = "web") -> dict[str, Any]:
+        """With the host running: the request once its terminal condition is
+        written and the flow has settled."""
+        await wait_until(lambda: bool((self.get(name).get("status") or {}).get("conditions")))
+        await settle()
+        return self.get(name)
+
+    def label_namespace(self, labels: dict[str, str]) -> None:
+        """Replace the labels of the Pods' namespace ``NS``."""
+
+        def relabel(ns: dict[str, Any]) -> None:
+            ns["metadata"]["labels"] = labels
+
+        self.kube.modify("namespaces", NS, None, relabel)
+
     def terminal(self, obj: dict[str, Any]) -> tuple[str, str, str]:
         (only,) = (obj.get("status") or {}).get("conditions") or [{}]
         return only.get("type", ""), only.get("reason", ""), only.get("message", "")
+
+    def refused(self, obj: dict[str, Any], kind: str, reason: str) -> str:
+        """Check that ``obj`` ended ``kind`` (Denied or Failed) with ``reason``
+        and nothing was signed; its message, for the test to check."""
+        found_kind, found_reason, message = self.terminal(obj)
+        assert (found_kind, found_reason) == (kind, reason)
+        assert self.signs == 0
+        return message
 
     def writes(self) -> list[Any]:
         return [c for c in self.kube.calls("patch", PCR, subresource="status") if c.status == 200]
@@ -253,10 +283,7 @@ async def test_an_allowed_request_is_issued_once_with_the_policys_identity(
     await t.host.start()
     t.add("web")
 
-    await wait_until(lambda: bool((t.get("web").get("status") or {}).get("conditions")))
-    await settle()
-
-    obj = t.get("web")
+    obj = await t.finished("web")
     assert t.terminal(obj)[:2] == ("Issued", "Issued")
     assert api_rules(obj, t.clock.now()) == []
     chain = certificates_of(obj["status"]["certificateChain"].encode())
@@ -335,9 +362,8 @@ async def test_refresh_before_percentage_sets_begin_refresh_at_within_the_apis_w
     if percentage is not None:
         policy["refreshBeforePercentage"] = percentage
     t = setup_pods(policy)
-    t.add("web", max_expiration=hours * 3600)
 
-    obj = await t.decided("web")
+    obj = await t.request("web", max_expiration=hours * 3600)
 
     assert api_rules(obj, t.clock.now()) == []
     status = obj["status"]
@@ -349,8 +375,7 @@ async def test_each_allowed_key_type_is_issued_to_the_requested_key(
     key: str, setup_pods: Callable[..., Pods]
 ) -> None:
     t = setup_pods()
-    t.add("web", key=key)
-    obj = await t.decided("web")
+    obj = await t.request("web", key=key)
     assert t.terminal(obj)[0] == "Issued"
     assert api_rules(obj, t.clock.now()) == []
 
@@ -398,8 +423,7 @@ async def test_a_finished_request_delivered_again_is_not_signed_again(
     t = setup_pods()
     await t.host.start()
     t.add("web")
-    await wait_until(lambda: bool((t.get("web").get("status") or {}).get("conditions")))
-    await settle()
+    await t.finished("web")
 
     t.deliver("web")
     await t.reconcile("web")
@@ -468,16 +492,12 @@ async def test_an_issuer_without_pod_certificates_denies_them(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods(None)
-    t.add("web")
-    obj = await t.decided("web")
-    assert t.terminal(obj) == (
-        "Denied",
-        "PodCertificatesNotEnabled",
+    obj = await t.request("web")
+    assert t.refused(obj, "Denied", "PodCertificatesNotEnabled") == (
         "ClusterIssuer vault does not sign PodCertificateRequests: its spec has no "
-        "podCertificates section (see docs/pod-certificates.md)",
+        "podCertificates section (see docs/pod-certificates.md)"
     )
     assert api_rules(obj, t.clock.now()) == []
-    assert t.signs == 0
     (event,) = events(t.kube, reason="PodCertificatesNotEnabled")
     assert event["type"] == "Warning"
     assert (
@@ -492,35 +512,50 @@ async def test_a_namespace_the_selector_does_not_match_is_denied(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods({**POLICY, "namespaceSelector": {"matchLabels": {"pods.example.com/tls": "on"}}})
-    t.add("web")
-    obj = await t.decided("web")
-    assert t.terminal(obj) == (
-        "Denied",
-        "NamespaceNotAllowed",
+    obj = await t.request("web")
+    assert t.refused(obj, "Denied", "NamespaceNotAllowed") == (
         "namespace apps does not match ClusterIssuer vault's podCertificates.namespaceSelector "
-        "(matchLabels pods.example.com/tls=on)",
+        "(matchLabels pods.example.com/tls=on)"
     )
-    assert t.signs == 0
 
-    def label(ns: dict[str, Any]) -> None:
-        ns["metadata"]["labels"] = {"pods.example.com/tls": "on"}
+    t.label_namespace({"pods.example.com/tls": "on"})
+    assert t.terminal(await t.request("again"))[0] == "Issued"
 
-    t.kube.modify("namespaces", NS, None, label)
-    t.add("again")
-    assert t.terminal(await t.decided("again"))[0] == "Issued"
+
+async def test_a_namespace_failing_a_match_expression_is_denied(
+    setup_pods: Callable[..., Pods],
+) -> None:
+    """matchLabels and matchExpressions are ANDed: the namespace carries the
+    label, but a NotIn requirement refuses its tier until the tier changes."""
+    selector = {
+        "matchLabels": {"pods.example.com/tls": "on"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["sandbox"]},
+            {"key": "pods.example.com/blocked", "operator": "DoesNotExist"},
+        ],
+    }
+    t = setup_pods({**POLICY, "namespaceSelector": selector})
+    t.label_namespace({"pods.example.com/tls": "on", "tier": "sandbox"})
+    obj = await t.request("web")
+    assert t.refused(obj, "Denied", "NamespaceNotAllowed") == (
+        "namespace apps does not match ClusterIssuer vault's podCertificates.namespaceSelector "
+        "(matchLabels pods.example.com/tls=on; matchExpressions tier notin (sandbox), "
+        "!pods.example.com/blocked)"
+    )
+    assert api_rules(obj, t.clock.now()) == []
+
+    t.label_namespace({"pods.example.com/tls": "on", "tier": "prod"})
+    assert t.terminal(await t.request("again"))[0] == "Issued"
+    assert t.signs == 1
 
 
 async def test_a_service_account_not_listed_is_denied(setup_pods: Callable[..., Pods]) -> None:
     t = setup_pods({**POLICY, "serviceAccounts": ["frontend"]})
-    t.add("web", service_account="backend")
-    obj = await t.decided("web")
-    assert t.terminal(obj) == (
-        "Denied",
-        "ServiceAccountNotAllowed",
+    obj = await t.request("web", service_account="backend")
+    assert t.refused(obj, "Denied", "ServiceAccountNotAllowed") == (
         "ServiceAccount apps/backend is not in ClusterIssuer vault's "
-        "podCertificates.serviceAccounts (frontend)",
+        "podCertificates.serviceAccounts (frontend)"
     )
-    assert t.signs == 0
 
 
 # -- bad input: the API's terminal condition, a message to act on, never a signature --------
@@ -530,38 +565,30 @@ async def test_a_key_type_the_policy_does_not_allow_is_unsupported(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods({**POLICY, "keyTypes": ["ECDSAP256"]})
-    t.add("web", key="ED25519")
-    obj = await t.decided("web")
-    assert t.terminal(obj) == (
-        "Denied",
-        "UnsupportedKeyType",
+    obj = await t.request("web", key="ED25519")
+    assert t.refused(obj, "Denied", "UnsupportedKeyType") == (
         "key type ED25519 is not allowed by ClusterIssuer vault's podCertificates.keyTypes; "
-        "set the Pod's podCertificate keyType to one of ECDSAP256",
+        "set the Pod's podCertificate keyType to one of ECDSAP256"
     )
     assert api_rules(obj, t.clock.now()) == []
-    assert t.signs == 0
 
 
 async def test_a_key_type_the_api_does_not_allow_is_unsupported(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods()
-    t.add("web", key="RSA2048")
-    obj = await t.decided("web")
-    assert t.terminal(obj)[:2] == ("Denied", "UnsupportedKeyType")
-    assert "use one of ECDSAP256, ECDSAP384, ED25519, RSA3072" in t.terminal(obj)[2]
-    assert t.signs == 0
+    obj = await t.request("web", key="RSA2048")
+    message = t.refused(obj, "Denied", "UnsupportedKeyType")
+    assert "use one of ECDSAP256, ECDSAP384, ED25519, RSA3072" in message
 
 
 async def test_user_annotations_are_denied_as_the_api_says(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods()
-    t.add("web", unverifiedUserAnnotations={"example.com/flavour": "spicy"})
-    obj = await t.decided("web")
-    assert t.terminal(obj)[:2] == ("Denied", "InvalidUnverifiedUserAnnotations")
-    assert "example.com/flavour" in t.terminal(obj)[2]
-    assert t.signs == 0
+    obj = await t.request("web", unverifiedUserAnnotations={"example.com/flavour": "spicy"})
+    message = t.refused(obj, "Denied", "InvalidUnverifiedUserAnnotations")
+    assert "example.com/flavour" in message
 
 
 @pytest.mark.parametrize("seconds", [None, 1800, 91 * 86400 + 1])
@@ -569,43 +596,31 @@ async def test_a_lifetime_outside_the_apis_bounds_fails(
     seconds: int | None, setup_pods: Callable[..., Pods]
 ) -> None:
     t = setup_pods()
-    t.add("web", max_expiration=seconds)
-    obj = await t.decided("web")
-    kind, reason, message = t.terminal(obj)
-    assert (kind, reason) == ("Failed", "InvalidRequest")
+    obj = await t.request("web", max_expiration=seconds)
+    message = t.refused(obj, "Failed", "InvalidRequest")
     assert message.startswith("spec.maxExpirationSeconds")
     assert api_rules(obj, t.clock.now()) == []
-    assert t.signs == 0
 
 
 async def test_a_malformed_signer_name_of_our_group_fails(setup_pods: Callable[..., Pods]) -> None:
     t = setup_pods()
-    t.add("web", signer=f"clusterissuers.{GROUP}/Not_A_Name")
-    obj = await t.decided("web")
-    kind, reason, message = t.terminal(obj)
-    assert (kind, reason) == ("Failed", "InvalidRequest")
-    assert "names no ClusterIssuer" in message
-    assert t.signs == 0
+    obj = await t.request("web", signer=f"clusterissuers.{GROUP}/Not_A_Name")
+    assert "names no ClusterIssuer" in t.refused(obj, "Failed", "InvalidRequest")
 
 
 async def test_an_unknown_signer_under_our_domain_fails(setup_pods: Callable[..., Pods]) -> None:
     t = setup_pods()
-    t.add("web", signer=f"pods.{GROUP}/vault")
-    obj = await t.decided("web")
-    kind, reason, message = t.terminal(obj)
-    assert (kind, reason) == ("Failed", "InvalidRequest")
-    assert message == (
+    obj = await t.request("web", signer=f"pods.{GROUP}/vault")
+    assert t.refused(obj, "Failed", "InvalidRequest") == (
         f"signerName 'pods.{GROUP}/vault' is under {GROUP} but names no issuer: use "
         f"clusterissuers.{GROUP}/<name> or issuers.{GROUP}/<namespace>.<name>"
     )
     assert api_rules(obj, t.clock.now()) == []
-    assert t.signs == 0
 
 
 async def test_another_signer_is_left_alone(setup_pods: Callable[..., Pods]) -> None:
     t = setup_pods()
-    t.add("web", signer="example.com/other")
-    obj = await t.decided("web")
+    obj = await t.request("web", signer="example.com/other")
     assert "status" not in obj or not obj["status"].get("conditions")
     assert t.writes() == []
 
@@ -613,12 +628,9 @@ async def test_another_signer_is_left_alone(setup_pods: Callable[..., Pods]) -> 
 async def test_an_issuer_of_another_namespace_is_denied(setup_pods: Callable[..., Pods]) -> None:
     other = IssuerKey(ISSUER_KIND, "team-b", "ca")
     t = setup_pods(issuer=other)
-    t.add("web", signer=f"issuers.{GROUP}/team-b.ca")
-    obj = await t.decided("web")
-    kind, reason, message = t.terminal(obj)
-    assert (kind, reason) == ("Denied", "IssuerInAnotherNamespace")
+    obj = await t.request("web", signer=f"issuers.{GROUP}/team-b.ca")
+    message = t.refused(obj, "Denied", "IssuerInAnotherNamespace")
     assert "signs only for Pods in namespace team-b, this Pod is in apps" in message
-    assert t.signs == 0
 
 
 async def test_a_namespaced_issuer_signs_for_its_own_namespace(
@@ -626,8 +638,7 @@ async def test_a_namespaced_issuer_signs_for_its_own_namespace(
 ) -> None:
     own = IssuerKey(ISSUER_KIND, NS, "ca")
     t = setup_pods(issuer=own)
-    t.add("web", signer=f"issuers.{GROUP}/{NS}.ca")
-    obj = await t.decided("web")
+    obj = await t.request("web", signer=f"issuers.{GROUP}/{NS}.ca")
     assert t.terminal(obj)[0] == "Issued"
     assert api_rules(obj, t.clock.now()) == []
 
@@ -636,12 +647,9 @@ async def test_a_name_that_is_no_dns_label_cannot_fill_a_template(
     setup_pods: Callable[..., Pods],
 ) -> None:
     t = setup_pods({**POLICY, "dnsNames": ["$(POD_NAME).pods.example.com"]})
-    t.add("web", podName="web.evil.example.com")
-    obj = await t.decided("web")
-    kind, reason, message = t.terminal(obj)
-    assert (kind, reason) == ("Denied", "InvalidIdentity")
+    obj = await t.request("web", podName="web.evil.example.com")
+    message = t.refused(obj, "Denied", "InvalidIdentity")
     assert "'web.evil.example.com' is not a DNS label" in message
-    assert t.signs == 0
 
 
 async def test_an_issuer_not_ready_fails_the_request_after_the_wait_limit(

@@ -8,7 +8,9 @@
 - :mod:`.configmap`: ``spec.trustBundle``, a ConfigMap (and optionally a
   Secret) labelled for trust-manager;
 - :mod:`.cluster_trust_bundle`: ``spec.clusterTrustBundles``, a signer-linked
-  ClusterTrustBundle (``certificates.k8s.io/v1``) Pods mount directly.
+  ClusterTrustBundle (``certificates.k8s.io/v1``) Pods mount directly: the
+  publisher; :mod:`.signer_bundle` is what such a bundle is (name, labels,
+  body, owner; pure), :mod:`.served_probe` whether the API server serves them.
 
 Each target follows every successful issuer check (``core.CheckFollower``)
 and keeps its own copy of the state, so one target failing (RBAC, an API

@@ -32,7 +32,14 @@ API servers older than 1.37 do not serve ``certificates.k8s.io/v1``
 ClusterTrustBundles: a list answered 404 says so; then nothing is written, an
 issuer that asks for a bundle gets the condition ``ClusterTrustBundleBlocked``
 (reason ``APINotServed``) and an event, the controller logs it once, and asks
-the API server again after :data:`REPROBE_AFTER`.
+the API server again after :data:`.served_probe.REPROBE_AFTER`.
+
+This module is the publisher: *when* to write and delete, and what the
+condition and events say. What a bundle of ours is (name, labels, body, owner)
+is :mod:`.signer_bundle`, pure and shared with the sweep; whether the API is
+served is :mod:`.served_probe`, state about the API server rather than any
+issuer. Writing and deleting stay together here: both keep the per-issuer
+state (what was written, which bundles this process owns, the last warning).
 """
 
 from __future__ import annotations
@@ -42,37 +49,41 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 from lightkube import ApiError, AsyncClient
 from lightkube.types import PatchType
 
 from akv_issuer.controller.api import (
-    API_VERSION,
-    CLUSTER_ISSUER_KIND,
-    GROUP,
     ISSUER_KIND,
     ClusterIssuer,
     ClusterTrustBundle,
     ClusterTrustBundlesSpec,
     Issuer,
-    cluster_trust_bundle_name,
-    signer_resource_name,
 )
 from akv_issuer.controller.api.objects import IssuerObject
 from akv_issuer.controller.ca_lifecycle.trust.plan import (
     ANNOTATION_STATE,
-    LABEL_ISSUER_KIND,
-    LABEL_ISSUER_NAME,
-    BundlePlan,
     Published,
-    metadata_in_sync,
     plan_bundle,
     retention_window,
 )
+from akv_issuer.controller.ca_lifecycle.trust.served_probe import (
+    NOT_SERVED_MESSAGE,
+    NotServed,
+    ServedProbe,
+)
+from akv_issuer.controller.ca_lifecycle.trust.signer_bundle import (
+    LABEL_CLUSTER_TRUST_BUNDLE,
+    MAX_TRUST_BUNDLE_SIZE,
+    bundle_body,
+    bundle_name,
+    in_sync,
+    issuer_of,
+    signer_name,
+)
 from akv_issuer.controller.core import (
-    ANNOTATION_ISSUER,
     COMPONENT,
     LABEL_MANAGED_BY,
     CheckedIssuer,
@@ -81,7 +92,6 @@ from akv_issuer.controller.core import (
     FollowUp,
     IssuerKey,
     IssuerSide,
-    issuer_identity,
     ownership_conflict,
     permissions,
 )
@@ -105,100 +115,16 @@ EVENT_UPDATED: Final = "ClusterTrustBundleUpdated"
 EVENT_FAILED: Final = "ClusterTrustBundleFailed"
 EVENT_DELETED: Final = "ClusterTrustBundleDeleted"
 
-LABEL_CLUSTER_TRUST_BUNDLE: Final = f"{GROUP}/cluster-trust-bundle"
-LABEL_ISSUER_NAMESPACE: Final = f"{GROUP}/issuer-namespace"
-
-# certificates.MaxTrustBundleSize in Kubernetes: the API server refuses more.
-MAX_TRUST_BUNDLE_SIZE: Final = 1024 * 1024
-# How long a "not served" answer is believed before the API server is asked again
-# (an upgrade to 1.37 while the controller runs).
-REPROBE_AFTER: Final = dt.timedelta(minutes=5)
-API_DESCRIPTION: Final = "certificates.k8s.io/v1 ClusterTrustBundles"
-
 NOT_ENABLED_MESSAGE: Final = (
     "spec.clusterTrustBundles is set, but the controller runs without "
     "--cluster-trust-bundles (the Helm value controller.clusterTrustBundles=true turns it "
     "on with its RBAC; kustomize: the component cluster-trust-bundles)"
-)
-NOT_SERVED_MESSAGE: Final = (
-    f"the API server does not serve {API_DESCRIPTION} (Kubernetes 1.37 or later); "
-    "nothing is published, the controller asks again every 5 minutes"
 )
 
 SWEEP: Final = "sweep"
 
 # The component of its unexpected errors (akv_issuer_unexpected_errors_total).
 UNEXPECTED_COMPONENT = "cluster-trust-bundle"
-
-
-class NotServed(Exception):
-    """The API server answered 404 for the ClusterTrustBundle API itself."""
-
-
-def bundle_name(key: IssuerKey) -> str:
-    """The name of ``key``'s signer-linked ClusterTrustBundle."""
-    return cluster_trust_bundle_name(signer_name(key))
-
-
-def signer_name(key: IssuerKey) -> str:
-    return signer_resource_name(key.kind, key.name, key.namespace or None)
-
-
-def bundle_labels(key: IssuerKey, spec: ClusterTrustBundlesSpec) -> dict[str, str]:
-    """The spec's labels, then the controller's own (which the spec may not set).
-    Name and namespace are labels only when they fit a label value."""
-    labels = dict(spec.labels)
-    labels.update(
-        {
-            LABEL_MANAGED_BY: COMPONENT,
-            LABEL_CLUSTER_TRUST_BUNDLE: "true",
-            LABEL_ISSUER_KIND: key.kind,
-        }
-    )
-    if len(key.name) <= 63:
-        labels[LABEL_ISSUER_NAME] = key.name
-    if key.namespace:
-        labels[LABEL_ISSUER_NAMESPACE] = key.namespace
-    return labels
-
-
-def bundle_body(
-    key: IssuerKey, uid: str, spec: ClusterTrustBundlesSpec, plan: BundlePlan
-) -> dict[str, Any]:
-    """The applied configuration of ``key``'s bundle for ``plan``."""
-    metadata: dict[str, Any] = {
-        "name": bundle_name(key),
-        "labels": bundle_labels(key, spec),
-        "annotations": {
-            ANNOTATION_ISSUER: issuer_identity(key),
-            ANNOTATION_STATE: plan.state.encode(),
-        },
-    }
-    if key.kind == CLUSTER_ISSUER_KIND and uid:
-        # Cluster-scoped owner, cluster-scoped dependent: the garbage collector
-        # deletes the bundle with its ClusterIssuer. (A namespaced Issuer cannot
-        # own a cluster-scoped object; its bundle is deleted by the controller.)
-        metadata["ownerReferences"] = [
-            {"apiVersion": API_VERSION, "kind": CLUSTER_ISSUER_KIND, "name": key.name, "uid": uid}
-        ]
-    return {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "ClusterTrustBundle",
-        "metadata": metadata,
-        "spec": {"signerName": signer_name(key), "trustBundle": plan.pem()},
-    }
-
-
-def issuer_of(bundle: Mapping[str, Any]) -> IssuerKey | None:
-    """The issuer a bundle's ``ANNOTATION_ISSUER`` names (None: none of ours)."""
-    meta = bundle.get("metadata") or {}
-    identity = str((meta.get("annotations") or {}).get(ANNOTATION_ISSUER) or "")
-    parts = identity.split("/")
-    if len(parts) == 2 and parts[0] == CLUSTER_ISSUER_KIND and parts[1]:
-        return IssuerKey(CLUSTER_ISSUER_KIND, "", parts[1])
-    if len(parts) == 3 and parts[0] == ISSUER_KIND and parts[1] and parts[2]:
-        return IssuerKey(ISSUER_KIND, parts[1], parts[2])
-    return None
 
 
 class ClusterTrustBundlePublisher:
@@ -224,12 +150,7 @@ class ClusterTrustBundlePublisher:
         self._issuers = issuers
         self._metrics = metrics
         self._events = events
-        self._now = now
-        # Whether the API server serves ClusterTrustBundles v1, and when that
-        # was last asked (None: not yet).
-        self._served: bool | None = None
-        self._probed_at: dt.datetime | None = None
-        self._said_not_served = False
+        self._api = ServedProbe(client, now)
         # Per issuer: the outcome of the last publication, as (reason, message)
         # of the condition (reason None: published), and what checked() showed.
         self._outcome: dict[IssuerKey, tuple[str | None, str]] = {}
@@ -281,7 +202,7 @@ class ClusterTrustBundlePublisher:
         when the feature is off or the API not served, else the last outcome."""
         if not self._config.cluster_trust_bundles:
             return (REASON_NOT_ENABLED, NOT_ENABLED_MESSAGE)
-        if self._served is False:
+        if self._api.known_not_served:
             return (REASON_API_NOT_SERVED, NOT_SERVED_MESSAGE)
         return self._outcome.get(key)
 
@@ -331,7 +252,7 @@ class ClusterTrustBundlePublisher:
         key = checked.key
         name = bundle_name(key)
         try:
-            if not await self._api_served():
+            if not await self._api.served():
                 raise NotServed()
             existing = await self._get_bundle(name)
             conflict = ownership_conflict(key, existing, "is the ClusterTrustBundle of {owner}")
@@ -360,7 +281,7 @@ class ClusterTrustBundlePublisher:
                     f"more than the API's {MAX_TRUST_BUNDLE_SIZE} bytes",
                 )
             digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-            if not (self._written.get(key) == digest and _in_sync(existing, body)):
+            if not (self._written.get(key) == digest and in_sync(existing, body)):
                 await self._client.patch(
                     ClusterTrustBundle,
                     name,
@@ -373,7 +294,7 @@ class ClusterTrustBundlePublisher:
             await self._warn_once(obj, key, NOT_SERVED_MESSAGE)
             return (REASON_API_NOT_SERVED, NOT_SERVED_MESSAGE), True
         except ApiError as err:
-            if err.status.code == 404 and await self._gone_api():
+            if err.status.code == 404 and await self._api.gone():
                 await self._warn_once(obj, key, NOT_SERVED_MESSAGE)
                 return (REASON_API_NOT_SERVED, NOT_SERVED_MESSAGE), True
             if permissions.is_forbidden(err):
@@ -443,48 +364,10 @@ class ClusterTrustBundlePublisher:
         except ApiError as err:
             if err.status.code != 404:
                 raise
-            if await self._gone_api():
+            if await self._api.gone():
                 raise NotServed() from None
             return None
         return dict(found.to_dict())
-
-    # -- is the API served? ------------------------------------------------------------
-
-    async def _api_served(self) -> bool:
-        """Whether the API server serves ClusterTrustBundles v1: a list answered
-        404 says it does not. Believed for :data:`REPROBE_AFTER`."""
-        if self._served is None or (
-            not self._served
-            and self._probed_at is not None
-            and self._now() - self._probed_at >= REPROBE_AFTER
-        ):
-            await self._probe()
-        return bool(self._served)
-
-    async def _gone_api(self) -> bool:
-        """After a 404: whether it means the resource is not served (asks at once)."""
-        await self._probe()
-        return self._served is False
-
-    async def _probe(self) -> None:
-        self._probed_at = self._now()
-        try:
-            async for _ in self._client.list(
-                ClusterTrustBundle, labels={LABEL_MANAGED_BY: COMPONENT}, chunk_size=1
-            ):
-                break
-        except ApiError as err:
-            if err.status.code != 404:
-                raise
-            if not self._said_not_served:
-                log.warning("%s; spec.clusterTrustBundles cannot be honoured", NOT_SERVED_MESSAGE)
-                self._said_not_served = True
-            self._served = False
-            return
-        if self._served is False:
-            log.info("the API server serves %s now", API_DESCRIPTION)
-        self._served = True
-        self._said_not_served = False
 
     # -- deleting --------------------------------------------------------------------
 
@@ -547,7 +430,7 @@ class ClusterTrustBundlePublisher:
         spec = (issuer.to_dict().get("spec") or {}) if issuer is not None else {}
         if spec.get("clusterTrustBundles") is not None:
             return Result()
-        if not await self._api_served():
+        if not await self._api.served():
             return Result()
         try:
             await self._delete_bundle(key)
@@ -563,7 +446,7 @@ class ClusterTrustBundlePublisher:
     async def _sweep(self, key: str, failures: int) -> Result:
         """When this replica starts leading: every bundle labelled as ours goes
         through the cleanup (issuers deleted, or opted out, while no controller ran)."""
-        if not await self._api_served():
+        if not await self._api.served():
             return Result()
         found = 0
         labels: dict[str, Any] = {LABEL_MANAGED_BY: COMPONENT, LABEL_CLUSTER_TRUST_BUNDLE: "true"}
@@ -592,13 +475,3 @@ def _blocked(outcome: tuple[str | None, str] | None) -> tuple[str, str] | None:
     if outcome is None or outcome[0] is None:
         return None
     return (outcome[0], outcome[1])
-
-
-def _in_sync(existing: Mapping[str, Any] | None, body: Mapping[str, Any]) -> bool:
-    """Whether the existing bundle already has everything ``body`` sets."""
-    if existing is None:
-        return False
-    return (
-        metadata_in_sync(existing, body)
-        and (existing.get("spec") or {}).get("trustBundle") == body["spec"]["trustBundle"]
-    )
