@@ -155,6 +155,13 @@ clean:
 bench-budget: venv binaries
 	$(PY) -m bench.budget
 
+# A CA pool across vaults alone (bench/pools.py, also part of `make bench`): one issuer
+# on an HSM RSA-4096 key against a pool of four such keys in four emulated vaults, and
+# a member's vault killed mid-burst; writes bench/pools.json (~4 min).
+.PHONY: bench-pools
+bench-pools: venv binaries
+	$(PY) -m bench.pools
+
 # Size and time of a 100,000-entry CRL signed through `akv-issuer ca crl` and
 # the emulator (BENCH_CRL_ENTRIES to change the count); prints a table.
 bench-crl: venv

@@ -30,13 +30,10 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +43,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 
 from akv_issuer.controller.api import API_VERSION, GROUP, Issuer
 from akv_issuer.pki import build_root_ca, default_algorithm, sign_certificate
-from bench.env import REPO, BenchEnv, Controller, bounded, csr_pool
+from bench.env import BenchEnv, Controller, bounded, csr_pool
 from bench.scenarios import RequestWatch, latency_summary
 
 
@@ -103,22 +100,32 @@ async def issuer(env: BenchEnv, namespace: str, key_name: str) -> dict[str, str]
     return {"name": "bench", "kind": "Issuer", "group": GROUP}
 
 
-def limit_vault(env: BenchEnv, cfg: Config) -> None:
-    """Key Vault's limits on the emulator, from an empty window."""
+def limit_vault(env: BenchEnv, scaled_limit: int | None) -> None:
+    """Key Vault's limits on the emulator (every vault host name), from an empty window;
+    ``scaled_limit``: HSM RSA-4096 transactions per 10 s instead of Key Vault's 250."""
     env.emulator.admin.reset()
     throttle: dict[str, Any] = {"preset": "azure"}
-    if cfg.scaled_limit is not None:
-        throttle["limits"] = {"RSA-4096-HSM": cfg.scaled_limit}
+    if scaled_limit is not None:
+        throttle["limits"] = {"RSA-4096-HSM": scaled_limit}
     env.emulator.admin.set_faults({"throttle": throttle})
+
+
+def units_flags(vault_urls: list[str], scaled_limit: int | None) -> list[str]:
+    """The controller's budget told of each vault's scaled-down limit."""
+    if scaled_limit is None:
+        return []
+    # The budget counts units of 4,000 per 10 s; an HSM RSA-4096 transaction costs 16.
+    return [
+        flag
+        for url in vault_urls
+        for flag in ("--keyvault-budget-units", f"{url}={scaled_limit * 16}")
+    ]
 
 
 def controller_flags(env: BenchEnv, cfg: Config, budget: bool) -> list[str]:
     if not budget:
         return ["--no-keyvault-budget"]
-    if cfg.scaled_limit is None:
-        return []
-    # The budget counts units of 4,000 per 10 s; an HSM RSA-4096 transaction costs 16.
-    return ["--keyvault-budget-units", f"{env.emulator.env.vault_url}={cfg.scaled_limit * 16}"]
+    return units_flags([env.emulator.env.vault_url], cfg.scaled_limit)
 
 
 def throttled_metric(controller: Controller) -> dict[str, float]:
@@ -152,7 +159,7 @@ async def run_case(
     if neighbour:
         trickle_ns = await env.namespace(f"budget-{tag}-trickle")
         trickle_ref = await issuer(env, trickle_ns, await make_ca(env, "trickle"))
-    limit_vault(env, cfg)
+    limit_vault(env, cfg.scaled_limit)
     controller = env.start_controller(cfg.concurrency, extra=controller_flags(env, cfg, budget))
     try:
         await asyncio.to_thread(controller.wait_ready)
@@ -235,29 +242,6 @@ async def run_cases(env: BenchEnv, cfg: Config, log: Any = print) -> dict[str, A
     return {"config": asdict(cfg), "cases": cases, "errors": errors}
 
 
-async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
-    from bench.run import commit, machine  # bench.run runs these cases too
-
-    t0 = time.monotonic()
-    info = {"machine": machine(), **commit()}
-    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    env = await BenchEnv.create(work)
-    try:
-        measured = await run_cases(env, cfg, functools.partial(print, flush=True))
-    finally:
-        await env.close()
-    results = {
-        **measured,
-        "machine": {**info["machine"], "load_average_end": list(os.getloadavg())},
-        "commit": info["commit"],
-        "dirty_src": info["dirty_src"],
-        "started_at": started_at,
-        "duration_s": round(time.monotonic() - t0, 1),
-    }
-    (out_dir / "budget.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
 def summary_line(case: dict[str, Any]) -> str:
     line = (
         f"{case['issued']}/{case['n']} issued in {case['seconds']:.1f} s, "
@@ -273,28 +257,17 @@ def summary_line(case: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a scaled-down vault, small N")
-    parser.add_argument("--out-dir", type=Path, help="default: bench/ (full) or a temp dir")
-    parser.add_argument("-n", type=int, help="requests per burst (override)")
-    args = parser.parse_args(argv)
-    cfg = Config.for_mode(args.quick)
-    if args.n:
-        cfg.n = args.n
-    out_dir: Path = args.out_dir or (
-        Path(tempfile.mkdtemp(prefix="akv-bench-budget-")) if cfg.quick else REPO / "bench"
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="akv-bench-budget-work-"))
-    try:
-        results = asyncio.run(run(cfg, out_dir, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     from bench.report import budget_table
+    from bench.run import main_alone  # bench.run runs these cases too
 
-    print(budget_table(results["cases"]))
-    print(f"results: {out_dir / 'budget.json'}")
-    return 1 if results["errors"] else 0
+    def measure(args: argparse.Namespace, work: Path) -> Callable[[BenchEnv], Awaitable[Any]]:
+        cfg = Config.for_mode(args.quick)
+        if args.n:
+            cfg.n = args.n
+        return lambda env: run_cases(env, cfg, functools.partial(print, flush=True))
+
+    parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__)
+    return main_alone("budget", parser, argv, measure, budget_table)
 
 
 if __name__ == "__main__":

@@ -252,7 +252,9 @@ class BenchEnv:
     bytecode: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    async def create(cls, work: Path) -> BenchEnv:
+    async def create(cls, work: Path, *, emulator_args: Sequence[str] = ()) -> BenchEnv:
+        """``emulator_args``: more ``akv-emulator serve`` options (bench/pools.py: the
+        pool's vault host names and the proxy that serves them)."""
         bytecode = await asyncio.to_thread(ensure_bytecode)
         cluster = await asyncio.to_thread(
             start_with_ports_retry,
@@ -262,7 +264,11 @@ class BenchEnv:
         )
         try:
             cluster.install_crds(sorted((REPO / "config/crd/bases").glob("*.yaml")))
-            emulator = await asyncio.to_thread(EmulatorProcess.start, work / "emulator")
+            emulator = await asyncio.to_thread(
+                functools.partial(
+                    EmulatorProcess.start, work / "emulator", extra_args=list(emulator_args)
+                )
+            )
         except BaseException:
             cluster.stop()
             raise

@@ -248,6 +248,21 @@ def render(r: dict[str, Any]) -> str:
         add(budget_table(budget["cases"]))
         add("")
 
+    pools = raw.get("pools") or {}
+    if pools.get("cases"):
+        add("## A CA pool across vaults")
+        add("")
+        add(
+            "The emulator enforcing Key Vault's per-vault limits, scaled down (HSM RSA-4096: "
+            f"{pools['config']['limit']} per 10 s per vault): {pools['config']['n']} requests "
+            "on one issuer with one key, on a pool of four such keys in four vaults, and on "
+            "the pool with the issuer's own vault killed after "
+            f"{pools['config']['kill_after']} certificates (bench/pools.py):"
+        )
+        add("")
+        add(pools_table(pools["cases"]))
+        add("")
+
     cm = raw.get("cert_manager")
     add("## Against cert-manager's own CA issuer")
     add("")
@@ -382,6 +397,34 @@ def budget_table(cases: list[dict[str, Any]]) -> str:
             f"{case['issued']}/{case['n']} | {fmt(case['seconds'], 1)} | {case['vault_429']} | "
             f"{fmt(trickle.get('p50_ms'), 0) + ' ms' if trickle else '-'} | "
             f"{fmt(trickle.get('p99_ms'), 0) + ' ms' if trickle else '-'} |"
+        )
+    return "\n".join(rows)
+
+
+def pools_table(cases: list[dict[str, Any]]) -> str:
+    """The CA pool cases (bench/pools.py) as a Markdown table (also docs/benchmarks.md's)."""
+    rows = [
+        "| case | members | issued | failed | seconds | certs/s (burst) | certs/s (sustained) "
+        "| 429s | signed by | member killed: set aside after | others carry the load after "
+        "| longest pause without a certificate "
+        "| killed member's signs after the kill |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: "
+        "| ---: |",
+    ]
+    for case in cases:
+        outage = case.get("outage") or {}
+        signed = ", ".join(f"{m} {n}" for m, n in case["signed_by"].items())
+
+        def seconds(key: str, outage: dict[str, Any] = outage) -> str:
+            return f"{fmt(outage.get(key), 2)} s" if outage else "-"
+
+        rows.append(
+            f"| {case['case']} | {case['members']} | {case['issued']}/{case['n']} | "
+            f"{case['failed']} | {fmt(case['seconds'], 1)} | {fmt(case['throughput_per_s'], 1)} | "
+            f"{fmt(case['sustained_per_s'], 1)} | {case['vault_429']} | {signed} | "
+            f"{seconds('set_aside_s')} | {seconds('carry_s')} | "
+            f"{fmt(case.get('max_gap_s'), 2)} s | "
+            f"{outage.get('killed_signs_after_kill', '-') if outage else '-'} |"
         )
     return "\n".join(rows)
 

@@ -23,12 +23,13 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import budget as budget_bench
-from bench import podcerts, report
+from bench import podcerts, pools, report
 from bench import profile as prof
 from bench.env import REPO, BenchEnv, csr_pool
 from bench.scenarios import (
@@ -77,6 +78,9 @@ class Config:
     # The throttling budget's cases (bench/budget.py; `make bench-budget` alone):
     # quick mode leaves them to tests/bench/test_bench_budget_quick.py.
     budget: bool = True
+    # A CA pool of four vaults against one, and a member killed mid-burst (bench/pools.py;
+    # `make bench-pools` alone): quick mode leaves them to tests/bench/test_bench_pools_quick.py.
+    pools: bool = True
     # Pod certificates beside CertificateRequests (bench/podcerts.py).
     pod_n: int = 500
     pod_concurrency: int = 16
@@ -99,6 +103,7 @@ class Config:
             cm_rounds=1,
             burst_timeout=120.0,
             budget=False,
+            pools=False,
             pod_n=10,
             pod_concurrency=4,
             pod_samples=3,
@@ -139,6 +144,75 @@ def commit() -> dict[str, Any]:
         # Only the code measured matters for "dirty": src/ (bench/ changes are the harness).
         "dirty_src": bool(git("status", "--porcelain", "--", "src")),
     }
+
+
+async def run_alone(
+    out_file: Path,
+    measure: Callable[[BenchEnv], Awaitable[dict[str, Any]]],
+    work: Path,
+    *,
+    emulator_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One scenario module on its own world (``make bench-budget``, ``make bench-pools``):
+    ``measure``'s results with the machine, its load at start and end, the commit and
+    the time, written to ``out_file``."""
+    t0 = time.monotonic()
+    info = {"machine": machine(), **commit()}
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    env = await BenchEnv.create(work, emulator_args=emulator_args)
+    try:
+        measured = await measure(env)
+    finally:
+        await env.close()
+    results = {
+        **measured,
+        "machine": {**info["machine"], "load_average_end": list(os.getloadavg())},
+        "commit": info["commit"],
+        "dirty_src": info["dirty_src"],
+        "started_at": started_at,
+        "duration_s": round(time.monotonic() - t0, 1),
+    }
+    await asyncio.to_thread(out_file.write_text, json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main_alone(
+    name: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    measure: Callable[[argparse.Namespace, Path], Callable[[BenchEnv], Awaitable[dict[str, Any]]]],
+    table: Callable[[list[dict[str, Any]]], str],
+    *,
+    emulator_args: Sequence[str] = (),
+) -> int:
+    """``main()`` of a scenario module run alone (``python -m bench.<name>``): adds
+    ``--quick``, ``--out-dir``, ``-n`` and ``--keep`` to ``parser``; ``measure(args,
+    work)`` gives what :func:`run_alone` measures. Writes ``<name>.json`` into the output
+    folder (``bench/`` for the full run, a temp folder for quick) and prints ``table``
+    of its cases; exit status 1 if a case failed."""
+    parser.add_argument("--quick", action="store_true", help="the small variant (tests/bench)")
+    parser.add_argument("--out-dir", type=Path, help="default: bench/ (full) or a temp dir")
+    parser.add_argument("-n", type=int, help="requests per burst (override)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    args = parser.parse_args(argv)
+    out_dir: Path = args.out_dir or (
+        Path(tempfile.mkdtemp(prefix=f"akv-bench-{name}-")) if args.quick else REPO / "bench"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / f"{name}.json"
+    work = Path(tempfile.mkdtemp(prefix=f"akv-bench-{name}-work-"))
+    try:
+        results = asyncio.run(
+            run_alone(out_file, measure(args, work), work, emulator_args=emulator_args)
+        )
+    finally:
+        if args.keep:
+            print(f"bench.{name}: work folder kept at {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(table(results["cases"]))
+    print(f"results: {out_file}")
+    return 1 if results["errors"] else 0
 
 
 def _num(value: Any) -> float | None:
@@ -265,7 +339,7 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
     def step(name: str) -> None:
         print(f"bench: [{time.monotonic() - t0:6.0f}s] {name}", flush=True)
 
-    env = await BenchEnv.create(work)
+    env = await BenchEnv.create(work, emulator_args=pools.EMULATOR_ARGS)
     try:
         raw["bytecode"] = env.bytecode
         csrs = await asyncio.to_thread(csr_pool, max(cfg.n, 50))
@@ -368,6 +442,17 @@ async def run(cfg: Config, out_dir: Path, work: Path) -> dict[str, Any]:
             )
         else:
             raw["budget"] = {"skipped": "quick mode: `python -m bench.budget --quick` instead"}
+
+        if cfg.pools:
+            step("CA pool: one vault against four, and a member's vault killed mid-burst")
+            raw["pools"] = await attempt(
+                "pools",
+                pools.run_cases(
+                    env, pools.Config.for_mode(False), work, functools.partial(print, flush=True)
+                ),
+            )
+        else:
+            raw["pools"] = {"skipped": "quick mode: `python -m bench.pools --quick` instead"}
 
         step("cert-manager CA issuer vs ours")
         try:

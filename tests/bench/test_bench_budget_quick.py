@@ -9,32 +9,16 @@ runs into them; every request is issued either way."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from support.benchrun import run_quick
 
 
 @pytest.mark.timeout(420)
 def test_quick_budget_benchmark(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env.pop("AKV_DEVCLUSTER_DIR", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.budget", "--quick", "--out-dir", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    results = json.loads((tmp_path / "budget.json").read_text())
+    results = run_quick("bench.budget", tmp_path, timeout=400)
     assert results["errors"] == []
     cases = {case["case"]: case for case in results["cases"]}
     assert set(cases) == {"burst-on", "burst-off", "neighbours-on", "neighbours-off"}

@@ -27,6 +27,7 @@ from akv_issuer.keyvault import (
     KeyVaultOptions,
     WorkloadIdentity,
 )
+from akv_issuer.keyvault.retry import failover_elsewhere
 from akv_issuer.pki import SignatureAlgorithm
 from support.emulator import digest_for, verify_locally
 
@@ -333,6 +334,31 @@ async def test_5xx_once_is_retried_and_persistent_5xx_is_transient(
     assert (err.value.status, err.value.code) == (503, "ServiceUnavailable")
     assert err.value.retryable
     assert err.value.metric_label == "503"
+    assert err.value.unreachable  # answered before the vault did anything
+
+
+async def test_an_unreachable_vault_is_not_retried_when_the_caller_can_go_elsewhere(
+    access: KeyVaultAccess, emulator: EmulatorProcess, unique_name: str
+) -> None:
+    env = emulator.env
+    auth = wi_auth(env)
+    key = await new_key(access, env, unique_name)
+    emulator.admin.reset_counters()
+    # A CA pool member's sign: a 503 is raised at once, for the next member to sign.
+    emulator.admin.set_faults({"errors": {"next": 1, "status": 503, "operations": ["sign"]}})
+    with failover_elsewhere(), pytest.raises(KeyVaultError) as err:
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
+    assert (err.value.status, err.value.unreachable) == (503, True)
+    assert emulator.admin.responses()["sign"] == {"503": 1}
+    # A single key's sign has nowhere else to go: the same 503 is retried and signs.
+    emulator.admin.set_faults({"errors": {"next": 1, "status": 503, "operations": ["sign"]}})
+    await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
+    assert emulator.admin.responses()["sign"] == {"503": 2, "200": 1}
+    # A 500 may have done something: retried in the layer even for a pool member.
+    emulator.admin.set_faults({"errors": {"next": 1, "status": 500, "operations": ["sign"]}})
+    with failover_elsewhere():
+        await access.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), auth)
+    assert emulator.admin.responses()["sign"] == {"503": 2, "500": 1, "200": 2}
 
 
 async def test_stalled_connection_times_out_as_transient(
@@ -350,6 +376,7 @@ async def test_stalled_connection_times_out_as_transient(
         assert err.value.code == "Timeout"
         assert err.value.retryable
         assert err.value.metric_label == "transient"  # no HTTP status to count by
+        assert err.value.unreachable  # its outcome unknown: a pool signs elsewhere
         assert time.monotonic() - started < 10  # bounded: no retries multiplying the timeout
         # The stall is over; the same access keeps working.
         await kv.sign(key, SignatureAlgorithm.RS256, digest_for("RS256"), wi_auth(env))

@@ -32,7 +32,7 @@ import asyncio
 import base64
 import collections
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,7 @@ from akv_issuer.keyvault import (
     cost_of,
 )
 from akv_issuer.keyvault.budget import UNKNOWN_KEY_COST
-from akv_issuer.keyvault.retry import Retrying
+from akv_issuer.keyvault.retry import Retrying, attempt_gate
 from akv_issuer.runtime.controller import Controller
 from akv_issuer.runtime.events import EventRecorder
 from akv_issuer.runtime.informer import Handler, Informer
@@ -118,6 +118,13 @@ class FakeSigner:
             self._script.append((error, after_signing))
 
     async def sign_digest(self, algorithm: pki.SignatureAlgorithm, digest: bytes) -> bytes:
+        # One request sent, as KeyVaultAccess's signer sends each (keyvault.retry): inside
+        # the caller's gate (the gateway's sign slot, fence and pool member's breaker).
+        async with attempt_gate():
+            return await self.sign_once(algorithm, digest)
+
+    async def sign_once(self, algorithm: pki.SignatureAlgorithm, digest: bytes) -> bytes:
+        """One request, the caller holding its gate (Retrying enters it around each)."""
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -131,6 +138,20 @@ class FakeSigner:
         if error is not None:
             raise error
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+class _RetryingSigner:
+    """A FakeSigner's signs sent through ``Retrying`` (:meth:`FakeVault.retry_signs`)."""
+
+    def __init__(self, retrying: Retrying, vault_url: str, signer: FakeSigner) -> None:
+        self._retrying = retrying
+        self._vault_url = vault_url
+        self._signer = signer
+
+    async def sign_digest(self, algorithm: pki.SignatureAlgorithm, digest: bytes) -> bytes:
+        return await self._retrying.call(
+            "sign", self._vault_url, lambda: self._signer.sign_once(algorithm, digest)
+        )
 
 
 class FakeVault:
@@ -155,6 +176,16 @@ class FakeVault:
         # charge_to(): key reads sent through the keyvault layer's own Retrying, which
         # charges each to the vault's budget (no cache: every read is a request).
         self._retrying: Retrying | None = None
+        # retry_signs(): signs sent through the keyvault layer's Retrying too.
+        self._sign_retrying: Retrying | None = None
+
+    def retry_signs(
+        self, options: KeyVaultOptions, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        """Send every sign through the keyvault layer's own :class:`Retrying` (with
+        ``options``, sleeping its backoff with ``sleep``), as ``KeyVaultAccess`` sends
+        one: its retries, per-attempt gate and failover reach each FakeSigner call."""
+        self._sign_retrying = Retrying(options, sleep=sleep)
 
     def charge_to(self, budgets: VaultBudgets) -> None:
         """Charge every key read to ``budgets`` as ``KeyVaultAccess`` charges a request."""
@@ -213,8 +244,11 @@ class FakeVault:
             for k in reversed(versions)
         )[:limit]
 
-    def signer(self, key: KeyInfo, auth: AuthConfig) -> FakeSigner:
-        return self.signers[key.kid]
+    def signer(self, key: KeyInfo, auth: AuthConfig) -> pki.RemoteSigner:
+        signer = self.signers[key.kid]
+        if self._sign_retrying is None:
+            return signer
+        return _RetryingSigner(self._sign_retrying, key.vault_url, signer)
 
     def invalidate(self, key: KeyInfo) -> None:
         """Nothing is cached here; the key IDs whose cache was dropped are recorded."""

@@ -44,7 +44,8 @@ class ErrorKind(enum.Enum):
     PERMANENT: any other failure that repeating cannot fix (bad parameters, a key
         type or algorithm that does not fit, a configuration error).
 
-    Only THROTTLED and TRANSIENT are retryable.
+    Only THROTTLED and TRANSIENT are retryable. A TRANSIENT failure may also be
+    ``unreachable`` (see :attr:`KeyVaultError.unreachable`).
     """
 
     THROTTLED = "throttled"
@@ -100,8 +101,16 @@ class KeyVaultError(Exception):
         inner_code: str | None = None,
         cause: Cause | None = None,
         missing_permission: str | None = None,
+        unreachable: bool = False,
     ) -> None:
         self.kind = kind
+        # The vault could not be reached or did not answer (TRANSIENT only): nothing was
+        # done (connection refused, DNS, TLS connect, the 502/503/504 Key Vault answers
+        # before doing anything) or the outcome is unknown (connection reset, no answer
+        # in time). A caller with another vault to go to (a CA pool's other members)
+        # goes there at once rather than retrying this one; an unknown outcome is safe
+        # to redo elsewhere only for a call that may be repeated (a sign).
+        self.unreachable = unreachable and kind is ErrorKind.TRANSIENT
         self.cause = cause
         # The permission a 403 says the identity lacks, when the vault names it: the
         # Azure RBAC data action ("Microsoft.KeyVault/vaults/keys/sign/action") or the
@@ -288,6 +297,11 @@ def _first_line(text: str) -> str:
     return line[:500]
 
 
+# What a gateway or front end answers for a vault it could not reach or that is down
+# (Bad Gateway, Service Unavailable, Gateway Timeout): Key Vault did nothing.
+_UNAVAILABLE = frozenset({502, 503, 504})
+
+
 def _kind_of_status(status: int | None) -> ErrorKind:
     """The kind of an HTTP error answered by the vault itself."""
     if status == 429:
@@ -315,7 +329,11 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
         )
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return KeyVaultError(
-            ErrorKind.TRANSIENT, "no answer in time", code="Timeout", operation=operation
+            ErrorKind.TRANSIENT,
+            "no answer in time",
+            code="Timeout",
+            operation=operation,
+            unreachable=True,
         )
     if isinstance(exc, HttpResponseError) and exc.response is not None:
         response = exc.response
@@ -358,6 +376,7 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
             inner_code=inner,
             cause=cause,
             missing_permission=permission,
+            unreachable=status in _UNAVAILABLE,
         )
     if isinstance(exc, ClientAuthenticationError):
         text = str(exc.message or exc)
@@ -392,6 +411,7 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
             _first_line(str(exc.message or exc)) or type(exc).__name__,
             code="ConnectionError",
             operation=operation,
+            unreachable=True,
         )
     if isinstance(exc, ValueError) and "challenge" in str(exc).lower():
         return KeyVaultError(
@@ -406,6 +426,8 @@ def classify(exc: Exception, *, operation: str, vault_url: str) -> KeyVaultError
             _first_line(str(exc)) or type(exc).__name__,
             code=type(exc).__name__,
             operation=operation,
+            # A socket's failure (refused, reset, DNS, TLS); not an SDK error of its own.
+            unreachable=isinstance(exc, OSError),
         )
     return KeyVaultError(
         ErrorKind.PERMANENT,

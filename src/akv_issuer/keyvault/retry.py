@@ -17,6 +17,17 @@ each attempt, right before it is sent (:meth:`.budget.VaultBudgets.charge`; see
 ``timeout`` starts, as the caller's own wait would; a retry whose budget is further
 away than ``max_retry_wait`` or the time left is not sent, its failure is raised.
 
+The caller may say more about the calls of a block (context variables, so they
+reach the call through the signer or client it made): :func:`each_attempt` holds
+its gate around every attempt sent -- the controller's sign slot and leader
+fence -- and not around the backoff between attempts, nor the wait for a retry's
+budget; what entering the gate raises is raised unchanged. The call's ``timeout``
+starts once the first attempt's gate is entered (as after the first attempt's
+budget). :func:`failover_elsewhere`: the caller has another vault to go to (a
+CA pool's other members), so an ``unreachable`` failure
+(:attr:`.errors.KeyVaultError.unreachable`) is raised at once instead of being
+retried on the same vault.
+
 Only an ``Exception`` is a failed call to classify: a ``BaseException`` that is
 not one (``CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
 ``GeneratorExit``) passes through unchanged.
@@ -25,9 +36,13 @@ not one (``CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TypeVar
 
 from .budget import BUDGET_SPENT, VaultBudgets
@@ -37,6 +52,65 @@ from .models import KeyVaultOptions
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+Gate = Callable[[], AbstractAsyncContextManager[None]]
+
+_gate: contextvars.ContextVar[Gate | None] = contextvars.ContextVar(
+    "akv_issuer_keyvault_attempt_gate", default=None
+)
+_elsewhere: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "akv_issuer_keyvault_failover_elsewhere", default=False
+)
+
+
+@contextlib.contextmanager
+def each_attempt(gate: Gate) -> Iterator[None]:
+    """Enter ``gate()`` around every attempt the Key Vault calls of this block send
+    (see the module); a layer that sends requests its own way (a test's fake vault)
+    enters :func:`attempt_gate` around each."""
+    token = _gate.set(gate)
+    try:
+        yield
+    finally:
+        _gate.reset(token)
+
+
+def attempt_gate() -> AbstractAsyncContextManager[None]:
+    """The gate around one attempt: the block's :func:`each_attempt` gate, entered
+    with no gate set for what runs inside it; else nothing."""
+    gate = _gate.get()
+    return _Entered(gate) if gate is not None else contextlib.nullcontext()
+
+
+class _Entered:
+    def __init__(self, gate: Gate) -> None:
+        self._cm = gate()
+        self._token: contextvars.Token[Gate | None] | None = None
+
+    async def __aenter__(self) -> None:
+        await self._cm.__aenter__()
+        self._token = _gate.set(None)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _gate.reset(self._token)
+        await self._cm.__aexit__(exc_type, exc, tb)
+
+
+@contextlib.contextmanager
+def failover_elsewhere() -> Iterator[None]:
+    """The Key Vault calls of this block have another vault to go to: an
+    ``unreachable`` failure is raised at once, not retried on the same vault."""
+    token = _elsewhere.set(True)
+    try:
+        yield
+    finally:
+        _elsewhere.reset(token)
 
 
 class Retrying:
@@ -77,46 +151,61 @@ class Retrying:
         if budgets is not None:
             assert cost is not None
             await budgets.charge(vault, operation, cost)
-        deadline = loop.time() + opts.timeout
+        elsewhere = _elsewhere.get()
+        deadline: float | None = None
         last: KeyVaultError | None = None
         attempt = 0
-        try:
-            async with asyncio.timeout_at(deadline):
-                while True:
-                    try:
-                        async with self._semaphore(vault):
-                            return await fn()
-                    except Exception as exc:
-                        if isinstance(exc, TimeoutError) and loop.time() >= deadline:
-                            raise
+        while True:
+            timed_out = False
+            async with attempt_gate():
+                if deadline is None:
+                    deadline = loop.time() + opts.timeout
+                try:
+                    async with asyncio.timeout_at(deadline), self._semaphore(vault):
+                        return await fn()
+                except Exception as exc:
+                    if isinstance(exc, TimeoutError) and loop.time() >= deadline:
+                        timed_out = True
+                    else:
                         last = classify(exc, operation=operation, vault_url=vault)
-                    log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
-                    if self.budgets is not None and last.status == 429:
-                        self.budgets.throttled(vault, last.retry_after)
-                    if not last.retryable or attempt >= opts.max_retries:
-                        raise last
-                    if not idempotent and last.kind is not ErrorKind.THROTTLED:
-                        raise last
-                    wait = last.retry_after
-                    if wait is None:
-                        wait = opts.backoff * (2**attempt) * (0.5 + random.random())
-                    if wait > opts.max_retry_wait or loop.time() + wait >= deadline:
-                        raise last
-                    attempt += 1
-                    await self._sleep(wait)
-                    if budgets is not None:
-                        assert cost is not None
+            if timed_out:
+                raise self._timed_out(operation, last)
+            assert last is not None
+            log.debug("Key Vault %s on %s failed: %s", operation, vault, last)
+            if self.budgets is not None and last.status == 429:
+                self.budgets.throttled(vault, last.retry_after)
+            if not last.retryable or attempt >= opts.max_retries:
+                raise last
+            if elsewhere and last.unreachable:
+                raise last
+            if not idempotent and last.kind is not ErrorKind.THROTTLED:
+                raise last
+            wait = last.retry_after
+            if wait is None:
+                wait = opts.backoff * (2**attempt) * (0.5 + random.random())
+            if wait > opts.max_retry_wait or loop.time() + wait >= deadline:
+                raise last
+            attempt += 1
+            await self._sleep(wait)
+            if budgets is not None:
+                assert cost is not None
+                try:
+                    async with asyncio.timeout_at(deadline):
                         await self._charge_retry(budgets, operation, vault, cost, deadline, last)
-        except TimeoutError:
-            if last is not None and last.kind is ErrorKind.THROTTLED:
-                raise last from None
-            raise KeyVaultError(
-                ErrorKind.TRANSIENT,
-                f"no answer within {opts.timeout:g} s"
-                + (f" (last error: {last})" if last is not None else ""),
-                code="Timeout",
-                operation=operation,
-            ) from None
+                except TimeoutError:
+                    raise self._timed_out(operation, last) from None
+
+    def _timed_out(self, operation: str, last: KeyVaultError | None) -> KeyVaultError:
+        if last is not None and last.kind is ErrorKind.THROTTLED:
+            return last
+        return KeyVaultError(
+            ErrorKind.TRANSIENT,
+            f"no answer within {self.options.timeout:g} s"
+            + (f" (last error: {last})" if last is not None else ""),
+            code="Timeout",
+            operation=operation,
+            unreachable=True,
+        )
 
     async def _charge_retry(
         self,

@@ -29,7 +29,14 @@ from akv_issuer.controller.core import (
 )
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.controller.requests.signing import IssuerFault, RequestSigner, Signed, Transient
-from akv_issuer.keyvault import Ambient, BudgetConfig, ErrorKind, KeyVaultError, VaultBudgets
+from akv_issuer.keyvault import (
+    Ambient,
+    BudgetConfig,
+    ErrorKind,
+    KeyVaultError,
+    KeyVaultOptions,
+    VaultBudgets,
+)
 from akv_issuer.pki import CAChain, IssuanceRequest, SignatureAlgorithm, load_ca_chain
 from akv_issuer.runtime.leader import NotLeading
 from support.controllerkit import KEY_NAME, VAULT_URL, FakeVault, TestCA, issuer_object
@@ -137,6 +144,31 @@ async def test_signs_wait_for_a_slot_and_the_fence_is_asked_after_the_wait() -> 
     with pytest.raises(NotLeading):
         await second
     assert t.ca.signer.calls == 1
+    assert t.in_flight() == 0
+
+
+async def test_a_sign_backing_off_holds_no_slot_and_is_fenced_again_before_its_retry() -> None:
+    # One slot; signs go through the keyvault layer's retries (backoff on the fake clock).
+    clock = FakeClock()
+    t = Setup(concurrency=1)
+    t.vault.retry_signs(KeyVaultOptions(max_retries=2, backoff=1.0), sleep=clock.sleep)
+    other = TestCA("Other CA", version="v2")
+    t.vault.add(other.key_info, other.signer)
+    # The first vault answers 500 once: a single key's sign retries it in the layer.
+    t.ca.signer.fail_next(KeyVaultError(ErrorKind.TRANSIENT, "Internal error", status=500))
+    failing = asyncio.create_task(t.kv.signer(t.ca.key_info, AUTH).sign_digest(ES256, b"\1" * 32))
+    await clock.until_sleeping()  # the first sign backs off
+
+    assert t.in_flight() == 0, "no slot held while backing off"
+    # Another sign takes the one slot meanwhile and is answered.
+    signed = await t.kv.signer(other.key_info, AUTH).sign_digest(ES256, b"\2" * 32)
+    assert len(signed) == 64
+    assert failing.done() is False
+
+    await clock.advance_to_next()
+    assert len(await failing) == 64
+    assert t.ca.signer.calls == 2  # retried on the same vault: nowhere else to go
+    assert t.fence.asked == 3  # before each request sent, the retry's too
     assert t.in_flight() == 0
 
 

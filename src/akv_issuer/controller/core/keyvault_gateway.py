@@ -6,12 +6,21 @@ the gateway, and so gets, written once here:
 
 - counting by operation and outcome (``akv_issuer_keyvault_requests_total``,
   the HTTP status or the error's ``metric_label``);
-- for every sign, one of the ``--concurrency`` sign slots for exactly the
-  remote call (``akv_issuer_keyvault_signs_in_flight``; the keyvault layer
-  below also bounds all calls per vault), and the leader fence asked right
-  before the call, after the slot was granted: with leader election ``fence``
-  raises ``NotLeading`` once this replica's lease may have passed to another,
-  so two replicas never both sign (a renewal is a sign too);
+- for every sign, one of the ``--concurrency`` sign slots for exactly each
+  request sent (``akv_issuer_keyvault_signs_in_flight``; the keyvault layer
+  below also bounds all calls per vault; ``keyvault.retry.each_attempt``): a
+  sign that backs off between attempts holds no slot meanwhile, so a vault that
+  fails does not slow the signs of the others; and the leader fence asked right
+  before each request, after the slot was granted: with leader election
+  ``fence`` raises ``NotLeading`` once this replica's lease may have passed to
+  another, so two replicas never both sign (a renewal is a sign too);
+- for the sign of a CA pool member (``member``): its circuit breaker
+  (``core.pool``) asked right before each request too, after the slot: a member
+  another request found down meanwhile is not asked (``KeyVaultError`` code
+  :data:`MEMBER_SET_ASIDE`, sent nowhere), and a vault that is ``unreachable``
+  is not retried in the keyvault layer (``keyvault.retry.failover_elsewhere``):
+  the request goes on to the next member at once, while a single key's sign
+  keeps the layer's retries (it has nowhere else to go);
 - the text a feature shows for a failed call (:func:`keyvault_failure_text`);
 - the party each sign and key read is charged to in its vault's throttling
   budget (:mod:`akv_issuer.keyvault.budget`: Key Vault's weighted 10-second
@@ -46,11 +55,18 @@ from typing import Protocol, TypeVar
 
 from akv_issuer.ca import VaultAccess
 from akv_issuer.controller.core.checked import CheckedIssuer
-from akv_issuer.controller.core.pool import BudgetView, InFlightBudget, PoolHealth
+from akv_issuer.controller.core.pool import (
+    BreakerState,
+    BudgetView,
+    InFlightBudget,
+    MemberRef,
+    PoolHealth,
+)
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import (
     AuthConfig,
     CertificateInfo,
+    ErrorKind,
     KeyAttestation,
     KeyInfo,
     KeyVaultError,
@@ -60,11 +76,15 @@ from akv_issuer.keyvault import (
     VaultBudgets,
 )
 from akv_issuer.keyvault.budget import charged_to, cost_of
+from akv_issuer.keyvault.retry import each_attempt, failover_elsewhere
 from akv_issuer.pki import RemoteSigner, SignatureAlgorithm
 from akv_issuer.runtime.leader import no_fence
 from akv_issuer.runtime.logs import current_object
 
 T = TypeVar("T")
+
+# KeyVaultError.code of a pool member's sign not sent: its breaker opened meanwhile.
+MEMBER_SET_ASIDE = "PoolMemberSetAside"
 
 
 class KeyVault(VaultAccess, Protocol):
@@ -171,7 +191,8 @@ class KeyVaultGateway:
         try:
             result = await call
         except KeyVaultError as err:
-            self._calls.labels(operation, err.metric_label).inc()
+            if err.code != MEMBER_SET_ASIDE:  # not sent
+                self._calls.labels(operation, err.metric_label).inc()
             raise
         self._calls.labels(operation, "200").inc()
         return result
@@ -260,15 +281,26 @@ class KeyVaultGateway:
 
     # -- signs -----------------------------------------------------------------
 
-    def signer(self, key: KeyInfo, auth: AuthConfig, *, party: str | None = None) -> RemoteSigner:
+    def signer(
+        self,
+        key: KeyInfo,
+        auth: AuthConfig,
+        *,
+        party: str | None = None,
+        member: MemberRef | None = None,
+    ) -> RemoteSigner:
         """The signer of one key version: every ``sign_digest`` waits for the vault's
         budget (queued as ``party``, by default the issuer the running check is
-        about), holds a sign slot, asks the fence, and is counted."""
-        return _GatedSigner(self._sign, self._kv.signer(key, auth), key, party or _party())
+        about), holds a sign slot for each request it sends, asks the fence (and,
+        for a CA pool's ``member``, its breaker), and is counted."""
+        return _GatedSigner(self._sign, self._kv.signer(key, auth), key, party or _party(), member)
 
-    def issuer_signer(self, checked: CheckedIssuer) -> RemoteSigner:
-        """The signer of a checked issuer (its key version and identity)."""
-        return self.signer(checked.key_info, checked.auth, party=str(checked.key))
+    def issuer_signer(
+        self, checked: CheckedIssuer, *, member: MemberRef | None = None
+    ) -> RemoteSigner:
+        """The signer of a checked issuer (its key version and identity); ``member``:
+        the CA pool member it is (see the module)."""
+        return self.signer(checked.key_info, checked.auth, party=str(checked.key), member=member)
 
     async def _sign(
         self, signer: _GatedSigner, algorithm: SignatureAlgorithm, digest: bytes
@@ -280,16 +312,37 @@ class KeyVaultGateway:
             paid = cost_of(key)
             await self.budgets.acquire(key.vault_url, signer.party, paid, operation="sign")
         vault = key.vault_url.rstrip("/").lower()
+        member = signer.member
         self._in_flight[vault] += 1
         try:
-            async with self._slots.hold():
-                self._fence()
-                with charged_to(signer.party, paid=paid):
-                    return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
+            with (
+                each_attempt(lambda: self._attempt(member)),
+                failover_elsewhere() if member is not None else contextlib.nullcontext(),
+                charged_to(signer.party, paid=paid),
+            ):
+                return await self._count("sign", signer.inner.sign_digest(algorithm, digest))
         finally:
             self._in_flight[vault] -= 1
             if not self._in_flight[vault]:
                 del self._in_flight[vault]
+
+    @contextlib.asynccontextmanager
+    async def _attempt(self, member: MemberRef | None) -> AsyncIterator[None]:
+        """Around each request a sign sends: a sign slot, the fence, a pool member's breaker."""
+        async with self._slots.hold():
+            self._fence()
+            if member is not None:
+                now = self.monotonic()
+                if self.pool_health.state(member, now) is BreakerState.OPEN:
+                    breaker = self.pool_health.breaker(member)
+                    raise KeyVaultError(
+                        ErrorKind.TRANSIENT,
+                        f"set aside, not asked: {breaker.message or 'its vault failed'}",
+                        code=MEMBER_SET_ASIDE,
+                        retry_after=max(0.0, breaker.open_until - now),
+                        operation="sign",
+                    )
+            yield
 
     async def close(self) -> None:
         if self.budgets is not None:
@@ -327,11 +380,13 @@ class _GatedSigner:
         inner: RemoteSigner,
         key: KeyInfo,
         party: str,
+        member: MemberRef | None = None,
     ) -> None:
         self._sign = sign
         self.inner = inner
         self.key = key
         self.party = party
+        self.member = member
 
     async def sign_digest(self, algorithm: SignatureAlgorithm, digest: bytes) -> bytes:
         return await self._sign(self, algorithm, digest)

@@ -10,11 +10,13 @@ second count), so its unit tests run on a fake clock:
 - :class:`Breaker`: one member's circuit breaker. Closed: it signs. A failure of its
   vault (unreachable, throttled, forbidden) opens it for ``retry_after`` (the vault's
   Retry-After if longer), doubling with every failure in a row up to
-  :data:`MAX_RETRY_AFTER`. Once that passed it is half-open: exactly one probe goes
-  to its vault -- a request's sign, or the issuer check, which the issuer is requeued
-  for at ``open_until`` so a member comes back without signing traffic
-  (:func:`probe_delay`) -- while the others keep going elsewhere; success closes it,
-  failure opens it again for longer. No check asks an open member's vault.
+  :data:`MAX_RETRY_AFTER`; a throttled call that came with a Retry-After opens it for
+  just that Retry-After (a busy vault, not a broken one). Once that passed it is
+  half-open: exactly one probe goes to its vault -- a request's sign, or the issuer
+  check, which the issuer is requeued for at ``open_until`` so a member comes back
+  without signing traffic (:func:`probe_delay`) -- while the others keep going
+  elsewhere; success closes it, failure opens it again for longer. No check asks an
+  open member's vault.
 - :class:`PoolHealth`: the breakers of every member key the process signs with, shared
   by every issuer naming that key (a vault that is down is down for all of them).
 - :func:`order_members`: the members a request tries, in order: a half-open member's
@@ -81,9 +83,25 @@ class Breaker:
             return BreakerState.CLOSED
         return BreakerState.OPEN if now < self.open_until else BreakerState.HALF_OPEN
 
-    def failed(self, now: float, retry_after: float, vault_retry_after: float | None) -> None:
-        self.failures += 1
+    def failed(
+        self,
+        now: float,
+        retry_after: float,
+        vault_retry_after: float | None,
+        *,
+        throttled: bool = False,
+    ) -> None:
         self.probing = False
+        if throttled and vault_retry_after:
+            # Throttled with a Retry-After: the vault is busy, not broken, and said
+            # when it takes calls again. Out for exactly that, and no doubling: a pool
+            # whose survivors each get one 429 under load would otherwise lose them
+            # for ``retry_after`` (30 s by default) while they have budget again in
+            # a second or two.
+            self.failures = max(1, self.failures)
+            self.open_until = now + vault_retry_after
+            return
+        self.failures += 1
         wait = min(MAX_RETRY_AFTER, retry_after * 2 ** (self.failures - 1))
         self.open_until = now + max(wait, vault_retry_after or 0.0)
 
@@ -142,11 +160,14 @@ class PoolHealth:
         vault_retry_after: float | None,
         reason: str,
         message: str,
+        throttled: bool = False,
     ) -> bool:
-        """The member's vault failed: open its breaker. True: it was closed (news)."""
+        """The member's vault failed: open its breaker. True: it was closed (news).
+        ``throttled``: the vault answered 429 (or the budget refused the call): the
+        member is out only for the vault's Retry-After when it gave one."""
         breaker = self.breaker(member)
         was_closed = breaker.failures == 0
-        breaker.failed(now, retry_after, vault_retry_after)
+        breaker.failed(now, retry_after, vault_retry_after, throttled=throttled)
         breaker.reason, breaker.message = reason, message
         return was_closed
 

@@ -271,6 +271,7 @@ async def _check_one(
                 vault_retry_after=failure.retry_after,
                 reason=str(failure.reason),
                 message=_prefixed(name, failure),
+                throttled=failure.reason == IssuerReason.THROTTLED,
             )
         elif probe:
             # The member is wrong, not its vault (which may well have answered): its

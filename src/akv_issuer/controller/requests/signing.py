@@ -5,7 +5,7 @@ PodCertificateRequests differ in where their inputs live and how a result is wri
 certificate is made. This module is the shared middle: it takes the CSR and
 the issuance parameters already read from the request, builds the
 certificate, has Key Vault sign it (holding one of the ``--concurrency`` sign
-slots only for that remote call) and says how it went, as one of four
+slots only for each request sent) and says how it went, as one of four
 outcomes the callers map onto their own status fields.
 """
 
@@ -29,7 +29,8 @@ from akv_issuer.controller.core import (
     keyvault_failure,
     keyvault_failure_text,
 )
-from akv_issuer.controller.core.pool import order_members, soonest_retry
+from akv_issuer.controller.core.keyvault_gateway import MEMBER_SET_ASIDE
+from akv_issuer.controller.core.pool import MemberRef, order_members, soonest_retry
 from akv_issuer.controller.observability.audit import CAKey
 from akv_issuer.controller.observability.metrics import Metrics
 from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyVaultError
@@ -87,12 +88,15 @@ class Transient:
     """Key Vault throttled or could not be reached: try again later. ``deferred``:
     nothing was asked of Key Vault -- the vault's throttling budget had this
     issuer's calls waiting already (keyvault.budget): come back after
-    ``retry_after``, neither a failure nor worth a status write."""
+    ``retry_after``, neither a failure nor worth a status write. ``set_aside``:
+    nothing was asked of the CA pool member's vault either -- its breaker opened
+    while the request waited (another request found it failing)."""
 
     message: str
     retry_after: float | None
     throttled: bool = False  # Key Vault answered 429 (else unreachable, 5xx, timeout)
     deferred: bool = False
+    set_aside: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +231,15 @@ class RequestSigner:
         gives, until one signs. A member whose vault fails (unreachable, throttled,
         forbidden; or a fault of that member alone) is set aside (its breaker opens) and
         the request goes on to the next at once, so no request fails while one member
-        works. Only the certificate of the member that answered is ever delivered: a
-        member whose answer was lost signed a certificate nobody received."""
+        works. A vault that is unreachable (refused, reset, 502/503/504, no answer) is
+        not retried by the keyvault layer first: its first failure sets the member
+        aside, and a request that took the member before that but has not sent its sign
+        yet skips it (the gateway asks the breaker right before each request), so the
+        others do not each find the outage. Only the certificate of the member that
+        answered is ever delivered: a member whose answer was lost (a timeout, a reset
+        after sending) signed a certificate nobody received -- redoing a sign elsewhere
+        costs a signature, never a second certificate for the request, as its status
+        records the one certificate it is given."""
         pool = checked.spec.pool
         retry_after = pool.retry_after.total_seconds() if pool is not None else 30.0
         health = self._kv.pool_health
@@ -252,7 +263,13 @@ class RequestSigner:
                 probes.discard(ref)
                 member = members[ref]
                 outcome = await self._sign_one(
-                    csr_pem, request, member.checked, now, request_key=request_key, created=created
+                    csr_pem,
+                    request,
+                    member.checked,
+                    now,
+                    request_key=request_key,
+                    created=created,
+                    member=ref,
                 )
                 if isinstance(outcome, Signed):
                     if health.succeeded(ref):
@@ -263,6 +280,15 @@ class RequestSigner:
                     # The request's own fault: no other member would sign it.
                     health.release_probe(ref)
                     return outcome
+                if isinstance(outcome, Transient) and outcome.set_aside:
+                    # Another request found the member failing since this one chose it:
+                    # nothing was sent, the breaker is open already.
+                    if last is None:
+                        last = Transient(
+                            f"pool member {ref.name!r} is set aside after its vault failed",
+                            outcome.retry_after,
+                        )
+                    continue
                 if isinstance(outcome, Transient) and outcome.deferred:
                     # The member's vault has enough of this issuer's calls waiting for
                     # its throttling budget: no failure of the vault; the next member
@@ -289,6 +315,7 @@ class RequestSigner:
                     vault_retry_after=vault_retry,
                     reason=reason,
                     message=text,
+                    throttled=reason == IssuerReason.THROTTLED,
                 ):
                     log.warning("%s: set aside, requests go to the other members", text)
                     self._member_changed(checked.key)
@@ -310,6 +337,7 @@ class RequestSigner:
         *,
         request_key: str | None,
         created: dt.datetime | None,
+        member: MemberRef | None = None,
     ) -> Outcome:
         started = time.perf_counter()
         kept = self._kept.pop(request_key, None) if request_key else None
@@ -336,7 +364,7 @@ class RequestSigner:
             # fault. The issuer goes not Ready with the CA's own reason.
             return IssuerFault(ca_failure(err, checked.spec.ca_description), recheck_now=True)
 
-        signer = self._kv.issuer_signer(checked)
+        signer = self._kv.issuer_signer(checked, member=member)
         try:
             certificate = await sign_certificate(
                 plan.builder, checked.key_info.public_key, checked.algorithm, signer
@@ -356,6 +384,7 @@ class RequestSigner:
                 err.retry_after,
                 throttled=err.kind is ErrorKind.THROTTLED,
                 deferred=err.code == BUDGET_SPENT,
+                set_aside=err.code == MEMBER_SET_ASIDE,
             )
         except SignatureError as err:
             return IssuerFault(CheckFailed(IssuerReason.CA_KEY_MISMATCH, err.reason))

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from azure.core.exceptions import ServiceRequestError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,8 +36,11 @@ from akv_issuer.controller.api import (
     ClusterIssuer,
 )
 from akv_issuer.controller.core import IssuerKey
+from akv_issuer.controller.core.pool import PoolHealth, order_members
 from akv_issuer.controller.issuers import IssuerReconciler
-from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyInfo, KeyVaultError
+from akv_issuer.controller.requests.signing import RequestSigner, Signed
+from akv_issuer.keyvault import BUDGET_SPENT, ErrorKind, KeyInfo, KeyVaultError, KeyVaultOptions
+from akv_issuer.pki import IssuanceRequest
 from support.controllerkit import (
     CLUSTER_NS,
     START,
@@ -45,8 +49,10 @@ from support.controllerkit import (
     b64,
     certificate_request,
     condition,
+    csr_pem,
     events,
     issuer_object,
+    unit_config,
 )
 from support.fakeclock import FakeClock, settle, wait_until
 from support.fakekube import FakeKube
@@ -200,8 +206,17 @@ class Pool:
 
 
 @pytest.fixture
-def setup_pool(kube: FakeKube, clock: FakeClock, host: FakeHost) -> Callable[..., Pool]:
-    def make(*, signing: bool = True) -> Pool:
+async def setup_pool(
+    kube: FakeKube, clock: FakeClock, host: FakeHost
+) -> AsyncIterator[Callable[..., Pool]]:
+    made: list[FakeHost] = []
+
+    def make(*, signing: bool = True, concurrency: int | None = None) -> Pool:
+        """``concurrency``: the host's sign slots (``--concurrency``), else the default."""
+        nonlocal host
+        if concurrency is not None:
+            host = FakeHost(kube, clock, config=unit_config(concurrency=concurrency))
+            made.append(host)
         root = Root()
         members = {n: make_member(host, root, n) for n in ("a", "b", "c")}
         for member in members.values():
@@ -210,12 +225,18 @@ def setup_pool(kube: FakeKube, clock: FakeClock, host: FakeHost) -> Callable[...
         flows = requests.setup(host, side) if signing else []
         return Pool(kube, clock, host, root, members, side, flows)
 
-    return make
+    yield make
+    for other in made:
+        await other.close()
 
 
-def throttled() -> KeyVaultError:
+def throttled(retry_after: float | None = None) -> KeyVaultError:
     return KeyVaultError(
-        ErrorKind.THROTTLED, "Too many requests", status=429, code="Throttled", retry_after=None
+        ErrorKind.THROTTLED,
+        "Too many requests",
+        status=429,
+        code="Throttled",
+        retry_after=retry_after,
     )
 
 
@@ -377,6 +398,105 @@ async def test_an_answer_lost_after_signing_fails_over_and_one_certificate_is_wr
     assert len(issued_writes) == 1
     await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
     assert t.states()["a"] == ("Unavailable", "KeyVaultUnreachable")
+
+
+def refused(name: str) -> ServiceRequestError:
+    """What the Azure SDK's transport raises for a vault that refuses connections."""
+    return ServiceRequestError(f"Cannot connect to host {name}.vault.azure.net:443: refused")
+
+
+async def test_an_unreachable_member_fails_over_at_once_without_retrying_its_vault(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t = setup_pool()
+    # Signs go through the keyvault layer's own retries (2 more attempts with backoff).
+    backoffs: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        backoffs.append(delay)
+
+    t.host.vault.retry_signs(KeyVaultOptions(max_retries=2), sleep=sleep)
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"])))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    # Vault a is down: every connection refused.
+    t.members["a"].signer.fail_next(refused("a"), times=1000)
+
+    for n in range(64):  # until a request went to a first (the order is per request)
+        name = f"web-{n}"
+        t.kube.add(certificate_request(name, POOL))
+        await wait_until(lambda name=name: t.issued(name) is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    obj = t.issued(name)
+    assert obj is not None
+    _, chain = signed_by(obj)
+    assert chain == [t.members["b"].cert]  # b signed it, in the same attempt
+    # a was asked once: no retry of the dead vault, no backoff slept for it.
+    assert t.members["a"].signer.calls == 1
+    assert backoffs == []
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert ready["status"] == "True"
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    assert t.states()["a"] == ("Unavailable", "KeyVaultUnreachable")
+    # Later requests do not ask a.
+    for n in range(8):
+        t.kube.add(certificate_request(f"after-{n}", POOL))
+    await wait_until(lambda: all(t.issued(f"after-{n}") for n in range(8)), what="issued")
+    assert t.members["a"].signer.calls == 1
+
+
+async def test_a_request_that_chose_a_member_another_found_down_does_not_ask_it(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    # Two sign slots, both taken: one sign on vault b (whose answers are held back), one
+    # on vault a, down. A third request chose a too and waits for a slot meanwhile.
+    t = setup_pool(concurrency=2)
+    t.host.vault.retry_signs(KeyVaultOptions(max_retries=2), sleep=t.clock.sleep)
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"])))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    _, checked = t.side.lookup(POOL)
+    assert checked is not None
+    a, b = t.members["a"], t.members["b"]
+    refs = [m.ref for m in checked.members]
+    view = t.host.keyvault.budget_view()
+
+    def keys_trying_first(name: str) -> list[str]:
+        """Request keys whose order tries member ``name`` first while the pool is healthy."""
+        keys = (f"uid-{n}" for n in range(64))
+        return [k for k in keys if order_members(refs, k, PoolHealth(), view, 0.0)[0].name == name]
+
+    on_b, (first_a, second_a) = keys_trying_first("b")[0], keys_trying_first("a")[:2]
+    a.signer.gate, b.signer.gate = asyncio.Event(), asyncio.Event()
+    a.signer.fail_next(refused("a"), times=1000)
+
+    signer = RequestSigner(t.host.keyvault, t.host.metrics)
+    request = IssuanceRequest(duration=dt.timedelta(hours=1))
+    now = t.clock.now()
+
+    def sign(key: str) -> asyncio.Task[object]:
+        return asyncio.create_task(signer.sign(csr_pem(), request, checked, now, request_key=key))
+
+    tasks = [sign(on_b), sign(first_a)]
+    await settle()
+    assert (a.signer.calls, b.signer.calls) == (1, 1)  # both slots taken
+    tasks.append(sign(second_a))  # it chooses a (closed, with budget) and waits for a slot
+    await settle()
+    assert a.signer.calls == 1
+    a.signer.gate.set()  # a refuses: its breaker opens, the first request goes on to b
+    await settle()
+    b.signer.gate.set()
+    outcomes = await asyncio.gather(*tasks)
+
+    for outcome in outcomes:
+        assert isinstance(outcome, Signed)
+        outcome.leaf.verify_directly_issued_by(b.cert)
+    assert a.signer.calls == 1  # the third request went to b without asking a
+    assert b.signer.calls == 3
+    assert t.clock.sleeps == []  # and nobody backed off on a
+    assert t.host.sample("keyvault_requests_total", operation="sign", status_code="transient") == 1
 
 
 async def test_a_member_set_aside_is_probed_after_retry_after_and_comes_back(
@@ -921,3 +1041,32 @@ async def test_a_probe_that_finds_the_member_wrong_leaves_it_invalid_not_probed_
     assert t.ready()["status"] == "True"
     # Not requeued to probe b again at once: the next check is the periodic one.
     assert result.after == t.host.config.issuer_recheck_interval.total_seconds()
+
+
+async def test_a_member_throttled_with_retry_after_is_out_only_that_long(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    # A 429 that says Retry-After: 2 is a busy vault, not a broken one: the member is set
+    # aside for those 2 s, not for pool.retryAfter (30 s), and comes back at the probe.
+    t = setup_pool()
+    a = DownVault(t, "a")
+    a.down = False
+    await t.host.start()
+    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
+    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
+    t.members["a"].signer.fail_next(throttled(retry_after=2.0))
+    for n in range(64):  # until a request went to a first (the order is per request)
+        t.kube.add(certificate_request(f"web-{n}", POOL))
+        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
+        if t.members["a"].signer.calls:
+            break
+    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    assert t.states()["a"][1] == "Throttled"
+    await settle()
+
+    result = await t.side.reconcile(POOL, 0)
+    assert result.after == pytest.approx(2, abs=0.5)  # the vault's Retry-After, not 30 s
+
+    await t.clock.advance(2.1)
+    await t.side.reconcile(POOL, 0)  # the check is a's probe
+    assert t.states()["a"] == ("Ready", "Checked")
