@@ -32,4 +32,14 @@ echo "$line"
 if [[ -n ${TIER_TIMES:-} ]]; then
   echo "$line" >>"$TIER_TIMES"
 fi
+# In `make test` a failing tier stops make: first collect the tier running
+# beside the foreground ones (hack/beside.sh), so none is left running.
+if [[ $rc -ne 0 && -n ${TIER_TIMES:-} ]]; then
+  for pidfile in .pytest_cache/beside/*.pid; do
+    other=$(basename "$pidfile" .pid)
+    if [[ -e $pidfile && $other != "$tier" ]]; then
+      bash hack/beside.sh wait "$other"
+    fi
+  done
+fi
 exit "$rc"

@@ -25,6 +25,12 @@ policy does not allow never starts and its request is Denied with reason
 NamespaceNotAllowed; the kubelet refreshes both Pods' certificates at
 beginRefreshAt, they chain to the new CA and the Pods talked throughout with
 no failed exchange.
+
+The refresh comes 11-17 minutes after the Pods started, so the node tier runs
+the first three tests first, then the node modules that run no controller of
+ours while the kubelet's refresh is awaited, then the refresh check, then the
+rest (``support.node``, "order"; tests/README.md). Run alone, the module keeps
+its order and waits.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +216,13 @@ class Setup:
     new_ca: Path | None = None
     rotated_at: float = 0.0
     identities: dict[str, str] = field(default_factory=dict)  # pod -> SPIFFE ID
+    remove: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Remove the issuer, the namespaces and the release (once)."""
+        remove, self.remove = self.remove, None
+        if remove is not None:
+            remove()
 
     def exec(self, pod: str, *command: str) -> str:
         proc = subprocess.run(
@@ -244,7 +257,11 @@ def _akv_issuer() -> str:
     return str(Path(sys.executable).parent / "akv-issuer")
 
 
-@pytest.fixture(scope="module")
+# Session scope: the node tier runs this module's first three tests first and
+# the refresh check after the modules that run beside the wait
+# (support/node.py, "order"); the refresh check's ``refreshed`` uninstalls it
+# all before the node tests with controllers of their own.
+@pytest.fixture(scope="session")
 def setup(
     node_cluster: DevCluster,
     node_kube: Client,
@@ -271,10 +288,8 @@ def setup(
         signer_resource_name("ClusterIssuer", issuer_name), uuid.uuid4().hex[:8], old_ca,
         workdir,
     )  # fmt: skip
-    try:
-        _install(found, namespace, issuer_name)
-        yield found
-    finally:
+
+    def remove() -> None:
         # The issuer first, while its controller runs (it removes the bundle).
         with contextlib.suppress(ApiError):
             node_kube.delete(ClusterIssuer, issuer_name)
@@ -284,9 +299,24 @@ def setup(
                     node_kube.delete(Namespace, ns)
         subprocess.run(
             [helm_bin, "--kubeconfig", str(kubeconfig), "uninstall", RELEASE,
-             "--namespace", namespace, "--ignore-not-found"],
-            capture_output=True, timeout=120, check=False,
+             "--namespace", namespace, "--ignore-not-found", "--wait", "--timeout", "120s"],
+            capture_output=True, timeout=150, check=False,
         )  # fmt: skip
+
+    found.remove = remove
+    try:
+        _install(found, namespace, issuer_name)
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def refreshed(setup: Setup) -> Iterator[Setup]:
+    """The setup for the refresh check, the module's last test: removed after
+    it, before the node tests that run controllers of their own."""
+    yield setup
+    setup.close()
 
 
 def _install(s: Setup, namespace: str, issuer_name: str) -> None:
@@ -643,9 +673,9 @@ def test_a_pod_in_a_namespace_the_issuer_does_not_allow_never_starts(setup: Setu
 
 @pytest.mark.timeout(REFRESH_LIMIT + 300)
 def test_kubelet_refreshes_every_pod_certificate_to_the_new_ca_and_the_pods_keep_talking(
-    setup: Setup,
+    refreshed: Setup,
 ) -> None:
-    s = setup
+    s = refreshed
     assert s.new_ca is not None, "needs the rotation of the previous test"
     new_ca = s.new_ca
     ns = s.app_namespace

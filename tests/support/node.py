@@ -142,3 +142,52 @@ def node_ca(node_emulator: EmulatorProcess, tmp_path_factory: pytest.TempPathFac
         env=environ_with(node_emulator.env),
     )  # fmt: skip
     return NodeCA(name, pem)
+
+
+# --- order -----------------------------------------------------------------------
+#
+# test_node_pod_certificates.py waits 11-17 minutes for the kubelet to refresh
+# its Pods' certificates (beginRefreshAt: the API's earliest, 10 minutes after
+# issuance, plus the kubelet's jitter of up to 5 and its pass of 1-2). Its
+# Pods, the CA rotation and the denied Pod come first; the modules below run
+# during the wait; the refresh check follows; then the rest. The modules
+# beside the wait run no controller of ours on the node cluster: every
+# controller reconciles every Issuer and ClusterIssuer and signs their
+# requests, so a chart or kustomize release running beside the Pod
+# certificates' one would sign the other's requests (and hide a broken one)
+# and report the other's ClusterIssuer not Ready. A new module runs after the
+# refresh check unless it is added here.
+POD_CERTIFICATES_MODULE = "test_node_pod_certificates.py"
+REFRESH_TEST = (
+    "test_kubelet_refreshes_every_pod_certificate_to_the_new_ca_and_the_pods_keep_talking"
+)
+BESIDE_THE_REFRESH_WAIT = frozenset(
+    {
+        "test_alerts.py",
+        "test_node_faults.py",
+        "test_node_image.py",
+        "test_node_release.py",
+        "test_node_devcluster.py",
+        "test_node_kubelet_requests.py",
+    }
+)
+
+
+def node_order(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The node tier's items in the order above; the others keep theirs."""
+    node = [item for item in items if item.get_closest_marker("node")]
+    podcert = [item for item in node if item.path.name == POD_CERTIFICATES_MODULE]
+    refresh = [item for item in podcert if getattr(item, "originalname", item.name) == REFRESH_TEST]
+    if not refresh:
+        return items
+    start = [item for item in podcert if item not in refresh]
+    beside = [item for item in node if item.path.name in BESIDE_THE_REFRESH_WAIT]
+    rest = [item for item in node if item not in podcert and item not in beside]
+    ordered = iter(start + beside + refresh + rest)
+    return [next(ordered) if item.get_closest_marker("node") else item for item in items]
+
+
+# trylast: after support.plugin marked the tiers (and `-m` deselected).
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items[:] = node_order(items)

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from akv_devcluster import binaries as bins
 from akv_devcluster.images import PAUSE_IMAGE, ImageError, pause_image_archive
 from akv_devcluster.kubeconfig import write_kubeconfig
-from akv_devcluster.process import ProcessSpec, tail
+from akv_devcluster.process import ProcessGroup, ProcessSpec, tail
 
 if TYPE_CHECKING:
     from akv_devcluster.cluster import DevCluster
@@ -691,6 +691,34 @@ def _ctr_ok(pid: int) -> bool:
     return proc.returncode == 0
 
 
+# The node's processes in start order: start_node hands each over as soon as it
+# runs, so one that exits at startup (a flag its version refuses, a port in
+# use) is only noticed while waiting for what it should have done.
+STARTUP_PROCESSES = (
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+)
+
+
+def exited_node_process(processes: ProcessGroup) -> str | None:
+    """One line on the first node process that has exited: its name, exit code
+    and the tail of its log; None while they all run."""
+    for name in STARTUP_PROCESSES:
+        record = processes.get(name)
+        if record is None:
+            continue
+        code = processes.exit_code(record)
+        if code is not None:
+            return (
+                f"{name} exited with code {code}: {tail(record.log_file, 5)} "
+                f"(log: {record.log_file})"
+            )
+    return None
+
+
 def wait_node_ready(cluster: DevCluster, timeout: float) -> None:
     from lightkube import Client
     from lightkube.config.kubeconfig import KubeConfig
@@ -705,6 +733,9 @@ def wait_node_ready(cluster: DevCluster, timeout: float) -> None:
         # Pods are refused until the controller-manager made the namespace's
         # `default` ServiceAccount; a cluster handed out as ready accepts Pods.
         while True:
+            exited = exited_node_process(cluster.processes)
+            if exited is not None:
+                raise NodeError(exited)
             try:
                 client.get(ServiceAccount, "default", namespace="default")
                 break
@@ -716,8 +747,9 @@ def wait_node_ready(cluster: DevCluster, timeout: float) -> None:
                     ) from None
                 time.sleep(0.2)
         while True:
-            if record is not None and cluster.processes.exit_code(record) is not None:
-                raise NodeError(f"the kubelet exited: {tail(record.log_file, 5)}")
+            exited = exited_node_process(cluster.processes)
+            if exited is not None:
+                raise NodeError(exited)
             try:
                 node = client.get(Node, NODE_NAME)
                 for cond in (node.status.conditions if node.status else None) or []:
