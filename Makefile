@@ -91,10 +91,12 @@ endif
 # In `make test` the node tier runs in the background beside e2e, e2e-oldest
 # and harness (hack/beside.sh): most of its time is the kubelet's certificate
 # refresh wait, idle. Each keeps its own cluster, time limit and result line;
-# the node tier's output is printed whole when it ends (node-beside-wait).
+# the node tier's output is printed whole when it ends (node-beside-wait). It
+# keeps its own pytest cache: two sessions ending at once would both write
+# .pytest_cache/v/cache/lastfailed.
 .PHONY: node-beside node-beside-wait
 node-beside: binaries image
-	@bash hack/beside.sh start node 2400 $(PYTEST_ARGS)
+	@bash hack/beside.sh start node 2400 -o cache_dir=.pytest_cache/beside/cache $(PYTEST_ARGS)
 
 node-beside-wait:
 	@bash hack/beside.sh wait node
