@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from akv_devcluster.conformance import (
+    FLAKE_ATTEMPTS,
     ConformanceError,
     Target,
     TargetResult,
     compare,
     parse_report,
+    summary_lines,
     target_argv,
 )
 
@@ -123,3 +125,30 @@ def test_argv_names_the_issuer_and_writes_the_manifest(tmp_path: Path) -> None:
     assert "--feature-gates=A=true,B=false" in argv
     assert "--suite=certificates" in argv
     assert "--name=AKV Issuer" in argv
+
+
+def test_a_spec_that_passed_on_its_second_attempt_is_reported_flaky(tmp_path: Path) -> None:
+    flaky = _spec("AKV ClusterIssuer", "ingress with annotations", "passed") | {"NumAttempts": 2}
+    result = _report(
+        tmp_path, "AKV ClusterIssuer", [flaky, _spec("AKV ClusterIssuer", "basic", "passed")]
+    )
+    assert [(s.attempts, s.flaky, s.failed) for s in result.specs] == [
+        (2, True, False),
+        (1, False, False),
+    ]
+    assert result.counts()["passed"] == 2
+    assert summary_lines([result])[1:] == [
+        "  flaky, passed on attempt 2: AKV ClusterIssuer: ingress with annotations"
+    ]
+
+
+def test_every_run_retries_a_failed_spec_once(tmp_path: Path) -> None:
+    argv = target_argv(
+        tmp_path / "conformance",
+        Target("CA Issuer", "certificates", issuer_ref="cert-manager.io/ClusterIssuer/ca"),
+        kubeconfig=tmp_path / "kubeconfig",
+        report=tmp_path / "report.json",
+        workdir=tmp_path,
+    )
+    assert f"--ginkgo.flake-attempts={FLAKE_ATTEMPTS}" in argv
+    assert FLAKE_ATTEMPTS == 2
