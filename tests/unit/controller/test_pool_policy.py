@@ -40,7 +40,12 @@ class Budget:
 
 
 def fail(
-    health: PoolHealth, member: MemberRef, clock: FakeClock, vault: float | None = None
+    health: PoolHealth,
+    member: MemberRef,
+    clock: FakeClock,
+    vault: float | None = None,
+    *,
+    throttled: bool = False,
 ) -> bool:
     return health.failed(
         member,
@@ -49,6 +54,7 @@ def fail(
         vault_retry_after=vault,
         reason="Throttled",
         message=f"pool member {member.name!r}: throttled",
+        throttled=throttled,
     )
 
 
@@ -166,31 +172,19 @@ def test_the_check_comes_back_when_the_first_member_set_aside_may_be_probed() ->
     assert probe_delay([A], health, 31.0, probing=30.0) == 30.0
 
 
-def throttle(health: PoolHealth, member: MemberRef, clock: FakeClock, vault: float | None) -> bool:
-    return health.failed(
-        member,
-        clock(),
-        retry_after=30.0,
-        vault_retry_after=vault,
-        reason="Throttled",
-        message=f"pool member {member.name!r}: throttled",
-        throttled=True,
-    )
-
-
 async def test_a_throttled_member_with_retry_after_is_out_for_just_that_and_never_doubles() -> None:
     clock, health = FakeClock(), PoolHealth()
-    assert throttle(health, A, clock, 2.0) is True
+    assert fail(health, A, clock, 2.0, throttled=True) is True
     assert soonest_retry([A], health, clock()) == 2.0  # not pool.retryAfter's 30 s
     for _ in range(5):  # 429 after 429: the vault's word each time, no doubling
         await clock.advance(2.0)
         assert order_members([A], "uid", health, Budget(), clock()) == [A]  # the probe
-        throttle(health, A, clock, 2.0)
+        fail(health, A, clock, 2.0, throttled=True)
         assert soonest_retry([A], health, clock()) == 2.0
     assert health.succeeded(A) is True
 
 
 async def test_a_throttled_member_without_retry_after_waits_retry_after() -> None:
     clock, health = FakeClock(), PoolHealth()
-    throttle(health, A, clock, None)
+    fail(health, A, clock, None, throttled=True)
     assert soonest_retry([A], health, clock()) == 30.0

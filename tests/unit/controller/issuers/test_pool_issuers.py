@@ -953,22 +953,32 @@ async def test_a_member_whose_vault_stays_down_is_probed_ever_less_often(
     assert len([e for e in t.events() if e[1] == "PoolMemberUnavailable"]) == 1
 
 
-async def test_a_check_does_not_probe_a_member_a_request_is_probing(
-    setup_pool: Callable[..., Pool],
-) -> None:
+async def a_set_aside_by_its_sign(
+    setup_pool: Callable[..., Pool], failure: KeyVaultError
+) -> tuple[Pool, DownVault]:
+    """A pool of a and b (retryAfter 30s) whose member a is set aside by ``failure`` of
+    its first sign: requests are sent until one went to a first (the order is per
+    request); a's vault (for the check's reads) is up."""
     t = setup_pool()
     a = DownVault(t, "a")
     a.down = False
     await t.host.start()
     t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
     await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
-    t.members["a"].signer.fail_next(throttled())
-    for n in range(64):  # until a request went to a first (the order is per request)
+    t.members["a"].signer.fail_next(failure)
+    for n in range(64):
         t.kube.add(certificate_request(f"web-{n}", POOL))
         await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
         if t.members["a"].signer.calls:
             break
     await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    return t, a
+
+
+async def test_a_check_does_not_probe_a_member_a_request_is_probing(
+    setup_pool: Callable[..., Pool],
+) -> None:
+    t, a = await a_set_aside_by_its_sign(setup_pool, throttled())
     await settle()
 
     await t.clock.advance(31)  # half-open: the next request takes the probe
@@ -988,19 +998,7 @@ async def test_a_check_does_not_probe_a_member_a_request_is_probing(
 async def test_a_member_set_aside_by_signing_is_probed_by_the_check_and_comes_back(
     setup_pool: Callable[..., Pool],
 ) -> None:
-    t = setup_pool()
-    a = DownVault(t, "a")
-    a.down = False
-    await t.host.start()
-    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
-    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
-    t.members["a"].signer.fail_next(throttled())
-    for n in range(64):  # until a request went to a first (the order is per request)
-        t.kube.add(certificate_request(f"web-{n}", POOL))
-        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
-        if t.members["a"].signer.calls:
-            break
-    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    t, a = await a_set_aside_by_its_sign(setup_pool, throttled())
     await settle()
     reads = a.reads
 
@@ -1048,19 +1046,7 @@ async def test_a_member_throttled_with_retry_after_is_out_only_that_long(
 ) -> None:
     # A 429 that says Retry-After: 2 is a busy vault, not a broken one: the member is set
     # aside for those 2 s, not for pool.retryAfter (30 s), and comes back at the probe.
-    t = setup_pool()
-    a = DownVault(t, "a")
-    a.down = False
-    await t.host.start()
-    t.add(t.spec(member_spec(t.members["b"]), retryAfter="30s"))
-    await wait_until(lambda: condition(t.get(), "Ready") is not None, what="checked")
-    t.members["a"].signer.fail_next(throttled(retry_after=2.0))
-    for n in range(64):  # until a request went to a first (the order is per request)
-        t.kube.add(certificate_request(f"web-{n}", POOL))
-        await wait_until(lambda n=n: t.issued(f"web-{n}") is not None, what="issued")
-        if t.members["a"].signer.calls:
-            break
-    await wait_until(lambda: t.states().get("a", ("",))[0] == "Unavailable", what="a out")
+    t, _ = await a_set_aside_by_its_sign(setup_pool, throttled(retry_after=2.0))
     assert t.states()["a"][1] == "Throttled"
     await settle()
 
